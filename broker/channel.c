@@ -1,0 +1,311 @@
+/* channel.c - channel registry, subscriptions, sequencing, history, fan-out.
+ *
+ * Invariant: a subscription is on exactly one channel's array and one
+ * connection's list; both links are changed in the same function. */
+#include "channel.h"
+#include "codec.h"
+#include "frame.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static struct channel *registry;        /* uthash table by name */
+static struct channel *idle_head;       /* channels without subscribers */
+static const struct config *cfg;
+static char boot_id[16];                /* makes epochs unique across restarts */
+static uint64_t epoch_counter;
+
+/* Scratch space for encoding; grows to the largest message seen. */
+static char *enc_buf;
+static size_t enc_cap;
+
+void channel_registry_init(const struct config *config)
+{
+    uint32_t rnd = 0;
+    cfg = config;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = (uint32_t)time(NULL) * 2654435761u;
+    snprintf(boot_id, sizeof boot_id, "%08x", rnd ^ (uint32_t)time(NULL));
+}
+
+/* ---------------------------------------------------------------- history */
+
+static bool hist_expired(const struct channel *ch, const struct hist_entry *e, int64_t now_ms)
+{
+    return ch->ns->history_ttl > 0 && now_ms - e->ts_ms > (int64_t)ch->ns->history_ttl * 1000;
+}
+
+static struct hist_entry *hist_at(struct channel *ch, uint32_t i)
+{
+    return &ch->hist[(ch->hist_head + i) % (uint32_t)ch->ns->history_size];
+}
+
+static void hist_drop_oldest(struct channel *ch)
+{
+    struct hist_entry *e = hist_at(ch, 0);
+    frame_unref(e->f);
+    e->f = NULL;
+    ch->hist_head = (ch->hist_head + 1) % (uint32_t)ch->ns->history_size;
+    ch->hist_count--;
+}
+
+static void hist_expire(struct channel *ch, int64_t now_ms)
+{
+    while (ch->hist_count && hist_expired(ch, hist_at(ch, 0), now_ms))
+        hist_drop_oldest(ch);
+}
+
+static void hist_push(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    uint32_t size = (uint32_t)ch->ns->history_size;
+    if (!size)
+        return;
+    if (!ch->hist) {
+        ch->hist = calloc(size, sizeof *ch->hist);
+        if (!ch->hist)
+            return; /* history is best effort under memory pressure; recovery then says false */
+    }
+    if (ch->hist_count == size)
+        hist_drop_oldest(ch);
+    struct hist_entry *e = hist_at(ch, ch->hist_count);
+    e->f = frame_ref(f);
+    e->seq = seq;
+    e->ts_ms = ts_ms;
+    ch->hist_count++;
+}
+
+bool channel_can_recover(struct channel *ch, const char *epoch, uint64_t seq, int64_t now_ms)
+{
+    if (strcmp(epoch, ch->epoch) != 0 || seq > ch->seq)
+        return false;
+    if (seq == ch->seq)
+        return true;
+    hist_expire(ch, now_ms);
+    return ch->hist_count && hist_at(ch, 0)->seq <= seq + 1;
+}
+
+void channel_history_each(struct channel *ch, uint64_t after, long long limit, int64_t now_ms,
+                          void (*fn)(const struct hist_entry *e, void *ud), void *ud)
+{
+    hist_expire(ch, now_ms);
+    uint32_t first = 0;
+    /* Entries are in seq order: skip those at or before `after`. */
+    while (first < ch->hist_count && hist_at(ch, first)->seq <= after)
+        first++;
+    if (limit >= 0 && ch->hist_count - first > (unsigned long long)limit)
+        first = ch->hist_count - (uint32_t)limit;
+    for (uint32_t i = first; i < ch->hist_count; i++)
+        fn(hist_at(ch, i), ud);
+}
+
+/* --------------------------------------------------------------- registry */
+
+static void idle_link(struct channel *ch)
+{
+    ch->idle = true;
+    ch->idle_prev = NULL;
+    ch->idle_next = idle_head;
+    if (idle_head)
+        idle_head->idle_prev = ch;
+    idle_head = ch;
+}
+
+static void idle_unlink(struct channel *ch)
+{
+    if (!ch->idle)
+        return;
+    if (ch->idle_prev)
+        ch->idle_prev->idle_next = ch->idle_next;
+    else
+        idle_head = ch->idle_next;
+    if (ch->idle_next)
+        ch->idle_next->idle_prev = ch->idle_prev;
+    ch->idle = false;
+}
+
+static void channel_delete(struct channel *ch)
+{
+    idle_unlink(ch);
+    HASH_DEL(registry, ch);
+    while (ch->hist_count)
+        hist_drop_oldest(ch);
+    free(ch->hist);
+    free(ch->subs);
+    free(ch->name);
+    free(ch);
+    metrics.channels--;
+}
+
+/* A channel with no subscribers is kept only while it has history to serve. */
+static void channel_maybe_delete(struct channel *ch)
+{
+    if (ch->nsubs)
+        return;
+    if (!ch->hist_count)
+        channel_delete(ch);
+    else if (!ch->idle)
+        idle_link(ch);
+}
+
+struct channel *channel_find(const char *name, size_t len)
+{
+    struct channel *ch;
+    HASH_FIND(hh, registry, name, len, ch);
+    return ch;
+}
+
+struct channel *channel_get(const char *name, size_t len)
+{
+    struct channel *ch = channel_find(name, len);
+    if (ch)
+        return ch;
+    ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return NULL;
+    ch->name = malloc(len + 1);
+    if (!ch->name) {
+        free(ch);
+        return NULL;
+    }
+    memcpy(ch->name, name, len);
+    ch->name[len] = '\0';
+    ch->len = len;
+    ch->ns = config_ns_for(cfg, name, len);
+    snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
+    HASH_ADD_KEYPTR(hh, registry, ch->name, ch->len, ch);
+    metrics.channels++;
+    return ch;
+}
+
+uint32_t channel_count(void) { return HASH_COUNT(registry); }
+
+void channel_registry_free(void)
+{
+    struct channel *ch, *tmp;
+    HASH_ITER(hh, registry, ch, tmp) {
+        /* Connections are gone by now; their subscriptions were unlinked. */
+        channel_delete(ch);
+    }
+    free(enc_buf);
+    enc_buf = NULL;
+    enc_cap = 0;
+}
+
+/* ---------------------------------------------------------- subscriptions */
+
+struct sub *channel_sub_find(struct sub_list *list, struct channel *ch)
+{
+    for (struct sub *s = list->head; s; s = s->conn_next)
+        if (s->ch == ch)
+            return s;
+    return NULL;
+}
+
+struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list)
+{
+    if (ch->nsubs == ch->subs_cap) {
+        uint32_t ncap = ch->subs_cap ? ch->subs_cap * 2 : 4;
+        struct sub **n = realloc(ch->subs, sizeof *n * ncap);
+        if (!n)
+            return NULL;
+        ch->subs = n;
+        ch->subs_cap = ncap;
+    }
+    struct sub *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    s->ch = ch;
+    s->conn = c;
+    s->idx = ch->nsubs;
+    ch->subs[ch->nsubs++] = s;
+    s->conn_prev = NULL;
+    s->conn_next = list->head;
+    if (list->head)
+        list->head->conn_prev = s;
+    list->head = s;
+    list->n++;
+    idle_unlink(ch);
+    metrics.subscriptions++;
+    return s;
+}
+
+void channel_unsubscribe(struct sub *s, struct sub_list *list)
+{
+    struct channel *ch = s->ch;
+    struct sub *last = ch->subs[--ch->nsubs];
+    ch->subs[s->idx] = last;
+    last->idx = s->idx;
+    if (s->conn_prev)
+        s->conn_prev->conn_next = s->conn_next;
+    else
+        list->head = s->conn_next;
+    if (s->conn_next)
+        s->conn_next->conn_prev = s->conn_prev;
+    list->n--;
+    free(s);
+    metrics.subscriptions--;
+    /* A big room that emptied gives its array back. */
+    if (ch->nsubs == 0 && ch->subs_cap > 64) {
+        free(ch->subs);
+        ch->subs = NULL;
+        ch->subs_cap = 0;
+    }
+    channel_maybe_delete(ch);
+}
+
+void channel_unsubscribe_all(struct sub_list *list)
+{
+    while (list->head)
+        channel_unsubscribe(list->head, list);
+}
+
+/* ---------------------------------------------------------------- publish */
+
+int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                    struct publish_result *res)
+{
+    uint64_t seq = ch->seq + 1;
+    size_t need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
+    if (need > enc_cap) {
+        char *nb = realloc(enc_buf, need);
+        if (!nb)
+            return -1;
+        enc_buf = nb;
+        enc_cap = need;
+        need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
+    }
+    if (need == 0 || need > enc_cap)
+        return -1;
+    struct frame *f = frame_from(enc_buf, need);
+    if (!f)
+        return -1;
+
+    ch->seq = seq;
+    res->seq = seq;
+    memcpy(res->epoch, ch->epoch, sizeof res->epoch);
+    hist_expire(ch, now_ms);
+    hist_push(ch, f, seq, now_ms);
+
+    /* conn_enqueue never unsubscribes synchronously, so the array is stable here. */
+    for (uint32_t i = 0; i < ch->nsubs; i++)
+        conn_enqueue(ch->subs[i]->conn, f);
+    metrics.delivered += ch->nsubs;
+    frame_unref(f);
+    channel_maybe_delete(ch);
+    return 0;
+}
+
+void channel_sweep(int64_t now_ms)
+{
+    struct channel *ch = idle_head, *next;
+    for (; ch; ch = next) {
+        next = ch->idle_next;
+        hist_expire(ch, now_ms);
+        if (!ch->hist_count)
+            channel_delete(ch);
+    }
+}

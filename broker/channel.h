@@ -1,0 +1,110 @@
+/* channel.h - the channel registry: channel -> subscribers and connection ->
+ * channels, both sides changed together; each channel's sequence and history.
+ *
+ * Subscribe, unsubscribe and disconnect cost O(1) per (connection, channel)
+ * pair: a subscription knows its slot in the channel's subscriber array and
+ * its links in the connection's list. A publish is sequenced, encoded once,
+ * kept in history by reference and queued by reference to every subscriber. */
+#ifndef CHORUS_CHANNEL_H
+#define CHORUS_CHANNEL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "config.h"
+
+struct conn;
+struct frame;
+
+#define CHANNEL_EPOCH_MAX 40
+
+/* One per (connection, channel) subscription; created by channel_subscribe(),
+ * freed by channel_unsubscribe(). */
+struct sub {
+    struct channel *ch;
+    struct conn *conn;
+    uint32_t idx;                        /* slot in ch->subs */
+    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list */
+};
+
+/* The connection side of the index, embedded in each connection. */
+struct sub_list {
+    struct sub *head;
+    uint32_t n;
+};
+
+struct hist_entry {
+    struct frame *f;     /* one reference */
+    uint64_t seq;
+    int64_t ts_ms;
+};
+
+/* One per live channel; created on first subscribe or publish, deleted when it
+ * has neither subscribers nor unexpired history. */
+struct channel {
+    char *name;                          /* NUL-terminated, validated */
+    size_t len;
+    const struct ns_opts *ns;            /* read-only, owned by the config */
+    char epoch[CHANNEL_EPOCH_MAX];
+    uint64_t seq;                        /* last sequence number given */
+
+    struct sub **subs;                   /* unordered; swap-removed */
+    uint32_t nsubs, subs_cap;
+
+    struct hist_entry *hist;             /* ring of ns->history_size entries */
+    uint32_t hist_head, hist_count;
+
+    struct channel *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
+    bool idle;
+    UT_hash_handle hh;
+};
+
+/* Delivery of a frame to one subscriber; implemented by conn.c (tests supply
+ * their own). Must not unsubscribe anything synchronously: the fan-out loop
+ * is iterating the subscriber array when it is called. */
+void conn_enqueue(struct conn *c, struct frame *f);
+
+void channel_registry_init(const struct config *cfg);
+void channel_registry_free(void);
+
+struct channel *channel_find(const char *name, size_t len);
+/* Finds or creates the channel; NULL only when memory ran out. */
+struct channel *channel_get(const char *name, size_t len);
+uint32_t channel_count(void);
+
+/* Returns the existing subscription of c to ch, or NULL. O(channels of c). */
+struct sub *channel_sub_find(struct sub_list *list, struct channel *ch);
+/* Links a new subscription on both sides; NULL when memory ran out. */
+struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list);
+/* Unlinks and frees s; deletes the channel when it is left empty. */
+void channel_unsubscribe(struct sub *s, struct sub_list *list);
+/* Unsubscribes everything in the list (connection closed). */
+void channel_unsubscribe_all(struct sub_list *list);
+
+struct publish_result {
+    uint64_t seq;
+    char epoch[CHANNEL_EPOCH_MAX];
+};
+
+/* Sequences, encodes, records and fans out one message. `client` is the
+ * publisher's connection id or NULL. Returns 0 and fills res, or -1 when data
+ * cannot be encoded or memory ran out. The channel may be deleted by this call
+ * (no subscribers, no history): do not use ch afterwards. */
+int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                    struct publish_result *res);
+
+/* True when every message after (epoch, seq) is still in history, i.e. a
+ * subscriber at that position can be brought up to date exactly. */
+bool channel_can_recover(struct channel *ch, const char *epoch, uint64_t seq, int64_t now_ms);
+/* Calls fn for each unexpired history entry with seq > after, oldest first,
+ * limited to the newest `limit` such entries (limit < 0: no limit). */
+void channel_history_each(struct channel *ch, uint64_t after, long long limit, int64_t now_ms,
+                          void (*fn)(const struct hist_entry *e, void *ud), void *ud);
+
+/* Expires history and deletes channels left with nothing; call periodically. */
+void channel_sweep(int64_t now_ms);
+
+#endif

@@ -1,0 +1,448 @@
+/* config.c - the settings table and its three sources (file, environment, flags). */
+#include "config.h"
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef CHORUS_VERSION
+#define CHORUS_VERSION "dev"
+#endif
+#ifndef CHORUS_WWW_DIR
+#define CHORUS_WWW_DIR "www"
+#endif
+#ifndef CHORUS_SDK_DIR
+#define CHORUS_SDK_DIR "sdk"
+#endif
+
+enum opt_type { OPT_INT, OPT_STR, OPT_BOOL, OPT_LIST };
+
+struct opt {
+    const char *name;        /* flag name without "--"; env and JSON names derive from it */
+    enum opt_type type;
+    size_t off;
+    const char *metavar;
+    long min, max;
+    const char *help;
+};
+
+#define F(field) offsetof(struct config, field)
+static const struct opt opts[] = {
+    {"port", OPT_INT, F(port), "N", 1, 65535, "TCP port for HTTP and WebSocket (default 8080)"},
+    {"bind", OPT_STR, F(bind), "ADDR", 0, 0, "address to listen on (default 0.0.0.0)"},
+    {"api-key", OPT_STR, F(api_key), "KEY", 0, 0,
+     "key for POST /api/publish; without one the HTTP publish API is disabled"},
+    {"config", OPT_STR, F(config_file), "FILE", 0, 0, "JSON config file (keys as below, with '_')"},
+    {"node-id", OPT_STR, F(node_id), "ID", 0, 0, "this node's id (default: host name)"},
+    {"static-dir", OPT_STR, F(static_dir), "DIR", 0, 0, "files served at / (default: the demo)"},
+    {"sdk-dir", OPT_STR, F(sdk_dir), "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)"},
+    {"allowed-origin", OPT_LIST, F(allowed_origin), "URL", 0, 0,
+     "accept WebSocket upgrades only from this Origin (repeatable; default: any)"},
+    {"max-connections", OPT_INT, F(max_connections), "N", 1, 10000000,
+     "most WebSocket connections held at once (default 10000)"},
+    {"max-frame-bytes", OPT_INT, F(max_frame_bytes), "N", 64, 64 << 20,
+     "largest client frame or HTTP body accepted (default 65536)"},
+    {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), "N", 1, 1000000,
+     "most channels one connection may subscribe to (default 128)"},
+    {"max-queue-bytes", OPT_INT, F(max_queue_bytes), "N", 1024, INT_MAX,
+     "outbound queue bound per connection in bytes; past it the client is closed 4008 (default 1048576)"},
+    {"max-queue-frames", OPT_INT, F(max_queue_frames), "N", 4, 1 << 24,
+     "outbound queue bound per connection in frames (default 4096)"},
+    {"ping-interval", OPT_INT, F(ping_interval), "SECS", 1, 65000,
+     "idle seconds before the server PINGs a client (default 25)"},
+    {"ping-timeout", OPT_INT, F(ping_timeout), "SECS", 1, 65000,
+     "seconds a client has to answer before it is dropped (default 10)"},
+    {"history-size", OPT_INT, F(history_size), "N", 0, 1000000,
+     "messages of history kept per channel (default 100)"},
+    {"history-ttl", OPT_INT, F(history_ttl), "SECS", 0, INT_MAX,
+     "seconds a message stays in history, 0 = forever (default 600)"},
+    {"client-publish", OPT_BOOL, F(client_publish), "true|false", 0, 0,
+     "may WebSocket clients publish in namespaces that do not say (default true)"},
+    {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), "MS", 0, 600000,
+     "time allowed to flush and close clients on SIGTERM (default 2000)"},
+    {"log-level", OPT_STR, F(log_level), "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
+    {"event-lib", OPT_STR, F(event_lib), "LIB", 0, 0, "event loop: poll or libev (default poll)"},
+};
+#undef F
+
+static void set_str(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = strdup(v);
+}
+
+static void defaults(struct config *cfg)
+{
+    char host[256] = "chorus";
+    memset(cfg, 0, sizeof *cfg);
+    cfg->port = 8080;
+    set_str(&cfg->bind, "0.0.0.0");
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "chorus");
+    set_str(&cfg->node_id, host);
+    set_str(&cfg->static_dir, CHORUS_WWW_DIR);
+    set_str(&cfg->sdk_dir, CHORUS_SDK_DIR);
+    cfg->max_connections = 10000;
+    cfg->max_frame_bytes = 65536;
+    cfg->max_channels_per_conn = 128;
+    cfg->max_queue_bytes = 1 << 20;
+    cfg->max_queue_frames = 4096;
+    cfg->ping_interval = 25;
+    cfg->ping_timeout = 10;
+    cfg->history_size = 100;
+    cfg->history_ttl = 600;
+    cfg->client_publish = true;
+    cfg->shutdown_timeout_ms = 2000;
+    set_str(&cfg->log_level, "info");
+    set_str(&cfg->event_lib, "poll");
+}
+
+/* Applies one textual value; `src` names its origin for error messages. */
+static int apply(struct config *cfg, const struct opt *o, const char *v, const char *src)
+{
+    char *base = (char *)cfg;
+    switch (o->type) {
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || end == v || *end || n < o->min || n > o->max) {
+            fprintf(stderr, "chorusd: %s: %s must be an integer in [%ld, %ld], got '%s'\n", src,
+                    o->name, o->min, o->max, v);
+            return -1;
+        }
+        *(int *)(base + o->off) = (int)n;
+        return 0;
+    }
+    case OPT_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
+            *(bool *)(base + o->off) = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no"))
+            *(bool *)(base + o->off) = false;
+        else {
+            fprintf(stderr, "chorusd: %s: %s must be true or false, got '%s'\n", src, o->name, v);
+            return -1;
+        }
+        return 0;
+    case OPT_STR:
+        set_str((char **)(base + o->off), v);
+        return 0;
+    case OPT_LIST:
+        if (cfg->n_allowed_origin >= CONFIG_MAX_ORIGINS) {
+            fprintf(stderr, "chorusd: %s: at most %d values for %s\n", src, CONFIG_MAX_ORIGINS,
+                    o->name);
+            return -1;
+        }
+        cfg->allowed_origin[cfg->n_allowed_origin++] = strdup(v);
+        return 0;
+    }
+    return -1;
+}
+
+static void clear_list(struct config *cfg)
+{
+    for (int i = 0; i < cfg->n_allowed_origin; i++)
+        free(cfg->allowed_origin[i]);
+    cfg->n_allowed_origin = 0;
+}
+
+static void derive_name(char *out, size_t cap, const char *name, bool env)
+{
+    size_t o = 0;
+    if (env)
+        o = (size_t)snprintf(out, cap, "CHORUS_");
+    for (; *name && o + 1 < cap; name++)
+        out[o++] = *name == '-' ? '_' : env ? (char)toupper((unsigned char)*name) : *name;
+    out[o] = '\0';
+}
+
+static int apply_json_value(struct config *cfg, const struct opt *o, json_t *v, const char *src)
+{
+    char buf[64];
+    if (json_is_string(v))
+        return apply(cfg, o, json_string_value(v), src);
+    if (json_is_integer(v)) {
+        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+        return apply(cfg, o, buf, src);
+    }
+    if (json_is_boolean(v))
+        return apply(cfg, o, json_is_true(v) ? "true" : "false", src);
+    if (json_is_array(v) && o->type == OPT_LIST) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e) || apply(cfg, o, json_string_value(e), src) < 0) {
+                fprintf(stderr, "chorusd: %s: %s must be an array of strings\n", src, o->name);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    fprintf(stderr, "chorusd: %s: %s has the wrong type\n", src, o->name);
+    return -1;
+}
+
+static int load_file(struct config *cfg, const char *path, json_t **root_out)
+{
+    json_error_t err;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!root) {
+        fprintf(stderr, "chorusd: config %s:%d: %s\n", path, err.line, err.text);
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        fprintf(stderr, "chorusd: config %s: must be a JSON object\n", path);
+        json_decref(root);
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (!strcmp(key, "namespaces"))
+            continue;
+        size_t i;
+        char jname[64];
+        for (i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+            derive_name(jname, sizeof jname, opts[i].name, false);
+            if (!strcmp(jname, key))
+                break;
+        }
+        if (i == sizeof opts / sizeof opts[0] || !strcmp(key, "config")) {
+            fprintf(stderr, "chorusd: config %s: unknown key '%s'\n", path, key);
+            json_decref(root);
+            return -1;
+        }
+        if (apply_json_value(cfg, &opts[i], v, path) < 0) {
+            json_decref(root);
+            return -1;
+        }
+    }
+    *root_out = root;
+    return 0;
+}
+
+static int load_namespaces(struct config *cfg, json_t *root, const char *path)
+{
+    json_t *nss = root ? json_object_get(root, "namespaces") : NULL;
+    if (!nss)
+        return 0;
+    if (!json_is_object(nss)) {
+        fprintf(stderr, "chorusd: config %s: 'namespaces' must be an object\n", path);
+        return -1;
+    }
+    cfg->namespaces = calloc(json_object_size(nss), sizeof *cfg->namespaces);
+    const char *name;
+    json_t *o;
+    json_object_foreach(nss, name, o) {
+        struct ns_opts *ns = &cfg->namespaces[cfg->n_namespaces];
+        *ns = cfg->default_ns;
+        if (!json_is_object(o) || strlen(name) == 0 || strlen(name) >= sizeof ns->name ||
+            strchr(name, ':')) {
+            fprintf(stderr, "chorusd: config %s: namespace '%s' must be an object named without ':'\n",
+                    path, name);
+            return -1;
+        }
+        snprintf(ns->name, sizeof ns->name, "%s", name);
+        const char *k;
+        json_t *v;
+        json_object_foreach(o, k, v) {
+            if (!strcmp(k, "history_size") && json_is_integer(v) && json_integer_value(v) >= 0 &&
+                json_integer_value(v) <= 1000000)
+                ns->history_size = (int)json_integer_value(v);
+            else if (!strcmp(k, "history_ttl") && json_is_integer(v) && json_integer_value(v) >= 0 &&
+                     json_integer_value(v) <= INT_MAX)
+                ns->history_ttl = (int)json_integer_value(v);
+            else if (!strcmp(k, "client_publish") && json_is_boolean(v))
+                ns->client_publish = json_is_true(v);
+            else if (!strcmp(k, "presence") && json_is_boolean(v))
+                ns->presence = json_is_true(v);
+            else {
+                fprintf(stderr, "chorusd: config %s: namespace '%s': bad or unknown key '%s'\n",
+                        path, name, k);
+                return -1;
+            }
+        }
+        cfg->n_namespaces++;
+    }
+    return 0;
+}
+
+static void usage(void)
+{
+    char env[64];
+    printf("Usage: chorusd [OPTIONS]\n\n"
+           "Chorus edge node: WebSocket pub/sub (protocol v1 at /ws), HTTP API, metrics and\n"
+           "the demo on one port. Runs with no options.\n\n"
+           "Every option can also be set by the environment variable shown and by the same\n"
+           "key with '_' in the JSON config file; flags win over environment over file.\n\n");
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        char flag[64];
+        derive_name(env, sizeof env, opts[i].name, true);
+        snprintf(flag, sizeof flag, "--%s %s", opts[i].name, opts[i].metavar);
+        printf("  %-32s %s\n  %-32s [env %s]\n", flag, opts[i].help, "", env);
+    }
+    printf("  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit", "--version",
+           "print the version and exit");
+    printf("\nNamespaces (config file only):\n"
+           "  \"namespaces\": {\"ticker\": {\"history_size\": 1, \"history_ttl\": 60,\n"
+           "                 \"client_publish\": false, \"presence\": false}}\n"
+           "  A channel \"ticker:AAPL\" uses namespace \"ticker\"; other channels use the\n"
+           "  top-level history_size, history_ttl and client_publish, with presence off.\n");
+}
+
+static const struct opt *find_flag(const char *arg, const char **inline_val)
+{
+    *inline_val = NULL;
+    if (strncmp(arg, "--", 2) != 0)
+        return NULL;
+    arg += 2;
+    const char *eq = strchr(arg, '=');
+    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (strlen(opts[i].name) == n && !strncmp(opts[i].name, arg, n)) {
+            if (eq)
+                *inline_val = eq + 1;
+            return &opts[i];
+        }
+    return NULL;
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+    json_t *file_root = NULL;
+    const char *file = getenv("CHORUS_CONFIG");
+    int rc = -1;
+
+    defaults(cfg);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage();
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("chorusd %s\n", CHORUS_VERSION);
+            return 1;
+        }
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            file = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            file = argv[i] + 9;
+    }
+    if (file && *file) {
+        if (load_file(cfg, file, &file_root) < 0)
+            return -1;
+        set_str(&cfg->config_file, file);
+    }
+
+    /* Lists from a later source replace, not extend, an earlier one. */
+    bool env_list = false;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        char env[64];
+        derive_name(env, sizeof env, opts[i].name, true);
+        const char *v = getenv(env);
+        if (!v || !strcmp(opts[i].name, "config"))
+            continue;
+        if (opts[i].type == OPT_LIST) {
+            clear_list(cfg);
+            env_list = true;
+            char *copy = strdup(v), *save = NULL;
+            for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+                if (apply(cfg, &opts[i], t, env) < 0) {
+                    free(copy);
+                    goto out;
+                }
+            free(copy);
+        } else if (apply(cfg, &opts[i], v, env) < 0) {
+            goto out;
+        }
+    }
+    (void)env_list;
+
+    bool flag_list = false;
+    for (int i = 1; i < argc; i++) {
+        const char *val;
+        const struct opt *o = find_flag(argv[i], &val);
+        if (!o) {
+            fprintf(stderr, "chorusd: unknown option '%s' (see --help)\n", argv[i]);
+            goto out;
+        }
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "chorusd: option --%s needs a value\n", o->name);
+                goto out;
+            }
+            val = argv[++i];
+        }
+        if (o->type == OPT_LIST && !flag_list) {
+            clear_list(cfg);
+            flag_list = true;
+        }
+        if (!strcmp(o->name, "config"))
+            continue;
+        if (apply(cfg, o, val, "command line") < 0)
+            goto out;
+    }
+
+    if (log_level_parse(cfg->log_level) < 0) {
+        fprintf(stderr, "chorusd: log-level must be debug, info, warn or error\n");
+        goto out;
+    }
+    if (strcmp(cfg->event_lib, "poll") && strcmp(cfg->event_lib, "libev")) {
+        fprintf(stderr, "chorusd: event-lib must be poll or libev\n");
+        goto out;
+    }
+    if (!*cfg->node_id || strlen(cfg->node_id) > 64) {
+        fprintf(stderr, "chorusd: node-id must be 1-64 bytes\n");
+        goto out;
+    }
+    for (const char *p = cfg->node_id; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_.-", *p)) {
+            fprintf(stderr, "chorusd: node-id may hold only [A-Za-z0-9_.-]\n");
+            goto out;
+        }
+
+    snprintf(cfg->default_ns.name, sizeof cfg->default_ns.name, "%s", "");
+    cfg->default_ns.history_size = cfg->history_size;
+    cfg->default_ns.history_ttl = cfg->history_ttl;
+    cfg->default_ns.client_publish = cfg->client_publish;
+    cfg->default_ns.presence = false;
+    if (load_namespaces(cfg, file_root, file) < 0)
+        goto out;
+    rc = 0;
+out:
+    json_decref(file_root);
+    return rc;
+}
+
+void config_free(struct config *cfg)
+{
+    free(cfg->bind);
+    free(cfg->api_key);
+    free(cfg->config_file);
+    free(cfg->node_id);
+    free(cfg->static_dir);
+    free(cfg->sdk_dir);
+    free(cfg->log_level);
+    free(cfg->event_lib);
+    clear_list(cfg);
+    free(cfg->namespaces);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+const struct ns_opts *config_ns_for(const struct config *cfg, const char *channel, size_t len)
+{
+    const char *colon = memchr(channel, ':', len);
+    if (!colon)
+        return &cfg->default_ns;
+    size_t n = (size_t)(colon - channel);
+    for (int i = 0; i < cfg->n_namespaces; i++)
+        if (strlen(cfg->namespaces[i].name) == n && !memcmp(cfg->namespaces[i].name, channel, n))
+            return &cfg->namespaces[i];
+    return &cfg->default_ns;
+}

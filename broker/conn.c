@@ -1,0 +1,323 @@
+/* conn.c - WebSocket connection lifecycle, message assembly and the
+ * coalescing write path.
+ *
+ * Write path: everything queued for a connection is sent in as few syscalls
+ * as possible. When the connection becomes writable, the queued frames are
+ * laid out as complete WebSocket frames (header + payload) in one scratch
+ * buffer and handed to lws in a single LWS_WRITE_RAW write. This is valid
+ * because connections are plain HTTP/1.1 WebSocket without extensions
+ * (no permessage-deflate is offered and HTTP/2 is not used for /ws); lws still
+ * owns TLS and any partial-send buffering. */
+#include "conn.h"
+#include "frame.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One batch is at most this many payload bytes; also lws' tx_packet_size, so
+ * a batch normally reaches the kernel in one send(). */
+#define WRITE_BATCH (64 * 1024)
+
+static unsigned char write_buf[LWS_PRE + WRITE_BATCH];
+static uint64_t conn_counter;
+static uint32_t conn_id_salt;
+
+size_t conn_session_size(void) { return sizeof(struct conn); }
+
+/* --------------------------------------------------------------- queueing */
+
+void conn_enqueue(struct conn *c, struct frame *f)
+{
+    const struct config *cfg = server.cfg;
+    if (c->closing)
+        return;
+    bool was_empty = outq_empty(&c->q);
+    if (outq_push(&c->q, f, (uint32_t)cfg->max_queue_frames, (size_t)cfg->max_queue_bytes) < 0) {
+        metrics.slow_consumer_closes++;
+        log_info("event=slow_consumer client=%s queued_frames=%u queued_bytes=%zu", c->id,
+                 c->q.count, c->q.bytes);
+        conn_close_with(c, 4008, "slow consumer", true);
+        return;
+    }
+    if (was_empty)
+        lws_callback_on_writable(c->wsi);
+}
+
+void conn_send_json(struct conn *c, json_t *j)
+{
+    char small[512];
+    if (!j)
+        return;
+    size_t n = json_dumpb(j, small, sizeof small, JSON_COMPACT);
+    struct frame *f = NULL;
+    if (n && n <= sizeof small) {
+        f = frame_from(small, n);
+    } else if (n) {
+        f = frame_new(n);
+        if (f && json_dumpb(j, (char *)frame_payload(f), n, JSON_COMPACT) != n) {
+            frame_unref(f);
+            f = NULL;
+        }
+    }
+    json_decref(j);
+    if (f) {
+        conn_enqueue(c, f);
+        frame_unref(f);
+    }
+}
+
+void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err code,
+                   const char *msg)
+{
+    json_t *j = json_pack("{s:s, s:s, s:s}", "op", "err", "code", chorus_err_str(code), "msg", msg);
+    if (j && has_id)
+        json_object_set_new(j, "id", json_integer(id));
+    metrics.errors[code]++;
+    conn_send_json(c, j);
+}
+
+void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool drop)
+{
+    if (c->closing)
+        return;
+    c->closing = true;
+    c->close_code = code;
+    c->close_reason = reason;
+    if (drop)
+        metrics.queue_drops += outq_clear(&c->q);
+    /* A peer that reads nothing never becomes writable: bound the wait for the
+     * close frame, then lws drops the connection. */
+    lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, 2);
+    lws_callback_on_writable(c->wsi);
+}
+
+/* ------------------------------------------------------------------ write */
+
+static int conn_flush(struct conn *c)
+{
+    unsigned char *out = write_buf + LWS_PRE;
+    size_t used = 0;
+    struct frame *f;
+
+    while ((f = outq_peek(&c->q))) {
+        size_t h = frame_ws_header_len(f->len);
+        if (used + h + f->len > WRITE_BATCH) {
+            if (used)
+                break;
+            /* Larger than a batch: let lws frame it straight from the shared buffer. */
+            if (lws_write(c->wsi, frame_payload(f), f->len, LWS_WRITE_TEXT) < (int)f->len)
+                return -1;
+            metrics.bytes_sent += h + f->len;
+            outq_pop(&c->q);
+            break;
+        }
+        used += frame_ws_header(out + used, f->len);
+        memcpy(out + used, frame_payload(f), f->len);
+        used += f->len;
+        outq_pop(&c->q);
+    }
+    if (used) {
+        if (lws_write(c->wsi, out, used, LWS_WRITE_RAW) < (int)used)
+            return -1;
+        metrics.bytes_sent += used;
+    }
+    if (!outq_empty(&c->q) || c->closing)
+        lws_callback_on_writable(c->wsi);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- receive */
+
+static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
+{
+    const uint32_t max = (uint32_t)server.cfg->max_frame_bytes;
+    bool final = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
+
+    metrics.bytes_received += len;
+    if (!c->rx_in_msg) {
+        c->rx_in_msg = true;
+        c->rx_len = 0;
+        c->rx_discard = false;
+        c->rx_binary = lws_frame_is_binary(c->wsi);
+    }
+
+    /* The common case: a whole message in one callback needs no copy. */
+    if (final && c->rx_len == 0 && !c->rx_discard && len <= max) {
+        c->rx_in_msg = false;
+        metrics.frames_received++;
+        if (c->rx_binary)
+            conn_send_err(c, false, 0, CHORUS_ERR_BAD_REQUEST,
+                          "binary frames are not supported by protocol v1");
+        else
+            ops_handle(c, (const char *)in, len);
+        return;
+    }
+
+    if (!c->rx_discard) {
+        if ((size_t)c->rx_len + len > max) {
+            c->rx_discard = true; /* keep reading, stop storing */
+        } else {
+            if (c->rx_len + len > c->rx_cap) {
+                uint32_t ncap = c->rx_cap ? c->rx_cap : 1024;
+                while (ncap < c->rx_len + len)
+                    ncap *= 2;
+                if (ncap > max)
+                    ncap = max;
+                unsigned char *n = realloc(c->rx, ncap);
+                if (!n) {
+                    c->rx_discard = true;
+                } else {
+                    c->rx = n;
+                    c->rx_cap = ncap;
+                }
+            }
+            if (!c->rx_discard) {
+                memcpy(c->rx + c->rx_len, in, len);
+                c->rx_len += (uint32_t)len;
+            }
+        }
+    }
+    if (!final)
+        return;
+
+    c->rx_in_msg = false;
+    metrics.frames_received++;
+    if (c->rx_discard) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "frame exceeds %u bytes", max);
+        conn_send_err(c, false, 0, CHORUS_ERR_TOO_LARGE, msg);
+    } else if (c->rx_binary) {
+        conn_send_err(c, false, 0, CHORUS_ERR_BAD_REQUEST,
+                      "binary frames are not supported by protocol v1");
+    } else {
+        ops_handle(c, (const char *)c->rx, c->rx_len);
+    }
+    /* Idle connections should hold no assembly buffer. */
+    free(c->rx);
+    c->rx = NULL;
+    c->rx_cap = c->rx_len = 0;
+}
+
+/* -------------------------------------------------------------- lifecycle */
+
+static bool origin_allowed(struct lws *wsi)
+{
+    const struct config *cfg = server.cfg;
+    char origin[256];
+    if (!cfg->n_allowed_origin)
+        return true;
+    int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+    if (n <= 0)
+        return false;
+    for (int i = 0; i < cfg->n_allowed_origin; i++)
+        if (!strcmp(origin, cfg->allowed_origin[i]))
+            return true;
+    return false;
+}
+
+/* Refuses the upgrade (non-zero) for a wrong path, origin, or when full. */
+static int conn_filter(struct lws *wsi)
+{
+    char uri[64];
+    int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
+    if (n <= 0 || strcmp(uri, "/ws") != 0) {
+        metrics.connections_rejected[REJECT_PATH]++;
+        return 1;
+    }
+    if (server.shutting_down) {
+        metrics.connections_rejected[REJECT_SHUTDOWN]++;
+        return 1;
+    }
+    if (!origin_allowed(wsi)) {
+        char origin[256] = "", q[300];
+        lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+        log_info("event=upgrade_refused reason=origin origin=%s",
+                 log_quote(q, sizeof q, origin, strlen(origin)));
+        metrics.connections_rejected[REJECT_ORIGIN]++;
+        return 1;
+    }
+    if (metrics.connections >= server.cfg->max_connections) {
+        metrics.connections_rejected[REJECT_MAX_CONNECTIONS]++;
+        return 1;
+    }
+    return 0;
+}
+
+static void conn_open(struct conn *c, struct lws *wsi)
+{
+    if (!conn_id_salt)
+        conn_id_salt = (uint32_t)lws_now_usecs() & 0xffffff;
+    c->wsi = wsi;
+    c->established = true;
+    snprintf(c->id, sizeof c->id, "%06x%08llx", conn_id_salt, (unsigned long long)++conn_counter);
+    c->next = server.conns;
+    if (server.conns)
+        server.conns->prev = c;
+    server.conns = c;
+    metrics.connections++;
+    metrics.connections_accepted++;
+
+    json_t *hello = json_pack("{s:s, s:i, s:s, s:s}", "op", "hello", "v", 1, "node",
+                              server.cfg->node_id, "client", c->id);
+    conn_send_json(c, hello);
+    log_debug("event=conn_open client=%s", c->id);
+}
+
+static void conn_closed(struct conn *c)
+{
+    if (!c->established)
+        return; /* refused in FILTER: never linked */
+    c->established = false;
+    channel_unsubscribe_all(&c->subs);
+    outq_clear(&c->q);
+    free(c->rx);
+    c->rx = NULL;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        server.conns = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    metrics.connections--;
+    log_debug("event=conn_close client=%s", c->id);
+}
+
+int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len)
+{
+    struct conn *c = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+        return conn_filter(wsi);
+    case LWS_CALLBACK_ESTABLISHED:
+        conn_open(c, wsi);
+        return 0;
+    case LWS_CALLBACK_RECEIVE:
+        if (c->closing)
+            return 0;
+        conn_receive(c, in, len);
+        return 0;
+    case LWS_CALLBACK_SERVER_WRITEABLE:
+        if (!c->established)
+            return 0;
+        if (conn_flush(c) < 0)
+            return -1;
+        if (c->closing && outq_empty(&c->q)) {
+            lws_close_reason(wsi, (enum lws_close_status)c->close_code,
+                             (unsigned char *)c->close_reason, strlen(c->close_reason));
+            return -1;
+        }
+        return 0;
+    case LWS_CALLBACK_CLOSED:
+        conn_closed(c);
+        return 0;
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}

@@ -1,0 +1,52 @@
+/* conn.h - one WebSocket client connection: its outbound queue, its
+ * subscriptions and the assembly of its incoming messages.
+ *
+ * One of these is created for each client connecting to /ws; it lives in the
+ * per-session data that lws allocates zeroed at the upgrade and frees after
+ * LWS_CALLBACK_CLOSED. Everything is written only from the WRITEABLE
+ * callback; closing is always asynchronous, so a connection is never freed
+ * while a fan-out loop may still reach it. */
+#ifndef CHORUS_CONN_H
+#define CHORUS_CONN_H
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "channel.h"
+#include "errors.h"
+#include "outq.h"
+
+struct conn {
+    struct lws *wsi;
+    char id[24];                  /* public connection id ("client" on the wire) */
+    struct outq q;
+    struct sub_list subs;
+    struct conn *prev, *next;     /* server.conns */
+
+    unsigned char *rx;            /* message being assembled across fragments */
+    uint32_t rx_len, rx_cap;
+    bool rx_in_msg;               /* a message has started and not yet ended */
+    bool rx_discard;              /* current message is over the limit: drop it */
+    bool rx_binary;
+
+    bool established;             /* ESTABLISHED seen: CLOSED may unlink */
+    bool closing;                 /* close requested; accept nothing more */
+    uint16_t close_code;
+    const char *close_reason;     /* static string */
+};
+
+/* Queues a reply built as JSON; takes ownership of j. */
+void conn_send_json(struct conn *c, json_t *j);
+/* Queues an err reply; id is included when has_id. */
+void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err code,
+                   const char *msg);
+/* Asks for an orderly close with code and reason once the queue has drained;
+ * `drop` discards what is queued first (slow consumers). */
+void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool drop);
+
+/* Handles one complete client message (ops.c). */
+void ops_handle(struct conn *c, const char *buf, size_t len);
+
+#endif

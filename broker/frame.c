@@ -1,0 +1,53 @@
+/* frame.c - allocation and the WebSocket header of shared frames. */
+#include "frame.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+long frame_live;
+
+struct frame *frame_new(size_t len)
+{
+    struct frame *f = malloc(sizeof *f + FRAME_PRE + len);
+    if (!f)
+        return NULL;
+    f->refs = 1;
+    f->len = (uint32_t)len;
+    frame_live++;
+    return f;
+}
+
+struct frame *frame_from(const void *payload, size_t len)
+{
+    struct frame *f = frame_new(len);
+    if (f)
+        memcpy(frame_payload(f), payload, len);
+    return f;
+}
+
+void frame_unref(struct frame *f)
+{
+    if (f && --f->refs == 0) {
+        frame_live--;
+        free(f);
+    }
+}
+
+size_t frame_ws_header(unsigned char *out, size_t len)
+{
+    out[0] = 0x81; /* FIN, text */
+    if (len < 126) {
+        out[1] = (unsigned char)len;
+        return 2;
+    }
+    if (len < 65536) {
+        out[1] = 126;
+        out[2] = (unsigned char)(len >> 8);
+        out[3] = (unsigned char)len;
+        return 4;
+    }
+    out[1] = 127;
+    for (int i = 0; i < 8; i++)
+        out[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    return 10;
+}

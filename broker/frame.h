@@ -1,0 +1,39 @@
+/* frame.h - an encoded outgoing WebSocket text frame, shared by reference.
+ *
+ * A message is encoded once into a frame; every subscriber's queue and the
+ * channel's history each hold one reference, never a copy. The buffer keeps
+ * LWS_PRE bytes of headroom in front of the payload because lws_write() builds
+ * the WebSocket header in place there. Frames live on one event-loop thread,
+ * so the count is not atomic. */
+#ifndef CHORUS_FRAME_H
+#define CHORUS_FRAME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "frame_pre.h"
+
+struct frame {
+    uint32_t refs;
+    uint32_t len;                     /* payload bytes */
+    unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
+};
+
+/* A frame with room for len payload bytes and one reference owned by the caller. */
+struct frame *frame_new(size_t len);
+/* A frame holding a copy of len bytes of payload. */
+struct frame *frame_from(const void *payload, size_t len);
+
+static inline unsigned char *frame_payload(struct frame *f) { return f->buf + FRAME_PRE; }
+static inline struct frame *frame_ref(struct frame *f) { f->refs++; return f; }
+void frame_unref(struct frame *f);
+
+/* Bytes of the unmasked server-to-client WebSocket header for a payload of len. */
+static inline size_t frame_ws_header_len(size_t len) { return len < 126 ? 2 : len < 65536 ? 4 : 10; }
+/* Writes that header (FIN + text opcode) into out; returns its length. */
+size_t frame_ws_header(unsigned char *out, size_t len);
+
+/* Frames currently allocated (for tests and metrics). */
+extern long frame_live;
+
+#endif

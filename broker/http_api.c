@@ -1,0 +1,284 @@
+/* http_api.c - the HTTP endpoints on the WebSocket port (PROTOCOL.md section 6):
+ * POST /api/publish, GET /healthz, GET /metrics.
+ *
+ * One http_session per HTTP request, allocated zeroed by lws when the request
+ * binds to this protocol and cleaned up on DROP_PROTOCOL. A response is built
+ * whole into a buffer with LWS_PRE headroom and written from HTTP_WRITEABLE. */
+#include "channel.h"
+#include "codec.h"
+#include "log.h"
+#include "metrics.h"
+#include "server.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct http_session {
+    char path[32];
+    unsigned char *body;        /* request body being received */
+    size_t body_len;
+    bool body_too_large;
+    int pending_status;         /* decided before the body arrived (auth); 0 = none */
+    unsigned char *resp;        /* LWS_PRE headroom, then the response body */
+    size_t resp_len;
+    bool responded;
+    bool close_after;           /* the request body was not read: do not keep alive */
+};
+
+size_t http_api_session_size(void) { return sizeof(struct http_session); }
+
+static void session_free(struct http_session *s)
+{
+    free(s->body);
+    free(s->resp);
+    s->body = s->resp = NULL;
+    s->body_len = s->resp_len = 0;
+}
+
+/* Takes the body text (len bytes) and sends it with the status. */
+static int respond(struct lws *wsi, struct http_session *s, int status, const char *ctype,
+                   const char *text, size_t len)
+{
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+
+    if (s->responded)
+        return 0;
+    s->responded = true;
+    free(s->resp);
+    s->resp = malloc(LWS_PRE + len + 1);
+    if (!s->resp)
+        return -1;
+    memcpy(s->resp + LWS_PRE, text, len);
+    s->resp_len = len;
+    metrics_http_request(s->path, status);
+
+    if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, len, &p, end))
+        return -1;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    lws_callback_on_writable(wsi);
+    return 0;
+}
+
+static int respond_json(struct lws *wsi, struct http_session *s, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text)
+        return -1;
+    int rc = respond(wsi, s, status, "application/json", text, strlen(text));
+    free(text);
+    return rc;
+}
+
+static int respond_err(struct lws *wsi, struct http_session *s, enum chorus_err code, const char *msg)
+{
+    return respond_json(wsi, s, chorus_err_http_status(code),
+                        json_pack("{s:s, s:s}", "code", chorus_err_str(code), "msg", msg));
+}
+
+/* Constant-time comparison so response timing does not reveal the key. */
+static bool key_equal(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
+    return diff == 0;
+}
+
+/* Returns 0 when the request carries the right key, else the HTTP status to answer. */
+static int check_api_key(struct lws *wsi)
+{
+    const char *key = server.cfg->api_key;
+    char buf[512];
+    int n;
+
+    if (!key || !*key)
+        return 403;
+    n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n > 7 && !strncasecmp(buf, "apikey ", 7)) {
+        const char *v = buf + 7;
+        while (*v == ' ')
+            v++;
+        if (key_equal(v, strlen(v), key))
+            return 0;
+    }
+    n = lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-api-key:", 10);
+    if (n > 0 && key_equal(buf, (size_t)n, key))
+        return 0;
+    return 401;
+}
+
+static int respond_auth_failure(struct lws *wsi, struct http_session *s, int status)
+{
+    if (status == 403)
+        return respond_err(wsi, s, CHORUS_ERR_FORBIDDEN,
+                           "the HTTP publish API is disabled: start chorusd with --api-key");
+    return respond_err(wsi, s, CHORUS_ERR_UNAUTHORIZED,
+                       "missing or wrong API key (send 'Authorization: apikey KEY' or 'X-API-Key: KEY')");
+}
+
+/* POST /api/publish {"ch","data"} -> {"ch","epoch","seq"} */
+static int api_publish(struct lws *wsi, struct http_session *s)
+{
+    json_error_t jerr;
+    if (s->pending_status)
+        return respond_auth_failure(wsi, s, s->pending_status);
+    if (s->body_too_large) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "body exceeds %d bytes", server.cfg->max_frame_bytes);
+        return respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
+    }
+    if (server.shutting_down)
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
+
+    json_t *root = json_loadb((const char *)s->body, s->body_len,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!json_is_object(root)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "body must be a JSON object {\"ch\",\"data\"}%s%s",
+                 root ? "" : ": ", root ? "" : jerr.text);
+        json_decref(root);
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, msg);
+    }
+    json_t *ch = json_object_get(root, "ch");
+    json_t *data = json_object_get(root, "data");
+    int rc;
+    if (!json_is_string(ch) || !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    } else if (!data) {
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'data' is required");
+    } else {
+        struct channel *c = channel_get(json_string_value(ch), json_string_length(ch));
+        struct publish_result res;
+        if (!c || channel_publish(c, data, NULL, server_now_ms(), &res) < 0) {
+            rc = respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "could not publish");
+        } else {
+            metrics.published_http++;
+            rc = respond_json(wsi, s, 200,
+                              json_pack("{s:O, s:s, s:I}", "ch", ch, "epoch", res.epoch, "seq",
+                                        (json_int_t)res.seq));
+        }
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* GET /healthz -> {"status","node","connections","channels"} (503 while shutting down) */
+static int api_healthz(struct lws *wsi, struct http_session *s)
+{
+    return respond_json(wsi, s, server.shutting_down ? 503 : 200,
+                        json_pack("{s:s, s:s, s:I, s:I}", "status",
+                                  server.shutting_down ? "shutting_down" : "ok", "node",
+                                  server.cfg->node_id, "connections", (json_int_t)metrics.connections,
+                                  "channels", (json_int_t)metrics.channels));
+}
+
+/* GET /metrics -> Prometheus text */
+static int api_metrics(struct lws *wsi, struct http_session *s)
+{
+    char *text;
+    size_t len = metrics_render(&text, server.cfg->node_id);
+    if (!len)
+        return -1;
+    int rc = respond(wsi, s, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+    return rc;
+}
+
+static int on_request(struct lws *wsi, struct http_session *s)
+{
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    char uri[256] = "";
+    lws_hdr_copy(wsi, uri, sizeof uri, post ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI);
+    snprintf(s->path, sizeof s->path, "%s", uri);
+
+    if (!strcmp(uri, "/healthz") || !strcmp(uri, "/metrics")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return uri[1] == 'h' ? api_healthz(wsi, s) : api_metrics(wsi, s);
+    }
+    if (strcmp(uri, "/api/publish") != 0)
+        return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such endpoint");
+    if (!post)
+        return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use POST");
+
+    s->pending_status = check_api_key(wsi);
+    char cl[32] = "";
+    int n = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
+    long long length = n > 0 ? atoll(cl) : 0;
+    if (length <= 0) {
+        if (s->pending_status)
+            return respond_auth_failure(wsi, s, s->pending_status);
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "a JSON body with Content-Length is required");
+    }
+    if (length > server.cfg->max_frame_bytes) {
+        s->close_after = true;
+        s->body_too_large = true;
+        return api_publish(wsi, s);
+    }
+    return 0; /* the body follows in HTTP_BODY callbacks */
+}
+
+int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    struct http_session *s = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return on_request(wsi, s) ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_BODY:
+        if (s->responded || s->body_too_large)
+            return 0;
+        if (s->body_len + len > (size_t)server.cfg->max_frame_bytes) {
+            s->body_too_large = true;
+            free(s->body);
+            s->body = NULL;
+            return 0;
+        }
+        {
+            unsigned char *nb = realloc(s->body, s->body_len + len);
+            if (!nb)
+                return -1;
+            s->body = nb;
+            memcpy(s->body + s->body_len, in, len);
+            s->body_len += len;
+        }
+        return 0;
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        return api_publish(wsi, s) ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        if (!s->resp)
+            return 0;
+        if (lws_write(wsi, s->resp + LWS_PRE, s->resp_len, LWS_WRITE_HTTP_FINAL) < (int)s->resp_len)
+            return -1;
+        session_free(s);
+        if (s->close_after)
+            return -1;
+        s->responded = false;
+        s->pending_status = 0;
+        s->body_too_large = false;
+        return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        session_free(s);
+        return 0;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}

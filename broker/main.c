@@ -1,0 +1,25 @@
+/* main.c - chorusd: load the configuration, serve until SIGTERM/SIGINT, exit 0. */
+#include "config.h"
+#include "log.h"
+#include "server.h"
+
+int main(int argc, char **argv)
+{
+    struct config cfg;
+    int rc = config_load(&cfg, argc, argv);
+    if (rc != 0) {
+        config_free(&cfg);
+        return rc > 0 ? 0 : 2;
+    }
+    log_set_level((enum log_level)log_level_parse(cfg.log_level));
+    log_install_lws(log_get_level());
+
+    if (server_start(&cfg) < 0) {
+        config_free(&cfg);
+        return 1;
+    }
+    rc = server_run();
+    server_stop();
+    config_free(&cfg);
+    return rc;
+}

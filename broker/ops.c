@@ -1,0 +1,221 @@
+/* ops.c - the client protocol v1 operations (PROTOCOL.md section 2).
+ *
+ * Each handler gets a decoded, validated request and answers with exactly
+ * one reply when the request has an id, and an err even when it has none. */
+#include "codec.h"
+#include "conn.h"
+#include "frame.h"
+#include "metrics.h"
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static json_t *reply(const char *op, const struct codec_request *req)
+{
+    json_t *j = json_pack("{s:s}", "op", op);
+    if (j && req->has_id)
+        json_object_set_new(j, "id", json_integer(req->id));
+    return j;
+}
+
+static void send_ack(struct conn *c, const struct codec_request *req, json_t *fields)
+{
+    if (!req->has_id) {
+        json_decref(fields);
+        return;
+    }
+    json_t *j = reply("ack", req);
+    if (j && fields)
+        json_object_update(j, fields);
+    json_decref(fields);
+    conn_send_json(c, j);
+}
+
+static void queue_history_entry(const struct hist_entry *e, void *ud)
+{
+    conn_enqueue(ud, e->f);
+}
+
+/* {"op":"sub","id"?,"ch","since"?:{"epoch","seq"}} -> ack {ch,epoch,seq,recovered?}, then missed msgs */
+static void op_sub(struct conn *c, const struct codec_request *req)
+{
+    struct channel *ch = channel_get(req->ch, req->ch_len);
+    if (!ch) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    if (!channel_sub_find(&c->subs, ch)) {
+        if (c->subs.n >= (uint32_t)server.cfg->max_channels_per_conn) {
+            char msg[80];
+            snprintf(msg, sizeof msg, "at most %d channels per connection",
+                     server.cfg->max_channels_per_conn);
+            conn_send_err(c, req->has_id, req->id, CHORUS_ERR_LIMIT_REACHED, msg);
+            return;
+        }
+        if (!channel_subscribe(ch, c, &c->subs)) {
+            conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+            return;
+        }
+    }
+
+    int64_t now = server_now_ms();
+    bool recovered = req->has_since && channel_can_recover(ch, req->since_epoch, req->since_seq, now);
+    /* The ack and the missed messages are queued before control returns to
+     * the loop, so no live message can come between them. */
+    json_t *f = json_pack("{s:s, s:s, s:I}", "ch", ch->name, "epoch", ch->epoch, "seq",
+                          (json_int_t)ch->seq);
+    if (f && req->has_since)
+        json_object_set_new(f, "recovered", json_boolean(recovered));
+    send_ack(c, req, f);
+    if (recovered)
+        channel_history_each(ch, req->since_seq, -1, now, queue_history_entry, c);
+}
+
+/* {"op":"unsub","id"?,"ch"} -> ack {ch} | err not_subscribed */
+static void op_unsub(struct conn *c, const struct codec_request *req)
+{
+    struct channel *ch = channel_find(req->ch, req->ch_len);
+    struct sub *s = ch ? channel_sub_find(&c->subs, ch) : NULL;
+    if (!s) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "not subscribed to '%s'", req->ch);
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_NOT_SUBSCRIBED, msg);
+        return;
+    }
+    channel_unsubscribe(s, &c->subs);
+    send_ack(c, req, json_pack("{s:s}", "ch", req->ch));
+}
+
+/* {"op":"pub","id"?,"ch","data"} -> ack {ch,epoch,seq} */
+static void op_pub(struct conn *c, const struct codec_request *req)
+{
+    if (server.shutting_down) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
+        return;
+    }
+    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
+    if (!ns->client_publish) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "publishing from clients is disabled in namespace '%s'",
+                 ns->name);
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN, msg);
+        return;
+    }
+    struct channel *ch = channel_get(req->ch, req->ch_len);
+    struct publish_result res;
+    if (!ch || channel_publish(ch, req->data, c->id, server_now_ms(), &res) < 0) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "could not publish");
+        return;
+    }
+    metrics.published_ws++;
+    send_ack(c, req, json_pack("{s:s, s:s, s:I}", "ch", req->ch, "epoch", res.epoch, "seq",
+                               (json_int_t)res.seq));
+}
+
+/* Two passes over the history: the first measures, the second copies. */
+struct splice {
+    unsigned char *p;    /* NULL while measuring */
+    size_t len;
+    uint32_t count;
+};
+
+static void splice_entry(const struct hist_entry *e, void *ud)
+{
+    struct splice *s = ud;
+    if (s->count++) {
+        if (s->p)
+            s->p[s->len] = ',';
+        s->len++;
+    }
+    if (s->p)
+        memcpy(s->p + s->len, frame_payload(e->f), e->f->len);
+    s->len += e->f->len;
+}
+
+/* {"op":"history","id"?,"ch","since"?,"limit"?} -> {"op":"history",id,ch,epoch,seq,msgs:[msg...]}
+ * The reply splices the stored msg frames as they are, so nothing is re-encoded. */
+static void op_history(struct conn *c, const struct codec_request *req)
+{
+    struct channel *ch = channel_find(req->ch, req->ch_len);
+    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
+    long long limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
+    uint64_t after = 0;
+    bool none = !ch;
+    if (ch && req->has_since) {
+        if (strcmp(req->since_epoch, ch->epoch) != 0)
+            none = true;
+        else
+            after = req->since_seq;
+    }
+
+    char head[512];
+    char idpart[40] = "";
+    if (req->has_id)
+        snprintf(idpart, sizeof idpart, "\"id\":%lld,", req->id);
+    int hl = snprintf(head, sizeof head, "{\"op\":\"history\",%s\"ch\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu,\"msgs\":[",
+                      idpart, req->ch, ch ? ch->epoch : "", ch ? (unsigned long long)ch->seq : 0ULL);
+
+    int64_t now = server_now_ms();
+    struct splice s = {NULL, (size_t)hl, 0};
+    if (!none)
+        channel_history_each(ch, after, limit, now, splice_entry, &s);
+    struct frame *f = frame_new(s.len + 2);
+    if (!f) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    memcpy(frame_payload(f), head, (size_t)hl);
+    s = (struct splice){frame_payload(f), (size_t)hl, 0};
+    if (!none)
+        channel_history_each(ch, after, limit, now, splice_entry, &s);
+    memcpy(frame_payload(f) + s.len, "]}", 2);
+    conn_enqueue(c, f);
+    frame_unref(f);
+}
+
+/* {"op":"presence","id"?,"ch"} -> {"op":"presence",id,ch,members:[{client}...]} */
+static void op_presence(struct conn *c, const struct codec_request *req)
+{
+    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
+    if (!ns->presence) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN,
+                      "presence is not enabled for this namespace");
+        return;
+    }
+    struct channel *ch = channel_find(req->ch, req->ch_len);
+    json_t *members = json_array();
+    for (uint32_t i = 0; ch && i < ch->nsubs; i++)
+        json_array_append_new(members, json_pack("{s:s}", "client", ch->subs[i]->conn->id));
+    json_t *j = reply("presence", req);
+    json_object_set_new(j, "ch", json_string(req->ch));
+    json_object_set_new(j, "members", members);
+    conn_send_json(c, j);
+}
+
+/* {"op":"ping","id"?} -> {"op":"pong","id"?} */
+static void op_ping(struct conn *c, const struct codec_request *req)
+{
+    conn_send_json(c, reply("pong", req));
+}
+
+void ops_handle(struct conn *c, const char *buf, size_t len)
+{
+    struct codec_request req;
+    struct codec_error err;
+
+    if (!codec_decode_request(buf, len, &req, &err)) {
+        conn_send_err(c, req.has_id, req.id, err.code, err.msg);
+        return;
+    }
+    switch (req.op) {
+    case CODEC_OP_SUB: op_sub(c, &req); break;
+    case CODEC_OP_UNSUB: op_unsub(c, &req); break;
+    case CODEC_OP_PUB: op_pub(c, &req); break;
+    case CODEC_OP_HISTORY: op_history(c, &req); break;
+    case CODEC_OP_PRESENCE: op_presence(c, &req); break;
+    case CODEC_OP_PING: op_ping(c, &req); break;
+    }
+    codec_request_free(&req);
+}

@@ -1,0 +1,67 @@
+/* outq.c - ring buffer of frame references with frame and byte bounds. */
+#include "outq.h"
+#include "frame.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static int grow(struct outq *q, uint32_t max_frames)
+{
+    uint32_t ncap = q->cap ? q->cap * 2 : 8;
+    while (ncap < max_frames && ncap < 8)
+        ncap *= 2;
+    struct frame **nr = malloc(sizeof *nr * ncap);
+    if (!nr)
+        return -1;
+    /* Unwrap into the new ring so head restarts at 0. */
+    for (uint32_t i = 0; i < q->count; i++)
+        nr[i] = q->ring[(q->head + i) & (q->cap - 1)];
+    free(q->ring);
+    q->ring = nr;
+    q->cap = ncap;
+    q->head = 0;
+    return 0;
+}
+
+int outq_push(struct outq *q, struct frame *f, uint32_t max_frames, size_t max_bytes)
+{
+    /* An empty queue takes any one frame, so a reply larger than the byte
+     * bound (a long history) is still deliverable to a reader that keeps up. */
+    if (q->count && (q->count >= max_frames || q->bytes + f->len > max_bytes))
+        return -1;
+    if (q->count == q->cap && grow(q, max_frames) < 0)
+        return -1;
+    q->ring[(q->head + q->count) & (q->cap - 1)] = frame_ref(f);
+    q->count++;
+    q->bytes += f->len;
+    return 0;
+}
+
+void outq_pop(struct outq *q)
+{
+    if (!q->count)
+        return;
+    struct frame *f = q->ring[q->head];
+    q->head = (q->head + 1) & (q->cap - 1);
+    q->count--;
+    q->bytes -= f->len;
+    frame_unref(f);
+    /* A burst may have grown the ring; give the memory back once it drains so
+     * idle connections stay small. */
+    if (q->count == 0 && q->cap > 64) {
+        free(q->ring);
+        q->ring = NULL;
+        q->cap = 0;
+        q->head = 0;
+    }
+}
+
+uint32_t outq_clear(struct outq *q)
+{
+    uint32_t n = q->count;
+    while (q->count)
+        outq_pop(q);
+    free(q->ring);
+    memset(q, 0, sizeof *q);
+    return n;
+}

@@ -1,0 +1,191 @@
+/* server.c - the lws context: one port for WebSocket (/ws), the HTTP API,
+ * metrics, health and static files; the sweep timer; graceful shutdown.
+ *
+ * Shutdown order (SIGTERM/SIGINT): /healthz turns 503 and new upgrades are
+ * refused; every client is asked to close with 1001 "shutdown" after its
+ * queue drains; the loop runs until they are gone or shutdown_timeout passes;
+ * then the context is destroyed. */
+#include "server.h"
+#include "conn.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <arpa/inet.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/time.h>
+
+#define WRITE_BATCH_TX (64 * 1024)
+
+struct server server;
+
+static volatile sig_atomic_t got_signal;
+
+static struct lws_protocols protocols[] = {
+    /* First, so upgrades that offer no sub-protocol bind to it. */
+    {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, WRITE_BATCH_TX + LWS_PRE},
+    {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
+    {NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+static struct lws_http_mount mounts[5];
+static lws_retry_bo_t idle_policy;
+
+int64_t server_now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    got_signal = 1;
+    if (server.ctx)
+        lws_cancel_service(server.ctx);
+}
+
+static void sweep(lws_sorted_usec_list_t *sul)
+{
+    channel_sweep(server_now_ms());
+    lws_sul_schedule(server.ctx, 0, sul, sweep, LWS_US_PER_SEC);
+}
+
+static void mount_callback(struct lws_http_mount *m, const char *point, struct lws_http_mount *next)
+{
+    m->mountpoint = point;
+    m->mountpoint_len = (unsigned char)strlen(point);
+    m->protocol = "chorus-http";
+    m->origin_protocol = LWSMPRO_CALLBACK;
+    m->mount_next = next;
+}
+
+static void mount_files(struct lws_http_mount *m, const char *point, const char *dir,
+                        const char *def, struct lws_http_mount *next)
+{
+    m->mountpoint = point;
+    m->mountpoint_len = (unsigned char)strlen(point);
+    m->origin = dir;
+    m->def = def;
+    m->origin_protocol = LWSMPRO_FILE;
+    m->mount_next = next;
+}
+
+/* Lets max_connections be reached without hitting the descriptor limit. */
+static void raise_fd_limit(int want)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t need = (rlim_t)want + 64;
+    if (rl.rlim_cur < need) {
+        rl.rlim_cur = need < rl.rlim_max ? need : rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < need)
+        log_warn("event=fd_limit limit=%llu max_connections=%d msg=\"raise ulimit -n to reach max_connections\"",
+                 (unsigned long long)rl.rlim_cur, want);
+}
+
+int server_start(const struct config *cfg)
+{
+    struct lws_context_creation_info info;
+    struct in_addr a4;
+
+    memset(&server, 0, sizeof server);
+    server.cfg = cfg;
+    raise_fd_limit(cfg->max_connections);
+
+    protocols[0].per_session_data_size = conn_session_size();
+    protocols[1].per_session_data_size = http_api_session_size();
+
+    mount_callback(&mounts[0], "/api", &mounts[1]);
+    mount_callback(&mounts[1], "/healthz", &mounts[2]);
+    mount_callback(&mounts[2], "/metrics", &mounts[3]);
+    mount_files(&mounts[3], "/sdk", cfg->sdk_dir, "chorus.js", &mounts[4]);
+    mount_files(&mounts[4], "/", cfg->static_dir, "index.html", NULL);
+
+    /* A PONG (or the upgrade) is what counts as proof of life. */
+    idle_policy.secs_since_valid_ping = (uint16_t)cfg->ping_interval;
+    idle_policy.secs_since_valid_hangup = (uint16_t)(cfg->ping_interval + cfg->ping_timeout);
+
+    memset(&info, 0, sizeof info);
+    info.port = cfg->port;
+    /* lws takes an interface name or address; NULL means every interface. */
+    info.iface = strcmp(cfg->bind, "0.0.0.0") ? cfg->bind : NULL;
+    info.protocols = protocols;
+    info.mounts = &mounts[0];
+    info.vhost_name = "chorus";
+    info.retry_and_idle_policy = &idle_policy;
+    info.timeout_secs = 10;
+    info.fd_limit_per_thread = (unsigned int)cfg->max_connections + 128;
+    info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    if (inet_pton(AF_INET, cfg->bind, &a4) == 1)
+        info.options |= LWS_SERVER_OPTION_DISABLE_IPV6; /* else lws listens on every address */
+    if (!strcmp(cfg->event_lib, "libev"))
+        info.options |= LWS_SERVER_OPTION_LIBEV;
+
+    server.ctx = lws_create_context(&info);
+    if (!server.ctx) {
+        log_error("event=start_failed port=%d bind=%s msg=\"could not create the listener (port in use?)\"",
+                  cfg->port, cfg->bind);
+        return -1;
+    }
+    server.vh = lws_get_vhost_by_name(server.ctx, "chorus");
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    channel_registry_init(cfg);
+    lws_sul_schedule(server.ctx, 0, &server.sweep_timer, sweep, LWS_US_PER_SEC);
+    log_info("event=listening node=%s bind=%s port=%d event_lib=%s static_dir=%s api=%s",
+             cfg->node_id, cfg->bind, cfg->port, cfg->event_lib, cfg->static_dir,
+             cfg->api_key && *cfg->api_key ? "enabled" : "disabled");
+    return 0;
+}
+
+static lws_sorted_usec_list_t shutdown_timer;
+static volatile bool shutdown_expired;
+
+static void shutdown_deadline(lws_sorted_usec_list_t *sul)
+{
+    (void)sul;
+    shutdown_expired = true;
+}
+
+int server_run(void)
+{
+    while (!got_signal)
+        if (lws_service(server.ctx, 0) < 0)
+            break;
+
+    server.shutting_down = true;
+    log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
+    for (struct conn *c = server.conns; c; c = c->next)
+        conn_close_with(c, LWS_CLOSE_STATUS_GOINGAWAY, "shutdown", false);
+    lws_sul_schedule(server.ctx, 0, &shutdown_timer, shutdown_deadline,
+                     (lws_usec_t)server.cfg->shutdown_timeout_ms * LWS_US_PER_MS);
+    while (server.conns && !shutdown_expired)
+        if (lws_service(server.ctx, 0) < 0)
+            break;
+    log_info("event=shutdown_done connections_left=%lld", (long long)metrics.connections);
+    return 0;
+}
+
+void server_stop(void)
+{
+    if (!server.ctx)
+        return;
+    lws_sul_cancel(&server.sweep_timer);
+    lws_sul_cancel(&shutdown_timer);
+    lws_context_destroy(server.ctx);
+    server.ctx = NULL;
+    channel_registry_free();
+}

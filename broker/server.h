@@ -1,0 +1,43 @@
+/* server.h - the node's one libwebsockets context: listener, protocols,
+ * mounts, timers, and the state every module shares.
+ *
+ * One of these exists per process; only the event-loop thread touches it. */
+#ifndef CHORUS_SERVER_H
+#define CHORUS_SERVER_H
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+
+struct conn;
+
+struct server {
+    const struct config *cfg;
+    struct lws_context *ctx;
+    struct lws_vhost *vh;
+    bool shutting_down;          /* set once on SIGTERM/SIGINT; never cleared */
+    struct conn *conns;          /* every established WebSocket connection */
+    lws_sorted_usec_list_t sweep_timer;
+};
+
+extern struct server server;
+
+int server_start(const struct config *cfg);
+/* Runs the loop until a signal; then drains clients and returns 0. */
+int server_run(void);
+void server_stop(void);
+
+/* Milliseconds since the Unix epoch (message timestamps). */
+int64_t server_now_ms(void);
+
+/* The WebSocket protocol callback (conn.c) and the HTTP API callback (http_api.c). */
+int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                     size_t len);
+int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len);
+size_t http_api_session_size(void);
+size_t conn_session_size(void);
+
+#endif

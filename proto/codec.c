@@ -1,0 +1,188 @@
+/* codec.c - decoding of client requests and encoding of msg frames.
+ *
+ * Every check a peer could trip returns an error; asserts are not used on
+ * decoded input. */
+#include "codec.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const struct {
+    const char *name;
+    enum codec_op op;
+    bool needs_ch;
+} op_table[] = {
+    {"sub", CODEC_OP_SUB, true},
+    {"unsub", CODEC_OP_UNSUB, true},
+    {"pub", CODEC_OP_PUB, true},
+    {"history", CODEC_OP_HISTORY, true},
+    {"presence", CODEC_OP_PRESENCE, true},
+    {"ping", CODEC_OP_PING, false},
+};
+
+/* 256-entry table: which bytes may appear in a channel name. */
+static bool channel_byte_ok(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '_' || c == '.' || c == ':' || c == '@' || c == '/' || c == '-';
+}
+
+bool codec_channel_valid(const char *name, size_t len)
+{
+    if (!name || len == 0 || len > CODEC_CHANNEL_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!channel_byte_ok((unsigned char)name[i]))
+            return false;
+    return true;
+}
+
+size_t codec_channel_ns_len(const char *name, size_t len)
+{
+    const char *colon = memchr(name, ':', len);
+    return colon ? (size_t)(colon - name) : 0;
+}
+
+static bool fail(struct codec_error *err, enum chorus_err code, const char *fmt, const char *arg)
+{
+    err->code = code;
+    snprintf(err->msg, sizeof err->msg, fmt, arg ? arg : "");
+    return false;
+}
+
+static bool decode_since(json_t *since, struct codec_request *req, struct codec_error *err)
+{
+    json_t *epoch = json_object_get(since, "epoch");
+    json_t *seq = json_object_get(since, "seq");
+
+    if (!json_is_object(since) || !json_is_string(epoch) || !json_is_integer(seq))
+        return fail(err, CHORUS_ERR_BAD_REQUEST,
+                    "'since' must be {\"epoch\": string, \"seq\": integer}", NULL);
+    size_t elen = json_string_length(epoch);
+    if (elen > CODEC_EPOCH_MAX || json_integer_value(seq) < 0)
+        return fail(err, CHORUS_ERR_BAD_REQUEST, "'since' epoch or seq out of range", NULL);
+    memcpy(req->since_epoch, json_string_value(epoch), elen);
+    req->since_epoch[elen] = '\0';
+    req->since_seq = (uint64_t)json_integer_value(seq);
+    req->has_since = true;
+    return true;
+}
+
+bool codec_decode_request(const char *buf, size_t len, struct codec_request *req,
+                          struct codec_error *err)
+{
+    json_error_t jerr;
+
+    memset(req, 0, sizeof *req);
+    /* Duplicate keys would let two readers see two different requests. */
+    json_t *root = json_loadb(buf, len, JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!root)
+        return fail(err, CHORUS_ERR_BAD_REQUEST, "invalid JSON: %s", jerr.text);
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return fail(err, CHORUS_ERR_BAD_REQUEST, "a request must be a JSON object", NULL);
+    }
+
+    json_t *id = json_object_get(root, "id");
+    if (id) {
+        if (!json_is_integer(id) || json_integer_value(id) < 0 ||
+            json_integer_value(id) > CODEC_ID_MAX) {
+            json_decref(root);
+            return fail(err, CHORUS_ERR_BAD_REQUEST,
+                        "'id' must be an integer between 0 and 2^53-1", NULL);
+        }
+        req->has_id = true;
+        req->id = json_integer_value(id);
+    }
+
+    json_t *op = json_object_get(root, "op");
+    if (!json_is_string(op)) {
+        json_decref(root);
+        return fail(err, CHORUS_ERR_BAD_REQUEST, "'op' must be a string", NULL);
+    }
+    const char *opname = json_string_value(op);
+    size_t oplen = json_string_length(op);
+    size_t i;
+    for (i = 0; i < sizeof op_table / sizeof op_table[0]; i++)
+        if (strlen(op_table[i].name) == oplen && !memcmp(op_table[i].name, opname, oplen))
+            break;
+    if (i == sizeof op_table / sizeof op_table[0]) {
+        char shown[48];
+        size_t n = oplen < sizeof shown - 1 ? oplen : sizeof shown - 1;
+        memcpy(shown, opname, n);
+        shown[n] = '\0';
+        json_decref(root);
+        return fail(err, CHORUS_ERR_UNKNOWN_OP, "unknown op '%s'", shown);
+    }
+    req->op = op_table[i].op;
+
+    if (op_table[i].needs_ch) {
+        json_t *ch = json_object_get(root, "ch");
+        if (!json_is_string(ch) ||
+            !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
+            json_decref(root);
+            return fail(err, CHORUS_ERR_BAD_CHANNEL,
+                        "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]", NULL);
+        }
+        req->ch = json_string_value(ch);
+        req->ch_len = json_string_length(ch);
+    }
+
+    if (req->op == CODEC_OP_PUB) {
+        req->data = json_object_get(root, "data");
+        if (!req->data) {
+            json_decref(root);
+            return fail(err, CHORUS_ERR_BAD_REQUEST, "'pub' needs 'data'", NULL);
+        }
+    }
+
+    json_t *since = json_object_get(root, "since");
+    if (since && (req->op == CODEC_OP_SUB || req->op == CODEC_OP_HISTORY) &&
+        !decode_since(since, req, err)) {
+        json_decref(root);
+        return false;
+    }
+
+    json_t *limit = json_object_get(root, "limit");
+    if (limit && req->op == CODEC_OP_HISTORY) {
+        if (!json_is_integer(limit) || json_integer_value(limit) < 0) {
+            json_decref(root);
+            return fail(err, CHORUS_ERR_BAD_REQUEST, "'limit' must be a non-negative integer",
+                        NULL);
+        }
+        req->has_limit = true;
+        req->limit = json_integer_value(limit);
+    }
+
+    req->root = root;
+    return true;
+}
+
+void codec_request_free(struct codec_request *req)
+{
+    json_decref(req->root);
+    req->root = NULL;
+}
+
+size_t codec_encode_msg(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
+                        int64_t ts_ms, const char *client, const json_t *data)
+{
+    char head[CODEC_CHANNEL_MAX + 160];
+    int n = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s,\"data\":",
+                     (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
+                     client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
+    if (n < 0 || (size_t)n >= sizeof head)
+        return 0;
+
+    size_t hl = (size_t)n;
+    size_t room = cap > hl ? cap - hl : 0;
+    size_t dl = json_dumpb(data, room ? out + hl : NULL, room, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (dl == 0)
+        return 0;
+    size_t need = hl + dl + 1;
+    if (need > cap)
+        return need;
+    memcpy(out, head, hl);
+    out[hl + dl] = '}';
+    return need;
+}
