@@ -67,7 +67,6 @@ static const struct opt opts[] = {
     {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), "MS", 0, 600000,
      "time allowed to flush and close clients on SIGTERM (default 2000)"},
     {"log-level", OPT_STR, F(log_level), "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
-    {"event-lib", OPT_STR, F(event_lib), "LIB", 0, 0, "event loop: poll or libev (default poll)"},
 };
 #undef F
 
@@ -100,7 +99,6 @@ static void defaults(struct config *cfg)
     cfg->client_publish = true;
     cfg->shutdown_timeout_ms = 2000;
     set_str(&cfg->log_level, "info");
-    set_str(&cfg->event_lib, "poll");
 }
 
 /* Applies one textual value; `src` names its origin for error messages. */
@@ -393,10 +391,6 @@ int config_load(struct config *cfg, int argc, char **argv)
         fprintf(stderr, "chorusd: log-level must be debug, info, warn or error\n");
         goto out;
     }
-    if (strcmp(cfg->event_lib, "poll") && strcmp(cfg->event_lib, "libev")) {
-        fprintf(stderr, "chorusd: event-lib must be poll or libev\n");
-        goto out;
-    }
     if (!*cfg->node_id || strlen(cfg->node_id) > 64) {
         fprintf(stderr, "chorusd: node-id must be 1-64 bytes\n");
         goto out;
@@ -429,7 +423,6 @@ void config_free(struct config *cfg)
     free(cfg->static_dir);
     free(cfg->sdk_dir);
     free(cfg->log_level);
-    free(cfg->event_lib);
     clear_list(cfg);
     free(cfg->namespaces);
     memset(cfg, 0, sizeof *cfg);

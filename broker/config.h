@@ -45,7 +45,6 @@ struct config {
     bool client_publish;
     int shutdown_timeout_ms;
     char *log_level;
-    char *event_lib;
 
     struct ns_opts default_ns;
     struct ns_opts *namespaces;

@@ -125,8 +125,6 @@ int server_start(const struct config *cfg)
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     if (inet_pton(AF_INET, cfg->bind, &a4) == 1)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6; /* else lws listens on every address */
-    if (!strcmp(cfg->event_lib, "libev"))
-        info.options |= LWS_SERVER_OPTION_LIBEV;
 
     server.ctx = lws_create_context(&info);
     if (!server.ctx) {
@@ -145,8 +143,8 @@ int server_start(const struct config *cfg)
 
     channel_registry_init(cfg);
     lws_sul_schedule(server.ctx, 0, &server.sweep_timer, sweep, LWS_US_PER_SEC);
-    log_info("event=listening node=%s bind=%s port=%d event_lib=%s static_dir=%s api=%s",
-             cfg->node_id, cfg->bind, cfg->port, cfg->event_lib, cfg->static_dir,
+    log_info("event=listening node=%s bind=%s port=%d static_dir=%s api=%s",
+             cfg->node_id, cfg->bind, cfg->port, cfg->static_dir,
              cfg->api_key && *cfg->api_key ? "enabled" : "disabled");
     return 0;
 }
