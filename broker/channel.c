@@ -16,6 +16,7 @@
 static struct channel *registry;        /* uthash table by name */
 static struct channel *idle_head;       /* channels without subscribers */
 static const struct config *cfg;
+static struct channel_hooks hooks;
 static char boot_id[16];                /* makes epochs unique across restarts */
 static uint64_t epoch_counter;
 
@@ -30,6 +31,14 @@ void channel_registry_init(const struct config *config)
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
         rnd = (uint32_t)time(NULL) * 2654435761u;
     snprintf(boot_id, sizeof boot_id, "%08x", rnd ^ (uint32_t)time(NULL));
+}
+
+void channel_set_hooks(const struct channel_hooks *h)
+{
+    if (h)
+        hooks = *h;
+    else
+        memset(&hooks, 0, sizeof hooks);
 }
 
 /* ---------------------------------------------------------------- history */
@@ -127,12 +136,14 @@ static void idle_unlink(struct channel *ch)
     ch->idle = false;
 }
 
+static void clear_history(struct channel *ch);
+static void new_epoch(struct channel *ch);
+
 static void channel_delete(struct channel *ch)
 {
     idle_unlink(ch);
     HASH_DEL(registry, ch);
-    while (ch->hist_count)
-        hist_drop_oldest(ch);
+    clear_history(ch);
     free(ch->hist);
     free(ch->subs);
     free(ch->name);
@@ -140,16 +151,20 @@ static void channel_delete(struct channel *ch)
     metrics.channels--;
 }
 
-/* A channel with no subscribers is kept only while it has history to serve. */
+/* A channel with no subscribers is kept only while it has history to serve.
+ * A mirror's history is only trustworthy while this node receives the
+ * owner's stream, that is while it has subscribers. */
 static void channel_maybe_delete(struct channel *ch)
 {
-    if (ch->nsubs)
+    if (ch->nsubs || ch->remote_interest || ch->pins)
         return;
-    if (!ch->hist_count)
+    if (!ch->hist_count || ch->mirror)
         channel_delete(ch);
     else if (!ch->idle)
         idle_link(ch);
 }
+
+void channel_release(struct channel *ch) { channel_maybe_delete(ch); }
 
 struct channel *channel_find(const char *name, size_t len)
 {
@@ -175,9 +190,11 @@ struct channel *channel_get(const char *name, size_t len)
     ch->name[len] = '\0';
     ch->len = len;
     ch->ns = config_ns_for(cfg, name, len);
-    snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
+    new_epoch(ch);
     HASH_ADD_KEYPTR(hh, registry, ch->name, ch->len, ch);
     metrics.channels++;
+    if (hooks.created)
+        hooks.created(ch);
     return ch;
 }
 
@@ -230,6 +247,8 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
     list->n++;
     idle_unlink(ch);
     metrics.subscriptions++;
+    if (ch->nsubs == 1 && hooks.interest)
+        hooks.interest(ch, true);
     return s;
 }
 
@@ -254,6 +273,8 @@ void channel_unsubscribe(struct sub *s, struct sub_list *list)
         ch->subs = NULL;
         ch->subs_cap = 0;
     }
+    if (ch->nsubs == 0 && hooks.interest)
+        hooks.interest(ch, false);
     channel_maybe_delete(ch);
 }
 
@@ -265,9 +286,99 @@ void channel_unsubscribe_all(struct sub_list *list)
 
 /* ---------------------------------------------------------------- publish */
 
+/* conn_enqueue never unsubscribes synchronously, so the array is stable here. */
+static void fanout(struct channel *ch, struct frame *f)
+{
+    for (uint32_t i = 0; i < ch->nsubs; i++)
+        conn_enqueue(ch->subs[i]->conn, f);
+}
+
+static void clear_history(struct channel *ch)
+{
+    while (ch->hist_count)
+        hist_drop_oldest(ch);
+    ch->hist_head = 0;
+}
+
+void channel_broadcast(struct channel *ch, const char *json, size_t len)
+{
+    if (!ch->nsubs)
+        return;
+    struct frame *f = frame_from(json, len);
+    if (f) {
+        fanout(ch, f);
+        frame_unref(f);
+    }
+}
+
+/* Tells subscribers the sequence restarted: {"op":"epoch","ch","epoch","seq"}. */
+static void notify_epoch(struct channel *ch)
+{
+    char buf[CODEC_CHANNEL_MAX + CHANNEL_EPOCH_MAX + 96];
+    int n = snprintf(buf, sizeof buf, "{\"op\":\"epoch\",\"ch\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu}",
+                     ch->name, ch->epoch, (unsigned long long)ch->seq);
+    if (n > 0 && (size_t)n < sizeof buf)
+        channel_broadcast(ch, buf, (size_t)n);
+}
+
+static void new_epoch(struct channel *ch)
+{
+    snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
+    ch->seq = 0;
+    clear_history(ch);
+}
+
+enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
+                                int64_t ts_ms, struct frame *f)
+{
+    if (strcmp(epoch, ch->epoch) != 0) {
+        if (seq != 1)
+            return APPLY_GAP;
+        channel_adopt(ch, epoch, 0, true);
+    }
+    ch->mirror = true;
+    if (seq <= ch->seq)
+        return APPLY_DUP;
+    if (seq != ch->seq + 1)
+        return APPLY_GAP;
+    ch->live = true;
+    ch->seq = seq;
+    hist_expire(ch, ts_ms);
+    hist_push(ch, f, seq, ts_ms);
+    fanout(ch, f);
+    metrics.delivered += ch->nsubs;
+    return APPLY_OK;
+}
+
+void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool notify)
+{
+    ch->mirror = true;
+    if (strcmp(epoch, ch->epoch) != 0) {
+        snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
+        clear_history(ch);
+        ch->seq = seq;
+        if (notify)
+            notify_epoch(ch);
+        return;
+    }
+    ch->seq = seq;
+}
+
+void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    hist_push(ch, f, seq, ts_ms);
+}
+
 int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
                     struct publish_result *res)
 {
+    if (ch->mirror) {
+        /* Ownership moved here (failover or rebalance): this node never saw
+         * the old owner's last messages for sure, so a new epoch begins. */
+        ch->mirror = false;
+        new_epoch(ch);
+        notify_epoch(ch);
+    }
     uint64_t seq = ch->seq + 1;
     size_t need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
     if (need > enc_cap) {
@@ -290,10 +401,10 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
     hist_expire(ch, now_ms);
     hist_push(ch, f, seq, now_ms);
 
-    /* conn_enqueue never unsubscribes synchronously, so the array is stable here. */
-    for (uint32_t i = 0; i < ch->nsubs; i++)
-        conn_enqueue(ch->subs[i]->conn, f);
+    fanout(ch, f);
     metrics.delivered += ch->nsubs;
+    if (hooks.sequenced)
+        hooks.sequenced(ch, f, seq, now_ms);
     frame_unref(f);
     channel_maybe_delete(ch);
     return 0;

@@ -18,6 +18,7 @@
 
 struct conn;
 struct frame;
+struct chan_sync;
 
 #define CHANNEL_EPOCH_MAX 40
 
@@ -59,6 +60,13 @@ struct channel {
 
     struct channel *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
     bool idle;
+
+    /* cluster state (see cluster.h) */
+    bool mirror;                         /* seq and history copied from a remote owner */
+    bool live;                           /* mirror: following the owner's stream, state current */
+    struct chan_sync *sync;              /* mirror.c: a join or repair in progress */
+    bool remote_interest;                /* owner: other nodes subscribe to it */
+    uint32_t pins;                       /* outstanding calls that will come back to it */
     UT_hash_handle hh;
 };
 
@@ -67,7 +75,18 @@ struct channel {
  * is iterating the subscriber array when it is called. */
 void conn_enqueue(struct conn *c, struct frame *f);
 
+/* What the cluster wants to hear about; every member may be NULL. */
+struct channel_hooks {
+    /* Local subscribers went 0 -> 1 (on) or 1 -> 0 (off). */
+    void (*interest)(struct channel *ch, bool on);
+    /* This node sequenced f (the owner published); called after local fan-out. */
+    void (*sequenced)(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+    /* A channel object was created (the cluster fills in remote_interest). */
+    void (*created)(struct channel *ch);
+};
+
 void channel_registry_init(const struct config *cfg);
+void channel_set_hooks(const struct channel_hooks *hooks);
 void channel_registry_free(void);
 
 struct channel *channel_find(const char *name, size_t len);
@@ -103,6 +122,26 @@ bool channel_can_recover(struct channel *ch, const char *epoch, uint64_t seq, in
  * limited to the newest `limit` such entries (limit < 0: no limit). */
 void channel_history_each(struct channel *ch, uint64_t after, long long limit, int64_t now_ms,
                           void (*fn)(const struct hist_entry *e, void *ud), void *ud);
+
+enum apply_result { APPLY_OK, APPLY_DUP, APPLY_GAP };
+
+/* Applies a message sequenced by a remote owner: records it and fans it out
+ * when it is the next one; a new epoch starting at seq 1 replaces the old
+ * one (subscribers get an `epoch` event first). APPLY_GAP means messages are
+ * missing before it and nothing was done. */
+enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
+                                int64_t ts_ms, struct frame *f);
+/* Takes the owner's position (from a sync reply); a different epoch clears
+ * history and, when notify is set, sends subscribers an `epoch` event. */
+void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool notify);
+/* Sends every subscriber one event frame (epoch, gap). */
+void channel_broadcast(struct channel *ch, const char *json, size_t len);
+/* Adds a message to history without delivering it (sync replies prime a
+ * mirror's history). */
+void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+/* Deletes the channel if nothing keeps it: no subscribers, no remote
+ * interest, no pins, and no history worth keeping (mirrors keep none). */
+void channel_release(struct channel *ch);
 
 /* Expires history and deletes channels left with nothing; call periodically. */
 void channel_sweep(int64_t now_ms);

@@ -21,12 +21,13 @@
 #define CHORUS_SDK_DIR "sdk"
 #endif
 
-enum opt_type { OPT_INT, OPT_STR, OPT_BOOL, OPT_LIST };
+enum opt_type { OPT_INT, OPT_STR, OPT_BOOL, OPT_LIST, OPT_FLAG };
 
 struct opt {
     const char *name;        /* flag name without "--"; env and JSON names derive from it */
     enum opt_type type;
     size_t off;
+    size_t off_n;            /* OPT_LIST: the count beside the array */
     const char *metavar;
     long min, max;
     const char *help;
@@ -34,39 +35,60 @@ struct opt {
 
 #define F(field) offsetof(struct config, field)
 static const struct opt opts[] = {
-    {"port", OPT_INT, F(port), "N", 1, 65535, "TCP port for HTTP and WebSocket (default 8080)"},
-    {"bind", OPT_STR, F(bind), "ADDR", 0, 0, "address to listen on (default 0.0.0.0)"},
-    {"api-key", OPT_STR, F(api_key), "KEY", 0, 0,
+    {"port", OPT_INT, F(port), 0, "N", 1, 65535, "TCP port for HTTP and WebSocket (default 8080)"},
+    {"bind", OPT_STR, F(bind), 0, "ADDR", 0, 0, "address to listen on (default 0.0.0.0)"},
+    {"api-key", OPT_STR, F(api_key), 0, "KEY", 0, 0,
      "key for POST /api/publish; without one the HTTP publish API is disabled"},
-    {"config", OPT_STR, F(config_file), "FILE", 0, 0, "JSON config file (keys as below, with '_')"},
-    {"node-id", OPT_STR, F(node_id), "ID", 0, 0, "this node's id (default: host name)"},
-    {"static-dir", OPT_STR, F(static_dir), "DIR", 0, 0, "files served at / (default: the demo)"},
-    {"sdk-dir", OPT_STR, F(sdk_dir), "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)"},
-    {"allowed-origin", OPT_LIST, F(allowed_origin), "URL", 0, 0,
+    {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')"},
+    {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)"},
+    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)"},
+    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)"},
+    {"allowed-origin", OPT_LIST, F(allowed_origin), F(n_allowed_origin), "URL", 0, 0,
      "accept WebSocket upgrades only from this Origin (repeatable; default: any)"},
-    {"max-connections", OPT_INT, F(max_connections), "N", 1, 10000000,
+    {"max-connections", OPT_INT, F(max_connections), 0, "N", 1, 10000000,
      "most WebSocket connections held at once (default 10000)"},
-    {"max-frame-bytes", OPT_INT, F(max_frame_bytes), "N", 64, 64 << 20,
+    {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "N", 64, 64 << 20,
      "largest client frame or HTTP body accepted (default 65536)"},
-    {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), "N", 1, 1000000,
+    {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
      "most channels one connection may subscribe to (default 128)"},
-    {"max-queue-bytes", OPT_INT, F(max_queue_bytes), "N", 1024, INT_MAX,
+    {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "N", 1024, INT_MAX,
      "outbound queue bound per connection in bytes; past it the client is closed 4008 (default 1048576)"},
-    {"max-queue-frames", OPT_INT, F(max_queue_frames), "N", 4, 1 << 24,
+    {"max-queue-frames", OPT_INT, F(max_queue_frames), 0, "N", 4, 1 << 24,
      "outbound queue bound per connection in frames (default 4096)"},
-    {"ping-interval", OPT_INT, F(ping_interval), "SECS", 1, 65000,
+    {"ping-interval", OPT_INT, F(ping_interval), 0, "SECS", 1, 65000,
      "idle seconds before the server PINGs a client (default 25)"},
-    {"ping-timeout", OPT_INT, F(ping_timeout), "SECS", 1, 65000,
+    {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECS", 1, 65000,
      "seconds a client has to answer before it is dropped (default 10)"},
-    {"history-size", OPT_INT, F(history_size), "N", 0, 1000000,
+    {"history-size", OPT_INT, F(history_size), 0, "N", 0, 1000000,
      "messages of history kept per channel (default 100)"},
-    {"history-ttl", OPT_INT, F(history_ttl), "SECS", 0, INT_MAX,
+    {"history-ttl", OPT_INT, F(history_ttl), 0, "SECS", 0, INT_MAX,
      "seconds a message stays in history, 0 = forever (default 600)"},
-    {"client-publish", OPT_BOOL, F(client_publish), "true|false", 0, 0,
+    {"client-publish", OPT_BOOL, F(client_publish), 0, "true|false", 0, 0,
      "may WebSocket clients publish in namespaces that do not say (default true)"},
-    {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), "MS", 0, 600000,
+    {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), 0, "MS", 0, 600000,
      "time allowed to flush and close clients on SIGTERM (default 2000)"},
-    {"log-level", OPT_STR, F(log_level), "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
+    {"cluster-bind", OPT_STR, F(cluster_bind), 0, "ENDPOINT", 0, 0,
+     "join a cluster: bind the node's XPUB here, e.g. tcp://0.0.0.0:7000 (default: no cluster)"},
+    {"peer", OPT_LIST, F(peer), F(n_peer), "ENDPOINT", 0, 0,
+     "another node's cluster-bind endpoint, tcp://HOST:PORT (repeatable; DNS names are re-resolved)"},
+    {"forwarder-connect", OPT_STR, F(forwarder_connect), 0, "ENDPOINT", 0, 0,
+     "link through the forwarder at tcp://HOST:PORT instead of a mesh of peers"},
+    {"forwarder", OPT_FLAG, F(forwarder), 0, "", 0, 0,
+     "run as the cluster forwarder (XSUB on the cluster-bind port, XPUB on port + 1)"},
+    {"cluster-curve-secret", OPT_STR, F(cluster_curve_secret), 0, "Z85", 0, 0,
+     "encrypt and authenticate node links with this CURVE secret key (see chorusd-keygen)"},
+    {"cluster-insecure", OPT_BOOL, F(cluster_insecure), 0, "true|false", 0, 0,
+     "allow plaintext node links when no CURVE key is set (default false)"},
+    {"heartbeat-ms", OPT_INT, F(heartbeat_ms), 0, "MS", 50, 60000, "node heartbeat interval (default 500)"},
+    {"peer-timeout-ms", OPT_INT, F(peer_timeout_ms), 0, "MS", 100, 600000,
+     "a peer silent this long is down (default 2000)"},
+    {"cluster-timeout-ms", OPT_INT, F(cluster_timeout_ms), 0, "MS", 50, 600000,
+     "wait for a channel owner's answer before replying unavailable (default 2000)"},
+    {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECS", 1, 86400,
+     "re-resolve peer DNS names this often (default 10)"},
+    {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
+     "ZeroMQ high-water mark, messages per link (default 100000)"},
+    {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
 };
 #undef F
 
@@ -98,6 +120,11 @@ static void defaults(struct config *cfg)
     cfg->history_ttl = 600;
     cfg->client_publish = true;
     cfg->shutdown_timeout_ms = 2000;
+    cfg->heartbeat_ms = 500;
+    cfg->peer_timeout_ms = 2000;
+    cfg->cluster_timeout_ms = 2000;
+    cfg->peer_resolve_interval = 10;
+    cfg->cluster_hwm = 100000;
     set_str(&cfg->log_level, "info");
 }
 
@@ -118,6 +145,7 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
         *(int *)(base + o->off) = (int)n;
         return 0;
     }
+    case OPT_FLAG:
     case OPT_BOOL:
         if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
             *(bool *)(base + o->off) = true;
@@ -131,23 +159,34 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
     case OPT_STR:
         set_str((char **)(base + o->off), v);
         return 0;
-    case OPT_LIST:
-        if (cfg->n_allowed_origin >= CONFIG_MAX_ORIGINS) {
-            fprintf(stderr, "chorusd: %s: at most %d values for %s\n", src, CONFIG_MAX_ORIGINS,
-                    o->name);
+    case OPT_LIST: {
+        int *n = (int *)(base + o->off_n);
+        int max = o->off == offsetof(struct config, peer) ? CONFIG_MAX_PEERS : CONFIG_MAX_ORIGINS;
+        if (*n >= max) {
+            fprintf(stderr, "chorusd: %s: at most %d values for %s\n", src, max, o->name);
             return -1;
         }
-        cfg->allowed_origin[cfg->n_allowed_origin++] = strdup(v);
+        ((char **)(base + o->off))[(*n)++] = strdup(v);
         return 0;
+    }
     }
     return -1;
 }
 
-static void clear_list(struct config *cfg)
+static void clear_list(struct config *cfg, const struct opt *o)
 {
-    for (int i = 0; i < cfg->n_allowed_origin; i++)
-        free(cfg->allowed_origin[i]);
-    cfg->n_allowed_origin = 0;
+    char **v = (char **)((char *)cfg + o->off);
+    int *n = (int *)((char *)cfg + o->off_n);
+    for (int i = 0; i < *n; i++)
+        free(v[i]);
+    *n = 0;
+}
+
+static void clear_lists(struct config *cfg)
+{
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].type == OPT_LIST)
+            clear_list(cfg, &opts[i]);
 }
 
 static void derive_name(char *out, size_t cap, const char *name, bool env)
@@ -282,7 +321,8 @@ static void usage(void)
     for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
         char flag[64];
         derive_name(env, sizeof env, opts[i].name, true);
-        snprintf(flag, sizeof flag, "--%s %s", opts[i].name, opts[i].metavar);
+        snprintf(flag, sizeof flag, "--%s%s%s", opts[i].name, *opts[i].metavar ? " " : "",
+                 opts[i].metavar);
         printf("  %-32s %s\n  %-32s [env %s]\n", flag, opts[i].help, "", env);
     }
     printf("  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit", "--version",
@@ -347,7 +387,7 @@ int config_load(struct config *cfg, int argc, char **argv)
         if (!v || !strcmp(opts[i].name, "config"))
             continue;
         if (opts[i].type == OPT_LIST) {
-            clear_list(cfg);
+            clear_list(cfg, &opts[i]);
             env_list = true;
             char *copy = strdup(v), *save = NULL;
             for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
@@ -362,7 +402,7 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     (void)env_list;
 
-    bool flag_list = false;
+    bool flag_list[sizeof opts / sizeof opts[0]] = {false};
     for (int i = 1; i < argc; i++) {
         const char *val;
         const struct opt *o = find_flag(argv[i], &val);
@@ -370,16 +410,18 @@ int config_load(struct config *cfg, int argc, char **argv)
             fprintf(stderr, "chorusd: unknown option '%s' (see --help)\n", argv[i]);
             goto out;
         }
-        if (!val) {
+        if (!val && o->type == OPT_FLAG) {
+            val = "true";
+        } else if (!val) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "chorusd: option --%s needs a value\n", o->name);
                 goto out;
             }
             val = argv[++i];
         }
-        if (o->type == OPT_LIST && !flag_list) {
-            clear_list(cfg);
-            flag_list = true;
+        if (o->type == OPT_LIST && !flag_list[o - opts]) {
+            clear_list(cfg, o);
+            flag_list[o - opts] = true;
         }
         if (!strcmp(o->name, "config"))
             continue;
@@ -400,6 +442,25 @@ int config_load(struct config *cfg, int argc, char **argv)
             fprintf(stderr, "chorusd: node-id may hold only [A-Za-z0-9_.-]\n");
             goto out;
         }
+
+    bool clustered = cfg->cluster_bind || cfg->forwarder_connect || cfg->forwarder || cfg->n_peer;
+    if (clustered && !cfg->cluster_curve_secret && !cfg->cluster_insecure) {
+        fprintf(stderr, "chorusd: node links would be plaintext: set --cluster-curve-secret KEY "
+                        "or --cluster-insecure true\n");
+        goto out;
+    }
+    if (cfg->n_peer && !cfg->cluster_bind) {
+        fprintf(stderr, "chorusd: --peer needs --cluster-bind (peers connect to it)\n");
+        goto out;
+    }
+    if (cfg->forwarder && !cfg->cluster_bind) {
+        fprintf(stderr, "chorusd: --forwarder needs --cluster-bind tcp://ADDR:PORT\n");
+        goto out;
+    }
+    if (cfg->forwarder_connect && cfg->n_peer) {
+        fprintf(stderr, "chorusd: use either --peer (mesh) or --forwarder-connect, not both\n");
+        goto out;
+    }
 
     snprintf(cfg->default_ns.name, sizeof cfg->default_ns.name, "%s", "");
     cfg->default_ns.history_size = cfg->history_size;
@@ -423,7 +484,10 @@ void config_free(struct config *cfg)
     free(cfg->static_dir);
     free(cfg->sdk_dir);
     free(cfg->log_level);
-    clear_list(cfg);
+    clear_lists(cfg);
+    free(cfg->cluster_bind);
+    free(cfg->forwarder_connect);
+    free(cfg->cluster_curve_secret);
     free(cfg->namespaces);
     memset(cfg, 0, sizeof *cfg);
 }

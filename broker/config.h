@@ -11,6 +11,7 @@
 #include <stddef.h>
 
 #define CONFIG_MAX_ORIGINS 32
+#define CONFIG_MAX_PEERS 64
 
 /* Per-namespace options (the part of a channel name before the first ':').
  * One of these exists for each namespace in the config file, plus the default
@@ -34,6 +35,21 @@ struct config {
     char *allowed_origin[CONFIG_MAX_ORIGINS];
     int n_allowed_origin;
     int max_connections;
+
+    /* cluster */
+    char *cluster_bind;           /* XPUB endpoint (forwarder: XSUB; XPUB at port + 1) */
+    char *peer[CONFIG_MAX_PEERS]; /* peers' cluster_bind endpoints; names re-resolved */
+    int n_peer;
+    char *forwarder_connect;      /* use this forwarder instead of the mesh */
+    bool forwarder;               /* run as the XSUB/XPUB forwarder, not as a node */
+    char *cluster_curve_secret;   /* Z85 secret key shared by the cluster's nodes */
+    bool cluster_insecure;        /* allow plaintext node links */
+    int heartbeat_ms;
+    int peer_timeout_ms;
+    int cluster_timeout_ms;
+    int peer_resolve_interval;
+    int cluster_hwm;
+
     int max_frame_bytes;
     int max_channels_per_conn;
     int max_queue_bytes;

@@ -12,6 +12,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "mirror.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -219,31 +220,33 @@ static bool origin_allowed(struct lws *wsi)
     return false;
 }
 
+/* Answers a refused upgrade with a plain HTTP status before hanging up, so
+ * clients and load balancers see why (403 forbidden, 503 unavailable). */
+static int refuse(struct lws *wsi, enum reject_reason why, unsigned int status)
+{
+    metrics.connections_rejected[why]++;
+    lws_return_http_status(wsi, status, NULL);
+    return 1;
+}
+
 /* Refuses the upgrade (non-zero) for a wrong path, origin, or when full. */
 static int conn_filter(struct lws *wsi)
 {
     char uri[64];
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
-    if (n <= 0 || strcmp(uri, "/ws") != 0) {
-        metrics.connections_rejected[REJECT_PATH]++;
-        return 1;
-    }
-    if (server.shutting_down) {
-        metrics.connections_rejected[REJECT_SHUTDOWN]++;
-        return 1;
-    }
+    if (n <= 0 || strcmp(uri, "/ws") != 0)
+        return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN);
+    if (server.shutting_down)
+        return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE);
     if (!origin_allowed(wsi)) {
         char origin[256] = "", q[300];
         lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
         log_info("event=upgrade_refused reason=origin origin=%s",
                  log_quote(q, sizeof q, origin, strlen(origin)));
-        metrics.connections_rejected[REJECT_ORIGIN]++;
-        return 1;
+        return refuse(wsi, REJECT_ORIGIN, HTTP_STATUS_FORBIDDEN);
     }
-    if (metrics.connections >= server.cfg->max_connections) {
-        metrics.connections_rejected[REJECT_MAX_CONNECTIONS]++;
-        return 1;
-    }
+    if (metrics.connections >= server.cfg->max_connections)
+        return refuse(wsi, REJECT_MAX_CONNECTIONS, HTTP_STATUS_SERVICE_UNAVAILABLE);
     return 0;
 }
 
@@ -272,6 +275,7 @@ static void conn_closed(struct conn *c)
     if (!c->established)
         return; /* refused in FILTER: never linked */
     c->established = false;
+    mirror_conn_closed(c);
     channel_unsubscribe_all(&c->subs);
     outq_clear(&c->q);
     free(c->rx);

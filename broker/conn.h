@@ -24,6 +24,7 @@ struct conn {
     struct outq q;
     struct sub_list subs;
     struct conn *prev, *next;     /* server.conns */
+    struct conn_call *calls;      /* requests waiting for a channel owner (mirror.c) */
 
     unsigned char *rx;            /* message being assembled across fragments */
     uint32_t rx_len, rx_cap;

@@ -5,6 +5,7 @@
  * binds to this protocol and cleaned up on DROP_PROTOCOL. A response is built
  * whole into a buffer with LWS_PRE headroom and written from HTTP_WRITEABLE. */
 #include "channel.h"
+#include "cluster.h"
 #include "codec.h"
 #include "log.h"
 #include "metrics.h"
@@ -17,6 +18,10 @@
 #include <strings.h>
 
 struct http_session {
+    struct lws *wsi;
+    struct cluster_call call;   /* publish forwarded to the channel's owner */
+    bool forwarded;
+    char ch[CODEC_CHANNEL_MAX + 1];
     char path[32];
     unsigned char *body;        /* request body being received */
     size_t body_len;
@@ -32,6 +37,10 @@ size_t http_api_session_size(void) { return sizeof(struct http_session); }
 
 static void session_free(struct http_session *s)
 {
+    if (s->forwarded) {
+        cluster_call_cancel(&s->call);
+        s->forwarded = false;
+    }
     free(s->body);
     free(s->resp);
     s->body = s->resp = NULL;
@@ -125,6 +134,26 @@ static int respond_auth_failure(struct lws *wsi, struct http_session *s, int sta
                        "missing or wrong API key (send 'Authorization: apikey KEY' or 'X-API-Key: KEY')");
 }
 
+/* The owner answered a forwarded publish (or did not, in time). */
+static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
+                         const struct cluster_part *parts, int n)
+{
+    struct http_session *s = call->ud;
+    s->forwarded = false;
+    if (rep && !rep->status) {
+        metrics.published_http++;
+        respond_json(s->wsi, s, 200, json_pack("{s:s, s:s, s:I}", "ch", s->ch, "epoch", rep->epoch,
+                                               "seq", (json_int_t)rep->seq));
+        return;
+    }
+    char msg[200] = "the channel's owner did not answer in time";
+    if (rep && n > 0 && parts[0].len < sizeof msg) {
+        memcpy(msg, parts[0].data, parts[0].len);
+        msg[parts[0].len] = '\0';
+    }
+    respond_err(s->wsi, s, rep ? (enum chorus_err)(rep->status - 1) : CHORUS_ERR_UNAVAILABLE, msg);
+}
+
 /* POST /api/publish {"ch","data"} -> {"ch","epoch","seq"} */
 static int api_publish(struct lws *wsi, struct http_session *s)
 {
@@ -155,6 +184,16 @@ static int api_publish(struct lws *wsi, struct http_session *s)
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
     } else if (!data) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'data' is required");
+    } else if (!cluster_is_owner(json_string_value(ch), json_string_length(ch))) {
+        s->wsi = wsi;
+        snprintf(s->ch, sizeof s->ch, "%s", json_string_value(ch));
+        if (cluster_forward_publish(json_string_value(ch), json_string_length(ch), data, NULL,
+                                    &s->call, on_forwarded, s) < 0)
+            rc = respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
+        else {
+            s->forwarded = true;
+            rc = 0;
+        }
     } else {
         struct channel *c = channel_get(json_string_value(ch), json_string_length(ch));
         struct publish_result res;

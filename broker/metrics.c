@@ -40,13 +40,11 @@ void metrics_http_request(const char *path, int status)
     }
 }
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
+static void (*extra_render)(struct sbuf *b);
 
-static void put(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void put(struct sbuf *b, const char *fmt, ...)
+void metrics_set_extra(void (*render)(struct sbuf *b)) { extra_render = render; }
+
+void put(struct sbuf *b, const char *fmt, ...)
 {
     for (;;) {
         va_list ap;
@@ -68,7 +66,7 @@ static void put(struct sbuf *b, const char *fmt, ...)
     }
 }
 
-static void family(struct sbuf *b, const char *name, const char *type, const char *help)
+void family(struct sbuf *b, const char *name, const char *type, const char *help)
 {
     put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
@@ -133,6 +131,8 @@ size_t metrics_render(char **out, const char *node_id)
     for (int i = 0; i < HTTP_ROWS && http_rows[i].n; i++)
         put(&b, "chorus_http_requests_total{path=\"%s\",status=\"%d\"} %llu\n", http_rows[i].path,
             http_rows[i].status, (unsigned long long)http_rows[i].n);
+    if (extra_render)
+        extra_render(&b);
     family(&b, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");
     put(&b, "process_resident_memory_bytes %ld\n", rss_bytes());
 

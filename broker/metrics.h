@@ -27,12 +27,36 @@ struct metrics {
     uint64_t errors[CHORUS_ERR__COUNT];
     uint64_t queue_drops;
     uint64_t slow_consumer_closes;
+
+    /* cluster */
+    uint64_t cluster_sent[8];            /* by envelope type */
+    uint64_t cluster_received[8];
+    uint64_t cluster_send_drops;
+    uint64_t cluster_unwanted;           /* channel messages for channels without local subscribers */
+    uint64_t cluster_bad_messages;
+    uint64_t cluster_auth_failures;
+    uint64_t cluster_forwarded_publishes;
+    uint64_t cluster_call_timeouts;
+    uint64_t cluster_held_back;          /* messages dropped during a sync (covered by its reply) */
+    uint64_t gaps_detected;
+    uint64_t gaps_repaired;
+    uint64_t gaps_unrepaired;
 };
 
 extern struct metrics metrics;
 
 /* Appends an HTTP API request to the per-path/status counters. */
 void metrics_http_request(const char *path, int status);
+
+/* A growing text buffer for the exposition. */
+struct sbuf {
+    char *p;
+    size_t len, cap;
+};
+void put(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void family(struct sbuf *b, const char *name, const char *type, const char *help);
+/* Lets a module that is not always linked (the cluster) add its families. */
+void metrics_set_extra(void (*render)(struct sbuf *b));
 
 /* Renders the text exposition into a malloc'd buffer; returns its length
  * and sets *out (caller frees). */

@@ -5,7 +5,9 @@
 #include "codec.h"
 #include "conn.h"
 #include "frame.h"
+#include "cluster.h"
 #include "metrics.h"
+#include "mirror.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -60,6 +62,10 @@ static void op_sub(struct conn *c, const struct codec_request *req)
         }
     }
 
+    if (!cluster_is_owner(req->ch, req->ch_len)) {
+        mirror_sub(c, ch, req);
+        return;
+    }
     int64_t now = server_now_ms();
     bool recovered = req->has_since && channel_can_recover(ch, req->since_epoch, req->since_seq, now);
     /* The ack and the missed messages are queued before control returns to
@@ -84,6 +90,7 @@ static void op_unsub(struct conn *c, const struct codec_request *req)
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_NOT_SUBSCRIBED, msg);
         return;
     }
+    mirror_unsub(c, ch);
     channel_unsubscribe(s, &c->subs);
     send_ack(c, req, json_pack("{s:s}", "ch", req->ch));
 }
@@ -101,6 +108,10 @@ static void op_pub(struct conn *c, const struct codec_request *req)
         snprintf(msg, sizeof msg, "publishing from clients is disabled in namespace '%s'",
                  ns->name);
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN, msg);
+        return;
+    }
+    if (!cluster_is_owner(req->ch, req->ch_len)) {
+        mirror_pub(c, req);
         return;
     }
     struct channel *ch = channel_get(req->ch, req->ch_len);
@@ -139,6 +150,10 @@ static void splice_entry(const struct hist_entry *e, void *ud)
 static void op_history(struct conn *c, const struct codec_request *req)
 {
     struct channel *ch = channel_find(req->ch, req->ch_len);
+    if (!cluster_is_owner(req->ch, req->ch_len) && !(ch && ch->live && !ch->sync)) {
+        mirror_history(c, req);
+        return;
+    }
     const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
     long long limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
     uint64_t after = 0;

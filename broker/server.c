@@ -6,6 +6,7 @@
  * queue drains; the loop runs until they are gone or shutdown_timeout passes;
  * then the context is destroyed. */
 #include "server.h"
+#include "cluster.h"
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,6 +27,7 @@ static struct lws_protocols protocols[] = {
     /* First, so upgrades that offer no sub-protocol bind to it. */
     {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, WRITE_BATCH_TX + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
+    {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
@@ -142,6 +144,11 @@ int server_start(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     channel_registry_init(cfg);
+    if (cluster_start(cfg, server.vh) < 0) {
+        lws_context_destroy(server.ctx);
+        server.ctx = NULL;
+        return -1;
+    }
     lws_sul_schedule(server.ctx, 0, &server.sweep_timer, sweep, LWS_US_PER_SEC);
     log_info("event=listening node=%s bind=%s port=%d static_dir=%s api=%s",
              cfg->node_id, cfg->bind, cfg->port, cfg->static_dir,
@@ -183,6 +190,8 @@ void server_stop(void)
         return;
     lws_sul_cancel(&server.sweep_timer);
     lws_sul_cancel(&shutdown_timer);
+    /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
+    cluster_stop();
     lws_context_destroy(server.ctx);
     server.ctx = NULL;
     channel_registry_free();

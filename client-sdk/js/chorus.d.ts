@@ -1,0 +1,268 @@
+// TypeScript declarations for @chorus/client (chorus.js), wire protocol v1.
+
+/** SDK version. */
+export const VERSION: string;
+/** Wire protocol version the SDK speaks. */
+export const PROTOCOL_VERSION: 1;
+
+/** Codes produced by the SDK itself; broker codes are passed through unchanged. */
+export const ErrorCodes: Readonly<{
+  TIMEOUT: 'timeout';
+  DISCONNECTED: 'disconnected';
+  CLOSED: 'closed';
+  QUEUE_FULL: 'queue_full';
+  ALREADY_SUBSCRIBED: 'already_subscribed';
+  PROTOCOL: 'protocol_error';
+}>;
+
+/** Error codes of the broker (PROTOCOL.md section 3). */
+export type BrokerErrorCode =
+  | 'bad_request'
+  | 'unknown_op'
+  | 'bad_channel'
+  | 'too_large'
+  | 'forbidden'
+  | 'not_subscribed'
+  | 'limit_reached'
+  | 'rate_limited'
+  | 'unavailable';
+
+/** Error codes of the SDK. */
+export type ClientErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+export type ErrorCode = BrokerErrorCode | ClientErrorCode | (string & {});
+
+/** An `err` frame sent by the broker. */
+export interface ErrFrame {
+  op: 'err';
+  id?: number;
+  code: string;
+  msg: string;
+}
+
+/** An error with a stable `code`; `reply` is the broker's `err` frame when there was one. */
+export class ChorusError extends Error {
+  constructor(code: ErrorCode, message: string, reply?: ErrFrame);
+  readonly name: 'ChorusError';
+  code: ErrorCode;
+  reply?: ErrFrame;
+}
+
+/** Any JSON value. */
+export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
+
+/** A position in a channel's sequence. */
+export interface StreamPosition {
+  epoch: string;
+  seq: number;
+}
+
+/** A `msg` frame: one message published in a channel. */
+export interface Message<T = Json> {
+  op: 'msg';
+  ch: string;
+  seq: number;
+  /** Server time (ms since the Unix epoch) when the message was sequenced. */
+  ts?: number;
+  /** Id of the publishing connection; absent for HTTP API publishes. */
+  client?: string;
+  data: T;
+}
+
+export interface HistoryOptions {
+  /** Newest N messages (capped by the namespace's history size). */
+  limit?: number;
+  /** Only messages after this position (none when the epoch differs). */
+  since?: StreamPosition;
+}
+
+export interface HistoryResult<T = Json> {
+  ch: string;
+  epoch: string;
+  /** Last seq published in the channel. */
+  seq: number;
+  /** Oldest first, each exactly as it was delivered. */
+  msgs: Message<T>[];
+}
+
+export interface PresenceMember {
+  client: string;
+  [key: string]: unknown;
+}
+
+/** Minimal shape of a WebSocket the SDK needs (browser WebSocket or `ws`). */
+export interface WebSocketLike {
+  readonly readyState: number;
+  readonly protocol?: string;
+  send(data: string): void;
+  close(code?: number, reason?: string): void;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  onopen: ((ev: unknown) => void) | null;
+}
+
+export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;
+
+export interface ChorusOptions {
+  /**
+   * Connection token, sent as the `token` query parameter of the URL. A function is
+   * called before every connection attempt (to refresh an expiring token).
+   */
+  token?: string | (() => string | Promise<string>);
+  /** WebSocket constructor; default `globalThis.WebSocket` (in Node.js 20: `WebSocket` from `ws`). */
+  WebSocket?: WebSocketConstructor | (new (...args: any[]) => any);
+  /** WebSocket sub-protocols to offer, e.g. `'chorus.v1'`. None by default. */
+  protocols?: string | string[];
+  /** ms; base of the exponential reconnect backoff (default 500). */
+  minReconnectDelay?: number;
+  /** ms; cap of the reconnect backoff (default 20000). */
+  maxReconnectDelay?: number;
+  /** ms between application pings; 0 disables them (default 25000). */
+  pingInterval?: number;
+  /** ms to wait for a pong before the connection is declared dead (default 10000). */
+  pingTimeout?: number;
+  /** ms a request may take from the call to the reply, including time queued offline (default 10000). */
+  requestTimeout?: number;
+  /** ms from opening a socket to the server's hello (default 10000). */
+  connectTimeout?: number;
+  /** Requests held while offline; more reject with `queue_full` (default 100). */
+  maxOfflineQueue?: number;
+}
+
+export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'closed';
+
+export interface ConnectedEvent {
+  client: string | null;
+  node: string | null;
+  v: number;
+}
+export interface DisconnectedEvent {
+  code: number;
+  reason: string;
+  willReconnect: boolean;
+}
+export interface ReconnectingEvent {
+  attempt: number;
+  /** ms until the next attempt. */
+  delay: number;
+  code: number;
+  reason: string;
+}
+export interface ConnectingEvent {
+  url: string;
+  attempt: number;
+}
+export interface EpochEvent {
+  channel: string;
+  epoch: string;
+  seq: number;
+}
+export interface GapEvent {
+  channel: string;
+  epoch: string;
+  expected: number;
+  got: number;
+}
+export interface SubscribedContext {
+  channel: string;
+  epoch: string;
+  /** Last seq in the channel at the time of the ack. */
+  seq: number;
+  /** False for the first ack, true after a reconnect. */
+  resubscribed: boolean;
+  /** Whether `since` was sent. */
+  wasRecovering: boolean;
+  /** With `since`: whether every missed message is being delivered; undefined without `since`. */
+  recovered: boolean | undefined;
+}
+
+export interface ChorusEvents {
+  connecting: (ev: ConnectingEvent) => void;
+  connected: (ev: ConnectedEvent) => void;
+  disconnected: (ev: DisconnectedEvent) => void;
+  reconnecting: (ev: ReconnectingEvent) => void;
+  epoch: (ev: EpochEvent) => void;
+  message: (msg: Message) => void;
+  error: (err: Error) => void;
+  state: (state: ConnectionState, previous: ConnectionState) => void;
+  join: (frame: { op: 'join'; ch: string; [key: string]: unknown }) => void;
+  leave: (frame: { op: 'leave'; ch: string; [key: string]: unknown }) => void;
+}
+
+export interface SubscriptionEvents<T = Json> {
+  message: (data: T, msg: Message<T>) => void;
+  subscribed: (ctx: SubscribedContext) => void;
+  unrecovered: (ctx: SubscribedContext) => void;
+  epoch: (ev: EpochEvent) => void;
+  gap: (ev: GapEvent) => void;
+  error: (err: ChorusError) => void;
+  unsubscribed: () => void;
+  join: (frame: { op: 'join'; ch: string; [key: string]: unknown }) => void;
+  leave: (frame: { op: 'leave'; ch: string; [key: string]: unknown }) => void;
+}
+
+declare class TypedEmitter<E extends { [K in keyof E]: (...args: any[]) => void }> {
+  on<K extends keyof E>(event: K, fn: E[K]): this;
+  once<K extends keyof E>(event: K, fn: E[K]): this;
+  off<K extends keyof E>(event: K, fn?: E[K]): this;
+  emit<K extends keyof E>(event: K, ...args: Parameters<E[K]>): boolean;
+  listenerCount(event: keyof E): number;
+}
+
+export class Subscription<T = Json> extends TypedEmitter<SubscriptionEvents<T>> {
+  private constructor();
+  readonly channel: string;
+  readonly state: 'subscribing' | 'subscribed' | 'unsubscribed';
+  /** Epoch of the last position seen (null before the first ack). */
+  readonly epoch: string | null;
+  /** Seq of the last message delivered, or the ack position. */
+  readonly seq: number;
+  /** The position to resume from, or null before the first ack. */
+  readonly position: StreamPosition | null;
+  /** Stops delivery at once; resolves when the broker acknowledged (never rejects). */
+  unsubscribe(): Promise<void>;
+  history(opts?: HistoryOptions): Promise<HistoryResult<T>>;
+  publish(data: T): Promise<number>;
+  presence(): Promise<PresenceMember[]>;
+}
+
+export interface SubscribeOptions {
+  /** Resume from a stored position: messages after it are delivered first if still in history. */
+  since?: StreamPosition;
+}
+
+export class Chorus extends TypedEmitter<ChorusEvents> {
+  /**
+   * @param url `ws://` / `wss://` URL of the broker's `/ws` endpoint; in a browser it
+   *   defaults to `ws(s)://<location.host>/ws`.
+   */
+  constructor(url?: string, options?: ChorusOptions);
+  constructor(options: ChorusOptions);
+  readonly url: string;
+  readonly state: ConnectionState;
+  /** Connection id from the current connection's hello. */
+  readonly clientId: string | null;
+  /** Node id from the current connection's hello. */
+  readonly nodeId: string | null;
+
+  /** Starts connecting (and reconnecting until close()). Resolves at the next `connected`. */
+  connect(): Promise<void>;
+  /** Resolves at the next `connected`; rejects with `closed`, or `timeout` after timeoutMs. */
+  ready(timeoutMs?: number): Promise<void>;
+  /** Closes and stops reconnecting; pending requests reject with `closed`. */
+  close(): void;
+
+  subscribe<T = Json>(channel: string, onMessage?: (data: T, msg: Message<T>) => void, opts?: SubscribeOptions): Promise<Subscription<T>>;
+  subscribe<T = Json>(channel: string, opts: SubscribeOptions): Promise<Subscription<T>>;
+  /** Resolves with the seq given to the message. */
+  publish(channel: string, data: Json | unknown): Promise<number>;
+  history<T = Json>(channel: string, opts?: HistoryOptions): Promise<HistoryResult<T>>;
+  presence(channel: string): Promise<PresenceMember[]>;
+  /** Resolves with the round-trip time in ms. */
+  ping(): Promise<number>;
+  getSubscription(channel: string): Subscription | undefined;
+  subscriptions(): Subscription[];
+}
+
+export default Chorus;

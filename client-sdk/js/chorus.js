@@ -1,0 +1,990 @@
+/**
+ * Chorus JavaScript SDK: a client for the Chorus pub/sub broker (wire protocol v1,
+ * proto/PROTOCOL.md) that runs unchanged in browsers and in Node.js >= 20.
+ *
+ * One ES module, no runtime dependencies. The invariant it keeps: for every
+ * channel it holds, it remembers the {epoch, seq} of the last message handed to
+ * the application, resubscribes with `since` after every reconnect, and never
+ * hands the application a message whose seq it has already delivered in that
+ * epoch. So across reconnects a subscriber sees every message exactly once, or
+ * is told (`recovered: false`) that it must refetch its state.
+ *
+ * @example
+ *   import { Chorus } from '/sdk/chorus.js';
+ *   const c = new Chorus('wss://chat.example.com/ws');
+ *   c.connect();
+ *   const sub = await c.subscribe('chat:lobby', (data, msg) => console.log(msg.seq, data));
+ *   const seq = await c.publish('chat:lobby', { text: 'hi' });
+ *
+ * @module chorus
+ */
+
+/** Version of this SDK. */
+export const VERSION = '0.1.0';
+
+/** Wire protocol version this SDK speaks. */
+export const PROTOCOL_VERSION = 1;
+
+/* ------------------------------------------------------------------------ */
+/* Errors                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * Codes the SDK itself produces (the broker's codes, such as `bad_channel`,
+ * `forbidden` or `unavailable`, are passed through unchanged from `err` replies).
+ * @readonly
+ * @enum {string}
+ */
+export const ErrorCodes = Object.freeze({
+  /** No reply within `requestTimeout` (including time spent queued offline). */
+  TIMEOUT: 'timeout',
+  /** The connection dropped after the request was sent; its outcome is unknown. */
+  DISCONNECTED: 'disconnected',
+  /** `close()` was called while the request was pending or queued. */
+  CLOSED: 'closed',
+  /** The offline queue already holds `maxOfflineQueue` requests. */
+  QUEUE_FULL: 'queue_full',
+  /** `subscribe()` on a channel this client already holds. */
+  ALREADY_SUBSCRIBED: 'already_subscribed',
+  /** The server sent something this SDK cannot understand. */
+  PROTOCOL: 'protocol_error',
+});
+
+/**
+ * An error with a stable string `code`. For errors reported by the broker,
+ * `code` is the `code` of the `err` frame and `reply` holds that frame.
+ */
+export class ChorusError extends Error {
+  /**
+   * @param {string} code  stable machine-readable code
+   * @param {string} message  human-readable text
+   * @param {object} [reply]  the server's `err` frame, when there was one
+   */
+  constructor(code, message, reply) {
+    super(message);
+    this.name = 'ChorusError';
+    /** @type {string} */
+    this.code = code;
+    /** @type {object|undefined} */
+    this.reply = reply;
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* A minimal event emitter (no dependency on Node's events module)          */
+/* ------------------------------------------------------------------------ */
+
+class Emitter {
+  constructor() {
+    /** @type {Map<string, Array<Function & {_orig?: Function}>>} */
+    this._listeners = new Map();
+  }
+
+  /**
+   * Adds a listener.
+   * @param {string} event
+   * @param {Function} fn
+   * @returns {this}
+   */
+  on(event, fn) {
+    if (typeof fn !== 'function') throw new TypeError('listener must be a function');
+    const list = this._listeners.get(event);
+    if (list) list.push(fn);
+    else this._listeners.set(event, [fn]);
+    return this;
+  }
+
+  /**
+   * Removes a listener added with on() or once(); without `fn`, removes all
+   * listeners of `event`.
+   * @param {string} event
+   * @param {Function} [fn]
+   * @returns {this}
+   */
+  off(event, fn) {
+    const list = this._listeners.get(event);
+    if (!list) return this;
+    if (fn === undefined) {
+      this._listeners.delete(event);
+      return this;
+    }
+    const i = list.findIndex((l) => l === fn || l._orig === fn);
+    if (i >= 0) list.splice(i, 1);
+    if (list.length === 0) this._listeners.delete(event);
+    return this;
+  }
+
+  /**
+   * Adds a listener that is removed after its first call.
+   * @param {string} event
+   * @param {Function} fn
+   * @returns {this}
+   */
+  once(event, fn) {
+    const wrapper = (...args) => {
+      this.off(event, wrapper);
+      fn.apply(this, args);
+    };
+    wrapper._orig = fn;
+    return this.on(event, wrapper);
+  }
+
+  /** @returns {number} */
+  listenerCount(event) {
+    const list = this._listeners.get(event);
+    return list ? list.length : 0;
+  }
+
+  /**
+   * Calls every listener; a listener that throws does not stop the others,
+   * and its exception is reported through `_listenerError`.
+   * @returns {boolean} whether there was a listener
+   */
+  emit(event, ...args) {
+    const list = this._listeners.get(event);
+    if (!list || list.length === 0) return false;
+    for (const fn of list.slice()) {
+      try {
+        fn.apply(this, args);
+      } catch (e) {
+        this._listenerError(e, event);
+      }
+    }
+    return true;
+  }
+
+  _listenerError(e, event) {
+    if (event !== 'error' && this.listenerCount('error') > 0) this.emit('error', e);
+    else reportUncaught(e);
+  }
+}
+
+function reportUncaught(e) {
+  // Never let an application callback break the SDK's state machine, but do not
+  // hide the bug either.
+  if (typeof console !== 'undefined' && console.error) console.error('chorus: uncaught error in listener:', e);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Subscription                                                             */
+/* ------------------------------------------------------------------------ */
+
+/**
+ * A channel held by a {@link Chorus} client. Created by `Chorus#subscribe`;
+ * one per channel per client.
+ *
+ * Events:
+ * - `message` (data, msg): a new message (also passed to the handler given to subscribe()).
+ * - `subscribed` (ctx): after every ack, the first and each one after a reconnect.
+ *   `ctx = {channel, epoch, seq, resubscribed, wasRecovering, recovered}`.
+ * - `unrecovered` (ctx): a resume with `since` failed (`recovered: false`): messages
+ *   may have been missed; the application should refetch its state (e.g. `history()`).
+ * - `epoch` (ev): the channel's epoch changed while subscribed (`{channel, epoch, seq}`).
+ * - `gap` (ev): a message arrived whose seq skips ahead (`{channel, epoch, expected, got}`);
+ *   should never happen with a conforming broker.
+ * - `error` (err): the broker refused a resubscribe; the subscription is then dropped.
+ * - `unsubscribed` (): the subscription ended.
+ */
+export class Subscription extends Emitter {
+  /** @internal */
+  constructor(client, channel) {
+    super();
+    this._client = client;
+    /** The channel name. @type {string} */
+    this.channel = channel;
+    /**
+     * `subscribing` until the first ack, then `subscribed`; `unsubscribed` once ended.
+     * While the client is offline a subscribed channel stays `subscribed` and is
+     * resumed automatically.
+     * @type {'subscribing'|'subscribed'|'unsubscribed'}
+     */
+    this.state = 'subscribing';
+    /** Epoch of the last position seen, or null before the first ack. @type {string|null} */
+    this.epoch = null;
+    /** Seq of the last message delivered (or the ack position). @type {number} */
+    this.seq = 0;
+    this._live = false; // acked on the current connection
+    this._reqId = 0; // id of the sub request in flight on this connection
+    this._everAcked = false;
+    this._pending = null; // {resolve, reject, timer} of the initial subscribe()
+  }
+
+  /**
+   * The position to resume from, or null when none is known yet.
+   * @returns {{epoch: string, seq: number}|null}
+   */
+  get position() {
+    return this.epoch === null ? null : { epoch: this.epoch, seq: this.seq };
+  }
+
+  /**
+   * Stops the subscription. No message is delivered to its handlers after this
+   * call. Resolves once the broker acknowledged it (or at once when offline);
+   * it never rejects.
+   * @returns {Promise<void>}
+   */
+  unsubscribe() {
+    return this._client._unsubscribe(this);
+  }
+
+  /**
+   * History of this channel; see `Chorus#history`.
+   * @param {HistoryOptions} [opts]
+   */
+  history(opts) {
+    return this._client.history(this.channel, opts);
+  }
+
+  /** Publishes to this channel; see `Chorus#publish`. */
+  publish(data) {
+    return this._client.publish(this.channel, data);
+  }
+
+  /** Presence of this channel; see `Chorus#presence`. */
+  presence() {
+    return this._client.presence(this.channel);
+  }
+
+  _listenerError(e, event) {
+    if (event !== 'error' && this.listenerCount('error') > 0) this.emit('error', e);
+    else this._client._listenerError(e, event);
+  }
+}
+
+/* ------------------------------------------------------------------------ */
+/* Client                                                                   */
+/* ------------------------------------------------------------------------ */
+
+const DEFAULTS = {
+  minReconnectDelay: 500,
+  maxReconnectDelay: 20000,
+  pingInterval: 25000,
+  pingTimeout: 10000,
+  requestTimeout: 10000,
+  connectTimeout: 10000,
+  maxOfflineQueue: 100,
+};
+
+const WS_OPEN = 1;
+
+/**
+ * @typedef {object} ChorusOptions
+ * @property {string|(() => string|Promise<string>)} [token] connection token, sent as
+ *   the `token` query parameter of the WebSocket URL (a function is called before
+ *   every connection attempt, so it can refresh an expiring token).
+ * @property {Function} [WebSocket] WebSocket constructor; defaults to `globalThis.WebSocket`
+ *   (in Node.js 20 pass `WebSocket` from the `ws` package).
+ * @property {string|string[]} [protocols] WebSocket sub-protocols to offer (e.g. `'chorus.v1'`); none by default.
+ * @property {number} [minReconnectDelay=500] ms; base of the exponential backoff.
+ * @property {number} [maxReconnectDelay=20000] ms; cap of the backoff.
+ * @property {number} [pingInterval=25000] ms between application pings; 0 disables them.
+ * @property {number} [pingTimeout=10000] ms to wait for a pong before the connection is
+ *   declared dead and replaced.
+ * @property {number} [requestTimeout=10000] ms a request (publish, history, presence, ping,
+ *   subscribe) may take from the call to the reply, including time queued while offline.
+ * @property {number} [connectTimeout=10000] ms from opening a socket to the server's `hello`.
+ * @property {number} [maxOfflineQueue=100] requests held while offline; more are rejected
+ *   with code `queue_full`.
+ */
+
+/**
+ * @typedef {object} HistoryOptions
+ * @property {number} [limit] newest N messages (the server caps it at the namespace's history size).
+ * @property {{epoch: string, seq: number}} [since] only messages after this position.
+ */
+
+/**
+ * A Chorus client: one logical session made of successive WebSocket connections.
+ *
+ * The client does not connect by itself: call `connect()`. Calls made before
+ * that, or while reconnecting, wait for the connection (subscriptions without
+ * limit, requests within `requestTimeout` and `maxOfflineQueue`).
+ *
+ * Events (`on`/`off`/`once`):
+ * - `connecting` ({url, attempt})
+ * - `connected` ({client, node, v}): the server's `hello` arrived; subscriptions are
+ *   being restored and queued requests flushed.
+ * - `disconnected` ({code, reason, willReconnect}): a connected session ended.
+ * - `reconnecting` ({attempt, delay, code, reason}): the next attempt is scheduled in `delay` ms.
+ * - `epoch` ({channel, epoch, seq}): a subscribed channel's epoch changed.
+ * - `message` (msg): every `msg` frame delivered to a subscription.
+ * - `error` (err): a protocol problem, an `err` without id, or an exception thrown by a listener.
+ * - `state` (state, previous)
+ */
+export class Chorus extends Emitter {
+  /**
+   * @param {string} [url] `ws://` or `wss://` URL of the broker's `/ws` endpoint. In a
+   *   browser it defaults to `ws(s)://<location.host>/ws`.
+   * @param {ChorusOptions} [options]
+   */
+  constructor(url, options = {}) {
+    super();
+    if (url && typeof url === 'object' && options && Object.keys(options).length === 0) {
+      options = url;
+      url = undefined;
+    }
+    if (!url) url = defaultUrl();
+    if (!url) throw new TypeError('Chorus: a ws:// or wss:// URL is required');
+    /** The endpoint URL. @type {string} */
+    this.url = String(url);
+    this._opts = { ...DEFAULTS, ...options };
+    /** @type {any} */
+    this._WebSocket = options.WebSocket || globalThis.WebSocket;
+    if (typeof this._WebSocket !== 'function') {
+      throw new TypeError(
+        "Chorus: no WebSocket implementation; pass one: new Chorus(url, {WebSocket: (await import('ws')).WebSocket})"
+      );
+    }
+    /** @type {'disconnected'|'connecting'|'connected'|'closed'} */
+    this.state = 'disconnected';
+    /** Connection id given by the server's hello (changes on every reconnect). @type {string|null} */
+    this.clientId = null;
+    /** Node id given by the server's hello. @type {string|null} */
+    this.nodeId = null;
+
+    this._ws = null;
+    this._nextId = 1;
+    /** @type {Map<number, object>} requests sent and awaiting a reply, by id */
+    this._inflight = new Map();
+    /** @type {Array<object>} requests waiting for a connection */
+    this._queue = [];
+    /** @type {Map<string, Subscription>} */
+    this._subs = new Map();
+    this._attempt = 0;
+    this._reconnectTimer = null;
+    this._connectTimer = null;
+    this._pingTimer = null;
+    this._pongTimer = null;
+    this._wantConnected = false;
+    this._openGen = 0;
+    this._connectWaiters = [];
+  }
+
+  /* ---------------------------------------------------------------- */
+  /* Lifecycle                                                        */
+  /* ---------------------------------------------------------------- */
+
+  /**
+   * Starts connecting (and keeps reconnecting until `close()`). Resolves at the
+   * next `connected`, at once if already connected; rejects with code `closed`
+   * if `close()` is called first. It is safe not to await it.
+   * @returns {Promise<void>}
+   */
+  connect() {
+    const p = this.ready();
+    if (this.state === 'closed' || this.state === 'disconnected') {
+      this._wantConnected = true;
+      this._attempt = 0;
+      if (!this._reconnectTimer) this._open();
+    }
+    return p;
+  }
+
+  /**
+   * Resolves at the next `connected` (at once if connected); rejects with code
+   * `closed` if `close()` is called first, or `timeout` after `timeoutMs`.
+   * @param {number} [timeoutMs]
+   * @returns {Promise<void>}
+   */
+  ready(timeoutMs) {
+    if (this.state === 'connected') return Promise.resolve();
+    const p = new Promise((resolve, reject) => {
+      const w = { resolve, reject, timer: null };
+      if (timeoutMs > 0) {
+        w.timer = setTimeout(() => {
+          this._connectWaiters = this._connectWaiters.filter((x) => x !== w);
+          reject(new ChorusError(ErrorCodes.TIMEOUT, `not connected within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      this._connectWaiters.push(w);
+    });
+    p.catch(() => {}); // callers may ignore it without an unhandled rejection
+    return p;
+  }
+
+  /**
+   * Closes the connection and stops reconnecting. Pending and queued requests
+   * reject with code `closed`; subscriptions that were acknowledged are kept
+   * and resumed (with `since`) if `connect()` is called again.
+   */
+  close() {
+    this._wantConnected = false;
+    this._openGen++;
+    clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = null;
+    const ws = this._ws;
+    const wasConnected = this.state === 'connected';
+    this._teardownSocket();
+    if (ws) {
+      try {
+        ws.close(1000);
+      } catch (_) {
+        /* already closing */
+      }
+    }
+    this._setState('closed');
+    const err = () => new ChorusError(ErrorCodes.CLOSED, 'client closed');
+    this._failInflight(err);
+    for (const r of this._queue.splice(0)) this._settle(r, err());
+    for (const sub of [...this._subs.values()]) {
+      if (!sub._everAcked) this._dropSub(sub, err());
+    }
+    for (const w of this._connectWaiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.reject(err());
+    }
+    if (wasConnected) this.emit('disconnected', { code: 1000, reason: 'client closed', willReconnect: false });
+  }
+
+  /* ---------------------------------------------------------------- */
+  /* Public requests                                                  */
+  /* ---------------------------------------------------------------- */
+
+  /**
+   * Subscribes to a channel. Resolves with the {@link Subscription} once the
+   * broker acknowledged it; rejects with the broker's code (`bad_channel`,
+   * `forbidden`, `limit_reached`, ...), with `already_subscribed`, or with
+   * `timeout` when no ack came within `requestTimeout` of the call.
+   *
+   * @param {string} channel
+   * @param {(data: any, msg: object) => void} [onMessage] called for each message with its
+   *   `data` and the whole `msg` frame (`{op, ch, seq, ts, client, data}`).
+   * @param {{since?: {epoch: string, seq: number}}} [opts] `since`: resume from a stored position
+   *   (messages after it are delivered first if still in the broker's history).
+   * @returns {Promise<Subscription>}
+   */
+  subscribe(channel, onMessage, opts = {}) {
+    if (onMessage && typeof onMessage === 'object') {
+      opts = onMessage;
+      onMessage = undefined;
+    }
+    if (this._subs.has(channel)) {
+      return Promise.reject(new ChorusError(ErrorCodes.ALREADY_SUBSCRIBED, `already subscribed to '${channel}'`));
+    }
+    const sub = new Subscription(this, channel);
+    if (onMessage) sub.on('message', onMessage);
+    if (opts.since && typeof opts.since.epoch === 'string') {
+      sub.epoch = opts.since.epoch;
+      sub.seq = Number(opts.since.seq) || 0;
+    }
+    this._subs.set(channel, sub);
+    const p = new Promise((resolve, reject) => {
+      sub._pending = { resolve, reject, timer: null };
+      sub._pending.timer = setTimeout(() => {
+        const sent = sub._reqId !== 0 && this.state === 'connected';
+        this._dropSub(sub, new ChorusError(ErrorCodes.TIMEOUT, `subscribe '${channel}': no ack within ${this._opts.requestTimeout} ms`));
+        if (sent) this._sendUnsub(sub.channel, () => {});
+      }, this._opts.requestTimeout);
+    });
+    if (this.state === 'connected') this._sendSub(sub);
+    return p;
+  }
+
+  /**
+   * Publishes `data` (any JSON value) to a channel. Resolves with the seq the
+   * broker gave the message. Rejects with the broker's code (`bad_channel`,
+   * `forbidden`, `too_large`, `unavailable`, ...), or with `queue_full`,
+   * `timeout`, `disconnected` (sent, but the connection dropped before the ack:
+   * it may or may not have been published) or `closed`.
+   *
+   * While offline the publish is queued (at most `maxOfflineQueue`) and sent
+   * after the next `connected`.
+   *
+   * @param {string} channel
+   * @param {any} data
+   * @returns {Promise<number>}
+   */
+  publish(channel, data) {
+    return this._request({ op: 'pub', ch: channel, data }, (reply) => reply.seq);
+  }
+
+  /**
+   * Fetches the newest messages kept for a channel, oldest first. Subscribing is
+   * not required.
+   * @param {string} channel
+   * @param {HistoryOptions} [opts]
+   * @returns {Promise<{ch: string, epoch: string, seq: number, msgs: Array<object>}>}
+   */
+  history(channel, opts = {}) {
+    const frame = { op: 'history', ch: channel };
+    if (opts.limit !== undefined) frame.limit = opts.limit;
+    if (opts.since) frame.since = { epoch: opts.since.epoch, seq: opts.since.seq };
+    return this._request(frame, (r) => ({ ch: r.ch, epoch: r.epoch, seq: r.seq, msgs: Array.isArray(r.msgs) ? r.msgs : [] }));
+  }
+
+  /**
+   * Lists the connections present in a channel (namespaces with presence only;
+   * elsewhere rejects with `forbidden`).
+   * @param {string} channel
+   * @returns {Promise<Array<{client: string}>>}
+   */
+  presence(channel) {
+    return this._request({ op: 'presence', ch: channel }, (r) => (Array.isArray(r.members) ? r.members : []));
+  }
+
+  /**
+   * Application-level round trip. Resolves with the round-trip time in ms.
+   * @returns {Promise<number>}
+   */
+  ping() {
+    const t0 = now();
+    return this._request({ op: 'ping' }, () => now() - t0);
+  }
+
+  /**
+   * The subscription of a channel, if held.
+   * @param {string} channel
+   * @returns {Subscription|undefined}
+   */
+  getSubscription(channel) {
+    return this._subs.get(channel);
+  }
+
+  /** All subscriptions held. @returns {Subscription[]} */
+  subscriptions() {
+    return [...this._subs.values()];
+  }
+
+  /* ---------------------------------------------------------------- */
+  /* Internals: requests                                              */
+  /* ---------------------------------------------------------------- */
+
+  _request(frame, mapReply) {
+    if (this.state === 'closed' && !this._wantConnected) {
+      return Promise.reject(new ChorusError(ErrorCodes.CLOSED, 'client closed'));
+    }
+    return new Promise((resolve, reject) => {
+      const r = { id: this._nextId++, frame, mapReply, resolve, reject, timer: null, sent: false };
+      frame.id = r.id;
+      if (this.state !== 'connected') {
+        if (this._queue.length >= this._opts.maxOfflineQueue) {
+          reject(new ChorusError(ErrorCodes.QUEUE_FULL, `offline queue full (${this._opts.maxOfflineQueue} requests); '${frame.op}' rejected`));
+          return;
+        }
+        this._queue.push(r);
+      }
+      r.timer = setTimeout(() => {
+        if (r.sent) this._inflight.delete(r.id);
+        else this._queue = this._queue.filter((x) => x !== r);
+        reject(new ChorusError(ErrorCodes.TIMEOUT, `'${frame.op}' got no reply within ${this._opts.requestTimeout} ms${r.sent ? '' : ' (still waiting for a connection)'}`));
+      }, this._opts.requestTimeout);
+      if (this.state === 'connected') this._sendRequest(r);
+    });
+  }
+
+  _sendRequest(r) {
+    r.sent = true;
+    this._inflight.set(r.id, r);
+    this._send(r.frame);
+  }
+
+  _settle(r, errOrFn, reply) {
+    clearTimeout(r.timer);
+    if (typeof errOrFn === 'function') r.reject(errOrFn());
+    else if (errOrFn) r.reject(errOrFn);
+    else {
+      let v;
+      try {
+        v = r.mapReply ? r.mapReply(reply) : reply;
+      } catch (e) {
+        r.reject(e);
+        return;
+      }
+      r.resolve(v);
+    }
+  }
+
+  /**
+   * Settles what was sent on a connection that is gone. Reads that are safe to
+   * repeat (history, presence) go back to the front of the queue when
+   * `requeueReads`, keeping their original deadline; a publish is never
+   * repeated, since the broker may have sequenced it already.
+   */
+  _failInflight(errFn, requeueReads = false) {
+    const list = [...this._inflight.values()];
+    this._inflight.clear();
+    const again = [];
+    for (const r of list) {
+      if (r.kind === 'sub') clearTimeout(r.timer); // resent after the next hello
+      else if (r.kind === 'unsub') {
+        clearTimeout(r.timer); // the broker drops the subscription with the connection
+        r.resolve();
+      } else if (r.kind === 'ping') continue;
+      else if (requeueReads && (r.frame.op === 'history' || r.frame.op === 'presence')) {
+        r.sent = false;
+        again.push(r);
+      } else this._settle(r, errFn);
+    }
+    if (again.length) this._queue.unshift(...again.sort((a, b) => a.id - b.id));
+  }
+
+  _send(frame) {
+    const ws = this._ws;
+    if (!ws || ws.readyState !== WS_OPEN) return false;
+    try {
+      ws.send(JSON.stringify(frame));
+      return true;
+    } catch (e) {
+      this._listenerError(e, 'send');
+      return false;
+    }
+  }
+
+  /* ---------------------------------------------------------------- */
+  /* Internals: subscriptions                                         */
+  /* ---------------------------------------------------------------- */
+
+  _sendSub(sub) {
+    const id = this._nextId++;
+    const frame = { op: 'sub', id, ch: sub.channel };
+    const since = sub.position;
+    if (since) frame.since = since;
+    sub._reqId = id;
+    sub._live = false;
+    const r = { id, kind: 'sub', sub, since: !!since, timer: null };
+    // A resubscribe that gets no ack means the connection is not working; an
+    // initial subscribe is bounded by its own timer (see subscribe()).
+    if (sub._everAcked) {
+      r.timer = setTimeout(() => {
+        this._inflight.delete(id);
+        this._drop(4000, `no ack for resubscribe of '${sub.channel}'`);
+      }, this._opts.requestTimeout);
+    }
+    this._inflight.set(id, r);
+    this._send(frame);
+  }
+
+  _onSubAck(r, reply) {
+    clearTimeout(r.timer);
+    const sub = r.sub;
+    if (this._subs.get(sub.channel) !== sub || sub._reqId !== r.id) return; // superseded
+    const resubscribed = sub._everAcked;
+    const wasRecovering = r.since;
+    const recovered = reply.recovered === true;
+    const epoch = typeof reply.epoch === 'string' ? reply.epoch : sub.epoch;
+    const seq = typeof reply.seq === 'number' ? reply.seq : 0;
+    if (!wasRecovering || !recovered || epoch !== sub.epoch) {
+      // Fresh start (or recovery failed): deliver what comes after the ack position.
+      sub.epoch = epoch;
+      sub.seq = seq;
+    }
+    // When recovered, sub.seq stays at our last position and the missed
+    // messages, which the broker sends right after this ack, fill the gap.
+    sub.state = 'subscribed';
+    sub._live = true;
+    sub._everAcked = true;
+    const ctx = { channel: sub.channel, epoch, seq, resubscribed, wasRecovering, recovered: wasRecovering ? recovered : undefined };
+    if (sub._pending) {
+      const p = sub._pending;
+      sub._pending = null;
+      clearTimeout(p.timer);
+      p.resolve(sub);
+    }
+    sub.emit('subscribed', ctx);
+    if (wasRecovering && !recovered) sub.emit('unrecovered', ctx);
+  }
+
+  _onSubErr(r, reply) {
+    clearTimeout(r.timer);
+    const sub = r.sub;
+    if (this._subs.get(sub.channel) !== sub || sub._reqId !== r.id) return;
+    const err = new ChorusError(reply.code || 'unknown', reply.msg || `subscribe '${sub.channel}' failed`, reply);
+    if (sub._pending) this._dropSub(sub, err);
+    else {
+      this._dropSub(sub, null);
+      if (!sub.emit('error', err)) this.emit('error', err);
+    }
+  }
+
+  /** Removes a subscription from the client; rejects its pending subscribe() with err. */
+  _dropSub(sub, err) {
+    if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
+    const wasActive = sub.state !== 'unsubscribed';
+    sub.state = 'unsubscribed';
+    sub._live = false;
+    if (sub._pending) {
+      const p = sub._pending;
+      sub._pending = null;
+      clearTimeout(p.timer);
+      p.reject(err || new ChorusError(ErrorCodes.CLOSED, 'unsubscribed'));
+    }
+    if (wasActive) sub.emit('unsubscribed');
+  }
+
+  _unsubscribe(sub) {
+    if (sub.state === 'unsubscribed' || this._subs.get(sub.channel) !== sub) return Promise.resolve();
+    const wasLive = sub._live || sub._reqId !== 0;
+    this._dropSub(sub, new ChorusError(ErrorCodes.CLOSED, `unsubscribed from '${sub.channel}' before the ack`));
+    if (this.state !== 'connected' || !wasLive) return Promise.resolve();
+    return new Promise((resolve) => this._sendUnsub(sub.channel, resolve));
+  }
+
+  /** Sends an unsub with an id; `done` is called on its reply, a timeout or a disconnect. */
+  _sendUnsub(channel, done) {
+    const id = this._nextId++;
+    const r = { id, kind: 'unsub', resolve: done, timer: null };
+    r.timer = setTimeout(() => {
+      this._inflight.delete(id);
+      done();
+    }, this._opts.requestTimeout);
+    this._inflight.set(id, r);
+    this._send({ op: 'unsub', id, ch: channel });
+  }
+
+  _onMsg(m) {
+    const sub = this._subs.get(m.ch);
+    if (!sub || !sub._live) return; // not (yet / any more) ours
+    const seq = m.seq;
+    if (typeof seq === 'number') {
+      if (seq <= sub.seq) return; // duplicate (e.g. replayed after a resume)
+      if (seq !== sub.seq + 1 && sub.epoch !== null) {
+        sub.emit('gap', { channel: sub.channel, epoch: sub.epoch, expected: sub.seq + 1, got: seq });
+      }
+      sub.seq = seq;
+    }
+    sub.emit('message', m.data, m);
+    this.emit('message', m);
+  }
+
+  _onEpoch(m) {
+    const sub = this._subs.get(m.ch);
+    if (!sub || !sub._live) return;
+    sub.epoch = m.epoch;
+    sub.seq = typeof m.seq === 'number' ? m.seq : 0;
+    const ev = { channel: m.ch, epoch: m.epoch, seq: sub.seq };
+    sub.emit('epoch', ev);
+    this.emit('epoch', ev);
+  }
+
+  /* ---------------------------------------------------------------- */
+  /* Internals: connection                                            */
+  /* ---------------------------------------------------------------- */
+
+  _setState(s) {
+    if (this.state === s) return;
+    const prev = this.state;
+    this.state = s;
+    this.emit('state', s, prev);
+  }
+
+  async _open() {
+    this._reconnectTimer = null;
+    if (!this._wantConnected) return;
+    this._setState('connecting');
+    const gen = ++this._openGen;
+    const attempt = this._attempt;
+    let url = this.url;
+    try {
+      const tok = typeof this._opts.token === 'function' ? await this._opts.token() : this._opts.token;
+      if (!this._wantConnected || this._ws || gen !== this._openGen) return;
+      if (tok) url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(tok);
+    } catch (e) {
+      this.emit('error', e);
+      this._scheduleReconnect(0, 'token callback failed');
+      return;
+    }
+    this.emit('connecting', { url: this.url, attempt });
+    let ws;
+    try {
+      ws = this._opts.protocols ? new this._WebSocket(url, this._opts.protocols) : new this._WebSocket(url);
+    } catch (e) {
+      this.emit('error', e);
+      this._scheduleReconnect(0, String(e && e.message));
+      return;
+    }
+    this._ws = ws;
+    ws.onopen = null;
+    ws.onmessage = (ev) => this._onFrame(ws, ev.data);
+    ws.onclose = (ev) => {
+      if (this._ws !== ws) return;
+      this._drop(ev.code || 1006, ev.reason || '', true);
+    };
+    ws.onerror = () => {
+      /* a close event always follows */
+    };
+    this._connectTimer = setTimeout(() => {
+      if (this._ws === ws) this._drop(4000, `no hello within ${this._opts.connectTimeout} ms`);
+    }, this._opts.connectTimeout);
+  }
+
+  /** Forgets the current socket without waiting for its close handshake. */
+  _teardownSocket() {
+    const ws = this._ws;
+    this._ws = null;
+    clearTimeout(this._connectTimer);
+    clearTimeout(this._pingTimer);
+    clearTimeout(this._pongTimer);
+    this._connectTimer = this._pingTimer = this._pongTimer = null;
+    if (ws) {
+      ws.onmessage = ws.onclose = ws.onerror = ws.onopen = null;
+      // ws may still emit 'error' (e.g. closed before established); keep a sink.
+      ws.onerror = () => {};
+    }
+    for (const sub of this._subs.values()) sub._live = false;
+    return ws;
+  }
+
+  /**
+   * Ends the current connection (after a close, an error, a dead-peer
+   * detection) and schedules the next attempt.
+   */
+  _drop(code, reason, alreadyClosed = false) {
+    const ws = this._teardownSocket();
+    const wasConnected = this.state === 'connected';
+    if (ws && !alreadyClosed) {
+      try {
+        if (typeof ws.terminate === 'function') ws.terminate(); // ws (Node): no close handshake
+        else ws.close(4000, String(reason).slice(0, 100));
+      } catch (_) {
+        /* ignore */
+      }
+    }
+    this._failInflight(
+      () => new ChorusError(ErrorCodes.DISCONNECTED, `connection lost (${code}${reason ? ' ' + reason : ''}); the outcome of the request is unknown`),
+      this._wantConnected
+    );
+    this._setState('disconnected');
+    if (wasConnected) this.emit('disconnected', { code, reason, willReconnect: this._wantConnected });
+    this._scheduleReconnect(code, reason);
+  }
+
+  _scheduleReconnect(code, reason) {
+    if (!this._wantConnected) return;
+    this._setState('disconnected');
+    const { minReconnectDelay: min, maxReconnectDelay: max } = this._opts;
+    // Exponential backoff with full jitter: uniform in [0, min(max, min * 2^attempt)].
+    const cap = Math.min(max, min * Math.pow(2, Math.min(this._attempt, 30)));
+    const delay = Math.floor(Math.random() * cap);
+    this._attempt++;
+    this.emit('reconnecting', { attempt: this._attempt, delay, code, reason });
+    clearTimeout(this._reconnectTimer);
+    this._reconnectTimer = setTimeout(() => this._open(), delay);
+  }
+
+  _onFrame(ws, raw) {
+    if (this._ws !== ws) return;
+    let text = raw;
+    if (typeof raw !== 'string') {
+      try {
+        text = new TextDecoder().decode(raw instanceof ArrayBuffer || ArrayBuffer.isView(raw) ? raw : new Uint8Array(raw));
+      } catch (_) {
+        this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, 'undecodable frame from server'));
+        return;
+      }
+    }
+    let m;
+    try {
+      m = JSON.parse(text);
+    } catch (_) {
+      this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, 'server sent invalid JSON: ' + String(text).slice(0, 80)));
+      return;
+    }
+    if (!m || typeof m !== 'object' || typeof m.op !== 'string') {
+      this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, 'server frame without op'));
+      return;
+    }
+    switch (m.op) {
+      case 'hello':
+        return this._onHello(m);
+      case 'msg':
+        return this._onMsg(m);
+      case 'epoch':
+        return this._onEpoch(m);
+      case 'ack':
+      case 'pong':
+      case 'history':
+      case 'presence':
+      case 'err':
+        return this._onReply(m);
+      case 'join':
+      case 'leave': {
+        // Presence events, where the namespace enables them.
+        const sub = this._subs.get(m.ch);
+        if (sub && sub._live) sub.emit(m.op, m);
+        this.emit(m.op, m);
+        return;
+      }
+      default:
+        // Unknown server events are ignored (forward compatibility).
+        return;
+    }
+  }
+
+  _onHello(m) {
+    if (this.state === 'connected') return;
+    clearTimeout(this._connectTimer);
+    this._connectTimer = null;
+    this.clientId = typeof m.client === 'string' ? m.client : null;
+    this.nodeId = typeof m.node === 'string' ? m.node : null;
+    this._attempt = 0;
+    this._setState('connected');
+    // Order matters: subscriptions first, then queued requests, so that a
+    // publish queued after a subscribe reaches the broker after it.
+    for (const sub of this._subs.values()) this._sendSub(sub);
+    for (const r of this._queue.splice(0)) this._sendRequest(r);
+    this._schedulePing();
+    for (const w of this._connectWaiters.splice(0)) {
+      clearTimeout(w.timer);
+      w.resolve();
+    }
+    this.emit('connected', { client: this.clientId, node: this.nodeId, v: m.v });
+  }
+
+  _onReply(m) {
+    if (typeof m.id !== 'number') {
+      if (m.op === 'err') this.emit('error', new ChorusError(m.code || 'unknown', m.msg || 'error from server', m));
+      return;
+    }
+    const r = this._inflight.get(m.id);
+    if (!r) return; // late reply to a request that timed out
+    this._inflight.delete(m.id);
+    if (r.kind === 'sub') {
+      if (m.op === 'err') this._onSubErr(r, m);
+      else this._onSubAck(r, m);
+      return;
+    }
+    if (r.kind === 'unsub') {
+      clearTimeout(r.timer);
+      r.resolve();
+      return;
+    }
+    if (r.kind === 'ping') {
+      clearTimeout(this._pongTimer);
+      this._pongTimer = null;
+      this._schedulePing();
+      return;
+    }
+    if (m.op === 'err') this._settle(r, new ChorusError(m.code || 'unknown', m.msg || `'${r.frame.op}' failed`, m));
+    else this._settle(r, null, m);
+  }
+
+  _schedulePing() {
+    clearTimeout(this._pingTimer);
+    this._pingTimer = null;
+    const { pingInterval, pingTimeout } = this._opts;
+    if (!(pingInterval > 0) || this.state !== 'connected') return;
+    this._pingTimer = setTimeout(() => {
+      this._pingTimer = null;
+      if (this.state !== 'connected') return;
+      const id = this._nextId++;
+      this._inflight.set(id, { id, kind: 'ping' });
+      this._pongTimer = setTimeout(() => {
+        this._inflight.delete(id);
+        this._drop(4000, `no pong within ${pingTimeout} ms`);
+      }, pingTimeout);
+      this._send({ op: 'ping', id });
+    }, pingInterval);
+  }
+}
+
+function now() {
+  return typeof performance !== 'undefined' && performance.now ? performance.now() : Date.now();
+}
+
+function defaultUrl() {
+  const loc = globalThis.location;
+  if (!loc || !loc.host) return undefined;
+  return (loc.protocol === 'https:' ? 'wss://' : 'ws://') + loc.host + '/ws';
+}
+
+export default Chorus;

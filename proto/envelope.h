@@ -1,0 +1,48 @@
+/* envelope.h - the node-to-node envelope carried over ZeroMQ (PROTOCOL.md section 7).
+ *
+ * A cluster message is multipart: a topic frame, this fixed-layout header
+ * frame, then payload frames whose meaning depends on the type. The header is
+ * binary and big-endian so nodes never parse JSON to route a message; a
+ * decoder rejects any header that is short, long, or out of range. */
+#ifndef CHORUS_PROTO_ENVELOPE_H
+#define CHORUS_PROTO_ENVELOPE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ENVELOPE_VERSION 1
+#define ENVELOPE_ID_MAX 64
+#define ENVELOPE_EPOCH_MAX 40
+#define ENVELOPE_HEADER_MAX (1 + 1 + 1 + ENVELOPE_ID_MAX + 1 + ENVELOPE_EPOCH_MAX + 8 + 8 + 8 + 4 + 2 + 1)
+
+enum envelope_type {
+    ENV_MSG = 1,       /* a sequenced channel message; payload: the encoded msg frame */
+    ENV_HEARTBEAT = 2, /* membership; no payload */
+    ENV_PUB_REQ = 3,   /* to the owner; payload: channel, data JSON, client id */
+    ENV_PUB_REP = 4,   /* to the requester; payload: error text when status != 0 */
+    ENV_SYNC_REQ = 5,  /* to the owner; payload: channel */
+    ENV_SYNC_REP = 6,  /* to the requester; payload: channel, then one msg frame per message */
+};
+
+#define ENV_FLAG_RECOVERED 0x01  /* SYNC_REP: every message after `since` is included */
+#define ENV_FLAG_HAS_SINCE 0x02  /* SYNC_REQ: epoch/seq hold the requester's position */
+
+struct envelope {
+    uint8_t type;
+    char origin[ENVELOPE_ID_MAX + 1];   /* sending node id */
+    char epoch[ENVELOPE_EPOCH_MAX + 1];
+    uint64_t seq;
+    int64_t ts_ms;
+    uint64_t req_id;                    /* correlates REQ and REP; 0 otherwise */
+    uint32_t limit;                     /* SYNC_REQ: most messages wanted */
+    uint16_t status;                    /* REP: 0 ok, else 1 + enum chorus_err */
+    uint8_t flags;
+};
+
+/* Writes the header into out (at least ENVELOPE_HEADER_MAX bytes); returns its length. */
+size_t envelope_encode(const struct envelope *e, unsigned char *out);
+/* Parses a header; false when it is malformed or of another version. */
+bool envelope_decode(const unsigned char *in, size_t len, struct envelope *e);
+
+#endif

@@ -1,0 +1,2605 @@
+/* chorus-bench.c - load generator for chorusd, the Chorus pub/sub broker.
+ *
+ * It speaks WebSocket (RFC 6455) and the Chorus client protocol v1 itself, over
+ * raw non-blocking sockets and epoll, so one process holds thousands of
+ * connections; when a run needs more descriptors than one process may open, the
+ * connections are split over forked workers. Every worker owns its connections
+ * and the coordinator (the first process) owns the clock of the run and the
+ * arithmetic of the results. They share one anonymous mapping in which every
+ * counter has exactly one writing process, so relaxed loads and stores suffice,
+ * except the per-channel counters, which several workers add to atomically.
+ *
+ * Received messages are not parsed with a JSON library: at millions of
+ * deliveries per second that would make the tool the bottleneck. A fast scan
+ * picks "op", "seq", "id" and data's "t" out of each frame instead; it accepts
+ * several objects per frame separated by newlines. See tests/bench/README.md. */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
+
+#define MAX_PROCS 64
+#define SUB_ID 1                        /* the id of every connection's one "sub" */
+#define READ_CHUNK (256 * 1024)         /* bytes asked of one recv() */
+#define MAX_MESSAGE (64u << 20)         /* larger server messages are a protocol error */
+#define WBUF_LIMIT (1u << 20)           /* a publisher with this much unsent is skipped */
+#define HANDSHAKE_LIMIT 16384           /* bytes of HTTP response headers accepted */
+#define MAX_ATTEMPTS 3                  /* connection attempts per connect phase */
+#define FD_RESERVE 32                   /* descriptors kept free in each process */
+
+/* ------------------------------------------------------------------------- */
+/* Options                                                                   */
+/* ------------------------------------------------------------------------- */
+
+enum scenario { SC_FANOUT, SC_ROOMS, SC_IDLE };
+static const char *const scenario_names[] = {"fanout", "rooms", "idle"};
+
+struct opts {
+    enum scenario sc;
+    const char *host;
+    int port;
+    const char *path;
+    long subs, channels, pubs, clients, rooms, conns;
+    bool shared_channel;
+    double rate, duration, drain, settle;
+    long size;
+    bool via_http;
+    const char *api_key;
+    bool step;
+    double rate_start, rate_step, rate_max, max_p99_ms;
+    int refine;
+    long server_pid;
+    int procs, src_ips, concurrency;
+    double connect_timeout, conn_timeout;
+    bool realtime, quiet, allow_remote;
+    char prefix[96];
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: chorus-bench SCENARIO [options]\n"
+"       chorus-bench free-port              print a free TCP port on 127.0.0.1\n"
+"       chorus-bench wait-ready [--host H] [--port N] [--timeout S]\n"
+"                                           wait until GET /healthz answers 200\n"
+"\n"
+"Load generator for chorusd. Prints one JSON line per run on stdout and a\n"
+"progress line on stderr once a second.\n"
+"\n"
+"Scenarios:\n"
+"  fanout   --subs subscribers (default 1000) on --channels channels (default 1);\n"
+"           --pubs publisher connections (default 1) send --rate msgs/s in total\n"
+"           (default 1000) for --duration seconds; every subscriber of a channel\n"
+"           should receive every message of it. With --step, the rate is stepped\n"
+"           up until a step loses messages or its p99 passes --max-p99-ms, and a\n"
+"           final line reports the highest sustained rate.\n"
+"  rooms    --clients connections (default 5000) in --rooms rooms (default 500);\n"
+"           client i joins room i %% rooms and the clients themselves publish\n"
+"           into their room, --rate msgs/s in total (default 5000).\n"
+"  idle     --conns subscribed connections (default 10000), each on its own\n"
+"           channel (or one channel with --shared-channel); waits --settle\n"
+"           seconds and, with --server-pid, reports the server's memory per\n"
+"           connection: (VmRSS after - VmRSS before) / connections.\n"
+"\n"
+"Target:\n"
+"  --host ADDR            server address (default 127.0.0.1; only 127.0.0.0/8\n"
+"                         unless --allow-remote)\n"
+"  --port N               server port (default 8080)\n"
+"  --path P               WebSocket path (default /ws)\n"
+"  --server-pid PID       chorusd's pid: report its CPU%% (utime+stime over the\n"
+"                         run) and memory (VmRSS, smaps_rollup)\n"
+"\n"
+"Load:\n"
+"  --subs N --channels N --pubs N         fanout shape (see above)\n"
+"  --clients N --rooms N                  rooms shape\n"
+"  --conns N --shared-channel             idle shape\n"
+"  --rate R               messages published per second, all publishers together\n"
+"  --duration S           seconds of publishing (default 10; 5 per step)\n"
+"  --size B               bytes of each message's data object, padding included\n"
+"                         (default 100)\n"
+"  --publish-via ws|http  publish over WebSocket (default) or POST /api/publish\n"
+"                         on --pubs keep-alive HTTP connections (default 4)\n"
+"  --api-key KEY          key for POST /api/publish (X-API-Key)\n"
+"  --drain S              after publishing, wait at most S seconds for missing\n"
+"                         deliveries and acks (default 5)\n"
+"  --settle S             idle: seconds to wait after connecting (default 5)\n"
+"  --channel-prefix P     channel names are P-<index> (default bench:<scenario>-<random>)\n"
+"\n"
+"Step mode (fanout):\n"
+"  --step                 step the rate up from --rate-start (default 100) by the\n"
+"                         factor --rate-step (default 1.5) up to --rate-max\n"
+"                         (default 1000000), then --refine N (default 2) bisection\n"
+"                         steps between the last good and the first bad rate.\n"
+"                         A step holds when nothing was lost, no seq gap or close\n"
+"                         happened, the publishers kept 97%% of the rate and\n"
+"                         p99 <= --max-p99-ms (default 100).\n"
+"\n"
+"Connections:\n"
+"  --procs N              worker processes (default: as few as the descriptor\n"
+"                         limit allows; the soft RLIMIT_NOFILE is raised to the\n"
+"                         hard limit and each process keeps 32 spare)\n"
+"  --src-ips N            spread source addresses over 127.0.0.2..127.0.0.(N+1)\n"
+"                         so more than ~28k connections fit (default: one\n"
+"                         address per 16000 connections; 0 = let the kernel pick)\n"
+"  --concurrency N        handshakes in flight at once, all workers (default 256)\n"
+"  --connect-timeout S    seconds allowed for connecting everyone (default 60)\n"
+"  --conn-timeout S       seconds allowed for one connection's TCP connect,\n"
+"                         upgrade and subscribe (default 10)\n"
+"  --clock monotonic|realtime\n"
+"                         clock of the send timestamp \"t\" (default monotonic;\n"
+"                         both ends run on this machine)\n"
+"  --quiet                no progress line\n"
+"  --help                 this text\n"
+"\n"
+"Output fields: scenario, target, connections, published, expected, received,\n"
+"loss (fraction of expected not received), deliveries_per_sec, p50/p90/p99/\n"
+"p999/max_ms (publish-to-receive latency), server_cpu_pct, server_rss_kib,\n"
+"mem_per_conn_bytes, and diagnostics (gaps, dups, closes, errors, ...).\n"
+"Exit status: 0 when the run completed, 1 when it could not (no connection,\n"
+"a worker died), 2 for bad options.\n");
+}
+
+static bool parse_num(const char *s, double lo, double hi, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= lo && v <= hi))
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Returns 0, or 2 after printing why the command line is wrong. */
+static int opts_parse(struct opts *o, int argc, char **argv)
+{
+    memset(o, 0, sizeof *o);
+    o->host = "127.0.0.1";
+    o->port = 8080;
+    o->path = "/ws";
+    o->subs = 1000;
+    o->channels = 1;
+    o->pubs = -1;
+    o->clients = 5000;
+    o->rooms = 500;
+    o->conns = 10000;
+    o->rate = -1;
+    o->duration = -1;
+    o->drain = 5;
+    o->settle = 5;
+    o->size = 100;
+    o->rate_start = 100;
+    o->rate_step = 1.5;
+    o->rate_max = 1e6;
+    o->max_p99_ms = 100;
+    o->refine = 2;
+    o->server_pid = 0;
+    o->procs = 0;
+    o->src_ips = -1;
+    o->concurrency = 256;
+    o->connect_timeout = 60;
+    o->conn_timeout = 10;
+
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(stdout);
+        exit(0);
+    }
+    int sc = -1;
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(argv[1], scenario_names[i]))
+            sc = i;
+    if (sc < 0) {
+        fprintf(stderr, "chorus-bench: unknown scenario '%s' (fanout, rooms, idle; see --help)\n", argv[1]);
+        return 2;
+    }
+    o->sc = (enum scenario)sc;
+
+    for (int i = 2; i < argc; i++) {
+        const char *a = argv[i], *val = NULL;
+        char name[64];
+        if (strncmp(a, "--", 2)) {
+            fprintf(stderr, "chorus-bench: unexpected argument '%s'\n", a);
+            return 2;
+        }
+        const char *eq = strchr(a, '=');
+        size_t nl = eq ? (size_t)(eq - a) : strlen(a);
+        if (nl >= sizeof name)
+            nl = sizeof name - 1;
+        memcpy(name, a, nl);
+        name[nl] = 0;
+        if (eq)
+            val = eq + 1;
+
+        /* flags without a value */
+        if (!strcmp(name, "--help")) {
+            usage(stdout);
+            exit(0);
+        }
+#define FLAG(n, field)                                                                       \
+    if (!strcmp(name, n)) {                                                                  \
+        o->field = true;                                                                     \
+        continue;                                                                            \
+    }
+        FLAG("--shared-channel", shared_channel)
+        FLAG("--step", step)
+        FLAG("--quiet", quiet)
+        FLAG("--allow-remote", allow_remote)
+#undef FLAG
+        if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "chorus-bench: %s needs a value\n", name);
+                return 2;
+            }
+            val = argv[++i];
+        }
+        double d;
+#define NUM(n, field, lo, hi, type)                                                          \
+    if (!strcmp(name, n)) {                                                                  \
+        if (!parse_num(val, lo, hi, &d)) {                                                   \
+            fprintf(stderr, "chorus-bench: %s wants a number in [%g, %g], not '%s'\n", n,   \
+                    (double)(lo), (double)(hi), val);                                        \
+            return 2;                                                                        \
+        }                                                                                    \
+        o->field = (type)d;                                                                  \
+        continue;                                                                            \
+    }
+        NUM("--port", port, 1, 65535, int)
+        NUM("--subs", subs, 1, 1e7, long)
+        NUM("--channels", channels, 1, 1e7, long)
+        NUM("--pubs", pubs, 1, 1e6, long)
+        NUM("--clients", clients, 1, 1e7, long)
+        NUM("--rooms", rooms, 1, 1e7, long)
+        NUM("--conns", conns, 1, 1e7, long)
+        NUM("--rate", rate, 0.001, 1e8, double)
+        NUM("--duration", duration, 0.1, 86400, double)
+        NUM("--drain", drain, 0, 3600, double)
+        NUM("--settle", settle, 0, 86400, double)
+        NUM("--size", size, 0, 16 << 20, long)
+        NUM("--rate-start", rate_start, 0.001, 1e8, double)
+        NUM("--rate-step", rate_step, 1.01, 100, double)
+        NUM("--rate-max", rate_max, 0.001, 1e9, double)
+        NUM("--max-p99-ms", max_p99_ms, 0.001, 1e7, double)
+        NUM("--refine", refine, 0, 20, int)
+        NUM("--server-pid", server_pid, 1, 1e9, long)
+        NUM("--procs", procs, 1, MAX_PROCS, int)
+        NUM("--src-ips", src_ips, 0, 250, int)
+        NUM("--concurrency", concurrency, 1, 1e6, int)
+        NUM("--connect-timeout", connect_timeout, 0.1, 86400, double)
+        NUM("--conn-timeout", conn_timeout, 0.1, 3600, double)
+#undef NUM
+        if (!strcmp(name, "--host")) {
+            o->host = val;
+        } else if (!strcmp(name, "--path")) {
+            o->path = val;
+        } else if (!strcmp(name, "--api-key")) {
+            o->api_key = val;
+        } else if (!strcmp(name, "--channel-prefix")) {
+            if (strlen(val) >= sizeof o->prefix - 16 || !*val ||
+                strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@/-") !=
+                    strlen(val)) {
+                fprintf(stderr, "chorus-bench: --channel-prefix wants 1-79 bytes of [A-Za-z0-9_.:@/-]\n");
+                return 2;
+            }
+            snprintf(o->prefix, sizeof o->prefix, "%s", val);
+        } else if (!strcmp(name, "--publish-via")) {
+            if (!strcmp(val, "ws"))
+                o->via_http = false;
+            else if (!strcmp(val, "http"))
+                o->via_http = true;
+            else {
+                fprintf(stderr, "chorus-bench: --publish-via is ws or http\n");
+                return 2;
+            }
+        } else if (!strcmp(name, "--clock")) {
+            if (!strcmp(val, "monotonic"))
+                o->realtime = false;
+            else if (!strcmp(val, "realtime"))
+                o->realtime = true;
+            else {
+                fprintf(stderr, "chorus-bench: --clock is monotonic or realtime\n");
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "chorus-bench: unknown option '%s' (see --help)\n", name);
+            return 2;
+        }
+    }
+
+    if (o->rate < 0)
+        o->rate = o->sc == SC_ROOMS ? 5000 : 1000;
+    if (o->duration < 0)
+        o->duration = o->step ? 5 : 10;
+    if (o->pubs < 0)
+        o->pubs = o->via_http ? 4 : 1;
+    if (o->step && o->sc != SC_FANOUT) {
+        fprintf(stderr, "chorus-bench: --step is for the fanout scenario\n");
+        return 2;
+    }
+    if (o->via_http && !o->api_key) {
+        fprintf(stderr, "chorus-bench: --publish-via http needs --api-key\n");
+        return 2;
+    }
+    if (o->sc == SC_ROOMS && o->rooms > o->clients) {
+        fprintf(stderr, "chorus-bench: --rooms %ld is more than --clients %ld\n", o->rooms, o->clients);
+        return 2;
+    }
+    if (o->sc == SC_FANOUT && o->channels > o->subs) {
+        fprintf(stderr, "chorus-bench: --channels %ld is more than --subs %ld\n", o->channels, o->subs);
+        return 2;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Clock, random numbers, latency histogram                                  */
+/* ------------------------------------------------------------------------- */
+
+static clockid_t g_stamp_clock = CLOCK_MONOTONIC;   /* clock of the "t" field */
+
+static inline int64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static inline int64_t stamp_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(g_stamp_clock, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) && errno == EINTR)
+        ;
+}
+
+static inline uint32_t rng_next(uint32_t *s)
+{
+    uint32_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return *s = x;
+}
+
+/* Log-linear buckets as in HdrHistogram: values below 128 ns have their own
+ * bucket, every higher power of two is split into 64 equal buckets, so a
+ * bucket's width is at most 1/64 (1.6%) of its values. Values are clamped to
+ * 2^41 ns (about 37 minutes). */
+#define HIST_MAX_VALUE ((UINT64_C(1) << 41) - 1)
+#define HIST_N (36 * 64)
+
+static inline unsigned hist_index(uint64_t v)
+{
+    if (v < 128)
+        return (unsigned)v;
+    if (v > HIST_MAX_VALUE)
+        v = HIST_MAX_VALUE;
+    unsigned shift = (unsigned)(63 - __builtin_clzll(v)) - 6;
+    return (shift + 1) * 64 + (unsigned)((v >> shift) - 64);
+}
+
+/* The middle of bucket idx, in ns. */
+static double hist_value(unsigned idx)
+{
+    if (idx < 128)
+        return idx;
+    unsigned shift = idx / 64 - 1;
+    uint64_t low = ((uint64_t)(idx % 64) + 64) << shift;
+    return (double)low + (double)(UINT64_C(1) << shift) / 2;
+}
+
+/* The q-quantile (0..1) of h in ms, or -1 when h is empty. */
+static double hist_quantile_ms(const uint64_t *h, double q)
+{
+    uint64_t total = 0;
+    for (unsigned i = 0; i < HIST_N; i++)
+        total += h[i];
+    if (!total)
+        return -1;
+    uint64_t rank = (uint64_t)ceil(q * (double)total);
+    if (rank < 1)
+        rank = 1;
+    uint64_t seen = 0;
+    for (unsigned i = 0; i < HIST_N; i++) {
+        seen += h[i];
+        if (seen >= rank)
+            return hist_value(i) / 1e6;
+    }
+    return hist_value(HIST_N - 1) / 1e6;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Shared memory between the coordinator and the workers                     */
+/* ------------------------------------------------------------------------- */
+
+/* Counters; each worker has its own set and is its only writer. */
+#define STATS(X)                                                                             \
+    X(OPEN, "open")                       /* connections open now (gauge) */                \
+    X(SUBSCRIBED, "subscribed")           /* connections subscribed now (gauge) */          \
+    X(CONNECTS, "connects")               /* WebSocket/HTTP connections established */      \
+    X(CONNECT_RETRIES, "connect_retries") /* failed attempts that were retried */            \
+    X(CONNECT_FAILED, "connect_failures") /* connections given up after MAX_ATTEMPTS */      \
+    X(HANDSHAKE_FAILED, "handshake_failures") /* upgrades answered with other than 101 */  \
+    X(SUB_FAILED, "sub_failures")         /* "sub" answered with err */                      \
+    X(PUBLISHED, "published")             /* pub frames / HTTP requests sent */             \
+    X(PUB_ACKED, "pub_acked")             /* pub acks / HTTP 200 responses */               \
+    X(PUB_FAILED, "pub_failed")           /* pub err / HTTP non-200 */                      \
+    X(PUB_BLOCKED, "pub_blocked_ticks")   /* ticks when no publisher could send */          \
+    X(RECEIVED, "received")               /* msg objects received */                         \
+    X(GAPS, "gaps")                       /* times seq jumped forward */                     \
+    X(MISSING, "missing_by_seq")          /* messages skipped by those jumps */              \
+    X(DUPS, "dups")                       /* msg with seq <= the last one seen */            \
+    X(BEFORE_ACK, "msg_before_ack")       /* msg before the sub ack */                       \
+    X(NO_STAMP, "msg_without_t")          /* msg whose data has no "t" */                    \
+    X(EPOCHS, "epoch_events")             /* "epoch" events */                               \
+    X(PINGS, "pings")                     /* WebSocket PINGs answered */                     \
+    X(DISCONNECTS, "disconnects")         /* established connections lost */                \
+    X(PROTO_ERRORS, "protocol_errors")    /* malformed frames or HTTP from the server */    \
+    X(BYTES_IN, "bytes_in")               /* bytes read from sockets */
+
+#define ERR_CODES(X)                                                                         \
+    X(bad_request) X(unknown_op) X(bad_channel) X(too_large) X(forbidden) X(not_subscribed)  \
+    X(limit_reached) X(rate_limited) X(unavailable) X(other)
+
+/* close codes counted one by one; the rest count as "other" */
+#define CLOSE_CODES(X) X(1000) X(1001) X(1006) X(1008) X(1009) X(1011) X(1012) X(4008)
+
+enum stat_id {
+#define X(id, name) ST_##id,
+    STATS(X)
+#undef X
+    NSTAT
+};
+static const char *const stat_names[] = {
+#define X(id, name) name,
+    STATS(X)
+#undef X
+};
+enum err_code {
+#define X(c) ERR_##c,
+    ERR_CODES(X)
+#undef X
+    NERR
+};
+static const char *const err_names[] = {
+#define X(c) #c,
+    ERR_CODES(X)
+#undef X
+};
+enum close_code {
+#define X(c) CLOSE_##c,
+    CLOSE_CODES(X)
+#undef X
+    CLOSE_other,
+    NCLOSE
+};
+static const char *const close_names[] = {
+#define X(c) #c,
+    CLOSE_CODES(X)
+#undef X
+    "other",
+};
+
+/* One per worker, in the shared mapping; written only by that worker. */
+struct wstats {
+    _Atomic uint64_t c[NSTAT];
+    _Atomic uint64_t err[NERR];
+    _Atomic uint64_t close[NCLOSE];
+    _Atomic uint64_t hist[HIST_N];
+    _Atomic uint64_t lat_max;      /* ns, since the current pub_gen was seen */
+    _Atomic int ready_gen;         /* last connect_gen fully served */
+    _Atomic int pub_done_gen;      /* last pub_gen whose publishing ended */
+};
+
+/* Written only by the coordinator; generation counters are stored last, with
+ * release order, so a worker that sees a new generation sees its parameters. */
+struct control {
+    _Atomic int quit;
+    _Atomic int connect_gen;       /* bump: (re)open every closed connection */
+    _Atomic int pub_gen;           /* bump: publish at rate between start and end */
+    _Atomic int64_t pub_start, pub_end;   /* CLOCK_MONOTONIC ns */
+    _Atomic uint64_t rate_milli;   /* messages per second x 1000, all publishers */
+};
+
+/* The shape of the run, fixed before the fork. */
+struct plan {
+    long nclients;     /* WebSocket clients that subscribe */
+    long npubconns;    /* extra publisher connections (WebSocket or HTTP) */
+    long nch;          /* channels */
+    long npublishers;  /* connections that publish: npubconns, or nclients in rooms/ws */
+    bool clients_publish;
+    int procs;
+    int src_ips;
+    struct sockaddr_in addr;
+};
+
+static struct opts g_o;
+static struct plan g_plan;
+static struct control *g_ctl;
+static struct wstats *g_ws;            /* [procs] */
+static _Atomic uint64_t *g_ch_pub;     /* [nch] messages published per channel */
+static _Atomic int64_t *g_ch_subs;     /* [nch] subscribers per channel now */
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+#define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
+/* Single-writer increment: plain load and store, no locked instruction. */
+#define BUMP(x, n) STORE(x, LOAD(x) + (uint64_t)(n))
+
+static void channel_name(char *out, size_t cap, uint32_t ch)
+{
+    snprintf(out, cap, "%s-%" PRIu32, g_o.prefix, ch);
+}
+
+/* ------------------------------------------------------------------------- */
+/* SHA-1 and base64, only for Sec-WebSocket-Key / Sec-WebSocket-Accept       */
+/* ------------------------------------------------------------------------- */
+
+static inline uint32_t rol32(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *p)
+{
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
+               p[4 * i + 3];
+    for (int i = 16; i < 80; i++)
+        w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20)
+            f = (b & c) | (~b & d), k = 0x5A827999;
+        else if (i < 40)
+            f = b ^ c ^ d, k = 0x6ED9EBA1;
+        else if (i < 60)
+            f = (b & c) | (b & d) | (c & d), k = 0x8F1BBCDC;
+        else
+            f = b ^ c ^ d, k = 0xCA62C1D6;
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d, d = c, c = rol32(b, 30), b = a, a = t;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+static void sha1(const void *data, size_t len, unsigned char out[20])
+{
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    const unsigned char *p = data;
+    size_t n = len;
+    for (; n >= 64; p += 64, n -= 64)
+        sha1_block(h, p);
+    unsigned char tail[128] = {0};
+    memcpy(tail, p, n);
+    tail[n] = 0x80;
+    size_t tl = n + 9 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        tail[tl - 1 - i] = (unsigned char)(bits >> (8 * i));
+    sha1_block(h, tail);
+    if (tl == 128)
+        sha1_block(h, tail + 64);
+    for (int i = 0; i < 5; i++)
+        for (int j = 0; j < 4; j++)
+            out[4 * i + j] = (unsigned char)(h[i] >> (24 - 8 * j));
+}
+
+static void base64(const unsigned char *in, size_t len, char *out)
+{
+    static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t i = 0, o = 0;
+    for (; i + 2 < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+        out[o++] = tab[v >> 18], out[o++] = tab[(v >> 12) & 63];
+        out[o++] = tab[(v >> 6) & 63], out[o++] = tab[v & 63];
+    }
+    if (i < len) {
+        uint32_t v = (uint32_t)in[i] << 16 | (i + 1 < len ? (uint32_t)in[i + 1] << 8 : 0);
+        out[o++] = tab[v >> 18], out[o++] = tab[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
+        out[o++] = '=';
+    }
+    out[o] = 0;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Connections                                                               */
+/* ------------------------------------------------------------------------- */
+
+enum conn_kind {
+    K_SUB,      /* WebSocket, subscribes to its channel */
+    K_SUBPUB,   /* WebSocket, subscribes to its channel and publishes into it */
+    K_PUB,      /* WebSocket, publishes round-robin over all channels */
+    K_HTTP      /* HTTP keep-alive, POST /api/publish round-robin over all channels */
+};
+
+enum conn_state {
+    CS_CLOSED,
+    CS_CONNECTING,   /* TCP connect in progress */
+    CS_HANDSHAKE,    /* upgrade request sent, waiting for 101 */
+    CS_OPEN,         /* WebSocket open (maybe waiting for the sub ack) / HTTP idle */
+    CS_HTTP_BUSY     /* HTTP request sent, waiting for the response */
+};
+
+/* One per connection of a worker, created with the worker and never freed. */
+struct conn {
+    int fd;
+    uint8_t kind, state, attempts;
+    bool queued;         /* in the worker's connect queue */
+    bool inflight;       /* counted in the worker's handshakes in flight */
+    bool sub_pending;    /* "sub" sent, ack not yet seen */
+    bool subscribed;
+    bool have_seq;
+    bool in_frag;        /* inside a fragmented message */
+    bool got_close;      /* a close frame arrived */
+    bool http_close;     /* the HTTP response said Connection: close */
+    uint32_t events;     /* epoll events registered */
+    uint32_t ch;         /* subscribed channel (K_SUB, K_SUBPUB) */
+    uint32_t gidx;       /* global index, picks the source address */
+    int64_t deadline;    /* while inflight: give up at this time */
+    int64_t retry_at;    /* do not reconnect before */
+    uint64_t last_seq;
+    uint64_t next_id;
+    size_t need;         /* bytes the current incomplete frame needs */
+    unsigned char *rbuf; /* unparsed input: handshake, partial frame, HTTP */
+    uint32_t rlen, rcap;
+    unsigned char *wbuf; /* unsent output, wbuf[woff..wlen) */
+    uint32_t woff, wlen, wcap;
+    unsigned char *frag; /* fragmented message so far */
+    uint32_t fraglen, fragcap;
+    char key[28];        /* Sec-WebSocket-Key sent */
+};
+
+/* One per process that holds connections. */
+struct worker {
+    int id, ep;
+    struct wstats *st;
+    struct conn *conns;
+    uint32_t nconns;
+    uint32_t *pubs, npubs, pub_cursor;   /* indices of publishing connections */
+    uint32_t *queue, qhead, qcount;      /* connections to (re)open, FIFO */
+    uint32_t inflight, max_inflight;
+    bool connect_mode;                   /* serving a connect_gen */
+    int connect_gen, pub_gen;
+    bool pub_active;
+    double pub_rate;                     /* this worker's share, msgs/s */
+    int64_t pub_start, pub_end;
+    uint64_t pub_sent;
+    uint32_t next_ch;
+    uint32_t rng;
+    int notes;                           /* diagnostics printed so far */
+    unsigned char *gbuf;                 /* receive buffer shared by all connections */
+    size_t gcap;
+    unsigned char *scratch;              /* outgoing frames are built here */
+    size_t scap;
+    char *pad;                           /* 'x' * size */
+};
+
+static void note(struct worker *W, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void note(struct worker *W, const char *fmt, ...)
+{
+    if (W->notes >= 5)
+        return;
+    if (++W->notes == 5) {
+        fprintf(stderr, "\nchorus-bench[w%d]: (further diagnostics suppressed)\n", W->id);
+        return;
+    }
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "\nchorus-bench[w%d]: ", W->id);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+static bool grow(unsigned char **buf, uint32_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return true;
+    size_t n = *cap ? *cap : 256;
+    while (n < need)
+        n *= 2;
+    if (n > UINT32_MAX)
+        return false;
+    unsigned char *p = realloc(*buf, n);
+    if (!p)
+        return false;
+    *buf = p;
+    *cap = (uint32_t)n;
+    return true;
+}
+
+static void conn_set_events(struct worker *W, struct conn *c, uint32_t ev)
+{
+    if (c->events == ev)
+        return;
+    struct epoll_event e = {.events = ev, .data.u32 = (uint32_t)(c - W->conns)};
+    if (epoll_ctl(W->ep, EPOLL_CTL_MOD, c->fd, &e) == 0)
+        c->events = ev;
+}
+
+static void queue_push(struct worker *W, struct conn *c)
+{
+    if (c->queued)
+        return;
+    c->queued = true;
+    W->queue[(W->qhead + W->qcount++) % W->nconns] = (uint32_t)(c - W->conns);
+}
+
+static bool is_publisher_conn(const struct conn *c) { return c->kind == K_PUB || c->kind == K_HTTP; }
+
+static void conn_release_inflight(struct worker *W, struct conn *c)
+{
+    if (c->inflight) {
+        c->inflight = false;
+        W->inflight--;
+    }
+}
+
+/* Closes c and undoes what it counted. A connection that failed while being
+ * set up is retried up to MAX_ATTEMPTS times; an established one is reopened
+ * at once when it publishes, and when it subscribes only during a connect
+ * phase (between steps), so that a lost subscriber shows up as loss. */
+static void conn_close(struct worker *W, struct conn *c)
+{
+    if (c->state == CS_CLOSED)
+        return;
+    if (c->state >= CS_OPEN) {
+        BUMP(W->st->c[ST_OPEN], -1);
+        if (c->kind != K_HTTP && !LOAD(g_ctl->quit))
+            BUMP(W->st->c[ST_DISCONNECTS], 1);
+    }
+    if (c->subscribed) {
+        BUMP(W->st->c[ST_SUBSCRIBED], -1);
+        atomic_fetch_sub_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+    }
+    bool was_inflight = c->inflight;
+    conn_release_inflight(W, c);
+    close(c->fd);
+    c->fd = -1;
+    c->state = CS_CLOSED;
+    c->events = 0;
+    c->sub_pending = c->subscribed = c->have_seq = c->in_frag = c->got_close = false;
+    c->http_close = false;
+    c->need = 0;
+    free(c->rbuf), c->rbuf = NULL, c->rlen = c->rcap = 0;
+    free(c->wbuf), c->wbuf = NULL, c->woff = c->wlen = c->wcap = 0;
+    free(c->frag), c->frag = NULL, c->fraglen = c->fragcap = 0;
+    if (LOAD(g_ctl->quit))
+        return;
+    if (was_inflight) {
+        /* a connection attempt failed */
+        if (++c->attempts < MAX_ATTEMPTS) {
+            BUMP(W->st->c[ST_CONNECT_RETRIES], 1);
+            c->retry_at = now_ns() + (int64_t)c->attempts * 200000000;
+            queue_push(W, c);
+        } else {
+            BUMP(W->st->c[ST_CONNECT_FAILED], 1);
+        }
+    } else if (is_publisher_conn(c) || W->connect_mode) {
+        c->attempts = 0;
+        c->retry_at = now_ns() + 100000000;
+        queue_push(W, c);
+    }
+}
+
+/* Sends or queues len bytes; returns 0, or -1 when c had to be closed. */
+static int conn_send(struct worker *W, struct conn *c, const void *data, size_t len)
+{
+    const unsigned char *p = data;
+    if (c->wlen == c->woff) {
+        ssize_t n = send(c->fd, p, len, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                conn_close(W, c);
+                return -1;
+            }
+            n = 0;
+        }
+        if ((size_t)n == len)
+            return 0;
+        p += n, len -= (size_t)n;
+        c->woff = c->wlen = 0;
+    }
+    if (c->woff && c->wlen + len > c->wcap) {
+        memmove(c->wbuf, c->wbuf + c->woff, c->wlen - c->woff);
+        c->wlen -= c->woff;
+        c->woff = 0;
+    }
+    if (!grow(&c->wbuf, &c->wcap, (size_t)c->wlen + len)) {
+        conn_close(W, c);
+        return -1;
+    }
+    memcpy(c->wbuf + c->wlen, p, len);
+    c->wlen += (uint32_t)len;
+    conn_set_events(W, c, EPOLLIN | EPOLLOUT);
+    return 0;
+}
+
+static void conn_flush(struct worker *W, struct conn *c)
+{
+    while (c->woff < c->wlen) {
+        ssize_t n = send(c->fd, c->wbuf + c->woff, c->wlen - c->woff, MSG_NOSIGNAL);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            conn_close(W, c);
+            return;
+        }
+        c->woff += (uint32_t)n;
+    }
+    c->woff = c->wlen = 0;
+    if (c->wcap > 65536)
+        free(c->wbuf), c->wbuf = NULL, c->wcap = 0;
+    conn_set_events(W, c, EPOLLIN);
+}
+
+static void conn_open(struct worker *W, struct conn *c, int64_t now)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        note(W, "socket(): %s", strerror(errno));
+        BUMP(W->st->c[ST_CONNECT_FAILED], 1);
+        return;
+    }
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (g_plan.src_ips > 0) {
+        struct sockaddr_in src = {.sin_family = AF_INET};
+        src.sin_addr.s_addr = htonl(0x7f000002u + c->gidx % (uint32_t)g_plan.src_ips);
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (struct sockaddr *)&src, sizeof src) < 0)
+            note(W, "bind(127.0.0.%u): %s", 2 + c->gidx % (uint32_t)g_plan.src_ips, strerror(errno));
+    }
+    c->fd = fd;
+    c->state = CS_CONNECTING;
+    c->inflight = true;
+    W->inflight++;
+    c->deadline = now + (int64_t)(g_o.conn_timeout * 1e9);
+    c->events = EPOLLOUT;
+    struct epoll_event e = {.events = EPOLLOUT, .data.u32 = (uint32_t)(c - W->conns)};
+    if (epoll_ctl(W->ep, EPOLL_CTL_ADD, fd, &e) < 0) {
+        note(W, "epoll_ctl: %s", strerror(errno));
+        conn_close(W, c);
+        return;
+    }
+    if (connect(fd, (struct sockaddr *)&g_plan.addr, sizeof g_plan.addr) < 0 && errno != EINPROGRESS) {
+        note(W, "connect(): %s", strerror(errno));
+        conn_close(W, c);
+    }
+}
+
+/* ------------------------------------------------------------------------- */
+/* WebSocket frames                                                          */
+/* ------------------------------------------------------------------------- */
+
+/* Builds a masked client frame around the len payload bytes already placed at
+ * buf + 14 and returns where the frame starts; *flen gets its length. */
+static unsigned char *ws_wrap(struct worker *W, unsigned char *buf, size_t len, int opcode, size_t *flen)
+{
+    unsigned char *pay = buf + 14;
+    size_t hl = len < 126 ? 6 : len < 65536 ? 8 : 14;
+    unsigned char *h = pay - hl;
+    h[0] = (unsigned char)(0x80 | opcode);
+    if (len < 126) {
+        h[1] = (unsigned char)(0x80 | len);
+    } else if (len < 65536) {
+        h[1] = 0x80 | 126;
+        h[2] = (unsigned char)(len >> 8), h[3] = (unsigned char)len;
+    } else {
+        h[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+    }
+    uint32_t m = rng_next(&W->rng);
+    unsigned char *mk = pay - 4;
+    memcpy(mk, &m, 4);
+    size_t i = 0;
+    for (; i + 4 <= len; i += 4) {
+        uint32_t v;
+        memcpy(&v, pay + i, 4);
+        v ^= m;
+        memcpy(pay + i, &v, 4);
+    }
+    for (; i < len; i++)
+        pay[i] ^= mk[i & 3];
+    *flen = hl + len;
+    return h;
+}
+
+static bool scratch_reserve(struct worker *W, size_t len)
+{
+    if (len + 64 <= W->scap)
+        return true;
+    size_t n = len + 4096;
+    unsigned char *p = realloc(W->scratch, n);
+    if (!p)
+        return false;
+    W->scratch = p;
+    W->scap = n;
+    return true;
+}
+
+/* Sends one masked frame of opcode with a copy of payload; 0 or -1 (closed). */
+static int ws_send(struct worker *W, struct conn *c, int opcode, const void *payload, size_t len)
+{
+    if (!scratch_reserve(W, len + 14))
+        return -1;
+    memcpy(W->scratch + 14, payload, len);
+    size_t flen;
+    unsigned char *f = ws_wrap(W, W->scratch, len, opcode, &flen);
+    return conn_send(W, c, f, flen);
+}
+
+static void ws_send_sub(struct worker *W, struct conn *c)
+{
+    char name[128], buf[256];
+    channel_name(name, sizeof name, c->ch);
+    int n = snprintf(buf, sizeof buf, "{\"op\":\"sub\",\"id\":%d,\"ch\":\"%s\"}", SUB_ID, name);
+    c->sub_pending = true;
+    ws_send(W, c, 0x1, buf, (size_t)n);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Scanning server messages                                                  */
+/* ------------------------------------------------------------------------- */
+
+/* The fields of one server object that the benchmark looks at. */
+struct fields {
+    const char *op, *code;     /* string values, not NUL-terminated */
+    size_t oplen, codelen;
+    int64_t seq, id, t;        /* t: data's "t", the publisher's send time */
+    bool has_seq, has_id, has_t;
+};
+
+static bool json_int(const char *v, const char *end, int64_t *out)
+{
+    if (v >= end)
+        return false;
+    bool neg = *v == '-';
+    if (neg)
+        v++;
+    if (v >= end || *v < '0' || *v > '9')
+        return false;
+    int64_t x = 0;
+    while (v < end && *v >= '0' && *v <= '9')
+        x = x * 10 + (*v++ - '0');
+    *out = neg ? -x : x;
+    return true;
+}
+
+/* The closing quote of the string whose body starts at s, or NULL. */
+static const char *json_str_end(const char *s, const char *end)
+{
+    for (;;) {
+        const char *q = memchr(s, '"', (size_t)(end - s));
+        if (!q)
+            return NULL;
+        const char *b = q; /* an odd run of backslashes escapes the quote */
+        while (b > s && b[-1] == '\\')
+            b--;
+        if (!((q - b) & 1))
+            return q;
+        s = q + 1;
+    }
+}
+
+/* One pass over a JSON object: every string followed by a colon is a key.
+ * Only keys of the outer object count, plus "t" directly inside "data"; the
+ * bytes between strings are few, and counting the brackets in them gives the
+ * depth. This is not a validating parser: it reads the broker's frames, whose
+ * data objects are the benchmark's own. */
+static void scan_object(const char *p, const char *end, struct fields *f)
+{
+    int depth = 0;
+    bool in_data = false;
+    memset(f, 0, sizeof *f);
+    while (p < end) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q)
+            return;
+        for (; p < q; p++)
+            depth += (*p == '{' || *p == '[') - (*p == '}' || *p == ']');
+        const char *k = q + 1, *ke = json_str_end(k, end);
+        if (!ke)
+            return;
+        const char *v = ke + 1;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        if (v >= end || *v != ':' || depth > 2) {
+            p = v; /* a string value, or a key too deep to matter */
+            continue;
+        }
+        v++;
+        while (v < end && (*v == ' ' || *v == '\t'))
+            v++;
+        size_t kl = (size_t)(ke - k);
+        const char *se;
+#define KEY(lit) (kl == sizeof(lit) - 1 && !memcmp(k, lit, kl))
+        if (depth == 2) {
+            if (in_data && KEY("t") && !f->has_t)
+                f->has_t = json_int(v, end, &f->t);
+        } else if (depth == 1) {
+            in_data = KEY("data");
+            if (KEY("op") || KEY("code")) {
+                if (v < end && *v == '"' && (se = json_str_end(v + 1, end))) {
+                    if (KEY("op"))
+                        f->op = v + 1, f->oplen = (size_t)(se - v - 1);
+                    else
+                        f->code = v + 1, f->codelen = (size_t)(se - v - 1);
+                    v = se + 1;
+                }
+            } else if (KEY("seq")) {
+                f->has_seq = json_int(v, end, &f->seq);
+            } else if (KEY("id")) {
+                f->has_id = json_int(v, end, &f->id);
+            }
+        }
+#undef KEY
+        p = v;
+    }
+}
+
+static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int64_t now)
+{
+    struct wstats *s = W->st;
+    BUMP(s->c[ST_RECEIVED], 1);
+    if (f->has_seq && f->seq >= 0) {
+        uint64_t seq = (uint64_t)f->seq;
+        if (!c->have_seq) {
+            if (!c->subscribed)
+                BUMP(s->c[ST_BEFORE_ACK], 1);
+            c->have_seq = true;
+            c->last_seq = seq - 1;
+        }
+        if (seq == c->last_seq + 1) {
+            c->last_seq = seq;
+        } else if (seq > c->last_seq) {
+            BUMP(s->c[ST_GAPS], 1);
+            BUMP(s->c[ST_MISSING], seq - c->last_seq - 1);
+            c->last_seq = seq;
+        } else {
+            BUMP(s->c[ST_DUPS], 1);
+        }
+    }
+    if (f->has_t) {
+        int64_t lat = now - f->t;
+        uint64_t v = lat > 0 ? (uint64_t)lat : 0;
+        BUMP(s->hist[hist_index(v)], 1);
+        if (v > LOAD(s->lat_max))
+            STORE(s->lat_max, v);
+    } else {
+        BUMP(s->c[ST_NO_STAMP], 1);
+    }
+}
+
+/* Handles one JSON object of a server text frame; -1 when c was closed. */
+static int on_object(struct worker *W, struct conn *c, const char *p, const char *end, int64_t now)
+{
+    struct fields f;
+    scan_object(p, end, &f);
+    if (!f.op)
+        return 0;
+#define OPIS(lit) (f.oplen == sizeof(lit) - 1 && !memcmp(f.op, lit, f.oplen))
+    if (OPIS("msg")) {
+        on_msg(W, c, &f, now);
+    } else if (OPIS("ack")) {
+        if (f.has_id && f.id == SUB_ID && c->sub_pending) {
+            c->sub_pending = false;
+            c->subscribed = true;
+            if (f.has_seq && f.seq >= 0 && (!c->have_seq || (uint64_t)f.seq > c->last_seq)) {
+                c->last_seq = (uint64_t)f.seq;
+                c->have_seq = true;
+            }
+            BUMP(W->st->c[ST_SUBSCRIBED], 1);
+            atomic_fetch_add_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+            conn_release_inflight(W, c);
+            c->attempts = 0;
+        } else if (f.has_id && f.id > SUB_ID) {
+            BUMP(W->st->c[ST_PUB_ACKED], 1);
+        }
+    } else if (OPIS("err")) {
+        int e = ERR_other;
+        for (int i = 0; f.code && i < ERR_other; i++)
+            if (strlen(err_names[i]) == f.codelen && !memcmp(f.code, err_names[i], f.codelen))
+                e = i;
+        BUMP(W->st->err[e], 1);
+        note(W, "server error: %.*s", (int)(end - p > 300 ? 300 : end - p), p);
+        if (f.has_id && f.id == SUB_ID && c->sub_pending) {
+            BUMP(W->st->c[ST_SUB_FAILED], 1);
+            conn_close(W, c);
+            return -1;
+        }
+        if (f.has_id && f.id > SUB_ID)
+            BUMP(W->st->c[ST_PUB_FAILED], 1);
+    } else if (OPIS("epoch")) {
+        BUMP(W->st->c[ST_EPOCHS], 1);
+        if (f.has_seq && f.seq >= 0) {
+            c->last_seq = (uint64_t)f.seq;
+            c->have_seq = true;
+        }
+    }
+#undef OPIS
+    return 0;
+}
+
+/* A complete text message: one object, or several separated by "\n". */
+static int on_message(struct worker *W, struct conn *c, const char *p, size_t len, int64_t now)
+{
+    const char *end = p + len;
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        const char *e = nl ? nl : end;
+        if (on_object(W, c, p, e, now) < 0)
+            return -1;
+        p = nl ? nl + 1 : end;
+    }
+    return 0;
+}
+
+static void on_close_frame(struct worker *W, struct conn *c, const unsigned char *pay, size_t len)
+{
+    static const unsigned values[NCLOSE] = {
+#define X(n) [CLOSE_##n] = n,
+        CLOSE_CODES(X)
+#undef X
+    };
+    unsigned code = len >= 2 ? (unsigned)pay[0] << 8 | pay[1] : 1005;
+    int k = CLOSE_other;
+    for (int i = 0; i < CLOSE_other; i++)
+        if (values[i] == code)
+            k = i;
+    BUMP(W->st->close[k], 1);
+    c->got_close = true;
+    if (code != 1000 && code != 1001)
+        note(W, "server closed a connection: %u %.*s", code, (int)(len > 2 ? len - 2 : 0), pay + 2);
+    /* echo the close, then hang up */
+    unsigned char echo[2] = {len >= 2 ? pay[0] : 0x03, len >= 2 ? pay[1] : 0xe8};
+    ws_send(W, c, 0x8, echo, 2);
+}
+
+/* Consumes the complete frames at the start of buf. Returns bytes consumed,
+ * or -1 when c was closed. */
+static long ws_consume(struct worker *W, struct conn *c, unsigned char *buf, size_t len, int64_t now)
+{
+    size_t off = 0;
+    while (len - off >= 2) {
+        unsigned char *p = buf + off;
+        size_t avail = len - off;
+        unsigned b0 = p[0], b1 = p[1];
+        size_t hl = 2;
+        uint64_t pl = b1 & 0x7f;
+        if (pl == 126) {
+            if (avail < 4)
+                break;
+            pl = (uint64_t)p[2] << 8 | p[3];
+            hl = 4;
+        } else if (pl == 127) {
+            if (avail < 10)
+                break;
+            pl = 0;
+            for (int i = 0; i < 8; i++)
+                pl = pl << 8 | p[2 + i];
+            hl = 10;
+        }
+        bool masked = b1 & 0x80;
+        if (masked)
+            hl += 4;
+        int op = b0 & 0x0f;
+        if (pl > MAX_MESSAGE || (b0 & 0x70) || (op >= 3 && op <= 7) || op > 0xA) {
+            BUMP(W->st->c[ST_PROTO_ERRORS], 1);
+            note(W, "bad frame from server: byte0 0x%02x, length %" PRIu64, b0, pl);
+            conn_close(W, c);
+            return -1;
+        }
+        if (avail < hl || avail - hl < pl) {
+            c->need = hl + (size_t)pl;
+            break;
+        }
+        unsigned char *pay = p + hl;
+        if (masked)
+            for (uint64_t i = 0; i < pl; i++)
+                pay[i] ^= p[hl - 4 + (i & 3)];
+        off += hl + (size_t)pl;
+        bool fin = b0 & 0x80;
+        switch (op) {
+        case 0x1:
+        case 0x2:
+            if (c->in_frag) {
+                BUMP(W->st->c[ST_PROTO_ERRORS], 1);
+                note(W, "new data frame inside a fragmented message");
+                conn_close(W, c);
+                return -1;
+            }
+            if (fin) {
+                if (on_message(W, c, (const char *)pay, (size_t)pl, now) < 0)
+                    return -1;
+            } else {
+                c->in_frag = true;
+                c->fraglen = 0;
+                if (!grow(&c->frag, &c->fragcap, (size_t)pl)) {
+                    conn_close(W, c);
+                    return -1;
+                }
+                memcpy(c->frag, pay, (size_t)pl);
+                c->fraglen = (uint32_t)pl;
+            }
+            break;
+        case 0x0:
+            if (!c->in_frag || (uint64_t)c->fraglen + pl > MAX_MESSAGE) {
+                BUMP(W->st->c[ST_PROTO_ERRORS], 1);
+                note(W, "unexpected continuation frame");
+                conn_close(W, c);
+                return -1;
+            }
+            if (!grow(&c->frag, &c->fragcap, (size_t)c->fraglen + (size_t)pl)) {
+                conn_close(W, c);
+                return -1;
+            }
+            memcpy(c->frag + c->fraglen, pay, (size_t)pl);
+            c->fraglen += (uint32_t)pl;
+            if (fin) {
+                c->in_frag = false;
+                if (on_message(W, c, (const char *)c->frag, c->fraglen, now) < 0)
+                    return -1;
+                if (c->fragcap > 65536)
+                    free(c->frag), c->frag = NULL, c->fragcap = 0;
+                c->fraglen = 0;
+            }
+            break;
+        case 0x8:
+            on_close_frame(W, c, pay, (size_t)pl);
+            conn_close(W, c);
+            return -1;
+        case 0x9:
+            BUMP(W->st->c[ST_PINGS], 1);
+            if (ws_send(W, c, 0xA, pay, (size_t)pl) < 0)
+                return -1;
+            break;
+        default: /* 0xA pong */
+            break;
+        }
+    }
+    return (long)off;
+}
+
+/* Parses whatever c->rbuf holds plus (when do_recv) what the socket has. */
+static void ws_read(struct worker *W, struct conn *c, bool do_recv)
+{
+    size_t have = c->rlen;
+    size_t want = have + READ_CHUNK;
+    if (c->need > want)
+        want = c->need;
+    if (want > W->gcap) {
+        unsigned char *p = realloc(W->gbuf, want);
+        if (!p) {
+            conn_close(W, c);
+            return;
+        }
+        W->gbuf = p;
+        W->gcap = want;
+    }
+    if (have)
+        memcpy(W->gbuf, c->rbuf, have);
+    size_t total = have;
+    if (do_recv) {
+        ssize_t n = recv(c->fd, W->gbuf + have, W->gcap - have, 0);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+            if (!c->got_close)
+                BUMP(W->st->close[CLOSE_1006], 1);
+            if (c->state == CS_OPEN && !LOAD(g_ctl->quit) && !c->got_close)
+                note(W, "server hung up a connection without a close frame (%s)",
+                     n == 0 ? "EOF" : strerror(errno));
+            conn_close(W, c);
+            return;
+        }
+        if (n < 0)
+            return;
+        BUMP(W->st->c[ST_BYTES_IN], n);
+        total += (size_t)n;
+    }
+    c->need = 0;
+    /* one clock reading per read: the time the application gets to see the data */
+    long used = ws_consume(W, c, W->gbuf, total, stamp_ns());
+    if (used < 0)
+        return;
+    size_t rest = total - (size_t)used;
+    if (rest) {
+        if (!grow(&c->rbuf, &c->rcap, rest)) {
+            conn_close(W, c);
+            return;
+        }
+        memcpy(c->rbuf, W->gbuf + used, rest);
+    } else if (c->rcap > 65536) {
+        free(c->rbuf), c->rbuf = NULL, c->rcap = 0;
+    }
+    c->rlen = (uint32_t)rest;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Handshakes and HTTP                                                       */
+/* ------------------------------------------------------------------------- */
+
+static void on_connected(struct worker *W, struct conn *c)
+{
+    int err = 0;
+    socklen_t el = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
+        note(W, "connect to %s:%d: %s", g_o.host, g_o.port, strerror(err ? err : errno));
+        conn_close(W, c);
+        return;
+    }
+    conn_set_events(W, c, EPOLLIN);
+    if (c->kind == K_HTTP) {
+        c->state = CS_OPEN;
+        BUMP(W->st->c[ST_OPEN], 1);
+        BUMP(W->st->c[ST_CONNECTS], 1);
+        conn_release_inflight(W, c);
+        c->attempts = 0;
+        return;
+    }
+    unsigned char raw[16];
+    for (int i = 0; i < 16; i += 4) {
+        uint32_t r = rng_next(&W->rng);
+        memcpy(raw + i, &r, 4);
+    }
+    base64(raw, 16, c->key);
+    char req[1024];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                     "User-Agent: chorus-bench\r\n\r\n",
+                     g_o.path, g_o.host, g_o.port, c->key);
+    c->state = CS_HANDSHAKE;
+    conn_send(W, c, req, (size_t)n);
+}
+
+/* Finds header name (lower case, with ':') in the NUL-terminated header block
+ * hdr and copies its trimmed value into out. */
+static bool http_header(const char *hdr, const char *name, char *out, size_t cap)
+{
+    size_t nl = strlen(name);
+    for (const char *l = strstr(hdr, "\r\n"); l; l = strstr(l + 2, "\r\n")) {
+        const char *h = l + 2;
+        if (!strncasecmp(h, name, nl)) {
+            h += nl;
+            while (*h == ' ' || *h == '\t')
+                h++;
+            size_t i = 0;
+            while (h[i] && h[i] != '\r' && i + 1 < cap) {
+                out[i] = h[i];
+                i++;
+            }
+            while (i && (out[i - 1] == ' ' || out[i - 1] == '\t'))
+                i--;
+            out[i] = 0;
+            return true;
+        }
+    }
+    return false;
+}
+
+static void hs_read(struct worker *W, struct conn *c)
+{
+    if (!grow(&c->rbuf, &c->rcap, (size_t)c->rlen + 4097)) {
+        conn_close(W, c);
+        return;
+    }
+    ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        note(W, "server hung up during the upgrade (%s)", n == 0 ? "EOF" : strerror(errno));
+        BUMP(W->st->c[ST_HANDSHAKE_FAILED], 1);
+        conn_close(W, c);
+        return;
+    }
+    if (n < 0)
+        return;
+    BUMP(W->st->c[ST_BYTES_IN], n);
+    c->rlen += (uint32_t)n;
+    c->rbuf[c->rlen] = 0;
+    unsigned char *e = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+    if (!e) {
+        if (c->rlen > HANDSHAKE_LIMIT) {
+            BUMP(W->st->c[ST_HANDSHAKE_FAILED], 1);
+            conn_close(W, c);
+        }
+        return;
+    }
+    size_t hlen = (size_t)(e - c->rbuf) + 4;
+    e[2] = 0; /* headers end with their last "\r\n" */
+    const char *hdr = (const char *)c->rbuf;
+    char accept[64], want[32];
+    bool ok = !strncmp(hdr, "HTTP/1.1 101", 12);
+    if (ok) {
+        char kg[64];
+        unsigned char dig[20];
+        int kl = snprintf(kg, sizeof kg, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", c->key);
+        sha1(kg, (size_t)kl, dig);
+        base64(dig, 20, want);
+        if (!http_header(hdr, "sec-websocket-accept:", accept, sizeof accept) || strcmp(accept, want)) {
+            note(W, "bad Sec-WebSocket-Accept from server");
+            ok = false;
+        }
+    } else {
+        const char *eol = strstr(hdr, "\r\n");
+        note(W, "upgrade refused: %.*s", (int)(eol ? eol - hdr : 80), hdr);
+    }
+    if (!ok) {
+        BUMP(W->st->c[ST_HANDSHAKE_FAILED], 1);
+        conn_close(W, c);
+        return;
+    }
+    size_t rest = c->rlen - hlen;
+    memmove(c->rbuf, c->rbuf + hlen, rest);
+    c->rlen = (uint32_t)rest;
+    c->state = CS_OPEN;
+    BUMP(W->st->c[ST_OPEN], 1);
+    BUMP(W->st->c[ST_CONNECTS], 1);
+    if (c->kind == K_PUB) {
+        conn_release_inflight(W, c);
+        c->attempts = 0;
+    } else {
+        ws_send_sub(W, c);
+        if (c->state != CS_OPEN)
+            return;
+    }
+    if (rest)
+        ws_read(W, c, false);
+}
+
+/* Reads and handles HTTP responses to POST /api/publish. */
+static void http_read(struct worker *W, struct conn *c)
+{
+    if (!grow(&c->rbuf, &c->rcap, (size_t)c->rlen + 4097)) {
+        conn_close(W, c);
+        return;
+    }
+    ssize_t n = recv(c->fd, c->rbuf + c->rlen, c->rcap - c->rlen - 1, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        if (c->state == CS_HTTP_BUSY) {
+            BUMP(W->st->c[ST_PUB_FAILED], 1);
+            note(W, "server hung up an HTTP connection with a request outstanding");
+        }
+        conn_close(W, c);
+        return;
+    }
+    if (n < 0)
+        return;
+    BUMP(W->st->c[ST_BYTES_IN], n);
+    c->rlen += (uint32_t)n;
+    for (;;) {
+        c->rbuf[c->rlen] = 0;
+        unsigned char *e = memmem(c->rbuf, c->rlen, "\r\n\r\n", 4);
+        if (!e) {
+            if (c->rlen > HANDSHAKE_LIMIT)
+                goto bad;
+            return;
+        }
+        size_t hlen = (size_t)(e - c->rbuf) + 4;
+        char hdr[HANDSHAKE_LIMIT + 8];
+        if (hlen - 2 >= sizeof hdr)
+            goto bad;
+        memcpy(hdr, c->rbuf, hlen - 2); /* up to and with the last header's "\r\n" */
+        hdr[hlen - 2] = 0;
+        char v[64];
+        int status = 0;
+        if (sscanf(hdr, "HTTP/1.%*d %d", &status) != 1)
+            goto bad;
+        size_t body;
+        bool closing = http_header(hdr, "connection:", v, sizeof v) && !strcasecmp(v, "close");
+        if (http_header(hdr, "content-length:", v, sizeof v)) {
+            body = strtoul(v, NULL, 10);
+            if (hlen + body > 1u << 20)
+                goto bad;
+            if (c->rlen < hlen + body)
+                return;
+        } else if (http_header(hdr, "transfer-encoding:", v, sizeof v) && strcasestr(v, "chunked")) {
+            unsigned char *b = c->rbuf + hlen;
+            size_t bl = c->rlen - hlen;
+            unsigned char *z = NULL;
+            if (bl >= 5 && !memcmp(b, "0\r\n\r\n", 5))
+                z = b;
+            else if (bl >= 7) {
+                z = memmem(b, bl, "\r\n0\r\n\r\n", 7);
+                if (z)
+                    z += 2;
+            }
+            if (!z) {
+                if (bl > 1u << 20)
+                    goto bad;
+                return;
+            }
+            body = (size_t)(z + 5 - b);
+        } else {
+            body = 0;
+            closing = true;
+        }
+        if (status == 200) {
+            BUMP(W->st->c[ST_PUB_ACKED], 1);
+        } else {
+            BUMP(W->st->c[ST_PUB_FAILED], 1);
+            note(W, "POST /api/publish answered %d: %.*s", status, (int)(body > 200 ? 200 : body),
+                 (const char *)c->rbuf + hlen);
+        }
+        memmove(c->rbuf, c->rbuf + hlen + body, c->rlen - hlen - body);
+        c->rlen -= (uint32_t)(hlen + body);
+        c->state = CS_OPEN;
+        if (closing) {
+            conn_close(W, c);
+            return;
+        }
+        if (!c->rlen)
+            return;
+    }
+bad:
+    BUMP(W->st->c[ST_PROTO_ERRORS], 1);
+    note(W, "malformed HTTP response from server");
+    conn_close(W, c);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Publishing                                                                */
+/* ------------------------------------------------------------------------- */
+
+static bool can_publish(const struct conn *c)
+{
+    if (c->kind == K_HTTP)
+        return c->state == CS_OPEN && c->wlen == c->woff;
+    return c->state == CS_OPEN && !c->sub_pending && c->wlen - c->woff < WBUF_LIMIT;
+}
+
+/* Sends one message on c into channel ch. Returns 0, or -1 when c was closed. */
+static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
+{
+    char name[128];
+    channel_name(name, sizeof name, ch);
+    if (!scratch_reserve(W, (size_t)g_o.size + 1024))
+        return -1;
+    char *out = (char *)W->scratch + 14 + 512; /* room for HTTP headers in front */
+    int64_t t = stamp_ns();
+    char tbuf[32];
+    int tl = snprintf(tbuf, sizeof tbuf, "%" PRId64, t);
+    long pad = g_o.size - 13 - tl;
+    if (pad < 0)
+        pad = 0;
+    int n;
+    if (c->kind == K_HTTP)
+        n = snprintf(out, 256, "{\"ch\":\"%s\",\"data\":{\"t\":%s,\"p\":\"", name, tbuf);
+    else
+        n = snprintf(out, 256, "{\"op\":\"pub\",\"id\":%" PRIu64 ",\"ch\":\"%s\",\"data\":{\"t\":%s,\"p\":\"",
+                     ++c->next_id + SUB_ID, name, tbuf);
+    memcpy(out + n, W->pad, (size_t)pad);
+    n += (int)pad;
+    memcpy(out + n, "\"}}", 3);
+    size_t len = (size_t)n + 3;
+    int rc;
+    if (c->kind == K_HTTP) {
+        char hdr[512];
+        int hl = snprintf(hdr, sizeof hdr,
+                          "POST /api/publish HTTP/1.1\r\nHost: %s:%d\r\nX-API-Key: %s\r\n"
+                          "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                          g_o.host, g_o.port, g_o.api_key, len);
+        if (hl <= 0 || hl >= 512)
+            return -1;
+        memcpy(out - hl, hdr, (size_t)hl);
+        c->state = CS_HTTP_BUSY;
+        rc = conn_send(W, c, out - hl, len + (size_t)hl);
+    } else {
+        memmove(W->scratch + 14, out, len);
+        size_t flen;
+        unsigned char *f = ws_wrap(W, W->scratch, len, 0x1, &flen);
+        rc = conn_send(W, c, f, flen);
+    }
+    if (rc < 0)
+        return -1;
+    BUMP(W->st->c[ST_PUBLISHED], 1);
+    atomic_fetch_add_explicit(&g_ch_pub[ch], 1, memory_order_relaxed);
+    return 0;
+}
+
+/* The next connection able to publish, round-robin, or NULL. */
+static struct conn *next_publisher(struct worker *W)
+{
+    for (uint32_t i = 0; i < W->npubs; i++) {
+        struct conn *c = &W->conns[W->pubs[W->pub_cursor]];
+        W->pub_cursor = (W->pub_cursor + 1) % W->npubs;
+        if (can_publish(c))
+            return c;
+    }
+    return NULL;
+}
+
+/* Publishes what the schedule asks for by now. Returns true while publishing. */
+static bool worker_publish(struct worker *W, int64_t now)
+{
+    int gen = atomic_load_explicit(&g_ctl->pub_gen, memory_order_acquire);
+    if (gen != W->pub_gen) {
+        W->pub_gen = gen;
+        W->pub_start = LOAD(g_ctl->pub_start);
+        W->pub_end = LOAD(g_ctl->pub_end);
+        double rate = (double)LOAD(g_ctl->rate_milli) / 1000.0;
+        W->pub_rate = g_plan.npublishers ? rate * W->npubs / (double)g_plan.npublishers : 0;
+        W->pub_sent = 0;
+        W->pub_active = true;
+        STORE(W->st->lat_max, 0);
+    }
+    if (!W->pub_active)
+        return false;
+    if (now < W->pub_start)
+        return true;
+    int64_t el = (now < W->pub_end ? now : W->pub_end) - W->pub_start;
+    uint64_t target = (uint64_t)(W->pub_rate * (double)el / 1e9);
+    while (W->pub_sent < target) {
+        struct conn *c = next_publisher(W);
+        if (!c) {
+            BUMP(W->st->c[ST_PUB_BLOCKED], 1);
+            break;
+        }
+        uint32_t ch = c->kind == K_SUBPUB ? c->ch : W->next_ch++ % (uint32_t)g_plan.nch;
+        if (publish_one(W, c, ch) == 0)
+            W->pub_sent++;
+    }
+    if (now >= W->pub_end) {
+        W->pub_active = false;
+        atomic_store_explicit(&W->st->pub_done_gen, gen, memory_order_release);
+    }
+    return W->pub_active;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Worker                                                                    */
+/* ------------------------------------------------------------------------- */
+
+static void worker_connect(struct worker *W, int64_t now)
+{
+    int gen = atomic_load_explicit(&g_ctl->connect_gen, memory_order_acquire);
+    if (gen != W->connect_gen) {
+        W->connect_gen = gen;
+        W->connect_mode = true;
+        for (uint32_t i = 0; i < W->nconns; i++) {
+            struct conn *c = &W->conns[i];
+            if (c->state == CS_CLOSED) {
+                c->attempts = 0;
+                c->retry_at = 0;
+                queue_push(W, c);
+            }
+        }
+    }
+    while (W->qcount && W->inflight < W->max_inflight) {
+        struct conn *c = &W->conns[W->queue[W->qhead]];
+        if (c->retry_at > now)
+            break;
+        W->qhead = (W->qhead + 1) % W->nconns;
+        W->qcount--;
+        c->queued = false;
+        if (c->state == CS_CLOSED)
+            conn_open(W, c, now);
+    }
+    if (W->inflight) {
+        static int64_t last;
+        if (now - last > 100000000) {
+            last = now;
+            for (uint32_t i = 0; i < W->nconns; i++) {
+                struct conn *c = &W->conns[i];
+                if (c->inflight && now > c->deadline) {
+                    note(W, "connection %u timed out in state %d", c->gidx, c->state);
+                    conn_close(W, c);
+                }
+            }
+        }
+    }
+    if (W->connect_mode && !W->inflight && !W->qcount) {
+        W->connect_mode = false;
+        atomic_store_explicit(&W->st->ready_gen, gen, memory_order_release);
+    }
+}
+
+static void worker_event(struct worker *W, struct conn *c, uint32_t ev)
+{
+    if (c->state == CS_CONNECTING) {
+        if (ev & (EPOLLOUT | EPOLLERR | EPOLLHUP))
+            on_connected(W, c);
+        return;
+    }
+    if (ev & EPOLLOUT) {
+        conn_flush(W, c);
+        if (c->state == CS_CLOSED)
+            return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
+        if (c->state == CS_HANDSHAKE)
+            hs_read(W, c);
+        else if (c->kind == K_HTTP)
+            http_read(W, c);
+        else
+            ws_read(W, c, true);
+    }
+}
+
+static void worker_main(int id, pid_t parent)
+{
+    struct worker w = {.id = id}, *W = &w;
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent)
+        _exit(1);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGPIPE, SIG_IGN);
+    W->st = &g_ws[id];
+    W->rng = (uint32_t)(now_ns() ^ ((uint64_t)getpid() << 16)) | 1;
+    int P = g_plan.procs;
+
+    /* my share: clients i with i % P == id, then publisher connections j likewise */
+    uint32_t nc = 0, np = 0;
+    for (long i = id; i < g_plan.nclients; i += P)
+        nc++;
+    for (long j = id; j < g_plan.npubconns; j += P)
+        np++;
+    W->nconns = nc + np;
+    W->conns = calloc(W->nconns ? W->nconns : 1, sizeof *W->conns);
+    W->queue = calloc(W->nconns ? W->nconns : 1, sizeof *W->queue);
+    W->pubs = calloc(W->nconns ? W->nconns : 1, sizeof *W->pubs);
+    W->gcap = READ_CHUNK * 2;
+    W->gbuf = malloc(W->gcap);
+    W->scap = (size_t)g_o.size + 4096;
+    W->scratch = malloc(W->scap);
+    W->pad = malloc((size_t)g_o.size + 1);
+    W->ep = epoll_create1(EPOLL_CLOEXEC);
+    if (!W->conns || !W->queue || !W->pubs || !W->gbuf || !W->scratch || !W->pad || W->ep < 0) {
+        fprintf(stderr, "chorus-bench[w%d]: out of memory\n", id);
+        _exit(1);
+    }
+    memset(W->pad, 'x', (size_t)g_o.size);
+    W->max_inflight = (uint32_t)(g_o.concurrency / P > 0 ? g_o.concurrency / P : 1);
+    uint32_t k = 0;
+    for (long i = id; i < g_plan.nclients; i += P, k++) {
+        struct conn *c = &W->conns[k];
+        c->fd = -1;
+        c->gidx = (uint32_t)i;
+        c->ch = (uint32_t)(i % g_plan.nch);
+        c->kind = g_plan.clients_publish ? K_SUBPUB : K_SUB;
+        if (c->kind == K_SUBPUB)
+            W->pubs[W->npubs++] = k;
+    }
+    for (long j = id; j < g_plan.npubconns; j += P, k++) {
+        struct conn *c = &W->conns[k];
+        c->fd = -1;
+        c->gidx = (uint32_t)(g_plan.nclients + j);
+        c->kind = g_o.via_http ? K_HTTP : K_PUB;
+        W->pubs[W->npubs++] = k;
+    }
+    W->next_ch = (uint32_t)id;
+
+    struct epoll_event evs[1024];
+    int n = 0;
+    int64_t parent_checked = 0;
+    while (!LOAD(g_ctl->quit)) {
+        int64_t now = now_ns();
+        worker_connect(W, now);
+        bool publishing = worker_publish(W, now);
+        /* After a wait that found work, look again without sleeping: while
+         * data keeps arriving this saves a sleep and a wake-up per batch. */
+        int timeout = n > 0 ? 0 : publishing || W->qcount ? 1 : W->inflight ? 10 : 20;
+        n = epoll_wait(W->ep, evs, 1024, timeout);
+        for (int i = 0; i < n; i++)
+            worker_event(W, &W->conns[evs[i].data.u32], evs[i].events);
+        if (now - parent_checked > 200000000) {
+            parent_checked = now;
+            if (getppid() != parent)
+                break;
+        }
+    }
+    for (uint32_t i = 0; i < W->nconns; i++)
+        if (W->conns[i].fd >= 0)
+            close(W->conns[i].fd);
+    _exit(0);
+}
+
+/* ------------------------------------------------------------------------- */
+/* Reading the server from /proc                                             */
+/* ------------------------------------------------------------------------- */
+
+/* utime + stime of pid in clock ticks, or -1. */
+static long long proc_cpu_ticks(long pid)
+{
+    char path[64], buf[2048];
+    snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    if (!p)
+        return -1;
+    unsigned long long ut, st;
+    /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
+}
+
+/* The value in kB of "key:" in /proc/pid/file, or -1. */
+static long proc_kib(long pid, const char *file, const char *key)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof path, "/proc/%ld/%s", pid, file);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    size_t kl = strlen(key);
+    long v = -1;
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl) && line[kl] == ':') {
+            v = strtol(line + kl + 1, NULL, 10);
+            break;
+        }
+    fclose(f);
+    return v;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Coordinator                                                               */
+/* ------------------------------------------------------------------------- */
+
+static volatile sig_atomic_t g_stop;
+static pid_t g_pids[MAX_PROCS];
+static int64_t g_progress_at;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    g_stop = 1;
+}
+
+/* A consistent enough sum of every worker's counters. */
+struct snap {
+    uint64_t c[NSTAT], err[NERR], close[NCLOSE];
+    uint64_t hist[HIST_N];
+    uint64_t lat_max;
+    long long server_ticks, bench_ticks;
+    int64_t t;
+};
+
+static void snap_take(struct snap *s)
+{
+    memset(s, 0, sizeof *s);
+    for (int w = 0; w < g_plan.procs; w++) {
+        struct wstats *ws = &g_ws[w];
+        for (int i = 0; i < NSTAT; i++)
+            s->c[i] += LOAD(ws->c[i]);
+        for (int i = 0; i < NERR; i++)
+            s->err[i] += LOAD(ws->err[i]);
+        for (int i = 0; i < NCLOSE; i++)
+            s->close[i] += LOAD(ws->close[i]);
+        for (int i = 0; i < HIST_N; i++)
+            s->hist[i] += LOAD(ws->hist[i]);
+        uint64_t m = LOAD(ws->lat_max);
+        if (m > s->lat_max)
+            s->lat_max = m;
+    }
+    s->t = now_ns();
+    s->server_ticks = g_o.server_pid ? proc_cpu_ticks(g_o.server_pid) : -1;
+    s->bench_ticks = 0;
+    for (int w = 0; w < g_plan.procs; w++) {
+        long long t = proc_cpu_ticks(g_pids[w]);
+        if (t >= 0)
+            s->bench_ticks += t;
+    }
+}
+
+/* Figures of one measured interval (a run or a step). */
+struct result {
+    const char *scenario;
+    int step;                  /* 0: not a step */
+    double rate, duration;
+    uint64_t expected;
+    struct snap d;             /* counters: difference over the interval */
+    double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
+    double server_cpu, bench_cpu;         /* -1 when unknown */
+    double wall;
+    long rss_kib;
+    double mem_per_conn;       /* -1 when not measured */
+    uint64_t connections, subscribed;
+    bool interrupted;
+};
+
+static bool worker_died(void)
+{
+    int status;
+    pid_t p = waitpid(-1, &status, WNOHANG);
+    if (p > 0) {
+        for (int w = 0; w < g_plan.procs; w++)
+            if (g_pids[w] == p) {
+                fprintf(stderr, "\nchorus-bench: worker %d (pid %d) exited unexpectedly (status 0x%x)\n",
+                        w, (int)p, status);
+                g_pids[w] = -1;
+            }
+        return true;
+    }
+    return false;
+}
+
+static void fmt_count(char *out, size_t cap, double v)
+{
+    if (v >= 1e6)
+        snprintf(out, cap, "%.2fM", v / 1e6);
+    else if (v >= 1e4)
+        snprintf(out, cap, "%.1fk", v / 1e3);
+    else
+        snprintf(out, cap, "%.0f", v);
+}
+
+static void progress(const char *phase, const struct snap *base, double step_rate, bool force)
+{
+    int64_t now = now_ns();
+    if (g_o.quiet || (!force && now - g_progress_at < 1000000000))
+        return;
+    bool first = !g_progress_at;
+    g_progress_at = now;
+    static struct snap prev, cur;
+    static uint64_t h[HIST_N];
+    snap_take(&cur);
+    if (first && base)
+        prev = *base;
+    double dt = (double)(cur.t - prev.t) / 1e9;
+    if (dt <= 0)
+        dt = 1;
+    const char *cr = isatty(2) ? "\r\033[K" : "\r";
+    char pub[32], recv[32], rr[32];
+    if (base) {
+        for (int i = 0; i < HIST_N; i++)
+            h[i] = cur.hist[i] - base->hist[i];
+        double p99 = hist_quantile_ms(h, 0.99);
+        fmt_count(pub, sizeof pub, (double)(cur.c[ST_PUBLISHED] - base->c[ST_PUBLISHED]));
+        fmt_count(recv, sizeof recv, (double)(cur.c[ST_RECEIVED] - base->c[ST_RECEIVED]));
+        fmt_count(rr, sizeof rr, (double)(cur.c[ST_RECEIVED] - prev.c[ST_RECEIVED]) / dt);
+        fprintf(stderr, "%s%s rate %.0f/s | open %" PRIu64 " subs %" PRIu64 " | pub %s | recv %s (%s/s) | p99 %.2f ms | gaps %" PRIu64,
+                cr, phase, step_rate, cur.c[ST_OPEN], cur.c[ST_SUBSCRIBED], pub, recv, rr, p99,
+                cur.c[ST_GAPS] - base->c[ST_GAPS]);
+    } else {
+        fprintf(stderr, "%s%s | open %" PRIu64 " subscribed %" PRIu64 " | retries %" PRIu64 " failed %" PRIu64,
+                cr, phase, cur.c[ST_OPEN], cur.c[ST_SUBSCRIBED], cur.c[ST_CONNECT_RETRIES],
+                cur.c[ST_CONNECT_FAILED]);
+        if (g_o.server_pid)
+            fprintf(stderr, " | server rss %ld KiB", proc_kib(g_o.server_pid, "status", "VmRSS"));
+    }
+    fflush(stderr);
+    prev = cur;
+}
+
+static void progress_end(void)
+{
+    if (!g_o.quiet && g_progress_at)
+        fputc('\n', stderr);
+    g_progress_at = 0;
+}
+
+/* Asks every worker to (re)open its closed connections and waits until they
+ * have. Returns false when that took longer than --connect-timeout. */
+static bool run_connect(void)
+{
+    int gen = LOAD(g_ctl->connect_gen) + 1;
+    atomic_store_explicit(&g_ctl->connect_gen, gen, memory_order_release);
+    int64_t deadline = now_ns() + (int64_t)(g_o.connect_timeout * 1e9);
+    for (;;) {
+        int ready = 0;
+        for (int w = 0; w < g_plan.procs; w++)
+            ready += atomic_load_explicit(&g_ws[w].ready_gen, memory_order_acquire) == gen;
+        if (ready == g_plan.procs)
+            break;
+        if (g_stop || worker_died() || now_ns() > deadline) {
+            progress_end();
+            if (!g_stop)
+                fprintf(stderr, "chorus-bench: connecting did not finish within %.0f s\n", g_o.connect_timeout);
+            return false;
+        }
+        char phase[64];
+        snprintf(phase, sizeof phase, "connect %ld", g_plan.nclients + g_plan.npubconns);
+        progress(phase, NULL, 0, false);
+        sleep_ms(10);
+    }
+    return true;
+}
+
+static void snap_diff(struct snap *d, const struct snap *a, const struct snap *b)
+{
+    for (int i = 0; i < NSTAT; i++)
+        d->c[i] = b->c[i] - a->c[i];
+    d->c[ST_OPEN] = b->c[ST_OPEN];
+    d->c[ST_SUBSCRIBED] = b->c[ST_SUBSCRIBED];
+    for (int i = 0; i < NERR; i++)
+        d->err[i] = b->err[i] - a->err[i];
+    for (int i = 0; i < NCLOSE; i++)
+        d->close[i] = b->close[i] - a->close[i];
+    for (int i = 0; i < HIST_N; i++)
+        d->hist[i] = b->hist[i] - a->hist[i];
+    d->lat_max = b->lat_max;
+}
+
+static void result_finish(struct result *r, const struct snap *a, const struct snap *b)
+{
+    snap_diff(&r->d, a, b);
+    r->wall = (double)(b->t - a->t) / 1e9;
+    r->p50 = hist_quantile_ms(r->d.hist, 0.50);
+    r->p90 = hist_quantile_ms(r->d.hist, 0.90);
+    r->p99 = hist_quantile_ms(r->d.hist, 0.99);
+    r->p999 = hist_quantile_ms(r->d.hist, 0.999);
+    r->max_ms = r->p50 < 0 ? -1 : (double)r->d.lat_max / 1e6;
+    long hz = sysconf(_SC_CLK_TCK);
+    r->server_cpu = a->server_ticks >= 0 && b->server_ticks >= 0 && r->wall > 0
+                        ? 100.0 * (double)(b->server_ticks - a->server_ticks) / (double)hz / r->wall
+                        : -1;
+    r->bench_cpu = r->wall > 0 ? 100.0 * (double)(b->bench_ticks - a->bench_ticks) / (double)hz / r->wall : -1;
+    r->rss_kib = g_o.server_pid ? proc_kib(g_o.server_pid, "status", "VmRSS") : -1;
+    r->connections = b->c[ST_OPEN];
+    r->subscribed = b->c[ST_SUBSCRIBED];
+}
+
+static double result_loss(const struct result *r)
+{
+    if (!r->expected)
+        return 0;
+    if (r->d.c[ST_RECEIVED] >= r->expected)
+        return 0;
+    return (double)(r->expected - r->d.c[ST_RECEIVED]) / (double)r->expected;
+}
+
+static void json_num(const char *key, double v, const char *fmt)
+{
+    if (v < 0 || !isfinite(v))
+        printf(",\"%s\":null", key);
+    else
+        printf(fmt, key, v);
+}
+
+/* Prints r as one JSON line; extra (may be NULL) is appended verbatim. */
+static void result_print(const struct result *r, const char *extra)
+{
+    char target[300];
+    snprintf(target, sizeof target, "ws://%s:%d%s", g_o.host, g_o.port, g_o.path);
+    printf("{\"scenario\":\"%s\",\"target\":\"%s\"", r->scenario, target);
+    if (r->step)
+        printf(",\"step\":%d", r->step);
+    printf(",\"connections\":%" PRIu64 ",\"subscribed\":%" PRIu64, r->connections, r->subscribed);
+    printf(",\"channels\":%ld,\"publishers\":%ld,\"publish_via\":\"%s\",\"size\":%ld,\"procs\":%d",
+           g_plan.nch, g_plan.npublishers, g_o.via_http ? "http" : "ws", g_o.size, g_plan.procs);
+    printf(",\"rate_target\":%.3f,\"duration_s\":%.3f", r->rate, r->duration);
+    double achieved = r->duration > 0 ? (double)r->d.c[ST_PUBLISHED] / r->duration : 0;
+    printf(",\"rate_achieved\":%.3f", achieved);
+    printf(",\"published\":%" PRIu64 ",\"expected\":%" PRIu64 ",\"received\":%" PRIu64, r->d.c[ST_PUBLISHED],
+           r->expected, r->d.c[ST_RECEIVED]);
+    double loss = result_loss(r);
+    printf(loss > 0 ? ",\"loss\":%.6g" : ",\"loss\":%.0f", loss);
+    printf(",\"deliveries_per_sec\":%.1f", r->duration > 0 ? (double)r->d.c[ST_RECEIVED] / r->duration : 0);
+    json_num("p50_ms", r->p50, ",\"%s\":%.3f");
+    json_num("p90_ms", r->p90, ",\"%s\":%.3f");
+    json_num("p99_ms", r->p99, ",\"%s\":%.3f");
+    json_num("p999_ms", r->p999, ",\"%s\":%.3f");
+    json_num("max_ms", r->max_ms, ",\"%s\":%.3f");
+    json_num("server_cpu_pct", r->server_cpu, ",\"%s\":%.1f");
+    json_num("server_rss_kib", (double)r->rss_kib, ",\"%s\":%.0f");
+    json_num("mem_per_conn_bytes", r->mem_per_conn, ",\"%s\":%.0f");
+    json_num("bench_cpu_pct", r->bench_cpu, ",\"%s\":%.1f");
+    json_num("wall_s", r->wall, ",\"%s\":%.3f");
+    for (int i = ST_CONNECT_RETRIES; i < NSTAT; i++) {
+        if (i == ST_PUBLISHED || i == ST_RECEIVED || i == ST_BYTES_IN)
+            continue;
+        printf(",\"%s\":%" PRIu64, stat_names[i], r->d.c[i]);
+    }
+    printf(",\"closes\":{");
+    for (int i = 0, n = 0; i < NCLOSE; i++)
+        if (r->d.close[i])
+            printf("%s\"%s\":%" PRIu64, n++ ? "," : "", close_names[i], r->d.close[i]);
+    printf("},\"errors\":{");
+    for (int i = 0, n = 0; i < NERR; i++)
+        if (r->d.err[i])
+            printf("%s\"%s\":%" PRIu64, n++ ? "," : "", err_names[i], r->d.err[i]);
+    printf("}");
+    if (r->interrupted)
+        printf(",\"interrupted\":true");
+    if (extra)
+        printf("%s", extra);
+    printf("}\n");
+    fflush(stdout);
+}
+
+/* Sum over channels of (messages published since base) x (subscribers at the start). */
+static uint64_t expected_deliveries(const uint64_t *pub0, const int64_t *subs0)
+{
+    uint64_t e = 0;
+    for (long ch = 0; ch < g_plan.nch; ch++) {
+        uint64_t p = LOAD(g_ch_pub[ch]) - pub0[ch];
+        if (subs0[ch] > 0)
+            e += p * (uint64_t)subs0[ch];
+    }
+    return e;
+}
+
+/* Publishes at rate for duration seconds, waits for the deliveries, fills r. */
+static void run_publish(struct result *r, double rate, double duration, int step)
+{
+    static uint64_t *pub0;
+    static int64_t *subs0;
+    if (!pub0) {
+        pub0 = calloc((size_t)g_plan.nch, sizeof *pub0);
+        subs0 = calloc((size_t)g_plan.nch, sizeof *subs0);
+        if (!pub0 || !subs0) {
+            fprintf(stderr, "chorus-bench: out of memory\n");
+            exit(1);
+        }
+    }
+    memset(r, 0, sizeof *r);
+    r->scenario = scenario_names[g_o.sc];
+    r->step = step;
+    r->rate = rate;
+    r->mem_per_conn = -1;
+    for (long ch = 0; ch < g_plan.nch; ch++) {
+        pub0[ch] = LOAD(g_ch_pub[ch]);
+        subs0[ch] = LOAD(g_ch_subs[ch]);
+    }
+    struct snap a, b;
+    int gen = LOAD(g_ctl->pub_gen) + 1;
+    int64_t start = now_ns() + 100000000; /* every worker sees the new generation first */
+    int64_t end = start + (int64_t)(duration * 1e9);
+    STORE(g_ctl->pub_start, start);
+    STORE(g_ctl->pub_end, end);
+    STORE(g_ctl->rate_milli, (uint64_t)(rate * 1000));
+    snap_take(&a);
+    atomic_store_explicit(&g_ctl->pub_gen, gen, memory_order_release);
+
+    char phase[64];
+    snprintf(phase, sizeof phase, step ? "step %d" : "publish", step);
+    /* publishing: until every worker says it is done, bounded */
+    for (;;) {
+        int done = 0;
+        for (int w = 0; w < g_plan.procs; w++)
+            done += atomic_load_explicit(&g_ws[w].pub_done_gen, memory_order_acquire) == gen;
+        if (done == g_plan.procs)
+            break;
+        if (g_stop || worker_died() || now_ns() > end + 5000000000LL) {
+            r->interrupted = true;
+            break;
+        }
+        progress(phase, &a, rate, false);
+        sleep_ms(5);
+    }
+    int64_t pub_ended = now_ns();
+    r->duration = (double)((pub_ended < end ? pub_ended : end) - start) / 1e9;
+    if (r->duration < 0)
+        r->duration = 0;
+    /* draining: until everything expected arrived and every publish was answered */
+    snprintf(phase, sizeof phase, step ? "step %d drain" : "drain", step);
+    int64_t drain_end = now_ns() + (int64_t)(g_o.drain * 1e9);
+    for (;;) {
+        uint64_t exp = expected_deliveries(pub0, subs0);
+        uint64_t recv = 0, pub = 0, answered = 0;
+        for (int w = 0; w < g_plan.procs; w++) {
+            recv += LOAD(g_ws[w].c[ST_RECEIVED]);
+            pub += LOAD(g_ws[w].c[ST_PUBLISHED]);
+            answered += LOAD(g_ws[w].c[ST_PUB_ACKED]) + LOAD(g_ws[w].c[ST_PUB_FAILED]);
+        }
+        recv -= a.c[ST_RECEIVED];
+        pub -= a.c[ST_PUBLISHED];
+        answered -= a.c[ST_PUB_ACKED] + a.c[ST_PUB_FAILED];
+        if (recv >= exp && answered >= pub)
+            break;
+        if (g_stop || worker_died() || now_ns() > drain_end)
+            break;
+        progress(phase, &a, rate, false);
+        sleep_ms(5);
+    }
+    sleep_ms(20); /* let a duplicate or a late close show up */
+    snap_take(&b);
+    progress(phase, &a, rate, true);
+    progress_end();
+    r->expected = expected_deliveries(pub0, subs0);
+    result_finish(r, &a, &b);
+    if (g_stop)
+        r->interrupted = true;
+}
+
+/* A step holds when it lost nothing and met the latency bound. */
+static const char *step_failure(const struct result *r)
+{
+    if (r->interrupted)
+        return "interrupted";
+    if (result_loss(r) > 0 || r->d.c[ST_GAPS] || r->d.c[ST_DUPS])
+        return "loss";
+    for (int i = 0; i < NCLOSE; i++)
+        if (r->d.close[i])
+            return "closes";
+    if (r->d.c[ST_PUB_FAILED])
+        return "publish_errors";
+    if ((double)r->d.c[ST_PUBLISHED] < 0.97 * r->rate * r->duration)
+        return "publishers_fell_behind";
+    if (r->p99 > g_o.max_p99_ms)
+        return "p99";
+    return NULL;
+}
+
+static int run_step_mode(void)
+{
+    struct result best = {0}, cur, bad = {0};
+    bool have_best = false, have_bad = false;
+    const char *bad_why = NULL;
+    int step = 0;
+    double rate = g_o.rate_start;
+    while (!g_stop) {
+        if (step && !run_connect()) /* reopens what a failed step lost */
+            break;
+        run_publish(&cur, rate, g_o.duration, ++step);
+        const char *why = step_failure(&cur);
+        char extra[160];
+        snprintf(extra, sizeof extra, ",\"held\":%s%s%s%s", why ? "false" : "true", why ? ",\"fail_reason\":\"" : "",
+                 why ? why : "", why ? "\"" : "");
+        cur.scenario = "fanout-step";
+        result_print(&cur, extra);
+        if (why) {
+            bad = cur, have_bad = true, bad_why = why;
+            break;
+        }
+        best = cur, have_best = true;
+        if (rate >= g_o.rate_max)
+            break;
+        rate *= g_o.rate_step;
+        if (rate > g_o.rate_max)
+            rate = g_o.rate_max;
+    }
+    for (int i = 0; i < g_o.refine && have_best && have_bad && !g_stop; i++) {
+        double mid = sqrt(best.rate * bad.rate);
+        if (mid / best.rate < 1.02)
+            break;
+        run_connect();
+        run_publish(&cur, mid, g_o.duration, ++step);
+        const char *why = step_failure(&cur);
+        char extra[160];
+        snprintf(extra, sizeof extra, ",\"held\":%s%s%s%s", why ? "false" : "true", why ? ",\"fail_reason\":\"" : "",
+                 why ? why : "", why ? "\"" : "");
+        cur.scenario = "fanout-step";
+        result_print(&cur, extra);
+        if (why)
+            bad = cur, bad_why = why;
+        else
+            best = cur;
+    }
+    char extra[400];
+    snprintf(extra, sizeof extra, ",\"final\":true,\"steps\":%d,\"sustained_rate\":%.3f", step,
+             have_best ? best.rate : 0.0);
+    size_t l = strlen(extra);
+    if (have_bad)
+        snprintf(extra + l, sizeof extra - l, ",\"first_failing_rate\":%.3f,\"fail_reason\":\"%s\"", bad.rate,
+                 bad_why);
+    else
+        snprintf(extra + l, sizeof extra - l, ",\"first_failing_rate\":null,\"fail_reason\":\"%s\"",
+                 g_stop ? "interrupted" : "rate_max_reached");
+    if (!have_best) {
+        best = have_bad ? bad : best;
+        best.rate = 0;
+    }
+    best.scenario = "fanout-step";
+    best.step = 0;
+    result_print(&best, extra);
+    return have_best ? 0 : 1;
+}
+
+static int run_idle(long rss_before, long anon_before)
+{
+    struct snap a, b;
+    snap_take(&a);
+    int64_t end = now_ns() + (int64_t)(g_o.settle * 1e9);
+    while (now_ns() < end && !g_stop && !worker_died()) {
+        progress("settle", NULL, 0, false);
+        sleep_ms(20);
+    }
+    progress("settle", NULL, 0, true);
+    progress_end();
+    snap_take(&b);
+    struct result r = {0};
+    r.scenario = "idle";
+    r.mem_per_conn = -1;
+    r.interrupted = g_stop;
+    result_finish(&r, &a, &b);
+    char extra[600] = "";
+    if (g_o.server_pid) {
+        long rss = proc_kib(g_o.server_pid, "status", "VmRSS");
+        long anon = proc_kib(g_o.server_pid, "smaps_rollup", "Anonymous");
+        long pss = proc_kib(g_o.server_pid, "smaps_rollup", "Pss");
+        long pdirty = proc_kib(g_o.server_pid, "smaps_rollup", "Private_Dirty");
+        r.rss_kib = rss;
+        uint64_t n = r.subscribed ? r.subscribed : 1;
+        if (rss >= 0 && rss_before >= 0)
+            r.mem_per_conn = (double)(rss - rss_before) * 1024.0 / (double)n;
+        snprintf(extra, sizeof extra,
+                 ",\"server_rss_before_kib\":%ld,\"server_anon_before_kib\":%ld,\"server_anon_kib\":%ld"
+                 ",\"anon_per_conn_bytes\":%.0f,\"server_pss_kib\":%ld,\"server_private_dirty_kib\":%ld"
+                 ",\"settle_s\":%.1f",
+                 rss_before, anon_before, anon,
+                 anon >= 0 && anon_before >= 0 ? (double)(anon - anon_before) * 1024.0 / (double)n : -1.0, pss,
+                 pdirty, g_o.settle);
+    }
+    r.duration = 0;
+    result_print(&r, extra);
+    return r.subscribed ? 0 : 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* Subcommands for scripts                                                   */
+/* ------------------------------------------------------------------------- */
+
+static int cmd_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 || getsockname(fd, (struct sockaddr *)&a, &al) < 0) {
+        perror("chorus-bench free-port");
+        return 1;
+    }
+    printf("%d\n", ntohs(a.sin_port));
+    close(fd);
+    return 0;
+}
+
+static int cmd_wait_ready(int argc, char **argv)
+{
+    const char *host = "127.0.0.1";
+    int port = 8080;
+    double timeout = 10;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (!strcmp(argv[i], "--host"))
+            host = argv[i + 1];
+        else if (!strcmp(argv[i], "--port"))
+            port = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--timeout"))
+            timeout = atof(argv[i + 1]);
+    }
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1) {
+        fprintf(stderr, "chorus-bench wait-ready: --host must be an IPv4 address\n");
+        return 2;
+    }
+    int64_t deadline = now_ns() + (int64_t)(timeout * 1e9);
+    do {
+        int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct timeval tv = {1, 0};
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+        char buf[256];
+        int n = snprintf(buf, sizeof buf, "GET /healthz HTTP/1.1\r\nHost: %s:%d\r\nConnection: close\r\n\r\n", host,
+                         port);
+        if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+            send(fd, buf, (size_t)n, MSG_NOSIGNAL) == n) {
+            ssize_t r = recv(fd, buf, sizeof buf - 1, 0);
+            if (r > 12) {
+                buf[r] = 0;
+                if (!strncmp(buf, "HTTP/1.1 200", 12) || !strncmp(buf, "HTTP/1.0 200", 12)) {
+                    close(fd);
+                    return 0;
+                }
+            }
+        }
+        if (fd >= 0)
+            close(fd);
+        sleep_ms(100);
+    } while (now_ns() < deadline);
+    fprintf(stderr, "chorus-bench wait-ready: %s:%d/healthz did not answer 200 within %.1f s\n", host, port,
+            timeout);
+    return 1;
+}
+
+/* ------------------------------------------------------------------------- */
+/* main                                                                      */
+/* ------------------------------------------------------------------------- */
+
+static int plan_make(struct plan *p)
+{
+    memset(p, 0, sizeof *p);
+    switch (g_o.sc) {
+    case SC_FANOUT:
+        p->nclients = g_o.subs;
+        p->nch = g_o.channels;
+        p->npubconns = g_o.pubs;
+        break;
+    case SC_ROOMS:
+        p->nclients = g_o.clients;
+        p->nch = g_o.rooms;
+        p->clients_publish = !g_o.via_http;
+        p->npubconns = g_o.via_http ? g_o.pubs : 0;
+        break;
+    case SC_IDLE:
+        p->nclients = g_o.conns;
+        p->nch = g_o.shared_channel ? 1 : g_o.conns;
+        p->npubconns = 0;
+        break;
+    }
+    p->npublishers = p->clients_publish ? p->nclients : p->npubconns;
+
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
+    if (getaddrinfo(g_o.host, NULL, &hints, &ai) || !ai) {
+        fprintf(stderr, "chorus-bench: cannot resolve '%s' to an IPv4 address\n", g_o.host);
+        return 2;
+    }
+    memcpy(&p->addr, ai->ai_addr, sizeof p->addr);
+    freeaddrinfo(ai);
+    p->addr.sin_port = htons((uint16_t)g_o.port);
+    bool loopback = (ntohl(p->addr.sin_addr.s_addr) >> 24) == 127;
+    if (!loopback && !g_o.allow_remote) {
+        fprintf(stderr, "chorus-bench: %s is not in 127.0.0.0/8; pass --allow-remote to load another host\n",
+                g_o.host);
+        return 2;
+    }
+
+    /* descriptors: raise the soft limit as far as allowed, then split */
+    struct rlimit rl;
+    getrlimit(RLIMIT_NOFILE, &rl);
+    rl.rlim_cur = rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    getrlimit(RLIMIT_NOFILE, &rl);
+    long cap = (long)rl.rlim_cur - FD_RESERVE;
+    if (cap < 16)
+        cap = 16;
+    long total = p->nclients + p->npubconns;
+    int procs = (int)((total + cap - 1) / cap);
+    if (procs < g_o.procs)
+        procs = g_o.procs;
+    if (procs < 1)
+        procs = 1;
+    if (procs > MAX_PROCS) {
+        fprintf(stderr, "chorus-bench: %ld connections need more than %d processes of %ld descriptors\n", total,
+                MAX_PROCS, cap);
+        return 2;
+    }
+    p->procs = procs;
+    if (g_o.src_ips >= 0)
+        p->src_ips = g_o.src_ips;
+    else
+        p->src_ips = (int)((total + 15999) / 16000);
+    if (!loopback)
+        p->src_ips = 0;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && !strcmp(argv[1], "free-port"))
+        return cmd_free_port();
+    if (argc >= 2 && !strcmp(argv[1], "wait-ready"))
+        return cmd_wait_ready(argc, argv);
+    int rc = opts_parse(&g_o, argc, argv);
+    if (rc)
+        return rc;
+    g_stamp_clock = g_o.realtime ? CLOCK_REALTIME : CLOCK_MONOTONIC;
+    if (!g_o.prefix[0]) {
+        uint32_t r = (uint32_t)(now_ns() ^ (uint64_t)getpid() << 20);
+        snprintf(g_o.prefix, sizeof g_o.prefix, "bench:%s-%08x", scenario_names[g_o.sc], rng_next(&r));
+    }
+    if ((rc = plan_make(&g_plan)))
+        return rc;
+
+    size_t sz = sizeof(struct control) + (size_t)g_plan.procs * sizeof(struct wstats) +
+                (size_t)g_plan.nch * (sizeof(_Atomic uint64_t) + sizeof(_Atomic int64_t)) + 64;
+    void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) {
+        perror("chorus-bench: mmap");
+        return 1;
+    }
+    g_ctl = mem;
+    g_ws = (struct wstats *)((char *)mem + ((sizeof(struct control) + 63) & ~(size_t)63));
+    g_ch_pub = (_Atomic uint64_t *)(g_ws + g_plan.procs);
+    g_ch_subs = (_Atomic int64_t *)(g_ch_pub + g_plan.nch);
+
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    long rss_before = -1, anon_before = -1;
+    if (g_o.server_pid) {
+        rss_before = proc_kib(g_o.server_pid, "status", "VmRSS");
+        anon_before = proc_kib(g_o.server_pid, "smaps_rollup", "Anonymous");
+        if (rss_before < 0)
+            fprintf(stderr, "chorus-bench: cannot read /proc/%ld/status; no server figures\n", g_o.server_pid);
+    }
+
+    fflush(NULL);
+    pid_t self = getpid();
+    for (int w = 0; w < g_plan.procs; w++) {
+        pid_t p = fork();
+        if (p < 0) {
+            perror("chorus-bench: fork");
+            STORE(g_ctl->quit, 1);
+            return 1;
+        }
+        if (p == 0)
+            worker_main(w, self);
+        g_pids[w] = p;
+    }
+
+    rc = 0;
+    if (!run_connect() && g_stop)
+        rc = 1;
+    struct snap s;
+    snap_take(&s);
+    progress_end();
+    if (!s.c[ST_SUBSCRIBED] && !g_stop) {
+        fprintf(stderr, "chorus-bench: no connection could subscribe to ws://%s:%d%s\n", g_o.host, g_o.port,
+                g_o.path);
+        rc = 1;
+    }
+    if (!rc) {
+        if (s.c[ST_SUBSCRIBED] < (uint64_t)g_plan.nclients)
+            fprintf(stderr, "chorus-bench: only %" PRIu64 " of %ld clients subscribed; measuring those\n",
+                    s.c[ST_SUBSCRIBED], g_plan.nclients);
+        if (g_o.sc == SC_IDLE) {
+            rc = run_idle(rss_before, anon_before);
+        } else if (g_o.step) {
+            rc = run_step_mode();
+        } else {
+            struct result r;
+            run_publish(&r, g_o.rate, g_o.duration, 0);
+            result_print(&r, NULL);
+        }
+    } else {
+        struct result r = {0};
+        static struct snap z;
+        z.t = s.t;
+        z.server_ticks = -1;
+        r.scenario = scenario_names[g_o.sc];
+        r.mem_per_conn = -1;
+        result_finish(&r, &z, &s);
+        result_print(&r, ",\"error\":\"could not connect\"");
+    }
+
+    STORE(g_ctl->quit, 1);
+    int64_t deadline = now_ns() + 5000000000LL;
+    for (int w = 0; w < g_plan.procs; w++) {
+        if (g_pids[w] <= 0)
+            continue;
+        while (waitpid(g_pids[w], NULL, WNOHANG) == 0) {
+            if (now_ns() > deadline) {
+                kill(g_pids[w], SIGKILL);
+                waitpid(g_pids[w], NULL, 0);
+                break;
+            }
+            sleep_ms(10);
+        }
+    }
+    return rc;
+}

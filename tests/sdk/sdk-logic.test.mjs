@@ -1,0 +1,351 @@
+// SDK logic tests against FakeBroker (fake-broker.mjs): the parts of the
+// client's behaviour that need faults a real broker will not produce on demand
+// (duplicated frames, epoch changes, a peer that stops answering, exact backoff
+// bounds). Runs without chorusd. The same behaviours against the real broker
+// are in sdk.test.mjs.
+
+import { test, describe, before, after, afterEach } from 'node:test';
+import assert from 'node:assert/strict';
+import { WebSocket } from 'ws';
+import { FakeBroker } from './fake-broker.mjs';
+import { sdk, waitFor, nextEvent, rejectionOf, within, collector, freePort } from './helpers.mjs';
+
+const { Chorus, ChorusError } = sdk;
+
+let broker;
+const clients = [];
+
+function client(opts = {}, url = broker.url) {
+  const c = new Chorus(url, { WebSocket, minReconnectDelay: 20, maxReconnectDelay: 100, requestTimeout: 2000, ...opts });
+  clients.push(c);
+  return c;
+}
+
+before(async () => {
+  broker = await new FakeBroker().start();
+});
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
+  broker.mute = false;
+});
+after(async () => {
+  await broker.stop();
+});
+
+describe('requests', () => {
+  test('request ids are distinct integers and the client reports hello', async () => {
+    const c = client();
+    const connected = nextEvent(c, 'connected', 3000);
+    c.connect();
+    const info = await connected;
+    assert.equal(info.node, 'fake-node');
+    assert.equal(c.clientId, info.client);
+    await c.ping();
+    await c.publish('t:ids', 1);
+    await c.history('t:ids');
+    const ids = broker.received.filter((r) => r.conn.id === c.clientId).map((r) => r.frame.id);
+    assert.ok(ids.length >= 3);
+    for (const id of ids) assert.ok(Number.isInteger(id) && id >= 0 && id < 2 ** 53, `id ${id}`);
+    assert.equal(new Set(ids).size, ids.length, 'ids are unique');
+  });
+
+  test('publish resolves with the seq; handler gets (data, msg) after the ack', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:basic', h);
+    assert.equal(sub.state, 'subscribed');
+    const s1 = await c.publish('t:basic', { text: 'a' });
+    const s2 = await c.publish('t:basic', 'b');
+    assert.equal(s2, s1 + 1);
+    await waitFor(() => got.length === 2, { what: 'two messages' });
+    assert.deepEqual(got.map((m) => m.data), [{ text: 'a' }, 'b']);
+    assert.deepEqual(got.map((m) => m.seq), [s1, s2]);
+  });
+
+  test('an err reply rejects with a ChorusError carrying the code', async () => {
+    const c = client();
+    c.connect();
+    const e = await rejectionOf(c.publish('bad channel!', 1));
+    assert.ok(e instanceof ChorusError);
+    assert.equal(e.code, 'bad_channel');
+    assert.equal(e.reply.op, 'err');
+    const f = await rejectionOf(c.publish('ro:x', 1));
+    assert.equal(f.code, 'forbidden');
+    const g = await rejectionOf(c.subscribe('', () => {}));
+    assert.equal(g.code, 'bad_channel');
+    assert.equal(c.getSubscription(''), undefined, 'failed subscription is dropped');
+  });
+
+  test('subscribing twice to one channel is refused locally', async () => {
+    const c = client();
+    c.connect();
+    await c.subscribe('t:twice');
+    const e = await rejectionOf(c.subscribe('t:twice'));
+    assert.equal(e.code, 'already_subscribed');
+  });
+
+  test('close rejects pending requests with code closed', async () => {
+    broker.mute = true;
+    const c = client();
+    await c.connect();
+    const p = c.publish('t:close', 1);
+    const q = c.subscribe('t:close');
+    c.close();
+    assert.equal((await rejectionOf(p)).code, 'closed');
+    assert.equal((await rejectionOf(q)).code, 'closed');
+    assert.equal((await rejectionOf(c.ping())).code, 'closed');
+  });
+
+  test('a request without a reply rejects with timeout', async () => {
+    broker.mute = true;
+    const c = client({ requestTimeout: 200, pingInterval: 0 });
+    await c.connect();
+    const e = await rejectionOf(c.history('t:mute'));
+    assert.equal(e.code, 'timeout');
+  });
+});
+
+describe('ordering and deduplication', () => {
+  test('duplicate and stale seqs are delivered once', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:dup', h);
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    const m1 = broker.publish('t:dup', 'one');
+    broker.sendRaw(conn, m1); // duplicate
+    const m2 = broker.publish('t:dup', 'two');
+    broker.sendRaw(conn, m1); // stale
+    broker.sendRaw(conn, m2); // duplicate
+    broker.publish('t:dup', 'three');
+    await waitFor(() => got.length >= 3, { what: 'three messages' });
+    await c.ping(); // everything sent before the pong has been processed
+    assert.deepEqual(got.map((m) => m.data), ['one', 'two', 'three']);
+    assert.equal(sub.seq, 3);
+  });
+
+  test('an epoch event resets the position and is reported', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:epoch', h);
+    broker.publish('t:epoch', 'old1');
+    broker.publish('t:epoch', 'old2');
+    await waitFor(() => got.length === 2);
+    const ev = nextEvent(c, 'epoch');
+    const subEv = nextEvent(sub, 'epoch');
+    broker.newEpoch('t:epoch');
+    const e = await ev;
+    await subEv;
+    assert.equal(e.channel, 't:epoch');
+    assert.equal(e.epoch, broker.channel('t:epoch').epoch);
+    broker.publish('t:epoch', 'new1'); // seq 1 again: must not be taken for a duplicate
+    await waitFor(() => got.length === 3, { what: 'first message of the new epoch' });
+    assert.equal(got[2].seq, 1);
+    assert.deepEqual(sub.position, { epoch: e.epoch, seq: 1 });
+  });
+
+  test('a seq that skips ahead is reported as a gap and still delivered', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:gap', h);
+    const gap = nextEvent(sub, 'gap');
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    broker.sendRaw(conn, { op: 'msg', ch: 't:gap', seq: 5, ts: Date.now(), data: 'x' });
+    const g = await gap;
+    assert.equal(g.expected, 1);
+    assert.equal(g.got, 5);
+    await waitFor(() => got.length === 1);
+  });
+
+  test('messages of other channels and after unsubscribe are not delivered', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:unsub', h);
+    broker.publish('t:unsub', 1);
+    await waitFor(() => got.length === 1);
+    await sub.unsubscribe();
+    assert.equal(sub.state, 'unsubscribed');
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    broker.sendRaw(conn, { op: 'msg', ch: 't:unsub', seq: 2, data: 2 }); // a late one
+    broker.publish('t:unsub', 3);
+    await c.ping();
+    assert.equal(got.length, 1);
+    // and the channel can be subscribed again
+    await c.subscribe('t:unsub', h);
+  });
+});
+
+describe('reconnection', () => {
+  test('after a drop the client resubscribes with since and gets missed messages once', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:resume', h);
+    broker.publish('t:resume', 'a');
+    await waitFor(() => got.length === 1);
+    const first = c.clientId;
+    const dropped = nextEvent(c, 'disconnected');
+    broker.killAll();
+    const d = await dropped;
+    assert.equal(d.willReconnect, true);
+    broker.publish('t:resume', 'b'); // missed while offline
+    broker.publish('t:resume', 'c');
+    const ctx = await nextEvent(sub, 'subscribed', 5000);
+    assert.equal(ctx.resubscribed, true);
+    assert.equal(ctx.wasRecovering, true);
+    assert.equal(ctx.recovered, true);
+    assert.notEqual(c.clientId, first);
+    const subs = broker.framesOf('sub').filter((f) => f.ch === 't:resume');
+    assert.deepEqual(subs.at(-1).since, { epoch: broker.channel('t:resume').epoch, seq: 1 });
+    broker.publish('t:resume', 'd');
+    await waitFor(() => got.length >= 4, { what: 'missed and live messages' });
+    await c.ping();
+    assert.deepEqual(got.map((m) => m.data), ['a', 'b', 'c', 'd']);
+  });
+
+  test('a failed recovery is reported as unrecovered and the position jumps', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:lost', h);
+    broker.publish('t:lost', 'a');
+    await waitFor(() => got.length === 1);
+    const dropped = nextEvent(c, 'disconnected');
+    broker.killAll();
+    await dropped;
+    broker.channels.delete('t:lost'); // the broker forgot the channel: new epoch
+    broker.publish('t:lost', 'x');
+    const ctx = await nextEvent(sub, 'unrecovered', 5000);
+    assert.equal(ctx.recovered, false);
+    assert.equal(ctx.wasRecovering, true);
+    assert.deepEqual(sub.position, { epoch: broker.channel('t:lost').epoch, seq: 1 });
+    broker.publish('t:lost', 'y');
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((m) => [m.data, m.seq]), [['a', 1], ['y', 2]]);
+  });
+
+  test('a subscription can resume from a stored position', async () => {
+    broker.publish('t:stored', 'a');
+    broker.publish('t:stored', 'b');
+    broker.publish('t:stored', 'c');
+    const ch = broker.channel('t:stored');
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:stored', h, { since: { epoch: ch.epoch, seq: 1 } });
+    await waitFor(() => got.length === 2);
+    assert.deepEqual(got.map((m) => m.data), ['b', 'c']);
+    assert.equal(sub.seq, 3);
+  });
+
+  test('a connection that stops answering pings is replaced', async () => {
+    const c = client({ pingInterval: 100, pingTimeout: 150 });
+    await c.connect();
+    const first = c.clientId;
+    broker.mute = true;
+    const d = await nextEvent(c, 'disconnected', 3000);
+    assert.match(d.reason, /pong/);
+    broker.mute = false;
+    await nextEvent(c, 'connected', 3000);
+    assert.notEqual(c.clientId, first);
+    const pings = broker.framesOf('ping');
+    assert.ok(pings.length >= 2);
+  });
+
+  test('reconnect delays use exponential backoff with full jitter', async () => {
+    const port = await freePort(); // nothing listens there
+    const c = client({ minReconnectDelay: 10, maxReconnectDelay: 80 }, `ws://127.0.0.1:${port}/ws`);
+    const delays = [];
+    c.on('reconnecting', (e) => delays.push(e));
+    c.connect();
+    await waitFor(() => delays.length >= 7, { timeoutMs: 5000, what: 'seven attempts' });
+    c.close();
+    for (const [i, e] of delays.entries()) {
+      assert.equal(e.attempt, i + 1);
+      const cap = Math.min(80, 10 * 2 ** i);
+      assert.ok(e.delay >= 0 && e.delay <= cap, `attempt ${e.attempt}: ${e.delay} <= ${cap}`);
+    }
+  });
+});
+
+describe('offline queue', () => {
+  test('publishes made before connecting are sent after the hello, in order', async () => {
+    const c = client();
+    const [h, got] = collector();
+    const subP = c.subscribe('t:queued', h);
+    const seqs = [c.publish('t:queued', 1), c.publish('t:queued', 2), c.publish('t:queued', 3)];
+    c.connect();
+    await subP;
+    const s = await Promise.all(seqs);
+    assert.deepEqual(s, [1, 2, 3]);
+    await waitFor(() => got.length === 3);
+    assert.deepEqual(got.map((m) => m.data), [1, 2, 3]);
+  });
+
+  test('the queue is bounded by maxOfflineQueue and by requestTimeout', async () => {
+    const port = await freePort();
+    const c = client({ maxOfflineQueue: 3, requestTimeout: 300 }, `ws://127.0.0.1:${port}/ws`);
+    c.connect();
+    const queued = [1, 2, 3].map((i) => c.publish('t:q', i));
+    const over = await rejectionOf(c.publish('t:q', 4));
+    assert.equal(over.code, 'queue_full');
+    for (const p of queued) assert.equal((await rejectionOf(p, 2000)).code, 'timeout');
+    // room again once the old ones expired
+    const again = await rejectionOf(c.publish('t:q', 5), 2000);
+    assert.equal(again.code, 'timeout');
+  });
+
+  test('a history request in flight when the connection drops is repeated after the reconnect', async () => {
+    const c = client();
+    await c.connect();
+    broker.publish('t:reread', 'kept');
+    broker.mute = true;
+    const p = c.history('t:reread');
+    await waitFor(() => broker.framesOf('history').some((f) => f.ch === 't:reread'));
+    broker.mute = false;
+    broker.killAll();
+    const h = await within(p, 3000, 'history after reconnect');
+    assert.deepEqual(h.msgs.map((m) => m.data), ['kept']);
+  });
+
+  test('a publish in flight when the connection drops rejects with disconnected', async () => {
+    const c = client();
+    await c.connect();
+    broker.mute = true;
+    const p = c.publish('t:inflight', 1);
+    await waitFor(() => broker.framesOf('pub').some((f) => f.ch === 't:inflight'));
+    broker.killAll();
+    assert.equal((await rejectionOf(p)).code, 'disconnected');
+  });
+});
+
+describe('options', () => {
+  test('token is sent as a query parameter and may be a function', async () => {
+    let n = 0;
+    const c = client({ token: async () => `tok${++n}` });
+    await c.connect();
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    assert.match(conn.url, /[?&]token=tok1$/);
+  });
+
+  test('the sub-protocol chorus.v1 can be offered', async () => {
+    const c = client({ protocols: 'chorus.v1' });
+    await c.connect();
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    assert.equal(conn.ws.protocol, 'chorus.v1');
+  });
+
+  test('without a WebSocket implementation the constructor explains what to pass', () => {
+    const saved = globalThis.WebSocket;
+    delete globalThis.WebSocket;
+    try {
+      assert.throws(() => new Chorus('ws://127.0.0.1:1/ws'), /WebSocket/);
+    } finally {
+      if (saved) globalThis.WebSocket = saved;
+    }
+  });
+});
