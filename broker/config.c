@@ -77,6 +77,8 @@ static const struct opt opts[] = {
      "run as the cluster forwarder (XSUB on the cluster-bind port, XPUB on port + 1)"},
     {"cluster-curve-secret", OPT_STR, F(cluster_curve_secret), 0, "Z85", 0, 0,
      "encrypt and authenticate node links with this CURVE secret key (see chorusd-keygen)"},
+    {"curve-keygen", OPT_FLAG, F(curve_keygen), 0, "", 0, 0,
+     "print a new secret for --cluster-curve-secret (and its public key) and exit"},
     {"cluster-insecure", OPT_BOOL, F(cluster_insecure), 0, "true|false", 0, 0,
      "allow plaintext node links when no CURVE key is set (default false)"},
     {"heartbeat-ms", OPT_INT, F(heartbeat_ms), 0, "MS", 50, 60000, "node heartbeat interval (default 500)"},
@@ -443,6 +445,10 @@ int config_load(struct config *cfg, int argc, char **argv)
             goto out;
         }
 
+    if (cfg->curve_keygen) {
+        rc = 0;
+        goto out;
+    }
     bool clustered = cfg->cluster_bind || cfg->forwarder_connect || cfg->forwarder || cfg->n_peer;
     if (clustered && !cfg->cluster_curve_secret && !cfg->cluster_insecure) {
         fprintf(stderr, "chorusd: node links would be plaintext: set --cluster-curve-secret KEY "

@@ -42,6 +42,7 @@ struct config {
     int n_peer;
     char *forwarder_connect;      /* use this forwarder instead of the mesh */
     bool forwarder;               /* run as the XSUB/XPUB forwarder, not as a node */
+    bool curve_keygen;            /* print a new cluster CURVE secret and exit */
     char *cluster_curve_secret;   /* Z85 secret key shared by the cluster's nodes */
     bool cluster_insecure;        /* allow plaintext node links */
     int heartbeat_ms;

@@ -210,14 +210,25 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     return rc;
 }
 
-/* GET /healthz -> {"status","node","connections","channels"} (503 while shutting down) */
+/* GET /healthz -> {"status","node","connections","channels","peers"?} (503 while shutting down) */
 static int api_healthz(struct lws *wsi, struct http_session *s)
 {
-    return respond_json(wsi, s, server.shutting_down ? 503 : 200,
-                        json_pack("{s:s, s:s, s:I, s:I}", "status",
-                                  server.shutting_down ? "shutting_down" : "ok", "node",
-                                  server.cfg->node_id, "connections", (json_int_t)metrics.connections,
-                                  "channels", (json_int_t)metrics.channels));
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "status",
+                          server.shutting_down ? "shutting_down" : "ok", "node", server.cfg->node_id,
+                          "connections", (json_int_t)metrics.connections, "channels",
+                          (json_int_t)metrics.channels);
+    if (j && cluster_enabled()) {
+        struct cluster_peer_info peers[64];
+        int n = cluster_peers(peers, 64);
+        json_t *arr = json_array();
+        int64_t now = server_now_ms();
+        for (int i = 0; i < n; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "node", peers[i].node, "state",
+                                                 peers[i].up ? "up" : "down", "last_seen_ms_ago",
+                                                 (json_int_t)(now - peers[i].last_seen_ms)));
+        json_object_set_new(j, "peers", arr);
+    }
+    return respond_json(wsi, s, server.shutting_down ? 503 : 200, j);
 }
 
 /* GET /metrics -> Prometheus text */

@@ -5,6 +5,21 @@
 #include "log.h"
 #include "server.h"
 
+#include <stdio.h>
+#include <zmq.h>
+
+/* --curve-keygen: one secret serves every node of a cluster. */
+static int curve_keygen(void)
+{
+    char pub[41], sec[41];
+    if (!zmq_has("curve") || zmq_curve_keypair(pub, sec) != 0) {
+        fprintf(stderr, "chorusd: this libzmq has no CURVE support\n");
+        return 1;
+    }
+    printf("cluster_curve_secret=%s\ncluster_curve_public=%s\n", sec, pub);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     struct config cfg;
@@ -12,6 +27,10 @@ int main(int argc, char **argv)
     if (rc != 0) {
         config_free(&cfg);
         return rc > 0 ? 0 : 2;
+    }
+    if (cfg.curve_keygen) {
+        config_free(&cfg);
+        return curve_keygen();
     }
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
     log_install_lws(log_get_level());

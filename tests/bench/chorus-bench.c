@@ -54,6 +54,7 @@
 #define HANDSHAKE_LIMIT 16384           /* bytes of HTTP response headers accepted */
 #define MAX_ATTEMPTS 3                  /* connection attempts per connect phase */
 #define FD_RESERVE 32                   /* descriptors kept free in each process */
+#define BENCH_SATURATED 90.0            /* % of a core: a worker this busy is the limit */
 
 /* ------------------------------------------------------------------------- */
 /* Options                                                                   */
@@ -75,6 +76,7 @@ struct opts {
     const char *api_key;
     bool step;
     double rate_start, rate_step, rate_max, max_p99_ms;
+    double tick_ms;
     int refine;
     long server_pid;
     int procs, src_ips, concurrency;
@@ -128,6 +130,10 @@ static void usage(FILE *f)
 "  --publish-via ws|http  publish over WebSocket (default) or POST /api/publish\n"
 "                         on --pubs keep-alive HTTP connections (default 4)\n"
 "  --api-key KEY          key for POST /api/publish (X-API-Key)\n"
+"  --tick-ms MS           publishers send what the rate asks for every MS\n"
+"                         milliseconds, as one burst (default 1). How many\n"
+"                         publishes reach the server together changes how\n"
+"                         well it can batch its writes: report the tick.\n"
 "  --drain S              after publishing, wait at most S seconds for missing\n"
 "                         deliveries and acks (default 5)\n"
 "  --settle S             idle: seconds to wait after connecting (default 5)\n"
@@ -201,6 +207,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     o->rate_max = 1e6;
     o->max_p99_ms = 100;
     o->refine = 2;
+    o->tick_ms = 1;
     o->server_pid = 0;
     o->procs = 0;
     o->src_ips = -1;
@@ -292,6 +299,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         NUM("--rate-max", rate_max, 0.001, 1e9, double)
         NUM("--max-p99-ms", max_p99_ms, 0.001, 1e7, double)
         NUM("--refine", refine, 0, 20, int)
+        NUM("--tick-ms", tick_ms, 1, 1000, double)
         NUM("--server-pid", server_pid, 1, 1e9, long)
         NUM("--procs", procs, 1, MAX_PROCS, int)
         NUM("--src-ips", src_ips, 0, 250, int)
@@ -720,12 +728,15 @@ static void note(struct worker *W, const char *fmt, ...)
         fprintf(stderr, "\nchorus-bench[w%d]: (further diagnostics suppressed)\n", W->id);
         return;
     }
+    char buf[512];
     va_list ap;
     va_start(ap, fmt);
-    fprintf(stderr, "\nchorus-bench[w%d]: ", W->id);
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
+    vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
+    for (char *p = buf; *p; p++) /* peer text may hold newlines */
+        if ((unsigned char)*p < 0x20)
+            *p = ' ';
+    fprintf(stderr, "\nchorus-bench[w%d]: %s\n", W->id, buf);
 }
 
 static bool grow(unsigned char **buf, uint32_t *cap, size_t need)
@@ -1663,7 +1674,9 @@ static bool worker_publish(struct worker *W, int64_t now)
         return false;
     if (now < W->pub_start)
         return true;
-    int64_t el = (now < W->pub_end ? now : W->pub_end) - W->pub_start;
+    /* the schedule advances in whole ticks; the last one ends at pub_end */
+    int64_t tick = (int64_t)(g_o.tick_ms * 1e6);
+    int64_t el = now < W->pub_end ? (now - W->pub_start) / tick * tick : W->pub_end - W->pub_start;
     uint64_t target = (uint64_t)(W->pub_rate * (double)el / 1e9);
     while (W->pub_sent < target) {
         struct conn *c = next_publisher(W);
@@ -1874,6 +1887,24 @@ static long proc_kib(long pid, const char *file, const char *key)
     return v;
 }
 
+/* Busy and total clock ticks of all CPUs together, from /proc/stat. */
+static void host_cpu_ticks(long long *busy, long long *total)
+{
+    unsigned long long v[8] = {0};
+    *busy = *total = 0;
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return;
+    /* cpu user nice system idle iowait irq softirq steal */
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5],
+                   &v[6], &v[7]);
+    fclose(f);
+    if (n < 4)
+        return;
+    *busy = (long long)(v[0] + v[1] + v[2] + v[5] + v[6] + v[7]);
+    *total = *busy + (long long)(v[3] + v[4]);
+}
+
 /* ------------------------------------------------------------------------- */
 /* Coordinator                                                               */
 /* ------------------------------------------------------------------------- */
@@ -1894,6 +1925,8 @@ struct snap {
     uint64_t hist[HIST_N];
     uint64_t lat_max;
     long long server_ticks, bench_ticks;
+    long long worker_ticks[MAX_PROCS];
+    long long host_busy, host_total;      /* /proc/stat, all CPUs */
     int64_t t;
 };
 
@@ -1919,9 +1952,11 @@ static void snap_take(struct snap *s)
     s->bench_ticks = 0;
     for (int w = 0; w < g_plan.procs; w++) {
         long long t = proc_cpu_ticks(g_pids[w]);
+        s->worker_ticks[w] = t;
         if (t >= 0)
             s->bench_ticks += t;
     }
+    host_cpu_ticks(&s->host_busy, &s->host_total);
 }
 
 /* Figures of one measured interval (a run or a step). */
@@ -1933,6 +1968,8 @@ struct result {
     struct snap d;             /* counters: difference over the interval */
     double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
     double server_cpu, bench_cpu;         /* -1 when unknown */
+    double bench_worker_max_cpu;          /* the busiest worker */
+    double host_cpu, other_cpu;           /* whole machine; everything else */
     double wall;
     long rss_kib;
     double mem_per_conn;       /* -1 when not measured */
@@ -1987,11 +2024,14 @@ static void progress(const char *phase, const struct snap *base, double step_rat
         for (int i = 0; i < HIST_N; i++)
             h[i] = cur.hist[i] - base->hist[i];
         double p99 = hist_quantile_ms(h, 0.99);
+        char p99s[32] = "-";
+        if (p99 >= 0)
+            snprintf(p99s, sizeof p99s, "%.2f", p99);
         fmt_count(pub, sizeof pub, (double)(cur.c[ST_PUBLISHED] - base->c[ST_PUBLISHED]));
         fmt_count(recv, sizeof recv, (double)(cur.c[ST_RECEIVED] - base->c[ST_RECEIVED]));
         fmt_count(rr, sizeof rr, (double)(cur.c[ST_RECEIVED] - prev.c[ST_RECEIVED]) / dt);
-        fprintf(stderr, "%s%s rate %.0f/s | open %" PRIu64 " subs %" PRIu64 " | pub %s | recv %s (%s/s) | p99 %.2f ms | gaps %" PRIu64,
-                cr, phase, step_rate, cur.c[ST_OPEN], cur.c[ST_SUBSCRIBED], pub, recv, rr, p99,
+        fprintf(stderr, "%s%s rate %.0f/s | open %" PRIu64 " subs %" PRIu64 " | pub %s | recv %s (%s/s) | p99 %s ms | gaps %" PRIu64,
+                cr, phase, step_rate, cur.c[ST_OPEN], cur.c[ST_SUBSCRIBED], pub, recv, rr, p99s,
                 cur.c[ST_GAPS] - base->c[ST_GAPS]);
     } else {
         fprintf(stderr, "%s%s | open %" PRIu64 " subscribed %" PRIu64 " | retries %" PRIu64 " failed %" PRIu64,
@@ -2067,6 +2107,21 @@ static void result_finish(struct result *r, const struct snap *a, const struct s
                         ? 100.0 * (double)(b->server_ticks - a->server_ticks) / (double)hz / r->wall
                         : -1;
     r->bench_cpu = r->wall > 0 ? 100.0 * (double)(b->bench_ticks - a->bench_ticks) / (double)hz / r->wall : -1;
+    r->bench_worker_max_cpu = -1;
+    for (int w = 0; w < g_plan.procs && r->wall > 0; w++) {
+        double c = 100.0 * (double)(b->worker_ticks[w] - a->worker_ticks[w]) / (double)hz / r->wall;
+        if (a->worker_ticks[w] >= 0 && b->worker_ticks[w] >= 0 && c > r->bench_worker_max_cpu)
+            r->bench_worker_max_cpu = c;
+    }
+    r->host_cpu = r->wall > 0 && b->host_total > a->host_total
+                      ? 100.0 * (double)(b->host_busy - a->host_busy) / (double)hz / r->wall
+                      : -1;
+    r->other_cpu = -1;
+    if (r->host_cpu >= 0 && r->bench_cpu >= 0) {
+        r->other_cpu = r->host_cpu - r->bench_cpu - (r->server_cpu > 0 ? r->server_cpu : 0);
+        if (r->other_cpu < 0)
+            r->other_cpu = 0;
+    }
     r->rss_kib = g_o.server_pid ? proc_kib(g_o.server_pid, "status", "VmRSS") : -1;
     r->connections = b->c[ST_OPEN];
     r->subscribed = b->c[ST_SUBSCRIBED];
@@ -2117,6 +2172,10 @@ static void result_print(const struct result *r, const char *extra)
     json_num("server_rss_kib", (double)r->rss_kib, ",\"%s\":%.0f");
     json_num("mem_per_conn_bytes", r->mem_per_conn, ",\"%s\":%.0f");
     json_num("bench_cpu_pct", r->bench_cpu, ",\"%s\":%.1f");
+    printf(",\"bench_saturated\":%s", r->bench_worker_max_cpu >= BENCH_SATURATED ? "true" : "false");
+    json_num("host_cpu_pct", r->host_cpu, ",\"%s\":%.1f");
+    json_num("other_cpu_pct", r->other_cpu, ",\"%s\":%.1f");
+    printf(",\"tick_ms\":%g", g_o.tick_ms);
     json_num("wall_s", r->wall, ",\"%s\":%.3f");
     for (int i = ST_CONNECT_RETRIES; i < NSTAT; i++) {
         if (i == ST_PUBLISHED || i == ST_RECEIVED || i == ST_BYTES_IN)
@@ -2249,6 +2308,8 @@ static const char *step_failure(const struct result *r)
         return "publish_errors";
     if ((double)r->d.c[ST_PUBLISHED] < 0.97 * r->rate * r->duration)
         return "publishers_fell_behind";
+    if (r->bench_worker_max_cpu >= BENCH_SATURATED)
+        return "bench_saturated";
     if (r->p99 > g_o.max_p99_ms)
         return "p99";
     return NULL;

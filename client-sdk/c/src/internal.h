@@ -8,6 +8,7 @@
 #define CHORUS_CLIENT_INTERNAL_H
 
 #include "chorus/client.h"
+#include "status.h"
 
 #include <jansson.h>
 #include <libwebsockets.h>
@@ -132,9 +133,6 @@ struct chorus_client {
     size_t inbox_n;
     atomic_int wake_requested;
 };
-
-/* status.c */
-int chorus__status_from_wire(const char *code);
 
 /* client.c */
 int64_t chorus__now_ms(void);
