@@ -384,16 +384,16 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
     if (need > enc_cap) {
         char *nb = realloc(enc_buf, need);
         if (!nb)
-            return -1;
+            goto fail;
         enc_buf = nb;
         enc_cap = need;
         need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
     }
     if (need == 0 || need > enc_cap)
-        return -1;
+        goto fail;
     struct frame *f = frame_from(enc_buf, need);
     if (!f)
-        return -1;
+        goto fail;
 
     ch->seq = seq;
     res->seq = seq;
@@ -408,6 +408,11 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
     frame_unref(f);
     channel_maybe_delete(ch);
     return 0;
+
+fail:
+    /* A channel created for this publish must not outlive the failure. */
+    channel_maybe_delete(ch);
+    return -1;
 }
 
 void channel_sweep(int64_t now_ms)

@@ -43,23 +43,26 @@ static void queue_history_entry(const struct hist_entry *e, void *ud)
 /* {"op":"sub","id"?,"ch","since"?:{"epoch","seq"}} -> ack {ch,epoch,seq,recovered?}, then missed msgs */
 static void op_sub(struct conn *c, const struct codec_request *req)
 {
-    struct channel *ch = channel_get(req->ch, req->ch_len);
+    struct channel *ch = channel_find(req->ch, req->ch_len);
+    /* Refuse before creating anything, so refused requests cannot leave
+     * empty channels behind. */
+    if (!(ch && channel_sub_find(&c->subs, ch)) &&
+        c->subs.n >= (uint32_t)server.cfg->max_channels_per_conn) {
+        char msg[80];
+        snprintf(msg, sizeof msg, "at most %d channels per connection",
+                 server.cfg->max_channels_per_conn);
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_LIMIT_REACHED, msg);
+        return;
+    }
+    ch = channel_get(req->ch, req->ch_len);
     if (!ch) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    if (!channel_sub_find(&c->subs, ch)) {
-        if (c->subs.n >= (uint32_t)server.cfg->max_channels_per_conn) {
-            char msg[80];
-            snprintf(msg, sizeof msg, "at most %d channels per connection",
-                     server.cfg->max_channels_per_conn);
-            conn_send_err(c, req->has_id, req->id, CHORUS_ERR_LIMIT_REACHED, msg);
-            return;
-        }
-        if (!channel_subscribe(ch, c, &c->subs)) {
-            conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
-            return;
-        }
+    if (!channel_sub_find(&c->subs, ch) && !channel_subscribe(ch, c, &c->subs)) {
+        channel_release(ch);
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
     }
 
     if (!cluster_is_owner(req->ch, req->ch_len)) {

@@ -59,7 +59,8 @@ static bool decode_since(json_t *since, struct codec_request *req, struct codec_
         return fail(err, CHORUS_ERR_BAD_REQUEST,
                     "'since' must be {\"epoch\": string, \"seq\": integer}", NULL);
     size_t elen = json_string_length(epoch);
-    if (elen > CODEC_EPOCH_MAX || json_integer_value(seq) < 0)
+    if (elen > CODEC_EPOCH_MAX || json_integer_value(seq) < 0 ||
+        memchr(json_string_value(epoch), '\0', elen))
         return fail(err, CHORUS_ERR_BAD_REQUEST, "'since' epoch or seq out of range", NULL);
     memcpy(req->since_epoch, json_string_value(epoch), elen);
     req->since_epoch[elen] = '\0';
