@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "server.h"
+#include "zap.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -24,7 +25,6 @@
 #define TICK_US (100 * LWS_US_PER_MS)
 #define DRAIN_BUDGET 20000          /* messages per wake-up before yielding to WebSockets */
 #define MAX_PARTS 4096              /* payload frames accepted in one message */
-#define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
 /* One per node ever heard from; never freed while running (membership is small). */
 struct member {
@@ -634,42 +634,14 @@ static void drain_later(void)
  * admits only clients presenting the cluster's own public key. */
 static void zap_serve(void)
 {
-    while (events_of(cl.zap) & ZMQ_POLLIN) {
-        zmq_msg_t f[7];
-        int n = 0;
-        for (; n < 7; n++) {
-            zmq_msg_init(&f[n]);
-            if (zmq_msg_recv(&f[n], cl.zap, ZMQ_DONTWAIT) < 0) {
-                zmq_msg_close(&f[n]);
-                break;
-            }
-            if (!zmq_msg_more(&f[n])) {
-                n++;
-                break;
-            }
-        }
-        if (n < 2) {
-            for (int i = 0; i < n; i++)
-                zmq_msg_close(&f[i]);
-            continue;
-        }
-        uint8_t key[32];
-        zmq_z85_decode(key, cl.curve_public);
-        bool ok = n == 7 && zmq_msg_size(&f[5]) == 5 && !memcmp(zmq_msg_data(&f[5]), "CURVE", 5) &&
-                  zmq_msg_size(&f[6]) == 32 && !memcmp(zmq_msg_data(&f[6]), key, 32);
-        zmq_send(cl.zap, "1.0", 3, ZMQ_SNDMORE);
-        zmq_send(cl.zap, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
-        zmq_send(cl.zap, ok ? "200" : "400", 3, ZMQ_SNDMORE);
-        zmq_send(cl.zap, ok ? "OK" : "unknown node key", ok ? 2 : 16, ZMQ_SNDMORE);
-        zmq_send(cl.zap, "", 0, ZMQ_SNDMORE);
-        zmq_send(cl.zap, "", 0, 0);
+    uint8_t key[32];
+    bool ok;
+    zmq_z85_decode(key, cl.curve_public);
+    while ((events_of(cl.zap) & ZMQ_POLLIN) && zap_serve_one(cl.zap, ZMQ_DONTWAIT, key, &ok) > 0)
         if (!ok) {
             metrics.cluster_auth_failures++;
             log_warn("event=cluster_auth_refused msg=\"a node presented an unknown CURVE key\"");
         }
-        for (int i = 0; i < n; i++)
-            zmq_msg_close(&f[i]);
-    }
 }
 
 /* ------------------------------------------------------------ membership */

@@ -2,6 +2,7 @@
  * a signal through its control socket; CURVE with a ZAP handler when keyed. */
 #include "forwarder.h"
 #include "log.h"
+#include "zap.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -34,40 +35,14 @@ static void *zap_thread(void *arg)
     zmq_setsockopt(rep, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(rep, ZMQ_RCVTIMEO, &rcvtimeo, sizeof rcvtimeo);
     zmq_z85_decode(key, z->public_z85);
-    if (zmq_bind(rep, "inproc://zeromq.zap.01") != 0) {
+    if (zmq_bind(rep, ZAP_ENDPOINT) != 0) {
         zmq_close(rep);
         return NULL;
     }
     while (!stop) {
-        zmq_msg_t f[7];
-        int n = 0;
-        for (; n < 7; n++) {
-            zmq_msg_init(&f[n]);
-            if (zmq_msg_recv(&f[n], rep, 0) < 0) {
-                zmq_msg_close(&f[n]);
-                break;
-            }
-            if (!zmq_msg_more(&f[n])) {
-                n++;
-                break;
-            }
-        }
-        if (n < 2) {
-            for (int i = 0; i < n; i++)
-                zmq_msg_close(&f[i]);
-            continue;
-        }
-        bool ok = n == 7 && zmq_msg_size(&f[6]) == 32 && !memcmp(zmq_msg_data(&f[6]), key, 32);
-        zmq_send(rep, "1.0", 3, ZMQ_SNDMORE);
-        zmq_send(rep, zmq_msg_data(&f[1]), zmq_msg_size(&f[1]), ZMQ_SNDMORE);
-        zmq_send(rep, ok ? "200" : "400", 3, ZMQ_SNDMORE);
-        zmq_send(rep, ok ? "OK" : "unknown node key", ok ? 2 : 16, ZMQ_SNDMORE);
-        zmq_send(rep, "", 0, ZMQ_SNDMORE);
-        zmq_send(rep, "", 0, 0);
-        if (!ok)
-            log_warn("event=forwarder_auth_refused");
-        for (int i = 0; i < n; i++)
-            zmq_msg_close(&f[i]);
+        bool ok;
+        if (zap_serve_one(rep, 0, key, &ok) > 0 && !ok)
+            log_warn("event=forwarder_auth_refused msg=\"a node presented an unknown CURVE key\"");
     }
     zmq_close(rep);
     return NULL;
