@@ -138,12 +138,14 @@ static void idle_unlink(struct channel *ch)
 
 static void clear_history(struct channel *ch);
 static void new_epoch(struct channel *ch);
+static void keys_clear(struct channel *ch);
 
 static void channel_delete(struct channel *ch)
 {
     idle_unlink(ch);
     HASH_DEL(registry, ch);
     clear_history(ch);
+    keys_clear(ch);
     free(ch->hist);
     free(ch->subs);
     free(ch->name);
@@ -158,7 +160,7 @@ static void channel_maybe_delete(struct channel *ch)
 {
     if (ch->nsubs || ch->remote_interest || ch->pins)
         return;
-    if (!ch->hist_count || ch->mirror)
+    if (!ch->hist_count || (ch->mirror && !ch->replica))
         channel_delete(ch);
     else if (!ch->idle)
         idle_link(ch);
@@ -324,8 +326,65 @@ static void notify_epoch(struct channel *ch)
 static void new_epoch(struct channel *ch)
 {
     snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
-    ch->seq = 0;
+    ch->seq = ch->assigned = 0;
     clear_history(ch);
+    keys_clear(ch);
+}
+
+/* ------------------------------------------------------- idempotency keys */
+
+struct key_entry {
+    char key[CODEC_KEY_MAX + 1];
+    uint64_t seq;
+    struct key_entry *newer;
+    UT_hash_handle hh;
+};
+
+static void keys_clear(struct channel *ch)
+{
+    struct key_entry *k, *tmp;
+    HASH_ITER(hh, ch->keys, k, tmp) {
+        HASH_DEL(ch->keys, k);
+        free(k);
+    }
+    ch->keys_oldest = ch->keys_newest = NULL;
+    ch->nkeys = 0;
+}
+
+uint64_t channel_key_seq(struct channel *ch, const char *key)
+{
+    struct key_entry *k;
+    HASH_FIND_STR(ch->keys, key, k);
+    return k ? k->seq : 0;
+}
+
+void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
+{
+    struct key_entry *k;
+    if (!key || !*key || strlen(key) > CODEC_KEY_MAX)
+        return;
+    HASH_FIND_STR(ch->keys, key, k);
+    if (k)
+        return;
+    if (ch->nkeys >= CHANNEL_KEYS) {
+        struct key_entry *old = ch->keys_oldest;
+        ch->keys_oldest = old->newer;
+        HASH_DEL(ch->keys, old);
+        free(old);
+        ch->nkeys--;
+    }
+    k = calloc(1, sizeof *k);
+    if (!k)
+        return;
+    snprintf(k->key, sizeof k->key, "%s", key);
+    k->seq = seq;
+    HASH_ADD_STR(ch->keys, key, k);
+    if (ch->keys_newest)
+        ch->keys_newest->newer = k;
+    else
+        ch->keys_oldest = k;
+    ch->keys_newest = k;
+    ch->nkeys++;
 }
 
 enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
@@ -356,12 +415,13 @@ void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool not
     if (strcmp(epoch, ch->epoch) != 0) {
         snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
         clear_history(ch);
-        ch->seq = seq;
+        keys_clear(ch);
+        ch->seq = ch->assigned = seq;
         if (notify)
             notify_epoch(ch);
         return;
     }
-    ch->seq = seq;
+    ch->seq = ch->assigned = seq;
 }
 
 void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
@@ -369,50 +429,76 @@ void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
     hist_push(ch, f, seq, ts_ms);
 }
 
-int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
-                    struct publish_result *res)
+int channel_sequence(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                     struct frame **out, uint64_t *seq_out)
 {
     if (ch->mirror) {
-        /* Ownership moved here (failover or rebalance): this node never saw
-         * the old owner's last messages for sure, so a new epoch begins. */
         ch->mirror = false;
-        new_epoch(ch);
-        notify_epoch(ch);
+        ch->live = false;
+        if (ch->replica) {
+            /* This node was the backup: it holds every message the old owner
+             * delivered, so the epoch simply continues. */
+            ch->replica = false;
+            ch->assigned = ch->seq;
+        } else {
+            /* Ownership moved here without a replica: this node cannot know
+             * the old owner's last messages, so a new epoch begins. */
+            new_epoch(ch);
+            notify_epoch(ch);
+        }
     }
-    uint64_t seq = ch->seq + 1;
+    if (ch->assigned < ch->seq)
+        ch->assigned = ch->seq;
+    uint64_t seq = ch->assigned + 1;
     size_t need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
     if (need > enc_cap) {
         char *nb = realloc(enc_buf, need);
         if (!nb)
-            goto fail;
+            return -1;
         enc_buf = nb;
         enc_cap = need;
         need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
     }
     if (need == 0 || need > enc_cap)
-        goto fail;
+        return -1;
     struct frame *f = frame_from(enc_buf, need);
     if (!f)
-        goto fail;
+        return -1;
+    ch->assigned = seq;
+    *out = f;
+    *seq_out = seq;
+    return 0;
+}
 
+void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
     ch->seq = seq;
-    res->seq = seq;
-    memcpy(res->epoch, ch->epoch, sizeof res->epoch);
-    hist_expire(ch, now_ms);
-    hist_push(ch, f, seq, now_ms);
-
+    hist_expire(ch, ts_ms);
+    hist_push(ch, f, seq, ts_ms);
     fanout(ch, f);
     metrics.delivered += ch->nsubs;
     if (hooks.sequenced)
-        hooks.sequenced(ch, f, seq, now_ms);
+        hooks.sequenced(ch, f, seq, ts_ms);
+}
+
+void channel_unassign(struct channel *ch) { ch->assigned = ch->seq; }
+
+int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                    struct publish_result *res)
+{
+    struct frame *f;
+    uint64_t seq;
+    if (channel_sequence(ch, data, client, now_ms, &f, &seq) < 0) {
+        /* A channel created for this publish must not outlive the failure. */
+        channel_maybe_delete(ch);
+        return -1;
+    }
+    res->seq = seq;
+    memcpy(res->epoch, ch->epoch, sizeof res->epoch);
+    channel_deliver(ch, f, seq, now_ms);
     frame_unref(f);
     channel_maybe_delete(ch);
     return 0;
-
-fail:
-    /* A channel created for this publish must not outlive the failure. */
-    channel_maybe_delete(ch);
-    return -1;
 }
 
 void channel_sweep(int64_t now_ms)

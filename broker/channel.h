@@ -19,6 +19,8 @@
 struct conn;
 struct frame;
 struct chan_sync;
+struct chan_repl;
+struct key_entry;
 
 #define CHANNEL_EPOCH_MAX 40
 
@@ -50,7 +52,8 @@ struct channel {
     size_t len;
     const struct ns_opts *ns;            /* read-only, owned by the config */
     char epoch[CHANNEL_EPOCH_MAX];
-    uint64_t seq;                        /* last sequence number given */
+    uint64_t seq;                        /* last sequence number delivered */
+    uint64_t assigned;                   /* last handed out; > seq while replication is pending */
 
     struct sub **subs;                   /* unordered; swap-removed */
     uint32_t nsubs, subs_cap;
@@ -64,6 +67,11 @@ struct channel {
     /* cluster state (see cluster.h) */
     bool mirror;                         /* seq and history copied from a remote owner */
     bool live;                           /* mirror: following the owner's stream, state current */
+    bool replica;                        /* backup: holds every message the owner delivered */
+    struct chan_repl *repl;              /* replica.c: messages waiting for the backup's ack */
+    struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
+    struct key_entry *keys_oldest, *keys_newest;
+    uint32_t nkeys;
     struct chan_sync *sync;              /* mirror.c: a join or repair in progress */
     bool remote_interest;                /* owner: other nodes subscribe to it */
     uint32_t pins;                       /* outstanding calls that will come back to it */
@@ -107,6 +115,25 @@ struct publish_result {
     uint64_t seq;
     char epoch[CHANNEL_EPOCH_MAX];
 };
+
+/* Owner, first half of a publish: hands out the next seq and encodes the msg
+ * frame (one reference returned in *f). Nothing is delivered yet. A channel
+ * that was a replica continues its epoch; a plain mirror starts a new one.
+ * Returns -1 when data cannot be encoded. */
+int channel_sequence(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                     struct frame **f, uint64_t *seq);
+/* Owner, second half: records f in history, fans it out locally and hands it
+ * to the cluster. Messages must be delivered in seq order. */
+void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+/* Drops handed-out but undelivered seqs (their replication failed). */
+void channel_unassign(struct channel *ch);
+
+/* Idempotency keys (PROTOCOL.md 2.3): the seq a key was published with, 0
+ * when unknown; keys are kept for the channel's last CHANNEL_KEYS publishes
+ * that carried one, within the current epoch. */
+#define CHANNEL_KEYS 1024
+uint64_t channel_key_seq(struct channel *ch, const char *key);
+void channel_key_record(struct channel *ch, const char *key, uint64_t seq);
 
 /* Sequences, encodes, records and fans out one message. `client` is the
  * publisher's connection id or NULL. Returns 0 and fills res, or -1 when data

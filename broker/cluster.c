@@ -10,6 +10,8 @@
 #include "log.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "publish.h"
+#include "replica.h"
 #include "server.h"
 #include "zap.h"
 
@@ -111,6 +113,30 @@ bool cluster_is_owner(const char *ch, size_t len)
     return !cl.enabled || owner_of(ch, len) == cl.self;
 }
 
+const char *cluster_backup_of(const char *ch, size_t len)
+{
+    if (!cl.enabled)
+        return NULL;
+    const char *owner = owner_of(ch, len);
+    const char *best = NULL;
+    uint32_t best_score = 0;
+    /* The runner-up among live nodes, self included when self is not the owner. */
+    if (owner != cl.self) {
+        best = cl.self;
+        best_score = rendezvous_score(cl.self, ch, len);
+    }
+    for (struct member *m = cl.members; m; m = m->hh.next) {
+        if (!m->up || m->id == owner)
+            continue;
+        uint32_t s = rendezvous_score(m->id, ch, len);
+        if (!best || s > best_score || (s == best_score && strcmp(m->id, best) < 0)) {
+            best = m->id;
+            best_score = s;
+        }
+    }
+    return best == cl.self ? NULL : best;
+}
+
 /* ----------------------------------------------------------------- send */
 
 static void drain_later(void);
@@ -138,15 +164,15 @@ static int send_env(const char *topic, size_t tlen, const struct envelope *env,
     return 0;
 }
 
-static void env_init(struct envelope *e, uint8_t type)
+void cluster_env_init(struct envelope *e, uint8_t type)
 {
     memset(e, 0, sizeof *e);
     e->type = type;
     snprintf(e->origin, sizeof e->origin, "%s", cl.self);
 }
 
-static int send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
-                   int nparts)
+int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
+                    int nparts)
 {
     char topic[ENVELOPE_ID_MAX + 8];
     int n = snprintf(topic, sizeof topic, "!to:%s", node);
@@ -157,7 +183,7 @@ static int send_to(const char *node, const struct envelope *env, const struct cl
 static void on_sequenced(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
 {
     struct envelope e;
-    env_init(&e, ENV_MSG);
+    cluster_env_init(&e, ENV_MSG);
     snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
     e.seq = seq;
     e.ts_ms = ts_ms;
@@ -201,8 +227,9 @@ void cluster_call_cancel(struct cluster_call *c)
         call_unlink(c);
 }
 
-static void call_start(struct cluster_call *c, cluster_call_cb *cb, void *ud)
+static void call_start(struct cluster_call *c, const char *target, cluster_call_cb *cb, void *ud)
 {
+    snprintf(c->target, sizeof c->target, "%s", target);
     c->id = ++cl.next_call_id;
     c->cb = cb;
     c->ud = ud;
@@ -236,8 +263,23 @@ static void calls_expire(int64_t now)
     }
 }
 
+/* A peer went down: nobody will answer what was asked of it. */
+static void calls_fail_target(const char *node)
+{
+    struct cluster_call *c = cl.calls, *next;
+    for (; c; c = next) {
+        next = c->next;
+        if (strcmp(c->target, node) != 0)
+            continue;
+        call_unlink(c);
+        c->cb(c, NULL, NULL, 0);
+        next = cl.calls; /* the callback may have changed the list */
+    }
+}
+
 int cluster_forward_publish(const char *ch, size_t len, const json_t *data, const char *client,
-                            struct cluster_call *call, cluster_call_cb *cb, void *ud)
+                            const char *key, struct cluster_call *call, cluster_call_cb *cb,
+                            void *ud)
 {
     const char *owner = owner_of(ch, len);
     char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
@@ -246,15 +288,16 @@ int cluster_forward_publish(const char *ch, size_t len, const json_t *data, cons
         return -1;
     }
     struct envelope e;
-    env_init(&e, ENV_PUB_REQ);
-    call_start(call, cb, ud);
+    cluster_env_init(&e, ENV_PUB_REQ);
+    call_start(call, owner, cb, ud);
     e.req_id = call->id;
-    struct cluster_part parts[3] = {
+    struct cluster_part parts[4] = {
         {(const unsigned char *)ch, len},
         {(const unsigned char *)text, strlen(text)},
         {(const unsigned char *)(client ? client : ""), client ? strlen(client) : 0},
+        {(const unsigned char *)(key ? key : ""), key ? strlen(key) : 0},
     };
-    int rc = send_to(owner, &e, parts, 3);
+    int rc = cluster_send_to(owner, &e, parts, 4);
     free(text);
     if (rc < 0) {
         call_unlink(call);
@@ -271,17 +314,17 @@ int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, 
     if (owner == cl.self)
         return -1;
     struct envelope e;
-    env_init(&e, ENV_SYNC_REQ);
+    cluster_env_init(&e, ENV_SYNC_REQ);
     if (has_since) {
         e.flags |= ENV_FLAG_HAS_SINCE;
         snprintf(e.epoch, sizeof e.epoch, "%s", epoch);
         e.seq = seq;
     }
     e.limit = limit;
-    call_start(call, cb, ud);
+    call_start(call, owner, cb, ud);
     e.req_id = call->id;
     struct cluster_part p = {(const unsigned char *)ch, len};
-    if (send_to(owner, &e, &p, 1) < 0) {
+    if (cluster_send_to(owner, &e, &p, 1) < 0) {
         call_unlink(call);
         return -1;
     }
@@ -294,17 +337,46 @@ static void reply_status(const struct envelope *req, uint8_t type, enum chorus_e
                          const char *msg)
 {
     struct envelope e;
-    env_init(&e, type);
+    cluster_env_init(&e, type);
     e.req_id = req->req_id;
     e.status = (uint16_t)(code + 1);
     struct cluster_part p = {(const unsigned char *)msg, strlen(msg)};
-    send_to(req->origin, &e, &p, 1);
+    cluster_send_to(req->origin, &e, &p, 1);
 }
 
-/* PUB_REQ [channel, data JSON, client id] -> PUB_REP {epoch, seq} */
+/* A publish another node forwarded here; answered when it is delivered. */
+struct remote_pub {
+    struct pub_wait w;
+    char origin[ENVELOPE_ID_MAX + 1];
+    uint64_t req_id;
+};
+
+static void remote_pub_done(struct pub_wait *w, enum chorus_err err, const char *msg,
+                            const char *epoch, uint64_t seq, bool duplicate)
+{
+    struct remote_pub *rp = w->ud;
+    struct envelope req = {.req_id = rp->req_id};
+    snprintf(req.origin, sizeof req.origin, "%s", rp->origin);
+    if (err != CHORUS_ERR__COUNT) {
+        reply_status(&req, ENV_PUB_REP, err, msg ? msg : "could not publish");
+    } else {
+        struct envelope e;
+        cluster_env_init(&e, ENV_PUB_REP);
+        e.req_id = rp->req_id;
+        e.seq = seq;
+        if (duplicate)
+            e.flags |= ENV_FLAG_DUPLICATE;
+        snprintf(e.epoch, sizeof e.epoch, "%s", epoch);
+        cluster_send_to(rp->origin, &e, NULL, 0);
+    }
+    free(rp);
+}
+
+/* PUB_REQ [channel, data JSON, client id, key] -> PUB_REP {epoch, seq} once delivered */
 static void handle_pub_req(const struct envelope *req, const struct cluster_part *parts, int n)
 {
-    if (n != 3 || !codec_channel_valid((const char *)parts[0].data, parts[0].len)) {
+    if (n != 4 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
+        parts[2].len >= 64 || parts[3].len > CODEC_KEY_MAX) {
         reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish request");
         return;
     }
@@ -317,23 +389,22 @@ static void handle_pub_req(const struct envelope *req, const struct cluster_part
     json_error_t jerr;
     json_t *data = json_loadb((const char *)parts[1].data, parts[1].len,
                               JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    char client[64] = "";
-    if (parts[2].len < sizeof client)
-        memcpy(client, parts[2].data, parts[2].len);
-    struct channel *ch = data ? channel_get(name, parts[0].len) : NULL;
-    struct publish_result res;
-    if (!ch || channel_publish(ch, data, *client ? client : NULL, server_now_ms(), &res) < 0) {
+    struct remote_pub *rp = data ? calloc(1, sizeof *rp) : NULL;
+    if (!rp) {
         json_decref(data);
-        reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE, "could not publish");
+        reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish data");
         return;
     }
+    char client[64], key[CODEC_KEY_MAX + 1];
+    memcpy(client, parts[2].data, parts[2].len);
+    client[parts[2].len] = '\0';
+    memcpy(key, parts[3].data, parts[3].len);
+    key[parts[3].len] = '\0';
+    snprintf(rp->origin, sizeof rp->origin, "%s", req->origin);
+    rp->req_id = req->req_id;
+    publish_submit(name, parts[0].len, data, *client ? client : NULL, *key ? key : NULL, &rp->w,
+                   remote_pub_done, rp);
     json_decref(data);
-    struct envelope e;
-    env_init(&e, ENV_PUB_REP);
-    e.req_id = req->req_id;
-    e.seq = res.seq;
-    snprintf(e.epoch, sizeof e.epoch, "%s", res.epoch);
-    send_to(req->origin, &e, NULL, 0);
 }
 
 struct sync_collect {
@@ -399,7 +470,7 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
         limit = (uint32_t)ch->ns->history_size;
 
     struct envelope e;
-    env_init(&e, ENV_SYNC_REP);
+    cluster_env_init(&e, ENV_SYNC_REP);
     e.req_id = req->req_id;
     e.seq = ch->seq;
     snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
@@ -419,7 +490,7 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
         channel_history_each(ch, 0, limit, now, collect, &s);
     else if (same_epoch)
         channel_history_each(ch, req->seq, -1, now, collect, &s);
-    send_to(req->origin, &e, s.parts, 1 + 2 * s.n);
+    cluster_send_to(req->origin, &e, s.parts, 1 + 2 * s.n);
     free(s.parts);
     free(s.buf);
 }
@@ -472,6 +543,12 @@ static void handle_message(const struct cluster_part *topic, const struct envelo
         return;
     case ENV_SYNC_REQ:
         handle_sync_req(env, parts, n);
+        return;
+    case ENV_REPL:
+        replica_on_repl(env, parts, n);
+        return;
+    case ENV_REPL_ACK:
+        replica_on_ack(env, parts, n);
         return;
     case ENV_PUB_REP:
     case ENV_SYNC_REP: {
@@ -650,7 +727,7 @@ static void heartbeat_and_liveness(int64_t now)
 {
     if (now - cl.last_heartbeat_ms >= cl.cfg->heartbeat_ms) {
         struct envelope e;
-        env_init(&e, ENV_HEARTBEAT);
+        cluster_env_init(&e, ENV_HEARTBEAT);
         e.ts_ms = now;
         send_env("!hb", 4, &e, NULL, 0);
         cl.last_heartbeat_ms = now;
@@ -660,6 +737,7 @@ static void heartbeat_and_liveness(int64_t now)
             m->up = false;
             log_warn("event=peer_down peer=%s silent_ms=%lld", m->id,
                      (long long)(now - m->last_seen_ms));
+            calls_fail_target(m->id);
         }
 }
 
@@ -732,6 +810,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     int64_t now = server_now_ms();
     heartbeat_and_liveness(now);
     calls_expire(now);
+    replica_tick(now);
     if (cl.npeers && now - cl.last_resolve_ms >= (int64_t)cl.cfg->peer_resolve_interval * 1000) {
         cl.last_resolve_ms = now;
         resolve_peers();
@@ -941,15 +1020,20 @@ static void render_metrics(struct sbuf *b)
 {
     if (!cl.enabled)
         return;
-    static const char *const types[8] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", ""};
+    static const char *const types[9] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack"};
     family(b, "chorus_cluster_messages_sent_total", "counter", "Node-to-node messages sent, by type.");
-    for (int i = 1; i < 7; i++)
+    for (int i = 1; i < 9; i++)
         put(b, "chorus_cluster_messages_sent_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_sent[i]);
     family(b, "chorus_cluster_messages_received_total", "counter", "Node-to-node messages received, by type.");
-    for (int i = 1; i < 7; i++)
+    for (int i = 1; i < 9; i++)
         put(b, "chorus_cluster_messages_received_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_received[i]);
+    family(b, "chorus_cluster_replication_total", "counter", "Replication to backup nodes, by event.");
+    put(b, "chorus_cluster_replication_total{event=\"sent\"} %llu\n", (unsigned long long)metrics.replicated);
+    put(b, "chorus_cluster_replication_total{event=\"resent\"} %llu\n", (unsigned long long)metrics.replication_resends);
+    put(b, "chorus_cluster_replication_total{event=\"refused\"} %llu\n", (unsigned long long)metrics.replication_refused);
+    put(b, "chorus_cluster_replication_total{event=\"unreplicated\"} %llu\n", (unsigned long long)metrics.unreplicated);
     family(b, "chorus_cluster_send_drops_total", "counter", "Node-to-node messages refused at the high-water mark.");
     put(b, "chorus_cluster_send_drops_total %llu\n", (unsigned long long)metrics.cluster_send_drops);
     family(b, "chorus_cluster_unwanted_total", "counter", "Channel messages received for channels without local subscribers.");

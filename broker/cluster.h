@@ -41,6 +41,7 @@ typedef void cluster_call_cb(struct cluster_call *call, const struct envelope *r
 struct cluster_call {
     uint64_t id;
     int64_t deadline_ms;
+    char target[ENVELOPE_ID_MAX + 1];   /* the node asked; its death fails the call at once */
     cluster_call_cb *cb;
     void *ud;
     struct cluster_call *prev, *next;
@@ -57,10 +58,20 @@ bool cluster_is_owner(const char *ch, size_t len);
 /* Sends a publish to the channel's owner. Returns 0 when the call was sent
  * (cb follows later), or -1 when no owner is reachable (cb is never called). */
 int cluster_forward_publish(const char *ch, size_t len, const json_t *data, const char *client,
-                            struct cluster_call *call, cluster_call_cb *cb, void *ud);
+                            const char *key, struct cluster_call *call, cluster_call_cb *cb,
+                            void *ud);
 /* Asks the owner for its position and messages after `since` (when given). */
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, struct cluster_call *call, cluster_call_cb *cb, void *ud);
+/* The node that takes over when the owner dies (second by rendezvous
+ * score among live nodes), or NULL when no other node is up. */
+const char *cluster_backup_of(const char *ch, size_t len);
+/* Sends one envelope addressed to `node`; -1 when it could not be queued. */
+int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
+                    int nparts);
+/* Clears e and sets its type and this node as origin. */
+void cluster_env_init(struct envelope *e, uint8_t type);
+
 /* Forgets an outstanding call; its cb will not be called. */
 void cluster_call_cancel(struct cluster_call *call);
 

@@ -91,6 +91,31 @@ static const struct opt opts[] = {
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
      "ZeroMQ high-water mark, messages per link (default 100000)"},
     {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
+    {"jwt-secret", OPT_STR, F(jwt_secret), 0, "SECRET", 0, 0,
+     "verify HS256 connection tokens with this secret (default: no HS256)"},
+    {"jwt-public-key", OPT_STR, F(jwt_public_key), 0, "FILE", 0, 0,
+     "verify RS256 or ES256 connection tokens with this PEM public key (default: none)"},
+    {"jwt-leeway", OPT_INT, F(jwt_leeway), 0, "SECS", 0, 3600,
+     "clock skew allowed when checking a token's exp and nbf (default 5)"},
+    {"allow-anonymous", OPT_BOOL, F(allow_anonymous), 0, "true|false", 0, 0,
+     "may connections without a token subscribe and publish where namespaces allow (default true)"},
+    {"auth-timeout", OPT_INT, F(auth_timeout), 0, "SECS", 1, 3600,
+     "without anonymous access, seconds a tokenless connection has to send auth (default 10)"},
+    {"tls-cert", OPT_STR, F(tls_cert), 0, "FILE", 0, 0,
+     "PEM certificate (chain): serve wss:// and https:// on the port (needs --tls-key)"},
+    {"tls-key", OPT_STR, F(tls_key), 0, "FILE", 0, 0, "PEM private key of --tls-cert"},
+    {"max-pub-rate", OPT_INT, F(max_pub_rate), 0, "N", 0, 1000000,
+     "publishes per second per connection, beyond it err rate_limited (default 0 = no limit)"},
+    {"pub-burst", OPT_INT, F(pub_burst), 0, "N", 0, 1000000,
+     "publishes allowed at once before the rate limits apply (default 0 = one second's worth)"},
+    {"max-pub-rate-user", OPT_INT, F(max_pub_rate_user), 0, "N", 0, 1000000,
+     "publishes per second per authenticated user, over all their connections (default 0 = no limit)"},
+    {"max-conn-rate-ip", OPT_INT, F(max_conn_rate_ip), 0, "N", 0, 1000000,
+     "WebSocket upgrades per second per client IP, beyond it HTTP 429 (default 0 = no limit)"},
+    {"max-conns-per-ip", OPT_INT, F(max_conns_per_ip), 0, "N", 0, 10000000,
+     "open WebSocket connections per client IP, beyond it HTTP 429 (default 0 = no limit)"},
+    {"presence-max-members", OPT_INT, F(presence_max_members), 0, "N", 0, 10000000,
+     "past this many members presence answers counts and join/leave stop (default 1000)"},
 };
 #undef F
 
@@ -128,6 +153,10 @@ static void defaults(struct config *cfg)
     cfg->peer_resolve_interval = 10;
     cfg->cluster_hwm = 100000;
     set_str(&cfg->log_level, "info");
+    cfg->jwt_leeway = 5;
+    cfg->allow_anonymous = true;
+    cfg->auth_timeout = 10;
+    cfg->presence_max_members = 1000;
 }
 
 /* Applies one textual value; `src` names its origin for error messages. */
@@ -266,6 +295,17 @@ static int load_file(struct config *cfg, const char *path, json_t **root_out)
     return 0;
 }
 
+static const char *const sub_rules[] = {"anyone", "authenticated", "claim", "token", NULL};
+static const char *const pub_rules[] = {"anyone", "authenticated", "members", "nobody", NULL};
+
+static int name_index(const char *const *names, const char *v)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(names[i], v))
+            return i;
+    return -1;
+}
+
 static int load_namespaces(struct config *cfg, json_t *root, const char *path)
 {
     json_t *nss = root ? json_object_get(root, "namespaces") : NULL;
@@ -290,6 +330,7 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
         snprintf(ns->name, sizeof ns->name, "%s", name);
         const char *k;
         json_t *v;
+        int n;
         json_object_foreach(o, k, v) {
             if (!strcmp(k, "history_size") && json_is_integer(v) && json_integer_value(v) >= 0 &&
                 json_integer_value(v) <= 1000000)
@@ -297,15 +338,36 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
             else if (!strcmp(k, "history_ttl") && json_is_integer(v) && json_integer_value(v) >= 0 &&
                      json_integer_value(v) <= INT_MAX)
                 ns->history_ttl = (int)json_integer_value(v);
-            else if (!strcmp(k, "client_publish") && json_is_boolean(v))
-                ns->client_publish = json_is_true(v);
+            else if (!strcmp(k, "client_publish") && json_is_boolean(v) && !json_object_get(o, "publish"))
+                ns->publish = json_is_true(v) ? NS_PUB_ANYONE : NS_PUB_NOBODY;
             else if (!strcmp(k, "presence") && json_is_boolean(v))
                 ns->presence = json_is_true(v);
+            else if (!strcmp(k, "subscribe") && json_is_string(v) &&
+                     (n = name_index(sub_rules, json_string_value(v))) >= 0)
+                ns->subscribe = (enum ns_subscribe)n;
+            else if (!strcmp(k, "publish") && json_is_string(v) &&
+                     (n = name_index(pub_rules, json_string_value(v))) >= 0)
+                ns->publish = (enum ns_publish)n;
+            else if (!strcmp(k, "personal") && json_is_boolean(v))
+                ns->personal = json_is_true(v);
+            else if (!strcmp(k, "presence_max_members") && json_is_integer(v) &&
+                     json_integer_value(v) >= 0 && json_integer_value(v) <= 10000000)
+                ns->presence_max_members = (int)json_integer_value(v);
             else {
-                fprintf(stderr, "chorusd: config %s: namespace '%s': bad or unknown key '%s'\n",
+                fprintf(stderr, "chorusd: config %s: namespace '%s': bad or unknown key '%s'"
+                        " (subscribe: anyone|authenticated|claim|token; publish: anyone|"
+                        "authenticated|members|nobody; client_publish not with publish)\n",
                         path, name, k);
                 return -1;
             }
+        }
+        ns->client_publish = ns->publish != NS_PUB_NOBODY;
+        bool needs_tokens = ns->subscribe != NS_SUB_ANYONE || ns->personal ||
+                            ns->publish == NS_PUB_AUTHENTICATED;
+        if (needs_tokens && !cfg->jwt_secret && !cfg->jwt_public_key) {
+            fprintf(stderr, "chorusd: config %s: namespace '%s' admits only token holders: "
+                            "set --jwt-secret or --jwt-public-key\n", path, name);
+            return -1;
         }
         cfg->n_namespaces++;
     }
@@ -331,9 +393,18 @@ static void usage(void)
            "print the version and exit");
     printf("\nNamespaces (config file only):\n"
            "  \"namespaces\": {\"ticker\": {\"history_size\": 1, \"history_ttl\": 60,\n"
-           "                 \"client_publish\": false, \"presence\": false}}\n"
+           "                 \"publish\": \"nobody\", \"presence\": false},\n"
+           "                \"chat\": {\"subscribe\": \"authenticated\", \"publish\": \"members\",\n"
+           "                 \"presence\": true, \"presence_max_members\": 500},\n"
+           "                \"user\": {\"personal\": true}}\n"
            "  A channel \"ticker:AAPL\" uses namespace \"ticker\"; other channels use the\n"
-           "  top-level history_size, history_ttl and client_publish, with presence off.\n");
+           "  top-level history_size, history_ttl, client_publish and presence_max_members,\n"
+           "  with presence off, subscribe \"anyone\" and publish \"anyone\".\n"
+           "  subscribe: anyone | authenticated | claim (the token's \"channels\" claim matches)\n"
+           "             | token (the sub request carries a token whose \"ch\" is the channel)\n"
+           "  publish:   anyone | authenticated | members (subscribers) | nobody\n"
+           "             (client_publish true/false is the older spelling of anyone/nobody)\n"
+           "  personal:  \"user:42\" and \"user:42/...\" are open only to the token with sub 42\n");
 }
 
 static const struct opt *find_flag(const char *arg, const char **inline_val)
@@ -473,6 +544,19 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->default_ns.history_ttl = cfg->history_ttl;
     cfg->default_ns.client_publish = cfg->client_publish;
     cfg->default_ns.presence = false;
+    cfg->default_ns.subscribe = NS_SUB_ANYONE;
+    cfg->default_ns.publish = cfg->client_publish ? NS_PUB_ANYONE : NS_PUB_NOBODY;
+    cfg->default_ns.personal = false;
+    cfg->default_ns.presence_max_members = cfg->presence_max_members;
+    if (!!cfg->tls_cert != !!cfg->tls_key) {
+        fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
+        goto out;
+    }
+    if (!cfg->allow_anonymous && !cfg->jwt_secret && !cfg->jwt_public_key) {
+        fprintf(stderr, "chorusd: --allow-anonymous false needs --jwt-secret or --jwt-public-key "
+                        "(no connection could ever authenticate)\n");
+        goto out;
+    }
     if (load_namespaces(cfg, file_root, file) < 0)
         goto out;
     rc = 0;
@@ -494,6 +578,10 @@ void config_free(struct config *cfg)
     free(cfg->cluster_bind);
     free(cfg->forwarder_connect);
     free(cfg->cluster_curve_secret);
+    free(cfg->jwt_secret);
+    free(cfg->jwt_public_key);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
     free(cfg->namespaces);
     memset(cfg, 0, sizeof *cfg);
 }

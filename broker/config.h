@@ -13,6 +13,23 @@
 #define CONFIG_MAX_ORIGINS 32
 #define CONFIG_MAX_PEERS 64
 
+/* Who may subscribe to (and read the history and presence of) a namespace's
+ * channels (PROTOCOL.md section 8). */
+enum ns_subscribe {
+    NS_SUB_ANYONE,          /* every connection, anonymous ones too */
+    NS_SUB_AUTHENTICATED,   /* connections with a valid token */
+    NS_SUB_CLAIM,           /* the token's "channels" claim matches the channel */
+    NS_SUB_TOKEN,           /* the sub request carries a subscription token for it */
+};
+
+/* Who may publish from a WebSocket (HTTP API publishes are always trusted). */
+enum ns_publish {
+    NS_PUB_ANYONE,
+    NS_PUB_AUTHENTICATED,
+    NS_PUB_MEMBERS,         /* connections subscribed to the channel */
+    NS_PUB_NOBODY,          /* tickers: only the HTTP API publishes */
+};
+
 /* Per-namespace options (the part of a channel name before the first ':').
  * One of these exists for each namespace in the config file, plus the default
  * one for channels without a configured namespace. */
@@ -20,8 +37,12 @@ struct ns_opts {
     char name[64];
     int history_size;   /* messages kept per channel; 0 = none */
     int history_ttl;    /* seconds a message stays in history; 0 = no age limit */
-    bool client_publish; /* may WebSocket clients publish? */
+    bool client_publish; /* may WebSocket clients publish? (publish != NS_PUB_NOBODY) */
     bool presence;      /* is the presence op allowed? */
+    enum ns_subscribe subscribe;
+    enum ns_publish publish;
+    bool personal;      /* "<ns>:<id>" (and "<ns>:<id>/...") belong to user <id> only */
+    int presence_max_members; /* past this, presence gives counts and join/leave stop */
 };
 
 struct config {
@@ -62,6 +83,20 @@ struct config {
     bool client_publish;
     int shutdown_timeout_ms;
     char *log_level;
+
+    /* who may do what: auth.c, auth_ws.c, ratelimit.c, presence.c */
+    char *jwt_secret;             /* HS256 key */
+    char *jwt_public_key;         /* PEM file: RS256 (RSA key) or ES256 (P-256 key) */
+    int jwt_leeway;               /* seconds of clock skew allowed for exp and nbf */
+    bool allow_anonymous;         /* may connections without a token do anything? */
+    int auth_timeout;             /* seconds a tokenless connection has to send auth */
+    char *tls_cert, *tls_key;     /* PEM files: serve wss:// and https:// */
+    int max_pub_rate;             /* publishes per second per connection; 0 = no limit */
+    int pub_burst;                /* bucket size for both publish limits; 0 = the rate */
+    int max_pub_rate_user;        /* publishes per second per user id; 0 = no limit */
+    int max_conn_rate_ip;         /* WebSocket upgrades per second per IP; 0 = no limit */
+    int max_conns_per_ip;         /* open WebSocket connections per IP; 0 = no limit */
+    int presence_max_members;
 
     struct ns_opts default_ns;
     struct ns_opts *namespaces;

@@ -276,6 +276,7 @@ static void conn_closed(struct conn *c)
         return; /* refused in FILTER: never linked */
     c->established = false;
     mirror_conn_closed(c);
+    ops_conn_closed(c);
     channel_unsubscribe_all(&c->subs);
     outq_clear(&c->q);
     free(c->rx);

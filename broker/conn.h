@@ -25,6 +25,7 @@ struct conn {
     struct sub_list subs;
     struct conn *prev, *next;     /* server.conns */
     struct conn_call *calls;      /* requests waiting for a channel owner (mirror.c) */
+    struct conn_pub *pubs;        /* publishes not yet acknowledged (ops.c) */
 
     unsigned char *rx;            /* message being assembled across fragments */
     uint32_t rx_len, rx_cap;
@@ -49,5 +50,7 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* Handles one complete client message (ops.c). */
 void ops_handle(struct conn *c, const char *buf, size_t len);
+/* Forgets the connection's publishes in flight (they may still be delivered). */
+void ops_conn_closed(struct conn *c);
 
 #endif

@@ -13,6 +13,7 @@ struct frame *frame_new(size_t len)
         return NULL;
     f->refs = 1;
     f->len = (uint32_t)len;
+    f->binary = false;
     frame_live++;
     return f;
 }
@@ -35,7 +36,12 @@ void frame_unref(struct frame *f)
 
 size_t frame_ws_header(unsigned char *out, size_t len)
 {
-    out[0] = 0x81; /* FIN, text */
+    return frame_ws_header_op(out, len, false);
+}
+
+size_t frame_ws_header_op(unsigned char *out, size_t len, bool binary)
+{
+    out[0] = binary ? 0x82 : 0x81; /* FIN, binary or text */
     if (len < 126) {
         out[1] = (unsigned char)len;
         return 2;

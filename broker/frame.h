@@ -1,4 +1,5 @@
-/* frame.h - an encoded outgoing WebSocket text frame, shared by reference.
+/* frame.h - an encoded outgoing WebSocket frame, shared by reference: text
+ * (JSON) unless `binary` is set (binmsg.c).
  *
  * A message is encoded once into a frame; every subscriber's queue and the
  * channel's history each hold one reference, never a copy. The buffer keeps
@@ -8,6 +9,7 @@
 #ifndef CHORUS_FRAME_H
 #define CHORUS_FRAME_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -16,6 +18,7 @@
 struct frame {
     uint32_t refs;
     uint32_t len;                     /* payload bytes */
+    bool binary;                      /* sent as a binary frame (opcode 2); false after frame_new */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 
@@ -32,6 +35,8 @@ void frame_unref(struct frame *f);
 static inline size_t frame_ws_header_len(size_t len) { return len < 126 ? 2 : len < 65536 ? 4 : 10; }
 /* Writes that header (FIN + text opcode) into out; returns its length. */
 size_t frame_ws_header(unsigned char *out, size_t len);
+/* The same with the binary opcode when binary is set (0x82 instead of 0x81). */
+size_t frame_ws_header_op(unsigned char *out, size_t len, bool binary);
 
 /* Frames currently allocated (for tests and metrics). */
 extern long frame_live;

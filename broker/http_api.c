@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "log.h"
 #include "metrics.h"
+#include "publish.h"
 #include "server.h"
 
 #include <jansson.h>
@@ -19,9 +20,8 @@
 
 struct http_session {
     struct lws *wsi;
-    struct cluster_call call;   /* publish forwarded to the channel's owner */
-    bool forwarded;
-    char ch[CODEC_CHANNEL_MAX + 1];
+    struct pub_wait pub;        /* the publish, until it is delivered */
+    bool publishing;
     char path[32];
     unsigned char *body;        /* request body being received */
     size_t body_len;
@@ -37,9 +37,9 @@ size_t http_api_session_size(void) { return sizeof(struct http_session); }
 
 static void session_free(struct http_session *s)
 {
-    if (s->forwarded) {
-        cluster_call_cancel(&s->call);
-        s->forwarded = false;
+    if (s->publishing) {
+        publish_cancel(&s->pub);
+        s->publishing = false;
     }
     free(s->body);
     free(s->resp);
@@ -134,24 +134,21 @@ static int respond_auth_failure(struct lws *wsi, struct http_session *s, int sta
                        "missing or wrong API key (send 'Authorization: apikey KEY' or 'X-API-Key: KEY')");
 }
 
-/* The owner answered a forwarded publish (or did not, in time). */
-static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
-                         const struct cluster_part *parts, int n)
+/* The publish was delivered (or refused, or timed out). */
+static void on_published(struct pub_wait *w, enum chorus_err err, const char *msg,
+                         const char *epoch, uint64_t seq, bool duplicate)
 {
-    struct http_session *s = call->ud;
-    s->forwarded = false;
-    if (rep && !rep->status) {
+    struct http_session *s = w->ud;
+    s->publishing = false;
+    if (err == CHORUS_ERR__COUNT) {
         metrics.published_http++;
-        respond_json(s->wsi, s, 200, json_pack("{s:s, s:s, s:I}", "ch", s->ch, "epoch", rep->epoch,
-                                               "seq", (json_int_t)rep->seq));
-        return;
+        json_t *j = json_pack("{s:s, s:s, s:I}", "ch", w->ch, "epoch", epoch, "seq", (json_int_t)seq);
+        if (j && duplicate)
+            json_object_set_new(j, "duplicate", json_true());
+        respond_json(s->wsi, s, 200, j);
+    } else {
+        respond_err(s->wsi, s, err, msg);
     }
-    char msg[200] = "the channel's owner did not answer in time";
-    if (rep && n > 0 && parts[0].len < sizeof msg) {
-        memcpy(msg, parts[0].data, parts[0].len);
-        msg[parts[0].len] = '\0';
-    }
-    respond_err(s->wsi, s, rep ? (enum chorus_err)(rep->status - 1) : CHORUS_ERR_UNAVAILABLE, msg);
 }
 
 /* POST /api/publish {"ch","data"} -> {"ch","epoch","seq"} */
@@ -179,32 +176,21 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     }
     json_t *ch = json_object_get(root, "ch");
     json_t *data = json_object_get(root, "data");
+    json_t *key = json_object_get(root, "key");
     int rc;
     if (!json_is_string(ch) || !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
     } else if (!data) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'data' is required");
-    } else if (!cluster_is_owner(json_string_value(ch), json_string_length(ch))) {
-        s->wsi = wsi;
-        snprintf(s->ch, sizeof s->ch, "%s", json_string_value(ch));
-        if (cluster_forward_publish(json_string_value(ch), json_string_length(ch), data, NULL,
-                                    &s->call, on_forwarded, s) < 0)
-            rc = respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
-        else {
-            s->forwarded = true;
-            rc = 0;
-        }
+    } else if (key && (!json_is_string(key) || json_string_length(key) == 0 ||
+                       json_string_length(key) > CODEC_KEY_MAX)) {
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
     } else {
-        struct channel *c = channel_get(json_string_value(ch), json_string_length(ch));
-        struct publish_result res;
-        if (!c || channel_publish(c, data, NULL, server_now_ms(), &res) < 0) {
-            rc = respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "could not publish");
-        } else {
-            metrics.published_http++;
-            rc = respond_json(wsi, s, 200,
-                              json_pack("{s:O, s:s, s:I}", "ch", ch, "epoch", res.epoch, "seq",
-                                        (json_int_t)res.seq));
-        }
+        s->wsi = wsi;
+        s->publishing = true;
+        publish_submit(json_string_value(ch), json_string_length(ch), data, NULL,
+                       key ? json_string_value(key) : NULL, &s->pub, on_published, s);
+        rc = 0;
     }
     json_decref(root);
     return rc;

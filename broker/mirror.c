@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "replica.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -30,12 +31,24 @@ struct join_waiter {
 };
 
 /* One per channel with a join or repair in flight; pins the channel. */
+/* A replicated message that arrived while a sync was running. */
+struct held_repl {
+    struct envelope env;
+    struct frame *f;
+    char key[CODEC_KEY_MAX + 1];
+    struct held_repl *next;
+};
+
+#define HELD_MAX 10000
+
 struct chan_sync {
     struct cluster_call call;
     struct channel *ch;
     bool repair;
     uint64_t gap_to;            /* repair: seq of the message that revealed the gap */
     struct join_waiter *waiters;
+    struct held_repl *held, *held_tail;  /* applied, in order, once the sync is done */
+    uint32_t nheld;
 };
 
 /* A request of one connection waiting for the owner; linked in conn->calls. */
@@ -144,9 +157,39 @@ static void sync_done(struct chan_sync *s)
 {
     struct channel *ch = s->ch;
     ch->sync = NULL;
+    /* Replicated messages are newer than anything the sync reply held. */
+    while (s->held) {
+        struct held_repl *h = s->held;
+        s->held = h->next;
+        replica_backup_apply(ch, &h->env, h->f, h->key);
+        frame_unref(h->f);
+        free(h);
+    }
     ch->pins--;
     free(s);
     channel_release(ch);
+}
+
+bool mirror_hold_repl(struct channel *ch, const struct envelope *env, const unsigned char *data,
+                      size_t len, const char *key)
+{
+    struct chan_sync *s = ch->sync;
+    if (!s || s->nheld >= HELD_MAX)
+        return false;
+    struct held_repl *h = calloc(1, sizeof *h);
+    if (!h || !(h->f = frame_from(data, len))) {
+        free(h);
+        return false;
+    }
+    h->env = *env;
+    snprintf(h->key, sizeof h->key, "%s", key);
+    if (s->held_tail)
+        s->held_tail->next = h;
+    else
+        s->held = h;
+    s->held_tail = h;
+    s->nheld++;
+    return true;
 }
 
 /* ----------------------------------------------------------------- join */
@@ -327,39 +370,6 @@ static void conn_call_link(struct conn_call *cc)
     if (cc->next)
         cc->next->prev = cc;
     cc->conn->calls = cc;
-}
-
-static void on_pub(struct cluster_call *call, const struct envelope *rep,
-                   const struct cluster_part *parts, int n)
-{
-    struct conn_call *cc = call->ud;
-    conn_call_unlink(cc);
-    enum chorus_err code = reply_code(rep);
-    if (code == CHORUS_ERR__COUNT) {
-        metrics.published_ws++;
-        if (cc->has_id)
-            conn_send_json(cc->conn, json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id",
-                                               (json_int_t)cc->id, "ch", cc->ch, "epoch",
-                                               rep->epoch, "seq", (json_int_t)rep->seq));
-    } else {
-        char msg[200];
-        reply_text(rep, parts, n, msg, sizeof msg);
-        conn_send_err(cc->conn, cc->has_id, cc->id, code, msg);
-    }
-    free(cc);
-}
-
-void mirror_pub(struct conn *c, const struct codec_request *req)
-{
-    struct conn_call *cc = conn_call_new(c, req);
-    if (!cc || cluster_forward_publish(req->ch, req->ch_len, req->data, c->id, &cc->call, on_pub,
-                                       cc) < 0) {
-        free(cc);
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE,
-                      "the channel's owner is unreachable");
-        return;
-    }
-    conn_call_link(cc);
 }
 
 static void on_history(struct cluster_call *call, const struct envelope *rep,

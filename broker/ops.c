@@ -8,6 +8,7 @@
 #include "cluster.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "publish.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -99,6 +100,46 @@ static void op_unsub(struct conn *c, const struct codec_request *req)
 }
 
 /* {"op":"pub","id"?,"ch","data"} -> ack {ch,epoch,seq} */
+/* A publish of one connection in flight; linked in conn->pubs until done. */
+struct conn_pub {
+    struct pub_wait w;
+    struct conn *conn;
+    bool has_id;
+    long long id;
+    struct conn_pub *prev, *next;
+};
+
+static void conn_pub_unlink(struct conn_pub *p)
+{
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->conn->pubs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+}
+
+static void pub_done(struct pub_wait *w, enum chorus_err err, const char *msg, const char *epoch,
+                     uint64_t seq, bool duplicate)
+{
+    struct conn_pub *p = w->ud;
+    conn_pub_unlink(p);
+    if (err != CHORUS_ERR__COUNT) {
+        conn_send_err(p->conn, p->has_id, p->id, err, msg);
+    } else {
+        metrics.published_ws++;
+        if (p->has_id) {
+            json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id", (json_int_t)p->id,
+                                  "ch", w->ch, "epoch", epoch, "seq", (json_int_t)seq);
+            if (j && duplicate)
+                json_object_set_new(j, "duplicate", json_true());
+            conn_send_json(p->conn, j);
+        }
+    }
+    free(p);
+}
+
+/* {"op":"pub","id"?,"ch","data","key"?} -> ack {ch,epoch,seq,duplicate?} once delivered */
 static void op_pub(struct conn *c, const struct codec_request *req)
 {
     if (server.shutting_down) {
@@ -113,19 +154,29 @@ static void op_pub(struct conn *c, const struct codec_request *req)
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN, msg);
         return;
     }
-    if (!cluster_is_owner(req->ch, req->ch_len)) {
-        mirror_pub(c, req);
+    struct conn_pub *p = calloc(1, sizeof *p);
+    if (!p) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    struct channel *ch = channel_get(req->ch, req->ch_len);
-    struct publish_result res;
-    if (!ch || channel_publish(ch, req->data, c->id, server_now_ms(), &res) < 0) {
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "could not publish");
-        return;
+    p->conn = c;
+    p->has_id = req->has_id;
+    p->id = req->id;
+    p->next = c->pubs;
+    if (c->pubs)
+        c->pubs->prev = p;
+    c->pubs = p;
+    publish_submit(req->ch, req->ch_len, req->data, c->id, req->key, &p->w, pub_done, p);
+}
+
+void ops_conn_closed(struct conn *c)
+{
+    while (c->pubs) {
+        struct conn_pub *p = c->pubs;
+        c->pubs = p->next;
+        publish_cancel(&p->w);
+        free(p);
     }
-    metrics.published_ws++;
-    send_ack(c, req, json_pack("{s:s, s:s, s:I}", "ch", req->ch, "epoch", res.epoch, "seq",
-                               (json_int_t)res.seq));
 }
 
 /* Two passes over the history: the first measures, the second copies. */

@@ -135,6 +135,16 @@ bool codec_decode_request(const char *buf, size_t len, struct codec_request *req
             json_decref(root);
             return fail(err, CHORUS_ERR_BAD_REQUEST, "'pub' needs 'data'", NULL);
         }
+        json_t *key = json_object_get(root, "key");
+        if (key) {
+            if (!json_is_string(key) || json_string_length(key) == 0 ||
+                json_string_length(key) > CODEC_KEY_MAX ||
+                memchr(json_string_value(key), '\0', json_string_length(key))) {
+                json_decref(root);
+                return fail(err, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes", NULL);
+            }
+            req->key = json_string_value(key);
+        }
     }
 
     json_t *since = json_object_get(root, "since");

@@ -16,6 +16,7 @@
 
 #define CODEC_CHANNEL_MAX 255
 #define CODEC_EPOCH_MAX 64
+#define CODEC_KEY_MAX 64
 /* Request ids must be exactly representable as a JavaScript number. */
 #define CODEC_ID_MAX ((1LL << 53) - 1)
 
@@ -43,6 +44,7 @@ struct codec_request {
     uint64_t since_seq;
     bool has_limit;
     long long limit;
+    const char *key;         /* pub: idempotency key, NULL when absent */
 };
 
 struct codec_error {

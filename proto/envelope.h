@@ -19,14 +19,17 @@
 enum envelope_type {
     ENV_MSG = 1,       /* a sequenced channel message; payload: the encoded msg frame */
     ENV_HEARTBEAT = 2, /* membership; no payload */
-    ENV_PUB_REQ = 3,   /* to the owner; payload: channel, data JSON, client id */
+    ENV_PUB_REQ = 3,   /* to the owner; payload: channel, data JSON, client id, key */
     ENV_PUB_REP = 4,   /* to the requester; payload: error text when status != 0 */
     ENV_SYNC_REQ = 5,  /* to the owner; payload: channel */
     ENV_SYNC_REP = 6,  /* to the requester; payload: channel, then one msg frame per message */
+    ENV_REPL = 7,      /* owner to backup; payload: channel, msg frame, idempotency key */
+    ENV_REPL_ACK = 8,  /* backup to owner; payload: channel; seq = highest contiguous held */
 };
 
 #define ENV_FLAG_RECOVERED 0x01  /* SYNC_REP: every message after `since` is included */
 #define ENV_FLAG_HAS_SINCE 0x02  /* SYNC_REQ: epoch/seq hold the requester's position */
+#define ENV_FLAG_DUPLICATE 0x04  /* PUB_REP: the idempotency key matched an earlier publish */
 
 struct envelope {
     uint8_t type;

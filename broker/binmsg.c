@@ -1,0 +1,168 @@
+/* binmsg.c - publishing binary messages and showing them in history.
+ *
+ * A binary publish takes the same path as a JSON one as far as the channel
+ * is concerned: the registry hands out the next seq (channel_sequence), the
+ * frame is built here around it, and channel_deliver records, fans out and
+ * reports it. Binary messages are refused in a cluster in this version: the
+ * node-to-node envelope carries no binary flag yet, so mirrors would deliver
+ * them as text. */
+#include "binmsg.h"
+#include "auth_ws.h"
+#include "channel.h"
+#include "cluster.h"
+#include "codec.h"
+#include "conn.h"
+#include "frame.h"
+#include "metrics.h"
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void bad(struct conn *c, bool has_id, long long id, const char *msg)
+{
+    conn_send_err(c, has_id, id, CHORUS_ERR_BAD_REQUEST, msg);
+}
+
+/* The delivered frame: [H]{"op":"msg",...}<bytes>; binary, one reference. */
+static struct frame *build(const struct channel *ch, uint64_t seq, int64_t ts, const char *client,
+                           const unsigned char *bytes, size_t n)
+{
+    char head[CODEC_CHANNEL_MAX + 160];
+    int hl = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%s\",\"seq\":%llu,\"ts\":%lld%s%s%s}",
+                      ch->name, (unsigned long long)seq, (long long)ts,
+                      client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
+    if (hl < 0 || (size_t)hl >= sizeof head)
+        return NULL;
+    struct frame *f = frame_new(4 + (size_t)hl + n);
+    if (!f)
+        return NULL;
+    unsigned char *p = frame_payload(f);
+    p[0] = (unsigned char)(hl >> 24);
+    p[1] = (unsigned char)(hl >> 16);
+    p[2] = (unsigned char)(hl >> 8);
+    p[3] = (unsigned char)hl;
+    memcpy(p + 4, head, (size_t)hl);
+    if (n)
+        memcpy(p + 4 + hl, bytes, n);
+    f->binary = true;
+    return f;
+}
+
+/* [H]{"op":"pub","id"?,"ch"}<bytes> -> ack {ch,epoch,seq} */
+void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
+{
+    if (!auth_ws_gate(c, -1))
+        return;
+    if (len < 4) {
+        bad(c, false, 0, "a binary message starts with a 4-byte header length");
+        return;
+    }
+    uint32_t hl = (uint32_t)buf[0] << 24 | (uint32_t)buf[1] << 16 | (uint32_t)buf[2] << 8 | buf[3];
+    if (hl == 0 || hl > BINMSG_HEADER_MAX || hl > len - 4) {
+        bad(c, false, 0, "binary message header length out of range (1-1024 bytes, within the frame)");
+        return;
+    }
+    json_error_t jerr;
+    json_t *h = json_loadb((const char *)buf + 4, hl, JSON_REJECT_DUPLICATES, &jerr);
+    bool has_id = false;
+    long long id = 0;
+    json_t *jid = json_object_get(h, "id");
+    if (json_is_integer(jid) && json_integer_value(jid) >= 0 && json_integer_value(jid) <= CODEC_ID_MAX) {
+        has_id = true;
+        id = json_integer_value(jid);
+    }
+    json_t *op = json_object_get(h, "op");
+    json_t *jch = json_object_get(h, "ch");
+    if (!json_is_object(h) || (jid && !has_id)) {
+        bad(c, false, 0, "binary message header must be a JSON object {\"op\":\"pub\",\"id\"?,\"ch\"}");
+        goto out;
+    }
+    if (!json_is_string(op) || strcmp(json_string_value(op), "pub") != 0) {
+        bad(c, has_id, id, "binary messages carry only {\"op\":\"pub\"}");
+        goto out;
+    }
+    const char *name = json_string_value(jch);
+    size_t nlen = json_string_length(jch);
+    if (!json_is_string(jch) || !codec_channel_valid(name, nlen)) {
+        conn_send_err(c, has_id, id, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+        goto out;
+    }
+    if (server.shutting_down) {
+        conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
+        goto out;
+    }
+    if (cluster_enabled()) {
+        bad(c, has_id, id, "binary messages are not supported in a cluster in this version");
+        goto out;
+    }
+    if (!auth_ws_may_publish(c, name, nlen, has_id, id))
+        goto out;
+
+    int64_t now = server_now_ms();
+    struct channel *ch = channel_get(name, nlen);
+    struct frame *placeholder = NULL, *f = NULL;
+    uint64_t seq;
+    /* The registry hands out the seq (and handles epochs); its JSON frame is
+     * not used. */
+    if (!ch || channel_sequence(ch, json_null(), c->id, now, &placeholder, &seq) < 0 ||
+        !(f = build(ch, seq, now, c->id, buf + 4 + hl, len - 4 - hl))) {
+        if (placeholder) {
+            frame_unref(placeholder);
+            channel_unassign(ch);
+        }
+        if (ch)
+            channel_release(ch);
+        conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "could not publish");
+        goto out;
+    }
+    frame_unref(placeholder);
+    channel_deliver(ch, f, seq, now);
+    frame_unref(f);
+    metrics.published_ws++;
+    metrics.published_binary++;
+    if (has_id) {
+        json_t *ack = json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id", (json_int_t)id, "ch",
+                                ch->name, "epoch", ch->epoch, "seq", (json_int_t)seq);
+        conn_send_json(c, ack);
+    }
+    channel_release(ch);
+out:
+    json_decref(h);
+}
+
+static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+size_t binmsg_history_json(struct frame *f, unsigned char *out)
+{
+    const unsigned char *p = frame_payload(f);
+    uint32_t hl = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    const unsigned char *bytes = p + 4 + hl;
+    size_t n = f->len - 4 - hl;
+    size_t enc = (n + 2) / 3 * 4;
+    size_t total = (hl - 1) + 8 + enc + 2;       /* head without '}' ,"bin":" ... "} */
+    if (!out)
+        return total;
+    memcpy(out, p + 4, hl - 1);
+    out += hl - 1;
+    memcpy(out, ",\"bin\":\"", 8);
+    out += 8;
+    size_t i = 0;
+    for (; i + 2 < n; i += 3) {
+        uint32_t v = (uint32_t)bytes[i] << 16 | (uint32_t)bytes[i + 1] << 8 | bytes[i + 2];
+        *out++ = (unsigned char)b64[v >> 18];
+        *out++ = (unsigned char)b64[(v >> 12) & 63];
+        *out++ = (unsigned char)b64[(v >> 6) & 63];
+        *out++ = (unsigned char)b64[v & 63];
+    }
+    if (i < n) {
+        uint32_t v = (uint32_t)bytes[i] << 16 | (i + 1 < n ? (uint32_t)bytes[i + 1] << 8 : 0);
+        *out++ = (unsigned char)b64[v >> 18];
+        *out++ = (unsigned char)b64[(v >> 12) & 63];
+        *out++ = i + 1 < n ? (unsigned char)b64[(v >> 6) & 63] : '=';
+        *out++ = '=';
+    }
+    memcpy(out, "\"}", 2);
+    return total;
+}

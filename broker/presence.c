@@ -1,0 +1,249 @@
+/* presence.c - per-channel members, counted once per user (see presence.h).
+ *
+ * Invariant: member->conns equals the number of pres_links pointing at it,
+ * room->count the number of its members; a member with no link and a room
+ * with no member are freed at once. */
+#include "presence.h"
+#include "auth_ws.h"
+#include "channel.h"
+#include "conn.h"
+#include "frame.h"
+#include "metrics.h"
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+struct pres_member {
+    char *key;                    /* user id, or "\x01" + client id when anonymous */
+    char *user;                   /* NULL when anonymous */
+    char client[24];              /* anonymous: the connection's id */
+    json_t *info;                 /* from the token of the first connection, may be NULL */
+    uint32_t conns;
+    UT_hash_handle hh;
+};
+
+/* One per channel with at least one member on this node. */
+struct pres_room {
+    char *name;
+    struct pres_member *members;  /* uthash by key */
+    uint32_t count;
+    UT_hash_handle hh;
+};
+
+/* One per (connection, room); owned by the connection's list. */
+struct pres_link {
+    struct pres_room *room;
+    struct pres_member *member;
+    struct pres_link *next;
+};
+
+static struct pres_room *rooms;
+
+static json_t *member_json(const struct pres_member *m)
+{
+    if (!m->user)
+        return json_pack("{s:s}", "client", m->client);
+    json_t *j = json_pack("{s:s}", "user", m->user);
+    if (j && m->info)
+        json_object_set(j, "info", m->info);
+    return j;
+}
+
+/* {"op":"join"|"leave","ch","user","info"?} or {...,"client"} to every
+ * subscriber of the channel except `except`. */
+static void announce(const char *op, struct pres_room *room, struct pres_member *m,
+                     struct conn *except)
+{
+    struct channel *ch = channel_find(room->name, strlen(room->name));
+    if (!ch || ch->nsubs < 2)
+        return;
+    json_t *j = member_json(m);
+    if (!j)
+        return;
+    json_object_set_new(j, "op", json_string(op));
+    json_object_set_new(j, "ch", json_string(room->name));
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    struct frame *f = text ? frame_from(text, strlen(text)) : NULL;
+    free(text);
+    if (!f)
+        return;
+    for (uint32_t i = 0; i < ch->nsubs; i++)
+        if (ch->subs[i]->conn != except)
+            conn_enqueue(ch->subs[i]->conn, f);
+    metrics.presence_events++;
+    frame_unref(f);
+}
+
+static void member_key(struct conn *c, char *out, size_t cap, const struct auth_claims *who)
+{
+    if (who && who->user)
+        snprintf(out, cap, "%s", who->user);
+    else
+        snprintf(out, cap, "\x01%s", c->id);
+}
+
+void presence_join(struct conn *c, struct channel *ch)
+{
+    if (!ch->ns->presence)
+        return;
+    for (struct pres_link *l = c->presence.links; l; l = l->next)
+        if (!strcmp(l->room->name, ch->name))
+            return;
+
+    struct pres_link *link = calloc(1, sizeof *link);
+    if (!link)
+        return;                    /* presence is best effort under memory pressure */
+    struct pres_room *room;
+    HASH_FIND_STR(rooms, ch->name, room);
+    if (!room) {
+        room = calloc(1, sizeof *room);
+        if (!room || !(room->name = strdup(ch->name))) {
+            free(room);
+            free(link);
+            return;
+        }
+        HASH_ADD_KEYPTR(hh, rooms, room->name, strlen(room->name), room);
+    }
+
+    const struct auth_claims *who = auth_ws_who(c);
+    char key[AUTH_USER_MAX + 32];
+    member_key(c, key, sizeof key, who);
+    struct pres_member *m;
+    HASH_FIND_STR(room->members, key, m);
+    bool first = !m;
+    if (!m) {
+        m = calloc(1, sizeof *m);
+        if (!m || !(m->key = strdup(key)) || (who && who->user && !(m->user = strdup(who->user)))) {
+            if (m)
+                free(m->key);
+            free(m);
+            free(link);
+            if (!room->count) {
+                HASH_DEL(rooms, room);
+                free(room->name);
+                free(room);
+            }
+            return;
+        }
+        snprintf(m->client, sizeof m->client, "%s", c->id);
+        if (who && who->info)
+            m->info = json_incref(who->info);
+        HASH_ADD_KEYPTR(hh, room->members, m->key, strlen(m->key), m);
+        room->count++;
+    }
+    m->conns++;
+    link->room = room;
+    link->member = m;
+    link->next = c->presence.links;
+    c->presence.links = link;
+    if (first && room->count <= (uint32_t)ch->ns->presence_max_members)
+        announce("join", room, m, c);
+}
+
+/* Drops link (already unlinked from its connection) and what it alone kept. */
+static void drop_link(struct conn *c, struct pres_link *link, int max_members)
+{
+    struct pres_room *room = link->room;
+    struct pres_member *m = link->member;
+    free(link);
+    if (--m->conns)
+        return;
+    if (room->count <= (uint32_t)max_members)
+        announce("leave", room, m, c);
+    HASH_DEL(room->members, m);
+    room->count--;
+    json_decref(m->info);
+    free(m->key);
+    free(m->user);
+    free(m);
+    if (!room->count) {
+        HASH_DEL(rooms, room);
+        free(room->name);
+        free(room);
+    }
+}
+
+void presence_leave(struct conn *c, struct channel *ch)
+{
+    for (struct pres_link **pl = &c->presence.links; *pl; pl = &(*pl)->next) {
+        if (!strcmp((*pl)->room->name, ch->name)) {
+            struct pres_link *link = *pl;
+            *pl = link->next;
+            drop_link(c, link, ch->ns->presence_max_members);
+            return;
+        }
+    }
+}
+
+void presence_conn_closed(struct conn *c)
+{
+    while (c->presence.links) {
+        struct pres_link *link = c->presence.links;
+        c->presence.links = link->next;
+        const struct ns_opts *ns = config_ns_for(server.cfg, link->room->name,
+                                                 strlen(link->room->name));
+        drop_link(c, link, ns->presence_max_members);
+    }
+}
+
+json_t *presence_describe(const char *chname, size_t len)
+{
+    const struct ns_opts *ns = config_ns_for(server.cfg, chname, len);
+    if (!ns->presence)
+        return NULL;
+    struct pres_room *room;
+    HASH_FIND(hh, rooms, chname, len, room);
+    uint32_t count = room ? room->count : 0;
+    json_t *j = json_pack("{s:s%, s:I}", "ch", chname, len, "count", (json_int_t)count);
+    if (j && count <= (uint32_t)ns->presence_max_members) {
+        json_t *members = json_array();
+        for (struct pres_member *m = room ? room->members : NULL; m; m = m->hh.next)
+            json_array_append_new(members, member_json(m));
+        json_object_set_new(j, "members", members);
+    }
+    return j;
+}
+
+void presence_op(struct conn *c, const struct codec_request *req)
+{
+    json_t *d = presence_describe(req->ch, req->ch_len);
+    if (!d) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN,
+                      "presence is not enabled for this namespace");
+        return;
+    }
+    json_object_set_new(d, "op", json_string("presence"));
+    if (req->has_id)
+        json_object_set_new(d, "id", json_integer(req->id));
+    conn_send_json(c, d);
+}
+
+void presence_counts(uint64_t *nrooms, uint64_t *nmembers)
+{
+    *nrooms = HASH_COUNT(rooms);
+    *nmembers = 0;
+    for (struct pres_room *r = rooms; r; r = r->hh.next)
+        *nmembers += r->count;
+}
+
+void presence_free(void)
+{
+    struct pres_room *r, *rtmp;
+    HASH_ITER(hh, rooms, r, rtmp) {
+        struct pres_member *m, *mtmp;
+        HASH_ITER(hh, r->members, m, mtmp) {
+            HASH_DEL(r->members, m);
+            json_decref(m->info);
+            free(m->key);
+            free(m->user);
+            free(m);
+        }
+        HASH_DEL(rooms, r);
+        free(r->name);
+        free(r);
+    }
+}

@@ -1,0 +1,49 @@
+/* publish.h - the one entry point for publishing, whoever asks (a WebSocket
+ * client, the HTTP API, another node) and wherever the channel's owner is.
+ *
+ * A publish is acknowledged only once it is delivered: sequenced by the owner
+ * and, in a cluster, held by the channel's backup node as well, so killing
+ * any one node cannot lose an acknowledged message (PROTOCOL.md 7.4). */
+#ifndef CHORUS_PUBLISH_H
+#define CHORUS_PUBLISH_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "cluster.h"
+#include "errors.h"
+
+struct pub_wait;
+struct pending_msg;
+
+/* Called exactly once per submitted publish unless it is cancelled first:
+ * err == CHORUS_ERR__COUNT means success with epoch and seq; otherwise msg
+ * says why. `duplicate` is set when an idempotency key matched an earlier
+ * publish, whose seq is returned. */
+typedef void pub_done_cb(struct pub_wait *w, enum chorus_err err, const char *msg,
+                         const char *epoch, uint64_t seq, bool duplicate);
+
+/* A publish in flight. Embedded in, and owned by, whoever submitted it; it
+ * must stay valid until done is called or publish_cancel() returns. */
+struct pub_wait {
+    pub_done_cb *done;
+    void *ud;
+    /* private */
+    struct pending_msg *pm;        /* waiting for the backup's ack */
+    struct pub_wait *next;         /* other waiters of the same message */
+    struct cluster_call call;      /* waiting for a remote owner */
+    bool forwarded;
+    char ch[256];
+};
+
+/* Publishes data on channel ch; `client` is the publisher's connection id and
+ * `key` an idempotency key, either may be NULL. done may run before this
+ * returns. */
+void publish_submit(const char *ch, size_t len, const json_t *data, const char *client,
+                    const char *key, struct pub_wait *w, pub_done_cb *done, void *ud);
+/* Forgets w; its done will not be called. The message itself may still be
+ * delivered. */
+void publish_cancel(struct pub_wait *w);
+
+#endif
