@@ -8,6 +8,8 @@
 #include "cluster.h"
 #include "codec.h"
 #include "log.h"
+#include "frame.h"
+#include "history.h"
 #include "metrics.h"
 #include "publish.h"
 #include "server.h"
@@ -22,6 +24,10 @@ struct http_session {
     struct lws *wsi;
     struct pub_wait pub;        /* the publish, until it is delivered */
     bool publishing;
+    struct cluster_call hist;   /* a history request at the channel's owner */
+    bool hist_pending;
+    long long hist_limit;
+    char hist_ch[CODEC_CHANNEL_MAX + 1];
     char path[32];
     unsigned char *body;        /* request body being received */
     size_t body_len;
@@ -40,6 +46,10 @@ static void session_free(struct http_session *s)
     if (s->publishing) {
         publish_cancel(&s->pub);
         s->publishing = false;
+    }
+    if (s->hist_pending) {
+        cluster_call_cancel(&s->hist);
+        s->hist_pending = false;
     }
     free(s->body);
     free(s->resp);
@@ -229,6 +239,73 @@ static int api_metrics(struct lws *wsi, struct http_session *s)
     return rc;
 }
 
+static int respond_frame(struct lws *wsi, struct http_session *s, struct frame *f)
+{
+    if (!f)
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    int rc = respond(wsi, s, 200, "application/json", (const char *)frame_payload(f), f->len);
+    frame_unref(f);
+    return rc;
+}
+
+static void on_owner_history(struct cluster_call *call, const struct envelope *rep,
+                             const struct cluster_part *parts, int n)
+{
+    struct http_session *s = call->ud;
+    s->hist_pending = false;
+    if (!rep || rep->status) {
+        char msg[200] = "the channel's owner did not answer in time";
+        if (rep && n > 0 && parts[0].len < sizeof msg) {
+            memcpy(msg, parts[0].data, parts[0].len);
+            msg[parts[0].len] = '\0';
+        }
+        respond_err(s->wsi, s, rep ? (enum chorus_err)(rep->status - 1) : CHORUS_ERR_UNAVAILABLE, msg);
+        return;
+    }
+    respond_frame(s->wsi, s, history_from_sync(s->hist_ch, false, 0, rep, parts, n, s->hist_limit));
+}
+
+/* GET /api/history?ch=..&limit=..&since_epoch=..&since_seq=.. -> the history reply of PROTOCOL.md 2.4 */
+static int api_history(struct lws *wsi, struct http_session *s)
+{
+    char buf[320], epoch[CODEC_EPOCH_MAX + 1] = "";
+    const char *v;
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    v = lws_get_urlarg_by_name(wsi, "ch=", buf, sizeof buf);
+    if (!v || !codec_channel_valid(v, strlen(v)))
+        return respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    snprintf(s->hist_ch, sizeof s->hist_ch, "%s", v);
+    size_t len = strlen(s->hist_ch);
+    const struct ns_opts *ns = config_ns_for(server.cfg, s->hist_ch, len);
+    long long limit = ns->history_size;
+    if ((v = lws_get_urlarg_by_name(wsi, "limit=", buf, sizeof buf)) && atoll(v) >= 0 && atoll(v) < limit)
+        limit = atoll(v);
+    bool has_since = false;
+    uint64_t since_seq = 0;
+    if ((v = lws_get_urlarg_by_name(wsi, "since_epoch=", buf, sizeof buf))) {
+        if (strlen(v) > CODEC_EPOCH_MAX)
+            return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "since_epoch is too long");
+        snprintf(epoch, sizeof epoch, "%s", v);
+        has_since = true;
+        if ((v = lws_get_urlarg_by_name(wsi, "since_seq=", buf, sizeof buf)))
+            since_seq = strtoull(v, NULL, 10);
+    }
+    s->hist_limit = limit;
+
+    struct channel *ch = channel_find(s->hist_ch, len);
+    if (cluster_is_owner(s->hist_ch, len) || (ch && ch->live && !ch->sync))
+        return respond_frame(wsi, s, history_local(ch, s->hist_ch, false, 0, has_since, epoch,
+                                                   since_seq, limit));
+    s->wsi = wsi;
+    if (cluster_sync(s->hist_ch, len, has_since, epoch, since_seq,
+                     has_since ? 0xffffffffu : (uint32_t)limit, &s->hist, on_owner_history, s) < 0)
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
+    s->hist_pending = true;
+    return 0;
+}
+
 static int on_request(struct lws *wsi, struct http_session *s)
 {
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
@@ -241,6 +318,11 @@ static int on_request(struct lws *wsi, struct http_session *s)
         if (!get)
             return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
         return uri[1] == 'h' ? api_healthz(wsi, s) : api_metrics(wsi, s);
+    }
+    if (!strcmp(uri, "/api/history")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return api_history(wsi, s);
     }
     if (strcmp(uri, "/api/publish") != 0)
         return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such endpoint");

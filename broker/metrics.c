@@ -21,7 +21,8 @@ static struct {
 void metrics_http_request(const char *path, int status)
 {
     /* Only known paths become label values so a scanner cannot grow the table. */
-    static const char *const known[] = {"/api/publish", "/healthz", "/metrics"};
+    static const char *const known[] = {"/api/publish", "/api/history", "/api/presence", "/healthz",
+                                        "/metrics"};
     const char *p = "other";
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(path, known[i]))
@@ -85,7 +86,7 @@ static long rss_bytes(void)
 size_t metrics_render(char **out, const char *node_id)
 {
     static const char *const reasons[REJECT__COUNT] = {"origin", "path", "max_connections",
-                                                        "shutdown"};
+                                                        "shutdown", "auth", "ip_limit"};
     struct sbuf b = {malloc(4096), 0, 4096};
     if (!b.p)
         return 0;
@@ -125,6 +126,15 @@ size_t metrics_render(char **out, const char *node_id)
     put(&b, "chorus_queue_drops_total %llu\n", (unsigned long long)metrics.queue_drops);
     family(&b, "chorus_slow_consumer_closes_total", "counter", "Connections closed with 4008 slow consumer.");
     put(&b, "chorus_slow_consumer_closes_total %llu\n", (unsigned long long)metrics.slow_consumer_closes);
+    family(&b, "chorus_auth_total", "counter", "Connection tokens checked, by result.");
+    put(&b, "chorus_auth_total{result=\"accepted\"} %llu\n", (unsigned long long)metrics.auth_accepted);
+    put(&b, "chorus_auth_total{result=\"refused\"} %llu\n", (unsigned long long)metrics.auth_refused);
+    family(&b, "chorus_auth_expired_closes_total", "counter", "Connections closed with 4001 when their token expired.");
+    put(&b, "chorus_auth_expired_closes_total %llu\n", (unsigned long long)metrics.auth_expired_closes);
+    family(&b, "chorus_presence_events_total", "counter", "Presence join/leave events fanned out.");
+    put(&b, "chorus_presence_events_total %llu\n", (unsigned long long)metrics.presence_events);
+    family(&b, "chorus_messages_published_binary_total", "counter", "Binary messages sequenced (also counted in source=ws).");
+    put(&b, "chorus_messages_published_binary_total %llu\n", (unsigned long long)metrics.published_binary);
     family(&b, "chorus_frames_live", "gauge", "Encoded frames currently held in queues and history.");
     put(&b, "chorus_frames_live %ld\n", frame_live);
     family(&b, "chorus_http_requests_total", "counter", "HTTP API requests, by path and status.");

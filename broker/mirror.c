@@ -9,6 +9,7 @@
 #include "cluster.h"
 #include "conn.h"
 #include "frame.h"
+#include "history.h"
 #include "log.h"
 #include "metrics.h"
 #include "replica.h"
@@ -385,34 +386,12 @@ static void on_history(struct cluster_call *call, const struct envelope *rep,
         free(cc);
         return;
     }
-    char head[512], idpart[40] = "";
-    if (cc->has_id)
-        snprintf(idpart, sizeof idpart, "\"id\":%lld,", cc->id);
-    int hl = snprintf(head, sizeof head,
-                      "{\"op\":\"history\",%s\"ch\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu,\"msgs\":[",
-                      idpart, cc->ch, rep->epoch, (unsigned long long)rep->seq);
-    /* The owner sent the newest messages after `since`; keep the newest `limit`. */
-    int total = (n - 1) / 2, first = 0;
-    if (cc->limit >= 0 && total > cc->limit)
-        first = total - (int)cc->limit;
-    size_t len = (size_t)hl + 2;
-    for (int i = first; i < total; i++)
-        len += parts[2 + 2 * i].len + 1;
-    struct frame *f = frame_new(len);
+    struct frame *f = history_from_sync(cc->ch, cc->has_id, cc->id, rep, parts, n, cc->limit);
     if (f) {
-        unsigned char *p = frame_payload(f);
-        size_t o = (size_t)hl;
-        memcpy(p, head, o);
-        for (int i = first; i < total; i++) {
-            if (i > first)
-                p[o++] = ',';
-            memcpy(p + o, parts[2 + 2 * i].data, parts[2 + 2 * i].len);
-            o += parts[2 + 2 * i].len;
-        }
-        memcpy(p + o, "]}", 2);
-        f->len = (uint32_t)(o + 2);
         conn_enqueue(cc->conn, f);
         frame_unref(f);
+    } else {
+        conn_send_err(cc->conn, cc->has_id, cc->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
     }
     free(cc);
 }

@@ -2,9 +2,11 @@
  *
  * Each handler gets a decoded, validated request and answers with exactly
  * one reply when the request has an id, and an err even when it has none. */
+#include "auth_ws.h"
 #include "codec.h"
 #include "conn.h"
 #include "frame.h"
+#include "history.h"
 #include "cluster.h"
 #include "metrics.h"
 #include "mirror.h"
@@ -44,6 +46,8 @@ static void queue_history_entry(const struct hist_entry *e, void *ud)
 /* {"op":"sub","id"?,"ch","since"?:{"epoch","seq"}} -> ack {ch,epoch,seq,recovered?}, then missed msgs */
 static void op_sub(struct conn *c, const struct codec_request *req)
 {
+    if (!auth_ws_may_read(c, req))
+        return;
     struct channel *ch = channel_find(req->ch, req->ch_len);
     /* Refuse before creating anything, so refused requests cannot leave
      * empty channels behind. */
@@ -67,6 +71,7 @@ static void op_sub(struct conn *c, const struct codec_request *req)
     }
 
     if (!cluster_is_owner(req->ch, req->ch_len)) {
+        presence_join(c, ch);
         mirror_sub(c, ch, req);
         return;
     }
@@ -81,6 +86,7 @@ static void op_sub(struct conn *c, const struct codec_request *req)
     send_ack(c, req, f);
     if (recovered)
         channel_history_each(ch, req->since_seq, -1, now, queue_history_entry, c);
+    presence_join(c, ch);
 }
 
 /* {"op":"unsub","id"?,"ch"} -> ack {ch} | err not_subscribed */
@@ -94,6 +100,7 @@ static void op_unsub(struct conn *c, const struct codec_request *req)
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_NOT_SUBSCRIBED, msg);
         return;
     }
+    presence_leave(c, ch);
     mirror_unsub(c, ch);
     channel_unsubscribe(s, &c->subs);
     send_ack(c, req, json_pack("{s:s}", "ch", req->ch));
@@ -146,14 +153,8 @@ static void op_pub(struct conn *c, const struct codec_request *req)
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
         return;
     }
-    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
-    if (!ns->client_publish) {
-        char msg[160];
-        snprintf(msg, sizeof msg, "publishing from clients is disabled in namespace '%s'",
-                 ns->name);
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN, msg);
+    if (!auth_ws_may_publish(c, req->ch, req->ch_len, req->has_id, req->id))
         return;
-    }
     struct conn_pub *p = calloc(1, sizeof *p);
     if (!p) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
@@ -179,30 +180,11 @@ void ops_conn_closed(struct conn *c)
     }
 }
 
-/* Two passes over the history: the first measures, the second copies. */
-struct splice {
-    unsigned char *p;    /* NULL while measuring */
-    size_t len;
-    uint32_t count;
-};
-
-static void splice_entry(const struct hist_entry *e, void *ud)
-{
-    struct splice *s = ud;
-    if (s->count++) {
-        if (s->p)
-            s->p[s->len] = ',';
-        s->len++;
-    }
-    if (s->p)
-        memcpy(s->p + s->len, frame_payload(e->f), e->f->len);
-    s->len += e->f->len;
-}
-
-/* {"op":"history","id"?,"ch","since"?,"limit"?} -> {"op":"history",id,ch,epoch,seq,msgs:[msg...]}
- * The reply splices the stored msg frames as they are, so nothing is re-encoded. */
+/* {"op":"history","id"?,"ch","since"?,"limit"?} -> {"op":"history",id,ch,epoch,seq,msgs:[msg...]} */
 static void op_history(struct conn *c, const struct codec_request *req)
 {
+    if (!auth_ws_may_read(c, req))
+        return;
     struct channel *ch = channel_find(req->ch, req->ch_len);
     if (!cluster_is_owner(req->ch, req->ch_len) && !(ch && ch->live && !ch->sync)) {
         mirror_history(c, req);
@@ -210,57 +192,21 @@ static void op_history(struct conn *c, const struct codec_request *req)
     }
     const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
     long long limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
-    uint64_t after = 0;
-    bool none = !ch;
-    if (ch && req->has_since) {
-        if (strcmp(req->since_epoch, ch->epoch) != 0)
-            none = true;
-        else
-            after = req->since_seq;
-    }
-
-    char head[512];
-    char idpart[40] = "";
-    if (req->has_id)
-        snprintf(idpart, sizeof idpart, "\"id\":%lld,", req->id);
-    int hl = snprintf(head, sizeof head, "{\"op\":\"history\",%s\"ch\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu,\"msgs\":[",
-                      idpart, req->ch, ch ? ch->epoch : "", ch ? (unsigned long long)ch->seq : 0ULL);
-
-    int64_t now = server_now_ms();
-    struct splice s = {NULL, (size_t)hl, 0};
-    if (!none)
-        channel_history_each(ch, after, limit, now, splice_entry, &s);
-    struct frame *f = frame_new(s.len + 2);
+    struct frame *f = history_local(ch, req->ch, req->has_id, req->id, req->has_since,
+                                    req->since_epoch, req->since_seq, limit);
     if (!f) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    memcpy(frame_payload(f), head, (size_t)hl);
-    s = (struct splice){frame_payload(f), (size_t)hl, 0};
-    if (!none)
-        channel_history_each(ch, after, limit, now, splice_entry, &s);
-    memcpy(frame_payload(f) + s.len, "]}", 2);
     conn_enqueue(c, f);
     frame_unref(f);
 }
 
-/* {"op":"presence","id"?,"ch"} -> {"op":"presence",id,ch,members:[{client}...]} */
+/* {"op":"presence","id"?,"ch"} -> {"op":"presence",id,ch,count,members?:[{user,info?}|{client}...]} */
 static void op_presence(struct conn *c, const struct codec_request *req)
 {
-    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
-    if (!ns->presence) {
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_FORBIDDEN,
-                      "presence is not enabled for this namespace");
-        return;
-    }
-    struct channel *ch = channel_find(req->ch, req->ch_len);
-    json_t *members = json_array();
-    for (uint32_t i = 0; ch && i < ch->nsubs; i++)
-        json_array_append_new(members, json_pack("{s:s}", "client", ch->subs[i]->conn->id));
-    json_t *j = reply("presence", req);
-    json_object_set_new(j, "ch", json_string(req->ch));
-    json_object_set_new(j, "members", members);
-    conn_send_json(c, j);
+    if (auth_ws_may_read(c, req))
+        presence_op(c, req);
 }
 
 /* {"op":"ping","id"?} -> {"op":"pong","id"?} */
@@ -275,7 +221,12 @@ void ops_handle(struct conn *c, const char *buf, size_t len)
     struct codec_error err;
 
     if (!codec_decode_request(buf, len, &req, &err)) {
-        conn_send_err(c, req.has_id, req.id, err.code, err.msg);
+        if (auth_ws_gate(c, NULL))
+            conn_send_err(c, req.has_id, req.id, err.code, err.msg);
+        return;
+    }
+    if (!auth_ws_gate(c, &req)) {
+        codec_request_free(&req);
         return;
     }
     switch (req.op) {
@@ -285,6 +236,7 @@ void ops_handle(struct conn *c, const char *buf, size_t len)
     case CODEC_OP_HISTORY: op_history(c, &req); break;
     case CODEC_OP_PRESENCE: op_presence(c, &req); break;
     case CODEC_OP_PING: op_ping(c, &req); break;
+    case CODEC_OP_AUTH: auth_ws_op(c, &req); break;
     }
     codec_request_free(&req);
 }

@@ -1,0 +1,92 @@
+/* history.c - build history replies by splicing stored frames. */
+#include "history.h"
+#include "channel.h"
+#include "frame.h"
+#include "server.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct item {
+    const unsigned char *data;
+    size_t len;
+};
+
+static struct frame *splice(const char *name, bool has_id, long long id, const char *epoch,
+                            uint64_t seq, const struct item *items, size_t n)
+{
+    char head[512], idpart[40] = "";
+    if (has_id)
+        snprintf(idpart, sizeof idpart, "\"id\":%lld,", id);
+    int hl = snprintf(head, sizeof head,
+                      "{\"op\":\"history\",%s\"ch\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu,\"msgs\":[",
+                      idpart, name, epoch, (unsigned long long)seq);
+    if (hl < 0 || (size_t)hl >= sizeof head)
+        return NULL;
+    size_t len = (size_t)hl + 2;
+    for (size_t i = 0; i < n; i++)
+        len += items[i].len + 1;
+    struct frame *f = frame_new(len);
+    if (!f)
+        return NULL;
+    unsigned char *p = frame_payload(f);
+    size_t o = (size_t)hl;
+    memcpy(p, head, o);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            p[o++] = ',';
+        memcpy(p + o, items[i].data, items[i].len);
+        o += items[i].len;
+    }
+    memcpy(p + o, "]}", 2);
+    f->len = (uint32_t)(o + 2);
+    return f;
+}
+
+struct collect {
+    struct item *items;
+    size_t n, cap;
+};
+
+static void collect_entry(const struct hist_entry *e, void *ud)
+{
+    struct collect *c = ud;
+    if (c->n < c->cap)
+        c->items[c->n++] = (struct item){frame_payload(e->f), e->f->len};
+}
+
+struct frame *history_local(struct channel *ch, const char *name, bool has_id, long long id,
+                            bool has_since, const char *since_epoch, uint64_t since_seq,
+                            long long limit)
+{
+    struct collect c = {NULL, 0, 0};
+    bool none = !ch || (has_since && strcmp(since_epoch, ch->epoch) != 0);
+    if (!none && ch->hist_count) {
+        c.cap = ch->hist_count;
+        c.items = malloc(sizeof *c.items * c.cap);
+        if (!c.items)
+            return NULL;
+        channel_history_each(ch, has_since ? since_seq : 0, limit, server_now_ms(), collect_entry, &c);
+    }
+    struct frame *f = splice(name, has_id, id, ch ? ch->epoch : "", ch ? ch->seq : 0, c.items, c.n);
+    free(c.items);
+    return f;
+}
+
+struct frame *history_from_sync(const char *name, bool has_id, long long id,
+                                const struct envelope *rep, const struct cluster_part *parts,
+                                int n, long long limit)
+{
+    size_t total = n > 1 ? (size_t)(n - 1) / 2 : 0, first = 0;
+    if (limit >= 0 && total > (size_t)limit)
+        first = total - (size_t)limit;
+    struct item *items = malloc(sizeof *items * (total - first + 1));
+    if (!items)
+        return NULL;
+    for (size_t i = first; i < total; i++)
+        items[i - first] = (struct item){parts[2 + 2 * i].data, parts[2 + 2 * i].len};
+    struct frame *f = splice(name, has_id, id, rep->epoch, rep->seq, items, total - first);
+    free(items);
+    return f;
+}
