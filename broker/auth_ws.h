@@ -50,8 +50,9 @@ void auth_ws_closed(struct conn *c);
 /* The connection's claims, NULL while it is anonymous. */
 const struct auth_claims *auth_ws_who(const struct conn *c);
 
-/* Before any op: false when the request must not be served (the connection
- * is waiting for auth and was asked to close with 4001). */
+/* Before any op (req NULL: a binary message): false when the request must
+ * not be served (the connection is waiting for auth and was asked to close
+ * with 4001). */
 bool auth_ws_gate(struct conn *c, const struct codec_request *req);
 /* {"op":"auth","id"?,"token"} -> ack {user} | close 4001 */
 void auth_ws_op(struct conn *c, const struct codec_request *req);

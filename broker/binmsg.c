@@ -53,7 +53,7 @@ static struct frame *build(const struct channel *ch, uint64_t seq, int64_t ts, c
 /* [H]{"op":"pub","id"?,"ch"}<bytes> -> ack {ch,epoch,seq} */
 void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
 {
-    if (!auth_ws_gate(c, -1))
+    if (!auth_ws_gate(c, NULL))
         return;
     if (len < 4) {
         bad(c, false, 0, "a binary message starts with a 4-byte header length");
@@ -165,4 +165,14 @@ size_t binmsg_history_json(struct frame *f, unsigned char *out)
     }
     memcpy(out, "\"}", 2);
     return total;
+}
+
+struct frame *binmsg_json_view(struct frame *f)
+{
+    if (!f->alt) {
+        f->alt = frame_new(binmsg_history_json(f, NULL));
+        if (f->alt)
+            binmsg_history_json(f, frame_payload(f->alt));
+    }
+    return f->alt;
 }

@@ -28,5 +28,8 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len);
 /* Writes the JSON form of binary message frame f (as the history reply shows
  * it) to out, or only measures it when out is NULL; returns its length. */
 size_t binmsg_history_json(struct frame *f, unsigned char *out);
+/* The JSON form of binary frame f as a frame, kept in f->alt so it is built
+ * once; borrowed (valid while f is). NULL when memory ran out. */
+struct frame *binmsg_json_view(struct frame *f);
 
 #endif

@@ -49,6 +49,8 @@ static const struct opt opts[] = {
      "most WebSocket connections held at once (default 10000)"},
     {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "N", 64, 64 << 20,
      "largest client frame or HTTP body accepted (default 65536)"},
+    {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "N", 128, 1 << 20,
+     "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection (default 4096)"},
     {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
      "most channels one connection may subscribe to (default 128)"},
     {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "N", 1024, INT_MAX,
@@ -90,6 +92,8 @@ static const struct opt opts[] = {
      "re-resolve peer DNS names this often (default 10)"},
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
      "ZeroMQ high-water mark, messages per link (default 100000)"},
+    {"event-loop", OPT_STR, F(event_loop), 0, "poll|epoll", 0, 0,
+     "event loop: epoll (libev; scales with many connections) or poll (lws built-in) (default epoll)"},
     {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
     {"jwt-secret", OPT_STR, F(jwt_secret), 0, "SECRET", 0, 0,
      "verify HS256 connection tokens with this secret (default: no HS256)"},
@@ -138,6 +142,7 @@ static void defaults(struct config *cfg)
     set_str(&cfg->sdk_dir, CHORUS_SDK_DIR);
     cfg->max_connections = 10000;
     cfg->max_frame_bytes = 65536;
+    cfg->rx_buffer_bytes = 4096;
     cfg->max_channels_per_conn = 128;
     cfg->max_queue_bytes = 1 << 20;
     cfg->max_queue_frames = 4096;
@@ -153,6 +158,7 @@ static void defaults(struct config *cfg)
     cfg->peer_resolve_interval = 10;
     cfg->cluster_hwm = 100000;
     set_str(&cfg->log_level, "info");
+    set_str(&cfg->event_loop, "epoll");
     cfg->jwt_leeway = 5;
     cfg->allow_anonymous = true;
     cfg->auth_timeout = 10;
@@ -502,6 +508,10 @@ int config_load(struct config *cfg, int argc, char **argv)
             goto out;
     }
 
+    if (strcmp(cfg->event_loop, "poll") && strcmp(cfg->event_loop, "epoll")) {
+        fprintf(stderr, "chorusd: event-loop must be poll or epoll\n");
+        goto out;
+    }
     if (log_level_parse(cfg->log_level) < 0) {
         fprintf(stderr, "chorusd: log-level must be debug, info, warn or error\n");
         goto out;
@@ -574,6 +584,7 @@ void config_free(struct config *cfg)
     free(cfg->static_dir);
     free(cfg->sdk_dir);
     free(cfg->log_level);
+    free(cfg->event_loop);
     clear_lists(cfg);
     free(cfg->cluster_bind);
     free(cfg->forwarder_connect);

@@ -73,6 +73,7 @@ struct config {
     int cluster_hwm;
 
     int max_frame_bytes;
+    int rx_buffer_bytes;          /* lws reads at most this much per connection per loop turn */
     int max_channels_per_conn;
     int max_queue_bytes;
     int max_queue_frames;
@@ -83,6 +84,7 @@ struct config {
     bool client_publish;
     int shutdown_timeout_ms;
     char *log_level;
+    char *event_loop;             /* "poll" (lws built-in) or "epoll" (libev) */
 
     /* who may do what: auth.c, auth_ws.c, ratelimit.c, presence.c */
     char *jwt_secret;             /* HS256 key */

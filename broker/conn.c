@@ -9,6 +9,7 @@
  * (no permessage-deflate is offered and HTTP/2 is not used for /ws); lws still
  * owns TLS and any partial-send buffering. */
 #include "conn.h"
+#include "binmsg.h"
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
@@ -110,13 +111,14 @@ static int conn_flush(struct conn *c)
             if (used)
                 break;
             /* Larger than a batch: let lws frame it straight from the shared buffer. */
-            if (lws_write(c->wsi, frame_payload(f), f->len, LWS_WRITE_TEXT) < (int)f->len)
+            if (lws_write(c->wsi, frame_payload(f), f->len,
+                          f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
                 return -1;
             metrics.bytes_sent += h + f->len;
             outq_pop(&c->q);
             break;
         }
-        used += frame_ws_header(out + used, f->len);
+        used += frame_ws_header_op(out + used, f->len, f->binary);
         memcpy(out + used, frame_payload(f), f->len);
         used += f->len;
         outq_pop(&c->q);
@@ -151,8 +153,7 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
         c->rx_in_msg = false;
         metrics.frames_received++;
         if (c->rx_binary)
-            conn_send_err(c, false, 0, CHORUS_ERR_BAD_REQUEST,
-                          "binary frames are not supported by protocol v1");
+            binmsg_handle(c, in, len);
         else
             ops_handle(c, (const char *)in, len);
         return;
@@ -192,8 +193,7 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
         snprintf(msg, sizeof msg, "frame exceeds %u bytes", max);
         conn_send_err(c, false, 0, CHORUS_ERR_TOO_LARGE, msg);
     } else if (c->rx_binary) {
-        conn_send_err(c, false, 0, CHORUS_ERR_BAD_REQUEST,
-                      "binary frames are not supported by protocol v1");
+        binmsg_handle(c, c->rx, c->rx_len);
     } else {
         ops_handle(c, (const char *)c->rx, c->rx_len);
     }
@@ -229,8 +229,9 @@ static int refuse(struct lws *wsi, enum reject_reason why, unsigned int status)
     return 1;
 }
 
-/* Refuses the upgrade (non-zero) for a wrong path, origin, or when full. */
-static int conn_filter(struct lws *wsi)
+/* Refuses the upgrade (non-zero) for a wrong path, origin, when full, for a
+ * client IP over its limits (429) or a token that does not verify (401). */
+static int conn_filter(struct conn *c, struct lws *wsi)
 {
     char uri[64];
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
@@ -247,6 +248,16 @@ static int conn_filter(struct lws *wsi)
     }
     if (metrics.connections >= server.cfg->max_connections)
         return refuse(wsi, REJECT_MAX_CONNECTIONS, HTTP_STATUS_SERVICE_UNAVAILABLE);
+    char ip[48] = "";
+    lws_get_peer_simple(wsi, ip, sizeof ip);
+    int status = ratelimit_upgrade(&c->limits, ip, lws_now_usecs());
+    if (status) {
+        log_info("event=upgrade_refused reason=ip_limit ip=%s status=%d", ip, status);
+        return refuse(wsi, REJECT_IP_LIMIT, (unsigned int)status);
+    }
+    status = auth_ws_filter(c, wsi);
+    if (status)
+        return refuse(wsi, REJECT_AUTH, (unsigned int)status);
     return 0;
 }
 
@@ -266,17 +277,23 @@ static void conn_open(struct conn *c, struct lws *wsi)
 
     json_t *hello = json_pack("{s:s, s:i, s:s, s:s}", "op", "hello", "v", 1, "node",
                               server.cfg->node_id, "client", c->id);
+    ratelimit_conn_open(&c->limits);
+    if (hello)
+        auth_ws_open(c, hello);
     conn_send_json(c, hello);
     log_debug("event=conn_open client=%s", c->id);
 }
 
 static void conn_closed(struct conn *c)
 {
+    auth_ws_closed(c); /* FILTER may have stored claims even if it refused */
     if (!c->established)
         return; /* refused in FILTER: never linked */
     c->established = false;
     mirror_conn_closed(c);
     ops_conn_closed(c);
+    presence_conn_closed(c);
+    ratelimit_conn_closed(&c->limits);
     channel_unsubscribe_all(&c->subs);
     outq_clear(&c->q);
     free(c->rx);
@@ -297,8 +314,10 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     struct conn *c = user;
 
     switch (reason) {
+    case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        return auth_ws_confirm_upgrade(wsi);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-        return conn_filter(wsi);
+        return conn_filter(c, wsi);
     case LWS_CALLBACK_ESTABLISHED:
         conn_open(c, wsi);
         return 0;
@@ -320,6 +339,10 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
         return 0;
     case LWS_CALLBACK_CLOSED:
         conn_closed(c);
+        return 0;
+    case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
+        /* lws_cancel_service() from the signal handler lands here. */
+        server_begin_shutdown();
         return 0;
     default:
         break;

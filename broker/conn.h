@@ -14,9 +14,12 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "auth_ws.h"
 #include "channel.h"
 #include "errors.h"
 #include "outq.h"
+#include "presence.h"
+#include "ratelimit.h"
 
 struct conn {
     struct lws *wsi;
@@ -32,6 +35,10 @@ struct conn {
     bool rx_in_msg;               /* a message has started and not yet ended */
     bool rx_discard;              /* current message is over the limit: drop it */
     bool rx_binary;
+
+    struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
+    struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
+    struct conn_presence presence; /* presence.c: rooms joined */
 
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */

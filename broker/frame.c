@@ -14,6 +14,7 @@ struct frame *frame_new(size_t len)
     f->refs = 1;
     f->len = (uint32_t)len;
     f->binary = false;
+    f->alt = NULL;
     frame_live++;
     return f;
 }
@@ -29,6 +30,7 @@ struct frame *frame_from(const void *payload, size_t len)
 void frame_unref(struct frame *f)
 {
     if (f && --f->refs == 0) {
+        frame_unref(f->alt);
         frame_live--;
         free(f);
     }

@@ -19,6 +19,8 @@ struct frame {
     uint32_t refs;
     uint32_t len;                     /* payload bytes */
     bool binary;                      /* sent as a binary frame (opcode 2); false after frame_new */
+    struct frame *alt;                /* binary: its JSON form for history replies, made on
+                                       * demand by binmsg.c; one reference, dropped with f */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 

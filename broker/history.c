@@ -1,5 +1,6 @@
 /* history.c - build history replies by splicing stored frames. */
 #include "history.h"
+#include "binmsg.h"
 #include "channel.h"
 #include "frame.h"
 #include "server.h"
@@ -52,8 +53,10 @@ struct collect {
 static void collect_entry(const struct hist_entry *e, void *ud)
 {
     struct collect *c = ud;
-    if (c->n < c->cap)
-        c->items[c->n++] = (struct item){frame_payload(e->f), e->f->len};
+    /* A binary message shows as JSON with its bytes in base64 (binmsg.h). */
+    struct frame *f = e->f->binary ? binmsg_json_view(e->f) : e->f;
+    if (f && c->n < c->cap)
+        c->items[c->n++] = (struct item){frame_payload(f), f->len};
 }
 
 struct frame *history_local(struct channel *ch, const char *name, bool has_id, long long id,

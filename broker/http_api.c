@@ -11,6 +11,7 @@
 #include "frame.h"
 #include "history.h"
 #include "metrics.h"
+#include "presence.h"
 #include "publish.h"
 #include "server.h"
 
@@ -306,6 +307,22 @@ static int api_history(struct lws *wsi, struct http_session *s)
     return 0;
 }
 
+/* GET /api/presence?ch=.. -> {"ch","count","members"?} (this node's members, PROTOCOL.md 8.4) */
+static int api_presence(struct lws *wsi, struct http_session *s)
+{
+    char buf[320];
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    const char *v = lws_get_urlarg_by_name(wsi, "ch=", buf, sizeof buf);
+    if (!v || !codec_channel_valid(v, strlen(v)))
+        return respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    json_t *j = presence_describe(v, strlen(v));
+    if (!j)
+        return respond_err(wsi, s, CHORUS_ERR_FORBIDDEN, "presence is not enabled for this namespace");
+    return respond_json(wsi, s, 200, j);
+}
+
 static int on_request(struct lws *wsi, struct http_session *s)
 {
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
@@ -323,6 +340,11 @@ static int on_request(struct lws *wsi, struct http_session *s)
         if (!get)
             return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
         return api_history(wsi, s);
+    }
+    if (!strcmp(uri, "/api/presence")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return api_presence(wsi, s);
     }
     if (strcmp(uri, "/api/publish") != 0)
         return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such endpoint");

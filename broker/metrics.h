@@ -10,7 +10,8 @@
 
 #include "errors.h"
 
-enum reject_reason { REJECT_ORIGIN, REJECT_PATH, REJECT_MAX_CONNECTIONS, REJECT_SHUTDOWN, REJECT__COUNT };
+enum reject_reason { REJECT_ORIGIN, REJECT_PATH, REJECT_MAX_CONNECTIONS, REJECT_SHUTDOWN,
+                     REJECT_AUTH, REJECT_IP_LIMIT, REJECT__COUNT };
 
 struct metrics {
     int64_t connections;
@@ -27,6 +28,13 @@ struct metrics {
     uint64_t errors[CHORUS_ERR__COUNT];
     uint64_t queue_drops;
     uint64_t slow_consumer_closes;
+
+    /* who may do what (auth_ws.c, presence.c, binmsg.c) */
+    uint64_t auth_accepted;              /* tokens verified (upgrade or auth op) */
+    uint64_t auth_refused;               /* tokens refused (401 or close 4001) */
+    uint64_t auth_expired_closes;        /* connections closed 4001 when their token expired */
+    uint64_t presence_events;            /* join/leave events fanned out */
+    uint64_t published_binary;           /* binary messages sequenced (also in published_ws) */
 
     /* cluster */
     uint64_t cluster_sent[10];           /* by envelope type */

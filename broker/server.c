@@ -6,6 +6,7 @@
  * queue drains; the loop runs until they are gone or shutdown_timeout passes;
  * then the context is destroyed. */
 #include "server.h"
+#include "auth_ws.h"
 #include "cluster.h"
 #include "conn.h"
 #include "log.h"
@@ -16,6 +17,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #define WRITE_BATCH_TX (64 * 1024)
 
@@ -52,6 +54,7 @@ static void on_signal(int sig)
 static void sweep(lws_sorted_usec_list_t *sul)
 {
     channel_sweep(server_now_ms());
+    ratelimit_sweep(lws_now_usecs());
     lws_sul_schedule(server.ctx, 0, sul, sweep, LWS_US_PER_SEC);
 }
 
@@ -101,7 +104,21 @@ int server_start(const struct config *cfg)
     server.cfg = cfg;
     raise_fd_limit(cfg->max_connections);
 
+    char err[300];
+    if (auth_ws_init(cfg, err, sizeof err) < 0) {
+        log_error("event=start_failed msg=\"%s\"", err);
+        return -1;
+    }
+    ratelimit_init(cfg);
+    if (cfg->tls_cert && (access(cfg->tls_cert, R_OK) || access(cfg->tls_key, R_OK))) {
+        log_error("event=start_failed msg=\"cannot read --tls-cert %s or --tls-key %s\"",
+                  cfg->tls_cert, cfg->tls_key);
+        auth_ws_free();
+        return -1;
+    }
+
     protocols[0].per_session_data_size = conn_session_size();
+    protocols[0].rx_buffer_size = (size_t)cfg->rx_buffer_bytes;
     protocols[1].per_session_data_size = http_api_session_size();
 
     mount_callback(&mounts[0], "/api", &mounts[1]);
@@ -123,15 +140,33 @@ int server_start(const struct config *cfg)
     info.vhost_name = "chorus";
     info.retry_and_idle_policy = &idle_policy;
     info.timeout_secs = 10;
-    info.fd_limit_per_thread = (unsigned int)cfg->max_connections + 128;
+    /* No fd_limit_per_thread: setting it makes lws find a socket's wsi by a
+     * linear scan (wsi_from_fd) instead of indexing its table, which cost a
+     * third of the CPU with 5,000 connections. lws sizes the table from the
+     * descriptor limit raised above. */
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
+    if (!strcmp(cfg->event_loop, "epoll")) {
+        /* lws' libev plugin: epoll, so cost follows ready sockets, not open ones. */
+        info.options |= LWS_SERVER_OPTION_LIBEV;
+        server.event_lib = true;
+    }
     if (inet_pton(AF_INET, cfg->bind, &a4) == 1)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6; /* else lws listens on every address */
+    if (cfg->tls_cert) {
+        /* wss:// and https:// on the one port. ALPN offers only HTTP/1.1: the
+         * write path sends pre-built WebSocket frames (conn.c), which is only
+         * valid for RFC 6455 over HTTP/1.1, never for WebSocket over HTTP/2. */
+        info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+        info.ssl_cert_filepath = cfg->tls_cert;
+        info.ssl_private_key_filepath = cfg->tls_key;
+        info.alpn = "http/1.1";
+    }
 
     server.ctx = lws_create_context(&info);
     if (!server.ctx) {
-        log_error("event=start_failed port=%d bind=%s msg=\"could not create the listener (port in use?)\"",
-                  cfg->port, cfg->bind);
+        log_error("event=start_failed port=%d bind=%s msg=\"could not create the listener (port in use?%s)\"",
+                  cfg->port, cfg->bind, cfg->tls_cert ? " or a bad TLS certificate or key" : "");
+        auth_ws_free();
         return -1;
     }
     server.vh = lws_get_vhost_by_name(server.ctx, "chorus");
@@ -150,37 +185,51 @@ int server_start(const struct config *cfg)
         return -1;
     }
     lws_sul_schedule(server.ctx, 0, &server.sweep_timer, sweep, LWS_US_PER_SEC);
-    log_info("event=listening node=%s bind=%s port=%d static_dir=%s api=%s",
-             cfg->node_id, cfg->bind, cfg->port, cfg->static_dir,
-             cfg->api_key && *cfg->api_key ? "enabled" : "disabled");
+    log_info("event=listening node=%s bind=%s port=%d event_loop=%s static_dir=%s api=%s tls=%s tokens=%s%s anonymous=%s",
+             cfg->node_id, cfg->bind, cfg->port, cfg->event_loop, cfg->static_dir,
+             cfg->api_key && *cfg->api_key ? "enabled" : "disabled", cfg->tls_cert ? "on" : "off",
+             cfg->jwt_secret && *cfg->jwt_secret ? "HS256," : "",
+             cfg->jwt_public_key ? "public-key" : "", cfg->allow_anonymous ? "allowed" : "refused");
     return 0;
 }
 
 static lws_sorted_usec_list_t shutdown_timer;
-static volatile bool shutdown_expired;
+static int64_t shutdown_deadline_ms;
+static bool finished;
 
-static void shutdown_deadline(lws_sorted_usec_list_t *sul)
+/* Runs inside the loop every 20 ms once shutdown began: done when every
+ * client is gone or the time is up. An event library (libev) keeps its loop
+ * running inside lws_service(); staging the context's destroy is what ends it. */
+static void shutdown_check(lws_sorted_usec_list_t *sul)
 {
-    (void)sul;
-    shutdown_expired = true;
+    if (server.conns && server_now_ms() < shutdown_deadline_ms) {
+        lws_sul_schedule(server.ctx, 0, sul, shutdown_check, 20 * LWS_US_PER_MS);
+        return;
+    }
+    log_info("event=shutdown_done connections_left=%lld", (long long)metrics.connections);
+    finished = true;
+    if (server.event_lib)
+        lws_context_destroy(server.ctx);
+    else
+        lws_cancel_service(server.ctx);
 }
 
-int server_run(void)
+void server_begin_shutdown(void)
 {
-    while (!got_signal)
-        if (lws_service(server.ctx, 0) < 0)
-            break;
-
+    if (server.shutting_down || !got_signal)
+        return;
     server.shutting_down = true;
     log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
     for (struct conn *c = server.conns; c; c = c->next)
         conn_close_with(c, LWS_CLOSE_STATUS_GOINGAWAY, "shutdown", false);
-    lws_sul_schedule(server.ctx, 0, &shutdown_timer, shutdown_deadline,
-                     (lws_usec_t)server.cfg->shutdown_timeout_ms * LWS_US_PER_MS);
-    while (server.conns && !shutdown_expired)
-        if (lws_service(server.ctx, 0) < 0)
-            break;
-    log_info("event=shutdown_done connections_left=%lld", (long long)metrics.connections);
+    shutdown_deadline_ms = server_now_ms() + server.cfg->shutdown_timeout_ms;
+    lws_sul_schedule(server.ctx, 0, &shutdown_timer, shutdown_check, 1);
+}
+
+int server_run(void)
+{
+    while (!finished && lws_service(server.ctx, 0) >= 0)
+        ;
     return 0;
 }
 
@@ -188,11 +237,16 @@ void server_stop(void)
 {
     if (!server.ctx)
         return;
-    lws_sul_cancel(&server.sweep_timer);
-    lws_sul_cancel(&shutdown_timer);
+    if (!server.event_lib)
+        lws_sul_cancel(&server.sweep_timer);
+    if (!server.event_lib)
+        lws_sul_cancel(&shutdown_timer);
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     cluster_stop();
     lws_context_destroy(server.ctx);
     server.ctx = NULL;
     channel_registry_free();
+    presence_free();
+    ratelimit_free();
+    auth_ws_free();
 }

@@ -18,6 +18,7 @@ struct server {
     struct lws_context *ctx;
     struct lws_vhost *vh;
     bool shutting_down;          /* set once on SIGTERM/SIGINT; never cleared */
+    bool event_lib;              /* lws runs on libev (epoll) instead of its poll loop */
     struct conn *conns;          /* every established WebSocket connection */
     lws_sorted_usec_list_t sweep_timer;
 };
@@ -28,6 +29,9 @@ int server_start(const struct config *cfg);
 /* Runs the loop until a signal; then drains clients and returns 0. */
 int server_run(void);
 void server_stop(void);
+/* Called in the loop after a signal woke it: refuse new clients, close the
+ * open ones with 1001 once their queues drain, then end the loop. */
+void server_begin_shutdown(void);
 
 /* Milliseconds since the Unix epoch (message timestamps). */
 int64_t server_now_ms(void);

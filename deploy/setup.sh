@@ -23,6 +23,7 @@ PACKAGES=(
   nodejs npm
   chromium
   curl ca-certificates
+  openssl
 )
 
 installed() {

@@ -18,6 +18,7 @@ static const struct {
     {"history", CODEC_OP_HISTORY, true},
     {"presence", CODEC_OP_PRESENCE, true},
     {"ping", CODEC_OP_PING, false},
+    {"auth", CODEC_OP_AUTH, false},
 };
 
 /* 256-entry table: which bytes may appear in a channel name. */

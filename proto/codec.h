@@ -27,6 +27,7 @@ enum codec_op {
     CODEC_OP_HISTORY,
     CODEC_OP_PRESENCE,
     CODEC_OP_PING,
+    CODEC_OP_AUTH,           /* {"op":"auth","token"}: the broker reads "token" from root */
 };
 
 /* One decoded client request. Pointers borrow from `root`, which the request

@@ -85,8 +85,11 @@ export interface HistoryResult<T = Json> {
   msgs: Message<T>[];
 }
 
+/** A user (token `sub`, with the token's public `info`) or an anonymous connection. */
 export interface PresenceMember {
-  client: string;
+  user?: string;
+  info?: unknown;
+  client?: string;
   [key: string]: unknown;
 }
 

@@ -513,10 +513,13 @@ export class Chorus extends Emitter {
   }
 
   /**
-   * Lists the connections present in a channel (namespaces with presence only;
-   * elsewhere rejects with `forbidden`).
+   * Lists the members present in a channel on the node (namespaces with
+   * presence only; elsewhere rejects with `forbidden`): users once each, with
+   * their token's `info`, and anonymous connections by client id. Past the
+   * namespace's presence_max_members the list is empty (the count is in the
+   * reply only).
    * @param {string} channel
-   * @returns {Promise<Array<{client: string}>>}
+   * @returns {Promise<Array<{user?: string, info?: any, client?: string}>>}
    */
   presence(channel) {
     return this._request({ op: 'presence', ch: channel }, (r) => (Array.isArray(r.members) ? r.members : []));

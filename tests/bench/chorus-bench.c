@@ -55,6 +55,8 @@
 #define MAX_ATTEMPTS 3                  /* connection attempts per connect phase */
 #define FD_RESERVE 32                   /* descriptors kept free in each process */
 #define BENCH_SATURATED 90.0            /* % of a core: a worker this busy is the limit */
+#define NAP_BELOW 256                   /* ready sockets under which a worker naps */
+#define NOISY_OTHER_CPU 25.0            /* % of a core used by others: a failed step is retried */
 
 /* ------------------------------------------------------------------------- */
 /* Options                                                                   */
@@ -77,7 +79,8 @@ struct opts {
     bool step;
     double rate_start, rate_step, rate_max, max_p99_ms;
     double tick_ms;
-    int refine;
+    long nap_us;
+    int refine, noise_retries;
     long server_pid;
     int procs, src_ips, concurrency;
     double connect_timeout, conn_timeout;
@@ -145,8 +148,11 @@ static void usage(FILE *f)
 "                         (default 1000000), then --refine N (default 2) bisection\n"
 "                         steps between the last good and the first bad rate.\n"
 "                         A step holds when nothing was lost, no seq gap or close\n"
-"                         happened, the publishers kept 97%% of the rate and\n"
-"                         p99 <= --max-p99-ms (default 100).\n"
+"                         happened, the publishers kept 97%% of the rate, no\n"
+"                         worker of this tool passed 90%% of a core, and\n"
+"                         p99 <= --max-p99-ms (default 100). A step that fails\n"
+"                         while other processes used over 25%% of a core is run\n"
+"                         again, up to --noise-retries times (default 2).\n"
 "\n"
 "Connections:\n"
 "  --procs N              worker processes (default: as few as the descriptor\n"
@@ -162,6 +168,11 @@ static void usage(FILE *f)
 "  --clock monotonic|realtime\n"
 "                         clock of the send timestamp \"t\" (default monotonic;\n"
 "                         both ends run on this machine)\n"
+"  --nap-us US            after a wait that found only a few ready sockets,\n"
+"                         pause US microseconds so that more data gathers\n"
+"                         before the next read (default 200, 0 = never). At\n"
+"                         high rates this saves about a fifth of the tool's\n"
+"                         CPU; it adds at most US to a measured latency.\n"
 "  --quiet                no progress line\n"
 "  --help                 this text\n"
 "\n"
@@ -207,7 +218,9 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     o->rate_max = 1e6;
     o->max_p99_ms = 100;
     o->refine = 2;
+    o->noise_retries = 2;
     o->tick_ms = 1;
+    o->nap_us = 200;
     o->server_pid = 0;
     o->procs = 0;
     o->src_ips = -1;
@@ -299,7 +312,9 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         NUM("--rate-max", rate_max, 0.001, 1e9, double)
         NUM("--max-p99-ms", max_p99_ms, 0.001, 1e7, double)
         NUM("--refine", refine, 0, 20, int)
+        NUM("--noise-retries", noise_retries, 0, 20, int)
         NUM("--tick-ms", tick_ms, 1, 1000, double)
+        NUM("--nap-us", nap_us, 0, 100000, long)
         NUM("--server-pid", server_pid, 1, 1e9, long)
         NUM("--procs", procs, 1, MAX_PROCS, int)
         NUM("--src-ips", src_ips, 0, 250, int)
@@ -676,7 +691,6 @@ struct conn {
     bool have_seq;
     bool in_frag;        /* inside a fragmented message */
     bool got_close;      /* a close frame arrived */
-    bool http_close;     /* the HTTP response said Connection: close */
     uint32_t events;     /* epoll events registered */
     uint32_t ch;         /* subscribed channel (K_SUB, K_SUBPUB) */
     uint32_t gidx;       /* global index, picks the source address */
@@ -807,7 +821,6 @@ static void conn_close(struct worker *W, struct conn *c)
     c->state = CS_CLOSED;
     c->events = 0;
     c->sub_pending = c->subscribed = c->have_seq = c->in_frag = c->got_close = false;
-    c->http_close = false;
     c->need = 0;
     free(c->rbuf), c->rbuf = NULL, c->rlen = c->rcap = 0;
     free(c->wbuf), c->wbuf = NULL, c->woff = c->wlen = c->wcap = 0;
@@ -1825,9 +1838,18 @@ static void worker_main(int id, pid_t parent)
         int64_t now = now_ns();
         worker_connect(W, now);
         bool publishing = worker_publish(W, now);
-        /* After a wait that found work, look again without sleeping: while
-         * data keeps arriving this saves a sleep and a wake-up per batch. */
-        int timeout = n > 0 ? 0 : publishing || W->qcount ? 1 : W->inflight ? 10 : 20;
+        int timeout = publishing || W->qcount ? 1 : W->inflight ? 10 : 20;
+        /* Waking up for every socket the server writes costs more than the
+         * reads themselves (a context switch per one or two messages). When
+         * the last wait found only a few ready sockets, pause briefly so the
+         * next one finds many; when nothing was ready, block as usual. */
+        if (n > 0 && n < NAP_BELOW && g_o.nap_us > 0) {
+            struct timespec nap = {0, g_o.nap_us * 1000};
+            nanosleep(&nap, NULL);
+            timeout = 0;
+        } else if (n > 0) {
+            timeout = 0;
+        }
         n = epoll_wait(W->ep, evs, 1024, timeout);
         for (int i = 0; i < n; i++)
             worker_event(W, &W->conns[evs[i].data.u32], evs[i].events);
@@ -1964,6 +1986,7 @@ struct result {
     const char *scenario;
     int step;                  /* 0: not a step */
     double rate, duration;
+    double window;             /* publish start to the last delivery seen, s */
     uint64_t expected;
     struct snap d;             /* counters: difference over the interval */
     double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
@@ -2162,7 +2185,11 @@ static void result_print(const struct result *r, const char *extra)
            r->expected, r->d.c[ST_RECEIVED]);
     double loss = result_loss(r);
     printf(loss > 0 ? ",\"loss\":%.6g" : ",\"loss\":%.0f", loss);
-    printf(",\"deliveries_per_sec\":%.1f", r->duration > 0 ? (double)r->d.c[ST_RECEIVED] / r->duration : 0);
+    /* deliveries over the time they took to arrive: a server that falls
+     * behind and catches up during the drain does not look faster than it is */
+    double window = r->window > r->duration ? r->window : r->duration;
+    printf(",\"deliveries_per_sec\":%.1f", window > 0 ? (double)r->d.c[ST_RECEIVED] / window : 0);
+    json_num("delivery_window_s", window, ",\"%s\":%.3f");
     json_num("p50_ms", r->p50, ",\"%s\":%.3f");
     json_num("p90_ms", r->p90, ",\"%s\":%.3f");
     json_num("p99_ms", r->p99, ",\"%s\":%.3f");
@@ -2175,7 +2202,7 @@ static void result_print(const struct result *r, const char *extra)
     printf(",\"bench_saturated\":%s", r->bench_worker_max_cpu >= BENCH_SATURATED ? "true" : "false");
     json_num("host_cpu_pct", r->host_cpu, ",\"%s\":%.1f");
     json_num("other_cpu_pct", r->other_cpu, ",\"%s\":%.1f");
-    printf(",\"tick_ms\":%g", g_o.tick_ms);
+    printf(",\"tick_ms\":%g,\"nap_us\":%ld", g_o.tick_ms, g_o.nap_us);
     json_num("wall_s", r->wall, ",\"%s\":%.3f");
     for (int i = ST_CONNECT_RETRIES; i < NSTAT; i++) {
         if (i == ST_PUBLISHED || i == ST_RECEIVED || i == ST_BYTES_IN)
@@ -2266,6 +2293,8 @@ static void run_publish(struct result *r, double rate, double duration, int step
     /* draining: until everything expected arrived and every publish was answered */
     snprintf(phase, sizeof phase, step ? "step %d drain" : "drain", step);
     int64_t drain_end = now_ns() + (int64_t)(g_o.drain * 1e9);
+    int64_t last_change = pub_ended;
+    uint64_t last_recv = UINT64_MAX;
     for (;;) {
         uint64_t exp = expected_deliveries(pub0, subs0);
         uint64_t recv = 0, pub = 0, answered = 0;
@@ -2277,6 +2306,10 @@ static void run_publish(struct result *r, double rate, double duration, int step
         recv -= a.c[ST_RECEIVED];
         pub -= a.c[ST_PUBLISHED];
         answered -= a.c[ST_PUB_ACKED] + a.c[ST_PUB_FAILED];
+        if (recv != last_recv) {
+            last_recv = recv;
+            last_change = now_ns();
+        }
         if (recv >= exp && answered >= pub)
             break;
         if (g_stop || worker_died() || now_ns() > drain_end)
@@ -2289,6 +2322,9 @@ static void run_publish(struct result *r, double rate, double duration, int step
     progress(phase, &a, rate, true);
     progress_end();
     r->expected = expected_deliveries(pub0, subs0);
+    r->window = (double)((last_change > end ? last_change : end) - start) / 1e9;
+    if (r->window > (double)(pub_ended - start) / 1e9 + g_o.drain + 1 || r->window <= 0)
+        r->window = r->duration;
     result_finish(r, &a, &b);
     if (g_stop)
         r->interrupted = true;
@@ -2315,6 +2351,31 @@ static const char *step_failure(const struct result *r)
     return NULL;
 }
 
+/* Runs one step at rate and prints its line. A step that fails while other
+ * processes took a good share of the CPU is run again, up to --noise-retries
+ * times: on a shared machine that failure says little about the server.
+ * Returns why the step failed, or NULL when it held. */
+static const char *run_step(struct result *r, double rate, int *step)
+{
+    const char *why = NULL;
+    for (int attempt = 0; attempt <= g_o.noise_retries && !g_stop; attempt++) {
+        if (*step && !run_connect()) /* reopens what a failed step lost */
+            return "connect";
+        run_publish(r, rate, g_o.duration, ++*step);
+        why = step_failure(r);
+        bool noisy = why && r->other_cpu >= NOISY_OTHER_CPU;
+        char extra[200];
+        snprintf(extra, sizeof extra, ",\"held\":%s%s%s%s%s", why ? "false" : "true",
+                 why ? ",\"fail_reason\":\"" : "", why ? why : "", why ? "\"" : "",
+                 noisy && attempt < g_o.noise_retries ? ",\"noisy_retry\":true" : "");
+        r->scenario = "fanout-step";
+        result_print(r, extra);
+        if (!noisy)
+            break;
+    }
+    return why;
+}
+
 static int run_step_mode(void)
 {
     struct result best = {0}, cur, bad = {0};
@@ -2323,15 +2384,7 @@ static int run_step_mode(void)
     int step = 0;
     double rate = g_o.rate_start;
     while (!g_stop) {
-        if (step && !run_connect()) /* reopens what a failed step lost */
-            break;
-        run_publish(&cur, rate, g_o.duration, ++step);
-        const char *why = step_failure(&cur);
-        char extra[160];
-        snprintf(extra, sizeof extra, ",\"held\":%s%s%s%s", why ? "false" : "true", why ? ",\"fail_reason\":\"" : "",
-                 why ? why : "", why ? "\"" : "");
-        cur.scenario = "fanout-step";
-        result_print(&cur, extra);
+        const char *why = run_step(&cur, rate, &step);
         if (why) {
             bad = cur, have_bad = true, bad_why = why;
             break;
@@ -2347,14 +2400,7 @@ static int run_step_mode(void)
         double mid = sqrt(best.rate * bad.rate);
         if (mid / best.rate < 1.02)
             break;
-        run_connect();
-        run_publish(&cur, mid, g_o.duration, ++step);
-        const char *why = step_failure(&cur);
-        char extra[160];
-        snprintf(extra, sizeof extra, ",\"held\":%s%s%s%s", why ? "false" : "true", why ? ",\"fail_reason\":\"" : "",
-                 why ? why : "", why ? "\"" : "");
-        cur.scenario = "fanout-step";
-        result_print(&cur, extra);
+        const char *why = run_step(&cur, mid, &step);
         if (why)
             bad = cur, bad_why = why;
         else

@@ -119,7 +119,7 @@ class Server:
     """
 
     def __init__(self, *args, env=None, node_id="node-a", config=None,
-                 port_via="flag", bind=True, name=None):
+                 port_via="flag", bind=True, name=None, ssl_context=None):
         self.args = [str(a) for a in args]
         self.extra_env = dict(env or {})
         self.node_id = node_id
@@ -127,6 +127,9 @@ class Server:
         self.port_via = port_via
         self.bind = bind
         self.name = name or node_id or "chorusd"
+        # A client ssl.SSLContext when the node serves TLS (--tls-cert): the
+        # harness then speaks https:// and the URLs are wss://.
+        self.ssl_context = ssl_context
         self.proc = None
         self.port = None
         self.log_path = None
@@ -172,7 +175,7 @@ class Server:
             self.port = port
             self.exit_code = None
             try:
-                wait_healthy(port, self.proc, timeout)
+                wait_healthy(port, self.proc, timeout, ssl_context=self.ssl_context)
                 return self
             except ServerError as e:
                 last = str(e)
@@ -233,10 +236,12 @@ class Server:
     # -- addresses ----------------------------------------------------------
     @property
     def ws_url(self):
-        return f"ws://127.0.0.1:{self.port}/ws"
+        scheme = "wss" if self.ssl_context else "ws"
+        return f"{scheme}://127.0.0.1:{self.port}/ws"
 
     def http(self, method, path, body=None, headers=None, timeout=None):
-        return http_request(self.port, method, path, body, headers, timeout)
+        return http_request(self.port, method, path, body, headers, timeout,
+                            ssl_context=self.ssl_context)
 
     def metrics(self):
         status, headers, body = self.http("GET", "/metrics")
@@ -249,7 +254,7 @@ class Server:
         return status, json.loads(body)
 
 
-def wait_healthy(port, proc=None, timeout=20.0):
+def wait_healthy(port, proc=None, timeout=20.0, ssl_context=None):
     """Polls GET /healthz every 50 ms until it answers 200 (bounded)."""
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -257,7 +262,8 @@ def wait_healthy(port, proc=None, timeout=20.0):
         if proc is not None and proc.poll() is not None:
             raise ServerError(f"chorusd exited with {proc.returncode} before it was healthy")
         try:
-            status, _h, body = http_request(port, "GET", "/healthz", timeout=1.0)
+            status, _h, body = http_request(port, "GET", "/healthz", timeout=1.0,
+                                            ssl_context=ssl_context)
             if status == 200:
                 return
             last = f"status {status}: {body[:200]!r}"
@@ -278,9 +284,14 @@ def _kill_everything():
 # HTTP and /metrics
 # ---------------------------------------------------------------------------
 
-def http_request(port, method, path, body=None, headers=None, timeout=None):
-    """One HTTP/1.1 request on a fresh connection; returns (status, headers, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or t(10))
+def http_request(port, method, path, body=None, headers=None, timeout=None, ssl_context=None):
+    """One HTTP/1.1 request on a fresh connection (HTTPS with ssl_context);
+    returns (status, headers, body)."""
+    if ssl_context is not None:
+        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout or t(10),
+                                           context=ssl_context)
+    else:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or t(10))
     try:
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()

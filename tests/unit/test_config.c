@@ -559,6 +559,81 @@ static void test_bad_namespaces_return_minus_1(void **state)
                     write_file("{\"namespaces\": {\"ns\": {\"presence\": \"yes\"}}}"), NULL);
 }
 
+static void test_namespace_rules_parse_and_client_publish_stays_an_alias(void **state)
+{
+    (void)state;
+    const char *path = write_file(
+        "{\"jwt_secret\": \"a-secret-of-more-than-16-bytes\", \"presence_max_members\": 50,"
+        " \"namespaces\": {"
+        "   \"chat\": {\"subscribe\": \"authenticated\", \"publish\": \"members\"},"
+        "   \"vip\": {\"subscribe\": \"claim\", \"presence_max_members\": 3},"
+        "   \"secret\": {\"subscribe\": \"token\", \"publish\": \"nobody\"},"
+        "   \"ticker\": {\"client_publish\": false},"
+        "   \"user\": {\"personal\": true}}}");
+    struct config cfg;
+    struct loaded l;
+    LOAD_OK(&cfg, &l, "--config", path, NULL);
+    assert_string_equal(cfg.jwt_secret, "a-secret-of-more-than-16-bytes");
+    const struct ns_opts *ns = config_ns_for(&cfg, "chat:a", 6);
+    assert_int_equal(ns->subscribe, NS_SUB_AUTHENTICATED);
+    assert_int_equal(ns->publish, NS_PUB_MEMBERS);
+    assert_true(ns->client_publish);
+    assert_int_equal(ns->presence_max_members, 50);
+    ns = config_ns_for(&cfg, "vip:a", 5);
+    assert_int_equal(ns->subscribe, NS_SUB_CLAIM);
+    assert_int_equal(ns->publish, NS_PUB_ANYONE);
+    assert_int_equal(ns->presence_max_members, 3);
+    ns = config_ns_for(&cfg, "secret:a", 8);
+    assert_int_equal(ns->subscribe, NS_SUB_TOKEN);
+    assert_int_equal(ns->publish, NS_PUB_NOBODY);
+    assert_false(ns->client_publish);
+    ns = config_ns_for(&cfg, "ticker:a", 8);
+    assert_int_equal(ns->publish, NS_PUB_NOBODY);
+    assert_false(ns->client_publish);
+    assert_true(config_ns_for(&cfg, "user:42", 7)->personal);
+    ns = config_ns_for(&cfg, "plain", 5);
+    assert_int_equal(ns->subscribe, NS_SUB_ANYONE);
+    assert_int_equal(ns->publish, NS_PUB_ANYONE);
+    assert_false(ns->personal);
+    config_free(&cfg);
+
+    /* --client-publish false makes the default namespace publish "nobody". */
+    LOAD_OK(&cfg, &l, "--client-publish", "false", NULL);
+    assert_int_equal(cfg.default_ns.publish, NS_PUB_NOBODY);
+    config_free(&cfg);
+}
+
+static void test_auth_and_tls_settings_are_checked_together(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct loaded l;
+    LOAD_OK(&cfg, &l, NULL);
+    assert_true(cfg.allow_anonymous);
+    assert_int_equal(cfg.jwt_leeway, 5);
+    assert_int_equal(cfg.auth_timeout, 10);
+    assert_int_equal(cfg.max_pub_rate, 0);
+    assert_int_equal(cfg.presence_max_members, 1000);
+    config_free(&cfg);
+    expect_rejected("allow-anonymous", "--allow-anonymous", "false", NULL);
+    expect_rejected("tls-key", "--tls-cert", "/tmp/cert.pem", NULL);
+    expect_rejected("tls-cert", "--tls-key", "/tmp/key.pem", NULL);
+    expect_rejected("subscribe", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"subscribe\": \"everyone\"}}}"), NULL);
+    expect_rejected("publish", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"publish\": true}}}"), NULL);
+    expect_rejected("client_publish", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"publish\": \"members\", \"client_publish\": true}}}"),
+                    NULL);
+    /* Rules only a token can satisfy need a key. */
+    expect_rejected("jwt", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"subscribe\": \"authenticated\"}}}"), NULL);
+    expect_rejected("jwt", "--config", write_file("{\"namespaces\": {\"ns\": {\"personal\": true}}}"), NULL);
+    LOAD_OK(&cfg, &l, "--jwt-secret", "a-secret-of-more-than-16-bytes", "--allow-anonymous", "false", NULL);
+    assert_false(cfg.allow_anonymous);
+    config_free(&cfg);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -583,6 +658,8 @@ int main(void)
         T(test_namespaces_inherit_top_level_options_set_by_env_and_flags),
         T(test_ns_for_picks_the_namespace_or_the_default),
         T(test_bad_namespaces_return_minus_1),
+        T(test_namespace_rules_parse_and_client_publish_stays_an_alias),
+        T(test_auth_and_tls_settings_are_checked_together),
     };
 #undef T
     return cmocka_run_group_tests_name("config", tests, group_setup, group_teardown);

@@ -210,6 +210,8 @@ chorus_client_t *chorus_client_new(const chorus_client_opts_t *opts)
 
     if (!opts || !opts->url || chorus__url_parse(opts->url, &u) != 0)
         return NULL;
+    if (opts->origin && strpbrk(opts->origin, "\r\n"))
+        return NULL; /* it becomes a header line */
     cl = calloc(1, sizeof *cl);
     if (!cl)
         return NULL;
@@ -404,9 +406,20 @@ int chorus_client_run(chorus_client_t *cl, int timeout_ms)
 
     if (!cl || cl->in_run || cl->freeing)
         return CHORUS_E_INVALID;
-    if (cl->state == CHORUS__DEAD)
-        return CHORUS_E_DISCONNECTED;
     cl->in_run = true;
+    if (cl->state == CHORUS__DEAD) {
+        /* Nothing to service, but tasks posted by other threads still run
+         * (and their publishes fail with CHORUS_E_DISCONNECTED). */
+        chorus__drain_inbox(cl);
+        atomic_store(&cl->wake_requested, 0);
+        cl->in_run = false;
+        if (cl->free_deferred) {
+            cl->free_deferred = false;
+            chorus_client_free(cl);
+            return CHORUS_E_CLOSED;
+        }
+        return CHORUS_E_DISCONNECTED;
+    }
     if (timeout_ms > 0) {
         deadline = chorus__now_ms() + timeout_ms;
         lws_sul_schedule(cl->ctx, 0, &cl->sul_run, chorus__run_timer,
@@ -600,7 +613,7 @@ static int chorus__publish_checked(chorus_client_t *cl, const char *ch, const ch
         return CHORUS_E_DISCONNECTED;
     /* {"op":"pub","id":N,"ch":"...","data":...}: the channel needs no
      * escaping (validated) and the data text is spliced as it is. */
-    need = 64 + strlen(ch) + dlen;
+    need = 96 + strlen(ch) + dlen;
     if (dlen > cl->opts.max_frame_bytes)
         return CHORUS_E_TOO_LARGE;
     if (cl->n_pub + 1 > cl->opts.max_queue)

@@ -169,6 +169,10 @@ void chorus__conn_ended(chorus_client_t *cl, const char *reason)
     free(cl->rx);
     cl->rx = NULL;
     cl->rx_cap = 0;
+    if (cl->freeing) {
+        cl->state = CHORUS__IDLE; /* chorus_client_free() completes every request */
+        return;
+    }
 
     /* Walk backwards so requeued history keeps its order at the front. */
     for (r = cl->inflight.tail; r; r = prev) {
@@ -194,10 +198,6 @@ void chorus__conn_ended(chorus_client_t *cl, const char *reason)
         s->active = false;
     }
 
-    if (cl->freeing) {
-        cl->state = CHORUS__IDLE; /* chorus_client_free() completes what is left */
-        return;
-    }
     if (cl->opts.no_reconnect) {
         cl->state = CHORUS__DEAD;
         while ((r = cl->queued.head)) {
@@ -321,7 +321,7 @@ static void chorus__on_sub_ack(chorus_client_t *cl, const struct chorus__req *r,
         s->has_pos = true;
     }
     chorus_sub_event_t ev = {CHORUS_SUB_SUBSCRIBED, s->ch, s->epoch, s->seq, r->since, recovered,
-                             0, CHORUS_OK, NULL, NULL};
+                             0, 0, CHORUS_OK, NULL, NULL};
     chorus__sub_event(cl, &ev);
 }
 
@@ -387,7 +387,7 @@ static void chorus__on_err(chorus_client_t *cl, json_t *j)
         struct chorus__sub *s = chorus__sub_find(cl, r->ch);
         if (s && s->pending_id == r->id) {
             chorus_sub_event_t ev = {CHORUS_SUB_FAILED, r->ch, "", 0, false, false,
-                                     0, status, code, msg};
+                                     0, 0, status, code, msg};
             chorus__sub_remove(cl, s);
             chorus__sub_event(cl, &ev);
         }
@@ -416,7 +416,7 @@ static void chorus__on_msg(chorus_client_t *cl, json_t *j, const char *raw, size
         return; /* already delivered (a resume overlapping what we had) */
     if (s->has_pos && seq != s->seq + 1) {
         chorus_sub_event_t ev = {CHORUS_SUB_GAP, s->ch, s->epoch, seq, false, false,
-                                 s->seq + 1, CHORUS_OK, NULL, NULL};
+                                 s->seq + 1, seq - 1, CHORUS_OK, NULL, NULL};
         s->seq = seq;
         chorus__sub_event(cl, &ev);
         /* The event handler may have unsubscribed. */
@@ -459,7 +459,32 @@ static void chorus__on_epoch(chorus_client_t *cl, json_t *j)
     s->seq = seq;
     s->has_pos = true;
     chorus_sub_event_t ev = {CHORUS_SUB_EPOCH, s->ch, s->epoch, seq, false, false,
-                             0, CHORUS_OK, NULL, NULL};
+                             0, 0, CHORUS_OK, NULL, NULL};
+    chorus__sub_event(cl, &ev);
+}
+
+/* {"op":"gap","ch","epoch","from","to"} (cluster only): the node could not
+ * repair seqs from..to; what follows continues after `to`. */
+static void chorus__on_gap(chorus_client_t *cl, json_t *j)
+{
+    const char *ch = chorus__jstr(j, "ch"), *epoch = chorus__jstr(j, "epoch");
+    struct chorus__sub *s;
+    uint64_t from, to;
+
+    if (!ch || !chorus__juint(j, "from", &from) || !chorus__juint(j, "to", &to) || to < from)
+        return;
+    s = chorus__sub_find(cl, ch);
+    if (!s || !s->active)
+        return;
+    if (epoch && strlen(epoch) <= CHORUS_EPOCH_MAX && strcmp(epoch, s->epoch)) {
+        strcpy(s->epoch, epoch); /* should not happen: an epoch event comes first */
+        s->seq = 0;
+    }
+    if (to > s->seq)
+        s->seq = to;
+    s->has_pos = true;
+    chorus_sub_event_t ev = {CHORUS_SUB_GAP, s->ch, s->epoch, s->seq, false, false,
+                             from, to, CHORUS_OK, NULL, NULL};
     chorus__sub_event(cl, &ev);
 }
 
@@ -537,6 +562,8 @@ static void chorus__dispatch(chorus_client_t *cl, char *buf, size_t len)
         chorus__on_history(cl, j);
     else if (!strcmp(op, "epoch"))
         chorus__on_epoch(cl, j);
+    else if (!strcmp(op, "gap"))
+        chorus__on_gap(cl, j);
     else if (!strcmp(op, "hello"))
         chorus__on_hello(cl, j);
     /* pong, presence and ops of later protocol versions: nothing to do */

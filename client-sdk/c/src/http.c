@@ -186,7 +186,7 @@ static int chorus__http_read(chorus_http_t *h, int64_t deadline, char **out, int
                              const char **body, size_t *body_len, int *close_after)
 {
     size_t cap = 4096, len = 0, hdr_end = 0, need = 0;
-    bool have_len = false;
+    bool have_len = false, conn_close = false;
     char *buf = malloc(cap);
 
     *out = NULL;
@@ -228,26 +228,27 @@ static int chorus__http_read(chorus_http_t *h, int64_t deadline, char **out, int
             if (!e)
                 continue;
             hdr_end = (size_t)(e - buf) + 4;
+            /* Look at the header block only, not at the body after it. */
+            char keep = buf[hdr_end];
             size_t vl;
+            buf[hdr_end] = '\0';
             const char *v = chorus__http_header(buf, "content-length", &vl);
             if (v) {
                 need = strtoul(v, NULL, 10);
                 have_len = true;
-                if (need > CHORUS__HTTP_MAX_RESPONSE)
-                    goto bad;
             }
-            if (chorus__http_header(buf, "transfer-encoding", &vl))
+            v = chorus__http_header(buf, "connection", &vl);
+            conn_close = v && vl >= 5 && !strncasecmp(v, "close", 5);
+            bool chunked = chorus__http_header(buf, "transfer-encoding", &vl) != NULL;
+            buf[hdr_end] = keep;
+            if (chunked || need > CHORUS__HTTP_MAX_RESPONSE)
                 goto bad; /* chunked: not something chorusd sends */
         }
     }
     buf[hdr_end + (have_len ? need : len - hdr_end)] = '\0';
     if (sscanf(buf, "HTTP/1.%*d %d", status) != 1)
         goto bad;
-    {
-        size_t vl;
-        const char *v = chorus__http_header(buf, "connection", &vl);
-        *close_after = !have_len || (v && vl >= 5 && !strncasecmp(v, "close", 5));
-    }
+    *close_after = !have_len || conn_close;
     *out = buf;
     *body = buf + hdr_end;
     *body_len = have_len ? need : len - hdr_end;

@@ -77,6 +77,13 @@ struct run {
     int nsubs;
 };
 
+/* Marks the command done and makes chorus_client_run() return now. */
+static void finish(chorus_client_t *cl, struct run *r)
+{
+    r->done = true;
+    chorus_client_wakeup(cl);
+}
+
 static int usage_error(const char *fmt, const char *arg)
 {
     fprintf(stderr, "chorus: ");
@@ -161,14 +168,14 @@ static void on_disconnected(chorus_client_t *cl, const chorus_disconnect_t *d, v
     if (!r->ever_connected) {
         fprintf(stderr, "chorus: error: cannot connect to %s: %s\n", opt.url, d->reason);
         r->exit_code = 1;
-        r->done = true;
+        finish(cl, r);
         return;
     }
     if (d->retry_in_ms < 0) {
         if (!r->done) {
             fprintf(stderr, "chorus: error: disconnected: %s\n", d->reason);
             r->exit_code = 1;
-            r->done = true;
+            finish(cl, r);
         }
         return;
     }
@@ -206,7 +213,7 @@ static void on_sub_event(chorus_client_t *cl, const chorus_sub_event_t *ev, void
         fprintf(stderr, "chorus: error: cannot subscribe to %s: %s: %s\n", ev->ch, ev->err_code,
                 ev->err_msg);
         r->exit_code = 1;
-        r->done = true;
+        finish(cl, r);
         break;
     case CHORUS_SUB_EPOCH:
         snprintf(pos, sizeof pos, "%s", ev->epoch);
@@ -214,8 +221,8 @@ static void on_sub_event(chorus_client_t *cl, const chorus_sub_event_t *ev, void
         break;
     case CHORUS_SUB_GAP:
         if (!opt.quiet)
-            fprintf(stderr, "chorus: warning: %s skipped from seq %llu to %llu\n", ev->ch,
-                    (unsigned long long)ev->expected, (unsigned long long)ev->seq);
+            fprintf(stderr, "chorus: warning: %s: messages %llu to %llu were lost\n", ev->ch,
+                    (unsigned long long)ev->gap_from, (unsigned long long)ev->gap_to);
         break;
     }
 }
@@ -227,17 +234,19 @@ static void on_msg(chorus_client_t *cl, const chorus_msg_t *m, void *ud)
     if (r->done)
         return;
     if (!print_line(m->raw, m->raw_len, m->frame)) {
-        r->done = true; /* stdout closed (e.g. | head): a normal end */
+        finish(cl, r); /* stdout closed (e.g. | head): a normal end */
         return;
     }
     if (opt.count && ++r->received >= opt.count)
-        r->done = true;
+        finish(cl, r);
 }
 
 static void on_ack(chorus_client_t *cl, const chorus_ack_t *a, void *ud)
 {
     struct run *r = ud;
     (void)cl;
+    if (r->done)
+        return; /* already reported (the connection failed) */
     if (a->status == CHORUS_OK) {
         printf("%llu\n", (unsigned long long)a->seq);
         fflush(stdout);
@@ -249,14 +258,16 @@ static void on_ack(chorus_client_t *cl, const chorus_ack_t *a, void *ud)
         fprintf(stderr, "chorus: error: %s: %s\n", a->err_code, a->err_msg);
         r->exit_code = 1;
     }
-    r->done = true;
+    finish(cl, r);
 }
 
 static void on_history(chorus_client_t *cl, const chorus_history_t *h, void *ud)
 {
     struct run *r = ud;
     (void)cl;
-    r->done = true;
+    if (r->done)
+        return; /* already reported (the connection failed) */
+    finish(cl, r);
     if (h->status != CHORUS_OK) {
         fprintf(stderr, "chorus: error: %s: %s\n", h->err_code, h->err_msg);
         r->exit_code = 1;

@@ -164,18 +164,20 @@ enum chorus_sub_event_kind {
     CHORUS_SUB_SUBSCRIBED,        /* the server acknowledged a (re)subscription */
     CHORUS_SUB_FAILED,            /* the server refused it; the subscription is removed */
     CHORUS_SUB_EPOCH,             /* the channel's epoch changed while subscribed */
-    CHORUS_SUB_GAP,               /* a message skipped seqs expected..seq-1 (it is still delivered) */
+    CHORUS_SUB_GAP,               /* messages gap_from..gap_to are lost: the server said so (a `gap`
+                                   * event, cluster only) or a msg skipped seqs; delivery goes on */
 };
 
 typedef struct chorus_sub_event {
     enum chorus_sub_event_kind kind;
     const char *ch;
-    const char *epoch;            /* SUBSCRIBED, EPOCH, GAP: the position after the event */
+    const char *epoch;            /* SUBSCRIBED, EPOCH, GAP: the position after the event (for a GAP
+                                   * seen on a msg, that msg is delivered right after the event) */
     uint64_t seq;
     bool resumed;                 /* SUBSCRIBED: `since` was sent (a resubscription or _from) */
     bool recovered;               /* SUBSCRIBED with resumed: every missed message follows. When
                                    * false, messages were lost: refetch your state. */
-    uint64_t expected;            /* GAP: the seq that should have come */
+    uint64_t gap_from, gap_to;    /* GAP: the missing seqs, inclusive */
     int status;                   /* FAILED */
     const char *err_code;         /* FAILED */
     const char *err_msg;          /* FAILED */
@@ -215,7 +217,8 @@ typedef struct chorus_client_opts {
                                    * connection is dropped 10 s later without an answer) */
 
     void *user;                   /* passed to the client-level callbacks below */
-    chorus_connected_cb *on_connected;        /* after `hello`, before resubscribing */
+    chorus_connected_cb *on_connected;        /* after `hello`; resubscriptions are queued,
+                                               * not yet acknowledged */
     chorus_disconnected_cb *on_disconnected;  /* a connection or connection attempt ended */
     chorus_error_cb *on_error;
     chorus_sub_event_cb *on_sub_event;

@@ -1,0 +1,67 @@
+"""Three nodes linked through `chorusd --forwarder` (XSUB on F, XPUB on F+1;
+nodes --forwarder-connect tcp://127.0.0.1:F, no mesh) pass the same delivery
+tests as the mesh (delivery.py). Then the forwarder restarts on the same
+ports: nodes see their peers go down and come back, and delivery with
+interest routing resumes by itself.
+
+Run: /usr/bin/python3 tests/cluster/test_forwarder.py (CHORUSD=build/broker/chorusd).
+"""
+
+import asyncio
+
+import delivery
+from cluster_common import (H, Node, Recorder, alloc_ports, check_same_stream, metric,
+                            node_log_tails, publish_many, t, test, wait_mesh_up, wait_until)
+
+FWD_PORT = alloc_ports(1, consecutive=2)[0][0]
+HTTP_PORTS = alloc_ports(3)
+FORWARDER = Node("forwarder", None, cluster_port=FWD_PORT, is_forwarder=True)
+NODES = [Node(f"fwd-{k + 1}", HTTP_PORTS[k], forwarder=f"tcp://127.0.0.1:{FWD_PORT}")
+         for k in range(3)]
+
+
+@test("the forwarder restarts on the same ports: nodes see peers down, then up again, and "
+      "3x50 publishes from every node reach new subscribers, and subscribers from before the "
+      "outage, on every node in one order",
+      timeout=90)
+async def forwarder_restart():
+    old_ch = "room:across-forwarder-restart"
+    old = [await Recorder.open(n, f"old@{n.name}", [old_ch]) for n in NODES]
+    code = FORWARDER.terminate()
+    assert code == 0, f"the forwarder exited {code} on SIGTERM\n{FORWARDER.log_tail(20)}"
+
+    def all_down():
+        return all(not any(n.peers_up().values()) for n in NODES)
+    wait_until(all_down, t(10), "every node seeing every peer down without the forwarder")
+    FORWARDER.start()
+    await asyncio.to_thread(wait_mesh_up, NODES, t(20))
+    ch = "room:after-forwarder-restart"
+    recs = []
+    try:
+        for n in NODES:
+            recs.append(await Recorder.open(n, f"sub@{n.name}", [ch]))
+        results = await asyncio.gather(*(publish_many(n, ch, f"p@{n.name}", 50) for n in NODES))
+        for r in recs:
+            await r.wait_msgs(ch, 150, t(30))
+        check_same_stream(recs, ch, 150, {f"p@{n.name}": a for n, (a, _e) in zip(NODES, results)})
+        # Subscriptions made before the outage still work after it.
+        results = await asyncio.gather(*(publish_many(n, old_ch, f"q@{n.name}", 50)
+                                         for n in NODES))
+        for r in old:
+            await r.wait_msgs(old_ch, 150, t(30))
+        check_same_stream(old, old_ch, 150,
+                          {f"q@{n.name}": a for n, (a, _e) in zip(NODES, results)})
+        unwanted = [metric(n, "chorus_cluster_unwanted_total") for n in NODES]
+        assert unwanted == [0, 0, 0], f"unwanted messages after the restart: {unwanted}"
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{node_log_tails([FORWARDER] + NODES, 10)}")
+    finally:
+        await asyncio.gather(*(r.close() for r in recs + old), return_exceptions=True)
+
+
+if __name__ == "__main__":
+    delivery.use(NODES)
+    delivery.register()
+    # The restart test above registered first; run it last.
+    H._TESTS.append(H._TESTS.pop(0))
+    H.main(servers=[FORWARDER] + NODES)
