@@ -34,13 +34,14 @@ static int pem_algorithm(const char *pem, size_t len, char *err, size_t errlen)
     BIO *bio = BIO_new_mem_buf(pem, (int)len);
     EVP_PKEY *pkey = bio ? PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL) : NULL;
     if (!pkey) {
-        snprintf(err, errlen, "not a PEM public key (expected -----BEGIN PUBLIC KEY-----)");
+        snprintf(err, errlen, "jwt-public-key: not a PEM public key (expected -----BEGIN PUBLIC KEY-----)");
         goto out;
     }
     switch (EVP_PKEY_base_id(pkey)) {
     case EVP_PKEY_RSA:
         if (EVP_PKEY_bits(pkey) < 2048)
-            snprintf(err, errlen, "RSA key of %d bits; at least 2048 are required", EVP_PKEY_bits(pkey));
+            snprintf(err, errlen, "jwt-public-key: RSA key of %d bits; at least 2048 are required",
+                     EVP_PKEY_bits(pkey));
         else
             alg = JWT_ALG_RS256;
         break;
@@ -49,13 +50,14 @@ static int pem_algorithm(const char *pem, size_t len, char *err, size_t errlen)
         size_t glen = 0;
         if (EVP_PKEY_get_utf8_string_param(pkey, "group", group, sizeof group, &glen) != 1 ||
             (strcmp(group, "prime256v1") != 0 && strcmp(group, "P-256") != 0))
-            snprintf(err, errlen, "EC key on curve '%s'; ES256 needs P-256 (prime256v1)", group);
+            snprintf(err, errlen, "jwt-public-key: EC key on curve '%s'; ES256 needs P-256 (prime256v1)",
+                     group);
         else
             alg = JWT_ALG_ES256;
         break;
     }
     default:
-        snprintf(err, errlen, "public key type is neither RSA (RS256) nor EC P-256 (ES256)");
+        snprintf(err, errlen, "jwt-public-key: the key is neither RSA (RS256) nor EC P-256 (ES256)");
         break;
     }
 out:
@@ -120,8 +122,10 @@ int auth_keys_load(struct auth_keys *k, const char *secret, const char *pem_path
     }
     char why[200] = "";
     rc = auth_keys_init(k, secret, pem, len, leeway, why, sizeof why);
-    if (rc < 0)
-        snprintf(err, errlen, "%s%s%s", pem_path && pem ? pem_path : "jwt-secret", ": ", why);
+    if (rc < 0 && !strncmp(why, "jwt-public-key: ", 16))
+        snprintf(err, errlen, "jwt-public-key %s: %s", pem_path, why + 16);
+    else if (rc < 0)
+        snprintf(err, errlen, "%s", why);
 out:
     free(pem);
     return rc;

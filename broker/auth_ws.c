@@ -264,12 +264,15 @@ bool auth_ws_may_publish(struct conn *c, const char *ch, size_t len, bool has_id
 {
     const struct ns_opts *ns = config_ns_for(server.cfg, ch, len);
     char why[320];
-    if (!auth_may_publish(ns, auth_ws_who(c), ch, len, subscribed(c, ch, len), why, sizeof why)) {
+    /* Only the members rule needs the (O(channels of c)) subscription lookup. */
+    bool member = ns->publish == NS_PUB_MEMBERS && subscribed(c, ch, len);
+    if (!auth_may_publish(ns, auth_ws_who(c), ch, len, member, why, sizeof why)) {
         conn_send_err(c, has_id, id, CHORUS_ERR_FORBIDDEN, why);
         return false;
     }
-    if (!ratelimit_publish(&c->limits, lws_now_usecs())) {
-        const struct config *cfg = server.cfg;
+    const struct config *cfg = server.cfg;
+    if ((cfg->max_pub_rate || cfg->max_pub_rate_user) &&
+        !ratelimit_publish(&c->limits, lws_now_usecs())) {
         snprintf(why, sizeof why, "publish rate limit: %d per second per connection, %d per user",
                  cfg->max_pub_rate, cfg->max_pub_rate_user);
         conn_send_err(c, has_id, id, CHORUS_ERR_RATE_LIMITED, why);

@@ -106,7 +106,7 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
     uint64_t seq;
     /* The registry hands out the seq (and handles epochs); its JSON frame is
      * not used. */
-    if (!ch || channel_sequence(ch, json_null(), c->id, now, &placeholder, &seq) < 0 ||
+    if (!ch || channel_sequence(ch, "null", 4, c->id, now, &placeholder, &seq) < 0 ||
         !(f = build(ch, seq, now, c->id, buf + 4 + hl, len - 4 - hl))) {
         if (placeholder) {
             frame_unref(placeholder);

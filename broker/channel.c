@@ -20,9 +20,6 @@ static struct channel_hooks hooks;
 static char boot_id[16];                /* makes epochs unique across restarts */
 static uint64_t epoch_counter;
 
-/* Scratch space for encoding; grows to the largest message seen. */
-static char *enc_buf;
-static size_t enc_cap;
 
 void channel_registry_init(const struct config *config)
 {
@@ -209,9 +206,6 @@ void channel_registry_free(void)
         /* Connections are gone by now; their subscriptions were unlinked. */
         channel_delete(ch);
     }
-    free(enc_buf);
-    enc_buf = NULL;
-    enc_cap = 0;
 }
 
 /* ---------------------------------------------------------- subscriptions */
@@ -429,8 +423,8 @@ void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
     hist_push(ch, f, seq, ts_ms);
 }
 
-int channel_sequence(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
-                     struct frame **out, uint64_t *seq_out)
+int channel_sequence(struct channel *ch, const char *data, size_t data_len, const char *client,
+                     int64_t now_ms, struct frame **out, uint64_t *seq_out)
 {
     if (ch->mirror) {
         ch->mirror = false;
@@ -450,20 +444,12 @@ int channel_sequence(struct channel *ch, const json_t *data, const char *client,
     if (ch->assigned < ch->seq)
         ch->assigned = ch->seq;
     uint64_t seq = ch->assigned + 1;
-    size_t need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
-    if (need > enc_cap) {
-        char *nb = realloc(enc_buf, need);
-        if (!nb)
-            return -1;
-        enc_buf = nb;
-        enc_cap = need;
-        need = codec_encode_msg(enc_buf, enc_cap, ch->name, ch->len, seq, now_ms, client, data);
-    }
-    if (need == 0 || need > enc_cap)
-        return -1;
-    struct frame *f = frame_from(enc_buf, need);
+    size_t need = codec_encode_msg_raw(NULL, 0, ch->name, ch->len, seq, now_ms, client, data, data_len);
+    struct frame *f = need ? frame_new(need) : NULL;
     if (!f)
         return -1;
+    codec_encode_msg_raw((char *)frame_payload(f), need, ch->name, ch->len, seq, now_ms, client,
+                         data, data_len);
     ch->assigned = seq;
     *out = f;
     *seq_out = seq;
@@ -488,7 +474,10 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
 {
     struct frame *f;
     uint64_t seq;
-    if (channel_sequence(ch, data, client, now_ms, &f, &seq) < 0) {
+    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    int rc = text ? channel_sequence(ch, text, strlen(text), client, now_ms, &f, &seq) : -1;
+    free(text);
+    if (rc < 0) {
         /* A channel created for this publish must not outlive the failure. */
         channel_maybe_delete(ch);
         return -1;

@@ -120,8 +120,8 @@ struct publish_result {
  * frame (one reference returned in *f). Nothing is delivered yet. A channel
  * that was a replica continues its epoch; a plain mirror starts a new one.
  * Returns -1 when data cannot be encoded. */
-int channel_sequence(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
-                     struct frame **f, uint64_t *seq);
+int channel_sequence(struct channel *ch, const char *data, size_t data_len, const char *client,
+                     int64_t now_ms, struct frame **f, uint64_t *seq);
 /* Owner, second half: records f in history, fans it out locally and hands it
  * to the cluster. Messages must be delivered in seq order. */
 void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
@@ -135,7 +135,8 @@ void channel_unassign(struct channel *ch);
 uint64_t channel_key_seq(struct channel *ch, const char *key);
 void channel_key_record(struct channel *ch, const char *key, uint64_t seq);
 
-/* Sequences, encodes, records and fans out one message. `client` is the
+/* Sequences, encodes, records and fans out one message at once, without
+ * replication (single node, and tests); data is a parsed JSON value. `client` is the
  * publisher's connection id or NULL. Returns 0 and fills res, or -1 when data
  * cannot be encoded or memory ran out. The channel may be deleted by this call
  * (no subscribers, no history): do not use ch afterwards. */

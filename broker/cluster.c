@@ -277,28 +277,24 @@ static void calls_fail_target(const char *node)
     }
 }
 
-int cluster_forward_publish(const char *ch, size_t len, const json_t *data, const char *client,
-                            const char *key, struct cluster_call *call, cluster_call_cb *cb,
-                            void *ud)
+int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
+                            const char *client, const char *key, struct cluster_call *call,
+                            cluster_call_cb *cb, void *ud)
 {
     const char *owner = owner_of(ch, len);
-    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!text || owner == cl.self) {
-        free(text);
+    if (owner == cl.self)
         return -1;
-    }
     struct envelope e;
     cluster_env_init(&e, ENV_PUB_REQ);
     call_start(call, owner, cb, ud);
     e.req_id = call->id;
     struct cluster_part parts[4] = {
         {(const unsigned char *)ch, len},
-        {(const unsigned char *)text, strlen(text)},
+        {(const unsigned char *)data, data_len},
         {(const unsigned char *)(client ? client : ""), client ? strlen(client) : 0},
         {(const unsigned char *)(key ? key : ""), key ? strlen(key) : 0},
     };
     int rc = cluster_send_to(owner, &e, parts, 4);
-    free(text);
     if (rc < 0) {
         call_unlink(call);
         return -1;
@@ -386,12 +382,14 @@ static void handle_pub_req(const struct envelope *req, const struct cluster_part
                      "channel ownership is moving; retry");
         return;
     }
+    /* The origin validated it; check again anyway, since it is spliced
+     * verbatim into every subscriber's frame. */
     json_error_t jerr;
     json_t *data = json_loadb((const char *)parts[1].data, parts[1].len,
                               JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
     struct remote_pub *rp = data ? calloc(1, sizeof *rp) : NULL;
+    json_decref(data);
     if (!rp) {
-        json_decref(data);
         reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish data");
         return;
     }
@@ -402,9 +400,8 @@ static void handle_pub_req(const struct envelope *req, const struct cluster_part
     key[parts[3].len] = '\0';
     snprintf(rp->origin, sizeof rp->origin, "%s", req->origin);
     rp->req_id = req->req_id;
-    publish_submit(name, parts[0].len, data, *client ? client : NULL, *key ? key : NULL, &rp->w,
-                   remote_pub_done, rp);
-    json_decref(data);
+    publish_submit(name, parts[0].len, (const char *)parts[1].data, parts[1].len,
+                   *client ? client : NULL, *key ? key : NULL, &rp->w, remote_pub_done, rp);
 }
 
 struct sync_collect {

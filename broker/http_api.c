@@ -197,10 +197,20 @@ static int api_publish(struct lws *wsi, struct http_session *s)
                        json_string_length(key) > CODEC_KEY_MAX)) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
     } else {
+        const char *raw;
+        size_t raw_len;
+        char *owned = NULL;
+        /* Deliver the backend's own text: re-encoding would rewrite numbers. */
+        if (!codec_find_member((const char *)s->body, s->body_len, "data", &raw, &raw_len)) {
+            owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+            raw = owned;
+            raw_len = owned ? strlen(owned) : 0;
+        }
         s->wsi = wsi;
         s->publishing = true;
-        publish_submit(json_string_value(ch), json_string_length(ch), data, NULL,
+        publish_submit(json_string_value(ch), json_string_length(ch), raw, raw_len, NULL,
                        key ? json_string_value(key) : NULL, &s->pub, on_published, s);
+        free(owned);
         rc = 0;
     }
     json_decref(root);

@@ -167,7 +167,8 @@ static void op_pub(struct conn *c, const struct codec_request *req)
     if (c->pubs)
         c->pubs->prev = p;
     c->pubs = p;
-    publish_submit(req->ch, req->ch_len, req->data, c->id, req->key, &p->w, pub_done, p);
+    publish_submit(req->ch, req->ch_len, req->data_raw, req->data_raw_len, c->id, req->key, &p->w,
+                   pub_done, p);
 }
 
 void ops_conn_closed(struct conn *c)

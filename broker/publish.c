@@ -27,8 +27,9 @@ static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
             false);
 }
 
-void publish_submit(const char *name, size_t len, const json_t *data, const char *client,
-                    const char *key, struct pub_wait *w, pub_done_cb *done, void *ud)
+void publish_submit(const char *name, size_t len, const char *data, size_t data_len,
+                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
+                    void *ud)
 {
     memset(w, 0, sizeof *w);
     w->done = done;
@@ -36,7 +37,8 @@ void publish_submit(const char *name, size_t len, const json_t *data, const char
     snprintf(w->ch, sizeof w->ch, "%.*s", (int)len, name);
 
     if (!cluster_is_owner(name, len)) {
-        if (cluster_forward_publish(name, len, data, client, key, &w->call, on_forwarded, w) < 0) {
+        if (cluster_forward_publish(name, len, data, data_len, client, key, &w->call,
+                                    on_forwarded, w) < 0) {
             done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable", NULL, 0, false);
             return;
         }
@@ -62,7 +64,7 @@ void publish_submit(const char *name, size_t len, const json_t *data, const char
     int64_t now = server_now_ms();
     struct frame *f;
     uint64_t seq;
-    if (channel_sequence(ch, data, client, now, &f, &seq) < 0) {
+    if (channel_sequence(ch, data, data_len, client, now, &f, &seq) < 0) {
         channel_release(ch);
         done(w, CHORUS_ERR_BAD_REQUEST, "data cannot be encoded", NULL, 0, false);
         return;

@@ -37,11 +37,12 @@ struct pub_wait {
     char ch[256];
 };
 
-/* Publishes data on channel ch; `client` is the publisher's connection id and
- * `key` an idempotency key, either may be NULL. done may run before this
- * returns. */
-void publish_submit(const char *ch, size_t len, const json_t *data, const char *client,
-                    const char *key, struct pub_wait *w, pub_done_cb *done, void *ud);
+/* Publishes data (one valid JSON value as text, delivered byte for byte) on
+ * channel ch; `client` is the publisher's connection id and `key` an
+ * idempotency key, either may be NULL. done may run before this returns. */
+void publish_submit(const char *ch, size_t len, const char *data, size_t data_len,
+                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
+                    void *ud);
 /* Forgets w; its done will not be called. The message itself may still be
  * delivered. */
 void publish_cancel(struct pub_wait *w);

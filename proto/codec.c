@@ -5,6 +5,7 @@
 #include "codec.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const struct {
@@ -136,6 +137,16 @@ bool codec_decode_request(const char *buf, size_t len, struct codec_request *req
             json_decref(root);
             return fail(err, CHORUS_ERR_BAD_REQUEST, "'pub' needs 'data'", NULL);
         }
+        /* Deliver the client's own text: re-encoding would rewrite numbers. */
+        if (!codec_find_member(buf, len, "data", &req->data_raw, &req->data_raw_len)) {
+            req->data_owned = json_dumps(req->data, JSON_COMPACT | JSON_ENCODE_ANY);
+            if (!req->data_owned) {
+                json_decref(root);
+                return fail(err, CHORUS_ERR_BAD_REQUEST, "'data' cannot be encoded", NULL);
+            }
+            req->data_raw = req->data_owned;
+            req->data_raw_len = strlen(req->data_owned);
+        }
         json_t *key = json_object_get(root, "key");
         if (key) {
             if (!json_is_string(key) || json_string_length(key) == 0 ||
@@ -174,6 +185,102 @@ void codec_request_free(struct codec_request *req)
 {
     json_decref(req->root);
     req->root = NULL;
+    free(req->data_owned);
+    req->data_owned = NULL;
+}
+
+/* ------------------------------------------------- raw member extraction */
+
+static size_t skip_ws(const char *b, size_t i, size_t len)
+{
+    while (i < len && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r'))
+        i++;
+    return i;
+}
+
+/* i is at an opening quote; returns the index after the closing one. */
+static size_t skip_string(const char *b, size_t i, size_t len)
+{
+    for (i++; i < len; i++) {
+        if (b[i] == '\\')
+            i++;
+        else if (b[i] == '"')
+            return i + 1;
+    }
+    return len;
+}
+
+/* Skips one value (the input is valid JSON, so only structure matters). */
+static size_t skip_value(const char *b, size_t i, size_t len)
+{
+    if (i < len && b[i] == '"')
+        return skip_string(b, i, len);
+    if (i < len && (b[i] == '{' || b[i] == '[')) {
+        int depth = 0;
+        for (; i < len; i++) {
+            if (b[i] == '"') {
+                i = skip_string(b, i, len) - 1;
+            } else if (b[i] == '{' || b[i] == '[') {
+                depth++;
+            } else if (b[i] == '}' || b[i] == ']') {
+                if (--depth == 0)
+                    return i + 1;
+            }
+        }
+        return len;
+    }
+    while (i < len && b[i] != ',' && b[i] != '}' && b[i] != ']' && b[i] != ' ' && b[i] != '\t' &&
+           b[i] != '\n' && b[i] != '\r')
+        i++;
+    return i;
+}
+
+bool codec_find_member(const char *b, size_t len, const char *key, const char **val, size_t *vlen)
+{
+    size_t klen = strlen(key);
+    size_t i = skip_ws(b, 0, len);
+    if (i >= len || b[i] != '{')
+        return false;
+    i++;
+    for (;;) {
+        i = skip_ws(b, i, len);
+        if (i >= len || b[i] != '"')
+            return false;
+        size_t ks = i + 1, ke = skip_string(b, i, len) - 1;
+        i = skip_ws(b, ke + 1, len);
+        if (i >= len || b[i] != ':')
+            return false;
+        i = skip_ws(b, i + 1, len);
+        size_t vs = i, ve = skip_value(b, i, len);
+        if (ke - ks == klen && !memcmp(b + ks, key, klen)) {
+            *val = b + vs;
+            *vlen = ve - vs;
+            return ve > vs;
+        }
+        i = skip_ws(b, ve, len);
+        if (i >= len || b[i] != ',')
+            return false;
+        i++;
+    }
+}
+
+size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
+                            int64_t ts_ms, const char *client, const char *data_raw,
+                            size_t data_len)
+{
+    char head[CODEC_CHANNEL_MAX + 160];
+    int n = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s,\"data\":",
+                     (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
+                     client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
+    if (n < 0 || (size_t)n >= sizeof head || data_len == 0)
+        return 0;
+    size_t hl = (size_t)n, need = hl + data_len + 1;
+    if (need > cap)
+        return need;
+    memcpy(out, head, hl);
+    memcpy(out + hl, data_raw, data_len);
+    out[hl + data_len] = '}';
+    return need;
 }
 
 size_t codec_encode_msg(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,

@@ -40,6 +40,9 @@ struct codec_request {
     const char *ch;          /* validated channel name, NUL-terminated */
     size_t ch_len;
     json_t *data;            /* pub: the payload, any JSON value */
+    const char *data_raw;    /* pub: the payload exactly as the client wrote it */
+    size_t data_raw_len;
+    char *data_owned;        /* backs data_raw when it had to be re-encoded */
     bool has_since;
     char since_epoch[CODEC_EPOCH_MAX + 1];
     uint64_t since_seq;
@@ -64,6 +67,18 @@ void codec_request_free(struct codec_request *req);
 bool codec_channel_valid(const char *name, size_t len);
 /* Length of the namespace part (before the first ':'), 0 when there is none. */
 size_t codec_channel_ns_len(const char *name, size_t len);
+
+/* Finds the raw text of top-level member `key` in buf, a valid JSON object
+ * (already accepted by jansson). False when absent, or when the key is
+ * written with escapes (the caller then re-encodes the parsed value). */
+bool codec_find_member(const char *buf, size_t len, const char *key, const char **val,
+                       size_t *vlen);
+
+/* As codec_encode_msg, with data given as JSON text spliced in unchanged
+ * (numbers keep their digits); data_raw must be one valid JSON value. */
+size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
+                            int64_t ts_ms, const char *client, const char *data_raw,
+                            size_t data_len);
 
 /* Encodes {"op":"msg","ch":..,"seq":..,"ts":..[,"client":..],"data":..} into
  * out[0..cap). Like json_dumpb(), returns the size needed: when it is larger

@@ -463,12 +463,6 @@ def check_same_stream(recorders, ch, expected, acks_by_pub, first_seq=1):
 # Running
 # ---------------------------------------------------------------------------
 
-def run(nodes_fn=None):
-    """Runs the registered tests (harness runner); nodes are started by the
-    tests themselves and killed at exit by the harness."""
-    H.main(servers=())
-
-
 def stop_all(nodes, check_exit=True):
     """SIGTERM every live node; returns [(name, exit code)]. With check_exit a
     non-zero exit or a sanitizer report fails."""
@@ -659,3 +653,53 @@ def dump_frames(recs, label):
         json.dump({f"{r.name}@{r.node.name}": {"acks": getattr(r, "acks", {}), "frames": r.frames}
                    for r in recs}, f, indent=0)
     return path
+
+
+# ---------------------------------------------------------------------------
+# Rendezvous ranking (PROTOCOL.md 7.3), to plan failures in advance. Tests
+# check it against the roles observed on the metrics before relying on it.
+# ---------------------------------------------------------------------------
+
+def _jen_mix(a, b, c):
+    M = 0xffffffff
+    a = (a - b - c) & M; a ^= c >> 13
+    b = (b - c - a) & M; b ^= (a << 8) & M
+    c = (c - a - b) & M; c ^= b >> 13
+    a = (a - b - c) & M; a ^= c >> 12
+    b = (b - c - a) & M; b ^= (a << 16) & M
+    c = (c - a - b) & M; c ^= b >> 5
+    a = (a - b - c) & M; a ^= c >> 3
+    b = (b - c - a) & M; b ^= (a << 10) & M
+    c = (c - a - b) & M; c ^= b >> 15
+    return a, b, c
+
+
+def jenkins(key):
+    """uthash's HASH_JEN of the bytes `key`."""
+    M = 0xffffffff
+    h, i, j = 0xfeedbeef, 0x9e3779b9, 0x9e3779b9
+    k, off, n = len(key), 0, len(key)
+    while k >= 12:
+        i = (i + int.from_bytes(key[off:off + 4], "little")) & M
+        j = (j + int.from_bytes(key[off + 4:off + 8], "little")) & M
+        h = (h + int.from_bytes(key[off + 8:off + 12], "little")) & M
+        i, j, h = _jen_mix(i, j, h)
+        off += 12
+        k -= 12
+    h = (h + n) & M
+    tail = key[off:]
+    for idx in range(k - 1, -1, -1):
+        b = tail[idx]
+        if idx >= 8:
+            h = (h + (b << (8 * (idx - 8)))) & M
+        elif idx >= 4:
+            j = (j + (b << (8 * (idx - 4)))) & M
+        else:
+            i = (i + (b << (8 * idx))) & M
+    i, j, h = _jen_mix(i, j, h)
+    return h
+
+
+def rendezvous_rank(node_ids, ch):
+    """node ids, best first: highest jenkins(id \\0 channel), ties to the smaller id."""
+    return sorted(node_ids, key=lambda n: (-jenkins(n.encode() + b"\0" + ch.encode()), n))

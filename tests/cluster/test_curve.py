@@ -20,7 +20,7 @@ import os
 import subprocess
 import time
 
-from cluster_common import (H, Node, Recorder, alloc_ports, check_same_stream, metric,
+from cluster_common import (H, Node, Recorder, alloc_ports, check_same_stream, filter_tests, metric,
                             node_log_tails, publish_many, t, test, wait_mesh_up)
 
 Z85 = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.-:+=^!/*?&<>()[]{}@%$#"
@@ -204,4 +204,5 @@ def refuses_to_start():
 
 
 if __name__ == "__main__":
+    filter_tests()
     H.main(servers=ALL)

@@ -10,7 +10,7 @@ Run: /usr/bin/python3 tests/cluster/test_forwarder.py (CHORUSD=build/broker/chor
 import asyncio
 
 import delivery
-from cluster_common import (H, Node, Recorder, alloc_ports, check_same_stream, metric,
+from cluster_common import (H, Node, Recorder, alloc_ports, check_same_stream, filter_tests, metric,
                             node_log_tails, publish_many, t, test, wait_mesh_up, wait_until)
 
 FWD_PORT = alloc_ports(1, consecutive=2)[0][0]
@@ -64,4 +64,5 @@ if __name__ == "__main__":
     delivery.register()
     # The restart test above registered first; run it last.
     H._TESTS.append(H._TESTS.pop(0))
+    filter_tests()
     H.main(servers=[FORWARDER] + NODES)

@@ -8,11 +8,12 @@ Run: /usr/bin/python3 tests/cluster/test_mesh.py (CHORUSD=build/broker/chorusd).
 """
 
 import delivery
-from cluster_common import H, make_mesh
+from cluster_common import H, filter_tests, make_mesh
 
 NODES = make_mesh(3, prefix="mesh-")
 
 if __name__ == "__main__":
     delivery.use(NODES)
     delivery.register()
+    filter_tests()
     H.main(servers=NODES)

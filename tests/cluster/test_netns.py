@@ -31,10 +31,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import delivery
-from cluster_common import (H, Node, Recorder, channel_owned_by, check_same_stream, dump_frames,
+from cluster_common import (H, Node, Recorder, channel_owned_by, dump_frames,
                             epoch_stream, filter_tests,
                             node_log_tails, publish_many, t, test, wait_mesh_up, wait_until)
 

@@ -23,6 +23,7 @@ Every wait is bounded; every figure a test measures is printed.
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -557,5 +558,9 @@ def run(servers=()):
     """Starts `servers`, runs the registered tests, then stops the servers
     that are still running with SIGTERM and checks that each exits 0 without
     a sanitizer report (chorus_harness.main). Tests that start their own nodes
-    stop them themselves; the harness kills whatever is left at exit."""
+    stop them themselves; the harness kills whatever is left at exit.
+    CHORUS_TEST_FILTER=regex runs only the tests whose name matches."""
+    pat = os.environ.get("CHORUS_TEST_FILTER")
+    if pat:
+        H._TESTS[:] = [x for x in H._TESTS if re.search(pat, x[0])]
     H.main(servers=servers)

@@ -800,6 +800,54 @@ static void test_out_of_range_error_code_is_internal_500(void **state)
     assert_int_equal(chorus_err_http_status((enum chorus_err)-1), 500);
 }
 
+/* ------------------------------------------------------ raw data splicing */
+
+static void test_pub_keeps_the_clients_text_of_data(void **state)
+{
+    (void)state;
+    const char *frame = "{\"op\":\"pub\",\"ch\":\"t\",\"data\": {\"p\":317.47, \"s\":\"a\\\"}\"} ,\"id\":1}";
+    struct codec_request req;
+    struct codec_error err;
+    assert_true(codec_decode_request(frame, strlen(frame), &req, &err));
+    assert_int_equal(req.data_raw_len, strlen("{\"p\":317.47, \"s\":\"a\\\"}\"}"));
+    assert_memory_equal(req.data_raw, "{\"p\":317.47, \"s\":\"a\\\"}\"}", req.data_raw_len);
+    codec_request_free(&req);
+}
+
+static void test_pub_with_an_escaped_data_key_is_re_encoded(void **state)
+{
+    (void)state;
+    const char *frame = "{\"op\":\"pub\",\"ch\":\"t\",\"d\\u0061ta\":[1,2]}";
+    struct codec_request req;
+    struct codec_error err;
+    assert_true(codec_decode_request(frame, strlen(frame), &req, &err));
+    assert_int_equal(req.data_raw_len, 5);
+    assert_memory_equal(req.data_raw, "[1,2]", 5);
+    codec_request_free(&req);
+}
+
+static void test_find_member_skips_nested_values_and_strings(void **state)
+{
+    (void)state;
+    const char *doc = "{\"a\":{\"data\":1,\"x\":[\"}\",{}]},\"b\":\"data\",\"data\":true}";
+    const char *v;
+    size_t n;
+    assert_true(codec_find_member(doc, strlen(doc), "data", &v, &n));
+    assert_int_equal(n, 4);
+    assert_memory_equal(v, "true", 4);
+    assert_false(codec_find_member(doc, strlen(doc), "missing", &v, &n));
+}
+
+static void test_encode_msg_raw_splices_data_unchanged(void **state)
+{
+    (void)state;
+    char out[256];
+    size_t n = codec_encode_msg_raw(out, sizeof out, "t", 1, 3, 9, NULL, "1.10", 4);
+    assert_int_equal(n, strlen("{\"op\":\"msg\",\"ch\":\"t\",\"seq\":3,\"ts\":9,\"data\":1.10}"));
+    assert_memory_equal(out, "{\"op\":\"msg\",\"ch\":\"t\",\"seq\":3,\"ts\":9,\"data\":1.10}", n);
+    assert_int_equal(codec_encode_msg_raw(out, 10, "t", 1, 3, 9, NULL, "1.10", 4), n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -849,6 +897,10 @@ int main(void)
         cmocka_unit_test(test_channel_valid_checks_every_byte_value),
         cmocka_unit_test(test_channel_ns_len_is_the_length_before_the_first_colon),
         cmocka_unit_test(test_encode_msg_parses_back_to_the_right_fields),
+        cmocka_unit_test(test_pub_keeps_the_clients_text_of_data),
+        cmocka_unit_test(test_pub_with_an_escaped_data_key_is_re_encoded),
+        cmocka_unit_test(test_find_member_skips_nested_values_and_strings),
+        cmocka_unit_test(test_encode_msg_raw_splices_data_unchanged),
         cmocka_unit_test(test_encode_msg_uses_only_ch_len_bytes_of_the_channel),
         cmocka_unit_test(test_encode_msg_omits_client_when_null),
         cmocka_unit_test(test_encode_msg_of_a_scalar_string_data_round_trips),
