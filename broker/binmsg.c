@@ -1,11 +1,8 @@
 /* binmsg.c - publishing binary messages and showing them in history.
  *
- * A binary publish takes the same path as a JSON one as far as the channel
- * is concerned: the registry hands out the next seq (channel_sequence), the
- * frame is built here around it, and channel_deliver records, fans out and
- * reports it. Binary messages are refused in a cluster in this version: the
- * node-to-node envelope carries no binary flag yet, so mirrors would deliver
- * them as text. */
+ * A binary publish takes the same path as a JSON one (ops_publish): the
+ * owner sequences and replicates it and the cluster carries it with
+ * ENV_FLAG_BINARY, so it is delivered as a binary frame on every node. */
 #include "binmsg.h"
 #include "auth_ws.h"
 #include "channel.h"
@@ -23,31 +20,6 @@
 static void bad(struct conn *c, bool has_id, long long id, const char *msg)
 {
     conn_send_err(c, has_id, id, CHORUS_ERR_BAD_REQUEST, msg);
-}
-
-/* The delivered frame: [H]{"op":"msg",...}<bytes>; binary, one reference. */
-static struct frame *build(const struct channel *ch, uint64_t seq, int64_t ts, const char *client,
-                           const unsigned char *bytes, size_t n)
-{
-    char head[CODEC_CHANNEL_MAX + 160];
-    int hl = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%s\",\"seq\":%llu,\"ts\":%lld%s%s%s}",
-                      ch->name, (unsigned long long)seq, (long long)ts,
-                      client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
-    if (hl < 0 || (size_t)hl >= sizeof head)
-        return NULL;
-    struct frame *f = frame_new(4 + (size_t)hl + n);
-    if (!f)
-        return NULL;
-    unsigned char *p = frame_payload(f);
-    p[0] = (unsigned char)(hl >> 24);
-    p[1] = (unsigned char)(hl >> 16);
-    p[2] = (unsigned char)(hl >> 8);
-    p[3] = (unsigned char)hl;
-    memcpy(p + 4, head, (size_t)hl);
-    if (n)
-        memcpy(p + 4 + hl, bytes, n);
-    f->binary = true;
-    return f;
 }
 
 /* [H]{"op":"pub","id"?,"ch"}<bytes> -> ack {ch,epoch,seq} */
@@ -93,41 +65,11 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
         conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
         goto out;
     }
-    if (cluster_enabled()) {
-        bad(c, has_id, id, "binary messages are not supported in a cluster in this version");
-        goto out;
-    }
     if (!auth_ws_may_publish(c, name, nlen, has_id, id))
         goto out;
 
-    int64_t now = server_now_ms();
-    struct channel *ch = channel_get(name, nlen);
-    struct frame *placeholder = NULL, *f = NULL;
-    uint64_t seq;
-    /* The registry hands out the seq (and handles epochs); its JSON frame is
-     * not used. */
-    if (!ch || channel_sequence(ch, "null", 4, c->id, now, &placeholder, &seq) < 0 ||
-        !(f = build(ch, seq, now, c->id, buf + 4 + hl, len - 4 - hl))) {
-        if (placeholder) {
-            frame_unref(placeholder);
-            channel_unassign(ch);
-        }
-        if (ch)
-            channel_release(ch);
-        conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "could not publish");
-        goto out;
-    }
-    frame_unref(placeholder);
-    channel_deliver(ch, f, seq, now);
-    frame_unref(f);
-    metrics.published_ws++;
     metrics.published_binary++;
-    if (has_id) {
-        json_t *ack = json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id", (json_int_t)id, "ch",
-                                ch->name, "epoch", ch->epoch, "seq", (json_int_t)seq);
-        conn_send_json(c, ack);
-    }
-    channel_release(ch);
+    ops_publish(c, has_id, id, name, nlen, (const char *)buf + 4 + hl, len - 4 - hl, true, NULL);
 out:
     json_decref(h);
 }

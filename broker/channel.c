@@ -155,7 +155,8 @@ static void channel_delete(struct channel *ch)
  * owner's stream, that is while it has subscribers. */
 static void channel_maybe_delete(struct channel *ch)
 {
-    if (ch->nsubs || ch->remote_interest || ch->pins)
+    /* Other nodes' interest keeps the owner's copy, not a mirror's. */
+    if (ch->nsubs || ch->pins || (ch->remote_interest && !ch->mirror))
         return;
     if (!ch->hist_count || (ch->mirror && !ch->replica))
         channel_delete(ch);
@@ -423,33 +424,50 @@ void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
     hist_push(ch, f, seq, ts_ms);
 }
 
-int channel_sequence(struct channel *ch, const char *data, size_t data_len, const char *client,
-                     int64_t now_ms, struct frame **out, uint64_t *seq_out)
+void channel_restart_epoch(struct channel *ch)
 {
-    if (ch->mirror) {
-        ch->mirror = false;
-        ch->live = false;
-        if (ch->replica) {
-            /* This node was the backup: it holds every message the old owner
-             * delivered, so the epoch simply continues. */
-            ch->replica = false;
-            ch->assigned = ch->seq;
-        } else {
-            /* Ownership moved here without a replica: this node cannot know
-             * the old owner's last messages, so a new epoch begins. */
-            new_epoch(ch);
-            notify_epoch(ch);
-        }
+    new_epoch(ch);
+    notify_epoch(ch);
+}
+
+void channel_claim(struct channel *ch)
+{
+    if (!ch->mirror)
+        return;
+    ch->mirror = false;
+    ch->live = false;
+    if (ch->replica) {
+        /* This node was the backup: it holds every message the old owner
+         * delivered, so the epoch simply continues. */
+        ch->replica = false;
+        ch->assigned = ch->seq;
+    } else {
+        /* Ownership moved here without a replica: this node cannot know the
+         * old owner's last messages, so a new epoch begins. */
+        new_epoch(ch);
+        notify_epoch(ch);
     }
+}
+
+int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
+                     const char *client, int64_t now_ms, struct frame **out, uint64_t *seq_out)
+{
+    channel_claim(ch);
     if (ch->assigned < ch->seq)
         ch->assigned = ch->seq;
     uint64_t seq = ch->assigned + 1;
-    size_t need = codec_encode_msg_raw(NULL, 0, ch->name, ch->len, seq, now_ms, client, data, data_len);
+    const unsigned char *bytes = (const unsigned char *)data;
+    size_t need = binary ? codec_encode_binmsg(NULL, 0, ch->name, ch->len, seq, now_ms, client, bytes, data_len)
+                         : codec_encode_msg_raw(NULL, 0, ch->name, ch->len, seq, now_ms, client, data, data_len);
     struct frame *f = need ? frame_new(need) : NULL;
     if (!f)
         return -1;
-    codec_encode_msg_raw((char *)frame_payload(f), need, ch->name, ch->len, seq, now_ms, client,
-                         data, data_len);
+    if (binary)
+        codec_encode_binmsg(frame_payload(f), need, ch->name, ch->len, seq, now_ms, client, bytes, data_len);
+    else
+        codec_encode_msg_raw((char *)frame_payload(f), need, ch->name, ch->len, seq, now_ms, client,
+                             data, data_len);
+    f->binary = binary;
     ch->assigned = seq;
     *out = f;
     *seq_out = seq;
@@ -475,7 +493,7 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
     struct frame *f;
     uint64_t seq;
     char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-    int rc = text ? channel_sequence(ch, text, strlen(text), client, now_ms, &f, &seq) : -1;
+    int rc = text ? channel_sequence(ch, text, strlen(text), false, client, now_ms, &f, &seq) : -1;
     free(text);
     if (rc < 0) {
         /* A channel created for this publish must not outlive the failure. */

@@ -68,7 +68,11 @@ struct channel {
     bool mirror;                         /* seq and history copied from a remote owner */
     bool live;                           /* mirror: following the owner's stream, state current */
     bool replica;                        /* backup: holds every message the owner delivered */
+    bool unreplicated;                   /* owner delivered with no backup up (maybe cut off) */
     struct chan_repl *repl;              /* replica.c: messages waiting for the backup's ack */
+    struct channel *beacon_next;         /* cluster.c: on the list of channels to announce */
+    bool beacon;
+    int64_t last_sequenced_ms;
     struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
     struct key_entry *keys_oldest, *keys_newest;
     uint32_t nkeys;
@@ -116,12 +120,20 @@ struct publish_result {
     char epoch[CHANNEL_EPOCH_MAX];
 };
 
+/* This node has become the channel's owner: a replica continues its epoch
+ * (it holds every message the old owner delivered); a plain mirror starts a
+ * new epoch and tells subscribers. A no-op for a channel already owned. */
+void channel_claim(struct channel *ch);
+/* Starts a new epoch at seq 0 and tells subscribers (the owner's sequence
+ * can no longer be trusted to match what other nodes hold). */
+void channel_restart_epoch(struct channel *ch);
 /* Owner, first half of a publish: hands out the next seq and encodes the msg
- * frame (one reference returned in *f). Nothing is delivered yet. A channel
+ * frame (one reference returned in *f): data is JSON text, or the bytes of a
+ * binary message when `binary`. Nothing is delivered yet. A channel
  * that was a replica continues its epoch; a plain mirror starts a new one.
  * Returns -1 when data cannot be encoded. */
-int channel_sequence(struct channel *ch, const char *data, size_t data_len, const char *client,
-                     int64_t now_ms, struct frame **f, uint64_t *seq);
+int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
+                     const char *client, int64_t now_ms, struct frame **f, uint64_t *seq);
 /* Owner, second half: records f in history, fans it out locally and hands it
  * to the cluster. Messages must be delivered in seq order. */
 void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);

@@ -65,6 +65,7 @@ static struct {
     char curve_public[41], curve_secret[41];
     struct member *members;
     struct remote_topic *remote;
+    struct channel *beacons;        /* owned channels published to since their last POS */
     struct peer_spec peers[CONFIG_MAX_PEERS];
     int npeers;
     struct cluster_call *calls;     /* outstanding, oldest first */
@@ -187,8 +188,45 @@ static void on_sequenced(struct channel *ch, struct frame *f, uint64_t seq, int6
     snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
     e.seq = seq;
     e.ts_ms = ts_ms;
+    if (f->binary)
+        e.flags |= ENV_FLAG_BINARY;
     struct cluster_part p = {frame_payload(f), f->len};
     send_env(ch->name, ch->len + 1, &e, &p, 1);
+    ch->last_sequenced_ms = ts_ms;
+    if (!ch->beacon) {
+        ch->beacon = true;
+        ch->pins++;
+        ch->beacon_next = cl.beacons;
+        cl.beacons = ch;
+    }
+}
+
+#define BEACON_QUIET_MS 200
+
+/* After BEACON_QUIET_MS without a message, announce the channel's position
+ * once so mirrors that lost the last messages notice and repair them. */
+static void send_beacons(int64_t now)
+{
+    struct channel **pp = &cl.beacons;
+    while (*pp) {
+        struct channel *ch = *pp;
+        if (now - ch->last_sequenced_ms < BEACON_QUIET_MS) {
+            pp = &ch->beacon_next;
+            continue;
+        }
+        *pp = ch->beacon_next;
+        ch->beacon = false;
+        if (!ch->mirror) {
+            struct envelope e;
+            cluster_env_init(&e, ENV_POS);
+            snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
+            e.seq = ch->seq;
+            e.ts_ms = now;
+            send_env(ch->name, ch->len + 1, &e, NULL, 0);
+        }
+        ch->pins--;
+        channel_release(ch);
+    }
 }
 
 static void on_created(struct channel *ch)
@@ -201,6 +239,10 @@ static void on_created(struct channel *ch)
 /* Local subscribers appeared or left: follow or drop the channel's stream. */
 static void on_interest(struct channel *ch, bool on)
 {
+    /* Without local subscribers this node stops receiving the owner's
+     * stream, so a mirror's state is stale from now on. */
+    if (!on)
+        ch->live = false;
     zmq_setsockopt(cl.sub, on ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE, ch->name, ch->len + 1);
     drain_later();
 }
@@ -278,14 +320,16 @@ static void calls_fail_target(const char *node)
 }
 
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            const char *client, const char *key, struct cluster_call *call,
-                            cluster_call_cb *cb, void *ud)
+                            bool binary, const char *client, const char *key,
+                            struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
     const char *owner = owner_of(ch, len);
     if (owner == cl.self)
         return -1;
     struct envelope e;
     cluster_env_init(&e, ENV_PUB_REQ);
+    if (binary)
+        e.flags |= ENV_FLAG_BINARY;
     call_start(call, owner, cb, ud);
     e.req_id = call->id;
     struct cluster_part parts[4] = {
@@ -382,12 +426,13 @@ static void handle_pub_req(const struct envelope *req, const struct cluster_part
                      "channel ownership is moving; retry");
         return;
     }
-    /* The origin validated it; check again anyway, since it is spliced
-     * verbatim into every subscriber's frame. */
+    /* The origin validated it; check again anyway, since JSON text is
+     * spliced verbatim into every subscriber's frame. */
+    bool binary = req->flags & ENV_FLAG_BINARY;
     json_error_t jerr;
-    json_t *data = json_loadb((const char *)parts[1].data, parts[1].len,
-                              JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
-    struct remote_pub *rp = data ? calloc(1, sizeof *rp) : NULL;
+    json_t *data = binary ? NULL : json_loadb((const char *)parts[1].data, parts[1].len,
+                                              JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    struct remote_pub *rp = binary || data ? calloc(1, sizeof *rp) : NULL;
     json_decref(data);
     if (!rp) {
         reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish data");
@@ -400,25 +445,26 @@ static void handle_pub_req(const struct envelope *req, const struct cluster_part
     key[parts[3].len] = '\0';
     snprintf(rp->origin, sizeof rp->origin, "%s", req->origin);
     rp->req_id = req->req_id;
-    publish_submit(name, parts[0].len, (const char *)parts[1].data, parts[1].len,
+    publish_submit(name, parts[0].len, (const char *)parts[1].data, parts[1].len, binary,
                    *client ? client : NULL, *key ? key : NULL, &rp->w, remote_pub_done, rp);
 }
 
 struct sync_collect {
     struct cluster_part *parts;
-    unsigned char *buf;     /* seq/ts prefixes, 16 bytes per message */
+    unsigned char *buf;     /* seq/ts/flags prefixes, 17 bytes per message */
     int n;
 };
 
 static void collect(const struct hist_entry *h, void *ud)
 {
     struct sync_collect *s = ud;
-    unsigned char *p = s->buf + 16 * s->n;
+    unsigned char *p = s->buf + 17 * s->n;
     for (int i = 0; i < 8; i++) {
         p[i] = (unsigned char)(h->seq >> (56 - 8 * i));
         p[8 + i] = (unsigned char)((uint64_t)h->ts_ms >> (56 - 8 * i));
     }
-    s->parts[1 + 2 * s->n] = (struct cluster_part){p, 16};
+    p[16] = h->f->binary ? ENV_FLAG_BINARY : 0;
+    s->parts[1 + 2 * s->n] = (struct cluster_part){p, 17};
     s->parts[2 + 2 * s->n] = (struct cluster_part){frame_payload(h->f), h->f->len};
     s->n++;
 }
@@ -441,19 +487,7 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
         reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    if (ch->mirror) {
-        /* We just became owner: our copy may lack the old owner's last messages. */
-        struct publish_result unused;
-        (void)unused;
-        ch->mirror = false;
-        channel_adopt(ch, "", 0, false);
-        channel_release(ch);
-        ch = channel_get(name, len);
-        if (!ch) {
-            reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
-            return;
-        }
-    }
+    channel_claim(ch); /* we may have just become the owner */
     /* The requester is about to follow this channel; keep it until its
      * subscription (or its absence) is known from the XPUB side. */
     ch->remote_interest = true;
@@ -475,7 +509,7 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
         e.flags |= ENV_FLAG_RECOVERED;
 
     uint32_t cap = ch->hist_count;
-    struct sync_collect s = {calloc(1 + 2 * (size_t)cap, sizeof *s.parts), malloc(16 * (size_t)cap + 1), 0};
+    struct sync_collect s = {calloc(1 + 2 * (size_t)cap, sizeof *s.parts), malloc(17 * (size_t)cap + 1), 0};
     if (!s.parts || !s.buf) {
         free(s.parts);
         free(s.buf);
@@ -533,6 +567,14 @@ static void handle_message(const struct cluster_part *topic, const struct envelo
             return;
         }
         mirror_on_msg(ch, env, parts[0].data, parts[0].len);
+        return;
+    }
+    case ENV_POS: {
+        if (n != 0 || topic->len < 2 || topic->data[topic->len - 1] != '\0')
+            return;
+        struct channel *ch = channel_find((const char *)topic->data, topic->len - 1);
+        if (ch && ch->nsubs)
+            mirror_on_pos(ch, env);
         return;
     }
     case ENV_PUB_REQ:
@@ -808,6 +850,7 @@ static void tick(lws_sorted_usec_list_t *sul)
     heartbeat_and_liveness(now);
     calls_expire(now);
     replica_tick(now);
+    send_beacons(now);
     if (cl.npeers && now - cl.last_resolve_ms >= (int64_t)cl.cfg->peer_resolve_interval * 1000) {
         cl.last_resolve_ms = now;
         resolve_peers();
@@ -985,6 +1028,12 @@ void cluster_stop(void)
         lws_sul_cancel(&cl.tick);
         lws_sul_cancel(&cl.drain_soon);
     }
+    while (cl.beacons) {
+        struct channel *ch = cl.beacons;
+        cl.beacons = ch->beacon_next;
+        ch->beacon = false;
+        ch->pins--;
+    }
     /* Callers' calls die with their owners; just forget them. */
     while (cl.calls)
         call_unlink(cl.calls);
@@ -1017,13 +1066,13 @@ static void render_metrics(struct sbuf *b)
 {
     if (!cl.enabled)
         return;
-    static const char *const types[9] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack"};
+    static const char *const types[10] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos"};
     family(b, "chorus_cluster_messages_sent_total", "counter", "Node-to-node messages sent, by type.");
-    for (int i = 1; i < 9; i++)
+    for (int i = 1; i < 10; i++)
         put(b, "chorus_cluster_messages_sent_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_sent[i]);
     family(b, "chorus_cluster_messages_received_total", "counter", "Node-to-node messages received, by type.");
-    for (int i = 1; i < 9; i++)
+    for (int i = 1; i < 10; i++)
         put(b, "chorus_cluster_messages_received_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_received[i]);
     family(b, "chorus_cluster_replication_total", "counter", "Replication to backup nodes, by event.");

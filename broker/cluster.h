@@ -58,8 +58,8 @@ bool cluster_is_owner(const char *ch, size_t len);
 /* Sends a publish to the channel's owner. Returns 0 when the call was sent
  * (cb follows later), or -1 when no owner is reachable (cb is never called). */
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            const char *client, const char *key, struct cluster_call *call,
-                            cluster_call_cb *cb, void *ud);
+                            bool binary, const char *client, const char *key,
+                            struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* Asks the owner for its position and messages after `since` (when given). */
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, struct cluster_call *call, cluster_call_cb *cb, void *ud);

@@ -57,6 +57,10 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* Handles one complete client message (ops.c). */
 void ops_handle(struct conn *c, const char *buf, size_t len);
+/* Publishes for c and acks it (or answers err) once delivered; data is JSON
+ * text, or the bytes of a binary message. */
+void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
+                 const char *data, size_t data_len, bool binary, const char *key);
 /* Forgets the connection's publishes in flight (they may still be delivered). */
 void ops_conn_closed(struct conn *c);
 

@@ -85,11 +85,31 @@ struct frame *history_from_sync(const char *name, bool has_id, long long id,
     if (limit >= 0 && total > (size_t)limit)
         first = total - (size_t)limit;
     struct item *items = malloc(sizeof *items * (total - first + 1));
-    if (!items)
-        return NULL;
-    for (size_t i = first; i < total; i++)
-        items[i - first] = (struct item){parts[2 + 2 * i].data, parts[2 + 2 * i].len};
-    struct frame *f = splice(name, has_id, id, rep->epoch, rep->seq, items, total - first);
+    struct frame **bins = calloc(total - first + 1, sizeof *bins);
+    struct frame *f = NULL;
+    if (!items || !bins)
+        goto out;
+    for (size_t i = first; i < total; i++) {
+        const struct cluster_part *meta = &parts[1 + 2 * i], *msg = &parts[2 + 2 * i];
+        items[i - first] = (struct item){msg->data, msg->len};
+        if (meta->len == 17 && (meta->data[16] & ENV_FLAG_BINARY)) {
+            /* A binary message shows as JSON with its bytes in base64 (binmsg.h). */
+            struct frame *b = frame_from(msg->data, msg->len), *view = NULL;
+            if (b) {
+                b->binary = true;
+                view = binmsg_json_view(b);
+            }
+            bins[i - first] = b;
+            if (!view)
+                goto out;
+            items[i - first] = (struct item){frame_payload(view), view->len};
+        }
+    }
+    f = splice(name, has_id, id, rep->epoch, rep->seq, items, total - first);
+out:
+    for (size_t i = 0; bins && i < total - first; i++)
+        frame_unref(bins[i]);
+    free(bins);
     free(items);
     return f;
 }

@@ -208,7 +208,7 @@ static int api_publish(struct lws *wsi, struct http_session *s)
         }
         s->wsi = wsi;
         s->publishing = true;
-        publish_submit(json_string_value(ch), json_string_length(ch), raw, raw_len, NULL,
+        publish_submit(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
                        key ? json_string_value(key) : NULL, &s->pub, on_published, s);
         free(owned);
         rc = 0;
@@ -306,6 +306,8 @@ static int api_history(struct lws *wsi, struct http_session *s)
     s->hist_limit = limit;
 
     struct channel *ch = channel_find(s->hist_ch, len);
+    if (ch && cluster_is_owner(s->hist_ch, len))
+        channel_claim(ch);
     if (cluster_is_owner(s->hist_ch, len) || (ch && ch->live && !ch->sync))
         return respond_frame(wsi, s, history_local(ch, s->hist_ch, false, 0, has_since, epoch,
                                                    since_seq, limit));

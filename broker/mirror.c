@@ -47,6 +47,7 @@ struct chan_sync {
     struct channel *ch;
     bool repair;
     uint64_t gap_to;            /* repair: seq of the message that revealed the gap */
+    bool gap_same_epoch;        /* ... and it was in the mirror's epoch */
     struct join_waiter *waiters;
     struct held_repl *held, *held_tail;  /* applied, in order, once the sync is done */
     uint32_t nheld;
@@ -139,13 +140,14 @@ static void take_messages(struct channel *ch, const struct envelope *rep,
                           const struct cluster_part *parts, int n, bool deliver)
 {
     for (int i = 1; i + 1 < n; i += 2) {
-        if (parts[i].len != 16)
+        if (parts[i].len != 17)
             continue;
         uint64_t seq = be64(parts[i].data);
         int64_t ts = (int64_t)be64(parts[i].data + 8);
         struct frame *f = frame_from(parts[i + 1].data, parts[i + 1].len);
         if (!f)
             continue;
+        f->binary = parts[i].data[16] & ENV_FLAG_BINARY;
         if (deliver)
             channel_apply(ch, rep->epoch, seq, ts, f);
         else
@@ -182,6 +184,7 @@ bool mirror_hold_repl(struct channel *ch, const struct envelope *env, const unsi
         free(h);
         return false;
     }
+    h->f->binary = env->flags & ENV_FLAG_BINARY;
     h->env = *env;
     snprintf(h->key, sizeof h->key, "%s", key);
     if (s->held_tail)
@@ -277,33 +280,69 @@ static void send_gap(struct channel *ch, uint64_t from, uint64_t to)
         channel_broadcast(ch, buf, (size_t)n);
 }
 
+static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch);
+
 static void on_repair(struct cluster_call *call, const struct envelope *rep,
                       const struct cluster_part *parts, int n)
 {
     struct chan_sync *s = call->ud;
     struct channel *ch = s->ch;
-    if (reply_code(rep) == CHORUS_ERR__COUNT && (rep->flags & ENV_FLAG_RECOVERED) &&
-        !strcmp(rep->epoch, ch->epoch)) {
+    uint64_t from = ch->seq + 1;
+    bool again = false;
+
+    if (reply_code(rep) != CHORUS_ERR__COUNT) {
+        /* No owner answered (it may just have died): nothing is skipped; the
+         * next message or position beacon from the new owner repairs again. */
+        log_info("event=gap_repair_deferred ch=%s from=%llu", ch->name, (unsigned long long)from);
+    } else if (strcmp(rep->epoch, ch->epoch) != 0) {
+        /* The owner restarted the sequence: whatever this epoch still lacked is
+         * gone. Say so, switch epochs, and fetch the new epoch from its start. */
+        metrics.gaps_unrepaired++;
+        if (s->gap_to > from && s->gap_same_epoch)
+            send_gap(ch, from, s->gap_to - 1);
+        channel_adopt(ch, rep->epoch, 0, true);
+        again = rep->seq > 0;
+    } else if (rep->flags & ENV_FLAG_RECOVERED) {
         take_messages(ch, rep, parts, n, true);
         metrics.gaps_repaired++;
-    } else {
-        /* The missing messages are gone (history window, or the owner changed).
-         * Say so rather than skip silently, then continue from the owner's position. */
+    } else if (rep->seq >= from) {
+        /* Same epoch, but the owner's history no longer reaches back here. */
         metrics.gaps_unrepaired++;
-        uint64_t from = ch->seq + 1;
         log_warn("event=gap_unrepaired ch=%s from=%llu to=%llu", ch->name,
-                 (unsigned long long)from, (unsigned long long)s->gap_to);
-        if (rep && !rep->status) {
-            send_gap(ch, from, rep->seq);
-            channel_adopt(ch, rep->epoch, rep->seq, true);
-            ch->seq = rep->seq;
-        } else {
-            send_gap(ch, from, s->gap_to > from ? s->gap_to - 1 : from);
-            if (s->gap_to > ch->seq + 1)
-                ch->seq = s->gap_to - 1;
-        }
+                 (unsigned long long)from, (unsigned long long)rep->seq);
+        send_gap(ch, from, rep->seq);
+        ch->seq = ch->assigned = rep->seq;
     }
+    uint64_t target = rep ? rep->seq + 1 : 0;
+    ch->pins++; /* sync_done may release the channel */
     sync_done(s);
+    if (again && !ch->sync)
+        start_repair(ch, target, true);
+    ch->pins--;
+    channel_release(ch);
+}
+
+/* Asks the owner for everything after this mirror's position; messages
+ * before gap_to are missing. Delivery holds until the reply. */
+static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch)
+{
+    metrics.gaps_detected++;
+    struct chan_sync *s = calloc(1, sizeof *s);
+    if (!s)
+        return;
+    s->ch = ch;
+    s->repair = true;
+    s->gap_to = gap_to;
+    s->gap_same_epoch = same_epoch;
+    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, SYNC_ALL, &s->call,
+                     on_repair, s) < 0) {
+        free(s);
+        metrics.gaps_unrepaired++;
+        send_gap(ch, ch->seq + 1, gap_to - 1);
+        return;
+    }
+    ch->sync = s;
+    ch->pins++;
 }
 
 void mirror_on_msg(struct channel *ch, const struct envelope *env, const unsigned char *data,
@@ -316,28 +355,22 @@ void mirror_on_msg(struct channel *ch, const struct envelope *env, const unsigne
     struct frame *f = frame_from(data, len);
     if (!f)
         return;
+    f->binary = env->flags & ENV_FLAG_BINARY;
     enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
     frame_unref(f);
-    if (r != APPLY_GAP)
-        return;
+    if (r == APPLY_GAP)
+        start_repair(ch, env->seq, !strcmp(env->epoch, ch->epoch));
+}
 
-    metrics.gaps_detected++;
-    struct chan_sync *s = calloc(1, sizeof *s);
-    if (!s)
+/* The owner announced its position after a quiet spell: messages lost at the
+ * end of a burst have no later message to reveal them, this does. */
+void mirror_on_pos(struct channel *ch, const struct envelope *env)
+{
+    if (ch->sync || !ch->live)
         return;
-    s->ch = ch;
-    s->repair = true;
-    s->gap_to = env->seq;
     bool same_epoch = !strcmp(env->epoch, ch->epoch);
-    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, SYNC_ALL, &s->call,
-                     on_repair, s) < 0) {
-        free(s);
-        metrics.gaps_unrepaired++;
-        send_gap(ch, ch->seq + 1, env->seq - 1);
-        return;
-    }
-    ch->sync = s;
-    ch->pins++;
+    if (!same_epoch || env->seq > ch->seq)
+        start_repair(ch, env->seq + 1, same_epoch);
 }
 
 /* ------------------------------------------------------ forwarded calls */

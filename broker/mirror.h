@@ -31,6 +31,8 @@ void mirror_conn_closed(struct conn *c);
 bool mirror_hold_repl(struct channel *ch, const struct envelope *env, const unsigned char *data,
                       size_t len, const char *key);
 
+/* The owner's position beacon (POS) for a channel with local subscribers. */
+void mirror_on_pos(struct channel *ch, const struct envelope *env);
 /* A MSG from the owner for a channel with local subscribers. */
 void mirror_on_msg(struct channel *ch, const struct envelope *env, const unsigned char *data,
                    size_t len);

@@ -146,6 +146,24 @@ static void pub_done(struct pub_wait *w, enum chorus_err err, const char *msg, c
     free(p);
 }
 
+void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
+                 const char *data, size_t data_len, bool binary, const char *key)
+{
+    struct conn_pub *p = calloc(1, sizeof *p);
+    if (!p) {
+        conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    p->conn = c;
+    p->has_id = has_id;
+    p->id = id;
+    p->next = c->pubs;
+    if (c->pubs)
+        c->pubs->prev = p;
+    c->pubs = p;
+    publish_submit(ch, len, data, data_len, binary, c->id, key, &p->w, pub_done, p);
+}
+
 /* {"op":"pub","id"?,"ch","data","key"?} -> ack {ch,epoch,seq,duplicate?} once delivered */
 static void op_pub(struct conn *c, const struct codec_request *req)
 {
@@ -155,20 +173,8 @@ static void op_pub(struct conn *c, const struct codec_request *req)
     }
     if (!auth_ws_may_publish(c, req->ch, req->ch_len, req->has_id, req->id))
         return;
-    struct conn_pub *p = calloc(1, sizeof *p);
-    if (!p) {
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
-        return;
-    }
-    p->conn = c;
-    p->has_id = req->has_id;
-    p->id = req->id;
-    p->next = c->pubs;
-    if (c->pubs)
-        c->pubs->prev = p;
-    c->pubs = p;
-    publish_submit(req->ch, req->ch_len, req->data_raw, req->data_raw_len, c->id, req->key, &p->w,
-                   pub_done, p);
+    ops_publish(c, req->has_id, req->id, req->ch, req->ch_len, req->data_raw, req->data_raw_len,
+                false, req->key);
 }
 
 void ops_conn_closed(struct conn *c)
@@ -191,6 +197,8 @@ static void op_history(struct conn *c, const struct codec_request *req)
         mirror_history(c, req);
         return;
     }
+    if (ch && cluster_is_owner(req->ch, req->ch_len))
+        channel_claim(ch);
     const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
     long long limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
     struct frame *f = history_local(ch, req->ch, req->has_id, req->id, req->has_since,

@@ -27,7 +27,7 @@ static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
             false);
 }
 
-void publish_submit(const char *name, size_t len, const char *data, size_t data_len,
+void publish_submit(const char *name, size_t len, const char *data, size_t data_len, bool binary,
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud)
 {
@@ -37,7 +37,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     snprintf(w->ch, sizeof w->ch, "%.*s", (int)len, name);
 
     if (!cluster_is_owner(name, len)) {
-        if (cluster_forward_publish(name, len, data, data_len, client, key, &w->call,
+        if (cluster_forward_publish(name, len, data, data_len, binary, client, key, &w->call,
                                     on_forwarded, w) < 0) {
             done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable", NULL, 0, false);
             return;
@@ -51,20 +51,27 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
         done(w, CHORUS_ERR_UNAVAILABLE, "out of memory", NULL, 0, false);
         return;
     }
+    channel_claim(ch); /* keys a replica recorded count once it owns the channel */
+    if (ch->unreplicated && !ch->repl && cluster_backup_of(name, len)) {
+        /* This node sequenced alone, perhaps cut off while others took the
+         * channel over: its numbering may clash with theirs, so restart it. */
+        ch->unreplicated = false;
+        channel_restart_epoch(ch);
+    }
     if (key) {
-        uint64_t seq = ch->mirror ? 0 : channel_key_seq(ch, key);
+        uint64_t seq = channel_key_seq(ch, key);
         if (seq) {
             done(w, CHORUS_ERR__COUNT, NULL, ch->epoch, seq, true);
             channel_release(ch);
             return;
         }
-        if (!ch->mirror && replica_wait_key(ch, key, w))
+        if (replica_wait_key(ch, key, w))
             return;
     }
     int64_t now = server_now_ms();
     struct frame *f;
     uint64_t seq;
-    if (channel_sequence(ch, data, data_len, client, now, &f, &seq) < 0) {
+    if (channel_sequence(ch, data, data_len, binary, client, now, &f, &seq) < 0) {
         channel_release(ch);
         done(w, CHORUS_ERR_BAD_REQUEST, "data cannot be encoded", NULL, 0, false);
         return;

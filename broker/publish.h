@@ -34,13 +34,15 @@ struct pub_wait {
     struct pub_wait *next;         /* other waiters of the same message */
     struct cluster_call call;      /* waiting for a remote owner */
     bool forwarded;
+    bool duplicate;                /* waits for an earlier publish with the same key */
     char ch[256];
 };
 
-/* Publishes data (one valid JSON value as text, delivered byte for byte) on
+/* Publishes data (one valid JSON value as text, delivered byte for byte; or
+ * the bytes of a binary message when `binary`) on
  * channel ch; `client` is the publisher's connection id and `key` an
  * idempotency key, either may be NULL. done may run before this returns. */
-void publish_submit(const char *ch, size_t len, const char *data, size_t data_len,
+void publish_submit(const char *ch, size_t len, const char *data, size_t data_len, bool binary,
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud);
 /* Forgets w; its done will not be called. The message itself may still be

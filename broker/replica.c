@@ -48,7 +48,7 @@ static void notify(struct pub_wait *list, enum chorus_err err, const char *msg, 
         list = w->next;
         w->pm = NULL;
         w->next = NULL;
-        w->done(w, err, msg, epoch, seq, false);
+        w->done(w, err, msg, epoch, seq, err == CHORUS_ERR__COUNT && w->duplicate);
     }
 }
 
@@ -94,6 +94,8 @@ static void send_repl(struct chan_repl *r, const char *backup, struct pending_ms
 {
     struct envelope e;
     cluster_env_init(&e, ENV_REPL);
+    if (pm->f->binary)
+        e.flags |= ENV_FLAG_BINARY;
     snprintf(e.epoch, sizeof e.epoch, "%s", r->ch->epoch);
     e.seq = pm->seq;
     e.ts_ms = pm->ts_ms;
@@ -111,8 +113,10 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
 {
     const char *backup = cluster_backup_of(ch->name, ch->len);
     if (!backup && !ch->repl) {
-        if (cluster_enabled())
+        if (cluster_enabled()) {
             metrics.unreplicated++;
+            ch->unreplicated = true;
+        }
         channel_deliver(ch, f, seq, ts_ms);
         if (key)
             channel_key_record(ch, key, seq);
@@ -166,6 +170,7 @@ bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w)
         return false;
     for (struct pending_msg *pm = ch->repl->head; pm; pm = pm->next)
         if (!strcmp(pm->key, key)) {
+            w->duplicate = true;
             w->pm = pm;
             w->next = pm->waiters;
             pm->waiters = w;
@@ -227,6 +232,7 @@ void replica_tick(int64_t now)
             metrics.unreplicated++;
             log_warn("event=replication_degraded ch=%s msg=\"no backup node is up; delivering unreplicated\"",
                      r->ch->name);
+            r->ch->unreplicated = true;
             deliver_upto(r, UINT64_MAX);
             continue;
         }
@@ -310,6 +316,7 @@ void replica_on_repl(const struct envelope *env, const struct cluster_part *part
     }
     struct frame *f = frame_from(parts[1].data, parts[1].len);
     if (f) {
+        f->binary = env->flags & ENV_FLAG_BINARY;
         replica_backup_apply(ch, env, f, key);
         frame_unref(f);
     }

@@ -283,6 +283,29 @@ size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len
     return need;
 }
 
+size_t codec_encode_binmsg(unsigned char *out, size_t cap, const char *ch, size_t ch_len,
+                           uint64_t seq, int64_t ts_ms, const char *client,
+                           const unsigned char *bytes, size_t n)
+{
+    char head[CODEC_CHANNEL_MAX + 160];
+    int hl = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s}",
+                      (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
+                      client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
+    if (hl < 0 || (size_t)hl >= sizeof head)
+        return 0;
+    size_t need = 4 + (size_t)hl + n;
+    if (need > cap)
+        return need;
+    out[0] = (unsigned char)(hl >> 24);
+    out[1] = (unsigned char)(hl >> 16);
+    out[2] = (unsigned char)(hl >> 8);
+    out[3] = (unsigned char)hl;
+    memcpy(out + 4, head, (size_t)hl);
+    if (n)
+        memcpy(out + 4 + hl, bytes, n);
+    return need;
+}
+
 size_t codec_encode_msg(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
                         int64_t ts_ms, const char *client, const json_t *data)
 {

@@ -80,6 +80,13 @@ size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len
                             int64_t ts_ms, const char *client, const char *data_raw,
                             size_t data_len);
 
+/* Encodes a binary msg (PROTOCOL.md section 9): a 4-byte big-endian header
+ * length, the header {"op":"msg","ch","seq","ts"[,"client"]}, then the bytes.
+ * Returns the size needed, like codec_encode_msg_raw. */
+size_t codec_encode_binmsg(unsigned char *out, size_t cap, const char *ch, size_t ch_len,
+                           uint64_t seq, int64_t ts_ms, const char *client,
+                           const unsigned char *bytes, size_t n);
+
 /* Encodes {"op":"msg","ch":..,"seq":..,"ts":..[,"client":..],"data":..} into
  * out[0..cap). Like json_dumpb(), returns the size needed: when it is larger
  * than cap, out holds nothing usable; 0 means data could not be encoded.

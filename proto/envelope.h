@@ -25,11 +25,13 @@ enum envelope_type {
     ENV_SYNC_REP = 6,  /* to the requester; payload: channel, then one msg frame per message */
     ENV_REPL = 7,      /* owner to backup; payload: channel, msg frame, idempotency key */
     ENV_REPL_ACK = 8,  /* backup to owner; payload: channel; seq = highest contiguous held */
+    ENV_POS = 9,       /* owner, on the channel topic after a quiet spell: epoch/seq = its position */
 };
 
 #define ENV_FLAG_RECOVERED 0x01  /* SYNC_REP: every message after `since` is included */
 #define ENV_FLAG_HAS_SINCE 0x02  /* SYNC_REQ: epoch/seq hold the requester's position */
 #define ENV_FLAG_DUPLICATE 0x04  /* PUB_REP: the idempotency key matched an earlier publish */
+#define ENV_FLAG_BINARY 0x08     /* MSG, REPL, PUB_REQ: the payload is a binary message */
 
 struct envelope {
     uint8_t type;

@@ -3,6 +3,15 @@
 // subscription after reconnects, and when it cannot (recovered: false) the
 // page reloads the history. All user text goes into the page through
 // textContent, never through innerHTML.
+//
+// The page talks to the node that served it (ws://<this host>/ws); in a
+// cluster, pages served by different nodes share the same rooms.
+//
+// Who is online: where the room's namespace has presence (a config file with
+// "namespaces": {"chat": {"presence": true}}), the page lists the room's
+// members (presence op, then join/leave events) above the messages. Presence
+// is per node in this version, so the list says which node it is for. Where
+// presence is off the broker answers `forbidden` and the list stays hidden.
 
 import { Chorus } from '/sdk/chorus.js';
 
@@ -20,6 +29,9 @@ const ui = {
   sendBtn: $('send-btn'),
   roomInfo: $('room-info'),
   nodeInfo: $('node-info'),
+  online: $('online'),
+  onlineTitle: $('online-title'),
+  onlineList: $('online-list'),
 };
 
 const HISTORY_LIMIT = 50;
@@ -147,6 +159,7 @@ function renderMessage(msg, epoch) {
 
 function buildMessage(msg, epoch) {
   const { from, text } = describe(msg.data, msg);
+  if (msg.client && from !== 'anonymous') learnNick(msg.client, from);
   const art = document.createElement('article');
   art.className = 'msg';
   if (msg.client && myClientIds.has(msg.client)) art.classList.add('mine');
@@ -171,6 +184,88 @@ function buildMessage(msg, epoch) {
 }
 
 /* ---------------------------------------------------------------- */
+/* Who is online                                                    */
+/* ---------------------------------------------------------------- */
+
+// Anonymous members are connection ids; the names come from the messages
+// those connections published (data.from).
+const nickByClient = new Map();
+const presence = { joinId: 0, on: false, members: new Map() };
+
+const memberKey = (m) => (typeof m.user === 'string' ? `u:${m.user}` : typeof m.client === 'string' ? `c:${m.client}` : null);
+
+function learnNick(clientId, nick) {
+  if (nickByClient.get(clientId) === nick) return;
+  nickByClient.set(clientId, nick);
+  if (presence.on && presence.members.has(`c:${clientId}`)) renderPresence();
+}
+
+function resetPresence(joinId) {
+  presence.joinId = joinId;
+  presence.on = false;
+  presence.members.clear();
+  ui.online.hidden = true;
+  ui.onlineList.replaceChildren();
+}
+
+async function refreshPresence(ch, joinId) {
+  try {
+    const members = await client.presence(ch);
+    if (joinId !== joinSeq) return;
+    presence.members = new Map(members.map((m) => [memberKey(m), m]).filter(([k]) => k));
+    presence.on = true;
+    renderPresence();
+  } catch (e) {
+    if (joinId !== joinSeq) return;
+    resetPresence(joinId); // `forbidden`: this namespace has no presence
+    if (e.code !== 'forbidden') console.warn(`chorus: presence of ${ch}: ${e.message}`);
+  }
+}
+
+function onPresenceEvent(ev, joinId) {
+  if (joinId !== joinSeq || !presence.on) return;
+  const key = memberKey(ev);
+  if (!key) return;
+  if (ev.op === 'join') presence.members.set(key, { user: ev.user, client: ev.client, info: ev.info });
+  else presence.members.delete(key);
+  renderPresence();
+}
+
+function describeMember(m) {
+  if (typeof m.user === 'string') {
+    const info = m.info && typeof m.info === 'object' ? m.info : {};
+    const name = typeof info.name === 'string' && info.name.trim() ? info.name.trim().slice(0, 32) : m.user;
+    return { name, me: false, guest: false, id: `user ${m.user}` };
+  }
+  if (m.client === client.clientId) {
+    return { name: `${ui.nick.value.trim() || 'anonymous'} (you)`, me: true, guest: false, id: m.client };
+  }
+  const nick = nickByClient.get(m.client);
+  return { name: nick || `guest ${m.client.slice(-4)}`, me: false, guest: !nick, id: m.client };
+}
+
+function renderPresence() {
+  // An earlier connection of this page can linger until the node notices it is gone.
+  const list = [...presence.members.values()]
+    .filter((m) => !(m.client && m.client !== client.clientId && myClientIds.has(m.client)))
+    .map(describeMember)
+    .sort((a, b) => b.me - a.me || a.guest - b.guest || a.name.localeCompare(b.name));
+  const node = client.nodeId ? ` on node ${client.nodeId}` : '';
+  // Past presence_max_members the broker sends only a count (not shown by the SDK).
+  ui.onlineTitle.textContent = list.length ? `${list.length} online${node}:` : `Many online${node}`;
+  ui.online.title = 'Presence is per node: people connected to other nodes are not listed.';
+  ui.onlineList.replaceChildren(...list.map((d) => {
+    const li = document.createElement('li');
+    li.textContent = d.name;
+    li.title = d.id;
+    if (d.me) li.classList.add('me');
+    if (d.guest) li.classList.add('guest');
+    return li;
+  }));
+  ui.online.hidden = false;
+}
+
+/* ---------------------------------------------------------------- */
 /* Joining a room                                                   */
 /* ---------------------------------------------------------------- */
 
@@ -186,6 +281,7 @@ async function join(room, nick) {
   const ch = `chat:${room}`;
   if (current && current.sub) current.sub.unsubscribe();
   current = { room, ch, sub: null, joinId };
+  resetPresence(joinId);
   setSendEnabled(false);
   clearLog(`Loading #${room}…`);
   ui.roomInfo.textContent = `#${room} as ${nick}`;
@@ -203,20 +299,20 @@ async function join(room, nick) {
     const stale = client.getSubscription(ch);
     if (stale) stale.unsubscribe();
     // Subscribe from the position the history ended at, so that nothing
-    // published in between is lost or shown twice.
-    const since = typeof h.epoch === 'string' ? { epoch: h.epoch, seq: h.seq } : undefined;
-    const sub = await client.subscribe(ch, onMessage, { since });
-    if (joinId !== joinSeq) {
-      sub.unsubscribe();
-      return;
-    }
-    current.sub = sub;
-    sub.on('unrecovered', async () => {
+    // published in between is lost or shown twice. A room that holds nothing
+    // has no position (epoch ""): subscribe from now.
+    const since = h.epoch ? { epoch: h.epoch, seq: h.seq } : undefined;
+    const subscribing = client.subscribe(ch, onMessage, { since });
+    // Listeners go on before the ack: the SDK emits the first ack's events
+    // (`unrecovered` if the room moved on since the history) as it resolves.
+    const sub = client.getSubscription(ch);
+    sub.on('unrecovered', async (ctx) => {
       if (joinId !== joinSeq) return;
-      clearLog('Reloading history…');
-      notice('Some messages may have been missed while offline; history reloaded.', 'warn');
+      clearLog(ctx.resubscribed ? 'Reloading history…' : `Loading #${room}…`);
+      if (ctx.resubscribed) notice('Some messages may have been missed while offline; history reloaded.', 'warn');
       try {
-        await loadHistory(ch, joinId);
+        const again = await loadHistory(ch, joinId);
+        if (!ctx.resubscribed && again && !ui.log.querySelector('article.msg')) clearLog(`No messages in #${room} yet. Say hello!`);
       } catch (e) {
         notice(`Could not reload history: ${e.message}`, 'error');
       }
@@ -225,7 +321,20 @@ async function join(room, nick) {
       if (joinId === joinSeq) notice(`Subscription ended: ${e.message}`, 'error');
       setSendEnabled(false);
     });
-    if (h.msgs.length === 0) clearLog(`No messages in #${room} yet. Say hello!`);
+    sub.on('join', (ev) => onPresenceEvent(ev, joinId));
+    sub.on('leave', (ev) => onPresenceEvent(ev, joinId));
+    // Members may have come and gone while the page was offline.
+    sub.on('subscribed', (ctx) => {
+      if (ctx.resubscribed && joinId === joinSeq) refreshPresence(ch, joinId);
+    });
+    await subscribing;
+    if (joinId !== joinSeq) {
+      sub.unsubscribe();
+      return;
+    }
+    current.sub = sub;
+    refreshPresence(ch, joinId);
+    if (h.msgs.length === 0 && !ui.log.querySelector('article.msg')) clearLog(`No messages in #${room} yet. Say hello!`);
     setSendEnabled(true);
     ui.text.focus();
   } catch (e) {

@@ -86,6 +86,8 @@ struct opts {
     double connect_timeout, conn_timeout;
     bool realtime, quiet, allow_remote;
     char prefix[96];
+    bool nchan;                        /* --proto nchan: a peer, not chorusd */
+    const char *sub_path, *pub_path, *pubsub_path;   /* nchan: URL prefixes */
 };
 
 static void usage(FILE *f)
@@ -121,6 +123,19 @@ static void usage(FILE *f)
 "  --path P               WebSocket path (default /ws)\n"
 "  --server-pid PID       chorusd's pid: report its CPU%% (utime+stime over the\n"
 "                         run) and memory (VmRSS, smaps_rollup)\n"
+"  --proto chorus|nchan   what the server speaks (default chorus, protocol v1).\n"
+"                         nchan: the nginx module, for comparisons: subscribers\n"
+"                         open ws://HOST:PORT<sub-path><channel> and get each\n"
+"                         message body raw in a text frame; publishers send\n"
+"                         one body per text frame on <pub-path><channel> (a\n"
+"                         WebSocket publisher, bound to channel i %% channels,\n"
+"                         so --pubs >= --channels) or POST it there with\n"
+"                         --publish-via http; rooms clients publish and\n"
+"                         subscribe on <pubsub-path><channel>. A body is\n"
+"                         data's {\"t\":...,\"p\":...}; there is no seq, so loss\n"
+"                         is counted, gaps and order are not checked.\n"
+"  --sub-path P --pub-path P --pubsub-path P\n"
+"                         nchan URL prefixes (default /sub/, /pub/, /pubsub/)\n"
 "\n"
 "Load:\n"
 "  --subs N --channels N --pubs N         fanout shape (see above)\n"
@@ -227,6 +242,9 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     o->concurrency = 256;
     o->connect_timeout = 60;
     o->conn_timeout = 10;
+    o->sub_path = "/sub/";
+    o->pub_path = "/pub/";
+    o->pubsub_path = "/pubsub/";
 
     if (argc < 2) {
         usage(stderr);
@@ -328,6 +346,27 @@ static int opts_parse(struct opts *o, int argc, char **argv)
             o->path = val;
         } else if (!strcmp(name, "--api-key")) {
             o->api_key = val;
+        } else if (!strcmp(name, "--proto")) {
+            if (!strcmp(val, "chorus"))
+                o->nchan = false;
+            else if (!strcmp(val, "nchan"))
+                o->nchan = true;
+            else {
+                fprintf(stderr, "chorus-bench: --proto is chorus or nchan\n");
+                return 2;
+            }
+        } else if (!strcmp(name, "--sub-path") || !strcmp(name, "--pub-path") ||
+                   !strcmp(name, "--pubsub-path")) {
+            if (val[0] != '/' || strlen(val) > 200 || strpbrk(val, " \r\n")) {
+                fprintf(stderr, "chorus-bench: %s wants a URL path starting with /\n", name);
+                return 2;
+            }
+            if (!strcmp(name, "--sub-path"))
+                o->sub_path = val;
+            else if (!strcmp(name, "--pub-path"))
+                o->pub_path = val;
+            else
+                o->pubsub_path = val;
         } else if (!strcmp(name, "--channel-prefix")) {
             if (strlen(val) >= sizeof o->prefix - 16 || !*val ||
                 strspn(val, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.:@/-") !=
@@ -370,7 +409,12 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         fprintf(stderr, "chorus-bench: --step is for the fanout scenario\n");
         return 2;
     }
-    if (o->via_http && !o->api_key) {
+    if (o->nchan && o->sc == SC_FANOUT && !o->via_http && o->pubs < o->channels) {
+        fprintf(stderr, "chorus-bench: with --proto nchan a WebSocket publisher is bound to one channel: "
+                        "--pubs %ld is less than --channels %ld\n", o->pubs, o->channels);
+        return 2;
+    }
+    if (o->via_http && !o->api_key && !o->nchan) {
         fprintf(stderr, "chorus-bench: --publish-via http needs --api-key\n");
         return 2;
     }
@@ -1133,6 +1177,16 @@ static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int
     }
 }
 
+static void conn_subscribed(struct worker *W, struct conn *c)
+{
+    c->sub_pending = false;
+    c->subscribed = true;
+    BUMP(W->st->c[ST_SUBSCRIBED], 1);
+    atomic_fetch_add_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+    conn_release_inflight(W, c);
+    c->attempts = 0;
+}
+
 /* Handles one JSON object of a server text frame; -1 when c was closed. */
 static int on_object(struct worker *W, struct conn *c, const char *p, const char *end, int64_t now)
 {
@@ -1145,16 +1199,11 @@ static int on_object(struct worker *W, struct conn *c, const char *p, const char
         on_msg(W, c, &f, now);
     } else if (OPIS("ack")) {
         if (f.has_id && f.id == SUB_ID && c->sub_pending) {
-            c->sub_pending = false;
-            c->subscribed = true;
             if (f.has_seq && f.seq >= 0 && (!c->have_seq || (uint64_t)f.seq > c->last_seq)) {
                 c->last_seq = (uint64_t)f.seq;
                 c->have_seq = true;
             }
-            BUMP(W->st->c[ST_SUBSCRIBED], 1);
-            atomic_fetch_add_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
-            conn_release_inflight(W, c);
-            c->attempts = 0;
+            conn_subscribed(W, c);
         } else if (f.has_id && f.id > SUB_ID) {
             BUMP(W->st->c[ST_PUB_ACKED], 1);
         }
@@ -1183,9 +1232,28 @@ static int on_object(struct worker *W, struct conn *c, const char *p, const char
     return 0;
 }
 
+/* --proto nchan: a subscriber's text message is one published body,
+ * {"t":T,"p":"..."}; anything else (the channel info Nchan answers a
+ * WebSocket publisher with) acknowledges a publish. */
+static int on_nchan_message(struct worker *W, struct conn *c, const char *p, size_t len, int64_t now)
+{
+    if ((c->kind == K_SUB || c->kind == K_SUBPUB) && len > 0 && p[0] == '{') {
+        struct fields f;
+        memset(&f, 0, sizeof f);
+        if (len > 5 && !memcmp(p, "{\"t\":", 5))
+            f.has_t = json_int(p + 5, p + len, &f.t);
+        on_msg(W, c, &f, now);
+    } else if (c->kind == K_PUB) {
+        BUMP(W->st->c[ST_PUB_ACKED], 1);
+    }
+    return 0;
+}
+
 /* A complete text message: one object, or several separated by "\n". */
 static int on_message(struct worker *W, struct conn *c, const char *p, size_t len, int64_t now)
 {
+    if (g_o.nchan)
+        return on_nchan_message(W, c, p, len, now);
     const char *end = p + len;
     while (p < end) {
         const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -1404,12 +1472,20 @@ static void on_connected(struct worker *W, struct conn *c)
         memcpy(raw + i, &r, 4);
     }
     base64(raw, 16, c->key);
-    char req[1024];
+    char req[1024], path[400];
+    if (g_o.nchan) { /* one URL per channel */
+        char name[128];
+        channel_name(name, sizeof name, c->ch);
+        snprintf(path, sizeof path, "%s%s",
+                 c->kind == K_SUB ? g_o.sub_path : c->kind == K_SUBPUB ? g_o.pubsub_path : g_o.pub_path, name);
+    } else {
+        snprintf(path, sizeof path, "%s", g_o.path);
+    }
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "User-Agent: chorus-bench\r\n\r\n",
-                     g_o.path, g_o.host, g_o.port, c->key);
+                     path, g_o.host, g_o.port, c->key);
     c->state = CS_HANDSHAKE;
     conn_send(W, c, req, (size_t)n);
 }
@@ -1498,6 +1574,8 @@ static void hs_read(struct worker *W, struct conn *c)
     if (c->kind == K_PUB) {
         conn_release_inflight(W, c);
         c->attempts = 0;
+    } else if (g_o.nchan) {
+        conn_subscribed(W, c); /* the upgrade is the subscription */
     } else {
         ws_send_sub(W, c);
         if (c->state != CS_OPEN)
@@ -1574,11 +1652,11 @@ static void http_read(struct worker *W, struct conn *c)
             body = 0;
             closing = true;
         }
-        if (status == 200) {
+        if (status == 200 || (g_o.nchan && status >= 200 && status < 300)) {
             BUMP(W->st->c[ST_PUB_ACKED], 1);
         } else {
             BUMP(W->st->c[ST_PUB_FAILED], 1);
-            note(W, "POST /api/publish answered %d: %.*s", status, (int)(body > 200 ? 200 : body),
+            note(W, "POST %s answered %d: %.*s", g_o.nchan ? g_o.pub_path : "/api/publish", status, (int)(body > 200 ? 200 : body),
                  (const char *)c->rbuf + hlen);
         }
         memmove(c->rbuf, c->rbuf + hlen + body, c->rlen - hlen - body);
@@ -1623,22 +1701,29 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
     if (pad < 0)
         pad = 0;
     int n;
-    if (c->kind == K_HTTP)
+    if (g_o.nchan) /* the body is data itself */
+        n = snprintf(out, 256, "{\"t\":%s,\"p\":\"", tbuf);
+    else if (c->kind == K_HTTP)
         n = snprintf(out, 256, "{\"ch\":\"%s\",\"data\":{\"t\":%s,\"p\":\"", name, tbuf);
     else
         n = snprintf(out, 256, "{\"op\":\"pub\",\"id\":%" PRIu64 ",\"ch\":\"%s\",\"data\":{\"t\":%s,\"p\":\"",
                      ++c->next_id + SUB_ID, name, tbuf);
     memcpy(out + n, W->pad, (size_t)pad);
     n += (int)pad;
-    memcpy(out + n, "\"}}", 3);
-    size_t len = (size_t)n + 3;
+    size_t closing = g_o.nchan ? 2 : 3;
+    memcpy(out + n, "\"}}", closing);
+    size_t len = (size_t)n + closing;
     int rc;
     if (c->kind == K_HTTP) {
         char hdr[512];
-        int hl = snprintf(hdr, sizeof hdr,
-                          "POST /api/publish HTTP/1.1\r\nHost: %s:%d\r\nX-API-Key: %s\r\n"
-                          "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                          g_o.host, g_o.port, g_o.api_key, len);
+        int hl = g_o.nchan ? snprintf(hdr, sizeof hdr,
+                                      "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\n"
+                                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                                      g_o.pub_path, name, g_o.host, g_o.port, len)
+                           : snprintf(hdr, sizeof hdr,
+                                      "POST /api/publish HTTP/1.1\r\nHost: %s:%d\r\nX-API-Key: %s\r\n"
+                                      "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
+                                      g_o.host, g_o.port, g_o.api_key, len);
         if (hl <= 0 || hl >= 512)
             return -1;
         memcpy(out - hl, hdr, (size_t)hl);
@@ -1653,6 +1738,8 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
     if (rc < 0)
         return -1;
     BUMP(W->st->c[ST_PUBLISHED], 1);
+    if (g_o.nchan && c->kind == K_SUBPUB) /* Nchan answers nothing on a pubsub socket */
+        BUMP(W->st->c[ST_PUB_ACKED], 1);
     atomic_fetch_add_explicit(&g_ch_pub[ch], 1, memory_order_relaxed);
     return 0;
 }
@@ -1697,7 +1784,8 @@ static bool worker_publish(struct worker *W, int64_t now)
             BUMP(W->st->c[ST_PUB_BLOCKED], 1);
             break;
         }
-        uint32_t ch = c->kind == K_SUBPUB ? c->ch : W->next_ch++ % (uint32_t)g_plan.nch;
+        uint32_t ch = c->kind == K_SUBPUB || (g_o.nchan && c->kind == K_PUB) ? c->ch
+                                                                              : W->next_ch++ % (uint32_t)g_plan.nch;
         if (publish_one(W, c, ch) == 0)
             W->pub_sent++;
     }
@@ -1827,6 +1915,7 @@ static void worker_main(int id, pid_t parent)
         c->fd = -1;
         c->gidx = (uint32_t)(g_plan.nclients + j);
         c->kind = g_o.via_http ? K_HTTP : K_PUB;
+        c->ch = (uint32_t)(j % g_plan.nch); /* nchan: a WebSocket publisher's one channel */
         W->pubs[W->npubs++] = k;
     }
     W->next_ch = (uint32_t)id;
@@ -2172,7 +2261,11 @@ static void result_print(const struct result *r, const char *extra)
 {
     char target[300];
     snprintf(target, sizeof target, "ws://%s:%d%s", g_o.host, g_o.port, g_o.path);
+    if (g_o.nchan)
+        snprintf(target, sizeof target, "ws://%s:%d%s*", g_o.host, g_o.port, g_o.sub_path);
     printf("{\"scenario\":\"%s\",\"target\":\"%s\"", r->scenario, target);
+    if (g_o.nchan)
+        printf(",\"proto\":\"nchan\"");
     if (r->step)
         printf(",\"step\":%d", r->step);
     printf(",\"connections\":%" PRIu64 ",\"subscribed\":%" PRIu64, r->connections, r->subscribed);

@@ -645,14 +645,23 @@ def filter_tests():
 
 
 def dump_frames(recs, label):
-    """Writes every recorder's frames to a JSON file and returns its path, so a
-    failure can point at the full evidence instead of printing thousands of lines."""
+    """Keeps the evidence of a failure: every recorder's frames (frames.json)
+    and every node's log so far, in a directory that outlives the test (the
+    harness deletes node logs at exit). Returns the directory."""
+    import shutil
     import tempfile
-    fd, path = tempfile.mkstemp(prefix=f"chorus-cluster-{label}-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
+    d = tempfile.mkdtemp(prefix=f"chorus-cluster-{label}-")
+    with open(os.path.join(d, "frames.json"), "w") as f:
         json.dump({f"{r.name}@{r.node.name}": {"acks": getattr(r, "acks", {}), "frames": r.frames}
                    for r in recs}, f, indent=0)
-    return path
+    for srv in H._ALL_SERVERS:
+        for k in range(1, getattr(srv, "starts", 1) + 1):
+            src = os.path.join(srv._tmpdir, f"{srv.name}-{k}.log")
+            if os.path.exists(src):
+                shutil.copy(src, d)
+        if srv.log_path and os.path.exists(srv.log_path):
+            shutil.copy(srv.log_path, d)
+    return d
 
 
 # ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@ Run: /usr/bin/python3 tests/cluster/test_curve.py (CHORUSD=build/broker/chorusd)
 The ZAP checks use python3-zmq when it is installed and say so when skipped.
 """
 
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
 import asyncio
 import os
 import subprocess

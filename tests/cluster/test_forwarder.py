@@ -7,6 +7,9 @@ interest routing resumes by itself.
 Run: /usr/bin/python3 tests/cluster/test_forwarder.py (CHORUSD=build/broker/chorusd).
 """
 
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
 import asyncio
 
 import delivery

@@ -7,6 +7,9 @@ propagation, resubscribing after leaving.
 Run: /usr/bin/python3 tests/cluster/test_mesh.py (CHORUSD=build/broker/chorusd).
 """
 
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
 import delivery
 from cluster_common import H, filter_tests, make_mesh
 

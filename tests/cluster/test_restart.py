@@ -15,6 +15,9 @@ channel continues under a new (non-empty) epoch for every subscriber.
 Run: /usr/bin/python3 tests/cluster/test_restart.py (CHORUSD=build/broker/chorusd).
 """
 
+import sys
+sys.dont_write_bytecode = True  # no __pycache__ in the source tree
+
 import asyncio
 import json
 import signal
@@ -53,7 +56,7 @@ async def wait_delivered(recs, ch, keys, timeout):
                 f"acked messages on {ch} not delivered within {timeout}s: "
                 + "; ".join(f"{n}: {len(m)} missing, e.g. {sorted(m)[:3]}"
                             for n, m in left.items() if m)
-                + f"\nall frames: {dump_frames(recs, 'restart')}\n"
+                + f"\nframes and node logs kept in {dump_frames(recs, 'restart')}\n"
                 + node_log_tails(NODES, 15))
         await asyncio.sleep(0.05)
 
@@ -76,7 +79,7 @@ def same_order(recs, ch):
                 f"{r.name} and {ref_r.name} differ on {ch}: {r.name}'s message {k} is "
                 f"{s[k:k + 2]}, {ref_r.name} has "
                 f"{ref[start + k:start + k + 2] if start is not None else 'no such message'}"
-                f" (lengths {len(s)}, {len(ref)})\nall frames: {dump_frames(recs, 'restart')}")
+                f" (lengths {len(s)}, {len(ref)})\nframes and node logs kept in {dump_frames(recs, 'restart')}")
     return ref
 
 

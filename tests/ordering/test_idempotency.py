@@ -240,7 +240,7 @@ async def _():
         cc = await Client.connect(C.ws_url)
         ca = await Client.connect(A.ws_url)
         clients = [cb, cc, ca]
-        rounds = 20
+        rounds = 30
         missing_flag = []
         seq = 0
         for k in range(rounds):

@@ -26,7 +26,9 @@ from ordering_common import (API_KEY, Publisher, Sub, channel_with_roles, check_
                              consecutive_problems, http_publish, ident, log, make_cluster, roles,
                              run, t, test, RoleCheck, CC)
 
-NODES = make_cluster("rc-")
+HISTORY = 1000
+NODES = make_cluster("rc-", extra=["--history-size", HISTORY])
+MISSED = 150       # more than the default history of 100: the configured size is what counts
 A, B, C = NODES
 WIN = make_cluster("rw-", extra=["--history-size", 5])
 WA, WB, WC = WIN
@@ -71,12 +73,15 @@ def check_resumed(s, ch, since_seq, epoch, ref):
     return a["seq"], a["seq"] - since_seq, seqs[-1] - a["seq"]
 
 
-@test("a subscriber that saw seq s on A and left resumes on B (backup), then C (follows "
-      "nothing), then A, twice over, with since while 300 msg/s flow: recovered true, missed messages once, in order, "
+@test("a subscriber that saw seq s on A and left resumes on B (backup), C (follows "
+      "nothing), A, B, A and C again, with since (150+ missed, --history-size 1000) while 300 "
+      "msg/s flow: recovered true, missed messages once, in order, "
       "right after the ack, then live ones", timeout=120)
 async def _():
     ch = channel_with_roles(NODES, "resume:", owner=A, backup=B)
     rc = RoleCheck(NODES, ch)
+    # The second visit to C (a node that followed the channel before) comes last.
+    HOPS = (B, C, A, B, A, C)
     ref = roam = None
     pubs = []
     figures = []
@@ -89,16 +94,24 @@ async def _():
         for p in pubs:
             p.start(rate=150)   # 300 msg/s in all, until stopped
         await roam.wait(lambda s: len(s.msgs(ch)) >= 30, t(20), "30 msgs on A")
-        for hop, node in enumerate((B, C, A, C, B, A)):
+        for hop, node in enumerate(HOPS):
             s = roam.msgs(ch)[-1]["seq"]
             await roam.close()
             if node is not A:
                 await CC.await_until(lambda: subscriptions(node) == 0, t(10),
                                      f"{node.name} holding no subscription")
-            await ref.wait_seq(ch, s + 40, t(20))       # 40+ messages missed
+            await ref.wait_seq(ch, s + MISSED, t(20))
             began = time.monotonic()
             roam = await Sub.open(node, f"roam@{node.name}", ch, since={"epoch": epoch, "seq": s})
             took = time.monotonic() - began
+            if roam.ack.get("recovered") is not True:
+                now = ref.msgs(ch)[-1]["seq"]
+                visited = [x.name for x in HOPS[:hop]]
+                raise AssertionError(
+                    f"hop {hop + 1}: resuming on {node.name} with since {{{epoch}, {s}}} answered "
+                    f"{roam.ack} while the channel is at seq {now} (the owner's subscriber); "
+                    f"{node.name} {'had a subscriber of this channel earlier' if node.name in visited else 'never followed this channel'} "
+                    f"(hops so far {visited}): its copy of the channel is stale")
             await roam.wait_seq(ch, roam.ack["seq"] + 20, t(20))   # and live ones
             refmap = {m["seq"]: ident(m) for m in ref.msgs(ch)}
             ack_seq, replayed, live = check_resumed(roam, ch, s, epoch, refmap)
@@ -177,6 +190,40 @@ async def _():
             f"subscribers) and {C.name} (no subscribers)")
     finally:
         await close_all(q + [ref])
+
+
+@test("history and GET /api/history on a node whose last subscriber of the channel left "
+      "(while the owner's subscriber stays and publishes continue) give the current position, "
+      "not the node's old copy", timeout=60)
+async def _():
+    ch = channel_with_roles(NODES, "stale:", owner=A, backup=B)
+    ref = gone = q = None
+    try:
+        ref = await Sub.open(A, "ref@owner", ch)
+        epoch = ref.ack["epoch"]
+        gone = await Sub.open(C, f"gone@{C.name}", ch)
+        for i in range(20):
+            st, body = await http_publish(B, ch, {"p": "s", "i": i})
+            assert st == 200, body
+        await gone.wait_seq(ch, 20, t(10))
+        await gone.close()
+        await CC.await_until(lambda: subscriptions(C) == 0, t(10), f"{C.name} holding no subscription")
+        for i in range(20, 50):
+            st, body = await http_publish(B, ch, {"p": "s", "i": i})
+            assert st == 200, body
+        await ref.wait_seq(ch, 50, t(10))
+        q = await Sub.connect(C, f"q@{C.name}")
+        h = await q.request({"op": "history", "ch": ch, "limit": 5})
+        api = await api_history(C, ch, limit=5)
+        got = [(x.get("epoch"), x.get("seq"), [m["seq"] for m in x.get("msgs", [])]) for x in (h, api)]
+        log(f"{ch}: after {C.name}'s subscriber left at seq 20 and 30 more were published, history "
+            f"on {C.name} answers (epoch, seq, msgs) {got[0]}, GET /api/history {got[1]}")
+        want = (epoch, 50, [46, 47, 48, 49, 50])
+        assert got[0] == want and got[1] == want, \
+            f"{C.name} serves a stale copy of {ch}: history {got[0]}, /api/history {got[1]}, " \
+            f"expected {want}"
+    finally:
+        await close_all([ref, gone, q])
 
 
 @test("--history-size 5, on the owner, the backup and the third node, with and without local "

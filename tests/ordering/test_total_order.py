@@ -16,7 +16,7 @@ Run: /usr/bin/python3 tests/ordering/test_total_order.py (CHORUSD=build/broker/c
 import asyncio
 import time
 
-from ordering_common import (Publisher, Sub, check_streams, close_all, consecutive_problems,
+from ordering_common import (Client, Publisher, Sub, check_streams, close_all, consecutive_problems,
                              http_publish, ident, log, make_cluster, roles, run, t, test, CC)
 
 NODES = make_cluster("to-")
@@ -66,7 +66,11 @@ async def _():
             pubs.append(await Publisher(n, ch2, f"ws2@{n.name}", window=8).connect())
         began = time.monotonic()
         for p in pubs:
-            p.start(count=WS_PER_NODE if p.ch == ch else CH2_PER_NODE)
+            # ch2 at 100/s per node, so the joiners land in the middle of it.
+            if p.ch == ch:
+                p.start(count=WS_PER_NODE)
+            else:
+                p.start(count=CH2_PER_NODE, rate=100)
         http_tasks = {f"http@{n.name}": asyncio.ensure_future(
             http_publisher(n, ch, f"http@{n.name}", HTTP_PER_NODE)) for n in NODES}
 
@@ -74,6 +78,7 @@ async def _():
         p2 = [p for p in pubs if p.ch == ch2]
         await subs[0].wait(lambda s: sum(len(p.acks()) for p in p2) >= CH2_PER_NODE, t(60),
                            "a third of the ch2 publishes acked")
+        mid = sum(len(p.acks()) for p in p2)
         for n in NODES:
             late.append(await Sub.open(n, f"late@{n.name}", ch2))
 
@@ -138,6 +143,9 @@ async def _():
             assert a["epoch"] == ref2.ack["epoch"], f"{s.name}: epoch {a} vs {ref2.ack}"
             seqs = [m["seq"] for m in s.msgs(ch2)]
             p = consecutive_problems(seqs, a["seq"] + 1)
+            assert a["seq"] < total2, \
+                f"{s.name} joined after the last message (ack seq {a['seq']}, joiners started " \
+                f"at {mid} acks): the test did not exercise a join under load"
             assert p is None and seqs and seqs[-1] == total2, \
                 f"{s.name} acked at seq {a['seq']} received: {p or (seqs[:3], seqs[-3:])}"
             got = [ident(m) for m in s.msgs(ch2)]
@@ -157,6 +165,35 @@ async def _():
             f"the suffix; forwarded publishes {fwd}; gaps detected {gaps}")
     finally:
         await close_all(subs + late + pubs + [locals().get("ref2")])
+
+
+@test("a publish acknowledged before the next one is sent gets the lower seq, whichever node "
+      "and transport each goes through (60 alternating WS/HTTP publishes over the 3 nodes)",
+      timeout=60)
+async def _():
+    ch = "order:causal"
+    sub = None
+    clients = []
+    try:
+        sub = await Sub.open(NODES[1], "sub", ch)
+        clients = [await Client.connect(n.ws_url) for n in NODES]
+        seqs = []
+        for k in range(60):
+            node = NODES[k % 3]
+            if k % 2:
+                st, body = await http_publish(node, ch, {"p": "causal", "i": k})
+                assert st == 200, body
+            else:
+                body = await clients[k % 3].request({"op": "pub", "ch": ch,
+                                                     "data": {"p": "causal", "i": k}})
+                assert body.get("op") == "ack", body
+            seqs.append(body["seq"])
+        assert seqs == list(range(1, 61)), f"acked seqs in send order: {seqs}"
+        await sub.wait_seq(ch, 60, t(10))
+        assert [m["data"]["i"] for m in sub.msgs(ch)] == list(range(60)), \
+            f"delivery order {[m['data']['i'] for m in sub.msgs(ch)]}"
+    finally:
+        await close_all([sub] + clients)
 
 
 if __name__ == "__main__":

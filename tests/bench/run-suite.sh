@@ -1,0 +1,459 @@
+#!/usr/bin/env bash
+# The comparison suite of issue 6: Chorus against Nchan (nginx), a minimal
+# Node `ws` broker and a minimal Tornado broker, all driven by chorus-bench
+# in the same run, then docs/benchmarks.md and docs/benchmarks.svg.
+#
+#   tests/bench/run-suite.sh [options] [scenario...]
+#
+# Scenarios (default: fanout-1k rooms idle fanout-10k):
+#   fanout-1k   1 channel, 1000 subscribers, 100-byte messages, one publisher
+#               connection; the rate is stepped up (x1.5) until a step loses
+#               messages or its p99 passes 100 ms; the highest held rate counts
+#   rooms       5000 clients in 500 rooms of 10 publishing 5000 msg/s in total
+#               (50k deliveries/s) for 10 s; p50/p99 publish-to-receive
+#   idle        as many idle subscribed connections (one channel each) as the
+#               descriptor limit allows (hard RLIMIT_NOFILE - 1000); memory per
+#               connection from /proc (VmRSS and Anonymous, before/after)
+#   fanout-10k  as fanout-1k with 10000 subscribers, p99 bound 500 ms
+#
+# Peers (default: chorus chorus-rx512 nchan node-ws tornado); chorus-rx512
+# (chorusd --rx-buffer-bytes 512, the memory-optimised setting) runs only
+# the idle scenario. Each (scenario, peer) gets a fresh server on a free
+# loopback port, which is always stopped again.
+#
+# Options:
+#   --quick            short steps and runs (a few minutes; figures are rough)
+#   --smoke            CI check of this script: chorus and node-ws, 50 subs,
+#                      20 msg/s for 2 s, report into a temporary directory;
+#                      fails when a run is missing or lost messages
+#   --peers a,b,...    only these peers
+#   --out DIR          raw results (JSON lines, logs, commands); default
+#                      build-bench-results/<date> under the repository. An
+#                      existing DIR is added to: runs are numbered on, and the
+#                      report takes the least noisy run of each pair
+#   --report FILE      markdown to write (default docs/benchmarks.md; only the
+#                      part between the suite markers is replaced)
+#   --chart FILE       SVG chart (default docs/benchmarks.svg)
+#   --no-report        leave docs/ alone
+#   --repeats N        extra runs of a (scenario, peer) whose run was noisy,
+#                      other_cpu_pct > --noise-max (default 1 extra, 40%)
+#   --quiet-wait S     before each run, wait up to S s for the machine to be
+#                      quiet (others < 30% of a core; default 30, 0 = never)
+#   --build-dir DIR    cmake build directory (default build)
+#   --rev REV          build chorusd from git REV (git archive) instead of
+#                      the work tree; chorus-bench always comes from the tree
+#   --chorusd PATH --bench PATH   use these binaries, build nothing
+#   --no-install       do not apt-get/npm install missing peers (skip them)
+#   --keep             keep the servers' work directories and logs
+#
+# Needs root (or sudo) only to install: nginx-light, libnginx-mod-nchan,
+# python3-tornado and gnuplot-nox from Debian, `ws` from tests/package.json.
+# Load goes only to 127.0.0.1. See docs/benchmarks.md for how to read it.
+set -uo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+cmdline="tests/bench/run-suite.sh${*:+ $*}"
+
+mode=full
+peers_opt=
+out=
+report="$root/docs/benchmarks.md"
+chart="$root/docs/benchmarks.svg"
+do_report=1
+repeats=1
+noise_max=40
+quiet_wait=30
+build_dir="$root/build"
+rev=
+chorusd=
+bench=
+install=1
+keep=0
+scenarios=()
+
+die() { echo "run-suite: $*" >&2; exit 2; }
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) mode=quick ;;
+        --smoke) mode=smoke ;;
+        --peers) peers_opt=${2:?}; shift ;;
+        --out) out=${2:?}; shift ;;
+        --report) report=${2:?}; shift ;;
+        --chart) chart=${2:?}; shift ;;
+        --no-report) do_report=0 ;;
+        --repeats) repeats=${2:?}; shift ;;
+        --noise-max) noise_max=${2:?}; shift ;;
+        --quiet-wait) quiet_wait=${2:?}; shift ;;
+        --build-dir) build_dir=${2:?}; shift ;;
+        --rev) rev=${2:?}; shift ;;
+        --chorusd) chorusd=${2:?}; shift ;;
+        --bench) bench=${2:?}; shift ;;
+        --no-install) install=0 ;;
+        --keep) keep=1 ;;
+        -h|--help) sed -n '2,/^set -uo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        --*) die "unknown option $1 (see --help)" ;;
+        *) scenarios+=("$1") ;;
+    esac
+    shift
+done
+
+all_peers="chorus chorus-rx512 nchan node-ws tornado"
+if [ "$mode" = smoke ]; then
+    scenarios=(smoke)
+    all_peers="chorus node-ws"
+    install=0
+    quiet_wait=0
+    repeats=0
+fi
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-1k rooms idle fanout-10k)
+for s in "${scenarios[@]}"; do
+    case "$s" in fanout-1k|rooms|idle|fanout-10k|smoke) ;; *) die "unknown scenario $s" ;; esac
+done
+peers=${peers_opt:-$all_peers}
+peers=${peers//,/ }
+for p in $peers; do
+    case " $all_peers " in *" $p "*) ;; *) die "unknown peer $p (known: $all_peers)" ;; esac
+done
+
+stamp=$(date -u +%Y%m%dT%H%M%SZ)
+if [ -z "$out" ]; then
+    if [ "$mode" = smoke ]; then
+        out=$(mktemp -d /tmp/chorus-suite-smoke.XXXXXX)
+        report="$out/benchmarks.md"
+        chart="$out/benchmarks.svg"
+    else
+        out="$root/build-bench-results/$stamp"
+    fi
+fi
+mkdir -p "$out/raw" "$out/logs" || die "cannot create $out"
+log() { printf '%s run-suite: %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$out/suite.log" >&2; }
+
+SUDO=()
+[ "$(id -u)" -eq 0 ] || SUDO=(sudo -n)
+
+# ---------------------------------------------------------------- installing
+pkg_ok() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+apt_install() {
+    local missing=() p
+    for p in "$@"; do pkg_ok "$p" || missing+=("$p"); done
+    [ ${#missing[@]} -gt 0 ] || return 0
+    [ "$install" = 1 ] || return 1
+    log "installing ${missing[*]}"
+    # Installing nginx must not start the distribution's nginx on port 80.
+    local policy=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' | "${SUDO[@]}" tee /usr/sbin/policy-rc.d >/dev/null &&
+            "${SUDO[@]}" chmod 755 /usr/sbin/policy-rc.d && policy=1
+    fi
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1
+    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        "${missing[@]}" >>"$out/logs/apt.log" 2>&1
+    local rc=$?
+    [ -n "$policy" ] && "${SUDO[@]}" rm -f /usr/sbin/policy-rc.d
+    return $rc
+}
+
+available=
+for p in $peers; do
+    case "$p" in
+        nchan) apt_install nginx-light libnginx-mod-nchan ;;
+        tornado) apt_install python3-tornado && /usr/bin/python3 -c 'import tornado' 2>/dev/null ;;
+        node-ws)
+            command -v node >/dev/null && {
+                [ -f "$root/tests/node_modules/ws/package.json" ] ||
+                    { [ "$install" = 1 ] && (cd "$root/tests" && npm ci --no-audit --no-fund >>"$out/logs/npm.log" 2>&1); }
+            } && [ -f "$root/tests/node_modules/ws/package.json" ] ;;
+        *) true ;;
+    esac
+    if [ $? -eq 0 ]; then available="$available $p"; else log "peer $p is not installed; skipped"; fi
+done
+peers=${available# }
+if [ "$do_report" = 1 ] && [ "$mode" != smoke ]; then
+    apt_install gnuplot-nox || log "gnuplot is not installed: no chart"
+fi
+
+# ------------------------------------------------------------------ building
+if [ -z "$chorusd" ] || [ -z "$bench" ]; then
+    if [ ! -f "$build_dir/CMakeCache.txt" ]; then
+        cmake -S "$root" -B "$build_dir" >"$out/logs/cmake.log" 2>&1 || { cat "$out/logs/cmake.log" >&2; die "cmake failed"; }
+    fi
+    if [ -z "$bench" ]; then
+        cmake --build "$build_dir" --target chorus-bench -j2 >>"$out/logs/build.log" 2>&1 ||
+            { tail -20 "$out/logs/build.log" >&2; die "building chorus-bench failed"; }
+        bench="$build_dir/tests/bench/chorus-bench"
+    fi
+    if [ -z "$chorusd" ] && [ -n "$rev" ]; then
+        sha=$(git -C "$root" rev-parse --verify "$rev^{commit}") || die "no such revision $rev"
+        src="$root/build-bench-src-${sha:0:10}"
+        if [ ! -x "$src/build/broker/chorusd" ]; then
+            log "building chorusd from $rev (${sha:0:10}) in $src"
+            rm -rf "$src" && mkdir -p "$src" && git -C "$root" archive "$sha" | tar -x -C "$src" || die "git archive failed"
+            { cmake -S "$src" -B "$src/build" && cmake --build "$src/build" --target chorusd -j2; } \
+                >>"$out/logs/build.log" 2>&1 || { tail -20 "$out/logs/build.log" >&2; die "building chorusd at $rev failed"; }
+        fi
+        chorusd="$src/build/broker/chorusd"
+        chorus_rev="${sha:0:10}"
+    elif [ -z "$chorusd" ]; then
+        cmake --build "$build_dir" --target chorusd -j2 >>"$out/logs/build.log" 2>&1 ||
+            { tail -20 "$out/logs/build.log" >&2; die "building chorusd failed (the work tree; try --rev HEAD)"; }
+        chorusd="$build_dir/broker/chorusd"
+    fi
+fi
+[ -x "$chorusd" ] || die "no chorusd at $chorusd"
+[ -x "$bench" ] || die "no chorus-bench at $bench"
+if [ -z "${chorus_rev:-}" ]; then
+    if [ "$chorusd" != "$build_dir/broker/chorusd" ]; then
+        chorus_rev="$chorusd"
+    else
+        chorus_rev=$(git -C "$root" rev-parse --short=10 HEAD 2>/dev/null || echo unknown)
+        if [ -n "$(git -C "$root" status --porcelain -- broker proto 2>/dev/null)" ]; then
+            chorus_rev="$chorus_rev+work-tree"
+        fi
+    fi
+fi
+
+# ------------------------------------------------------------- descriptors
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+nofile=$(ulimit -n)
+idle_conns=$((nofile - 1000))
+[ "$idle_conns" -gt 100 ] || idle_conns=100
+
+# ------------------------------------------------------------------- servers
+srv_pid=       # what chorus-bench measures (nginx: the worker)
+srv_kill=      # what we stop (nginx: the master)
+srv_dir=
+srv_desc=
+
+stop_server() {
+    local p=$srv_kill
+    [ -n "$p" ] || return 0
+    if kill -0 "$p" 2>/dev/null; then
+        kill -TERM "$p" 2>/dev/null
+        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
+    fi
+    wait "$p" 2>/dev/null
+    # an nginx worker whose master died gets SIGKILL too
+    if [ -n "$srv_pid" ] && [ "$srv_pid" != "$p" ] && kill -0 "$srv_pid" 2>/dev/null; then
+        kill -KILL "$srv_pid" 2>/dev/null
+    fi
+    srv_pid= srv_kill=
+    if [ "$keep" = 0 ] && [ -n "$srv_dir" ]; then rm -rf "$srv_dir"; fi
+    srv_dir=
+}
+cleanup() {
+    stop_server
+    if [ "$mode" = smoke ] && [ "${smoke_ok:-0}" = 1 ] && [ "$keep" = 0 ]; then rm -rf "$out"; fi
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT TERM
+
+# start_server PEER LOGNAME: sets port, srv_pid, srv_kill, proto_args; 1 on failure
+start_server() {
+    local peer=$1 name=$2 i
+    srv_dir=$(mktemp -d "/tmp/chorus-suite-$peer.XXXXXX")
+    port=$("$bench" free-port) || return 1
+    proto_args=()
+    local logf="$out/logs/$name.server.log"
+    case "$peer" in
+        chorus|chorus-rx512)
+            local extra=()
+            [ "$peer" = chorus-rx512 ] && extra=(--rx-buffer-bytes 512)
+            srv_desc="$chorusd --port $port --bind 127.0.0.1 --max-connections 20000 --log-level warn ${extra[*]}"
+            "$chorusd" --port "$port" --bind 127.0.0.1 --max-connections 20000 --log-level warn "${extra[@]}" \
+                >"$logf" 2>&1 &
+            srv_kill=$! srv_pid=$!
+            ;;
+        nchan)
+            sed -e "s#@WORK@#$srv_dir#g; s#@PORT@#$port#g; s#@WORKERS@#${NCHAN_WORKERS:-1}#g" \
+                -e "s#@NOFILE@#$nofile#g; s#@MAXCONN@#$nofile#g" \
+                "$here/peers/nchan/nginx.conf.in" >"$srv_dir/nginx.conf"
+            srv_desc="nginx -p $srv_dir -e $srv_dir/error.log -c nginx.conf  (tests/bench/peers/nchan/nginx.conf.in, port $port)"
+            nginx -p "$srv_dir" -e "$srv_dir/error.log" -c nginx.conf >"$logf" 2>&1 &
+            srv_kill=$! srv_pid=
+            proto_args=(--proto nchan)
+            ;;
+        node-ws)
+            srv_desc="node tests/bench/peers/node-ws/server.mjs --port $port"
+            node "$here/peers/node-ws/server.mjs" --port "$port" >"$logf" 2>&1 &
+            srv_kill=$! srv_pid=$!
+            ;;
+        tornado)
+            srv_desc="/usr/bin/python3 tests/bench/peers/tornado/server.py --port $port"
+            /usr/bin/python3 "$here/peers/tornado/server.py" --port "$port" >"$logf" 2>&1 &
+            srv_kill=$! srv_pid=$!
+            ;;
+    esac
+    if ! "$bench" wait-ready --port "$port" --timeout 20 2>>"$logf" || ! kill -0 "$srv_kill" 2>/dev/null; then
+        log "$peer did not start (see $logf)"
+        [ -f "$srv_dir/error.log" ] && cat "$srv_dir/error.log" >>"$logf"
+        stop_server
+        return 1
+    fi
+    if [ "$peer" = nchan ]; then
+        for i in $(seq 50); do
+            srv_pid=$(pgrep -P "$srv_kill" | head -n 1)
+            [ -n "$srv_pid" ] && break
+            sleep 0.1
+        done
+        [ -n "$srv_pid" ] || { log "no nginx worker"; stop_server; return 1; }
+        [ "${NCHAN_WORKERS:-1}" = 1 ] || log "nchan has ${NCHAN_WORKERS} workers; CPU and memory are the first one's only"
+    fi
+    return 0
+}
+
+# ---------------------------------------------------------------- quietness
+cpu_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
+# Waits up to quiet_wait s until the whole machine used < 30% of one core
+# over one second. Prints the last measured busy %.
+wait_quiet() {
+    local deadline=$((SECONDS + quiet_wait)) a b pct=0
+    while :; do
+        a=($(cpu_busy)); sleep 1; b=($(cpu_busy))
+        pct=$(( (b[0] - a[0]) * 100 * $(nproc) / (b[1] - a[1] > 0 ? b[1] - a[1] : 1) ))
+        [ "$pct" -lt 30 ] && break
+        [ $SECONDS -ge $deadline ] && break
+    done
+    echo "$pct"
+}
+
+# ------------------------------------------------------------------- scenarios
+# scenario_args SCENARIO PEER: the chorus-bench arguments
+scenario_args() {
+    local s=$1
+    case "$mode:$s" in
+        full:fanout-1k)  args=(fanout --step --subs 1000 --channels 1 --size 100 --rate-start 10 --rate-step 1.5
+                               --duration 5 --refine 2 --max-p99-ms 100) ;;
+        quick:fanout-1k) args=(fanout --step --subs 1000 --channels 1 --size 100 --rate-start 10 --rate-step 2
+                               --duration 2 --drain 3 --refine 1 --max-p99-ms 100 --noise-retries 1) ;;
+        # One message to 10,000 sockets is 10,000 loopback sends, ~100 ms of
+        # kernel time on this machine whoever the server is: hence 500 ms.
+        full:fanout-10k) args=(fanout --step --subs 10000 --channels 1 --size 100 --rate-start 1 --rate-step 1.5
+                               --duration 5 --refine 2 --max-p99-ms 500) ;;
+        quick:fanout-10k) args=(fanout --step --subs 10000 --channels 1 --size 100 --rate-start 1 --rate-step 2
+                               --duration 2 --drain 3 --refine 1 --max-p99-ms 500 --noise-retries 1) ;;
+        full:rooms)      args=(rooms --clients 5000 --rooms 500 --rate 5000 --size 100 --duration 10) ;;
+        quick:rooms)     args=(rooms --clients 5000 --rooms 500 --rate 5000 --size 100 --duration 3 --drain 3) ;;
+        full:idle)       args=(idle --conns "$idle_conns" --settle 5 --connect-timeout 300) ;;
+        quick:idle)      args=(idle --conns 5000 --settle 2 --connect-timeout 120) ;;
+        smoke:smoke)     args=(fanout --subs 50 --channels 1 --size 100 --rate 20 --duration 2 --drain 5) ;;
+    esac
+}
+peer_runs() { # does PEER run SCENARIO?
+    [ "$1" != chorus-rx512 ] || [ "$2" = idle ]
+}
+
+json_field() { grep -o "\"$2\":[^,}]*" <<<"$1" | head -n 1 | cut -d: -f2- | tr -d '"'; }
+
+# meta (machine facts and versions) for the report
+{
+    echo "date_utc=$(date -u '+%Y-%m-%d %H:%M UTC')"
+    echo "mode=$mode"
+    echo "command=$cmdline"
+    echo "chorus_rev=$chorus_rev"
+    echo "chorusd=$chorusd"
+    echo "bench=$bench"
+    echo "cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "cores=$(nproc)"
+    echo "mem_gib=$(awk '/MemTotal/{printf "%.1f", $2/1048576}' /proc/meminfo)"
+    echo "kernel=$(uname -r)"
+    echo "debian=$(cat /etc/debian_version 2>/dev/null)"
+    echo "nofile=$nofile"
+    echo "idle_conns=$idle_conns"
+    echo "nginx=$(dpkg-query -W -f='${Version}' nginx-light 2>/dev/null)"
+    echo "nchan=$(dpkg-query -W -f='${Version}' libnginx-mod-nchan 2>/dev/null)"
+    echo "node=$(node --version 2>/dev/null)"
+    echo "ws=$(sed -n 's/^ *"version": *"\(.*\)".*/\1/p' "$root/tests/node_modules/ws/package.json" 2>/dev/null | head -n 1)"
+    echo "tornado=$(dpkg-query -W -f='${Version}' python3-tornado 2>/dev/null)"
+    echo "python=$(/usr/bin/python3 --version 2>/dev/null | cut -d' ' -f2)"
+    echo "nchan_workers=${NCHAN_WORKERS:-1}"
+    echo "noise_max=$noise_max"
+    echo "peers=$peers"
+    echo "scenarios=${scenarios[*]}"
+} >"$out/meta.txt"
+printf '%s\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$cmdline" >>"$out/invocations.tsv"
+
+log "results in $out; peers: $peers; scenarios: ${scenarios[*]}; chorusd $chorus_rev"
+failures=0
+for s in "${scenarios[@]}"; do
+    for peer in $peers; do
+        peer_runs "$peer" "$s" || continue
+        scenario_args "$s"
+        # runs already in $out (an earlier invocation) keep their numbers
+        attempt=$(ls "$out/raw" 2>/dev/null | grep -c "^$s\.$peer\.[0-9]*\.jsonl$")
+        first=$attempt
+        while :; do
+            attempt=$((attempt + 1))
+            name="$s.$peer.$attempt"
+            busy=0
+            [ "$quiet_wait" -gt 0 ] && busy=$(wait_quiet)
+            if ! start_server "$peer" "$name"; then
+                failures=$((failures + 1)); break
+            fi
+            cmd=("$bench" "${args[@]}" "${proto_args[@]}" --port "$port" --server-pid "$srv_pid" --quiet)
+            printf '%s\t%s\t%s\n' "$name" "$srv_desc" "chorus-bench ${args[*]} ${proto_args[*]} --port $port --server-pid PID --quiet" \
+                >>"$out/commands.tsv"
+            log "$name: ${args[*]} ${proto_args[*]} (machine busy before: ${busy}%)"
+            t0=$SECONDS
+            "${cmd[@]}" >"$out/raw/$name.jsonl" 2>"$out/logs/$name.bench.log"
+            rc=$?
+            alive=1; kill -0 "$srv_kill" 2>/dev/null || alive=0
+            stop_server
+            last=$(tail -n 1 "$out/raw/$name.jsonl")
+            printf '{"run":"%s","scenario":"%s","peer":"%s","attempt":%d,"rc":%d,"server_alive":%d,"busy_before_pct":%d,"seconds":%d}\n' \
+                "$name" "$s" "$peer" "$attempt" "$rc" "$alive" "$busy" $((SECONDS - t0)) >>"$out/runs.jsonl"
+            [ "$alive" = 1 ] || log "$name: the server died during the run"
+            if [ -z "$last" ]; then
+                log "$name: no result (exit $rc; see $out/logs/$name.bench.log)"
+                failures=$((failures + 1))
+            fi
+            # noise: the largest other_cpu_pct of any line of the run
+            noise=$(grep -o '"other_cpu_pct":[0-9.]*' "$out/raw/$name.jsonl" | cut -d: -f2 | sort -g | tail -n 1)
+            noise=${noise:-0}
+            case "$s" in
+                idle) log "$name: $(json_field "$last" subscribed) conns, $(json_field "$last" mem_per_conn_bytes) B/conn RSS, $(json_field "$last" anon_per_conn_bytes) B/conn anon" ;;
+                rooms|smoke) log "$name: $(json_field "$last" deliveries_per_sec)/s p50 $(json_field "$last" p50_ms) p99 $(json_field "$last" p99_ms) ms loss $(json_field "$last" loss), noise ${noise}%" ;;
+                *) log "$name: sustained $(json_field "$last" sustained_rate) msg/s, $(json_field "$last" deliveries_per_sec) deliveries/s ($(json_field "$last" fail_reason) above), noise ${noise}%" ;;
+            esac
+            if [ "$s" != idle ] && [ $((attempt - first)) -le "$repeats" ] && awk -v n="$noise" -v m="$noise_max" 'BEGIN{exit !(n > m)}'; then
+                log "$name: noisy (other processes used ${noise}% of a core); running it again"
+                continue
+            fi
+            break
+        done
+    done
+done
+
+# -------------------------------------------------------------------- report
+if [ "$mode" = smoke ]; then
+    ok=1
+    for peer in $peers; do
+        line=$(tail -n 1 "$out/raw/smoke.$peer.1.jsonl" 2>/dev/null)
+        exp=$(json_field "$line" expected); rec=$(json_field "$line" received); sub=$(json_field "$line" subscribed)
+        if [ -z "$line" ] || [ "$sub" != 50 ] || [ -z "$exp" ] || [ "$exp" = 0 ] || [ "$rec" != "$exp" ]; then
+            echo "run-suite --smoke: FAIL: $peer: subscribed=$sub expected=$exp received=$rec" >&2
+            sed 's/^/  /' "$out/logs/smoke.$peer.1.bench.log" "$out/logs/smoke.$peer.1.server.log" 2>/dev/null | tail -20 >&2
+            ok=0
+        else
+            echo "run-suite --smoke: $peer ok ($rec of $exp deliveries)"
+        fi
+    done
+    /usr/bin/python3 "$here/suite-report.py" --results "$out" --report "$report" --chart none >/dev/null ||
+        { echo "run-suite --smoke: FAIL: report" >&2; ok=0; }
+    grep -q '^| node-ws' "$report" 2>/dev/null || { echo "run-suite --smoke: FAIL: no node-ws row in the report" >&2; ok=0; }
+    [ "$ok" = 1 ] || exit 1
+    smoke_ok=1
+    echo "run-suite --smoke: ok"
+    exit 0
+fi
+
+if [ "$do_report" = 1 ]; then
+    chart_arg=$chart
+    command -v gnuplot >/dev/null || chart_arg=none
+    /usr/bin/python3 "$here/suite-report.py" --results "$out" --report "$report" --chart "$chart_arg" ||
+        { log "writing the report failed"; exit 1; }
+    log "wrote $report${chart_arg:+ and $chart_arg}"
+fi
+log "done; raw results in $out"
+[ "$failures" = 0 ]

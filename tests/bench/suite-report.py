@@ -1,0 +1,468 @@
+#!/usr/bin/env python3
+"""Turns the raw results of tests/bench/run-suite.sh into a markdown report
+(the part of docs/benchmarks.md between the suite markers) and an SVG chart
+(gnuplot). Standard library only; run with /usr/bin/python3.
+
+    suite-report.py --results DIR --report FILE --chart FILE|none
+"""
+
+import argparse
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+BEGIN = "<!-- BEGIN run-suite.sh output: generated, do not edit by hand -->"
+END = "<!-- END run-suite.sh output -->"
+
+PEERS = ["chorus", "chorus-rx512", "nchan", "node-ws", "tornado"]
+SCENARIOS = ["fanout-1k", "rooms", "idle", "fanout-10k", "smoke"]
+SUBS = {"fanout-1k": 1000, "fanout-10k": 10000}
+
+
+def load_jsonl(path):
+    out = []
+    try:
+        with open(path) as f:
+            for line in f:
+                line = line.strip()
+                if line.startswith("{"):
+                    try:
+                        out.append(json.loads(line))
+                    except ValueError:
+                        pass
+    except OSError:
+        pass
+    return out
+
+
+def load_meta(d):
+    meta = {}
+    try:
+        with open(os.path.join(d, "meta.txt")) as f:
+            for line in f:
+                k, _, v = line.rstrip("\n").partition("=")
+                meta[k] = v
+    except OSError:
+        pass
+    return meta
+
+
+def collect(d):
+    """{(scenario, peer): [run, ...]}, each run a dict with lines and facts."""
+    runs = {}
+    info = {r["run"]: r for r in load_jsonl(os.path.join(d, "runs.jsonl"))}
+    for path in sorted(glob.glob(os.path.join(d, "raw", "*.jsonl"))):
+        name = os.path.basename(path)[:-len(".jsonl")]
+        m = re.match(r"^(.+)\.([a-z0-9-]+)\.(\d+)$", name)
+        if not m:
+            continue
+        sc, peer, attempt = m.group(1), m.group(2), int(m.group(3))
+        lines = load_jsonl(path)
+        noise = max((l.get("other_cpu_pct") or 0 for l in lines), default=0)
+        runs.setdefault((sc, peer), []).append({
+            "name": name, "attempt": attempt, "lines": lines,
+            "last": lines[-1] if lines else None, "noise": noise,
+            "info": info.get(name, {}),
+        })
+    for v in runs.values():
+        v.sort(key=lambda r: r["attempt"])
+    return runs
+
+
+def chosen(runs, sc, peer):
+    """The least noisy run of (sc, peer) that printed a result."""
+    rs = [r for r in runs.get((sc, peer), []) if r["last"]]
+    if not rs:
+        return None
+    return min(rs, key=lambda r: (r["noise"], r["attempt"]))
+
+
+def fmt_rate(v):
+    if v is None:
+        return "—"
+    if v >= 1e6:
+        return "%.2f M" % (v / 1e6)
+    if v >= 1e3:
+        return "%.0f k" % (v / 1e3)
+    return "%.0f" % v
+
+
+def fmt_ms(v):
+    if v is None:
+        return "—"
+    if v >= 100:
+        return "%.0f" % v
+    if v >= 10:
+        return "%.1f" % v
+    return "%.2f" % v
+
+
+def fmt_bytes(v):
+    if v is None:
+        return "—"
+    return "{:,.0f}".format(v)
+
+
+def step_figures(run, sc):
+    """sustained deliveries/s, msg/s, p99 at that rate, why the next failed."""
+    if not run:
+        return None
+    last = run["last"]
+    if not last.get("final"):
+        return None
+    rate = last.get("sustained_rate") or 0
+    dps = last.get("deliveries_per_sec") if rate > 0 else 0
+    return {
+        "rate": rate, "dps": dps,
+        "p99": last.get("p99_ms") if rate > 0 else None,
+        "cpu": last.get("server_cpu_pct") if rate > 0 else None,
+        "fail": last.get("fail_reason"), "next": last.get("first_failing_rate"),
+        "steps": last.get("steps"), "noise": run["noise"],
+        "bench_sat": any(l.get("bench_saturated") for l in run["lines"]),
+    }
+
+
+def lat_figures(run):
+    if not run:
+        return None
+    l = run["last"]
+    return {
+        "dps": l.get("deliveries_per_sec"), "p50": l.get("p50_ms"), "p99": l.get("p99_ms"),
+        "max": l.get("max_ms"), "loss": l.get("loss") or 0, "cpu": l.get("server_cpu_pct"),
+        "rate": l.get("rate_achieved"), "target": l.get("rate_target"), "noise": run["noise"],
+        "closes": l.get("closes") or {}, "subscribed": l.get("subscribed"),
+        "expected": l.get("expected"), "received": l.get("received"),
+    }
+
+
+def idle_figures(run):
+    if not run:
+        return None
+    l = run["last"]
+    return {
+        "conns": l.get("subscribed"), "rss": l.get("mem_per_conn_bytes"),
+        "anon": l.get("anon_per_conn_bytes"), "rss_kib": l.get("server_rss_kib"),
+        "before": l.get("server_rss_before_kib"), "noise": run["noise"],
+    }
+
+
+def best_peer(values, lower_is_better):
+    """(peer, value) of the best non-Chorus peer, or (None, None)."""
+    cands = [(p, v) for p, v in values.items() if not p.startswith("chorus") and v is not None and v > 0]
+    if not cands:
+        return None, None
+    return (min if lower_is_better else max)(cands, key=lambda pv: pv[1])
+
+
+def render(d, runs, meta, chart_rel):
+    peers = [p for p in PEERS if any(k[1] == p for k in runs)]
+    scs = [s for s in SCENARIOS if any(k[0] == s for k in runs)]
+    o = []
+    w = o.append
+    w(BEGIN)
+    w("")
+    inv = []
+    try:
+        with open(os.path.join(d, "invocations.tsv")) as f:
+            inv = [line.rstrip("\n").split("\t", 1) for line in f if "\t" in line]
+    except OSError:
+        pass
+    if len(inv) > 1:
+        w("Generated from %d invocations into one results folder (%s mode); the later ones re-ran noisy pairs:"
+          % (len(inv), meta.get("mode", "?")))
+        w("")
+        for when, cmd in inv:
+            w("- %s: `%s`" % (when, cmd))
+    else:
+        w("Generated by `%s` on %s (%s mode)." % (meta.get("command", "tests/bench/run-suite.sh"),
+                                                 meta.get("date_utc", "?"), meta.get("mode", "?")))
+    w("")
+    w("Machine: %s, %s cores, %s GiB, Debian %s, Linux %s, RLIMIT_NOFILE %s. "
+      "chorusd at `%s`; nginx %s with libnginx-mod-nchan %s (%s worker); Node %s with ws %s; "
+      "python3-tornado %s (Python %s)." % (
+          meta.get("cpu", "?"), meta.get("cores", "?"), meta.get("mem_gib", "?"), meta.get("debian", "?"),
+          meta.get("kernel", "?"), meta.get("nofile", "?"), meta.get("chorus_rev", "?"),
+          meta.get("nginx", "?"), meta.get("nchan", "?"), meta.get("nchan_workers", "1"),
+          meta.get("node", "?"), meta.get("ws", "?"), meta.get("tornado", "?"), meta.get("python", "?")))
+    w("")
+
+    # ---------------------------------------------------------------- table
+    head = ["peer"]
+    if "fanout-1k" in scs:
+        head += ["fanout-1k: sustained deliveries/s (msg/s)", "fanout-1k: p99 ms at it"]
+    if "rooms" in scs:
+        head += ["rooms: deliveries/s", "rooms: p50 ms", "rooms: p99 ms", "rooms: loss"]
+    if "idle" in scs:
+        head += ["idle: conns", "idle: bytes/conn (RSS)", "idle: bytes/conn (anon)"]
+    if "fanout-10k" in scs:
+        head += ["fanout-10k: sustained deliveries/s (msg/s)", "fanout-10k: p99 ms at it"]
+    if "smoke" in scs:
+        head += ["smoke: received/expected", "smoke: p99 ms"]
+    w("| " + " | ".join(head) + " |")
+    w("|" + "---|" * len(head))
+    fig = {}
+    for p in peers:
+        row = [p]
+        for sc in scs:
+            run = chosen(runs, sc, p)
+            if sc in ("fanout-1k", "fanout-10k"):
+                f = step_figures(run, sc)
+                fig[(sc, p)] = f
+                if p == "chorus-rx512" and not run:
+                    row += ["", ""]
+                elif not f:
+                    row += ["—", "—"]
+                elif f["rate"] <= 0:
+                    row += ["< %s (first step failed: %s)" % (fmt_rate((f["next"] or 0) * SUBS[sc]), f["fail"]), "—"]
+                else:
+                    row += ["%s (%.0f)" % (fmt_rate(f["dps"]), f["rate"]), fmt_ms(f["p99"])]
+            elif sc == "rooms":
+                f = lat_figures(run)
+                fig[(sc, p)] = f
+                if p == "chorus-rx512" and not run:
+                    row += ["", "", "", ""]
+                elif not f:
+                    row += ["—"] * 4
+                else:
+                    row += [fmt_rate(f["dps"]), fmt_ms(f["p50"]), fmt_ms(f["p99"]),
+                            "0" if not f["loss"] else "%.2f%%" % (100 * f["loss"])]
+            elif sc == "idle":
+                f = idle_figures(run)
+                fig[(sc, p)] = f
+                if not f:
+                    row += ["—"] * 3
+                else:
+                    row += [fmt_bytes(f["conns"]), fmt_bytes(f["rss"]), fmt_bytes(f["anon"])]
+            elif sc == "smoke":
+                f = lat_figures(run)
+                fig[(sc, p)] = f
+                row += ["%s/%s" % (f["received"], f["expected"]) if f else "—", fmt_ms(f["p99"]) if f else "—"]
+        w("| " + " | ".join(row) + " |")
+    w("")
+    if chart_rel:
+        w("![fan-out ceilings, rooms latency and idle memory per peer](%s)" % chart_rel)
+        w("")
+
+    # -------------------------------------------------------------- targets
+    if any(s in scs for s in ("fanout-1k", "rooms", "idle")):
+        w("Issue 6's targets, from the table above (\"best peer\" = the best of Nchan, Node ws, Tornado):")
+        w("")
+        w("| target | Chorus | best peer | ratio | met? |")
+        w("|---|---|---|---|---|")
+        if "fanout-1k" in scs:
+            vals = {p: (fig.get(("fanout-1k", p)) or {}).get("dps") for p in peers}
+            bp, bv = best_peer(vals, False)
+            cv = vals.get("chorus")
+            ratio = cv / bv if cv and bv else None
+            w("| fanout-1k ≥ 10× best peer | %s/s | %s/s (%s) | %s | %s |" % (
+                fmt_rate(cv), fmt_rate(bv), bp or "—", "%.2f×" % ratio if ratio else "—",
+                "yes" if ratio and ratio >= 10 else "**no**"))
+        if "rooms" in scs:
+            vals = {p: (fig.get(("rooms", p)) or {}).get("p99") for p in peers}
+            bp, bv = best_peer(vals, True)
+            cv = vals.get("chorus")
+            ratio = cv / bv if cv and bv else None
+            w("| rooms p99 ≤ 2 ms | %s ms | | | %s |" % (fmt_ms(cv), "yes" if cv is not None and cv <= 2 else "**no**"))
+            w("| rooms p99 ≤ 1/3 of best peer | %s ms | %s ms (%s) | %s | %s |" % (
+                fmt_ms(cv), fmt_ms(bv), bp or "—", "%.2f× of it" % ratio if ratio else "—",
+                "yes" if ratio is not None and ratio <= 1 / 3 else "**no**"))
+        if "idle" in scs:
+            for p in ("chorus", "chorus-rx512"):
+                f = fig.get(("idle", p))
+                if f and f["rss"] is not None:
+                    w("| idle ≤ 1 KiB/conn (%s) | %s B | | | %s |" % (
+                        p, fmt_bytes(f["rss"]), "yes" if f["rss"] <= 1024 else "**no**"))
+        w("")
+
+    # -------------------------------------------------------- run details
+    w("Every run (the table uses the least noisy run of each pair; `noise` is the largest `other_cpu_pct`, "
+      "% of one core used by processes other than the server and chorus-bench, over the run's lines):")
+    w("")
+    w("| run | result | server CPU % | noise % | notes |")
+    w("|---|---|---|---|---|")
+    for sc in scs:
+        for p in peers:
+            for r in runs.get((sc, p), []):
+                l = r["last"]
+                if not l:
+                    w("| %s | no result (exit %s) | | | |" % (r["name"], r["info"].get("rc", "?")))
+                    continue
+                notes = []
+                if not r["info"].get("server_alive", 1):
+                    notes.append("server died")
+                if sc in ("fanout-1k", "fanout-10k"):
+                    f = step_figures(r, sc)
+                    res = "%s msg/s held (%s deliveries/s), %s steps" % (
+                        "%.0f" % f["rate"], fmt_rate(f["dps"]), f["steps"]) if f else "?"
+                    if f and f["next"]:
+                        notes.append("%.0f msg/s failed: %s" % (f["next"], f["fail"]))
+                    if f and f["bench_sat"]:
+                        notes.append("bench saturated in a step")
+                    retries = sum(1 for x in r["lines"] if x.get("noisy_retry"))
+                    if retries:
+                        notes.append("%d noisy step(s) retried" % retries)
+                    cpu = f["cpu"] if f else None
+                elif sc == "idle":
+                    f = idle_figures(r)
+                    res = "%s conns, RSS %s → %s KiB" % (f["conns"], f["before"], f["rss_kib"])
+                    cpu = None
+                else:
+                    f = lat_figures(r)
+                    res = "%s/s, p50 %s, p99 %s, max %s ms" % (fmt_rate(f["dps"]), fmt_ms(f["p50"]),
+                                                               fmt_ms(f["p99"]), fmt_ms(f["max"]))
+                    if f["loss"]:
+                        notes.append("loss %.2f%%" % (100 * f["loss"]))
+                    if f["closes"]:
+                        notes.append("closes %s" % json.dumps(f["closes"]))
+                    if f["rate"] is not None and f["target"] and f["rate"] < 0.97 * f["target"]:
+                        notes.append("published %.0f of %.0f msg/s" % (f["rate"], f["target"]))
+                    cpu = f["cpu"]
+                if r is not chosen(runs, sc, p):
+                    notes.append("not used")
+                w("| %s | %s | %s | %.0f | %s |" % (r["name"], res, "%.0f" % cpu if cpu is not None else "",
+                                                    r["noise"], "; ".join(notes)))
+    w("")
+
+    # ------------------------------------------------------------ commands
+    w("Commands (PORT is a free loopback port, PID the server's pid; for Nchan the nginx worker's):")
+    w("")
+    seen = set()
+    w("```sh")
+    try:
+        with open(os.path.join(d, "commands.tsv")) as f:
+            for line in f:
+                name, srv, cmd = line.rstrip("\n").split("\t")
+                sc, peer = name.split(".")[0], name.split(".")[1]
+                srv = re.sub(r"--port \d+", "--port PORT", srv)
+                srv = re.sub(r"/tmp/chorus-suite-nchan\.\w+", "$WORK", srv)
+                srv = re.sub(r"port \d+", "port PORT", srv)
+                srv = srv.replace(meta.get("chorusd", "\0"), "chorusd")
+                cmd = re.sub(r"--port \d+", "--port PORT", cmd)
+                key = (sc, peer)
+                if key in seen:
+                    continue
+                seen.add(key)
+                w("# %s, %s" % (sc, peer))
+                w(srv)
+                w(cmd)
+    except OSError:
+        pass
+    w("```")
+    w("")
+    w(END)
+    return "\n".join(o) + "\n"
+
+
+PANELS = [
+    # (column, title, log scale, colour)
+    (2, "fanout-1k: sustained deliveries/s (higher is better)", True, "#3465a4"),
+    (3, "rooms, 5000 clients in 500 rooms: p99 ms (lower is better)", True, "#cc0000"),
+    (4, "idle: server bytes per connection, RSS (lower is better)", False, "#4e9a06"),
+    (5, "fanout-10k: sustained deliveries/s (higher is better)", True, "#75507b"),
+]
+
+
+def gnuplot_script(term, out, dat, title, have):
+    g = [term, "set output '%s'" % out,
+         "set datafile missing 'NaN'", "set datafile separator '\\t'",
+         "set style data histograms", "set style histogram clustered gap 1",
+         "set style fill solid 0.85 border -1", "set boxwidth 0.8",
+         "set grid ytics lc rgb '#dddddd'", "set key off",
+         "set xtics nomirror rotate by -20 scale 0", "set ytics nomirror", "set border 3",
+         "set multiplot layout 2,2 title \"Chorus comparison suite: %s\"" % title]
+    for col, ptitle, log, colour in PANELS:
+        g.append("set title \"%s\"" % ptitle)
+        g.append("set logscale y" if log else "unset logscale y")
+        g.append(("set yrange [0.5:*]" if col == 3 else "set yrange [*:*]") if log else "set yrange [0:*]")
+        g.append("set format y \"%.0s%c\"" if col != 3 else "set format y \"%g\"")
+        target = {3: (2, "target 2 ms"), 4: (1024, "target 1 KiB")}.get(col)
+        if have[col] and target:
+            g.append("set arrow 1 from graph 0, first %g to graph 1, first %g nohead dt 2 lc rgb '#555555'"
+                     % (target[0], target[0]))
+            g.append("set label 2 '%s' at graph 0.01, first %g left offset 0,0.6 front tc rgb '#555555'"
+                     % (target[1], target[0]))
+        if have[col]:
+            g.append("plot '%s' using %d:xtic(1) lc rgb '%s'" % (dat, col, colour))
+            g += ["unset arrow 1", "unset label 2"]
+        else:
+            g += ["unset logscale y", "set yrange [0:1]", "unset ytics", "unset xtics",
+                  "set label 1 'no figure (not run, or no step held)' at graph 0.5, 0.5 center",
+                  "plot 2 notitle", "unset label 1", "set ytics nomirror",
+                  "set xtics nomirror rotate by -20 scale 0"]
+    g.append("unset multiplot")
+    return "\n".join(g) + "\n"
+
+
+def chart(d, runs, meta, path):
+    peers = [p for p in PEERS if any(k[1] == p for k in runs)]
+    dat = os.path.join(d, "chart.dat")
+
+    def num(v):
+        return "NaN" if v is None or v <= 0 else "%g" % v
+
+    have = {c: False for c, _, _, _ in PANELS}
+    with open(dat, "w") as f:
+        for p in peers:
+            f1 = step_figures(chosen(runs, "fanout-1k", p), "fanout-1k")
+            rm = lat_figures(chosen(runs, "rooms", p))
+            idl = idle_figures(chosen(runs, "idle", p))
+            f10 = step_figures(chosen(runs, "fanout-10k", p), "fanout-10k")
+            cols = [num(f1 and f1["dps"]), num(rm and rm["p99"]), num(idl and idl["rss"]), num(f10 and f10["dps"])]
+            for i, c in enumerate(cols):
+                have[i + 2] |= c != "NaN"
+            f.write("\t".join([p] + cols) + "\n")
+    title = "%s, chorusd %s" % (meta.get("date_utc", "?"), meta.get("chorus_rev", "?"))
+    ok = True
+    for term, out in (("set terminal svg size 1100,760 dynamic enhanced font 'sans,12' background '#ffffff'", path),
+                      ("set terminal png size 1100,760 font 'sans,10' background '#ffffff'",
+                       os.path.join(d, "benchmarks.png"))):
+        gp = os.path.join(d, "chart-%s.gp" % ("svg" if out == path else "png"))
+        with open(gp, "w") as f:
+            f.write(gnuplot_script(term, out, dat, title, have))
+        r = subprocess.run(["gnuplot", gp], capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.stderr.write("suite-report: gnuplot failed (%s):\n%s" % (gp, r.stderr))
+            ok = ok and out != path
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--report", required=True)
+    ap.add_argument("--chart", default="none")
+    a = ap.parse_args()
+    runs = collect(a.results)
+    meta = load_meta(a.results)
+    chart_rel = None
+    if a.chart != "none":
+        if chart(a.results, runs, meta, os.path.abspath(a.chart)):
+            chart_rel = os.path.relpath(os.path.abspath(a.chart), os.path.dirname(os.path.abspath(a.report)))
+    section = render(a.results, runs, meta, chart_rel)
+    try:
+        with open(a.report) as f:
+            text = f.read()
+    except OSError:
+        text = ""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        tail = rest.split(END, 1)[1]
+        text = head + section.rstrip("\n") + tail
+    elif text:
+        text = text.rstrip("\n") + "\n\n" + section
+    else:
+        text = "# Benchmarks\n\n" + section
+    tmp = tempfile.NamedTemporaryFile("w", dir=os.path.dirname(os.path.abspath(a.report)) or ".",
+                                      delete=False, prefix=".benchmarks.")
+    tmp.write(text)
+    tmp.close()
+    os.replace(tmp.name, a.report)
+    print(a.report)
+
+
+if __name__ == "__main__":
+    main()
