@@ -10,6 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "presence.h"
 #include "publish.h"
 #include "replica.h"
 #include "server.h"
@@ -71,7 +72,7 @@ static struct {
     struct cluster_call *calls;     /* outstanding, oldest first */
     struct cluster_call *calls_tail;
     uint64_t next_call_id;
-    int64_t last_heartbeat_ms, last_resolve_ms;
+    int64_t last_heartbeat_ms, last_resolve_ms, last_presence_ms;
     lws_sorted_usec_list_t tick, drain_soon;
 } cl;
 
@@ -236,6 +237,72 @@ static void on_created(struct channel *ch)
     ch->remote_interest = t != NULL;
 }
 
+/* ------------------------------------------------------------- presence */
+
+#define PRESENCE_REFRESH_MS 5000
+
+static void send_presence(const char *topic, size_t tlen, const char *ch, int op,
+                          const struct cluster_part *members, int n)
+{
+    struct cluster_part *parts = calloc((size_t)n + 1, sizeof *parts);
+    if (!parts)
+        return;
+    parts[0] = (struct cluster_part){(const unsigned char *)ch, strlen(ch)};
+    for (int i = 0; i < n; i++)
+        parts[1 + i] = members[i];
+    struct envelope e;
+    cluster_env_init(&e, ENV_PRES);
+    e.status = (uint16_t)op;
+    send_env(topic, tlen, &e, parts, n + 1);
+    free(parts);
+}
+
+void cluster_presence_send(const char *ch, bool join, const char *key, const json_t *member)
+{
+    if (!cl.enabled)
+        return;
+    char *text = member ? json_dumps(member, JSON_COMPACT) : NULL;
+    struct cluster_part kv[2] = {{(const unsigned char *)key, strlen(key)},
+                                 {(const unsigned char *)(text ? text : "{}"), text ? strlen(text) : 2}};
+    send_presence(ch, strlen(ch) + 1, ch, join ? PRESENCE_JOIN : PRESENCE_LEAVE, kv, 2);
+    free(text);
+}
+
+/* This node's full member list of a room, to a topic (broadcast or one node). */
+static void send_presence_full(const char *topic, size_t tlen, const char *ch)
+{
+    struct cluster_part *members;
+    char **texts;
+    int n = presence_local_members(ch, &members, &texts);
+    send_presence(topic, tlen, ch, PRESENCE_FULL, members, 2 * n);
+    for (int i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(members);
+}
+
+static void refresh_one(const char *name, void *ud)
+{
+    (void)ud;
+    send_presence_full(name, strlen(name) + 1, name);
+}
+
+static void handle_presence(const struct envelope *env, const struct cluster_part *parts, int n)
+{
+    if (n < 1 || !codec_channel_valid((const char *)parts[0].data, parts[0].len))
+        return;
+    const char *name = (const char *)parts[0].data;
+    if (env->status == PRESENCE_ASK) {
+        char ch[CODEC_CHANNEL_MAX + 1], topic[ENVELOPE_ID_MAX + 8];
+        memcpy(ch, name, parts[0].len);
+        ch[parts[0].len] = '\0';
+        int tl = snprintf(topic, sizeof topic, "!to:%s", env->origin);
+        send_presence_full(topic, (size_t)tl + 1, ch);
+        return;
+    }
+    presence_remote(env->origin, name, parts[0].len, env->status, parts + 1, n - 1);
+}
+
 /* Local subscribers appeared or left: follow or drop the channel's stream. */
 static void on_interest(struct channel *ch, bool on)
 {
@@ -243,6 +310,10 @@ static void on_interest(struct channel *ch, bool on)
      * stream, so a mirror's state is stale from now on. */
     if (!on)
         ch->live = false;
+    if (on && ch->ns->presence) {
+        /* Learn who is already here on other nodes. */
+        send_presence(ch->name, ch->len + 1, ch->name, PRESENCE_ASK, NULL, 0);
+    }
     zmq_setsockopt(cl.sub, on ? ZMQ_SUBSCRIBE : ZMQ_UNSUBSCRIBE, ch->name, ch->len + 1);
     drain_later();
 }
@@ -348,13 +419,16 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
 }
 
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
-                 uint32_t limit, struct cluster_call *call, cluster_call_cb *cb, void *ud)
+                 uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
+                 void *ud)
 {
     const char *owner = owner_of(ch, len);
     if (owner == cl.self)
         return -1;
     struct envelope e;
     cluster_env_init(&e, ENV_SYNC_REQ);
+    if (join)
+        e.flags |= ENV_FLAG_JOIN;
     if (has_since) {
         e.flags |= ENV_FLAG_HAS_SINCE;
         snprintf(e.epoch, sizeof e.epoch, "%s", epoch);
@@ -482,15 +556,25 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
         reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "channel ownership is moving; retry");
         return;
     }
-    struct channel *ch = channel_get(name, len);
-    if (!ch) {
+    bool join = req->flags & ENV_FLAG_JOIN;
+    struct channel *ch = join ? channel_get(name, len) : channel_find(name, len);
+    if (!ch && join) {
         reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
         return;
     }
+    if (!ch) {
+        /* A history request for a channel that holds nothing (PROTOCOL.md 2.4). */
+        struct envelope e;
+        cluster_env_init(&e, ENV_SYNC_REP);
+        e.req_id = req->req_id;
+        cluster_send_to(req->origin, &e, parts, 1);
+        return;
+    }
     channel_claim(ch); /* we may have just become the owner */
-    /* The requester is about to follow this channel; keep it until its
+    /* A joining node is about to follow this channel; keep it until its
      * subscription (or its absence) is known from the XPUB side. */
-    ch->remote_interest = true;
+    if (join)
+        ch->remote_interest = true;
 
     int64_t now = server_now_ms();
     bool has_since = req->flags & ENV_FLAG_HAS_SINCE;
@@ -577,6 +661,9 @@ static void handle_message(const struct cluster_part *topic, const struct envelo
             mirror_on_pos(ch, env);
         return;
     }
+    case ENV_PRES:
+        handle_presence(env, parts, n);
+        return;
     case ENV_PUB_REQ:
         handle_pub_req(env, parts, n);
         return;
@@ -777,6 +864,7 @@ static void heartbeat_and_liveness(int64_t now)
             log_warn("event=peer_down peer=%s silent_ms=%lld", m->id,
                      (long long)(now - m->last_seen_ms));
             calls_fail_target(m->id);
+            presence_node_down(m->id);
         }
 }
 
@@ -851,6 +939,11 @@ static void tick(lws_sorted_usec_list_t *sul)
     calls_expire(now);
     replica_tick(now);
     send_beacons(now);
+    if (now - cl.last_presence_ms >= PRESENCE_REFRESH_MS) {
+        /* Deltas can be lost at the high-water mark; full lists converge. */
+        cl.last_presence_ms = now;
+        presence_each_local_room(refresh_one, NULL);
+    }
     if (cl.npeers && now - cl.last_resolve_ms >= (int64_t)cl.cfg->peer_resolve_interval * 1000) {
         cl.last_resolve_ms = now;
         resolve_peers();
@@ -1066,13 +1159,13 @@ static void render_metrics(struct sbuf *b)
 {
     if (!cl.enabled)
         return;
-    static const char *const types[10] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos"};
+    static const char *const types[11] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence"};
     family(b, "chorus_cluster_messages_sent_total", "counter", "Node-to-node messages sent, by type.");
-    for (int i = 1; i < 10; i++)
+    for (int i = 1; i < 11; i++)
         put(b, "chorus_cluster_messages_sent_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_sent[i]);
     family(b, "chorus_cluster_messages_received_total", "counter", "Node-to-node messages received, by type.");
-    for (int i = 1; i < 10; i++)
+    for (int i = 1; i < 11; i++)
         put(b, "chorus_cluster_messages_received_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_received[i]);
     family(b, "chorus_cluster_replication_total", "counter", "Replication to backup nodes, by event.");

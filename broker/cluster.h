@@ -60,9 +60,12 @@ bool cluster_is_owner(const char *ch, size_t len);
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
                             bool binary, const char *client, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud);
-/* Asks the owner for its position and messages after `since` (when given). */
+/* Asks the owner for its position and messages after `since` (when given);
+ * `join` says this node starts following the channel (the owner then keeps
+ * it), otherwise a channel the owner does not hold is not created. */
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
-                 uint32_t limit, struct cluster_call *call, cluster_call_cb *cb, void *ud);
+                 uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
+                 void *ud);
 /* The node that takes over when the owner dies (second by rendezvous
  * score among live nodes), or NULL when no other node is up. */
 const char *cluster_backup_of(const char *ch, size_t len);
@@ -71,6 +74,11 @@ int cluster_send_to(const char *node, const struct envelope *env, const struct c
                     int nparts);
 /* Clears e and sets its type and this node as origin. */
 void cluster_env_init(struct envelope *e, uint8_t type);
+
+/* Announces a local presence change of `key` in channel ch to the nodes
+ * following it (member is the member's JSON, for joins). No-op without a
+ * cluster. */
+void cluster_presence_send(const char *ch, bool join, const char *key, const json_t *member);
 
 /* Forgets an outstanding call; its cb will not be called. */
 void cluster_call_cancel(struct cluster_call *call);

@@ -313,7 +313,8 @@ static int api_history(struct lws *wsi, struct http_session *s)
                                                    since_seq, limit));
     s->wsi = wsi;
     if (cluster_sync(s->hist_ch, len, has_since, epoch, since_seq,
-                     has_since ? 0xffffffffu : (uint32_t)limit, &s->hist, on_owner_history, s) < 0)
+                     has_since ? 0xffffffffu : (uint32_t)limit, false, &s->hist, on_owner_history,
+                     s) < 0)
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
     s->hist_pending = true;
     return 0;

@@ -250,8 +250,8 @@ void mirror_sub(struct conn *c, struct channel *ch, const struct codec_request *
             return;
         }
         s->ch = ch;
-        if (cluster_sync(ch->name, ch->len, false, "", 0, (uint32_t)ch->ns->history_size, &s->call,
-                         on_join, s) < 0) {
+        if (cluster_sync(ch->name, ch->len, false, "", 0, (uint32_t)ch->ns->history_size, true,
+                         &s->call, on_join, s) < 0) {
             free(s);
             free(w);
             conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE,
@@ -334,8 +334,8 @@ static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch)
     s->repair = true;
     s->gap_to = gap_to;
     s->gap_same_epoch = same_epoch;
-    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, SYNC_ALL, &s->call,
-                     on_repair, s) < 0) {
+    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, SYNC_ALL, true,
+                     &s->call, on_repair, s) < 0) {
         free(s);
         metrics.gaps_unrepaired++;
         send_gap(ch, ch->seq + 1, gap_to - 1);
@@ -440,7 +440,8 @@ void mirror_history(struct conn *c, const struct codec_request *req)
     cc->is_history = true;
     cc->limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
     if (cluster_sync(req->ch, req->ch_len, req->has_since, req->since_epoch, req->since_seq,
-                     req->has_since ? SYNC_ALL : (uint32_t)cc->limit, &cc->call, on_history, cc) < 0) {
+                     req->has_since ? SYNC_ALL : (uint32_t)cc->limit, false, &cc->call,
+                     on_history, cc) < 0) {
         free(cc);
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE,
                       "the channel's owner is unreachable");

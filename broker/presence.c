@@ -9,6 +9,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "metrics.h"
+#include "cluster.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -21,7 +22,10 @@ struct pres_member {
     char *user;                   /* NULL when anonymous */
     char client[24];              /* anonymous: the connection's id */
     json_t *info;                 /* from the token of the first connection, may be NULL */
-    uint32_t conns;
+    uint32_t conns;               /* this node's connections */
+    char nodes[PRESENCE_MAX_NODES][ENVELOPE_ID_MAX + 1]; /* other nodes where it is present */
+    uint8_t nnodes;
+    bool seen;                    /* scratch for a full refresh */
     UT_hash_handle hh;
 };
 
@@ -58,7 +62,7 @@ static void announce(const char *op, struct pres_room *room, struct pres_member 
                      struct conn *except)
 {
     struct channel *ch = channel_find(room->name, strlen(room->name));
-    if (!ch || ch->nsubs < 2)
+    if (!ch || !ch->nsubs)
         return;
     json_t *j = member_json(m);
     if (!j)
@@ -140,8 +144,42 @@ void presence_join(struct conn *c, struct channel *ch)
     link->member = m;
     link->next = c->presence.links;
     c->presence.links = link;
+    if (m->conns == 1) {
+        json_t *mj = member_json(m);
+        cluster_presence_send(room->name, true, m->key, mj);
+        json_decref(mj);
+    }
     if (first && room->count <= (uint32_t)ch->ns->presence_max_members)
         announce("join", room, m, c);
+}
+
+static void member_free(struct pres_member *m)
+{
+    json_decref(m->info);
+    free(m->key);
+    free(m->user);
+    free(m);
+}
+
+/* The member is gone from every node: tell subscribers and forget it. The
+ * caller releases the room when it is done with it. */
+static void member_gone(struct pres_room *room, struct pres_member *m, struct conn *except,
+                        int max_members)
+{
+    if (room->count <= (uint32_t)max_members)
+        announce("leave", room, m, except);
+    HASH_DEL(room->members, m);
+    room->count--;
+    member_free(m);
+}
+
+static void room_release(struct pres_room *room)
+{
+    if (room->count)
+        return;
+    HASH_DEL(rooms, room);
+    free(room->name);
+    free(room);
 }
 
 /* Drops link (already unlinked from its connection) and what it alone kept. */
@@ -152,19 +190,10 @@ static void drop_link(struct conn *c, struct pres_link *link, int max_members)
     free(link);
     if (--m->conns)
         return;
-    if (room->count <= (uint32_t)max_members)
-        announce("leave", room, m, c);
-    HASH_DEL(room->members, m);
-    room->count--;
-    json_decref(m->info);
-    free(m->key);
-    free(m->user);
-    free(m);
-    if (!room->count) {
-        HASH_DEL(rooms, room);
-        free(room->name);
-        free(room);
-    }
+    cluster_presence_send(room->name, false, m->key, NULL);
+    if (!m->nnodes)
+        member_gone(room, m, c, max_members);
+    room_release(room);
 }
 
 void presence_leave(struct conn *c, struct channel *ch)
@@ -237,13 +266,189 @@ void presence_free(void)
         struct pres_member *m, *mtmp;
         HASH_ITER(hh, r->members, m, mtmp) {
             HASH_DEL(r->members, m);
-            json_decref(m->info);
-            free(m->key);
-            free(m->user);
-            free(m);
+            member_free(m);
         }
         HASH_DEL(rooms, r);
         free(r->name);
         free(r);
     }
+}
+
+/* ------------------------------------------------------------- the cluster */
+
+static struct pres_room *room_get(const char *name)
+{
+    struct pres_room *room;
+    HASH_FIND_STR(rooms, name, room);
+    if (room)
+        return room;
+    room = calloc(1, sizeof *room);
+    if (!room || !(room->name = strdup(name))) {
+        free(room);
+        return NULL;
+    }
+    HASH_ADD_KEYPTR(hh, rooms, room->name, strlen(room->name), room);
+    return room;
+}
+
+static int node_index(const struct pres_member *m, const char *node)
+{
+    for (int i = 0; i < m->nnodes; i++)
+        if (!strcmp(m->nodes[i], node))
+            return i;
+    return -1;
+}
+
+static void remote_join(struct pres_room *room, const char *node, const char *key,
+                        const json_t *mj, int max_members)
+{
+    struct pres_member *m;
+    HASH_FIND_STR(room->members, key, m);
+    bool first = !m;
+    if (!m) {
+        const char *user = json_string_value(json_object_get(mj, "user"));
+        const char *client = json_string_value(json_object_get(mj, "client"));
+        m = calloc(1, sizeof *m);
+        if (!m || !(m->key = strdup(key)) || (user && !(m->user = strdup(user)))) {
+            if (m)
+                free(m->key);
+            free(m);
+            return;
+        }
+        snprintf(m->client, sizeof m->client, "%s", client ? client : "");
+        json_t *info = json_object_get(mj, "info");
+        if (info)
+            m->info = json_incref(info);
+        HASH_ADD_KEYPTR(hh, room->members, m->key, strlen(m->key), m);
+        room->count++;
+    }
+    if (node_index(m, node) < 0 && m->nnodes < PRESENCE_MAX_NODES)
+        snprintf(m->nodes[m->nnodes++], sizeof m->nodes[0], "%s", node);
+    if (first && room->count <= (uint32_t)max_members)
+        announce("join", room, m, NULL);
+}
+
+static void remote_leave(struct pres_room *room, struct pres_member *m, const char *node,
+                         int max_members)
+{
+    int i = node_index(m, node);
+    if (i < 0)
+        return;
+    if (i != m->nnodes - 1)
+        memcpy(m->nodes[i], m->nodes[m->nnodes - 1], sizeof m->nodes[0]);
+    m->nnodes--;
+    if (!m->conns && !m->nnodes)
+        member_gone(room, m, NULL, max_members);
+}
+
+void presence_remote(const char *node, const char *name, size_t len, int op,
+                     const struct cluster_part *parts, int n)
+{
+    char chname[CODEC_CHANNEL_MAX + 1];
+    memcpy(chname, name, len);
+    chname[len] = '\0';
+    const struct ns_opts *ns = config_ns_for(server.cfg, chname, len);
+    if (!ns->presence)
+        return;
+    struct pres_room *room = room_get(chname);
+    if (!room)
+        return;
+    int max = ns->presence_max_members;
+    char key[AUTH_USER_MAX + 32];
+
+    if (op == PRESENCE_FULL) {
+        /* The node's whole member list: anything of its not listed is gone. */
+        for (struct pres_member *m = room->members; m; m = m->hh.next)
+            m->seen = node_index(m, node) < 0;
+    }
+    for (int i = 0; i + 1 < n; i += 2) {
+        if (parts[i].len == 0 || parts[i].len >= sizeof key)
+            continue;
+        memcpy(key, parts[i].data, parts[i].len);
+        key[parts[i].len] = '\0';
+        if (op == PRESENCE_LEAVE) {
+            struct pres_member *m;
+            HASH_FIND_STR(room->members, key, m);
+            if (m)
+                remote_leave(room, m, node, max);
+            continue;
+        }
+        json_error_t jerr;
+        json_t *mj = json_loadb((const char *)parts[i + 1].data, parts[i + 1].len, 0, &jerr);
+        if (json_is_object(mj))
+            remote_join(room, node, key, mj, max);
+        json_decref(mj);
+        struct pres_member *m;
+        HASH_FIND_STR(room->members, key, m);
+        if (m)
+            m->seen = true;
+    }
+    if (op == PRESENCE_FULL) {
+        struct pres_member *m, *tmp;
+        HASH_ITER(hh, room->members, m, tmp) {
+            if (!m->seen)
+                remote_leave(room, m, node, max);
+        }
+    }
+    room_release(room);
+}
+
+void presence_node_down(const char *node)
+{
+    struct pres_room *room, *rtmp;
+    HASH_ITER(hh, rooms, room, rtmp) {
+        const struct ns_opts *ns = config_ns_for(server.cfg, room->name, strlen(room->name));
+        struct pres_member *m, *tmp;
+        HASH_ITER(hh, room->members, m, tmp) {
+            remote_leave(room, m, node, ns->presence_max_members);
+        }
+        room_release(room);
+    }
+}
+
+int presence_local_members(const char *name, struct cluster_part **out, char ***texts)
+{
+    struct pres_room *room;
+    HASH_FIND_STR(rooms, name, room);
+    int n = 0;
+    *out = NULL;
+    *texts = NULL;
+    if (!room)
+        return 0;
+    for (struct pres_member *m = room->members; m; m = m->hh.next)
+        n += m->conns > 0;
+    if (!n)
+        return 0;
+    struct cluster_part *parts = calloc((size_t)n * 2, sizeof *parts);
+    char **strs = calloc((size_t)n, sizeof *strs);
+    if (!parts || !strs) {
+        free(parts);
+        free(strs);
+        return 0;
+    }
+    int i = 0;
+    for (struct pres_member *m = room->members; m; m = m->hh.next) {
+        if (!m->conns)
+            continue;
+        json_t *mj = member_json(m);
+        strs[i] = mj ? json_dumps(mj, JSON_COMPACT) : NULL;
+        json_decref(mj);
+        parts[2 * i] = (struct cluster_part){(const unsigned char *)m->key, strlen(m->key)};
+        parts[2 * i + 1] = (struct cluster_part){(const unsigned char *)(strs[i] ? strs[i] : "{}"),
+                                                 strs[i] ? strlen(strs[i]) : 2};
+        i++;
+    }
+    *out = parts;
+    *texts = strs;
+    return n;
+}
+
+void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud)
+{
+    for (struct pres_room *r = rooms; r; r = r->hh.next)
+        for (struct pres_member *m = r->members; m; m = m->hh.next)
+            if (m->conns) {
+                fn(r->name, ud);
+                break;
+            }
 }

@@ -8,7 +8,9 @@
  * presence_max_members the events stop and the presence op answers a count
  * without the list, so a big room costs O(1) per subscribe, not O(members).
  *
- * Presence is per node: a room holds the members connected to this node
+ * In a cluster a room also holds the members other nodes announced (join and
+ * leave deltas, a full list on request and every few seconds, and everything
+ * of a node that goes down is dropped), so presence is cluster-wide
  * (PROTOCOL.md section 8.4). One room exists per channel with members; each
  * connection keeps a list of the rooms it joined, so leaving never depends on
  * anything but this file's own state. */
@@ -18,7 +20,14 @@
 #include <jansson.h>
 #include <stddef.h>
 
+#include "cluster.h"
 #include "codec.h"
+
+/* Other nodes a member can be present on at once (cluster size bound). */
+#define PRESENCE_MAX_NODES 16
+
+/* Node-to-node presence operations (envelope status of ENV_PRES). */
+enum { PRESENCE_JOIN = 1, PRESENCE_LEAVE = 2, PRESENCE_FULL = 3, PRESENCE_ASK = 4 };
 
 struct conn;
 struct channel;
@@ -42,6 +51,19 @@ void presence_op(struct conn *c, const struct codec_request *req);
 /* {"ch","count","members"?} for GET /api/presence; NULL when the namespace
  * has no presence. */
 json_t *presence_describe(const char *ch, size_t len);
+
+/* A presence message from another node about channel `name` (op is one of
+ * PRESENCE_JOIN/LEAVE/FULL; parts are key, member JSON pairs). */
+void presence_remote(const char *node, const char *name, size_t len, int op,
+                     const struct cluster_part *parts, int n);
+/* A node went down: its members leave wherever nothing else keeps them. */
+void presence_node_down(const char *node);
+/* This node's own members of a room as (key, member JSON) parts; *texts
+ * holds the JSON strings to free (with free() each, then the array) along
+ * with *out. Returns the number of members. */
+int presence_local_members(const char *name, struct cluster_part **out, char ***texts);
+/* Calls fn for each room that has members connected to this node. */
+void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud);
 
 /* Rooms and members held (for /metrics). */
 void presence_counts(uint64_t *rooms, uint64_t *members);

@@ -26,12 +26,14 @@ enum envelope_type {
     ENV_REPL = 7,      /* owner to backup; payload: channel, msg frame, idempotency key */
     ENV_REPL_ACK = 8,  /* backup to owner; payload: channel; seq = highest contiguous held */
     ENV_POS = 9,       /* owner, on the channel topic after a quiet spell: epoch/seq = its position */
+    ENV_PRES = 10,     /* presence; status = join/leave/full/ask; payload: channel, (key, member)... */
 };
 
 #define ENV_FLAG_RECOVERED 0x01  /* SYNC_REP: every message after `since` is included */
 #define ENV_FLAG_HAS_SINCE 0x02  /* SYNC_REQ: epoch/seq hold the requester's position */
 #define ENV_FLAG_DUPLICATE 0x04  /* PUB_REP: the idempotency key matched an earlier publish */
 #define ENV_FLAG_BINARY 0x08     /* MSG, REPL, PUB_REQ: the payload is a binary message */
+#define ENV_FLAG_JOIN 0x10       /* SYNC_REQ: the requester is starting to follow the channel */
 
 struct envelope {
     uint8_t type;

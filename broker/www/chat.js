@@ -9,9 +9,10 @@
 //
 // Who is online: where the room's namespace has presence (a config file with
 // "namespaces": {"chat": {"presence": true}}), the page lists the room's
-// members (presence op, then join/leave events) above the messages. Presence
-// is per node in this version, so the list says which node it is for. Where
-// presence is off the broker answers `forbidden` and the list stays hidden.
+// members (presence op, then join/leave events) above the messages, as the
+// node the page is connected to sees them (PROTOCOL.md 8.4: per node in
+// protocol v1). Where presence is off the broker answers `forbidden` and the
+// list stays hidden.
 
 import { Chorus } from '/sdk/chorus.js';
 
@@ -250,10 +251,9 @@ function renderPresence() {
     .filter((m) => !(m.client && m.client !== client.clientId && myClientIds.has(m.client)))
     .map(describeMember)
     .sort((a, b) => b.me - a.me || a.guest - b.guest || a.name.localeCompare(b.name));
-  const node = client.nodeId ? ` on node ${client.nodeId}` : '';
   // Past presence_max_members the broker sends only a count (not shown by the SDK).
-  ui.onlineTitle.textContent = list.length ? `${list.length} online${node}:` : `Many online${node}`;
-  ui.online.title = 'Presence is per node: people connected to other nodes are not listed.';
+  ui.onlineTitle.textContent = list.length ? `${list.length} online:` : 'Many online';
+  ui.online.title = client.nodeId ? `Members of this room as node ${client.nodeId} sees them` : '';
   ui.onlineList.replaceChildren(...list.map((d) => {
     const li = document.createElement('li');
     li.textContent = d.name;

@@ -20,12 +20,19 @@ Holds (defaults: --peer-timeout-ms 2000, --cluster-timeout-ms 2000):
   next publish continue the same epoch and seqs;
 * after the owner dies, when the first publish the new owner receives is the
   retry of a key acknowledged before the kill, it is answered duplicate with
-  the original seq and nothing is delivered again.
+  the original seq and nothing is delivered again;
+* publishes the owner sequenced and replicated but could not confirm (the
+  backup was stopped for 0.4 s, then the owner was killed) are answered
+  unavailable, are delivered by the new owner in the same epoch ("the message
+  may still be delivered later", 7.4), and their retries with the same keys
+  are duplicates carrying those seqs; every surviving subscriber gets each
+  message once.
 
 Run: /usr/bin/python3 tests/ordering/test_kill_owner.py (CHORUSD=build/broker/chorusd).
 """
 
 import asyncio
+import signal
 import time
 
 from ordering_common import (Publisher, Sub, channel_with_roles, check_streams, close_all,
@@ -255,6 +262,77 @@ async def _():
     finally:
         await close_all(subs)
         problems = finish(nodes, nodes[1:])
+    assert not problems, "\n".join(problems)
+
+
+@test("publishes the owner sequenced and replicated but never confirmed (it died first) are "
+      "answered unavailable, then delivered by the new owner in the same epoch; their retries "
+      "with the same keys are duplicates with those seqs, and every subscriber gets each once",
+      timeout=90)
+async def _():
+    nodes = make_cluster("ku-")
+    A, B, C = nodes
+    subs, pubs, problems = [], [], []
+    try:
+        start_cluster(nodes)
+        ch = channel_with_roles(nodes, "unconf:", owner=A, backup=B)
+        for n in nodes:
+            subs.append(await Sub.open(n, f"sub@{n.name}", ch))
+        epoch = subs[0].ack["epoch"]
+        pub = await Publisher(C, ch, f"pub@{C.name}", keyed=True, window=50).connect()
+        pubs.append(pub)
+        await pub.run(count=10)
+        assert len(pub.acks()) == 10, pub.errs()
+        for s in subs:
+            await s.wait_seq(ch, 10, t(10))
+        # The backup stops reading: the owner sequences and sends REPLs that
+        # wait in the backup's socket, unconfirmed; then the owner dies.
+        B.proc.send_signal(signal.SIGSTOP)
+        try:
+            for i in range(10, 15):
+                await pub.send(i)
+            await asyncio.sleep(0.4)
+            A.kill()
+        finally:
+            B.proc.send_signal(signal.SIGCONT)
+        t_kill = time.monotonic()
+        await pub.drain(t(10))
+        pending = {i: r["reply"] for i, r in pub.records.items() if isinstance(i, int) and i >= 10}
+        await wait_down((B, C), A, t(10))
+        down = time.monotonic() - t_kill
+        # What the backup's subscriber holds now: the replicated, never confirmed messages.
+        held = [(m["seq"], ident(m)) for m in subs[1].msgs(ch) if m["seq"] > 10]
+        retries = {i: await pub.resend(i) for i in range(10, 15)}
+        fence = await Publisher(C, ch, "fence").connect()
+        pubs.append(fence)
+        await fence.run(count=1)
+        last = fence.acks()[0]["seq"]
+        survivors = subs[1:]
+        for s in survivors:
+            await s.wait_seq(ch, last, t(10))
+        await asyncio.sleep(0.2)
+        log(f"{ch}: first replies to the 5 unconfirmed publishes {[(r or {}).get('code', (r or {}).get('seq')) for r in pending.values()]}; "
+            f"{B.name}'s subscriber held {held} before any retry; {A.name} seen down after "
+            f"{down:.2f}s; retries answered {[(r.get('seq'), r.get('duplicate')) for r in retries.values()]}; "
+            f"fence at seq {last}")
+        stream = check_streams(survivors, ch, 1, last)
+        pos = {d: seq for seq, d in stream.items()}
+        for i, r in retries.items():
+            assert r.get("op") == "ack" and r.get("epoch") == epoch and \
+                r.get("seq") == pos.get((pub.name, i)), \
+                f"retry of #{i}: {r}, delivered at seq {pos.get((pub.name, i))}"
+        dup_expected = [i for i in range(10, 15) if pos.get((pub.name, i)) in dict(held)]
+        wrong = [i for i in dup_expected if retries[i].get("duplicate") is not True]
+        assert not wrong, f"retries of publishes the new owner already held were not answered " \
+                          f"duplicate: {[(i, retries[i]) for i in wrong]}"
+        assert held, f"{B.name} held none of the unconfirmed publishes (the scenario did not occur: " \
+                     f"first replies {pending})"
+    finally:
+        for n in nodes:
+            if n.alive():
+                n.proc.send_signal(signal.SIGCONT)
+        await close_all(subs + pubs)
+        problems = finish(nodes, (B, C))
     assert not problems, "\n".join(problems)
 
 

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 
 from ordering_common import (API_KEY, Publisher, Sub, channel_with_roles, check_streams, close_all,
-                             consecutive_problems, http_publish, ident, log, make_cluster, roles,
+                             consecutive_problems, http_publish, ident, log, make_cluster,
                              run, t, test, RoleCheck, CC)
 
 HISTORY = 1000
