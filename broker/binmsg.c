@@ -74,8 +74,6 @@ out:
     json_decref(h);
 }
 
-static const char b64[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 size_t binmsg_history_json(struct frame *f, unsigned char *out)
 {
     const unsigned char *p = frame_payload(f);
@@ -90,22 +88,9 @@ size_t binmsg_history_json(struct frame *f, unsigned char *out)
     out += hl - 1;
     memcpy(out, ",\"bin\":\"", 8);
     out += 8;
-    size_t i = 0;
-    for (; i + 2 < n; i += 3) {
-        uint32_t v = (uint32_t)bytes[i] << 16 | (uint32_t)bytes[i + 1] << 8 | bytes[i + 2];
-        *out++ = (unsigned char)b64[v >> 18];
-        *out++ = (unsigned char)b64[(v >> 12) & 63];
-        *out++ = (unsigned char)b64[(v >> 6) & 63];
-        *out++ = (unsigned char)b64[v & 63];
-    }
-    if (i < n) {
-        uint32_t v = (uint32_t)bytes[i] << 16 | (i + 1 < n ? (uint32_t)bytes[i + 1] << 8 : 0);
-        *out++ = (unsigned char)b64[v >> 18];
-        *out++ = (unsigned char)b64[(v >> 12) & 63];
-        *out++ = i + 1 < n ? (unsigned char)b64[(v >> 6) & 63] : '=';
-        *out++ = '=';
-    }
-    memcpy(out, "\"}", 2);
+    /* lws writes a NUL after the text; the closing quote overwrites it. */
+    lws_b64_encode_string((const char *)bytes, (int)n, (char *)out, (int)enc + 1);
+    memcpy(out + enc, "\"}", 2);
     return total;
 }
 
