@@ -73,10 +73,16 @@ static struct {
     struct cluster_call *calls_tail;
     uint64_t next_call_id;
     int64_t last_heartbeat_ms, last_resolve_ms, last_presence_ms;
+    int64_t started_ms;
     lws_sorted_usec_list_t tick, drain_soon;
 } cl;
 
 bool cluster_enabled(void) { return cl.enabled; }
+
+bool cluster_ready(void)
+{
+    return !cl.enabled || server_now_ms() - cl.started_ms >= 3 * (int64_t)cl.cfg->heartbeat_ms;
+}
 
 /* ------------------------------------------------------------- ownership */
 
@@ -1077,6 +1083,12 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh)
             goto fail;
         for (int i = 0; i < cfg->n_peer; i++) {
             struct peer_spec *p = &cl.peers[cl.npeers];
+            if (!strncmp(cfg->peer[i], "ipc://", 6)) {
+                /* Local workers (--workers): nothing to resolve. */
+                if (zmq_connect(cl.sub, cfg->peer[i]) != 0)
+                    goto fail;
+                continue;
+            }
             if (!split_endpoint(cfg->peer[i], p->host, sizeof p->host, p->port, sizeof p->port)) {
                 log_error("event=cluster_start_failed peer=%s msg=\"peers must be tcp://HOST:PORT\"",
                           cfg->peer[i]);
@@ -1096,6 +1108,7 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh)
         goto fail;
 
     cl.enabled = true;
+    cl.started_ms = server_now_ms();
     channel_set_hooks(&hooks);
     metrics_set_extra(render_metrics);
     resolve_peers();

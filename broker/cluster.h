@@ -52,6 +52,11 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh);
 void cluster_stop(void);
 bool cluster_enabled(void);
 
+/* False for the first moments after start, until heartbeats have had time
+ * to arrive from every peer: before that this node would wrongly believe it
+ * owns channels that belong to peers it has not heard yet. */
+bool cluster_ready(void);
+
 /* True when this node sequences the channel (always true without a cluster). */
 bool cluster_is_owner(const char *ch, size_t len);
 

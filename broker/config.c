@@ -2,6 +2,7 @@
 #include "config.h"
 #include "log.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>
@@ -49,6 +50,8 @@ static const struct opt opts[] = {
      "most WebSocket connections held at once (default 10000)"},
     {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "N", 64, 64 << 20,
      "largest client frame or HTTP body accepted (default 65536)"},
+    {"workers", OPT_INT, F(workers), 0, "N", 1, 64,
+     "worker processes sharing the port, one per core, joined as a cluster over ipc:// (default 1)"},
     {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "N", 128, 1 << 20,
      "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection (default 4096)"},
     {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
@@ -143,6 +146,7 @@ static void defaults(struct config *cfg)
     cfg->max_connections = 10000;
     cfg->max_frame_bytes = 65536;
     cfg->rx_buffer_bytes = 4096;
+    cfg->workers = 1;
     cfg->max_channels_per_conn = 128;
     cfg->max_queue_bytes = 1 << 20;
     cfg->max_queue_frames = 4096;
@@ -528,6 +532,16 @@ int config_load(struct config *cfg, int argc, char **argv)
 
     if (cfg->curve_keygen) {
         rc = 0;
+        goto out;
+    }
+    if (cfg->workers > 1 && (cfg->cluster_bind || cfg->n_peer || cfg->forwarder_connect ||
+                             cfg->forwarder)) {
+        fprintf(stderr, "chorusd: --workers cannot be combined with cluster options in this version\n");
+        goto out;
+    }
+    struct in_addr bind4;
+    if (cfg->workers > 1 && inet_pton(AF_INET, cfg->bind, &bind4) != 1) {
+        fprintf(stderr, "chorusd: --workers needs --bind to be an IPv4 address\n");
         goto out;
     }
     bool clustered = cfg->cluster_bind || cfg->forwarder_connect || cfg->forwarder || cfg->n_peer;

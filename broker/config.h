@@ -73,7 +73,8 @@ struct config {
     int cluster_hwm;
 
     int max_frame_bytes;
-    int rx_buffer_bytes;          /* lws reads at most this much per connection per loop turn */
+    int rx_buffer_bytes;
+    int workers;                  /* processes sharing the port (workers.h) */          /* lws reads at most this much per connection per loop turn */
     int max_channels_per_conn;
     int max_queue_bytes;
     int max_queue_frames;

@@ -9,6 +9,7 @@
  * (no permessage-deflate is offered and HTTP/2 is not used for /ws); lws still
  * owns TLS and any partial-send buffering. */
 #include "conn.h"
+#include "cluster.h"
 #include "binmsg.h"
 #include "frame.h"
 #include "log.h"
@@ -239,6 +240,8 @@ static int conn_filter(struct conn *c, struct lws *wsi)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN);
     if (server.shutting_down)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE);
+    if (!cluster_ready())
+        return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE);
     if (!origin_allowed(wsi)) {
         char origin[256] = "", q[300];
         lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);

@@ -175,6 +175,8 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     }
     if (server.shutting_down)
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
+    if (!cluster_ready())
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is starting: waiting to hear its peers");
 
     json_t *root = json_loadb((const char *)s->body, s->body_len,
                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
@@ -235,7 +237,9 @@ static int api_healthz(struct lws *wsi, struct http_session *s)
                                                  (json_int_t)(now - peers[i].last_seen_ms)));
         json_object_set_new(j, "peers", arr);
     }
-    return respond_json(wsi, s, server.shutting_down ? 503 : 200, j);
+    if (j && !server.shutting_down && !cluster_ready())
+        json_object_set_new(j, "status", json_string("starting"));
+    return respond_json(wsi, s, server.shutting_down || !cluster_ready() ? 503 : 200, j);
 }
 
 /* GET /metrics -> Prometheus text */

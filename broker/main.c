@@ -4,6 +4,7 @@
 #include "forwarder.h"
 #include "log.h"
 #include "server.h"
+#include "workers.h"
 
 #include <stdio.h>
 #include <zmq.h>
@@ -35,6 +36,14 @@ int main(int argc, char **argv)
     log_set_level((enum log_level)log_level_parse(cfg.log_level));
     log_install_lws(log_get_level());
 
+    if (cfg.workers > 1) {
+        rc = workers_run(&cfg);
+        if (rc >= 0) {
+            config_free(&cfg);
+            return rc;
+        }
+        /* A worker: serve with the configuration workers_run rewrote. */
+    }
     if (cfg.forwarder) {
         rc = forwarder_run(&cfg);
         config_free(&cfg);

@@ -86,7 +86,7 @@ static long rss_bytes(void)
 size_t metrics_render(char **out, const char *node_id)
 {
     static const char *const reasons[REJECT__COUNT] = {"origin", "path", "max_connections",
-                                                        "shutdown", "auth", "ip_limit"};
+                                                        "shutdown", "auth", "ip_limit", "starting"};
     struct sbuf b = {malloc(4096), 0, 4096};
     if (!b.p)
         return 0;

@@ -11,7 +11,7 @@
 #include "errors.h"
 
 enum reject_reason { REJECT_ORIGIN, REJECT_PATH, REJECT_MAX_CONNECTIONS, REJECT_SHUTDOWN,
-                     REJECT_AUTH, REJECT_IP_LIMIT, REJECT__COUNT };
+                     REJECT_AUTH, REJECT_IP_LIMIT, REJECT_STARTING, REJECT__COUNT };
 
 struct metrics {
     int64_t connections;

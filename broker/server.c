@@ -11,9 +11,12 @@
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
+#include "workers.h"
 
 #include <arpa/inet.h>
 #include <signal.h>
+#include <stdint.h>
+#include <sys/socket.h>
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/time.h>
@@ -25,15 +28,37 @@ struct server server;
 
 static volatile sig_atomic_t got_signal;
 
+static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len);
+
 static struct lws_protocols protocols[] = {
     /* First, so upgrades that offer no sub-protocol bind to it. */
     {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, WRITE_BATCH_TX + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
+    {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
 static struct lws_http_mount mounts[5];
+
+/* --workers: this worker's own SO_REUSEPORT listener, adopted as a raw fd;
+ * each connection it accepts is handed to lws as if lws had accepted it. */
+static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+                             void *in, size_t len)
+{
+    if (reason != LWS_CALLBACK_RAW_RX_FILE)
+        return lws_callback_http_dummy(wsi, reason, user, in, len);
+    int lfd = (int)(intptr_t)lws_get_socket_fd(wsi);
+    for (int i = 0; i < 256; i++) {
+        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            break;
+        if (!lws_adopt_socket_vhost(server.vh, fd))
+            close(fd);
+    }
+    return 0;
+}
 static lws_retry_bo_t idle_policy;
 
 int64_t server_now_ms(void)
@@ -132,7 +157,8 @@ int server_start(const struct config *cfg)
     idle_policy.secs_since_valid_hangup = (uint16_t)(cfg->ping_interval + cfg->ping_timeout);
 
     memset(&info, 0, sizeof info);
-    info.port = cfg->port;
+    /* Workers listen themselves (SO_REUSEPORT, workers.h). */
+    info.port = cfg->workers > 1 ? CONTEXT_PORT_NO_LISTEN_SERVER : cfg->port;
     /* lws takes an interface name or address; NULL means every interface. */
     info.iface = strcmp(cfg->bind, "0.0.0.0") ? cfg->bind : NULL;
     info.protocols = protocols;
@@ -170,6 +196,18 @@ int server_start(const struct config *cfg)
         return -1;
     }
     server.vh = lws_get_vhost_by_name(server.ctx, "chorus");
+    if (cfg->workers > 1) {
+        lws_sock_file_fd_type u;
+        u.filefd = workers_listen(cfg);
+        if (u.filefd < 0 ||
+            !lws_adopt_descriptor_vhost(server.vh, LWS_ADOPT_RAW_FILE_DESC, u, "chorus-listen", NULL)) {
+            log_error("event=start_failed port=%d msg=\"could not share the port (SO_REUSEPORT)\"",
+                      cfg->port);
+            lws_context_destroy(server.ctx);
+            server.ctx = NULL;
+            return -1;
+        }
+    }
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);

@@ -1,0 +1,146 @@
+/* workers.c - fork and supervise worker processes; their shared listener. */
+#include "workers.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_WORKERS 64
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_signal(int sig) { stop_signal = sig; }
+
+static void set_str(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = strdup(v);
+}
+
+/* Turns cfg into worker i's: its own node id and ipc endpoint, every worker
+ * as a peer. */
+static void become_worker(struct config *cfg, int i, pid_t parent)
+{
+    char id[96], ep[128];
+    snprintf(id, sizeof id, "%s-w%d", cfg->node_id, i);
+    set_str(&cfg->node_id, id);
+    snprintf(ep, sizeof ep, "ipc:///tmp/chorus-%d-w%d.sock", (int)parent, i);
+    set_str(&cfg->cluster_bind, ep);
+    for (int k = 0; k < cfg->n_peer; k++)
+        free(cfg->peer[k]);
+    cfg->n_peer = 0;
+    for (int k = 0; k < cfg->workers && k < CONFIG_MAX_PEERS; k++) {
+        snprintf(ep, sizeof ep, "ipc:///tmp/chorus-%d-w%d.sock", (int)parent, k);
+        cfg->peer[cfg->n_peer++] = strdup(ep);
+    }
+    /* Workers of one process tree trust each other: the links never leave
+     * this machine's file system. */
+    cfg->cluster_insecure = true;
+}
+
+static pid_t spawn(struct config *cfg, int i, pid_t parent)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        signal(SIGTERM, SIG_DFL);
+        signal(SIGINT, SIG_DFL);
+        become_worker(cfg, i, parent);
+    }
+    return pid;
+}
+
+int workers_run(struct config *cfg)
+{
+    pid_t parent = getpid(), pids[MAX_WORKERS];
+    int n = cfg->workers;
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+
+    for (int i = 0; i < n; i++) {
+        pids[i] = spawn(cfg, i, parent);
+        if (pids[i] == 0)
+            return -1; /* the worker serves */
+        if (pids[i] < 0) {
+            log_error("event=worker_fork_failed error=%s", strerror(errno));
+            pids[i] = 0;
+        }
+    }
+    log_info("event=workers_started workers=%d port=%d", n, cfg->port);
+
+    int alive = n;
+    time_t last_restart = 0;
+    while (alive > 0) {
+        int status;
+        if (stop_signal) {
+            for (int i = 0; i < n; i++)
+                if (pids[i] > 0)
+                    kill(pids[i], SIGTERM);
+            stop_signal = -1;
+        }
+        pid_t pid = waitpid(-1, &status, 0);
+        if (pid < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        for (int i = 0; i < n; i++) {
+            if (pids[i] != pid)
+                continue;
+            pids[i] = 0;
+            alive--;
+            if (stop_signal)
+                break;
+            /* A worker died on its own: start another in its place, at most
+             * once a second so a crash loop cannot spin. */
+            log_error("event=worker_died worker=%d status=%d", i, status);
+            if (time(NULL) == last_restart)
+                sleep(1);
+            last_restart = time(NULL);
+            pids[i] = spawn(cfg, i, parent);
+            if (pids[i] == 0)
+                return -1;
+            if (pids[i] > 0)
+                alive++;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        char ep[128];
+        snprintf(ep, sizeof ep, "/tmp/chorus-%d-w%d.sock", (int)parent, i);
+        unlink(ep);
+    }
+    log_info("event=workers_stopped");
+    return 0;
+}
+
+int workers_listen(const struct config *cfg)
+{
+    struct sockaddr_in sa;
+    int one = 1;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)cfg->port);
+    if (inet_pton(AF_INET, cfg->bind, &sa.sin_addr) != 1 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
+        bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1024)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}

@@ -1,0 +1,52 @@
+"""--workers N: several processes share one port (SO_REUSEPORT) and act as
+one node: subscribers spread over the workers receive every message of a
+channel in one order, and SIGTERM stops them all with exit 0.
+
+Run: /usr/bin/python3 tests/integration/test_workers.py (CHORUSD=build/broker/chorusd).
+"""
+import asyncio
+import json
+import signal
+import time
+
+import chorus_harness as h
+
+node = h.Server("--workers", 2, "--api-key", "k", node_id="wk", name="workers")
+
+
+@h.test("Connections land on both workers, and 40 subscribers spread over them receive the same 300 messages in one order")
+async def _():
+    clients = [await h.Client.connect(node) for _ in range(40)]
+    workers = set()
+    for c in clients:
+        workers.add(c.hello["node"])
+        await c.sub("wk:room")
+    assert workers == {"wk-w0", "wk-w1"}, f"hello came from {workers}, expected both workers"
+    # Publish from both workers.
+    pubs = [c for c in clients[:2]]
+    for i in range(150):
+        for p in pubs:
+            await p.send({"op": "pub", "ch": "wk:room", "data": {"i": i, "by": p.client_id}})
+    streams = []
+    for c in clients:
+        msgs = await c.msgs("wk:room", 300, timeout=h.t(20))
+        streams.append([(m["seq"], json.dumps(m["data"], sort_keys=True)) for m in msgs])
+    assert [s for s, _ in streams[0]] == list(range(1, 301)), "seqs are not 1..300"
+    for s in streams[1:]:
+        assert s == streams[0], "two subscribers on the workers saw different streams"
+    for c in clients:
+        await c.close()
+
+
+@h.test("SIGTERM to the parent stops every worker and the parent exits 0")
+async def _():
+    node.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + h.t(10)
+    while node.proc.poll() is None and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert node.proc.returncode == 0, f"exit {node.proc.returncode}:\n{node.log_tail()}"
+    node.exit_code = 0
+
+
+if __name__ == "__main__":
+    h.main(servers=[node])
