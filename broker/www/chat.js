@@ -191,7 +191,7 @@ function buildMessage(msg, epoch) {
 // Anonymous members are connection ids; the names come from the messages
 // those connections published (data.from).
 const nickByClient = new Map();
-const presence = { joinId: 0, on: false, members: new Map() };
+const presence = { joinId: 0, on: false, count: 0, members: new Map() };
 
 const memberKey = (m) => (typeof m.user === 'string' ? `u:${m.user}` : typeof m.client === 'string' ? `c:${m.client}` : null);
 
@@ -211,8 +211,10 @@ function resetPresence(joinId) {
 
 async function refreshPresence(ch, joinId) {
   try {
-    const members = await client.presence(ch);
+    // members is undefined past presence_max_members: only the count is known.
+    const { count, members = [] } = await client.presence(ch);
     if (joinId !== joinSeq) return;
+    presence.count = count;
     presence.members = new Map(members.map((m) => [memberKey(m), m]).filter(([k]) => k));
     presence.on = true;
     renderPresence();
@@ -251,8 +253,8 @@ function renderPresence() {
     .filter((m) => !(m.client && m.client !== client.clientId && myClientIds.has(m.client)))
     .map(describeMember)
     .sort((a, b) => b.me - a.me || a.guest - b.guest || a.name.localeCompare(b.name));
-  // Past presence_max_members the broker sends only a count (not shown by the SDK).
-  ui.onlineTitle.textContent = list.length ? `${list.length} online:` : 'Many online';
+  // Past presence_max_members the broker sends only a count (and no join/leave).
+  ui.onlineTitle.textContent = list.length ? `${list.length} online:` : `${presence.count || 'Many'} online`;
   ui.online.title = client.nodeId ? `Members of this room as node ${client.nodeId} sees them` : '';
   ui.onlineList.replaceChildren(...list.map((d) => {
     const li = document.createElement('li');
@@ -304,7 +306,7 @@ async function join(room, nick) {
     const since = h.epoch ? { epoch: h.epoch, seq: h.seq } : undefined;
     const subscribing = client.subscribe(ch, onMessage, { since });
     // Listeners go on before the ack: the SDK emits the first ack's events
-    // (`unrecovered` if the room moved on since the history) as it resolves.
+    // (`unrecovered` if the room moved on since the history) right after it resolves.
     const sub = client.getSubscription(ch);
     sub.on('unrecovered', async (ctx) => {
       if (joinId !== joinSeq) return;

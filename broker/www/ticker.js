@@ -315,7 +315,7 @@ async function load(st) {
       else apply(st, data, msg, true);
     }, opts);
     // Listeners go on before the ack: the SDK emits the first ack's
-    // `unrecovered` (the channel moved on since the history) as it resolves.
+    // `unrecovered` (the channel moved on since the history) right after it resolves.
     const sub = client.getSubscription(st.ch);
     sub.on('unrecovered', () => reload(st));
     sub.on('error', (e) => fail(st, e));

@@ -93,6 +93,30 @@ export interface PresenceMember {
   [key: string]: unknown;
 }
 
+/** What `presence()` resolves with. */
+export interface PresenceResult {
+  /** Number of members in the channel. */
+  count: number;
+  /**
+   * The members; `undefined` when the channel has more than the namespace's
+   * `presence_max_members` (the broker then sends only `count`).
+   */
+  members: PresenceMember[] | undefined;
+}
+
+/** A `join` or `leave` presence event (PROTOCOL.md 2.7): the member that arrived or left. */
+export interface PresenceEvent {
+  op: 'join' | 'leave';
+  ch: string;
+  /** The member's user id (token `sub`), for authenticated members. */
+  user?: string;
+  /** The token's public `info`, for users whose token had one. */
+  info?: unknown;
+  /** The connection id, for anonymous members. */
+  client?: string;
+  [key: string]: unknown;
+}
+
 /** Minimal shape of a WebSocket the SDK needs (browser WebSocket or `ws`). */
 export interface WebSocketLike {
   readonly readyState: number;
@@ -161,11 +185,24 @@ export interface EpochEvent {
   epoch: string;
   seq: number;
 }
+/** Messages `from`..`to` (inclusive) of a channel are missing and will not be delivered. */
 export interface GapEvent {
   channel: string;
   epoch: string;
-  expected: number;
-  got: number;
+  /** First missing seq. */
+  from: number;
+  /** Last missing seq; delivery continues at `to + 1`. */
+  to: number;
+  /**
+   * `'broker'`: the broker's `gap` event (messages lost between cluster nodes that
+   * could not be repaired). `'sdk'`: a message arrived whose seq skipped ahead
+   * without a `gap` event (never with a conforming broker).
+   */
+  source: 'broker' | 'sdk';
+  /** Only with `source: 'sdk'`: the seq that was expected (= `from`). */
+  expected?: number;
+  /** Only with `source: 'sdk'`: the seq that arrived (= `to + 1`). */
+  got?: number;
 }
 export interface SubscribedContext {
   channel: string;
@@ -186,23 +223,32 @@ export interface ChorusEvents {
   disconnected: (ev: DisconnectedEvent) => void;
   reconnecting: (ev: ReconnectingEvent) => void;
   epoch: (ev: EpochEvent) => void;
+  gap: (ev: GapEvent) => void;
   message: (msg: Message) => void;
   error: (err: Error) => void;
   state: (state: ConnectionState, previous: ConnectionState) => void;
-  join: (frame: { op: 'join'; ch: string; [key: string]: unknown }) => void;
-  leave: (frame: { op: 'leave'; ch: string; [key: string]: unknown }) => void;
+  join: (frame: PresenceEvent & { op: 'join' }) => void;
+  leave: (frame: PresenceEvent & { op: 'leave' }) => void;
 }
 
 export interface SubscriptionEvents<T = Json> {
   message: (data: T, msg: Message<T>) => void;
+  /**
+   * After every ack. The first ack's is emitted after `subscribe()` resolved (in a
+   * later task), so listeners attached right after `await c.subscribe()` get it.
+   */
   subscribed: (ctx: SubscribedContext) => void;
+  /** A resume with `since` was refused (`recovered: false`); same timing as `subscribed`. */
   unrecovered: (ctx: SubscribedContext) => void;
   epoch: (ev: EpochEvent) => void;
+  /** Messages were lost and will not be delivered: refetch. */
   gap: (ev: GapEvent) => void;
   error: (err: ChorusError) => void;
   unsubscribed: () => void;
-  join: (frame: { op: 'join'; ch: string; [key: string]: unknown }) => void;
-  leave: (frame: { op: 'leave'; ch: string; [key: string]: unknown }) => void;
+  /** A member's first connection subscribed (presence namespaces; not for your own joins). */
+  join: (frame: PresenceEvent & { op: 'join' }) => void;
+  /** A member's last connection left (presence namespaces). */
+  leave: (frame: PresenceEvent & { op: 'leave' }) => void;
 }
 
 declare class TypedEmitter<E extends { [K in keyof E]: (...args: any[]) => void }> {
@@ -223,11 +269,18 @@ export class Subscription<T = Json> extends TypedEmitter<SubscriptionEvents<T>> 
   readonly seq: number;
   /** The position to resume from, or null before the first ack. */
   readonly position: StreamPosition | null;
+  /** What the last ack said (the context of the last `subscribed`); set before `subscribe()` resolves. */
+  readonly lastAck: SubscribedContext | null;
+  /**
+   * `lastAck.recovered`: with `since`, whether every missed message is being
+   * delivered (`false`: refetch); `undefined` without `since` or before the first ack.
+   */
+  readonly recovered: boolean | undefined;
   /** Stops delivery at once; resolves when the broker acknowledged (never rejects). */
   unsubscribe(): Promise<void>;
   history(opts?: HistoryOptions): Promise<HistoryResult<T>>;
   publish(data: T): Promise<number>;
-  presence(): Promise<PresenceMember[]>;
+  presence(): Promise<PresenceResult>;
 }
 
 export interface SubscribeOptions {
@@ -261,7 +314,8 @@ export class Chorus extends TypedEmitter<ChorusEvents> {
   /** Resolves with the seq given to the message. */
   publish(channel: string, data: Json | unknown): Promise<number>;
   history<T = Json>(channel: string, opts?: HistoryOptions): Promise<HistoryResult<T>>;
-  presence(channel: string): Promise<PresenceMember[]>;
+  /** `{count, members}`; `members` is undefined past the namespace's `presence_max_members`. */
+  presence(channel: string): Promise<PresenceResult>;
   /** Resolves with the round-trip time in ms. */
   ping(): Promise<number>;
   getSubscription(channel: string): Subscription | undefined;

@@ -180,10 +180,22 @@ function reportUncaught(e) {
  * - `unrecovered` (ctx): a resume with `since` failed (`recovered: false`): messages
  *   may have been missed; the application should refetch its state (e.g. `history()`).
  * - `epoch` (ev): the channel's epoch changed while subscribed (`{channel, epoch, seq}`).
- * - `gap` (ev): a message arrived whose seq skips ahead (`{channel, epoch, expected, got}`);
- *   should never happen with a conforming broker.
+ * - `gap` (ev): messages `from`..`to` of the channel are missing and will not be
+ *   delivered (`{channel, epoch, from, to, source}`); the application should refetch.
+ *   `source: 'broker'`: the broker's `gap` event (in a cluster, messages lost between
+ *   nodes that could not be repaired); `source: 'sdk'`: a message arrived whose seq
+ *   skipped ahead without one (never with a conforming broker; also carries
+ *   `expected` = from and `got` = to + 1).
+ * - `join` / `leave` (frame): a member arrived in / left the channel (namespaces with
+ *   presence only; `frame = {op, ch, user?, info?, client?}`).
  * - `error` (err): the broker refused a resubscribe; the subscription is then dropped.
  * - `unsubscribed` (): the subscription ended.
+ *
+ * Timing of the first ack: `subscribe()` resolves first, and the first ack's
+ * `subscribed` (and `unrecovered`) are emitted afterwards, in a later task
+ * (`setTimeout(0)`), so listeners attached right after `await c.subscribe(...)`
+ * receive them. Its outcome is also available at once as `sub.lastAck` /
+ * `sub.recovered`. Acks after a reconnect emit their events immediately.
  */
 export class Subscription extends Emitter {
   /** @internal */
@@ -207,6 +219,27 @@ export class Subscription extends Emitter {
     this._reqId = 0; // id of the sub request in flight on this connection
     this._everAcked = false;
     this._pending = null; // {resolve, reject, timer} of the initial subscribe()
+    this._deferred = null; // events of the first ack, emitted after subscribe() resolved
+    this._deferTimer = null;
+    /**
+     * What the last ack said (the object passed to `subscribed`), or null before the
+     * first ack: `{channel, epoch, seq, resubscribed, wasRecovering, recovered}`.
+     * Set before `subscribe()` resolves.
+     * @type {{channel: string, epoch: string, seq: number, resubscribed: boolean, wasRecovering: boolean, recovered: boolean|undefined}|null}
+     */
+    this.lastAck = null;
+  }
+
+  /**
+   * Outcome of the last ack's resume: `true` when every message after `since` is
+   * being delivered, `false` when they could not be (refetch your state),
+   * `undefined` before the first ack and when the ack's `sub` carried no `since`.
+   * After `await c.subscribe(ch, fn, {since})`, `sub.recovered === false` means
+   * the stored position could not be resumed.
+   * @returns {boolean|undefined}
+   */
+  get recovered() {
+    return this.lastAck ? this.lastAck.recovered : undefined;
   }
 
   /**
@@ -240,7 +273,7 @@ export class Subscription extends Emitter {
     return this._client.publish(this.channel, data);
   }
 
-  /** Presence of this channel; see `Chorus#presence`. */
+  /** Presence of this channel (`{count, members}`); see `Chorus#presence`. */
   presence() {
     return this._client.presence(this.channel);
   }
@@ -248,6 +281,28 @@ export class Subscription extends Emitter {
   _listenerError(e, event) {
     if (event !== 'error' && this.listenerCount('error') > 0) this.emit('error', e);
     else this._client._listenerError(e, event);
+  }
+
+  /** Holds the first ack's events until the current task (and its microtasks) is over. */
+  _defer(events) {
+    this._flushDeferred();
+    this._deferred = events;
+    this._deferTimer = setTimeout(() => this._flushDeferred(), 0);
+  }
+
+  /**
+   * Emits the held first-ack events now. Called by their timer, and before any
+   * later event of the subscription other than `message`, so that the events
+   * of a subscription keep their order (`subscribed` before `epoch`, `gap`,
+   * `join`, a resubscribe's `subscribed`, `unsubscribed`, `error`).
+   */
+  _flushDeferred() {
+    const events = this._deferred;
+    if (!events) return;
+    this._deferred = null;
+    clearTimeout(this._deferTimer);
+    this._deferTimer = null;
+    for (const [event, arg] of events) this.emit(event, arg);
   }
 }
 
@@ -307,6 +362,9 @@ const WS_OPEN = 1;
  * - `disconnected` ({code, reason, willReconnect}): a connected session ended.
  * - `reconnecting` ({attempt, delay, code, reason}): the next attempt is scheduled in `delay` ms.
  * - `epoch` ({channel, epoch, seq}): a subscribed channel's epoch changed.
+ * - `gap` ({channel, epoch, from, to, source}): messages of a subscribed channel are
+ *   missing and will not be delivered (see the Subscription's `gap`).
+ * - `join` / `leave` (frame): presence events (see the Subscription's `join` / `leave`).
  * - `message` (msg): every `msg` frame delivered to a subscription.
  * - `error` (err): a protocol problem, an `err` without id, or an exception thrown by a listener.
  * - `state` (state, previous)
@@ -446,6 +504,14 @@ export class Chorus extends Emitter {
    * `forbidden`, `limit_reached`, ...), with `already_subscribed`, or with
    * `timeout` when no ack came within `requestTimeout` of the call.
    *
+   * The first ack's `subscribed` event (and `unrecovered`, when a resume with
+   * `since` was refused) is emitted after the promise resolved, in a later task,
+   * so listeners attached right after `await c.subscribe(...)` (or before the ack,
+   * through `getSubscription()`) receive it exactly once. The same outcome is on
+   * the resolved subscription at once: `sub.lastAck`, `sub.recovered`. Messages are
+   * not held back: the handler may get the messages that follow the ack (such as
+   * the replay of a resume) before that event.
+   *
    * @param {string} channel
    * @param {(data: any, msg: object) => void} [onMessage] called for each message with its
    *   `data` and the whole `msg` frame (`{op, ch, seq, ts, client, data}`).
@@ -513,16 +579,21 @@ export class Chorus extends Emitter {
   }
 
   /**
-   * Lists the members present in a channel on the node (namespaces with
-   * presence only; elsewhere rejects with `forbidden`): users once each, with
-   * their token's `info`, and anonymous connections by client id. Past the
-   * namespace's presence_max_members the list is empty (the count is in the
-   * reply only).
+   * Who is in a channel (namespaces with presence only; elsewhere rejects with
+   * `forbidden`). Resolves with `{count, members}`: `count` is the number of
+   * members; `members` lists them, users once each (with their token's `info`)
+   * and anonymous connections by client id, and is `undefined` when the channel
+   * has more members than the namespace's `presence_max_members` (the broker
+   * then sends only the count). In a cluster, presence is cluster-wide.
    * @param {string} channel
-   * @returns {Promise<Array<{user?: string, info?: any, client?: string}>>}
+   * @returns {Promise<{count: number, members: Array<{user?: string, info?: any, client?: string}>|undefined}>}
    */
   presence(channel) {
-    return this._request({ op: 'presence', ch: channel }, (r) => (Array.isArray(r.members) ? r.members : []));
+    return this._request({ op: 'presence', ch: channel }, (r) => {
+      const members = Array.isArray(r.members) ? r.members : undefined;
+      const count = typeof r.count === 'number' ? r.count : members ? members.length : 0;
+      return { count, members };
+    });
   }
 
   /**
@@ -677,14 +748,23 @@ export class Chorus extends Emitter {
     sub._live = true;
     sub._everAcked = true;
     const ctx = { channel: sub.channel, epoch, seq, resubscribed, wasRecovering, recovered: wasRecovering ? recovered : undefined };
+    sub.lastAck = ctx;
+    const events = [['subscribed', ctx]];
+    if (wasRecovering && !recovered) events.push(['unrecovered', ctx]);
     if (sub._pending) {
       const p = sub._pending;
       sub._pending = null;
       clearTimeout(p.timer);
       p.resolve(sub);
     }
-    sub.emit('subscribed', ctx);
-    if (wasRecovering && !recovered) sub.emit('unrecovered', ctx);
+    if (!resubscribed) {
+      // The first ack: emitted after subscribe() resolved and the code awaiting
+      // it ran, so listeners attached right after the await see these events.
+      sub._defer(events);
+    } else {
+      sub._flushDeferred();
+      for (const [event, arg] of events) sub.emit(event, arg);
+    }
   }
 
   _onSubErr(r, reply) {
@@ -711,6 +791,7 @@ export class Chorus extends Emitter {
       clearTimeout(p.timer);
       p.reject(err || new ChorusError(ErrorCodes.CLOSED, 'unsubscribed'));
     }
+    sub._flushDeferred();
     if (wasActive) sub.emit('unsubscribed');
   }
 
@@ -741,7 +822,8 @@ export class Chorus extends Emitter {
     if (typeof seq === 'number') {
       if (seq <= sub.seq) return; // duplicate (e.g. replayed after a resume)
       if (seq !== sub.seq + 1 && sub.epoch !== null) {
-        sub.emit('gap', { channel: sub.channel, epoch: sub.epoch, expected: sub.seq + 1, got: seq });
+        const from = sub.seq + 1;
+        this._emitGap(sub, { channel: sub.channel, epoch: sub.epoch, from, to: seq - 1, source: 'sdk', expected: from, got: seq });
       }
       sub.seq = seq;
     }
@@ -755,8 +837,34 @@ export class Chorus extends Emitter {
     sub.epoch = m.epoch;
     sub.seq = typeof m.seq === 'number' ? m.seq : 0;
     const ev = { channel: m.ch, epoch: m.epoch, seq: sub.seq };
+    sub._flushDeferred();
     sub.emit('epoch', ev);
     this.emit('epoch', ev);
+  }
+
+  /**
+   * The broker's `gap` event (PROTOCOL.md 2.7): messages from..to were lost
+   * (between cluster nodes) and will not be delivered. The position moves past
+   * them, so the next message (to + 1) is not taken for another gap and a
+   * resume does not ask for them again.
+   */
+  _onGap(m) {
+    const sub = this._subs.get(m.ch);
+    if (!sub || !sub._live) return;
+    const { from, to } = m;
+    if (!Number.isInteger(from) || !Number.isInteger(to) || from < 1 || to < from) {
+      this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, `malformed gap event for '${m.ch}'`));
+      return;
+    }
+    const epoch = typeof m.epoch === 'string' ? m.epoch : sub.epoch;
+    if (epoch === sub.epoch && to > sub.seq) sub.seq = to;
+    this._emitGap(sub, { channel: sub.channel, epoch, from, to, source: 'broker' });
+  }
+
+  _emitGap(sub, ev) {
+    sub._flushDeferred();
+    sub.emit('gap', ev);
+    this.emit('gap', ev);
   }
 
   /* ---------------------------------------------------------------- */
@@ -893,6 +1001,8 @@ export class Chorus extends Emitter {
         return this._onMsg(m);
       case 'epoch':
         return this._onEpoch(m);
+      case 'gap':
+        return this._onGap(m);
       case 'ack':
       case 'pong':
       case 'history':
@@ -903,7 +1013,10 @@ export class Chorus extends Emitter {
       case 'leave': {
         // Presence events, where the namespace enables them.
         const sub = this._subs.get(m.ch);
-        if (sub && sub._live) sub.emit(m.op, m);
+        if (sub && sub._live) {
+          sub._flushDeferred();
+          sub.emit(m.op, m);
+        }
         this.emit(m.op, m);
         return;
       }

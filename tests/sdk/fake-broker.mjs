@@ -24,6 +24,8 @@ export class FakeBroker {
     this.conns = new Set();
     this.received = []; // every frame received, parsed: [{conn, frame}]
     this.mute = false; // when true, application requests get no reply at all
+    this.presenceMaxMembers = opts.presenceMaxMembers ?? 1000; // past it `presence` answers only `count`
+    this.afterSubAck = null; // (conn, frame) => void, called right after a sub's ack (and replay) was sent
     this.nextClient = 1;
     this.nextEpoch = 1;
     this.wss = null;
@@ -75,6 +77,17 @@ export class FakeBroker {
     const text = JSON.stringify(m);
     for (const conn of c.subs) conn.ws.send(text);
     return m;
+  }
+
+  /**
+   * Skips seqs from..to of a channel as a cluster node does when it could not
+   * repair a loss: the subscribers get a `gap` event (PROTOCOL.md 2.7), and the
+   * next publish gets seq to + 1.
+   */
+  loseMessages(ch, from, to) {
+    const c = this.channel(ch);
+    c.seq = to;
+    for (const conn of c.subs) this.sendRaw(conn, { op: 'gap', ch, epoch: c.epoch, from, to });
   }
 
   /** Starts a new epoch for a channel and tells its subscribers (PROTOCOL.md 2.7). */
@@ -149,6 +162,7 @@ export class FakeBroker {
         conn.subs.add(f.ch);
         reply(ack);
         for (const m of replay) this.sendRaw(conn, m);
+        if (this.afterSubAck) this.afterSubAck(conn, f);
         return;
       }
       case 'unsub': {
@@ -177,7 +191,10 @@ export class FakeBroker {
       case 'presence': {
         if (!needCh()) return;
         const c = this.channel(f.ch);
-        return reply({ op: 'presence', ch: f.ch, members: [...c.subs].map((x) => ({ client: x.id })) });
+        const members = [...c.subs].map((x) => ({ client: x.id }));
+        const r = { op: 'presence', ch: f.ch, count: members.length };
+        if (members.length <= this.presenceMaxMembers) r.members = members;
+        return reply(r);
       }
       default:
         return err('unknown_op', `unknown op '${f.op}'`, id);

@@ -27,6 +27,8 @@ before(async () => {
 afterEach(() => {
   for (const c of clients.splice(0)) c.close();
   broker.mute = false;
+  broker.presenceMaxMembers = 1000;
+  broker.afterSubAck = null;
 });
 after(async () => {
   await broker.stop();
@@ -155,9 +157,54 @@ describe('ordering and deduplication', () => {
     const conn = [...broker.conns].find((x) => x.id === c.clientId);
     broker.sendRaw(conn, { op: 'msg', ch: 't:gap', seq: 5, ts: Date.now(), data: 'x' });
     const g = await gap;
+    assert.equal(g.source, 'sdk');
+    assert.equal(g.from, 1);
+    assert.equal(g.to, 4);
     assert.equal(g.expected, 1);
     assert.equal(g.got, 5);
     await waitFor(() => got.length === 1);
+  });
+
+  test("the broker's gap event is reported once, and delivery continues after it", async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:lost-msgs', h);
+    const gaps = [];
+    const clientGaps = [];
+    sub.on('gap', (g) => gaps.push(g));
+    c.on('gap', (g) => clientGaps.push(g));
+    broker.publish('t:lost-msgs', 'one');
+    broker.loseMessages('t:lost-msgs', 2, 4); // {"op":"gap","ch","epoch","from":2,"to":4}
+    await waitFor(() => gaps.length === 1, { what: 'the gap event' });
+    const epoch = broker.channel('t:lost-msgs').epoch;
+    assert.deepEqual(gaps[0], { channel: 't:lost-msgs', epoch, from: 2, to: 4, source: 'broker' });
+    assert.deepEqual(clientGaps, gaps, 'the client emits it too');
+    assert.deepEqual(sub.position, { epoch, seq: 4 }, 'a resume will not ask for the lost messages');
+    broker.publish('t:lost-msgs', 'five');
+    await waitFor(() => got.length === 2, { what: 'the message after the gap' });
+    await c.ping();
+    assert.deepEqual(got.map((m) => [m.seq, m.data]), [[1, 'one'], [5, 'five']]);
+    assert.equal(gaps.length, 1, 'seq 5 is not reported as a second gap');
+    // After a drop, the resume starts after the gap.
+    const resumed = nextEvent(sub, 'subscribed', 5000);
+    broker.killAll();
+    assert.equal((await resumed).recovered, true);
+    assert.deepEqual(broker.framesOf('sub').filter((f) => f.ch === 't:lost-msgs').at(-1).since, { epoch, seq: 5 });
+  });
+
+  test('a malformed gap event is a protocol error and changes nothing', async () => {
+    const c = client();
+    c.connect();
+    const sub = await c.subscribe('t:badgap');
+    const gaps = [];
+    sub.on('gap', (g) => gaps.push(g));
+    const err = nextEvent(c, 'error');
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    broker.sendRaw(conn, { op: 'gap', ch: 't:badgap', epoch: sub.epoch, from: 5, to: 'x' });
+    assert.equal((await err).code, 'protocol_error');
+    assert.deepEqual(gaps, []);
+    assert.equal(sub.seq, 0);
   });
 
   test('messages of other channels and after unsubscribe are not delivered', async () => {
@@ -176,6 +223,114 @@ describe('ordering and deduplication', () => {
     assert.equal(got.length, 1);
     // and the channel can be subscribed again
     await c.subscribe('t:unsub', h);
+  });
+});
+
+describe('the first ack', () => {
+  test('subscribed reaches a listener attached after await subscribe(); lastAck is set before', async () => {
+    const c = client();
+    c.connect();
+    const sub = await c.subscribe('t:first');
+    assert.equal(sub.lastAck.channel, 't:first');
+    assert.equal(sub.lastAck.resubscribed, false);
+    assert.equal(sub.lastAck.wasRecovering, false);
+    assert.equal(sub.lastAck.epoch, sub.epoch);
+    assert.equal(sub.recovered, undefined, 'no since: recovered is undefined');
+    const ctx = await nextEvent(sub, 'subscribed', 2000);
+    assert.equal(ctx, sub.lastAck);
+  });
+
+  test('unrecovered of a refused since reaches listeners attached before and after the await, once each', async () => {
+    broker.publish('t:stale', 'a');
+    const c = client();
+    c.connect();
+    const seen = [];
+    const subP = c.subscribe('t:stale', { since: { epoch: 'gone-epoch', seq: 1 } });
+    const early = c.getSubscription('t:stale');
+    early.on('subscribed', () => seen.push('early subscribed'));
+    early.on('unrecovered', () => seen.push('early unrecovered'));
+    const sub = await subP;
+    assert.equal(sub, early);
+    assert.deepEqual(seen, [], 'nothing emitted before the code awaiting subscribe() ran');
+    assert.equal(sub.recovered, false);
+    assert.equal(sub.lastAck.wasRecovering, true);
+    sub.on('subscribed', (ctx) => seen.push('late subscribed'));
+    sub.on('unrecovered', (ctx) => seen.push(`late unrecovered ${ctx.recovered}`));
+    await waitFor(() => seen.length === 4, { what: 'first-ack events' });
+    await c.ping(); // nothing more comes
+    assert.deepEqual(seen, ['early subscribed', 'late subscribed', 'early unrecovered', 'late unrecovered false']);
+    assert.deepEqual(sub.position, { epoch: broker.channel('t:stale').epoch, seq: 1 });
+  });
+
+  test('the events survive extra promise hops between the ack and the listener', async () => {
+    const c = client();
+    c.connect();
+    const open = async (ch) => {
+      const s = await c.subscribe(ch, { since: { epoch: 'gone-epoch', seq: 3 } });
+      await null;
+      return s;
+    };
+    const sub = await open('t:hops').then((s) => Promise.resolve(s)).then((s) => s);
+    const ctx = await nextEvent(sub, 'unrecovered', 2000);
+    assert.equal(ctx.recovered, false);
+    assert.equal(ctx.resubscribed, false);
+  });
+
+  test('the first ack is reported before later events of the subscription', async () => {
+    const c = client();
+    c.connect();
+    broker.afterSubAck = (conn, f) => {
+      if (f.ch === 't:order') broker.newEpoch('t:order'); // right behind the ack
+    };
+    const order = [];
+    const subP = c.subscribe('t:order');
+    const sub = c.getSubscription('t:order');
+    for (const ev of ['subscribed', 'unrecovered', 'epoch', 'unsubscribed']) sub.on(ev, () => order.push(ev));
+    await subP;
+    await waitFor(() => order.length === 2, { what: 'subscribed and epoch' });
+    assert.deepEqual(order, ['subscribed', 'epoch']);
+
+    broker.afterSubAck = null;
+    const quick = await c.subscribe('t:quick');
+    const q = [];
+    quick.on('subscribed', () => q.push('subscribed'));
+    quick.on('unsubscribed', () => q.push('unsubscribed'));
+    await quick.unsubscribe(); // before the held events were emitted
+    assert.deepEqual(q, ['subscribed', 'unsubscribed']);
+  });
+
+  test('a resubscribe after a reconnect emits subscribed at once, with resubscribed true', async () => {
+    const c = client();
+    c.connect();
+    const sub = await c.subscribe('t:again');
+    await nextEvent(sub, 'subscribed', 2000);
+    const seen = [];
+    sub.on('subscribed', (ctx) => seen.push(ctx));
+    const back = nextEvent(c, 'connected', 5000);
+    broker.killAll();
+    await back;
+    await c.ping(); // the resubscribe's ack came before the pong
+    assert.equal(seen.length, 1);
+    assert.equal(seen[0].resubscribed, true);
+    assert.equal(sub.lastAck, seen[0]);
+    assert.equal(sub.recovered, true);
+  });
+});
+
+describe('presence', () => {
+  test('presence resolves with {count, members}; members is undefined past the limit', async () => {
+    const a = client();
+    const b = client();
+    a.connect();
+    b.connect();
+    await a.subscribe('t:pres');
+    await b.subscribe('t:pres');
+    const p = await a.presence('t:pres');
+    assert.equal(p.count, 2);
+    assert.deepEqual(p.members.map((m) => m.client).sort(), [a.clientId, b.clientId].sort());
+    broker.presenceMaxMembers = 1; // the broker now answers only the count
+    const q = await a.getSubscription('t:pres').presence();
+    assert.deepEqual(q, { count: 2, members: undefined });
   });
 });
 

@@ -31,7 +31,13 @@ const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'chorus-sdk-'));
 const configFile = path.join(tmp, 'chorus.json');
 fs.writeFileSync(
   configFile,
-  JSON.stringify({ namespaces: { pres: { presence: true }, ro: { client_publish: false } } })
+  JSON.stringify({
+    namespaces: {
+      pres: { presence: true },
+      crowd: { presence: true, presence_max_members: 1 },
+      ro: { client_publish: false },
+    },
+  })
 );
 const brokerArgs = [
   '--config', configFile,
@@ -196,7 +202,7 @@ describe('JS SDK against chorusd', { skip: !bin && 'chorusd not built (set CHORU
     assert.deepEqual(otherEpoch.msgs, []);
   });
 
-  test('presence lists the subscribers of a presence namespace', async () => {
+  test('presence resolves with the count and the members of a presence namespace', async () => {
     const a = client();
     const b = client();
     a.connect();
@@ -204,9 +210,64 @@ describe('JS SDK against chorusd', { skip: !bin && 'chorusd not built (set CHORU
     const ch = uniq('pres');
     await a.subscribe(ch);
     await b.subscribe(ch);
-    const members = await a.presence(ch);
+    const { count, members } = await a.presence(ch);
+    assert.equal(count, 2);
     const ids = members.map((m) => m.client).sort();
     assert.deepEqual(ids, [a.clientId, b.clientId].sort());
+    const viaSub = await b.getSubscription(ch).presence();
+    assert.equal(viaSub.count, 2);
+  });
+
+  test('past presence_max_members presence gives the count and no members', async () => {
+    const a = client();
+    const b = client();
+    a.connect();
+    b.connect();
+    const ch = uniq('crowd'); // presence_max_members: 1
+    await a.subscribe(ch);
+    const alone = await a.presence(ch);
+    assert.deepEqual(alone, { count: 1, members: [{ client: a.clientId }] });
+    await b.subscribe(ch);
+    const crowded = await a.presence(ch);
+    assert.deepEqual(crowded, { count: 2, members: undefined });
+  });
+
+  test('a subscription gets join and leave of the other members', async () => {
+    const a = client();
+    const b = client();
+    a.connect();
+    b.connect();
+    const ch = uniq('pres');
+    const sub = await a.subscribe(ch);
+    const events = [];
+    sub.on('join', (f) => events.push(f));
+    sub.on('leave', (f) => events.push(f));
+    const clientJoin = nextEvent(a, 'join', 3000, (f) => f.ch === ch);
+    const joined = nextEvent(sub, 'join', 3000);
+    const bSub = await b.subscribe(ch);
+    assert.deepEqual(await joined, { op: 'join', ch, client: b.clientId });
+    assert.equal((await clientJoin).client, b.clientId, 'the client emits join too');
+    const left = nextEvent(sub, 'leave', 3000);
+    await bSub.unsubscribe();
+    assert.deepEqual(await left, { op: 'leave', ch, client: b.clientId });
+    assert.deepEqual(events.map((f) => f.op), ['join', 'leave'], 'no join or leave for its own subscription');
+  });
+
+  test('the first ack\'s subscribed and unrecovered reach listeners attached after await subscribe()', async () => {
+    const c = client();
+    c.connect();
+    const ch = uniq();
+    await c.publish(ch, 'before');
+    const sub = await c.subscribe(ch, { since: { epoch: 'not-this-epoch', seq: 1 } });
+    assert.equal(sub.recovered, false, 'outcome available at once');
+    assert.equal(sub.lastAck.seq, 1);
+    const subscribed = nextEvent(sub, 'subscribed', 2000);
+    const unrecovered = nextEvent(sub, 'unrecovered', 2000);
+    const [s, u] = await Promise.all([subscribed, unrecovered]);
+    assert.equal(s, u);
+    assert.equal(u.recovered, false);
+    assert.equal(u.resubscribed, false);
+    assert.deepEqual(sub.position, { epoch: u.epoch, seq: 1 });
   });
 
   test('the chorus.v1 sub-protocol is accepted', async () => {
