@@ -2435,7 +2435,8 @@ static const char *step_failure(const struct result *r)
             return "closes";
     if (r->d.c[ST_PUB_FAILED])
         return "publish_errors";
-    if ((double)r->d.c[ST_PUBLISHED] < 0.97 * r->rate * r->duration)
+    /* the schedule sends whole messages: one short is rounding, not lag */
+    if ((double)r->d.c[ST_PUBLISHED] + 1 < 0.97 * r->rate * r->duration)
         return "publishers_fell_behind";
     if (r->bench_worker_max_cpu >= BENCH_SATURATED)
         return "bench_saturated";

@@ -408,8 +408,8 @@ for s in "${scenarios[@]}"; do
                 log "$name: no result (exit $rc; see $out/logs/$name.bench.log)"
                 failures=$((failures + 1))
             fi
-            # noise: the largest other_cpu_pct of any line of the run
-            noise=$(grep -o '"other_cpu_pct":[0-9.]*' "$out/raw/$name.jsonl" | cut -d: -f2 | sort -g | tail -n 1)
+            # noise: other_cpu_pct while the figures that decide the run were taken
+            noise=$(/usr/bin/python3 "$here/suite-report.py" noise "$out/raw/$name.jsonl" 2>/dev/null)
             noise=${noise:-0}
             case "$s" in
                 idle) log "$name: $(json_field "$last" subscribed) conns, $(json_field "$last" mem_per_conn_bytes) B/conn RSS, $(json_field "$last" anon_per_conn_bytes) B/conn anon" ;;
