@@ -697,14 +697,14 @@ def jenkins(key):
         k -= 12
     h = (h + n) & M
     tail = key[off:]
-    for idx in range(k - 1, -1, -1):
-        b = tail[idx]
-        if idx >= 8:
-            h = (h + (b << (8 * (idx - 8)))) & M
-        elif idx >= 4:
-            j = (j + (b << (8 * (idx - 4)))) & M
-        else:
-            i = (i + (b << (8 * idx))) & M
+    # The last 1-11 bytes: 0-3 into i, 4-7 into j, 8-10 into h shifted by a
+    # byte (the low byte of h holds the length), as uthash's switch does.
+    if k >= 9:
+        h = (h + (int.from_bytes(tail[8:11], "little") << 8)) & M
+    if k >= 5:
+        j = (j + int.from_bytes(tail[4:8], "little")) & M
+    if k >= 1:
+        i = (i + int.from_bytes(tail[0:4], "little")) & M
     i, j, h = _jen_mix(i, j, h)
     return h
 

@@ -49,52 +49,9 @@ def log(msg):
 # the smaller id; the backup is the runner-up (7.4).
 # ---------------------------------------------------------------------------
 
-def _mix(a, b, c):
-    M = 0xFFFFFFFF
-    a = (a - b - c) & M; a ^= c >> 13
-    b = (b - c - a) & M; b ^= (a << 8) & M
-    c = (c - a - b) & M; c ^= b >> 13
-    a = (a - b - c) & M; a ^= c >> 12
-    b = (b - c - a) & M; b ^= (a << 16) & M
-    c = (c - a - b) & M; c ^= b >> 5
-    a = (a - b - c) & M; a ^= c >> 3
-    b = (b - c - a) & M; b ^= (a << 10) & M
-    c = (c - a - b) & M; c ^= b >> 15
-    return a, b, c
-
-
-def jenkins(key: bytes):
-    """uthash HASH_JEN."""
-    M = 0xFFFFFFFF
-    h = 0xFEEDBEEF
-    i = j = 0x9E3779B9
-    k = len(key)
-    p = 0
-    while k >= 12:
-        i = (i + int.from_bytes(key[p:p + 4], "little")) & M
-        j = (j + int.from_bytes(key[p + 4:p + 8], "little")) & M
-        h = (h + int.from_bytes(key[p + 8:p + 12], "little")) & M
-        i, j, h = _mix(i, j, h)
-        p += 12
-        k -= 12
-    h = (h + len(key)) & M
-    rest = key[p:]
-    if k >= 9:
-        h = (h + (int.from_bytes(rest[8:11], "little") << 8)) & M
-    if k >= 5:
-        j = (j + int.from_bytes(rest[4:8], "little")) & M
-    if k >= 1:
-        i = (i + int.from_bytes(rest[0:4], "little")) & M
-    i, j, h = _mix(i, j, h)
-    return h
-
-
 def rendezvous(node_ids, ch):
     """node ids ordered by ownership of ch: [owner, backup, ...]."""
-    scored = [(jenkins(n.encode() + b"\0" + ch.encode()), n) for n in node_ids]
-    # Highest score first; ties to the smaller id.
-    scored.sort(key=lambda sn: (-sn[0], sn[1]))
-    return [n for _s, n in scored]
+    return CC.rendezvous_rank(node_ids, ch)
 
 
 def channel_with_roles(nodes, prefix, owner=None, backup=None, limit=5000):
