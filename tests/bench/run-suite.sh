@@ -16,9 +16,12 @@
 #               connection from /proc (VmRSS and Anonymous, before/after)
 #   fanout-10k  as fanout-1k with 10000 subscribers, p99 bound 500 ms
 #
-# Peers (default: chorus chorus-rx512 nchan node-ws tornado); chorus-rx512
-# (chorusd --rx-buffer-bytes 512, the memory-optimised setting) runs only
-# the idle scenario. Each (scenario, peer) gets a fresh server on a free
+# Peers (default: chorus chorus-noping chorus-rx512 nchan node-ws tornado).
+# chorus is chorusd with its defaults; chorus-noping adds --ping-interval
+# 3600, since none of the other peers sends keepalive PINGs and chorusd's
+# PINGs to connections opened together come all at once (not in idle);
+# chorus-rx512 (--rx-buffer-bytes 512, the memory-optimised setting) runs
+# only the idle scenario. Each (scenario, peer) gets a fresh server on a free
 # loopback port, which is always stopped again.
 #
 # Options:
@@ -98,7 +101,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-all_peers="chorus chorus-rx512 nchan node-ws tornado"
+all_peers="chorus chorus-noping chorus-rx512 nchan node-ws tornado"
 if [ "$mode" = smoke ]; then
     scenarios=(smoke)
     all_peers="chorus node-ws"
@@ -239,6 +242,10 @@ stop_server() {
         kill -KILL "$srv_pid" 2>/dev/null
     fi
     srv_pid= srv_kill=
+    # nginx's own log lives in its work directory: keep it with the others
+    if [ -n "$srv_dir" ] && [ -s "$srv_dir/error.log" ]; then
+        cp "$srv_dir/error.log" "$out/logs/${srv_name:-nginx}.error.log" 2>/dev/null
+    fi
     if [ "$keep" = 0 ] && [ -n "$srv_dir" ]; then rm -rf "$srv_dir"; fi
     srv_dir=
 }
@@ -252,14 +259,16 @@ trap 'log interrupted; exit 130' INT TERM
 # start_server PEER LOGNAME: sets port, srv_pid, srv_kill, proto_args; 1 on failure
 start_server() {
     local peer=$1 name=$2 i
+    srv_name=$name
     srv_dir=$(mktemp -d "/tmp/chorus-suite-$peer.XXXXXX")
     port=$("$bench" free-port) || return 1
     proto_args=()
     local logf="$out/logs/$name.server.log"
     case "$peer" in
-        chorus|chorus-rx512)
+        chorus|chorus-noping|chorus-rx512)
             local extra=()
             [ "$peer" = chorus-rx512 ] && extra=(--rx-buffer-bytes 512)
+            [ "$peer" = chorus-noping ] && extra=(--ping-interval 3600)
             srv_desc="$chorusd --port $port --bind 127.0.0.1 --max-connections 20000 --log-level warn ${extra[*]}"
             "$chorusd" --port "$port" --bind 127.0.0.1 --max-connections 20000 --log-level warn "${extra[@]}" \
                 >"$logf" 2>&1 &
@@ -341,7 +350,11 @@ scenario_args() {
     esac
 }
 peer_runs() { # does PEER run SCENARIO?
-    [ "$1" != chorus-rx512 ] || [ "$2" = idle ]
+    case "$1" in
+        chorus-rx512) [ "$2" = idle ] ;;
+        chorus-noping) [ "$2" != idle ] ;;
+        *) true ;;
+    esac
 }
 
 json_field() { grep -o "\"$2\":[^,}]*" <<<"$1" | head -n 1 | cut -d: -f2- | tr -d '"'; }
