@@ -83,18 +83,7 @@ def alloc_ports(n, consecutive=1):
 # ---------------------------------------------------------------------------
 
 def http_request(host, port, method, path, body=None, headers=None, timeout=None):
-    conn = http.client.HTTPConnection(host, port, timeout=timeout or t(10))
-    try:
-        if isinstance(body, (dict, list)):
-            body = json.dumps(body).encode()
-        elif isinstance(body, str):
-            body = body.encode()
-        conn.request(method, path, body=body, headers=headers or {})
-        resp = conn.getresponse()
-        data = resp.read()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
-    finally:
-        conn.close()
+    return H.http_request(port, method, path, body, headers, timeout, host=host)
 
 
 # ---------------------------------------------------------------------------

@@ -284,14 +284,15 @@ def _kill_everything():
 # HTTP and /metrics
 # ---------------------------------------------------------------------------
 
-def http_request(port, method, path, body=None, headers=None, timeout=None, ssl_context=None):
+def http_request(port, method, path, body=None, headers=None, timeout=None, ssl_context=None,
+                 host="127.0.0.1"):
     """One HTTP/1.1 request on a fresh connection (HTTPS with ssl_context);
     returns (status, headers, body)."""
     if ssl_context is not None:
-        conn = http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout or t(10),
+        conn = http.client.HTTPSConnection(host, port, timeout=timeout or t(10),
                                            context=ssl_context)
     else:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout or t(10))
+        conn = http.client.HTTPConnection(host, port, timeout=timeout or t(10))
     try:
         if isinstance(body, (dict, list)):
             body = json.dumps(body).encode()
