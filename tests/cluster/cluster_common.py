@@ -12,7 +12,6 @@ Everything is bounded: every wait has a deadline and says what it waited for.
 """
 
 import asyncio
-import http.client
 import json
 import os
 import random
