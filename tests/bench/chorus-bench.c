@@ -17,6 +17,7 @@
 #define _GNU_SOURCE
 #endif
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -122,7 +123,8 @@ static void usage(FILE *f)
 "  --port N               server port (default 8080)\n"
 "  --path P               WebSocket path (default /ws)\n"
 "  --server-pid PID       chorusd's pid: report its CPU%% (utime+stime over the\n"
-"                         run) and memory (VmRSS, smaps_rollup)\n"
+"                         run, its child processes included: --workers) and\n"
+"                         memory (VmRSS, smaps_rollup: this process only)\n"
 "  --proto chorus|nchan   what the server speaks (default chorus, protocol v1).\n"
 "                         nchan: the nginx module, for comparisons: subscribers\n"
 "                         open ws://HOST:PORT<sub-path><channel> and get each\n"
@@ -1958,8 +1960,8 @@ static void worker_main(int id, pid_t parent)
 /* Reading the server from /proc                                             */
 /* ------------------------------------------------------------------------- */
 
-/* utime + stime of pid in clock ticks, or -1. */
-static long long proc_cpu_ticks(long pid)
+/* utime + stime of pid in clock ticks, or -1; *ppid gets its parent. */
+static long long proc_stat_ticks(long pid, long *ppid)
 {
     char path[64], buf[2048];
     snprintf(path, sizeof path, "/proc/%ld/stat", pid);
@@ -1974,9 +1976,35 @@ static long long proc_cpu_ticks(long pid)
         return -1;
     unsigned long long ut, st;
     /* after ")": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
-    if (sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+    if (sscanf(p + 2, "%*c %ld %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", ppid, &ut, &st) != 3)
         return -1;
     return (long long)(ut + st);
+}
+
+/* utime + stime of pid and its children in clock ticks, or -1 when pid is
+ * gone. A server that forks workers (chorusd --workers, nginx) does its work
+ * in the children, whose time reaches the parent's stat only once reaped. */
+static long long proc_cpu_ticks(long pid)
+{
+    long ppid;
+    long long total = proc_stat_ticks(pid, &ppid);
+    if (total < 0)
+        return -1;
+    DIR *d = opendir("/proc");
+    if (!d)
+        return total;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char *end;
+        long child = strtol(e->d_name, &end, 10);
+        if (*end || child <= 0 || child == pid)
+            continue;
+        long long t = proc_stat_ticks(child, &ppid);
+        if (t > 0 && ppid == pid)
+            total += t;
+    }
+    closedir(d);
+    return total;
 }
 
 /* The value in kB of "key:" in /proc/pid/file, or -1. */
@@ -2062,7 +2090,8 @@ static void snap_take(struct snap *s)
     s->server_ticks = g_o.server_pid ? proc_cpu_ticks(g_o.server_pid) : -1;
     s->bench_ticks = 0;
     for (int w = 0; w < g_plan.procs; w++) {
-        long long t = proc_cpu_ticks(g_pids[w]);
+        long ppid;
+        long long t = proc_stat_ticks(g_pids[w], &ppid);
         s->worker_ticks[w] = t;
         if (t >= 0)
             s->bench_ticks += t;

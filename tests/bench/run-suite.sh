@@ -16,12 +16,14 @@
 #               connection from /proc (VmRSS and Anonymous, before/after)
 #   fanout-10k  as fanout-1k with 10000 subscribers, p99 bound 500 ms
 #
-# Peers (default: chorus chorus-noping chorus-rx512 nchan node-ws tornado).
+# Peers (default: chorus chorus-noping chorus-rx512 chorus-w2 nchan node-ws
+# tornado).
 # chorus is chorusd with its defaults; chorus-noping adds --ping-interval
 # 3600, since none of the other peers sends keepalive PINGs and chorusd's
 # PINGs to connections opened together come all at once (not in idle);
 # chorus-rx512 (--rx-buffer-bytes 512, the memory-optimised setting) runs
-# only the idle scenario. Each (scenario, peer) gets a fresh server on a free
+# only the idle scenario; chorus-w2 (--workers 2: two processes sharing the
+# port, joined over ipc://) runs only fanout-1k. Each (scenario, peer) gets a fresh server on a free
 # loopback port, which is always stopped again.
 #
 # Options:
@@ -101,7 +103,7 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-all_peers="chorus chorus-noping chorus-rx512 nchan node-ws tornado"
+all_peers="chorus chorus-noping chorus-rx512 chorus-w2 nchan node-ws tornado"
 if [ "$mode" = smoke ]; then
     scenarios=(smoke)
     all_peers="chorus node-ws"
@@ -265,8 +267,9 @@ start_server() {
     proto_args=()
     local logf="$out/logs/$name.server.log"
     case "$peer" in
-        chorus|chorus-noping|chorus-rx512)
+        chorus|chorus-noping|chorus-rx512|chorus-w2)
             local extra=()
+            [ "$peer" = chorus-w2 ] && extra=(--workers 2)
             [ "$peer" = chorus-rx512 ] && extra=(--rx-buffer-bytes 512)
             [ "$peer" = chorus-noping ] && extra=(--ping-interval 3600)
             srv_desc="$chorusd --port $port --bind 127.0.0.1 --max-connections 20000 --log-level warn ${extra[*]}"
@@ -353,6 +356,7 @@ peer_runs() { # does PEER run SCENARIO?
     case "$1" in
         chorus-rx512) [ "$2" = idle ] ;;
         chorus-noping) [ "$2" != idle ] ;;
+        chorus-w2) [ "$2" = fanout-1k ] ;;
         *) true ;;
     esac
 }

@@ -18,7 +18,7 @@ import tempfile
 BEGIN = "<!-- BEGIN run-suite.sh output: generated, do not edit by hand -->"
 END = "<!-- END run-suite.sh output -->"
 
-PEERS = ["chorus", "chorus-noping", "chorus-rx512", "nchan", "node-ws", "tornado"]
+PEERS = ["chorus", "chorus-noping", "chorus-rx512", "chorus-w2", "nchan", "node-ws", "tornado"]
 SCENARIOS = ["fanout-1k", "rooms", "idle", "fanout-10k", "smoke"]
 SUBS = {"fanout-1k": 1000, "fanout-10k": 10000}
 
@@ -330,6 +330,11 @@ def render(d, runs, meta, chart_rel):
             w("| fanout-1k ≥ 10× best peer (%s) | %s/s | %s/s (%s) | %s%s | %s |" % (
                 cp, fmt_rate(cv), fmt_rate(bv), bp or "—", "%.2f×" % ratio if ratio else "—", worst,
                 "yes" if ratio and ratio >= 10 else "**no**"))
+        one = (fig.get(("fanout-1k", "chorus")) or {}).get("dps")
+        two = (fig.get(("fanout-1k", "chorus-w2")) or {}).get("dps")
+        if one and two:
+            w("| fanout-1k: a second worker raises throughput (chorus-w2 vs chorus) | %s/s with 2, %s/s with 1 | | "
+              "%.2f× | %s |" % (fmt_rate(two), fmt_rate(one), two / one, "yes" if two > one else "**no**"))
         for cp in (chorus_variants if "rooms" in scs else []):
             vals = {p: (fig.get(("rooms", p)) or {}).get("p99") for p in peers}
             bp, bv = best_peer(vals, True)
