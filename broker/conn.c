@@ -170,7 +170,7 @@ static int conn_flush(struct conn *c)
             outq_pop(&c->q);
             break;
         }
-        used += frame_ws_header_op(out + used, f->len, f->binary);
+        used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
         memcpy(out + used, frame_payload(f), f->len);
         used += f->len;
         outq_pop(&c->q);
@@ -329,13 +329,7 @@ static void conn_open(struct conn *c, struct lws *wsi)
     metrics.connections++;
     metrics.connections_accepted++;
 
-    /* lws PINGs a connection ping_interval after its last proof of life, so
-     * connections opened together would all be PINGed in the same loop turn
-     * (10,000 at once stalled delivery for a second). Restarting each one's
-     * validity clock at a random point of the first interval spreads them. */
-    uint64_t span = (uint64_t)server.cfg->ping_interval * LWS_US_PER_SEC;
-    uint64_t r = (conn_counter * 0x9E3779B97F4A7C15ull) ^ (uint64_t)lws_now_usecs();
-    lws_set_timer_usecs(wsi, (lws_usec_t)(1 + r % span));
+    keepalive_conn_open(c);
 
     json_t *hello = json_pack("{s:s, s:i, s:s, s:s}", "op", "hello", "v", 1, "node",
                               server.cfg->node_id, "client", c->id);
@@ -353,6 +347,7 @@ static void conn_closed(struct conn *c)
         return; /* refused in FILTER: never linked */
     c->established = false;
     flush_unlink(c);
+    keepalive_conn_closed(c);
     mirror_conn_closed(c);
     ops_conn_closed(c);
     presence_conn_closed(c);
@@ -403,9 +398,9 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_CLOSED:
         conn_closed(c);
         return 0;
-    case LWS_CALLBACK_TIMER:
+    case LWS_CALLBACK_RECEIVE_PONG:
         if (c->established)
-            lws_validity_confirmed(wsi);
+            keepalive_conn_pong(c);
         return 0;
     case LWS_CALLBACK_EVENT_WAIT_CANCELLED:
         /* lws_cancel_service() from the signal handler lands here. */

@@ -17,6 +17,7 @@
 #include "auth_ws.h"
 #include "channel.h"
 #include "errors.h"
+#include "keepalive.h"
 #include "outq.h"
 #include "presence.h"
 #include "ratelimit.h"
@@ -41,6 +42,7 @@ struct conn {
     struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
     struct conn_presence presence; /* presence.c: rooms joined */
+    struct conn_keepalive ka;     /* keepalive.c: when it is next PINGed */
 
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */

@@ -14,6 +14,7 @@ struct frame *frame_new(size_t len)
     f->refs = 1;
     f->len = (uint32_t)len;
     f->binary = false;
+    f->opcode = 0;
     f->alt = NULL;
     frame_live++;
     return f;
@@ -38,12 +39,12 @@ void frame_unref(struct frame *f)
 
 size_t frame_ws_header(unsigned char *out, size_t len)
 {
-    return frame_ws_header_op(out, len, false);
+    return frame_ws_header_op(out, len, 0x1);
 }
 
-size_t frame_ws_header_op(unsigned char *out, size_t len, bool binary)
+size_t frame_ws_header_op(unsigned char *out, size_t len, uint8_t opcode)
 {
-    out[0] = binary ? 0x82 : 0x81; /* FIN, binary or text */
+    out[0] = (unsigned char)(0x80 | opcode); /* FIN: messages are never fragmented */
     if (len < 126) {
         out[1] = (unsigned char)len;
         return 2;

@@ -19,6 +19,7 @@ struct frame {
     uint32_t refs;
     uint32_t len;                     /* payload bytes */
     bool binary;                      /* sent as a binary frame (opcode 2); false after frame_new */
+    uint8_t opcode;                   /* a control frame's opcode (FRAME_OP_PING); 0 for data */
     struct frame *alt;                /* binary: its JSON form for history replies, made on
                                        * demand by binmsg.c; one reference, dropped with f */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
@@ -33,12 +34,20 @@ static inline unsigned char *frame_payload(struct frame *f) { return f->buf + FR
 static inline struct frame *frame_ref(struct frame *f) { f->refs++; return f; }
 void frame_unref(struct frame *f);
 
+#define FRAME_OP_PING 0x9
+
+/* The WebSocket opcode f is sent with. */
+static inline uint8_t frame_opcode(const struct frame *f)
+{
+    return f->opcode ? f->opcode : f->binary ? 0x2 : 0x1;
+}
+
 /* Bytes of the unmasked server-to-client WebSocket header for a payload of len. */
 static inline size_t frame_ws_header_len(size_t len) { return len < 126 ? 2 : len < 65536 ? 4 : 10; }
 /* Writes that header (FIN + text opcode) into out; returns its length. */
 size_t frame_ws_header(unsigned char *out, size_t len);
-/* The same with the binary opcode when binary is set (0x82 instead of 0x81). */
-size_t frame_ws_header_op(unsigned char *out, size_t len, bool binary);
+/* The same with another opcode (frame_opcode()). */
+size_t frame_ws_header_op(unsigned char *out, size_t len, uint8_t opcode);
 
 /* Frames currently allocated (for tests and metrics). */
 extern long frame_live;

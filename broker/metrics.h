@@ -28,6 +28,8 @@ struct metrics {
     uint64_t errors[CHORUS_ERR__COUNT];
     uint64_t queue_drops;
     uint64_t slow_consumer_closes;
+    uint64_t pings_sent;
+    uint64_t ping_timeouts;              /* connections dropped for not answering a PING */
 
     /* who may do what (auth_ws.c, presence.c, binmsg.c) */
     uint64_t auth_accepted;              /* tokens verified (upgrade or auth op) */

@@ -59,7 +59,6 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
     }
     return 0;
 }
-static lws_retry_bo_t idle_policy;
 
 int64_t server_now_ms(void)
 {
@@ -152,10 +151,6 @@ int server_start(const struct config *cfg)
     mount_files(&mounts[3], "/sdk", cfg->sdk_dir, "chorus.js", &mounts[4]);
     mount_files(&mounts[4], "/", cfg->static_dir, "index.html", NULL);
 
-    /* A PONG (or the upgrade) is what counts as proof of life. */
-    idle_policy.secs_since_valid_ping = (uint16_t)cfg->ping_interval;
-    idle_policy.secs_since_valid_hangup = (uint16_t)(cfg->ping_interval + cfg->ping_timeout);
-
     memset(&info, 0, sizeof info);
     /* Workers listen themselves (SO_REUSEPORT, workers.h). */
     info.port = cfg->workers > 1 ? CONTEXT_PORT_NO_LISTEN_SERVER : cfg->port;
@@ -164,7 +159,11 @@ int server_start(const struct config *cfg)
     info.protocols = protocols;
     info.mounts = &mounts[0];
     info.vhost_name = "chorus";
-    info.retry_and_idle_policy = &idle_policy;
+    /* keepalive.c PINGs and hangs up. lws' own validity timers would cost a
+     * walk of one sorted list of every connection per PONG; a policy without
+     * a hangup time turns them off (lws' default policy has one). */
+    static const lws_retry_bo_t no_validity_timers = {.secs_since_valid_hangup = 0};
+    info.retry_and_idle_policy = &no_validity_timers;
     info.timeout_secs = 10;
     /* No fd_limit_per_thread: setting it makes lws find a socket's wsi by a
      * linear scan (wsi_from_fd) instead of indexing its table, which cost a
@@ -218,6 +217,12 @@ int server_start(const struct config *cfg)
 
     channel_registry_init(cfg);
     if (cluster_start(cfg, server.vh) < 0) {
+        lws_context_destroy(server.ctx);
+        server.ctx = NULL;
+        return -1;
+    }
+    if (keepalive_start() < 0) {
+        cluster_stop();
         lws_context_destroy(server.ctx);
         server.ctx = NULL;
         return -1;
@@ -279,10 +284,13 @@ void server_stop(void)
         lws_sul_cancel(&server.sweep_timer);
     if (!server.event_lib)
         lws_sul_cancel(&shutdown_timer);
+    if (!server.event_lib)
+        keepalive_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     cluster_stop();
     lws_context_destroy(server.ctx);
     server.ctx = NULL;
+    keepalive_free();
     channel_registry_free();
     presence_free();
     ratelimit_free();
