@@ -57,6 +57,7 @@
 #define BENCH_SATURATED 90.0            /* % of a core: a worker this busy is the limit */
 #define NAP_BELOW 256                   /* ready sockets under which a worker naps */
 #define NOISY_OTHER_CPU 25.0            /* % of a core used by others: a failed step is retried */
+#define MAX_SERVERS 16                  /* --server-pid processes */
 
 /* ------------------------------------------------------------------------- */
 /* Options                                                                   */
@@ -81,7 +82,8 @@ struct opts {
     double tick_ms;
     long nap_us;
     int refine, noise_retries;
-    long server_pid;
+    long server_pids[MAX_SERVERS];     /* --server-pid: the server's processes */
+    int nservers;
     int procs, src_ips, concurrency;
     double connect_timeout, conn_timeout;
     bool realtime, quiet, allow_remote;
@@ -121,8 +123,11 @@ static void usage(FILE *f)
 "                         unless --allow-remote)\n"
 "  --port N               server port (default 8080)\n"
 "  --path P               WebSocket path (default /ws)\n"
-"  --server-pid PID       chorusd's pid: report its CPU%% (utime+stime over the\n"
-"                         run) and memory (VmRSS, smaps_rollup)\n"
+"  --server-pid PID[,PID...]\n"
+"                         chorusd's pid: report its CPU%% (utime+stime over the\n"
+"                         run) and memory (VmRSS, smaps_rollup). Several pids\n"
+"                         (up to 16, the nodes of a cluster) are summed, and\n"
+"                         server_cpu_pcts lists each one's CPU%%\n"
 "  --proto chorus|nchan   what the server speaks (default chorus, protocol v1).\n"
 "                         nchan: the nginx module, for comparisons: subscribers\n"
 "                         open ws://HOST:PORT<sub-path><channel> and get each\n"
@@ -210,6 +215,25 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
     return true;
 }
 
+/* Parses a comma-separated list of up to max integers in [lo, hi] into out;
+ * returns how many, or -1 when val is not such a list. */
+static int parse_list(const char *val, double lo, double hi, long *out, int max)
+{
+    char buf[512];
+    if (strlen(val) >= sizeof buf)
+        return -1;
+    snprintf(buf, sizeof buf, "%s", val);
+    int n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        double d;
+        if (n == max || !parse_num(tok, lo, hi, &d) || d != floor(d))
+            return -1;
+        out[n++] = (long)d;
+    }
+    return n ? n : -1;
+}
+
 /* Returns 0, or 2 after printing why the command line is wrong. */
 static int opts_parse(struct opts *o, int argc, char **argv)
 {
@@ -236,7 +260,6 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     o->noise_retries = 2;
     o->tick_ms = 1;
     o->nap_us = 200;
-    o->server_pid = 0;
     o->procs = 0;
     o->src_ips = -1;
     o->concurrency = 256;
@@ -333,7 +356,6 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         NUM("--noise-retries", noise_retries, 0, 20, int)
         NUM("--tick-ms", tick_ms, 1, 1000, double)
         NUM("--nap-us", nap_us, 0, 100000, long)
-        NUM("--server-pid", server_pid, 1, 1e9, long)
         NUM("--procs", procs, 1, MAX_PROCS, int)
         NUM("--src-ips", src_ips, 0, 250, int)
         NUM("--concurrency", concurrency, 1, 1e6, int)
@@ -342,6 +364,12 @@ static int opts_parse(struct opts *o, int argc, char **argv)
 #undef NUM
         if (!strcmp(name, "--host")) {
             o->host = val;
+        } else if (!strcmp(name, "--server-pid")) {
+            o->nservers = parse_list(val, 1, 1e9, o->server_pids, MAX_SERVERS);
+            if (o->nservers < 0) {
+                fprintf(stderr, "chorus-bench: --server-pid wants up to %d pids, comma-separated\n", MAX_SERVERS);
+                return 2;
+            }
         } else if (!strcmp(name, "--path")) {
             o->path = val;
         } else if (!strcmp(name, "--api-key")) {
@@ -1998,6 +2026,20 @@ static long proc_kib(long pid, const char *file, const char *key)
     return v;
 }
 
+/* proc_kib() summed over the --server-pid processes: a cluster's servers
+ * count as one. -1 when there are none or one cannot be read. */
+static long servers_kib(const char *file, const char *key)
+{
+    long sum = 0;
+    for (int i = 0; i < g_o.nservers; i++) {
+        long v = proc_kib(g_o.server_pids[i], file, key);
+        if (v < 0)
+            return -1;
+        sum += v;
+    }
+    return g_o.nservers ? sum : -1;
+}
+
 /* Busy and total clock ticks of all CPUs together, from /proc/stat. */
 static void host_cpu_ticks(long long *busy, long long *total)
 {
@@ -2035,7 +2077,8 @@ struct snap {
     uint64_t c[NSTAT], err[NERR], close[NCLOSE];
     uint64_t hist[HIST_N];
     uint64_t lat_max;
-    long long server_ticks, bench_ticks;
+    long long server_ticks, bench_ticks;  /* server_ticks: all --server-pid together */
+    long long server_ticks_each[MAX_SERVERS];
     long long worker_ticks[MAX_PROCS];
     long long host_busy, host_total;      /* /proc/stat, all CPUs */
     int64_t t;
@@ -2059,7 +2102,12 @@ static void snap_take(struct snap *s)
             s->lat_max = m;
     }
     s->t = now_ns();
-    s->server_ticks = g_o.server_pid ? proc_cpu_ticks(g_o.server_pid) : -1;
+    s->server_ticks = g_o.nservers ? 0 : -1;
+    for (int i = 0; i < g_o.nservers; i++) {
+        long long t = proc_cpu_ticks(g_o.server_pids[i]);
+        s->server_ticks_each[i] = t;
+        s->server_ticks = t < 0 || s->server_ticks < 0 ? -1 : s->server_ticks + t;
+    }
     s->bench_ticks = 0;
     for (int w = 0; w < g_plan.procs; w++) {
         long long t = proc_cpu_ticks(g_pids[w]);
@@ -2080,6 +2128,7 @@ struct result {
     struct snap d;             /* counters: difference over the interval */
     double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
     double server_cpu, bench_cpu;         /* -1 when unknown */
+    double server_cpu_each[MAX_SERVERS];  /* per --server-pid, when several */
     double bench_worker_max_cpu;          /* the busiest worker */
     double host_cpu, other_cpu;           /* whole machine; everything else */
     double wall;
@@ -2149,8 +2198,8 @@ static void progress(const char *phase, const struct snap *base, double step_rat
         fprintf(stderr, "%s%s | open %" PRIu64 " subscribed %" PRIu64 " | retries %" PRIu64 " failed %" PRIu64,
                 cr, phase, cur.c[ST_OPEN], cur.c[ST_SUBSCRIBED], cur.c[ST_CONNECT_RETRIES],
                 cur.c[ST_CONNECT_FAILED]);
-        if (g_o.server_pid)
-            fprintf(stderr, " | server rss %ld KiB", proc_kib(g_o.server_pid, "status", "VmRSS"));
+        if (g_o.nservers)
+            fprintf(stderr, " | server rss %ld KiB", servers_kib("status", "VmRSS"));
     }
     fflush(stderr);
     prev = cur;
@@ -2218,6 +2267,10 @@ static void result_finish(struct result *r, const struct snap *a, const struct s
     r->server_cpu = a->server_ticks >= 0 && b->server_ticks >= 0 && r->wall > 0
                         ? 100.0 * (double)(b->server_ticks - a->server_ticks) / (double)hz / r->wall
                         : -1;
+    for (int i = 0; i < g_o.nservers; i++) {
+        double ticks = (double)(b->server_ticks_each[i] - a->server_ticks_each[i]);
+        r->server_cpu_each[i] = r->server_cpu >= 0 ? 100.0 * ticks / (double)hz / r->wall : -1;
+    }
     r->bench_cpu = r->wall > 0 ? 100.0 * (double)(b->bench_ticks - a->bench_ticks) / (double)hz / r->wall : -1;
     r->bench_worker_max_cpu = -1;
     for (int w = 0; w < g_plan.procs && r->wall > 0; w++) {
@@ -2234,7 +2287,7 @@ static void result_finish(struct result *r, const struct snap *a, const struct s
         if (r->other_cpu < 0)
             r->other_cpu = 0;
     }
-    r->rss_kib = g_o.server_pid ? proc_kib(g_o.server_pid, "status", "VmRSS") : -1;
+    r->rss_kib = servers_kib("status", "VmRSS");
     r->connections = b->c[ST_OPEN];
     r->subscribed = b->c[ST_SUBSCRIBED];
 }
@@ -2289,6 +2342,12 @@ static void result_print(const struct result *r, const char *extra)
     json_num("p999_ms", r->p999, ",\"%s\":%.3f");
     json_num("max_ms", r->max_ms, ",\"%s\":%.3f");
     json_num("server_cpu_pct", r->server_cpu, ",\"%s\":%.1f");
+    if (g_o.nservers > 1 && r->server_cpu >= 0) { /* which of several servers did the work */
+        printf(",\"server_cpu_pcts\":[");
+        for (int i = 0; i < g_o.nservers; i++)
+            printf("%s%.1f", i ? "," : "", r->server_cpu_each[i]);
+        printf("]");
+    }
     json_num("server_rss_kib", (double)r->rss_kib, ",\"%s\":%.0f");
     json_num("mem_per_conn_bytes", r->mem_per_conn, ",\"%s\":%.0f");
     json_num("bench_cpu_pct", r->bench_cpu, ",\"%s\":%.1f");
@@ -2538,11 +2597,11 @@ static int run_idle(long rss_before, long anon_before)
     r.interrupted = g_stop;
     result_finish(&r, &a, &b);
     char extra[600] = "";
-    if (g_o.server_pid) {
-        long rss = proc_kib(g_o.server_pid, "status", "VmRSS");
-        long anon = proc_kib(g_o.server_pid, "smaps_rollup", "Anonymous");
-        long pss = proc_kib(g_o.server_pid, "smaps_rollup", "Pss");
-        long pdirty = proc_kib(g_o.server_pid, "smaps_rollup", "Private_Dirty");
+    if (g_o.nservers) {
+        long rss = servers_kib("status", "VmRSS");
+        long anon = servers_kib("smaps_rollup", "Anonymous");
+        long pss = servers_kib("smaps_rollup", "Pss");
+        long pdirty = servers_kib("smaps_rollup", "Private_Dirty");
         r.rss_kib = rss;
         uint64_t n = r.subscribed ? r.subscribed : 1;
         if (rss >= 0 && rss_before >= 0)
@@ -2732,11 +2791,11 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     long rss_before = -1, anon_before = -1;
-    if (g_o.server_pid) {
-        rss_before = proc_kib(g_o.server_pid, "status", "VmRSS");
-        anon_before = proc_kib(g_o.server_pid, "smaps_rollup", "Anonymous");
+    if (g_o.nservers) {
+        rss_before = servers_kib("status", "VmRSS");
+        anon_before = servers_kib("smaps_rollup", "Anonymous");
         if (rss_before < 0)
-            fprintf(stderr, "chorus-bench: cannot read /proc/%ld/status; no server figures\n", g_o.server_pid);
+            fprintf(stderr, "chorus-bench: cannot read /proc/PID/status of every --server-pid; no server figures\n");
     }
 
     fflush(NULL);
