@@ -58,6 +58,7 @@
 #define NAP_BELOW 256                   /* ready sockets under which a worker naps */
 #define NOISY_OTHER_CPU 25.0            /* % of a core used by others: a failed step is retried */
 #define MAX_SERVERS 16                  /* --server-pid processes */
+#define MAX_PORTS 16                    /* --ports: nodes of a cluster */
 
 /* ------------------------------------------------------------------------- */
 /* Options                                                                   */
@@ -69,7 +70,10 @@ static const char *const scenario_names[] = {"fanout", "rooms", "idle"};
 struct opts {
     enum scenario sc;
     const char *host;
-    int port;
+    int port;                          /* with --ports: the publishers' port */
+    long ports[MAX_PORTS];             /* --ports: subscriber i uses ports[i % nports] */
+    int nports;
+    long pub_port;                     /* --pub-port, 0 = the first of --ports */
     const char *path;
     long subs, channels, pubs, clients, rooms, conns;
     bool shared_channel;
@@ -122,6 +126,17 @@ static void usage(FILE *f)
 "  --host ADDR            server address (default 127.0.0.1; only 127.0.0.0/8\n"
 "                         unless --allow-remote)\n"
 "  --port N               server port (default 8080)\n"
+"  --ports P1,P2,...      fanout against the nodes of a cluster (instead of\n"
+"                         --port): subscriber i connects to P(i mod n), the\n"
+"                         publishers to --pub-port. Each line adds ports,\n"
+"                         pub_port, \"local\" and \"remote\" (the subscribers on\n"
+"                         the publishers' port and those on the others:\n"
+"                         subscribers, expected, received, loss, p50/p90/p99/\n"
+"                         p999/max_ms) and remote_minus_local_p99_ms. Make the\n"
+"                         publishers' node the channel's owner, or every\n"
+"                         publish is first forwarded to the owner\n"
+"  --pub-port N           the publishers' port with --ports (default P1; need\n"
+"                         not be one of them)\n"
 "  --path P               WebSocket path (default /ws)\n"
 "  --server-pid PID[,PID...]\n"
 "                         chorusd's pid: report its CPU%% (utime+stime over the\n"
@@ -199,7 +214,8 @@ static void usage(FILE *f)
 "Output fields: scenario, target, connections, published, expected, received,\n"
 "loss (fraction of expected not received), deliveries_per_sec, p50/p90/p99/\n"
 "p999/max_ms (publish-to-receive latency), server_cpu_pct, server_rss_kib,\n"
-"mem_per_conn_bytes, and diagnostics (gaps, dups, closes, errors, ...).\n"
+"mem_per_conn_bytes, local/remote (--ports) and diagnostics (gaps, dups,\n"
+"closes, errors, ...).\n"
 "Exit status: 0 when the run completed, 1 when it could not (no connection,\n"
 "a worker died), 2 for bad options.\n");
 }
@@ -239,7 +255,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
     o->host = "127.0.0.1";
-    o->port = 8080;
+    o->port = 0;
     o->path = "/ws";
     o->subs = 1000;
     o->channels = 1;
@@ -337,6 +353,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         continue;                                                                            \
     }
         NUM("--port", port, 1, 65535, int)
+        NUM("--pub-port", pub_port, 1, 65535, long)
         NUM("--subs", subs, 1, 1e7, long)
         NUM("--channels", channels, 1, 1e7, long)
         NUM("--pubs", pubs, 1, 1e6, long)
@@ -364,6 +381,12 @@ static int opts_parse(struct opts *o, int argc, char **argv)
 #undef NUM
         if (!strcmp(name, "--host")) {
             o->host = val;
+        } else if (!strcmp(name, "--ports")) {
+            o->nports = parse_list(val, 1, 65535, o->ports, MAX_PORTS);
+            if (o->nports < 0) {
+                fprintf(stderr, "chorus-bench: --ports wants up to %d ports, comma-separated\n", MAX_PORTS);
+                return 2;
+            }
         } else if (!strcmp(name, "--server-pid")) {
             o->nservers = parse_list(val, 1, 1e9, o->server_pids, MAX_SERVERS);
             if (o->nservers < 0) {
@@ -427,6 +450,18 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         }
     }
 
+    if (o->nports && (o->sc != SC_FANOUT || o->port)) {
+        fprintf(stderr, "chorus-bench: --ports is for the fanout scenario, instead of --port\n");
+        return 2;
+    }
+    if (o->pub_port && !o->nports) {
+        fprintf(stderr, "chorus-bench: --pub-port goes with --ports\n");
+        return 2;
+    }
+    if (o->nports)
+        o->port = (int)(o->pub_port ? o->pub_port : o->ports[0]);
+    if (!o->port)
+        o->port = 8080;
     if (o->rate < 0)
         o->rate = o->sc == SC_ROOMS ? 5000 : 1000;
     if (o->duration < 0)
@@ -612,6 +647,11 @@ static const char *const close_names[] = {
     "other",
 };
 
+/* --ports: subscribers on the publishers' port, and those on the others,
+ * whose messages crossed from node to node. */
+enum { GRP_LOCAL, GRP_REMOTE, NGRP };
+static const char *const grp_names[NGRP] = {"local", "remote"};
+
 /* One per worker, in the shared mapping; written only by that worker. */
 struct wstats {
     _Atomic uint64_t c[NSTAT];
@@ -619,6 +659,9 @@ struct wstats {
     _Atomic uint64_t close[NCLOSE];
     _Atomic uint64_t hist[HIST_N];
     _Atomic uint64_t lat_max;      /* ns, since the current pub_gen was seen */
+    /* --ports only: received, subscribed (gauge), hist and lat_max per group */
+    _Atomic uint64_t grp_recv[NGRP], grp_subscribed[NGRP], grp_lat_max[NGRP];
+    _Atomic uint64_t grp_hist[NGRP][HIST_N];
     _Atomic int ready_gen;         /* last connect_gen fully served */
     _Atomic int pub_done_gen;      /* last pub_gen whose publishing ended */
 };
@@ -640,6 +683,7 @@ struct plan {
     long nch;          /* channels */
     long npublishers;  /* connections that publish: npubconns, or nclients in rooms/ws */
     bool clients_publish;
+    bool split;        /* --ports: figures per group (GRP_LOCAL, GRP_REMOTE) too */
     int procs;
     int src_ips;
     struct sockaddr_in addr;
@@ -651,6 +695,7 @@ static struct control *g_ctl;
 static struct wstats *g_ws;            /* [procs] */
 static _Atomic uint64_t *g_ch_pub;     /* [nch] messages published per channel */
 static _Atomic int64_t *g_ch_subs;     /* [nch] subscribers per channel now */
+static _Atomic int64_t *g_ch_subs_local; /* [nch] of those, on the publishers' port */
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
@@ -756,6 +801,8 @@ enum conn_state {
 struct conn {
     int fd;
     uint8_t kind, state, attempts;
+    uint8_t grp;         /* GRP_LOCAL or GRP_REMOTE (--ports) */
+    uint16_t port;       /* the server port it connects to */
     bool queued;         /* in the worker's connect queue */
     bool inflight;       /* counted in the worker's handshakes in flight */
     bool sub_pending;    /* "sub" sent, ack not yet seen */
@@ -885,6 +932,11 @@ static void conn_close(struct worker *W, struct conn *c)
     if (c->subscribed) {
         BUMP(W->st->c[ST_SUBSCRIBED], -1);
         atomic_fetch_sub_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+        if (g_plan.split) {
+            BUMP(W->st->grp_subscribed[c->grp], -1);
+            if (c->grp == GRP_LOCAL)
+                atomic_fetch_sub_explicit(&g_ch_subs_local[c->ch], 1, memory_order_relaxed);
+        }
     }
     bool was_inflight = c->inflight;
     conn_release_inflight(W, c);
@@ -995,7 +1047,9 @@ static void conn_open(struct worker *W, struct conn *c, int64_t now)
         conn_close(W, c);
         return;
     }
-    if (connect(fd, (struct sockaddr *)&g_plan.addr, sizeof g_plan.addr) < 0 && errno != EINPROGRESS) {
+    struct sockaddr_in dst = g_plan.addr;
+    dst.sin_port = htons(c->port);
+    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) {
         note(W, "connect(): %s", strerror(errno));
         conn_close(W, c);
     }
@@ -1176,6 +1230,8 @@ static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int
 {
     struct wstats *s = W->st;
     BUMP(s->c[ST_RECEIVED], 1);
+    if (g_plan.split)
+        BUMP(s->grp_recv[c->grp], 1);
     if (f->has_seq && f->seq >= 0) {
         uint64_t seq = (uint64_t)f->seq;
         if (!c->have_seq) {
@@ -1197,9 +1253,15 @@ static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int
     if (f->has_t) {
         int64_t lat = now - f->t;
         uint64_t v = lat > 0 ? (uint64_t)lat : 0;
-        BUMP(s->hist[hist_index(v)], 1);
+        unsigned idx = hist_index(v);
+        BUMP(s->hist[idx], 1);
         if (v > LOAD(s->lat_max))
             STORE(s->lat_max, v);
+        if (g_plan.split) {
+            BUMP(s->grp_hist[c->grp][idx], 1);
+            if (v > LOAD(s->grp_lat_max[c->grp]))
+                STORE(s->grp_lat_max[c->grp], v);
+        }
     } else {
         BUMP(s->c[ST_NO_STAMP], 1);
     }
@@ -1211,6 +1273,11 @@ static void conn_subscribed(struct worker *W, struct conn *c)
     c->subscribed = true;
     BUMP(W->st->c[ST_SUBSCRIBED], 1);
     atomic_fetch_add_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+    if (g_plan.split) {
+        BUMP(W->st->grp_subscribed[c->grp], 1);
+        if (c->grp == GRP_LOCAL)
+            atomic_fetch_add_explicit(&g_ch_subs_local[c->ch], 1, memory_order_relaxed);
+    }
     conn_release_inflight(W, c);
     c->attempts = 0;
 }
@@ -1481,7 +1548,7 @@ static void on_connected(struct worker *W, struct conn *c)
     int err = 0;
     socklen_t el = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
-        note(W, "connect to %s:%d: %s", g_o.host, g_o.port, strerror(err ? err : errno));
+        note(W, "connect to %s:%d: %s", g_o.host, c->port, strerror(err ? err : errno));
         conn_close(W, c);
         return;
     }
@@ -1513,7 +1580,7 @@ static void on_connected(struct worker *W, struct conn *c)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "User-Agent: chorus-bench\r\n\r\n",
-                     path, g_o.host, g_o.port, c->key);
+                     path, g_o.host, c->port, c->key);
     c->state = CS_HANDSHAKE;
     conn_send(W, c, req, (size_t)n);
 }
@@ -1747,11 +1814,11 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
         int hl = g_o.nchan ? snprintf(hdr, sizeof hdr,
                                       "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\n"
                                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                                      g_o.pub_path, name, g_o.host, g_o.port, len)
+                                      g_o.pub_path, name, g_o.host, c->port, len)
                            : snprintf(hdr, sizeof hdr,
                                       "POST /api/publish HTTP/1.1\r\nHost: %s:%d\r\nX-API-Key: %s\r\n"
                                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                                      g_o.host, g_o.port, g_o.api_key, len);
+                                      g_o.host, c->port, g_o.api_key, len);
         if (hl <= 0 || hl >= 512)
             return -1;
         memcpy(out - hl, hdr, (size_t)hl);
@@ -1797,6 +1864,8 @@ static bool worker_publish(struct worker *W, int64_t now)
         W->pub_sent = 0;
         W->pub_active = true;
         STORE(W->st->lat_max, 0);
+        for (int g = 0; g < NGRP; g++)
+            STORE(W->st->grp_lat_max[g], 0);
     }
     if (!W->pub_active)
         return false;
@@ -1934,6 +2003,8 @@ static void worker_main(int id, pid_t parent)
         c->fd = -1;
         c->gidx = (uint32_t)i;
         c->ch = (uint32_t)(i % g_plan.nch);
+        c->port = (uint16_t)(g_o.nports ? g_o.ports[i % g_o.nports] : g_o.port);
+        c->grp = c->port == g_o.port ? GRP_LOCAL : GRP_REMOTE;
         c->kind = g_plan.clients_publish ? K_SUBPUB : K_SUB;
         if (c->kind == K_SUBPUB)
             W->pubs[W->npubs++] = k;
@@ -1942,6 +2013,7 @@ static void worker_main(int id, pid_t parent)
         struct conn *c = &W->conns[k];
         c->fd = -1;
         c->gidx = (uint32_t)(g_plan.nclients + j);
+        c->port = (uint16_t)g_o.port;
         c->kind = g_o.via_http ? K_HTTP : K_PUB;
         c->ch = (uint32_t)(j % g_plan.nch); /* nchan: a WebSocket publisher's one channel */
         W->pubs[W->npubs++] = k;
@@ -2077,6 +2149,8 @@ struct snap {
     uint64_t c[NSTAT], err[NERR], close[NCLOSE];
     uint64_t hist[HIST_N];
     uint64_t lat_max;
+    uint64_t grp_recv[NGRP], grp_sub[NGRP], grp_lat_max[NGRP];   /* --ports */
+    uint64_t grp_hist[NGRP][HIST_N];
     long long server_ticks, bench_ticks;  /* server_ticks: all --server-pid together */
     long long server_ticks_each[MAX_SERVERS];
     long long worker_ticks[MAX_PROCS];
@@ -2100,6 +2174,15 @@ static void snap_take(struct snap *s)
         uint64_t m = LOAD(ws->lat_max);
         if (m > s->lat_max)
             s->lat_max = m;
+        for (int g = 0; g < NGRP && g_plan.split; g++) {
+            s->grp_recv[g] += LOAD(ws->grp_recv[g]);
+            s->grp_sub[g] += LOAD(ws->grp_subscribed[g]);
+            for (int i = 0; i < HIST_N; i++)
+                s->grp_hist[g][i] += LOAD(ws->grp_hist[g][i]);
+            m = LOAD(ws->grp_lat_max[g]);
+            if (m > s->grp_lat_max[g])
+                s->grp_lat_max[g] = m;
+        }
     }
     s->t = now_ns();
     s->server_ticks = g_o.nservers ? 0 : -1;
@@ -2118,6 +2201,12 @@ static void snap_take(struct snap *s)
     host_cpu_ticks(&s->host_busy, &s->host_total);
 }
 
+/* Latency figures of one group of subscribers (--ports). */
+struct grp_result {
+    uint64_t expected;
+    double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
+};
+
 /* Figures of one measured interval (a run or a step). */
 struct result {
     const char *scenario;
@@ -2135,6 +2224,7 @@ struct result {
     long rss_kib;
     double mem_per_conn;       /* -1 when not measured */
     uint64_t connections, subscribed;
+    struct grp_result grp[NGRP];          /* --ports */
     bool interrupted;
 };
 
@@ -2252,6 +2342,13 @@ static void snap_diff(struct snap *d, const struct snap *a, const struct snap *b
     for (int i = 0; i < HIST_N; i++)
         d->hist[i] = b->hist[i] - a->hist[i];
     d->lat_max = b->lat_max;
+    for (int g = 0; g < NGRP; g++) {
+        d->grp_recv[g] = b->grp_recv[g] - a->grp_recv[g];
+        d->grp_sub[g] = b->grp_sub[g];
+        for (int i = 0; i < HIST_N; i++)
+            d->grp_hist[g][i] = b->grp_hist[g][i] - a->grp_hist[g][i];
+        d->grp_lat_max[g] = b->grp_lat_max[g];
+    }
 }
 
 static void result_finish(struct result *r, const struct snap *a, const struct snap *b)
@@ -2263,6 +2360,14 @@ static void result_finish(struct result *r, const struct snap *a, const struct s
     r->p99 = hist_quantile_ms(r->d.hist, 0.99);
     r->p999 = hist_quantile_ms(r->d.hist, 0.999);
     r->max_ms = r->p50 < 0 ? -1 : (double)r->d.lat_max / 1e6;
+    for (int g = 0; g < NGRP; g++) {
+        struct grp_result *gr = &r->grp[g];
+        gr->p50 = hist_quantile_ms(r->d.grp_hist[g], 0.50);
+        gr->p90 = hist_quantile_ms(r->d.grp_hist[g], 0.90);
+        gr->p99 = hist_quantile_ms(r->d.grp_hist[g], 0.99);
+        gr->p999 = hist_quantile_ms(r->d.grp_hist[g], 0.999);
+        gr->max_ms = gr->p50 < 0 ? -1 : (double)r->d.grp_lat_max[g] / 1e6;
+    }
     long hz = sysconf(_SC_CLK_TCK);
     r->server_cpu = a->server_ticks >= 0 && b->server_ticks >= 0 && r->wall > 0
                         ? 100.0 * (double)(b->server_ticks - a->server_ticks) / (double)hz / r->wall
@@ -2307,6 +2412,35 @@ static void json_num(const char *key, double v, const char *fmt)
         printf(",\"%s\":null", key);
     else
         printf(fmt, key, v);
+}
+
+/* --ports: the ports, and latency and loss per group of subscribers, so that
+ * one run shows what the node-to-node hop adds (remote against local). */
+static void groups_print(const struct result *r)
+{
+    printf(",\"ports\":[");
+    for (int i = 0; i < g_o.nports; i++)
+        printf("%s%ld", i ? "," : "", g_o.ports[i]);
+    printf("],\"pub_port\":%d", g_o.port);
+    for (int g = 0; g < NGRP; g++) {
+        const struct grp_result *gr = &r->grp[g];
+        uint64_t recv = r->d.grp_recv[g];
+        printf(",\"%s\":{\"subscribers\":%" PRIu64 ",\"expected\":%" PRIu64 ",\"received\":%" PRIu64, grp_names[g],
+               r->d.grp_sub[g], gr->expected, recv);
+        double loss = gr->expected > recv ? (double)(gr->expected - recv) / (double)gr->expected : 0;
+        printf(loss > 0 ? ",\"loss\":%.6g" : ",\"loss\":%.0f", loss);
+        json_num("p50_ms", gr->p50, ",\"%s\":%.3f");
+        json_num("p90_ms", gr->p90, ",\"%s\":%.3f");
+        json_num("p99_ms", gr->p99, ",\"%s\":%.3f");
+        json_num("p999_ms", gr->p999, ",\"%s\":%.3f");
+        json_num("max_ms", gr->max_ms, ",\"%s\":%.3f");
+        printf("}");
+    }
+    const struct grp_result *l = &r->grp[GRP_LOCAL], *m = &r->grp[GRP_REMOTE];
+    if (l->p99 >= 0 && m->p99 >= 0) /* may be negative: not json_num() */
+        printf(",\"remote_minus_local_p99_ms\":%.3f", m->p99 - l->p99);
+    else
+        printf(",\"remote_minus_local_p99_ms\":null");
 }
 
 /* Prints r as one JSON line; extra (may be NULL) is appended verbatim. */
@@ -2370,6 +2504,8 @@ static void result_print(const struct result *r, const char *extra)
         if (r->d.err[i])
             printf("%s\"%s\":%" PRIu64, n++ ? "," : "", err_names[i], r->d.err[i]);
     printf("}");
+    if (g_plan.split)
+        groups_print(r);
     if (r->interrupted)
         printf(",\"interrupted\":true");
     if (extra)
@@ -2378,7 +2514,8 @@ static void result_print(const struct result *r, const char *extra)
     fflush(stdout);
 }
 
-/* Sum over channels of (messages published since base) x (subscribers at the start). */
+/* Sum over channels of (messages published since base) x (subscribers at the
+ * start); subs0 is g_ch_subs or, for the local group, g_ch_subs_local then. */
 static uint64_t expected_deliveries(const uint64_t *pub0, const int64_t *subs0)
 {
     uint64_t e = 0;
@@ -2394,11 +2531,12 @@ static uint64_t expected_deliveries(const uint64_t *pub0, const int64_t *subs0)
 static void run_publish(struct result *r, double rate, double duration, int step)
 {
     static uint64_t *pub0;
-    static int64_t *subs0;
+    static int64_t *subs0, *subs0_local;
     if (!pub0) {
         pub0 = calloc((size_t)g_plan.nch, sizeof *pub0);
         subs0 = calloc((size_t)g_plan.nch, sizeof *subs0);
-        if (!pub0 || !subs0) {
+        subs0_local = calloc((size_t)g_plan.nch, sizeof *subs0_local);
+        if (!pub0 || !subs0 || !subs0_local) {
             fprintf(stderr, "chorus-bench: out of memory\n");
             exit(1);
         }
@@ -2411,6 +2549,7 @@ static void run_publish(struct result *r, double rate, double duration, int step
     for (long ch = 0; ch < g_plan.nch; ch++) {
         pub0[ch] = LOAD(g_ch_pub[ch]);
         subs0[ch] = LOAD(g_ch_subs[ch]);
+        subs0_local[ch] = LOAD(g_ch_subs_local[ch]);
     }
     struct snap a, b;
     int gen = LOAD(g_ctl->pub_gen) + 1;
@@ -2474,6 +2613,8 @@ static void run_publish(struct result *r, double rate, double duration, int step
     progress(phase, &a, rate, true);
     progress_end();
     r->expected = expected_deliveries(pub0, subs0);
+    r->grp[GRP_LOCAL].expected = expected_deliveries(pub0, subs0_local);
+    r->grp[GRP_REMOTE].expected = r->expected - r->grp[GRP_LOCAL].expected;
     r->window = (double)((last_change > end ? last_change : end) - start) / 1e9;
     if (r->window > (double)(pub_ended - start) / 1e9 + g_o.drain + 1 || r->window <= 0)
         r->window = r->duration;
@@ -2710,6 +2851,7 @@ static int plan_make(struct plan *p)
         break;
     }
     p->npublishers = p->clients_publish ? p->nclients : p->npubconns;
+    p->split = g_o.nports > 0;
 
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
     if (getaddrinfo(g_o.host, NULL, &hints, &ai) || !ai) {
@@ -2774,7 +2916,7 @@ int main(int argc, char **argv)
         return rc;
 
     size_t sz = sizeof(struct control) + (size_t)g_plan.procs * sizeof(struct wstats) +
-                (size_t)g_plan.nch * (sizeof(_Atomic uint64_t) + sizeof(_Atomic int64_t)) + 64;
+                (size_t)g_plan.nch * (sizeof(_Atomic uint64_t) + 2 * sizeof(_Atomic int64_t)) + 64;
     void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         perror("chorus-bench: mmap");
@@ -2784,6 +2926,7 @@ int main(int argc, char **argv)
     g_ws = (struct wstats *)((char *)mem + ((sizeof(struct control) + 63) & ~(size_t)63));
     g_ch_pub = (_Atomic uint64_t *)(g_ws + g_plan.procs);
     g_ch_subs = (_Atomic int64_t *)(g_ch_pub + g_plan.nch);
+    g_ch_subs_local = g_ch_subs + g_plan.nch;
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
