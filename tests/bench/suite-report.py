@@ -492,10 +492,13 @@ def render(d, runs, meta, chart_rel):
       "the range over those runs when there are several. Repeated runs of the same pair differ by more "
       "than the noise figure explains (rooms p99 above all), so read single runs as rough." % NOISE_MAX)
     w("")
-    w("Every run. `noise` is `other_cpu_pct`, the % of one "
+    xn = "cross-node" in scs
+    w("Every run. `noise` is `other_cpu_pct`, the %% of one "
       "core used by processes other than the server and chorus-bench: for step runs, during the two steps "
-      "that decided the result (the best held one and the last attempt at the first failing rate), "
-      "otherwise the largest over the run.")
+      "that decided the result (the best held one and the last attempt at the first failing rate)%s, "
+      "otherwise the largest over the run.%s" % (
+          " and cross-node's half-rate run" if xn else "",
+          " Cross-node's server CPU is its three nodes' together, at half rate." if xn else ""))
     w("")
     w("| run | result | server CPU % | noise % | notes |")
     w("|---|---|---|---|---|")
@@ -562,8 +565,8 @@ def render(d, runs, meta, chart_rel):
     w("")
 
     # ------------------------------------------------------------ commands
-    w("Commands (PORT is a free loopback port, PID the server's pid; for Nchan the nginx worker's; "
-      "cross-node's P1,P2,P3 and PID1,PID2,PID3 are its three nodes'):")
+    w("Commands (PORT is a free loopback port, PID the server's pid; for Nchan the nginx worker's%s):"
+      % ("; cross-node's P1,P2,P3 and PID1,PID2,PID3 are its three nodes'" if "cross-node" in scs else ""))
     w("")
     seen = set()
     w("```sh")
