@@ -35,9 +35,11 @@
 #   --smoke            CI check of this script: chorus and node-ws, 50 subs,
 #                      20 msg/s for 2 s, and cross-node with 30 subs (one
 #                      1 s step at 40 msg/s, then 20 msg/s for 2 s); report
-#                      into a temporary directory; fails when a run is
-#                      missing, lost messages, had no remote subscribers or
-#                      its publisher's node did not own the channel
+#                      into the results folder (default a temporary one,
+#                      removed when the check passes, unless --keep); fails
+#                      when a run is missing, lost messages, had no remote
+#                      subscribers or its publisher's node did not own the
+#                      channel
 #   --peers a,b,...    only these peers
 #   --out DIR          raw results (JSON lines, logs, commands); default
 #                      build-bench-results/<date> under the repository. An
@@ -70,8 +72,8 @@ cmdline="tests/bench/run-suite.sh${*:+ $*}"
 mode=full
 peers_opt=
 out=
-report="$root/docs/benchmarks.md"
-chart="$root/docs/benchmarks.svg"
+report=        # default docs/benchmarks.md; --smoke: in the results folder
+chart=
 do_report=1
 repeats=1
 noise_max=40
@@ -132,11 +134,15 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 if [ -z "$out" ]; then
     if [ "$mode" = smoke ]; then
         out=$(mktemp -d /tmp/chorus-suite-smoke.XXXXXX)
-        report="$out/benchmarks.md"
-        chart="$out/benchmarks.svg"
     else
         out="$root/build-bench-results/$stamp"
     fi
+fi
+# a smoke run never touches docs/, whatever --out says
+if [ "$mode" = smoke ]; then
+    report=${report:-$out/benchmarks.md} chart=${chart:-$out/benchmarks.svg}
+else
+    report=${report:-$root/docs/benchmarks.md} chart=${chart:-$root/docs/benchmarks.svg}
 fi
 mkdir -p "$out/raw" "$out/logs" || die "cannot create $out"
 log() { printf '%s run-suite: %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$out/suite.log" >&2; }
