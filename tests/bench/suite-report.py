@@ -438,8 +438,6 @@ def render(d, runs, meta, chart_rel):
     if chart_rel:
         w("![fan-out ceilings, rooms latency and idle memory per peer](%s)" % chart_rel)
         w("")
-    if "cross-node" in scs:
-        render_xnode(w, runs, peers)
 
     # -------------------------------------------------------------- targets
     if any(s in scs for s in ("fanout-1k", "rooms", "idle")):
@@ -485,6 +483,9 @@ def render(d, runs, meta, chart_rel):
                     w("| idle ≤ 1 KiB/conn (%s) | %s B | | | %s |" % (
                         p, fmt_bytes(f["rss"]), "yes" if f["rss"] <= 1024 else "**no**"))
         w("")
+
+    if "cross-node" in scs:
+        render_xnode(w, runs, peers)
 
     # -------------------------------------------------------- run details
     w("Which run the table shows: of the runs of a pair whose noise was at most %.0f%% (all of them when "
