@@ -58,6 +58,8 @@
 #define BENCH_SATURATED 90.0            /* % of a core: a worker this busy is the limit */
 #define NAP_BELOW 256                   /* ready sockets under which a worker naps */
 #define NOISY_OTHER_CPU 25.0            /* % of a core used by others: a failed step is retried */
+#define MAX_SERVERS 16                  /* --server-pid processes */
+#define MAX_PORTS 16                    /* --ports: nodes of a cluster */
 
 /* ------------------------------------------------------------------------- */
 /* Options                                                                   */
@@ -69,7 +71,10 @@ static const char *const scenario_names[] = {"fanout", "rooms", "idle"};
 struct opts {
     enum scenario sc;
     const char *host;
-    int port;
+    int port;                          /* with --ports: the publishers' port */
+    long ports[MAX_PORTS];             /* --ports: subscriber i uses ports[i % nports] */
+    int nports;
+    long pub_port;                     /* --pub-port, 0 = the first of --ports */
     const char *path;
     long subs, channels, pubs, clients, rooms, conns;
     bool shared_channel;
@@ -82,7 +87,8 @@ struct opts {
     double tick_ms;
     long nap_us;
     int refine, noise_retries;
-    long server_pid;
+    long server_pids[MAX_SERVERS];     /* --server-pid: the server's processes */
+    int nservers;
     int procs, src_ips, concurrency;
     double connect_timeout, conn_timeout;
     bool realtime, quiet, allow_remote;
@@ -121,10 +127,24 @@ static void usage(FILE *f)
 "  --host ADDR            server address (default 127.0.0.1; only 127.0.0.0/8\n"
 "                         unless --allow-remote)\n"
 "  --port N               server port (default 8080)\n"
+"  --ports P1,P2,...      fanout against the nodes of a cluster (instead of\n"
+"                         --port): subscriber i connects to P(i mod n), the\n"
+"                         publishers to --pub-port. Each line adds ports,\n"
+"                         pub_port, \"local\" and \"remote\" (the subscribers on\n"
+"                         the publishers' port and those on the others:\n"
+"                         subscribers, expected, received, loss, p50/p90/p99/\n"
+"                         p999/max_ms) and remote_minus_local_p99_ms. Make the\n"
+"                         publishers' node the channel's owner, or every\n"
+"                         publish is first forwarded to the owner\n"
+"  --pub-port N           the publishers' port with --ports (default P1; need\n"
+"                         not be one of them)\n"
 "  --path P               WebSocket path (default /ws)\n"
-"  --server-pid PID       chorusd's pid: report its CPU%% (utime+stime over the\n"
+"  --server-pid PID[,PID...]\n"
+"                         chorusd's pid: report its CPU%% (utime+stime over the\n"
 "                         run, its child processes included: --workers) and\n"
-"                         memory (VmRSS, smaps_rollup: this process only)\n"
+"                         memory (VmRSS, smaps_rollup: this process only).\n"
+"                         Several pids (up to 16, the nodes of a cluster) are\n"
+"                         summed, and server_cpu_pcts lists each one's CPU%%\n"
 "  --proto chorus|nchan   what the server speaks (default chorus, protocol v1).\n"
 "                         nchan: the nginx module, for comparisons: subscribers\n"
 "                         open ws://HOST:PORT<sub-path><channel> and get each\n"
@@ -196,7 +216,8 @@ static void usage(FILE *f)
 "Output fields: scenario, target, connections, published, expected, received,\n"
 "loss (fraction of expected not received), deliveries_per_sec, p50/p90/p99/\n"
 "p999/max_ms (publish-to-receive latency), server_cpu_pct, server_rss_kib,\n"
-"mem_per_conn_bytes, and diagnostics (gaps, dups, closes, errors, ...).\n"
+"mem_per_conn_bytes, local/remote (--ports) and diagnostics (gaps, dups,\n"
+"closes, errors, ...).\n"
 "Exit status: 0 when the run completed, 1 when it could not (no connection,\n"
 "a worker died), 2 for bad options.\n");
 }
@@ -212,12 +233,31 @@ static bool parse_num(const char *s, double lo, double hi, double *out)
     return true;
 }
 
+/* Parses a comma-separated list of up to max integers in [lo, hi] into out;
+ * returns how many, or -1 when val is not such a list. */
+static int parse_list(const char *val, double lo, double hi, long *out, int max)
+{
+    char buf[512];
+    if (strlen(val) >= sizeof buf)
+        return -1;
+    snprintf(buf, sizeof buf, "%s", val);
+    int n = 0;
+    char *save = NULL;
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        double d;
+        if (n == max || !parse_num(tok, lo, hi, &d) || d != floor(d))
+            return -1;
+        out[n++] = (long)d;
+    }
+    return n ? n : -1;
+}
+
 /* Returns 0, or 2 after printing why the command line is wrong. */
 static int opts_parse(struct opts *o, int argc, char **argv)
 {
     memset(o, 0, sizeof *o);
     o->host = "127.0.0.1";
-    o->port = 8080;
+    o->port = 0;
     o->path = "/ws";
     o->subs = 1000;
     o->channels = 1;
@@ -238,7 +278,6 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     o->noise_retries = 2;
     o->tick_ms = 1;
     o->nap_us = 200;
-    o->server_pid = 0;
     o->procs = 0;
     o->src_ips = -1;
     o->concurrency = 256;
@@ -316,6 +355,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         continue;                                                                            \
     }
         NUM("--port", port, 1, 65535, int)
+        NUM("--pub-port", pub_port, 1, 65535, long)
         NUM("--subs", subs, 1, 1e7, long)
         NUM("--channels", channels, 1, 1e7, long)
         NUM("--pubs", pubs, 1, 1e6, long)
@@ -335,7 +375,6 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         NUM("--noise-retries", noise_retries, 0, 20, int)
         NUM("--tick-ms", tick_ms, 1, 1000, double)
         NUM("--nap-us", nap_us, 0, 100000, long)
-        NUM("--server-pid", server_pid, 1, 1e9, long)
         NUM("--procs", procs, 1, MAX_PROCS, int)
         NUM("--src-ips", src_ips, 0, 250, int)
         NUM("--concurrency", concurrency, 1, 1e6, int)
@@ -344,6 +383,18 @@ static int opts_parse(struct opts *o, int argc, char **argv)
 #undef NUM
         if (!strcmp(name, "--host")) {
             o->host = val;
+        } else if (!strcmp(name, "--ports")) {
+            o->nports = parse_list(val, 1, 65535, o->ports, MAX_PORTS);
+            if (o->nports < 0) {
+                fprintf(stderr, "chorus-bench: --ports wants up to %d ports, comma-separated\n", MAX_PORTS);
+                return 2;
+            }
+        } else if (!strcmp(name, "--server-pid")) {
+            o->nservers = parse_list(val, 1, 1e9, o->server_pids, MAX_SERVERS);
+            if (o->nservers < 0) {
+                fprintf(stderr, "chorus-bench: --server-pid wants up to %d pids, comma-separated\n", MAX_SERVERS);
+                return 2;
+            }
         } else if (!strcmp(name, "--path")) {
             o->path = val;
         } else if (!strcmp(name, "--api-key")) {
@@ -401,6 +452,18 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         }
     }
 
+    if (o->nports && (o->sc != SC_FANOUT || o->port)) {
+        fprintf(stderr, "chorus-bench: --ports is for the fanout scenario, instead of --port\n");
+        return 2;
+    }
+    if (o->pub_port && !o->nports) {
+        fprintf(stderr, "chorus-bench: --pub-port goes with --ports\n");
+        return 2;
+    }
+    if (o->nports)
+        o->port = (int)(o->pub_port ? o->pub_port : o->ports[0]);
+    if (!o->port)
+        o->port = 8080;
     if (o->rate < 0)
         o->rate = o->sc == SC_ROOMS ? 5000 : 1000;
     if (o->duration < 0)
@@ -586,6 +649,11 @@ static const char *const close_names[] = {
     "other",
 };
 
+/* --ports: subscribers on the publishers' port, and those on the others,
+ * whose messages crossed from node to node. */
+enum { GRP_LOCAL, GRP_REMOTE, NGRP };
+static const char *const grp_names[NGRP] = {"local", "remote"};
+
 /* One per worker, in the shared mapping; written only by that worker. */
 struct wstats {
     _Atomic uint64_t c[NSTAT];
@@ -593,6 +661,9 @@ struct wstats {
     _Atomic uint64_t close[NCLOSE];
     _Atomic uint64_t hist[HIST_N];
     _Atomic uint64_t lat_max;      /* ns, since the current pub_gen was seen */
+    /* --ports only: received, subscribed (gauge), hist and lat_max per group */
+    _Atomic uint64_t grp_recv[NGRP], grp_subscribed[NGRP], grp_lat_max[NGRP];
+    _Atomic uint64_t grp_hist[NGRP][HIST_N];
     _Atomic int ready_gen;         /* last connect_gen fully served */
     _Atomic int pub_done_gen;      /* last pub_gen whose publishing ended */
 };
@@ -614,6 +685,7 @@ struct plan {
     long nch;          /* channels */
     long npublishers;  /* connections that publish: npubconns, or nclients in rooms/ws */
     bool clients_publish;
+    bool split;        /* --ports: figures per group (GRP_LOCAL, GRP_REMOTE) too */
     int procs;
     int src_ips;
     struct sockaddr_in addr;
@@ -625,6 +697,7 @@ static struct control *g_ctl;
 static struct wstats *g_ws;            /* [procs] */
 static _Atomic uint64_t *g_ch_pub;     /* [nch] messages published per channel */
 static _Atomic int64_t *g_ch_subs;     /* [nch] subscribers per channel now */
+static _Atomic int64_t *g_ch_subs_local; /* [nch] of those, on the publishers' port */
 
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 #define STORE(x, v) atomic_store_explicit(&(x), (v), memory_order_relaxed)
@@ -730,6 +803,8 @@ enum conn_state {
 struct conn {
     int fd;
     uint8_t kind, state, attempts;
+    uint8_t grp;         /* GRP_LOCAL or GRP_REMOTE (--ports) */
+    uint16_t port;       /* the server port it connects to */
     bool queued;         /* in the worker's connect queue */
     bool inflight;       /* counted in the worker's handshakes in flight */
     bool sub_pending;    /* "sub" sent, ack not yet seen */
@@ -859,6 +934,11 @@ static void conn_close(struct worker *W, struct conn *c)
     if (c->subscribed) {
         BUMP(W->st->c[ST_SUBSCRIBED], -1);
         atomic_fetch_sub_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+        if (g_plan.split) {
+            BUMP(W->st->grp_subscribed[c->grp], -1);
+            if (c->grp == GRP_LOCAL)
+                atomic_fetch_sub_explicit(&g_ch_subs_local[c->ch], 1, memory_order_relaxed);
+        }
     }
     bool was_inflight = c->inflight;
     conn_release_inflight(W, c);
@@ -969,7 +1049,9 @@ static void conn_open(struct worker *W, struct conn *c, int64_t now)
         conn_close(W, c);
         return;
     }
-    if (connect(fd, (struct sockaddr *)&g_plan.addr, sizeof g_plan.addr) < 0 && errno != EINPROGRESS) {
+    struct sockaddr_in dst = g_plan.addr;
+    dst.sin_port = htons(c->port);
+    if (connect(fd, (struct sockaddr *)&dst, sizeof dst) < 0 && errno != EINPROGRESS) {
         note(W, "connect(): %s", strerror(errno));
         conn_close(W, c);
     }
@@ -1150,6 +1232,8 @@ static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int
 {
     struct wstats *s = W->st;
     BUMP(s->c[ST_RECEIVED], 1);
+    if (g_plan.split)
+        BUMP(s->grp_recv[c->grp], 1);
     if (f->has_seq && f->seq >= 0) {
         uint64_t seq = (uint64_t)f->seq;
         if (!c->have_seq) {
@@ -1171,9 +1255,15 @@ static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int
     if (f->has_t) {
         int64_t lat = now - f->t;
         uint64_t v = lat > 0 ? (uint64_t)lat : 0;
-        BUMP(s->hist[hist_index(v)], 1);
+        unsigned idx = hist_index(v);
+        BUMP(s->hist[idx], 1);
         if (v > LOAD(s->lat_max))
             STORE(s->lat_max, v);
+        if (g_plan.split) {
+            BUMP(s->grp_hist[c->grp][idx], 1);
+            if (v > LOAD(s->grp_lat_max[c->grp]))
+                STORE(s->grp_lat_max[c->grp], v);
+        }
     } else {
         BUMP(s->c[ST_NO_STAMP], 1);
     }
@@ -1185,6 +1275,11 @@ static void conn_subscribed(struct worker *W, struct conn *c)
     c->subscribed = true;
     BUMP(W->st->c[ST_SUBSCRIBED], 1);
     atomic_fetch_add_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+    if (g_plan.split) {
+        BUMP(W->st->grp_subscribed[c->grp], 1);
+        if (c->grp == GRP_LOCAL)
+            atomic_fetch_add_explicit(&g_ch_subs_local[c->ch], 1, memory_order_relaxed);
+    }
     conn_release_inflight(W, c);
     c->attempts = 0;
 }
@@ -1455,7 +1550,7 @@ static void on_connected(struct worker *W, struct conn *c)
     int err = 0;
     socklen_t el = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &el) < 0 || err) {
-        note(W, "connect to %s:%d: %s", g_o.host, g_o.port, strerror(err ? err : errno));
+        note(W, "connect to %s:%d: %s", g_o.host, c->port, strerror(err ? err : errno));
         conn_close(W, c);
         return;
     }
@@ -1487,7 +1582,7 @@ static void on_connected(struct worker *W, struct conn *c)
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
                      "User-Agent: chorus-bench\r\n\r\n",
-                     path, g_o.host, g_o.port, c->key);
+                     path, g_o.host, c->port, c->key);
     c->state = CS_HANDSHAKE;
     conn_send(W, c, req, (size_t)n);
 }
@@ -1721,11 +1816,11 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
         int hl = g_o.nchan ? snprintf(hdr, sizeof hdr,
                                       "POST %s%s HTTP/1.1\r\nHost: %s:%d\r\n"
                                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                                      g_o.pub_path, name, g_o.host, g_o.port, len)
+                                      g_o.pub_path, name, g_o.host, c->port, len)
                            : snprintf(hdr, sizeof hdr,
                                       "POST /api/publish HTTP/1.1\r\nHost: %s:%d\r\nX-API-Key: %s\r\n"
                                       "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n",
-                                      g_o.host, g_o.port, g_o.api_key, len);
+                                      g_o.host, c->port, g_o.api_key, len);
         if (hl <= 0 || hl >= 512)
             return -1;
         memcpy(out - hl, hdr, (size_t)hl);
@@ -1771,6 +1866,8 @@ static bool worker_publish(struct worker *W, int64_t now)
         W->pub_sent = 0;
         W->pub_active = true;
         STORE(W->st->lat_max, 0);
+        for (int g = 0; g < NGRP; g++)
+            STORE(W->st->grp_lat_max[g], 0);
     }
     if (!W->pub_active)
         return false;
@@ -1908,6 +2005,8 @@ static void worker_main(int id, pid_t parent)
         c->fd = -1;
         c->gidx = (uint32_t)i;
         c->ch = (uint32_t)(i % g_plan.nch);
+        c->port = (uint16_t)(g_o.nports ? g_o.ports[i % g_o.nports] : g_o.port);
+        c->grp = c->port == g_o.port ? GRP_LOCAL : GRP_REMOTE;
         c->kind = g_plan.clients_publish ? K_SUBPUB : K_SUB;
         if (c->kind == K_SUBPUB)
             W->pubs[W->npubs++] = k;
@@ -1916,6 +2015,7 @@ static void worker_main(int id, pid_t parent)
         struct conn *c = &W->conns[k];
         c->fd = -1;
         c->gidx = (uint32_t)(g_plan.nclients + j);
+        c->port = (uint16_t)g_o.port;
         c->kind = g_o.via_http ? K_HTTP : K_PUB;
         c->ch = (uint32_t)(j % g_plan.nch); /* nchan: a WebSocket publisher's one channel */
         W->pubs[W->npubs++] = k;
@@ -2026,6 +2126,20 @@ static long proc_kib(long pid, const char *file, const char *key)
     return v;
 }
 
+/* proc_kib() summed over the --server-pid processes: a cluster's servers
+ * count as one. -1 when there are none or one cannot be read. */
+static long servers_kib(const char *file, const char *key)
+{
+    long sum = 0;
+    for (int i = 0; i < g_o.nservers; i++) {
+        long v = proc_kib(g_o.server_pids[i], file, key);
+        if (v < 0)
+            return -1;
+        sum += v;
+    }
+    return g_o.nservers ? sum : -1;
+}
+
 /* Busy and total clock ticks of all CPUs together, from /proc/stat. */
 static void host_cpu_ticks(long long *busy, long long *total)
 {
@@ -2063,7 +2177,10 @@ struct snap {
     uint64_t c[NSTAT], err[NERR], close[NCLOSE];
     uint64_t hist[HIST_N];
     uint64_t lat_max;
-    long long server_ticks, bench_ticks;
+    uint64_t grp_recv[NGRP], grp_sub[NGRP], grp_lat_max[NGRP];   /* --ports */
+    uint64_t grp_hist[NGRP][HIST_N];
+    long long server_ticks, bench_ticks;  /* server_ticks: all --server-pid together */
+    long long server_ticks_each[MAX_SERVERS];
     long long worker_ticks[MAX_PROCS];
     long long host_busy, host_total;      /* /proc/stat, all CPUs */
     int64_t t;
@@ -2085,9 +2202,23 @@ static void snap_take(struct snap *s)
         uint64_t m = LOAD(ws->lat_max);
         if (m > s->lat_max)
             s->lat_max = m;
+        for (int g = 0; g < NGRP && g_plan.split; g++) {
+            s->grp_recv[g] += LOAD(ws->grp_recv[g]);
+            s->grp_sub[g] += LOAD(ws->grp_subscribed[g]);
+            for (int i = 0; i < HIST_N; i++)
+                s->grp_hist[g][i] += LOAD(ws->grp_hist[g][i]);
+            m = LOAD(ws->grp_lat_max[g]);
+            if (m > s->grp_lat_max[g])
+                s->grp_lat_max[g] = m;
+        }
     }
     s->t = now_ns();
-    s->server_ticks = g_o.server_pid ? proc_cpu_ticks(g_o.server_pid) : -1;
+    s->server_ticks = g_o.nservers ? 0 : -1;
+    for (int i = 0; i < g_o.nservers; i++) {
+        long long t = proc_cpu_ticks(g_o.server_pids[i]);
+        s->server_ticks_each[i] = t;
+        s->server_ticks = t < 0 || s->server_ticks < 0 ? -1 : s->server_ticks + t;
+    }
     s->bench_ticks = 0;
     for (int w = 0; w < g_plan.procs; w++) {
         long ppid;
@@ -2099,6 +2230,12 @@ static void snap_take(struct snap *s)
     host_cpu_ticks(&s->host_busy, &s->host_total);
 }
 
+/* Latency figures of one group of subscribers (--ports). */
+struct grp_result {
+    uint64_t expected;
+    double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
+};
+
 /* Figures of one measured interval (a run or a step). */
 struct result {
     const char *scenario;
@@ -2109,12 +2246,14 @@ struct result {
     struct snap d;             /* counters: difference over the interval */
     double p50, p90, p99, p999, max_ms;   /* -1 when nothing was received */
     double server_cpu, bench_cpu;         /* -1 when unknown */
+    double server_cpu_each[MAX_SERVERS];  /* per --server-pid, when several */
     double bench_worker_max_cpu;          /* the busiest worker */
     double host_cpu, other_cpu;           /* whole machine; everything else */
     double wall;
     long rss_kib;
     double mem_per_conn;       /* -1 when not measured */
     uint64_t connections, subscribed;
+    struct grp_result grp[NGRP];          /* --ports */
     bool interrupted;
 };
 
@@ -2178,8 +2317,8 @@ static void progress(const char *phase, const struct snap *base, double step_rat
         fprintf(stderr, "%s%s | open %" PRIu64 " subscribed %" PRIu64 " | retries %" PRIu64 " failed %" PRIu64,
                 cr, phase, cur.c[ST_OPEN], cur.c[ST_SUBSCRIBED], cur.c[ST_CONNECT_RETRIES],
                 cur.c[ST_CONNECT_FAILED]);
-        if (g_o.server_pid)
-            fprintf(stderr, " | server rss %ld KiB", proc_kib(g_o.server_pid, "status", "VmRSS"));
+        if (g_o.nservers)
+            fprintf(stderr, " | server rss %ld KiB", servers_kib("status", "VmRSS"));
     }
     fflush(stderr);
     prev = cur;
@@ -2232,6 +2371,13 @@ static void snap_diff(struct snap *d, const struct snap *a, const struct snap *b
     for (int i = 0; i < HIST_N; i++)
         d->hist[i] = b->hist[i] - a->hist[i];
     d->lat_max = b->lat_max;
+    for (int g = 0; g < NGRP; g++) {
+        d->grp_recv[g] = b->grp_recv[g] - a->grp_recv[g];
+        d->grp_sub[g] = b->grp_sub[g];
+        for (int i = 0; i < HIST_N; i++)
+            d->grp_hist[g][i] = b->grp_hist[g][i] - a->grp_hist[g][i];
+        d->grp_lat_max[g] = b->grp_lat_max[g];
+    }
 }
 
 static void result_finish(struct result *r, const struct snap *a, const struct snap *b)
@@ -2243,10 +2389,22 @@ static void result_finish(struct result *r, const struct snap *a, const struct s
     r->p99 = hist_quantile_ms(r->d.hist, 0.99);
     r->p999 = hist_quantile_ms(r->d.hist, 0.999);
     r->max_ms = r->p50 < 0 ? -1 : (double)r->d.lat_max / 1e6;
+    for (int g = 0; g < NGRP; g++) {
+        struct grp_result *gr = &r->grp[g];
+        gr->p50 = hist_quantile_ms(r->d.grp_hist[g], 0.50);
+        gr->p90 = hist_quantile_ms(r->d.grp_hist[g], 0.90);
+        gr->p99 = hist_quantile_ms(r->d.grp_hist[g], 0.99);
+        gr->p999 = hist_quantile_ms(r->d.grp_hist[g], 0.999);
+        gr->max_ms = gr->p50 < 0 ? -1 : (double)r->d.grp_lat_max[g] / 1e6;
+    }
     long hz = sysconf(_SC_CLK_TCK);
     r->server_cpu = a->server_ticks >= 0 && b->server_ticks >= 0 && r->wall > 0
                         ? 100.0 * (double)(b->server_ticks - a->server_ticks) / (double)hz / r->wall
                         : -1;
+    for (int i = 0; i < g_o.nservers; i++) {
+        double ticks = (double)(b->server_ticks_each[i] - a->server_ticks_each[i]);
+        r->server_cpu_each[i] = r->server_cpu >= 0 ? 100.0 * ticks / (double)hz / r->wall : -1;
+    }
     r->bench_cpu = r->wall > 0 ? 100.0 * (double)(b->bench_ticks - a->bench_ticks) / (double)hz / r->wall : -1;
     r->bench_worker_max_cpu = -1;
     for (int w = 0; w < g_plan.procs && r->wall > 0; w++) {
@@ -2263,7 +2421,7 @@ static void result_finish(struct result *r, const struct snap *a, const struct s
         if (r->other_cpu < 0)
             r->other_cpu = 0;
     }
-    r->rss_kib = g_o.server_pid ? proc_kib(g_o.server_pid, "status", "VmRSS") : -1;
+    r->rss_kib = servers_kib("status", "VmRSS");
     r->connections = b->c[ST_OPEN];
     r->subscribed = b->c[ST_SUBSCRIBED];
 }
@@ -2283,6 +2441,35 @@ static void json_num(const char *key, double v, const char *fmt)
         printf(",\"%s\":null", key);
     else
         printf(fmt, key, v);
+}
+
+/* --ports: the ports, and latency and loss per group of subscribers, so that
+ * one run shows what the node-to-node hop adds (remote against local). */
+static void groups_print(const struct result *r)
+{
+    printf(",\"ports\":[");
+    for (int i = 0; i < g_o.nports; i++)
+        printf("%s%ld", i ? "," : "", g_o.ports[i]);
+    printf("],\"pub_port\":%d", g_o.port);
+    for (int g = 0; g < NGRP; g++) {
+        const struct grp_result *gr = &r->grp[g];
+        uint64_t recv = r->d.grp_recv[g];
+        printf(",\"%s\":{\"subscribers\":%" PRIu64 ",\"expected\":%" PRIu64 ",\"received\":%" PRIu64, grp_names[g],
+               r->d.grp_sub[g], gr->expected, recv);
+        double loss = gr->expected > recv ? (double)(gr->expected - recv) / (double)gr->expected : 0;
+        printf(loss > 0 ? ",\"loss\":%.6g" : ",\"loss\":%.0f", loss);
+        json_num("p50_ms", gr->p50, ",\"%s\":%.3f");
+        json_num("p90_ms", gr->p90, ",\"%s\":%.3f");
+        json_num("p99_ms", gr->p99, ",\"%s\":%.3f");
+        json_num("p999_ms", gr->p999, ",\"%s\":%.3f");
+        json_num("max_ms", gr->max_ms, ",\"%s\":%.3f");
+        printf("}");
+    }
+    const struct grp_result *l = &r->grp[GRP_LOCAL], *m = &r->grp[GRP_REMOTE];
+    if (l->p99 >= 0 && m->p99 >= 0) /* may be negative: not json_num() */
+        printf(",\"remote_minus_local_p99_ms\":%.3f", m->p99 - l->p99);
+    else
+        printf(",\"remote_minus_local_p99_ms\":null");
 }
 
 /* Prints r as one JSON line; extra (may be NULL) is appended verbatim. */
@@ -2318,6 +2505,12 @@ static void result_print(const struct result *r, const char *extra)
     json_num("p999_ms", r->p999, ",\"%s\":%.3f");
     json_num("max_ms", r->max_ms, ",\"%s\":%.3f");
     json_num("server_cpu_pct", r->server_cpu, ",\"%s\":%.1f");
+    if (g_o.nservers > 1 && r->server_cpu >= 0) { /* which of several servers did the work */
+        printf(",\"server_cpu_pcts\":[");
+        for (int i = 0; i < g_o.nservers; i++)
+            printf("%s%.1f", i ? "," : "", r->server_cpu_each[i]);
+        printf("]");
+    }
     json_num("server_rss_kib", (double)r->rss_kib, ",\"%s\":%.0f");
     json_num("mem_per_conn_bytes", r->mem_per_conn, ",\"%s\":%.0f");
     json_num("bench_cpu_pct", r->bench_cpu, ",\"%s\":%.1f");
@@ -2340,6 +2533,8 @@ static void result_print(const struct result *r, const char *extra)
         if (r->d.err[i])
             printf("%s\"%s\":%" PRIu64, n++ ? "," : "", err_names[i], r->d.err[i]);
     printf("}");
+    if (g_plan.split)
+        groups_print(r);
     if (r->interrupted)
         printf(",\"interrupted\":true");
     if (extra)
@@ -2348,7 +2543,8 @@ static void result_print(const struct result *r, const char *extra)
     fflush(stdout);
 }
 
-/* Sum over channels of (messages published since base) x (subscribers at the start). */
+/* Sum over channels of (messages published since base) x (subscribers at the
+ * start); subs0 is g_ch_subs or, for the local group, g_ch_subs_local then. */
 static uint64_t expected_deliveries(const uint64_t *pub0, const int64_t *subs0)
 {
     uint64_t e = 0;
@@ -2364,11 +2560,12 @@ static uint64_t expected_deliveries(const uint64_t *pub0, const int64_t *subs0)
 static void run_publish(struct result *r, double rate, double duration, int step)
 {
     static uint64_t *pub0;
-    static int64_t *subs0;
+    static int64_t *subs0, *subs0_local;
     if (!pub0) {
         pub0 = calloc((size_t)g_plan.nch, sizeof *pub0);
         subs0 = calloc((size_t)g_plan.nch, sizeof *subs0);
-        if (!pub0 || !subs0) {
+        subs0_local = calloc((size_t)g_plan.nch, sizeof *subs0_local);
+        if (!pub0 || !subs0 || !subs0_local) {
             fprintf(stderr, "chorus-bench: out of memory\n");
             exit(1);
         }
@@ -2381,6 +2578,7 @@ static void run_publish(struct result *r, double rate, double duration, int step
     for (long ch = 0; ch < g_plan.nch; ch++) {
         pub0[ch] = LOAD(g_ch_pub[ch]);
         subs0[ch] = LOAD(g_ch_subs[ch]);
+        subs0_local[ch] = LOAD(g_ch_subs_local[ch]);
     }
     struct snap a, b;
     int gen = LOAD(g_ctl->pub_gen) + 1;
@@ -2444,6 +2642,8 @@ static void run_publish(struct result *r, double rate, double duration, int step
     progress(phase, &a, rate, true);
     progress_end();
     r->expected = expected_deliveries(pub0, subs0);
+    r->grp[GRP_LOCAL].expected = expected_deliveries(pub0, subs0_local);
+    r->grp[GRP_REMOTE].expected = r->expected - r->grp[GRP_LOCAL].expected;
     r->window = (double)((last_change > end ? last_change : end) - start) / 1e9;
     if (r->window > (double)(pub_ended - start) / 1e9 + g_o.drain + 1 || r->window <= 0)
         r->window = r->duration;
@@ -2567,11 +2767,11 @@ static int run_idle(long rss_before, long anon_before)
     r.interrupted = g_stop;
     result_finish(&r, &a, &b);
     char extra[600] = "";
-    if (g_o.server_pid) {
-        long rss = proc_kib(g_o.server_pid, "status", "VmRSS");
-        long anon = proc_kib(g_o.server_pid, "smaps_rollup", "Anonymous");
-        long pss = proc_kib(g_o.server_pid, "smaps_rollup", "Pss");
-        long pdirty = proc_kib(g_o.server_pid, "smaps_rollup", "Private_Dirty");
+    if (g_o.nservers) {
+        long rss = servers_kib("status", "VmRSS");
+        long anon = servers_kib("smaps_rollup", "Anonymous");
+        long pss = servers_kib("smaps_rollup", "Pss");
+        long pdirty = servers_kib("smaps_rollup", "Private_Dirty");
         r.rss_kib = rss;
         uint64_t n = r.subscribed ? r.subscribed : 1;
         if (rss >= 0 && rss_before >= 0)
@@ -2680,6 +2880,7 @@ static int plan_make(struct plan *p)
         break;
     }
     p->npublishers = p->clients_publish ? p->nclients : p->npubconns;
+    p->split = g_o.nports > 0;
 
     struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *ai;
     if (getaddrinfo(g_o.host, NULL, &hints, &ai) || !ai) {
@@ -2744,7 +2945,7 @@ int main(int argc, char **argv)
         return rc;
 
     size_t sz = sizeof(struct control) + (size_t)g_plan.procs * sizeof(struct wstats) +
-                (size_t)g_plan.nch * (sizeof(_Atomic uint64_t) + sizeof(_Atomic int64_t)) + 64;
+                (size_t)g_plan.nch * (sizeof(_Atomic uint64_t) + 2 * sizeof(_Atomic int64_t)) + 64;
     void *mem = mmap(NULL, sz, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (mem == MAP_FAILED) {
         perror("chorus-bench: mmap");
@@ -2754,6 +2955,7 @@ int main(int argc, char **argv)
     g_ws = (struct wstats *)((char *)mem + ((sizeof(struct control) + 63) & ~(size_t)63));
     g_ch_pub = (_Atomic uint64_t *)(g_ws + g_plan.procs);
     g_ch_subs = (_Atomic int64_t *)(g_ch_pub + g_plan.nch);
+    g_ch_subs_local = g_ch_subs + g_plan.nch;
 
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa = {.sa_handler = on_signal};
@@ -2761,11 +2963,11 @@ int main(int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
 
     long rss_before = -1, anon_before = -1;
-    if (g_o.server_pid) {
-        rss_before = proc_kib(g_o.server_pid, "status", "VmRSS");
-        anon_before = proc_kib(g_o.server_pid, "smaps_rollup", "Anonymous");
+    if (g_o.nservers) {
+        rss_before = servers_kib("status", "VmRSS");
+        anon_before = servers_kib("smaps_rollup", "Anonymous");
         if (rss_before < 0)
-            fprintf(stderr, "chorus-bench: cannot read /proc/%ld/status; no server figures\n", g_o.server_pid);
+            fprintf(stderr, "chorus-bench: cannot read /proc/PID/status of every --server-pid; no server figures\n");
     }
 
     fflush(NULL);

@@ -5,7 +5,7 @@
 #
 #   tests/bench/run-suite.sh [options] [scenario...]
 #
-# Scenarios (default: fanout-1k rooms idle fanout-10k):
+# Scenarios (default: fanout-1k rooms idle fanout-10k cross-node):
 #   fanout-1k   1 channel, 1000 subscribers, 100-byte messages, one publisher
 #               connection; the rate is stepped up (x1.5) until a step loses
 #               messages or its p99 passes 100 ms; the highest held rate counts
@@ -15,6 +15,12 @@
 #               descriptor limit allows (hard RLIMIT_NOFILE - 1000); memory per
 #               connection from /proc (VmRSS and Anonymous, before/after)
 #   fanout-10k  as fanout-1k with 10000 subscribers, p99 bound 500 ms
+#   cross-node  Chorus only (the peers have no cluster mode): 3 chorusd nodes
+#               clustered over loopback, 1000 subscribers, subscriber i on node
+#               i % 3, the publisher on node 1, which owns the channel; the
+#               rate is stepped up as in fanout-1k, then a fresh cluster runs
+#               at half the sustained rate (10 s) for the p99 of subscribers on
+#               the publisher's node against those one hop away
 #
 # Peers (default: chorus chorus-noping chorus-rx512 chorus-w2 nchan node-ws
 # tornado).
@@ -29,8 +35,13 @@
 # Options:
 #   --quick            short steps and runs (a few minutes; figures are rough)
 #   --smoke            CI check of this script: chorus and node-ws, 50 subs,
-#                      20 msg/s for 2 s, report into a temporary directory;
-#                      fails when a run is missing or lost messages
+#                      20 msg/s for 2 s, and cross-node with 30 subs (one
+#                      1 s step at 40 msg/s, then 20 msg/s for 2 s); report
+#                      into the results folder (default a temporary one,
+#                      removed when the check passes, unless --keep); fails
+#                      when a run is missing, lost messages, had no remote
+#                      subscribers or its publisher's node did not own the
+#                      channel
 #   --peers a,b,...    only these peers
 #   --out DIR          raw results (JSON lines, logs, commands); default
 #                      build-bench-results/<date> under the repository. An
@@ -63,8 +74,8 @@ cmdline="tests/bench/run-suite.sh${*:+ $*}"
 mode=full
 peers_opt=
 out=
-report="$root/docs/benchmarks.md"
-chart="$root/docs/benchmarks.svg"
+report=        # default docs/benchmarks.md; --smoke: in the results folder
+chart=
 do_report=1
 repeats=1
 noise_max=40
@@ -105,15 +116,15 @@ done
 
 all_peers="chorus chorus-noping chorus-rx512 chorus-w2 nchan node-ws tornado"
 if [ "$mode" = smoke ]; then
-    scenarios=(smoke)
+    scenarios=(smoke cross-node)
     all_peers="chorus node-ws"
     install=0
     quiet_wait=0
     repeats=0
 fi
-[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-1k rooms idle fanout-10k)
+[ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-1k rooms idle fanout-10k cross-node)
 for s in "${scenarios[@]}"; do
-    case "$s" in fanout-1k|rooms|idle|fanout-10k|smoke) ;; *) die "unknown scenario $s" ;; esac
+    case "$s" in fanout-1k|rooms|idle|fanout-10k|cross-node|smoke) ;; *) die "unknown scenario $s" ;; esac
 done
 peers=${peers_opt:-$all_peers}
 peers=${peers//,/ }
@@ -125,11 +136,15 @@ stamp=$(date -u +%Y%m%dT%H%M%SZ)
 if [ -z "$out" ]; then
     if [ "$mode" = smoke ]; then
         out=$(mktemp -d /tmp/chorus-suite-smoke.XXXXXX)
-        report="$out/benchmarks.md"
-        chart="$out/benchmarks.svg"
     else
         out="$root/build-bench-results/$stamp"
     fi
+fi
+# a smoke run never touches docs/, whatever --out says
+if [ "$mode" = smoke ]; then
+    report=${report:-$out/benchmarks.md} chart=${chart:-$out/benchmarks.svg}
+else
+    report=${report:-$root/docs/benchmarks.md} chart=${chart:-$root/docs/benchmarks.svg}
 fi
 mkdir -p "$out/raw" "$out/logs" || die "cannot create $out"
 log() { printf '%s run-suite: %s\n' "$(date -u +%H:%M:%S)" "$*" | tee -a "$out/suite.log" >&2; }
@@ -225,24 +240,24 @@ idle_conns=$((nofile - 1000))
 [ "$idle_conns" -gt 100 ] || idle_conns=100
 
 # ------------------------------------------------------------------- servers
-srv_pid=       # what chorus-bench measures (nginx: the worker)
-srv_kill=      # what we stop (nginx: the master)
+srv_pid=       # what chorus-bench measures (nginx: the worker; a cluster: p1,p2,p3)
+srv_kill=      # what we stop (nginx: the master; a cluster: "p1 p2 p3")
 srv_dir=
 srv_desc=
 
 stop_server() {
-    local p=$srv_kill
-    [ -n "$p" ] || return 0
-    if kill -0 "$p" 2>/dev/null; then
-        kill -TERM "$p" 2>/dev/null
+    local p
+    [ -n "$srv_kill" ] || return 0
+    for p in $srv_kill; do kill -TERM "$p" 2>/dev/null; done
+    for p in $srv_kill; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
         kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
-    fi
-    wait "$p" 2>/dev/null
+        wait "$p" 2>/dev/null
+    done
     # an nginx worker whose master died gets SIGKILL too
-    if [ -n "$srv_pid" ] && [ "$srv_pid" != "$p" ] && kill -0 "$srv_pid" 2>/dev/null; then
-        kill -KILL "$srv_pid" 2>/dev/null
-    fi
+    for p in ${srv_pid//,/ }; do
+        case " $srv_kill " in *" $p "*) ;; *) kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null ;; esac
+    done
     srv_pid= srv_kill=
     # nginx's own log lives in its work directory: keep it with the others
     if [ -n "$srv_dir" ] && [ -s "$srv_dir/error.log" ]; then
@@ -250,6 +265,11 @@ stop_server() {
     fi
     if [ "$keep" = 0 ] && [ -n "$srv_dir" ]; then rm -rf "$srv_dir"; fi
     srv_dir=
+}
+server_alive() { # every process of the server still runs
+    local p
+    for p in $srv_kill; do kill -0 "$p" 2>/dev/null || return 1; done
+    [ -n "$srv_kill" ]
 }
 cleanup() {
     stop_server
@@ -315,6 +335,39 @@ start_server() {
     return 0
 }
 
+# start_cluster LOGNAME: the cross-node cluster, 3 chorusd nodes meshed over
+# loopback (plaintext node links: nothing leaves 127.0.0.1), ready when every
+# node sees the other two up. Sets ports (P1,P2,P3), srv_pid (pid1,pid2,pid3),
+# srv_kill; 1 on failure.
+node_ids=xn1,xn2,xn3
+start_cluster() {
+    local name=$1 i j p all http cl peers err
+    srv_name=$name srv_dir= srv_kill= srv_pid=
+    all=$(/usr/bin/python3 "$here/cluster-helper.py" ports 6) || { log "no free ports for a cluster"; return 1; }
+    read -r -a p <<<"$all"
+    http=("${p[@]:0:3}") cl=("${p[@]:3:3}")
+    for i in 0 1 2; do
+        peers=()
+        for j in 0 1 2; do [ "$j" = "$i" ] || peers+=(--peer "tcp://127.0.0.1:${cl[$j]}"); done
+        "$chorusd" --port "${http[$i]}" --bind 127.0.0.1 --node-id "xn$((i + 1))" \
+            --cluster-bind "tcp://127.0.0.1:${cl[$i]}" "${peers[@]}" --cluster-insecure true \
+            --max-connections 20000 --log-level warn >"$out/logs/$name.xn$((i + 1)).server.log" 2>&1 &
+        srv_kill="$srv_kill $!" srv_pid="$srv_pid${srv_pid:+,}$!"
+    done
+    srv_kill=${srv_kill# }
+    ports=$(IFS=,; echo "${http[*]}")
+    srv_desc="$chorusd --port P_i --bind 127.0.0.1 --node-id xn_i --cluster-bind tcp://127.0.0.1:C_i --peer tcp://127.0.0.1:C_j --peer tcp://127.0.0.1:C_k --cluster-insecure true --max-connections 20000 --log-level warn  (nodes i = 1, 2, 3; P_i, C_i free loopback ports)"
+    # up to 30 s, but a node that exits ends the wait at once
+    for i in $(seq 30); do
+        err=$(/usr/bin/python3 "$here/cluster-helper.py" ready --ports "$ports" --ids "$node_ids" --timeout 1 2>&1) &&
+            server_alive && return 0
+        server_alive || { err="a node exited; $err"; break; }
+    done
+    log "the cluster did not come up: $err (see $out/logs/$name.xn*.server.log)"
+    stop_server
+    return 1
+}
+
 # ---------------------------------------------------------------- quietness
 cpu_busy() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9, $2+$3+$4+$5+$6+$7+$8+$9}' /proc/stat; }
 # Waits up to quiet_wait s until the whole machine used < 30% of one core
@@ -350,9 +403,22 @@ scenario_args() {
         full:idle)       args=(idle --conns "$idle_conns" --settle 5 --connect-timeout 300) ;;
         quick:idle)      args=(idle --conns 5000 --settle 2 --connect-timeout 120) ;;
         smoke:smoke)     args=(fanout --subs 50 --channels 1 --size 100 --rate 20 --duration 2 --drain 5) ;;
+        # cross-node: the step search as fanout-1k, then half_args at half its
+        # sustained rate on a fresh cluster
+        full:cross-node) args=(fanout --step --subs 1000 --channels 1 --size 100 --rate-start 10 --rate-step 1.5
+                               --duration 5 --refine 2 --max-p99-ms 100)
+                         half_args=(fanout --subs 1000 --channels 1 --size 100 --duration 10) ;;
+        quick:cross-node) args=(fanout --step --subs 1000 --channels 1 --size 100 --rate-start 10 --rate-step 2
+                               --duration 2 --drain 3 --refine 1 --max-p99-ms 100 --noise-retries 1)
+                         half_args=(fanout --subs 1000 --channels 1 --size 100 --duration 3 --drain 3) ;;
+        # one step, bounded loosely: it checks the script, not the speed (ASan builds run it too)
+        smoke:cross-node) args=(fanout --step --subs 30 --channels 1 --size 100 --rate-start 40 --rate-max 40
+                               --duration 1 --drain 5 --refine 0 --noise-retries 0 --max-p99-ms 1000)
+                         half_args=(fanout --subs 30 --channels 1 --size 100 --duration 2 --drain 5) ;;
     esac
 }
 peer_runs() { # does PEER run SCENARIO?
+    [ "$2" != cross-node ] || [ "$1" = chorus ] || return 1  # the peers have no cluster mode
     case "$1" in
         chorus-rx512) [ "$2" = idle ] ;;
         chorus-noping) [ "$2" != idle ] ;;
@@ -362,6 +428,51 @@ peer_runs() { # does PEER run SCENARIO?
 }
 
 json_field() { grep -o "\"$2\":[^,}]*" <<<"$1" | head -n 1 | cut -d: -f2- | tr -d '"'; }
+
+# run_cross_node NAME: the two phases of cross-node, each on its own fresh
+# cluster, into raw/NAME.jsonl (step lines, their final line, then the
+# half-rate line); raw/NAME.roles.jsonl gets each phase's owner check. The
+# publisher is on xn1 and the channel is one xn1 owns, so a remote delivery
+# crosses exactly one hop. Sets rc and alive; 1 when a cluster did not start.
+run_cross_node() {
+    local name=$1 raw="$out/raw/$1.jsonl" blog="$out/logs/$1.bench.log" prefix phase rate rc2 pub_port row
+    local -a cmd
+    prefix=$(/usr/bin/python3 "$here/cluster-helper.py" prefix --ids "$node_ids" --owner xn1 \
+             --base bench:xnode) || { log "$name: no channel prefix"; return 1; }
+    rc=0 alive=1
+    for phase in step half; do
+        if [ "$phase" = half ]; then
+            rate=$(json_field "$(grep '"final":true' "$raw" | tail -n 1)" sustained_rate)
+            if [ "$alive" = 0 ] || ! awk -v r="${rate:-0}" 'BEGIN{exit !(r > 0)}'; then
+                log "$name: no sustained rate, so no half-rate run"
+                return 0
+            fi
+            rate=$(awk -v r="$rate" 'BEGIN{printf "%.3f", r / 2}')
+            cmd=("${half_args[@]}" --rate "$rate")
+            # the step results stand; the run only lacks its second half
+            start_cluster "$name.half" || { failures=$((failures + 1)); return 0; }
+        else
+            cmd=("${args[@]}")
+            start_cluster "$name" || return 1
+            : >"$raw"
+        fi
+        pub_port=${ports%%,*}
+        cmd+=(--ports "$ports" --channel-prefix "$prefix")
+        row=$name; [ "$phase" = half ] && row=$name.half
+        printf '%s\t%s\t%s\n' "$row" "$srv_desc" \
+            "chorus-bench ${cmd[*]//$ports/P1,P2,P3} --server-pid PID1,PID2,PID3 --quiet" >>"$out/commands.tsv"
+        log "$name ($phase): ${cmd[*]} (3 nodes; channel $prefix-0, owned by xn1)"
+        "$bench" "${cmd[@]}" --server-pid "$srv_pid" --quiet >>"$raw" 2>>"$blog"
+        rc2=$?
+        [ "$rc" != 0 ] || rc=$rc2
+        /usr/bin/python3 "$here/cluster-helper.py" roles --ports "$ports" --ids "$node_ids" \
+            --channel "$prefix-0" --pub-port "$pub_port" --phase "$phase" >>"$out/raw/$name.roles.jsonl" 2>>"$blog" ||
+            log "$name ($phase): could not read the nodes' metrics"
+        server_alive || { alive=0; log "$name ($phase): a node died during the run"; }
+        stop_server
+    done
+    return 0
+}
 
 # meta (machine facts and versions) for the report
 {
@@ -405,18 +516,24 @@ for s in "${scenarios[@]}"; do
             name="$s.$peer.$attempt"
             busy=0
             [ "$quiet_wait" -gt 0 ] && busy=$(wait_quiet)
-            if ! start_server "$peer" "$name"; then
-                failures=$((failures + 1)); break
-            fi
-            cmd=("$bench" "${args[@]}" "${proto_args[@]}" --port "$port" --server-pid "$srv_pid" --quiet)
-            printf '%s\t%s\t%s\n' "$name" "$srv_desc" "chorus-bench ${args[*]} ${proto_args[*]} --port $port --server-pid PID --quiet" \
-                >>"$out/commands.tsv"
-            log "$name: ${args[*]} ${proto_args[*]} (machine busy before: ${busy}%)"
             t0=$SECONDS
-            "${cmd[@]}" >"$out/raw/$name.jsonl" 2>"$out/logs/$name.bench.log"
-            rc=$?
-            alive=1; kill -0 "$srv_kill" 2>/dev/null || alive=0
-            stop_server
+            if [ "$s" = cross-node ]; then
+                log "$name: 3-node cluster (machine busy before: ${busy}%)"
+                run_cross_node "$name" || { failures=$((failures + 1)); break; }
+            else
+                if ! start_server "$peer" "$name"; then
+                    failures=$((failures + 1)); break
+                fi
+                cmd=("$bench" "${args[@]}" "${proto_args[@]}" --port "$port" --server-pid "$srv_pid" --quiet)
+                printf '%s\t%s\t%s\n' "$name" "$srv_desc" "chorus-bench ${args[*]} ${proto_args[*]} --port $port --server-pid PID --quiet" \
+                    >>"$out/commands.tsv"
+                log "$name: ${args[*]} ${proto_args[*]} (machine busy before: ${busy}%)"
+                t0=$SECONDS
+                "${cmd[@]}" >"$out/raw/$name.jsonl" 2>"$out/logs/$name.bench.log"
+                rc=$?
+                alive=1; server_alive || alive=0
+                stop_server
+            fi
             last=$(tail -n 1 "$out/raw/$name.jsonl")
             printf '{"run":"%s","scenario":"%s","peer":"%s","attempt":%d,"rc":%d,"server_alive":%d,"busy_before_pct":%d,"seconds":%d}\n' \
                 "$name" "$s" "$peer" "$attempt" "$rc" "$alive" "$busy" $((SECONDS - t0)) >>"$out/runs.jsonl"
@@ -431,6 +548,7 @@ for s in "${scenarios[@]}"; do
             case "$s" in
                 idle) log "$name: $(json_field "$last" subscribed) conns, $(json_field "$last" mem_per_conn_bytes) B/conn RSS, $(json_field "$last" anon_per_conn_bytes) B/conn anon" ;;
                 rooms|smoke) log "$name: $(json_field "$last" deliveries_per_sec)/s p50 $(json_field "$last" p50_ms) p99 $(json_field "$last" p99_ms) ms loss $(json_field "$last" loss), noise ${noise}%" ;;
+                cross-node) log "$name: $(/usr/bin/python3 "$here/suite-report.py" xnode "$out/raw/$name.jsonl" 2>&1), noise ${noise}%" ;;
                 *) log "$name: sustained $(json_field "$last" sustained_rate) msg/s, $(json_field "$last" deliveries_per_sec) deliveries/s ($(json_field "$last" fail_reason) above), noise ${noise}%" ;;
             esac
             if [ "$s" != idle ] && [ $((attempt - first)) -le "$repeats" ] && awk -v n="$noise" -v m="$noise_max" 'BEGIN{exit !(n > m)}'; then
@@ -456,9 +574,20 @@ if [ "$mode" = smoke ]; then
             echo "run-suite --smoke: $peer ok ($rec of $exp deliveries)"
         fi
     done
+    # cross-node: both phases ran, lost nothing, had subscribers on both sides
+    # of the hop, and xn1 sequenced every message itself
+    if xn=$(/usr/bin/python3 "$here/suite-report.py" xnode --check 30 "$out/raw/cross-node.chorus.1.jsonl" 2>&1); then
+        echo "run-suite --smoke: cross-node ok ($xn)"
+    else
+        echo "run-suite --smoke: FAIL: cross-node: $xn" >&2
+        sed 's/^/  /' "$out/logs/cross-node.chorus.1.bench.log" "$out"/logs/cross-node.chorus.1*.server.log 2>/dev/null | tail -20 >&2
+        ok=0
+    fi
     /usr/bin/python3 "$here/suite-report.py" --results "$out" --report "$report" --chart none >/dev/null ||
         { echo "run-suite --smoke: FAIL: report" >&2; ok=0; }
     grep -q '^| node-ws' "$report" 2>/dev/null || { echo "run-suite --smoke: FAIL: no node-ws row in the report" >&2; ok=0; }
+    grep -q '^| chorus | .* | xn1 (confirmed) |$' "$report" 2>/dev/null ||
+        { echo "run-suite --smoke: FAIL: no cross-node row in the report" >&2; ok=0; }
     [ "$ok" = 1 ] || exit 1
     smoke_ok=1
     echo "run-suite --smoke: ok"

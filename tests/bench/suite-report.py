@@ -4,6 +4,11 @@
 (gnuplot). Standard library only; run with /usr/bin/python3.
 
     suite-report.py --results DIR --report FILE --chart FILE|none
+    suite-report.py noise RAW.jsonl            (for run-suite.sh)
+    suite-report.py xnode [--check SUBS] RAW.jsonl
+        one line summing up a cross-node run; with --check, exit 1 unless
+        both phases ran with SUBS subscribers, lost nothing, had subscribers
+        on both sides of the hop, and the publisher's node owned the channel
 """
 
 import argparse
@@ -19,7 +24,7 @@ BEGIN = "<!-- BEGIN run-suite.sh output: generated, do not edit by hand -->"
 END = "<!-- END run-suite.sh output -->"
 
 PEERS = ["chorus", "chorus-noping", "chorus-rx512", "chorus-w2", "nchan", "node-ws", "tornado"]
-SCENARIOS = ["fanout-1k", "rooms", "idle", "fanout-10k", "smoke"]
+SCENARIOS = ["fanout-1k", "rooms", "idle", "fanout-10k", "cross-node", "smoke"]
 SUBS = {"fanout-1k": 1000, "fanout-10k": 10000}
 
 
@@ -54,8 +59,9 @@ def load_meta(d):
 def run_noise(lines):
     """% of a core used by others while the figures that decide a run were
     measured: for a step run, the best held step and the last attempt at the
-    first failing rate (noisy failed steps that were retried do not count);
-    otherwise the largest other_cpu_pct of any line."""
+    first failing rate (noisy failed steps that were retried do not count),
+    and any run after the steps (cross-node's half-rate run); otherwise the
+    largest other_cpu_pct of any line."""
     steps = [l for l in lines if l.get("step")]
     final = next((l for l in lines if l.get("final")), None)
     if final is not None and steps:
@@ -65,6 +71,7 @@ def run_noise(lines):
         picked += good[-1:] + bad[-1:]
         if not picked:
             picked = steps
+        picked += [l for l in lines if not l.get("step") and not l.get("final")]
         return max(l.get("other_cpu_pct") or 0 for l in picked)
     return max((l.get("other_cpu_pct") or 0 for l in lines), default=0)
 
@@ -85,6 +92,7 @@ def collect(d):
             "name": name, "attempt": attempt, "lines": lines,
             "last": lines[-1] if lines else None, "noise": noise,
             "info": info.get(name, {}),
+            "roles": load_jsonl(path[:-len(".jsonl")] + ".roles.jsonl"),  # cross-node's owner checks
         })
     for v in runs.values():
         v.sort(key=lambda r: r["attempt"])
@@ -101,6 +109,9 @@ def headline(r, sc):
         return l.get("sustained_rate") or 0
     if sc == "idle":
         return -(l.get("mem_per_conn_bytes") or 1e12)
+    if sc == "cross-node":
+        f = xnode_figures(r)
+        return -f["added"] if f["added"] is not None else -1e12
     return -(l.get("p99_ms") if l.get("p99_ms") is not None else 1e12)
 
 
@@ -202,12 +213,133 @@ def idle_figures(run):
     }
 
 
+def xnode_figures(run):
+    """A cross-node run: the step search's final line, and the half-rate run
+    after it (its last line that is neither a step nor final), with its local
+    and remote groups and the owner checks of both phases."""
+    if not run:
+        return None
+    lines = run["lines"]
+    final = next((l for l in lines if l.get("final")), None) or {}
+    half = next((l for l in reversed(lines) if not l.get("step") and not l.get("final")), None)
+    rate = final.get("sustained_rate") or 0
+    roles = run.get("roles") or []
+    h = half or {}
+    return {
+        "rate": rate, "dps": final.get("deliveries_per_sec") if rate > 0 else 0,
+        "p99": final.get("p99_ms") if rate > 0 else None,
+        "fail": final.get("fail_reason"), "next": final.get("first_failing_rate"),
+        "steps": final.get("steps"), "has_final": bool(final),
+        "bench_sat": any(l.get("bench_saturated") for l in lines if l.get("step")),
+        "half": half, "half_rate": h.get("rate_target"),
+        "local": h.get("local") or {}, "remote": h.get("remote") or {},
+        "added": h.get("remote_minus_local_p99_ms"), "cpu": h.get("server_cpu_pct"),
+        "cpus": h.get("server_cpu_pcts"), "loss": h.get("loss") or 0,
+        "subscribed": h.get("subscribed"), "expected": h.get("expected"), "received": h.get("received"),
+        "owner": roles[0].get("owner") if roles else None,
+        "confirmed": len(roles) == (2 if half else 1) and all(r.get("owner_confirmed") for r in roles),
+        "sequenced_by": sorted({n for r in roles for n in r.get("sequenced_by") or []}),
+        "noise": run["noise"],
+    }
+
+
+def xnode_owner(f):
+    if not f["owner"]:
+        return "—"
+    if f["confirmed"]:
+        return "%s (confirmed)" % f["owner"]
+    return "%s (**not confirmed**: sequenced by %s)" % (f["owner"], ", ".join(f["sequenced_by"]) or "nobody")
+
+
+def xnode_summary(f):
+    """One line for run-suite.sh's log."""
+    out = "sustained %.0f msg/s (%s deliveries/s across 3 nodes)" % (f["rate"], fmt_rate(f["dps"]))
+    if f["half"]:
+        lo, re_ = f["local"], f["remote"]
+        out += "; at %.0f msg/s: local p50 %s p99 %s ms (%s subs), remote p50 %s p99 %s ms (%s subs), " \
+               "hop adds %s ms to p99, loss %s" % (
+                   f["half_rate"] or 0, fmt_ms(lo.get("p50_ms")), fmt_ms(lo.get("p99_ms")), lo.get("subscribers"),
+                   fmt_ms(re_.get("p50_ms")), fmt_ms(re_.get("p99_ms")), re_.get("subscribers"),
+                   "%+.2f" % f["added"] if f["added"] is not None else "?", f["loss"])
+    else:
+        out += "; no half-rate run"
+    return out + "; owner " + xnode_owner(f).replace("**", "")
+
+
+def xnode_problems(f, subs):
+    """Why a cross-node run does not prove the scenario works (--smoke)."""
+    p = []
+    if not f["has_final"]:
+        p.append("no final step line")
+    elif f["rate"] <= 0:
+        p.append("no step held (%s)" % f["fail"])
+    if not f["half"]:
+        p.append("no half-rate run")
+        return p
+    if f["subscribed"] != subs:
+        p.append("subscribed=%s, want %d" % (f["subscribed"], subs))
+    if not f["expected"] or f["received"] != f["expected"]:
+        p.append("received=%s of expected=%s" % (f["received"], f["expected"]))
+    for g in ("local", "remote"):
+        d = f[g]
+        if not d.get("subscribers") or not d.get("received"):
+            p.append("%s group empty (subscribers=%s received=%s)" % (g, d.get("subscribers"), d.get("received")))
+        elif d.get("received") != d.get("expected"):
+            p.append("%s received %s of %s" % (g, d.get("received"), d.get("expected")))
+    for k in ("gaps", "dups"):
+        if f["half"].get(k):
+            p.append("%s=%s" % (k, f["half"][k]))
+    if not f["confirmed"]:
+        p.append("the publisher's node did not own the channel: " + xnode_owner(f).replace("**", ""))
+    return p
+
+
 def best_peer(values, lower_is_better):
     """(peer, value) of the best non-Chorus peer, or (None, None)."""
     cands = [(p, v) for p, v in values.items() if not p.startswith("chorus") and v is not None and v > 0]
     if not cands:
         return None, None
     return (min if lower_is_better else max)(cands, key=lambda pv: pv[1])
+
+
+def render_xnode(w, runs, peers):
+    """The cross-node table: what one node-to-node hop adds to p99."""
+    rows = [(p, chosen(runs, "cross-node", p)) for p in peers if runs.get(("cross-node", p))]
+    f0 = next((xnode_figures(r) for _p, r in rows if r and xnode_figures(r)["half"]), None)
+    shape = ""
+    if f0:
+        shape = " %s subscribers, %s of them on the publisher's node" % (f0["subscribed"],
+                                                                       f0["local"].get("subscribers"))
+    w("Cross-node, Chorus only (Nchan, Node `ws` and Tornado have no cluster mode): 3 chorusd nodes "
+      "meshed over loopback;%s, subscriber *i* on node *i* mod 3; one publisher connection on node xn1, "
+      "which owns the channel (checked on the nodes' /metrics: xn1 sequenced every message and forwarded "
+      "none). The rate is stepped up as in fanout-1k; then a fresh cluster runs at half the sustained rate. "
+      "*local* are the subscribers on xn1, *remote* those on xn2 and xn3, one node-to-node hop away; "
+      "*added* is remote p99 − local p99. Target: the hop adds at most 1 ms to p99 at half the "
+      "sustained rate." % shape)
+    w("")
+    w("| peer | sustained deliveries/s across 3 nodes (msg/s) | p99 ms at it | half rate msg/s "
+      "| local p50 ms | local p99 ms | remote p50 ms | remote p99 ms | added p99 ms | ≤ 1 ms? | channel owner |")
+    w("|---|---|---|---|---|---|---|---|---|---|---|")
+    for p, run in rows:
+        f = xnode_figures(run)
+        if not f:
+            w("| %s |" % p + " — |" * 10)
+            continue
+        sp = spread(runs, "cross-node", p, lambda r: xnode_figures(r)["dps"], None, fmt_rate)
+        sustained = "%s (%.0f)%s" % (fmt_rate(f["dps"]), f["rate"], sp) if f["rate"] > 0 else \
+            "— (first step failed: %s)" % f["fail"]
+        lo, re_ = f["local"], f["remote"]
+        added = "—"
+        if f["added"] is not None:
+            added = "%+.2f%s" % (f["added"], spread(runs, "cross-node", p, lambda r: xnode_figures(r)["added"],
+                                                    None, lambda v: "%+.2f" % v))
+        met = "—" if f["added"] is None else "yes" if f["added"] <= 1 else "**no**"
+        w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
+            p, sustained, fmt_ms(f["p99"]), "%.0f" % f["half_rate"] if f["half_rate"] else "—",
+            fmt_ms(lo.get("p50_ms")), fmt_ms(lo.get("p99_ms")), fmt_ms(re_.get("p50_ms")),
+            fmt_ms(re_.get("p99_ms")), added, met, xnode_owner(f)))
+    w("")
 
 
 def render(d, runs, meta, chart_rel):
@@ -243,6 +375,7 @@ def render(d, runs, meta, chart_rel):
     w("")
 
     # ---------------------------------------------------------------- table
+    main = [sc for sc in scs if sc != "cross-node"]  # cross-node has a table of its own
     head = ["peer"]
     if "fanout-1k" in scs:
         head += ["fanout-1k: sustained deliveries/s (msg/s)", "fanout-1k: p99 ms at it"]
@@ -254,12 +387,13 @@ def render(d, runs, meta, chart_rel):
         head += ["fanout-10k: sustained deliveries/s (msg/s)", "fanout-10k: p99 ms at it"]
     if "smoke" in scs:
         head += ["smoke: received/expected", "smoke: p99 ms"]
-    w("| " + " | ".join(head) + " |")
-    w("|" + "---|" * len(head))
+    if main:
+        w("| " + " | ".join(head) + " |")
+        w("|" + "---|" * len(head))
     fig = {}
-    for p in peers:
+    for p in (peers if main else []):
         row = [p]
-        for sc in scs:
+        for sc in main:
             run = chosen(runs, sc, p)
             if sc in ("fanout-1k", "fanout-10k"):
                 f = step_figures(run, sc)
@@ -355,16 +489,22 @@ def render(d, runs, meta, chart_rel):
                         p, fmt_bytes(f["rss"]), "yes" if f["rss"] <= 1024 else "**no**"))
         w("")
 
+    if "cross-node" in scs:
+        render_xnode(w, runs, peers)
+
     # -------------------------------------------------------- run details
     w("Which run the table shows: of the runs of a pair whose noise was at most %.0f%% (all of them when "
       "none was), ranked from best to worst, the middle one, and of two the worse; square brackets give "
       "the range over those runs when there are several. Repeated runs of the same pair differ by more "
       "than the noise figure explains (rooms p99 above all), so read single runs as rough." % NOISE_MAX)
     w("")
-    w("Every run. `noise` is `other_cpu_pct`, the % of one "
+    xn = "cross-node" in scs
+    w("Every run. `noise` is `other_cpu_pct`, the %% of one "
       "core used by processes other than the server and chorus-bench: for step runs, during the two steps "
-      "that decided the result (the best held one and the last attempt at the first failing rate), "
-      "otherwise the largest over the run.")
+      "that decided the result (the best held one and the last attempt at the first failing rate)%s, "
+      "otherwise the largest over the run.%s" % (
+          " and cross-node's half-rate run" if xn else "",
+          " Cross-node's server CPU is its three nodes' together, at half rate." if xn else ""))
     w("")
     w("| run | result | server CPU % | noise % | notes |")
     w("|---|---|---|---|---|")
@@ -394,6 +534,25 @@ def render(d, runs, meta, chart_rel):
                     f = idle_figures(r)
                     res = "%s conns, RSS %s → %s KiB" % (f["conns"], f["before"], f["rss_kib"])
                     cpu = None
+                elif sc == "cross-node":
+                    f = xnode_figures(r)
+                    res = "%.0f msg/s held (%s deliveries/s), %s steps" % (f["rate"], fmt_rate(f["dps"]), f["steps"])
+                    if f["half"]:
+                        res += "; at %.0f msg/s: local p99 %s, remote p99 %s ms" % (
+                            f["half_rate"] or 0, fmt_ms(f["local"].get("p99_ms")), fmt_ms(f["remote"].get("p99_ms")))
+                    else:
+                        notes.append("no half-rate run")
+                    if f["next"]:
+                        notes.append("%.0f msg/s failed: %s" % (f["next"], f["fail"]))
+                    if f["bench_sat"]:
+                        notes.append("bench saturated in a step")
+                    if f["loss"]:
+                        notes.append("loss %.2f%% at half rate" % (100 * f["loss"]))
+                    if f["cpus"]:
+                        notes.append("nodes' CPU at half rate %s %%" % " / ".join("%.0f" % c for c in f["cpus"]))
+                    if f["owner"] and not f["confirmed"]:
+                        notes.append("owner " + xnode_owner(f))
+                    cpu = f["cpu"]
                 else:
                     f = lat_figures(r)
                     res = "%s/s, p50 %s, p99 %s, max %s ms" % (fmt_rate(f["dps"]), fmt_ms(f["p50"]),
@@ -412,7 +571,8 @@ def render(d, runs, meta, chart_rel):
     w("")
 
     # ------------------------------------------------------------ commands
-    w("Commands (PORT is a free loopback port, PID the server's pid; for Nchan the nginx worker's):")
+    w("Commands (PORT is a free loopback port, PID the server's pid; for Nchan the nginx worker's%s):"
+      % ("; cross-node's P1,P2,P3 and PID1,PID2,PID3 are its three nodes'" if "cross-node" in scs else ""))
     w("")
     seen = set()
     w("```sh")
@@ -421,17 +581,19 @@ def render(d, runs, meta, chart_rel):
             for line in f:
                 name, srv, cmd = line.rstrip("\n").split("\t")
                 sc, peer = name.split(".")[0], name.split(".")[1]
+                half = name.endswith(".half")  # cross-node's second run
                 srv = re.sub(r"--port \d+", "--port PORT", srv)
                 srv = re.sub(r"/tmp/chorus-suite-nchan\.\w+", "$WORK", srv)
                 srv = re.sub(r"port \d+", "port PORT", srv)
                 srv = srv.replace(meta.get("chorusd", "\0"), "chorusd")
                 cmd = re.sub(r"--port \d+", "--port PORT", cmd)
-                key = (sc, peer)
+                key = (sc, peer, half)
                 if key in seen:
                     continue
                 seen.add(key)
-                w("# %s, %s" % (sc, peer))
-                w(srv)
+                w("# %s, %s%s" % (sc, peer, ", then on a fresh cluster at half the sustained rate" if half else ""))
+                if not half:
+                    w(srv)
                 w(cmd)
     except OSError:
         pass
@@ -517,6 +679,18 @@ def chart(d, runs, meta, path):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "noise":  # used by run-suite.sh
         print("%.1f" % run_noise(load_jsonl(sys.argv[2])))
+        return
+    if len(sys.argv) >= 3 and sys.argv[1] == "xnode":  # used by run-suite.sh
+        path = sys.argv[-1]
+        lines = load_jsonl(path)
+        f = xnode_figures({"lines": lines, "noise": run_noise(lines),
+                           "roles": load_jsonl(path[:-len(".jsonl")] + ".roles.jsonl")})
+        if sys.argv[2] == "--check":
+            problems = xnode_problems(f, int(sys.argv[3]))
+            if problems:
+                print("; ".join(problems))
+                sys.exit(1)
+        print(xnode_summary(f))
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--results", required=True)
