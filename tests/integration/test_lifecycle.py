@@ -14,6 +14,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import chorus_harness as h  # noqa: E402
 
 keepalive = h.Server("--ping-interval", 1, "--ping-timeout", 1, node_id="node-ka")
+# A timeout longer than the interval must not stretch the interval.
+keepalive_long = h.Server("--ping-interval", 1, "--ping-timeout", 4, node_id="node-ka-long")
 
 
 def chat_for(raw, seconds, answer_pings):
@@ -51,6 +53,18 @@ async def _():
         assert state == "open", "a client answering every PING was dropped"
         assert raw.pings_seen >= 2, f"only {raw.pings_seen} PINGs in 4.5 s with --ping-interval 1"
         await lib.ping()
+
+
+@h.test("PINGs follow each PONG by ping_interval even when ping_timeout is longer")
+async def _():
+    async with h.Session(keepalive_long) as s:
+        raw = s.raw()
+        raw.open()
+        state = await asyncio.to_thread(chat_for, raw, 6.0, True)
+        assert state == "open", "a client answering every PING was dropped"
+        # first PING 1-2 s after opening, then one about every second
+        assert raw.pings_seen >= 3, \
+            f"only {raw.pings_seen} PINGs in 6 s with --ping-interval 1 --ping-timeout 4"
 
 
 @h.test("A client that never answers PINGs is dropped without a close frame even while it sends requests")
@@ -139,4 +153,4 @@ async def _():
 
 
 if __name__ == "__main__":
-    h.main([keepalive])
+    h.main([keepalive, keepalive_long])
