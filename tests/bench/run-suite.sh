@@ -22,11 +22,10 @@
 #               at half the sustained rate (10 s) for the p99 of subscribers on
 #               the publisher's node against those one hop away
 #
-# Peers (default: chorus chorus-noping chorus-rx512 chorus-w2 nchan node-ws
-# tornado).
+# Peers (default: chorus chorus-rx512 chorus-w2 nchan node-ws tornado; also
+# chorus-noping).
 # chorus is chorusd with its defaults; chorus-noping adds --ping-interval
-# 3600, since none of the other peers sends keepalive PINGs and chorusd's
-# PINGs to connections opened together come all at once (not in idle);
+# 3600, since none of the other peers sends keepalive PINGs (not in idle);
 # chorus-rx512 (--rx-buffer-bytes 512, the memory-optimised setting) runs
 # only the idle scenario; chorus-w2 (--workers 2: two processes sharing the
 # port, joined over ipc://) runs only fanout-1k. Each (scenario, peer) gets a fresh server on a free
@@ -115,9 +114,11 @@ while [ $# -gt 0 ]; do
 done
 
 all_peers="chorus chorus-noping chorus-rx512 chorus-w2 nchan node-ws tornado"
+default_peers="chorus chorus-rx512 chorus-w2 nchan node-ws tornado"
 if [ "$mode" = smoke ]; then
     scenarios=(smoke cross-node)
     all_peers="chorus node-ws"
+    default_peers=$all_peers
     install=0
     quiet_wait=0
     repeats=0
@@ -126,7 +127,7 @@ fi
 for s in "${scenarios[@]}"; do
     case "$s" in fanout-1k|rooms|idle|fanout-10k|cross-node|smoke) ;; *) die "unknown scenario $s" ;; esac
 done
-peers=${peers_opt:-$all_peers}
+peers=${peers_opt:-$default_peers}
 peers=${peers//,/ }
 for p in $peers; do
     case " $all_peers " in *" $p "*) ;; *) die "unknown peer $p (known: $all_peers)" ;; esac

@@ -464,11 +464,15 @@ def render(d, runs, meta, chart_rel):
             w("| fanout-1k ≥ 10× best peer (%s) | %s/s | %s/s (%s) | %s%s | %s |" % (
                 cp, fmt_rate(cv), fmt_rate(bv), bp or "—", "%.2f×" % ratio if ratio else "—", worst,
                 "yes" if ratio and ratio >= 10 else "**no**"))
-        one = (fig.get(("fanout-1k", "chorus")) or {}).get("dps")
-        two = (fig.get(("fanout-1k", "chorus-w2")) or {}).get("dps")
+        f2 = fig.get(("fanout-1k", "chorus-w2")) or {}
+        one, two = (fig.get(("fanout-1k", "chorus")) or {}).get("dps"), f2.get("dps")
         if one and two:
-            w("| fanout-1k: a second worker raises throughput (chorus-w2 vs chorus) | %s/s with 2, %s/s with 1 | | "
-              "%.2f× | %s |" % (fmt_rate(two), fmt_rate(one), two / one, "yes" if two > one else "**no**"))
+            why = ""
+            if two <= one and f2.get("fail") == "bench_saturated" and f2.get("cpu") is not None:
+                why = (" (the search stopped when chorus-bench saturated, the two workers at %.0f%% of a "
+                       "core together: the generator set this figure)" % f2["cpu"])
+            w("| fanout-1k: a second worker raises throughput (chorus-w2 vs chorus) | %s/s with 2, %s/s with 1%s | | "
+              "%.2f× | %s |" % (fmt_rate(two), fmt_rate(one), why, two / one, "yes" if two > one else "**no**"))
         for cp in (chorus_variants if "rooms" in scs else []):
             vals = {p: (fig.get(("rooms", p)) or {}).get("p99") for p in peers}
             bp, bv = best_peer(vals, True)
