@@ -72,6 +72,7 @@ async def _():
     async with h.Session(keepalive) as s:
         raw = s.raw()
         raw.open()
+        m0 = keepalive.metrics()
         began = time.monotonic()
         state = await asyncio.to_thread(chat_for, raw, h.t(15), False)
         assert state == "closed", "a client ignoring PINGs was still open after 15 s " \
@@ -80,6 +81,10 @@ async def _():
         assert raw.close_code is None, \
             f"a dead peer is dropped without a close frame, got close {raw.close_code} {raw.close_reason!r}"
         assert time.monotonic() - began >= 1.0, "dropped before a PING could even be answered"
+        m1 = keepalive.metrics()
+        assert m1.get("chorus_ping_timeouts_total") - m0.get("chorus_ping_timeouts_total") == 1, \
+            "chorus_ping_timeouts_total did not count the dropped client"
+        assert m1.get("chorus_pings_sent_total") > m0.get("chorus_pings_sent_total")
 
 
 @h.test("SIGTERM closes every client with 1001 shutdown and the node exits 0")
