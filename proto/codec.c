@@ -264,17 +264,28 @@ bool codec_find_member(const char *b, size_t len, const char *key, const char **
     }
 }
 
+#define MSG_HEAD_MAX (CODEC_CHANNEL_MAX + 160)
+
+/* The members every msg starts with, {"op":"msg","ch","seq","ts"[,"client"],
+ * then `tail`, into head; returns its length, or 0 when it does not fit. */
+static size_t msg_head(char head[MSG_HEAD_MAX], const char *ch, size_t ch_len, uint64_t seq,
+                       int64_t ts_ms, const char *client, const char *tail)
+{
+    int n = snprintf(head, MSG_HEAD_MAX, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s%s",
+                     (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
+                     client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "", tail);
+    return n < 0 || n >= MSG_HEAD_MAX ? 0 : (size_t)n;
+}
+
 size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
                             int64_t ts_ms, const char *client, const char *data_raw,
                             size_t data_len)
 {
-    char head[CODEC_CHANNEL_MAX + 160];
-    int n = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s,\"data\":",
-                     (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
-                     client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
-    if (n < 0 || (size_t)n >= sizeof head || data_len == 0)
+    char head[MSG_HEAD_MAX];
+    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, ",\"data\":");
+    if (!hl || data_len == 0)
         return 0;
-    size_t hl = (size_t)n, need = hl + data_len + 1;
+    size_t need = hl + data_len + 1;
     if (need > cap)
         return need;
     memcpy(out, head, hl);
@@ -287,20 +298,18 @@ size_t codec_encode_binmsg(unsigned char *out, size_t cap, const char *ch, size_
                            uint64_t seq, int64_t ts_ms, const char *client,
                            const unsigned char *bytes, size_t n)
 {
-    char head[CODEC_CHANNEL_MAX + 160];
-    int hl = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s}",
-                      (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
-                      client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
-    if (hl < 0 || (size_t)hl >= sizeof head)
+    char head[MSG_HEAD_MAX];
+    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, "}");
+    if (!hl)
         return 0;
-    size_t need = 4 + (size_t)hl + n;
+    size_t need = 4 + hl + n;
     if (need > cap)
         return need;
     out[0] = (unsigned char)(hl >> 24);
     out[1] = (unsigned char)(hl >> 16);
     out[2] = (unsigned char)(hl >> 8);
     out[3] = (unsigned char)hl;
-    memcpy(out + 4, head, (size_t)hl);
+    memcpy(out + 4, head, hl);
     if (n)
         memcpy(out + 4 + hl, bytes, n);
     return need;
@@ -309,14 +318,10 @@ size_t codec_encode_binmsg(unsigned char *out, size_t cap, const char *ch, size_
 size_t codec_encode_msg(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
                         int64_t ts_ms, const char *client, const json_t *data)
 {
-    char head[CODEC_CHANNEL_MAX + 160];
-    int n = snprintf(head, sizeof head, "{\"op\":\"msg\",\"ch\":\"%.*s\",\"seq\":%llu,\"ts\":%lld%s%s%s,\"data\":",
-                     (int)ch_len, ch, (unsigned long long)seq, (long long)ts_ms,
-                     client ? ",\"client\":\"" : "", client ? client : "", client ? "\"" : "");
-    if (n < 0 || (size_t)n >= sizeof head)
+    char head[MSG_HEAD_MAX];
+    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, ",\"data\":");
+    if (!hl)
         return 0;
-
-    size_t hl = (size_t)n;
     size_t room = cap > hl ? cap - hl : 0;
     size_t dl = json_dumpb(data, room ? out + hl : NULL, room, JSON_COMPACT | JSON_ENCODE_ANY);
     if (dl == 0)

@@ -848,6 +848,21 @@ static void test_encode_msg_raw_splices_data_unchanged(void **state)
     assert_int_equal(codec_encode_msg_raw(out, 10, "t", 1, 3, 9, NULL, "1.10", 4), n);
 }
 
+static void test_encode_binmsg_is_header_length_header_then_bytes(void **state)
+{
+    (void)state;
+    const char *head = "{\"op\":\"msg\",\"ch\":\"b\",\"seq\":7,\"ts\":5,\"client\":\"c1\"}";
+    const unsigned char bytes[3] = {0, 0xff, 'x'};
+    unsigned char out[128];
+    size_t n = codec_encode_binmsg(out, sizeof out, "b", 1, 7, 5, "c1", bytes, 3);
+    size_t hl = strlen(head);
+    assert_int_equal(n, 4 + hl + 3);
+    assert_int_equal((size_t)out[0] << 24 | (size_t)out[1] << 16 | (size_t)out[2] << 8 | out[3], hl);
+    assert_memory_equal(out + 4, head, hl);
+    assert_memory_equal(out + 4 + hl, bytes, 3);
+    assert_int_equal(codec_encode_binmsg(out, 8, "b", 1, 7, 5, "c1", bytes, 3), n);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -906,6 +921,7 @@ int main(void)
         cmocka_unit_test(test_encode_msg_of_a_scalar_string_data_round_trips),
         cmocka_unit_test(test_encode_msg_returns_the_needed_size_when_the_buffer_is_too_small),
         cmocka_unit_test(test_encode_msg_returns_zero_when_the_header_cannot_fit),
+        cmocka_unit_test(test_encode_binmsg_is_header_length_header_then_bytes),
         cmocka_unit_test(test_error_codes_map_to_their_wire_strings_and_http_statuses),
         cmocka_unit_test(test_error_strings_are_distinct),
         cmocka_unit_test(test_out_of_range_error_code_is_internal_500),
