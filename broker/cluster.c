@@ -531,20 +531,16 @@ static void handle_pub_req(const struct envelope *req, const struct cluster_part
 
 struct sync_collect {
     struct cluster_part *parts;
-    unsigned char *buf;     /* seq/ts/flags prefixes, 17 bytes per message */
+    unsigned char *buf;     /* the messages' ENV_SYNC_ITEM_LEN prefixes */
     int n;
 };
 
 static void collect(const struct hist_entry *h, void *ud)
 {
     struct sync_collect *s = ud;
-    unsigned char *p = s->buf + 17 * s->n;
-    for (int i = 0; i < 8; i++) {
-        p[i] = (unsigned char)(h->seq >> (56 - 8 * i));
-        p[8 + i] = (unsigned char)((uint64_t)h->ts_ms >> (56 - 8 * i));
-    }
-    p[16] = h->f->binary ? ENV_FLAG_BINARY : 0;
-    s->parts[1 + 2 * s->n] = (struct cluster_part){p, 17};
+    unsigned char *p = s->buf + ENV_SYNC_ITEM_LEN * s->n;
+    envelope_put_sync_item(p, h->seq, h->ts_ms, h->f->binary ? ENV_FLAG_BINARY : 0);
+    s->parts[1 + 2 * s->n] = (struct cluster_part){p, ENV_SYNC_ITEM_LEN};
     s->parts[2 + 2 * s->n] = (struct cluster_part){frame_payload(h->f), h->f->len};
     s->n++;
 }
@@ -599,7 +595,7 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
         e.flags |= ENV_FLAG_RECOVERED;
 
     uint32_t cap = ch->hist_count;
-    struct sync_collect s = {calloc(1 + 2 * (size_t)cap, sizeof *s.parts), malloc(17 * (size_t)cap + 1), 0};
+    struct sync_collect s = {calloc(1 + 2 * (size_t)cap, sizeof *s.parts), malloc(ENV_SYNC_ITEM_LEN * (size_t)cap + 1), 0};
     if (!s.parts || !s.buf) {
         free(s.parts);
         free(s.buf);

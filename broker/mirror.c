@@ -86,14 +86,6 @@ static void reply_text(const struct envelope *rep, const struct cluster_part *pa
         snprintf(out, cap, "the channel's owner refused the request");
 }
 
-static uint64_t be64(const unsigned char *p)
-{
-    uint64_t v = 0;
-    for (int i = 0; i < 8; i++)
-        v = v << 8 | p[i];
-    return v;
-}
-
 /* ----------------------------------------------------------- local acks */
 
 static void queue_entry(const struct hist_entry *e, void *ud) { conn_enqueue(ud, e->f); }
@@ -140,14 +132,15 @@ static void take_messages(struct channel *ch, const struct envelope *rep,
                           const struct cluster_part *parts, int n, bool deliver)
 {
     for (int i = 1; i + 1 < n; i += 2) {
-        if (parts[i].len != 17)
+        uint64_t seq;
+        int64_t ts;
+        uint8_t flags;
+        if (!envelope_get_sync_item(parts[i].data, parts[i].len, &seq, &ts, &flags))
             continue;
-        uint64_t seq = be64(parts[i].data);
-        int64_t ts = (int64_t)be64(parts[i].data + 8);
         struct frame *f = frame_from(parts[i + 1].data, parts[i + 1].len);
         if (!f)
             continue;
-        f->binary = parts[i].data[16] & ENV_FLAG_BINARY;
+        f->binary = flags & ENV_FLAG_BINARY;
         if (deliver)
             channel_apply(ch, rep->epoch, seq, ts, f);
         else

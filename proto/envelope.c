@@ -83,3 +83,22 @@ bool envelope_decode(const unsigned char *in, size_t len, struct envelope *e)
     e->flags = (uint8_t)get_u(&r, 1);
     return r.ok && r.p == r.end && e->type >= ENV_MSG && e->type <= ENV_PRES;
 }
+
+void envelope_put_sync_item(unsigned char *out, uint64_t seq, int64_t ts_ms, uint8_t flags)
+{
+    out = put_u(out, seq, 8);
+    out = put_u(out, (uint64_t)ts_ms, 8);
+    *out = flags;
+}
+
+bool envelope_get_sync_item(const unsigned char *p, size_t len, uint64_t *seq, int64_t *ts_ms,
+                            uint8_t *flags)
+{
+    if (len != ENV_SYNC_ITEM_LEN)
+        return false;
+    struct reader r = {p, p + len, true};
+    *seq = get_u(&r, 8);
+    *ts_ms = (int64_t)get_u(&r, 8);
+    *flags = (uint8_t)get_u(&r, 1);
+    return r.ok;
+}

@@ -35,6 +35,10 @@ enum envelope_type {
 #define ENV_FLAG_BINARY 0x08     /* MSG, REPL, PUB_REQ: the payload is a binary message */
 #define ENV_FLAG_JOIN 0x10       /* SYNC_REQ: the requester is starting to follow the channel */
 
+/* In a SYNC_REP each message's frame is preceded by this one: seq and ts_ms
+ * (8 bytes each, big-endian), then flags (ENV_FLAG_BINARY). */
+#define ENV_SYNC_ITEM_LEN 17
+
 struct envelope {
     uint8_t type;
     char origin[ENVELOPE_ID_MAX + 1];   /* sending node id */
@@ -51,5 +55,11 @@ struct envelope {
 size_t envelope_encode(const struct envelope *e, unsigned char *out);
 /* Parses a header; false when it is malformed or of another version. */
 bool envelope_decode(const unsigned char *in, size_t len, struct envelope *e);
+
+/* Writes a SYNC_REP message prefix (ENV_SYNC_ITEM_LEN bytes) into out. */
+void envelope_put_sync_item(unsigned char *out, uint64_t seq, int64_t ts_ms, uint8_t flags);
+/* Reads one back; false when len is not ENV_SYNC_ITEM_LEN. */
+bool envelope_get_sync_item(const unsigned char *p, size_t len, uint64_t *seq, int64_t *ts_ms,
+                            uint8_t *flags);
 
 #endif

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "envelope.h"
 
 /* ------------------------------------------------------------- helpers */
 
@@ -863,6 +864,23 @@ static void test_encode_binmsg_is_header_length_header_then_bytes(void **state)
     assert_int_equal(codec_encode_binmsg(out, 8, "b", 1, 7, 5, "c1", bytes, 3), n);
 }
 
+static void test_sync_item_round_trips_and_checks_its_length(void **state)
+{
+    (void)state;
+    unsigned char p[ENV_SYNC_ITEM_LEN];
+    envelope_put_sync_item(p, 0x0102030405060708ull, 1700000000123, ENV_FLAG_BINARY);
+    assert_int_equal(p[0], 0x01);
+    assert_int_equal(p[7], 0x08);
+    uint64_t seq;
+    int64_t ts;
+    uint8_t flags;
+    assert_true(envelope_get_sync_item(p, sizeof p, &seq, &ts, &flags));
+    assert_true(seq == 0x0102030405060708ull);
+    assert_true(ts == 1700000000123);
+    assert_int_equal(flags, ENV_FLAG_BINARY);
+    assert_false(envelope_get_sync_item(p, sizeof p - 1, &seq, &ts, &flags));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -922,6 +940,7 @@ int main(void)
         cmocka_unit_test(test_encode_msg_returns_the_needed_size_when_the_buffer_is_too_small),
         cmocka_unit_test(test_encode_msg_returns_zero_when_the_header_cannot_fit),
         cmocka_unit_test(test_encode_binmsg_is_header_length_header_then_bytes),
+        cmocka_unit_test(test_sync_item_round_trips_and_checks_its_length),
         cmocka_unit_test(test_error_codes_map_to_their_wire_strings_and_http_statuses),
         cmocka_unit_test(test_error_strings_are_distinct),
         cmocka_unit_test(test_out_of_range_error_code_is_internal_500),
