@@ -40,31 +40,17 @@ size_t conn_session_size(void) { return sizeof(struct conn); }
  * was most of the work. Everything queued in the turn still goes out in one
  * write per connection. A connection with output already buffered in lws
  * waits for WRITEABLE as before. */
-static struct conn *flush_head;
+static lws_dll2_owner_t flush_list;
 static lws_sorted_usec_list_t flush_timer;
-
-static void flush_unlink(struct conn *c)
-{
-    if (!c->flush_pending)
-        return;
-    if (c->flush_prev)
-        c->flush_prev->flush_next = c->flush_next;
-    else
-        flush_head = c->flush_next;
-    if (c->flush_next)
-        c->flush_next->flush_prev = c->flush_prev;
-    c->flush_prev = c->flush_next = NULL;
-    c->flush_pending = false;
-}
 
 static int conn_flush(struct conn *c);
 
 static void flush_all(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
-    while (flush_head) {
-        struct conn *c = flush_head;
-        flush_unlink(c);
+    while (flush_list.head) {
+        struct conn *c = lws_container_of(flush_list.head, struct conn, flush);
+        lws_dll2_remove(&c->flush);
         if (!c->established || c->closing || outq_empty(&c->q))
             continue;
         if (lws_partial_buffered(c->wsi)) {
@@ -89,15 +75,10 @@ void conn_enqueue(struct conn *c, struct frame *f)
         conn_close_with(c, 4008, "slow consumer", true);
         return;
     }
-    if (was_empty && !c->flush_pending) {
-        c->flush_pending = true;
-        c->flush_prev = NULL;
-        c->flush_next = flush_head;
-        if (flush_head)
-            flush_head->flush_prev = c;
-        if (!flush_head)
+    if (was_empty && lws_dll2_is_detached(&c->flush)) {
+        if (!flush_list.count)
             lws_sul_schedule(server.ctx, 0, &flush_timer, flush_all, 1);
-        flush_head = c;
+        lws_dll2_add_head(&c->flush, &flush_list);
     }
 }
 
@@ -346,7 +327,7 @@ static void conn_closed(struct conn *c)
     if (!c->established)
         return; /* refused in FILTER: never linked */
     c->established = false;
-    flush_unlink(c);
+    lws_dll2_remove(&c->flush);
     keepalive_conn_closed(c);
     mirror_conn_closed(c);
     ops_conn_closed(c);

@@ -30,8 +30,7 @@ struct conn {
     struct conn *prev, *next;     /* server.conns */
     struct conn_call *calls;      /* requests waiting for a channel owner (mirror.c) */
     struct conn_pub *pubs;        /* publishes not yet acknowledged (ops.c) */
-    struct conn *flush_prev, *flush_next; /* on the end-of-turn flush list */
-    bool flush_pending;
+    lws_dll2_t flush;             /* on the end-of-turn flush list while attached */
 
     unsigned char *rx;            /* message being assembled across fragments */
     uint32_t rx_len, rx_cap;

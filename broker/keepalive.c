@@ -20,7 +20,7 @@
 #define TICKS_PER_SEC 4
 
 static struct {
-    struct conn **slots;
+    lws_dll2_owner_t *slots;
     uint32_t nslots;
     uint32_t interval, timeout; /* in ticks */
     uint32_t done;              /* the last tick whose slot was visited */
@@ -35,27 +35,7 @@ static uint32_t now_ticks(void) { return (uint32_t)((lws_now_usecs() - ka.t0) / 
 
 static void link_at(struct conn *c, uint32_t due)
 {
-    uint32_t s = due % ka.nslots;
-    c->ka.prev = NULL;
-    c->ka.next = ka.slots[s];
-    if (c->ka.next)
-        c->ka.next->ka.prev = c;
-    ka.slots[s] = c;
-    c->ka.slot = s + 1;
-}
-
-static void unlink_conn(struct conn *c)
-{
-    if (!c->ka.slot || !ka.slots)
-        return;
-    if (c->ka.prev)
-        c->ka.prev->ka.next = c->ka.next;
-    else
-        ka.slots[c->ka.slot - 1] = c->ka.next;
-    if (c->ka.next)
-        c->ka.next->ka.prev = c->ka.prev;
-    c->ka.prev = c->ka.next = NULL;
-    c->ka.slot = 0;
+    lws_dll2_add_head(&c->ka.slot, &ka.slots[due % ka.nslots]);
 }
 
 /* Does what c needs at time now and puts it where it is next due. Visiting
@@ -93,15 +73,15 @@ static void tick(lws_sorted_usec_list_t *sul)
     if (now - ka.done > ka.nslots)
         ka.done = now - ka.nslots;
     while (ka.done != now) {
-        uint32_t s = ++ka.done % ka.nslots;
-        struct conn *c = ka.slots[s];
-        ka.slots[s] = NULL;
-        while (c) {
-            struct conn *next = c->ka.next;
-            c->ka.prev = c->ka.next = NULL;
-            c->ka.slot = 0;
+        /* Take the slot's list whole: a visit may link a connection into
+         * this same slot again, for its next lap. */
+        lws_dll2_owner_t *slot = &ka.slots[++ka.done % ka.nslots], due = *slot;
+        lws_dll2_owner_clear(slot);
+        while (due.head) {
+            struct conn *c = lws_container_of(due.head, struct conn, ka.slot);
+            due.head = due.head->next;
+            lws_dll2_clear(&c->ka.slot);
             visit(c, now);
-            c = next;
         }
     }
     lws_sul_schedule(server.ctx, 0, sul, tick, TICK_US);
@@ -153,10 +133,14 @@ void keepalive_conn_pong(struct conn *c)
 {
     c->ka.seen = now_ticks();
     c->ka.ping_at = 0;
-    if (c->ka.slot) { /* on no slot: closing, or the wheel is gone */
-        unlink_conn(c);
+    if (ka.slots && !lws_dll2_is_detached(&c->ka.slot)) { /* detached: closing */
+        lws_dll2_remove(&c->ka.slot);
         link_at(c, c->ka.seen + ka.interval);
     }
 }
 
-void keepalive_conn_closed(struct conn *c) { unlink_conn(c); }
+void keepalive_conn_closed(struct conn *c)
+{
+    if (ka.slots)
+        lws_dll2_remove(&c->ka.slot);
+}

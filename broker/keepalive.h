@@ -9,16 +9,16 @@
 #ifndef CHORUS_KEEPALIVE_H
 #define CHORUS_KEEPALIVE_H
 
+#include <libwebsockets.h>
 #include <stdint.h>
 
 struct conn;
 
 /* A connection's place on the wheel; zeroed with the connection. */
 struct conn_keepalive {
-    struct conn *prev, *next;  /* in its slot's list */
+    lws_dll2_t slot;           /* in the list of the slot it is due in; detached: none */
     uint32_t seen;             /* time of its last PONG (or of its opening) */
     uint32_t ping_at;          /* when the unanswered PING went out; 0: none */
-    uint32_t slot;             /* 1 + its slot's index; 0: on no slot */
 };
 
 /* Starts the wheel's timer (server.ctx and server.cfg must be set). */
