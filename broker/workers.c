@@ -26,6 +26,12 @@ static void set_str(char **slot, const char *v)
     *slot = strdup(v);
 }
 
+/* Worker i's ipc:// endpoint; the socket file is the rest after "ipc://". */
+static void endpoint(char ep[128], pid_t parent, int i)
+{
+    snprintf(ep, 128, "ipc:///tmp/chorus-%d-w%d.sock", (int)parent, i);
+}
+
 /* Turns cfg into worker i's: its own node id and ipc endpoint, every worker
  * as a peer. */
 static void become_worker(struct config *cfg, int i, pid_t parent)
@@ -33,13 +39,13 @@ static void become_worker(struct config *cfg, int i, pid_t parent)
     char id[96], ep[128];
     snprintf(id, sizeof id, "%s-w%d", cfg->node_id, i);
     set_str(&cfg->node_id, id);
-    snprintf(ep, sizeof ep, "ipc:///tmp/chorus-%d-w%d.sock", (int)parent, i);
+    endpoint(ep, parent, i);
     set_str(&cfg->cluster_bind, ep);
     for (int k = 0; k < cfg->n_peer; k++)
         free(cfg->peer[k]);
     cfg->n_peer = 0;
     for (int k = 0; k < cfg->workers && k < CONFIG_MAX_PEERS; k++) {
-        snprintf(ep, sizeof ep, "ipc:///tmp/chorus-%d-w%d.sock", (int)parent, k);
+        endpoint(ep, parent, k);
         cfg->peer[cfg->n_peer++] = strdup(ep);
     }
     /* Workers of one process tree trust each other: the links never leave
@@ -118,8 +124,8 @@ int workers_run(struct config *cfg)
     }
     for (int i = 0; i < n; i++) {
         char ep[128];
-        snprintf(ep, sizeof ep, "/tmp/chorus-%d-w%d.sock", (int)parent, i);
-        unlink(ep);
+        endpoint(ep, parent, i);
+        unlink(ep + strlen("ipc://"));
     }
     log_info("event=workers_stopped");
     return 0;
