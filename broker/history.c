@@ -92,7 +92,11 @@ struct frame *history_from_sync(const char *name, bool has_id, long long id,
     for (size_t i = first; i < total; i++) {
         const struct cluster_part *meta = &parts[1 + 2 * i], *msg = &parts[2 + 2 * i];
         items[i - first] = (struct item){msg->data, msg->len};
-        if (meta->len == 17 && (meta->data[16] & ENV_FLAG_BINARY)) {
+        uint64_t seq;
+        int64_t ts;
+        uint8_t flags;
+        if (envelope_get_sync_item(meta->data, meta->len, &seq, &ts, &flags) &&
+            (flags & ENV_FLAG_BINARY)) {
             /* A binary message shows as JSON with its bytes in base64 (binmsg.h). */
             struct frame *b = frame_from(msg->data, msg->len), *view = NULL;
             if (b) {
