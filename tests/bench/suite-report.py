@@ -446,13 +446,18 @@ def render(d, runs, meta, chart_rel):
         w("| target | Chorus | best peer | ratio | met? |")
         w("|---|---|---|---|---|")
         chorus_variants = [p for p in peers if p in ("chorus", "chorus-noping")]
-        for cp in (chorus_variants if "fanout-1k" in scs else []):
-            vals = {p: (fig.get(("fanout-1k", p)) or {}).get("dps") for p in peers}
-            bp, bv = best_peer(vals, False)
+
+        def versus_best(sc, key, cp, lower_is_better):
+            """Chorus variant cp's figure, the best peer and its figure, their ratio."""
+            vals = {p: (fig.get((sc, p)) or {}).get(key) for p in peers}
+            bp, bv = best_peer(vals, lower_is_better)
             cv = vals.get(cp)
+            return cv, bp, bv, (cv / bv if cv and bv else None)
+
+        for cp in (chorus_variants if "fanout-1k" in scs else []):
+            cv, bp, bv, ratio = versus_best("fanout-1k", "dps", cp, False)
             if cv is None:
                 continue
-            ratio = cv / bv if cv and bv else None
             # the least favourable pairing of runs: Chorus' worst against any peer's best
             def runs_dps(peer):
                 return [(step_figures(r, "fanout-1k") or {}).get("dps") or 0
@@ -474,12 +479,9 @@ def render(d, runs, meta, chart_rel):
             w("| fanout-1k: a second worker raises throughput (chorus-w2 vs chorus) | %s/s with 2, %s/s with 1%s | | "
               "%.2f× | %s |" % (fmt_rate(two), fmt_rate(one), why, two / one, "yes" if two > one else "**no**"))
         for cp in (chorus_variants if "rooms" in scs else []):
-            vals = {p: (fig.get(("rooms", p)) or {}).get("p99") for p in peers}
-            bp, bv = best_peer(vals, True)
-            cv = vals.get(cp)
+            cv, bp, bv, ratio = versus_best("rooms", "p99", cp, True)
             if cv is None:
                 continue
-            ratio = cv / bv if cv and bv else None
             w("| rooms p99 ≤ 2 ms (%s) | %s ms | | | %s |" % (cp, fmt_ms(cv),
                                                               "yes" if cv is not None and cv <= 2 else "**no**"))
             w("| rooms p99 ≤ 1/3 of best peer (%s) | %s ms | %s ms (%s) | %s | %s |" % (
