@@ -217,8 +217,11 @@ void replica_tick(int64_t now)
         next = r->next;
         if (now - r->oldest_ms >= server.cfg->cluster_timeout_ms) {
             /* Publishers waited long enough: answer them now. The messages stay
-             * queued and are still delivered once a backup holds them. */
-            for (struct pending_msg *pm = r->head; pm; pm = pm->next) {
+             * queued and are still delivered once a backup holds them. Only
+             * those that waited the whole timeout: a publish queued behind
+             * them a moment ago may yet reach a new backup in time. */
+            for (struct pending_msg *pm = r->head;
+                 pm && now - pm->ts_ms >= server.cfg->cluster_timeout_ms; pm = pm->next) {
                 struct pub_wait *w = pm->waiters;
                 pm->waiters = NULL;
                 notify(w, CHORUS_ERR_UNAVAILABLE, "the channel's backup node did not confirm in time",
