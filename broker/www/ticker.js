@@ -296,6 +296,8 @@ client.on('error', (err) => console.warn('chorus:', err));
 const PERMANENT = new Set(['forbidden', 'bad_channel', 'bad_request', 'limit_reached']);
 
 function fillFromHistory(st, h) {
+  totalUpdates -= st.updates; // the history replaces what the row had
+  st.updates = 0;
   st.points = [];
   for (const m of h.msgs) if ('data' in m) apply(st, m.data, m, false);
 }
@@ -304,8 +306,6 @@ async function load(st) {
   st.loading = true;
   try {
     const h = await client.history(st.ch, { limit: POINTS });
-    totalUpdates -= st.updates; // a retry starts the row over
-    st.updates = 0;
     fillFromHistory(st, h);
     // From where the history ended, so nothing in between is lost or doubled
     // (a channel that holds nothing has no position: from now).
