@@ -136,7 +136,7 @@ done
 stamp=$(date -u +%Y%m%dT%H%M%SZ)
 if [ -z "$out" ]; then
     if [ "$mode" = smoke ]; then
-        out=$(mktemp -d /tmp/chorus-suite-smoke.XXXXXX)
+        out=$(mktemp -d /tmp/chorus-suite-smoke.XXXXXX) out_tmp=1
     else
         out="$root/build-bench-results/$stamp"
     fi
@@ -274,7 +274,7 @@ server_alive() { # every process of the server still runs
 }
 cleanup() {
     stop_server
-    if [ "$mode" = smoke ] && [ "${smoke_ok:-0}" = 1 ] && [ "$keep" = 0 ]; then rm -rf "$out"; fi
+    if [ "${out_tmp:-0}" = 1 ] && [ "${smoke_ok:-0}" = 1 ] && [ "$keep" = 0 ]; then rm -rf "$out"; fi
 }
 trap cleanup EXIT
 trap 'log interrupted; exit 130' INT TERM
