@@ -284,8 +284,9 @@ static bool origin_allowed(struct lws *wsi)
     int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
     if (n <= 0)
         return false;
-    /* Whole lengths: lws keeps a NUL byte inside a header value, and
-     * "http://ok.example\0.evil" must not pass as "http://ok.example". */
+    /* Whole lengths: lws keeps a NUL inside a header value (its length
+     * counts the other bytes), and lws_hdr_copy() ends the copy at the NUL,
+     * so strcmp() let "http://ok.example\0.evil" pass as "http://ok.example". */
     for (int i = 0; i < cfg->n_allowed_origin; i++)
         if (strlen(cfg->allowed_origin[i]) == (size_t)n &&
             !memcmp(origin, cfg->allowed_origin[i], (size_t)n))
