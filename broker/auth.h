@@ -68,11 +68,13 @@ enum auth_result {
     AUTH_EXPIRED,
     AUTH_NOT_YET_VALID,
     AUTH_MISSING_CLAIM,           /* no exp, no sub (connection) / ch (subscription), wrong type */
+    AUTH_WRONG_USE,               /* a subscription token (it has ch) offered as a connection token */
+    AUTH_BAD_USER,                /* a sub containing '/', which would name a personal sub-channel */
 };
 
 /* What kind of token is expected. */
 enum auth_use {
-    AUTH_USE_CONNECTION,          /* needs sub and exp */
+    AUTH_USE_CONNECTION,          /* needs sub and exp, must not have ch */
     AUTH_USE_SUBSCRIPTION,        /* needs ch and exp */
 };
 
@@ -91,7 +93,8 @@ bool auth_pattern_match(const char *pattern, const char *ch, size_t len);
 /* Namespace rules (config.h). `who` is the connection's claims, NULL when it
  * is anonymous. On refusal they return false and say why in why[]. */
 
-/* Personal channels: "<ns>:<id>" and "<ns>:<id>/..." belong to user <id>. */
+/* Personal channels: "<ns>:<id>" and "<ns>:<id>/..." belong to user <id>,
+ * the text after the first ':' up to the first '/', compared whole. */
 bool auth_personal_allows(const struct ns_opts *ns, const struct auth_claims *who,
                           const char *ch, size_t len, char *why, size_t whylen);
 /* May `who` subscribe to ch, or read its history or presence? `sub_token` is

@@ -44,6 +44,11 @@ def table():
         ("a token without sub", tk.hs256(c(sub=None)), "token claims missing or invalid"),
         ("a token without exp", tk.hs256({"sub": "42"}), "token claims missing or invalid"),
         ("a token with a numeric sub", tk.hs256(c(sub=42)), "token claims missing or invalid"),
+        ("a subscription token (sub and ch)", tk.hs256(c(ch="secret:room")),
+         "a subscription token (with ch) is not a connection token"),
+        ("a subscription token (ch, no sub)", tk.hs256(c(sub=None, ch="secret:room")),
+         "a subscription token (with ch) is not a connection token"),
+        ("a token whose sub contains '/'", tk.hs256(c(sub="42/inbox")), "token sub must not contain '/'"),
         ("garbage", "garbage", "malformed token"),
         ("three garbage parts", "a.b.c", "malformed token"),
     ]
