@@ -22,6 +22,9 @@
 
 /* Longest token accepted anywhere (query, sub-protocol, auth op, sub request). */
 #define AUTH_TOKEN_MAX 8192
+/* Longest upgrade query string (lws' count: its arguments without the '&'s):
+ * "token=" and a token of AUTH_TOKEN_MAX, with room for a few short others. */
+#define AUTH_QUERY_MAX (AUTH_TOKEN_MAX + 256)
 /* Longest user id (the "sub" claim). */
 #define AUTH_USER_MAX 128
 

@@ -311,6 +311,10 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (n <= 0 || strcmp(uri, "/ws") != 0)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN);
+    /* The query carries at most a token (PROTOCOL.md 8.1): a longer one is
+     * refused, where the token reader would only have missed it. */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > AUTH_QUERY_MAX)
+        return refuse(wsi, REJECT_PATH, HTTP_STATUS_REQ_URI_TOO_LONG);
     if (server.shutting_down)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE);
     if (!cluster_ready())

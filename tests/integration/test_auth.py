@@ -153,6 +153,40 @@ async def _():
     assert status == 401, status
 
 
+def token_of_length(n, sub="big"):
+    """A valid HS256 token of exactly n bytes (n large enough), padded in info."""
+    pad = 0
+    while True:
+        token = tk.hs256(tk.claims(sub=sub, info={"p": "x" * pad}))
+        if len(token) >= n:
+            break
+        pad += max(1, (n - len(token)) * 3 // 4)
+    while len(token) > n:  # base64 grows in steps: trim the padding back
+        pad -= 1
+        token = tk.hs256(tk.claims(sub=sub, info={"p": "x" * pad}))
+    return token
+
+
+@h.test("A query token of 8192 bytes, with browser-sized headers, authenticates; a longer query gets 414")
+async def _():
+    browser = {"User-Agent": "Mozilla/5.0 " + "u" * 300, "Cookie": "session=" + "c" * 2000,
+               "Origin": "https://app.example.com"}
+    for n in (3900, 6000, 8192):
+        token = token_of_length(n)
+        status, r = upgrade(both, f"/ws?token={token}", browser)
+        try:
+            assert status == 101, f"a {len(token)}-byte query token: {status}, expected 101"
+            assert r.recv_json().get("user") == "big"
+        finally:
+            r.close()
+    # Longer than any token may be: refused with a status, never a silent hang-up.
+    for n in (8193 + 300, 12000):
+        status, r = upgrade(both, "/ws?token=" + "a" * n, browser)
+        r.close()
+        assert status == 414, f"a {n}-byte query: {status}, expected 414"
+    assert both.healthz()[0] == 200
+
+
 @h.test("A sub-protocol header lws 4.1.6 cannot read gets 431, and a long entry before chorus.v1 gets 400")
 async def _():
     long_token = tk.hs256(tk.claims(info={"name": "x" * 40}))
