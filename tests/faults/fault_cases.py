@@ -500,6 +500,8 @@ CASES = [
     traversal("http.traversal_under_sdk", "/sdk/../../../../../etc/passwd"),
     case("http.url_20k", "plain", "414 or 431", url_20k("/healthz?pad=")),
     case("http.upgrade_url_20k", "auth", "414 or 431", url_20k("/ws?token=")),
+    refused_upgrade("http.upgrade_query_10k", "auth", 414, path="/ws?token=" + "x" * 10000,
+                    headers=[("Origin", ORIGIN)]),
 
     # -- refused upgrades: status line and code -------------------------------
     refused_upgrade("upgrade.wrong_path", "plain", 403, path="/elsewhere"),
