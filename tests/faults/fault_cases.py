@@ -104,12 +104,21 @@ def answers(name, profile, data, statuses, close=False, timeout=None):
     return Case(name, profile, want, run)
 
 
+def _refuses_pipelined_body(i, resps):
+    """PROTOCOL.md 6: a request with a body pipelined behind another in the
+    same read is answered 400 with Connection: close (the ones before it
+    normally), and nothing after it."""
+    return i > 0 and i == len(resps) - 1 and resps[i].status == 400 and resps[i].closes
+
+
 def pipelined(name, profile, data, statuses):
-    """Several requests in one write: every one answered in order, or the
-    answered ones in order with the last saying Connection: close and the
-    socket closed. Never silence."""
+    """Several requests in one write: every one answered in order; or the
+    answered ones in order with the last saying Connection: close (a refusal
+    400 of a pipelined request with a body, or the expected answer) and the
+    socket closed. Never silence, never out of order."""
     want = (" then ".join(map(str, statuses))
-            + ", or a prefix of them ending in Connection: close and a TCP close")
+            + ", or a prefix of them whose last says Connection: close (a later one may be"
+            " the documented 400 for a pipelined body), then a TCP close")
 
     def run(node):
         s = connect(node.port)
@@ -117,8 +126,11 @@ def pipelined(name, profile, data, statuses):
             send_all(s, data)
             resps, eof, left = read_responses(s, len(statuses), H.t(3))
             got = describe(resps, eof, left)
-            if not resps or not all(map(_matches, resps, statuses)):
+            if not resps or not all(_matches(r, st) or _refuses_pipelined_body(i, resps)
+                                    for i, (r, st) in enumerate(zip(resps, statuses))):
                 raise Fail(want, got)
+            if _refuses_pipelined_body(len(resps) - 1, resps) and not (eof or wait_eof(s, PROMPT_CLOSE)):
+                raise Fail(want, got + f", and the socket still open {PROMPT_CLOSE:.0f} s later")
             _version_ok(resps)
             if len(resps) < len(statuses):
                 if not resps[-1].closes:
@@ -131,8 +143,9 @@ def pipelined(name, profile, data, statuses):
 
 
 def refused_upgrade(name, profile, status, path="/ws", headers=()):
-    """A WebSocket upgrade that must be refused with an HTTP/1.1 status line."""
-    want = f"'HTTP/1.1 {status} ...'"
+    """A WebSocket upgrade that must be refused with an HTTP/1.1 status line
+    and Connection: close (PROTOCOL.md 6)."""
+    want = f"'HTTP/1.1 {status} ...' with Connection: close"
 
     def run(node):
         s = connect(node.port)
@@ -140,7 +153,8 @@ def refused_upgrade(name, profile, status, path="/ws", headers=()):
             hdrs = headers(node) if callable(headers) else headers
             send_all(s, upgrade_request(path(node) if callable(path) else path, hdrs))
             resps, eof, left = read_responses(s, 1, H.t(3))
-            if not resps or not resps[0].status_line.startswith(f"HTTP/1.1 {status} "):
+            if (not resps or not resps[0].status_line.startswith(f"HTTP/1.1 {status} ")
+                    or not resps[0].closes):
                 raise Fail(want, describe(resps, eof, left))
         finally:
             s.close()
@@ -402,8 +416,10 @@ def fill_then_refuse(status):
                 resps, eof, left = read_responses(s, 1, H.t(3))
             finally:
                 s.close()
-            if not resps or not resps[0].status_line.startswith(f"HTTP/1.1 {status} "):
-                raise Fail(f"'HTTP/1.1 {status} ...'", describe(resps, eof, left))
+            if (not resps or not resps[0].status_line.startswith(f"HTTP/1.1 {status} ")
+                    or not resps[0].closes):
+                raise Fail(f"'HTTP/1.1 {status} ...' with Connection: close",
+                           describe(resps, eof, left))
         finally:
             filler.close()
     return run
@@ -492,11 +508,19 @@ CASES = [
     answers("http.200_headers", "plain",
             GET("/healthz", [(f"X-H{i}", "v" * 100) for i in range(200)]), [431], close=True),
     case("http.pipelined_static_files", "plain", "200 then 200, the same page", static_pipelined),
+    answers("http.transfer_encoding_alone", "apikey",
+            request("POST", "/api/publish", [("X-API-Key", API_KEY),
+                                             ("Transfer-Encoding", "chunked")],
+                    "2\r\n{}\r\n0\r\n\r\n"), [411], close=True),
+    answers("http.content_length_not_decimal", "apikey",
+            request("POST", "/api/publish", [("X-API-Key", API_KEY), ("Content-Length", "+2")],
+                    "{}"), [400], close=True),
     answers("http.body_over_max_frame_bytes", "apikey",
-            POST(key=API_KEY, body='{"ch":"a","data":"' + BIG + '"}'), [413]),
+            POST(key=API_KEY, body='{"ch":"a","data":"' + BIG + '"}'), [413], close=True),
     answers("http.content_length_announced_100mb", "apikey",
             request("POST", "/api/publish", [("X-API-Key", API_KEY),
-                                             ("Content-Length", "100000000")], "{"), [413]),
+                                             ("Content-Length", "100000000")], "{"), [413],
+            close=True),
     answers("http.bad_json_body", "apikey", POST(key=API_KEY, body='{"ch":'), [400]),
     case("http.slowloris_headers", "plain",
          "/healthz within 1 s throughout; the trickled request answered or closed", slowloris),
@@ -514,8 +538,8 @@ CASES = [
     refused_upgrade("upgrade.bad_token", "auth", 401, path="/ws?token=not.a.jwt",
                     headers=[("Origin", ORIGIN)]),
     refused_upgrade("upgrade.bad_origin", "auth", 403, headers=[("Origin", "http://evil.example")]),
-    case("upgrade.full_503", "full", "'HTTP/1.1 503 ...'", fill_then_refuse(503)),
-    case("upgrade.ip_limit_429", "iplimit", "'HTTP/1.1 429 ...'", fill_then_refuse(429)),
+    case("upgrade.full_503", "full", "'HTTP/1.1 503 ...' with Connection: close", fill_then_refuse(503)),
+    case("upgrade.ip_limit_429", "iplimit", "'HTTP/1.1 429 ...' with Connection: close", fill_then_refuse(429)),
 
     # -- tokens and Origin ----------------------------------------------------
     case("auth.query_token_8000_bytes", "auth", "101", token_8000),
