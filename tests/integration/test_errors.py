@@ -286,6 +286,27 @@ async def _():
         await c.ping()
 
 
+@h.test("A control frame over 125 bytes ends only its own connection (lws 4.1.6 drops TCP, no close frame)")
+async def _():
+    async with h.Session(srv) as s:
+        other = await s.connect()
+        await other.sub("err:bystander")
+        for op in (h.RawWS.OP_PING, h.RawWS.OP_PONG, h.RawWS.OP_CLOSE):
+            r = s.raw()
+            r.open()
+            r.send_frame(op, b"p" * 200)
+            try:
+                while r.recv_message()[0] != r.OP_CLOSE:
+                    pass
+                # Should lws ever answer, RFC 6455 says 1002.
+                assert r.close_code == 1002, f"opcode {op}: close {r.close_code}"
+            except h.ConnectionClosedRaw:
+                pass  # PROTOCOL.md 5: the lws 4.1.6 limit
+        await other.pub("err:bystander", "still here")
+        got = await other.msgs("err:bystander", 1)
+        assert got[0]["data"] == "still here", got
+
+
 @h.test("A binary frame gets err bad_request and the connection stays open")
 async def _():
     async with h.Session(srv) as s:
