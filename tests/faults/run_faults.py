@@ -153,7 +153,7 @@ def main():
         return 0
 
     began = time.monotonic()
-    nodes, failures = {}, []
+    nodes, failures, limits = {}, [], []
     for c in cases:
         node = nodes.get(c.profile)
         if node is None:
@@ -166,9 +166,9 @@ def main():
                 del nodes[c.profile]
                 continue
         t0 = time.monotonic()
-        problem = None
+        problem = note = None
         try:
-            c.run(node)
+            note = c.run(node)
         except Fail as e:
             problem = str(e)
         except Exception as e:  # noqa: BLE001 - a broken case is a failure, and says why
@@ -192,7 +192,9 @@ def main():
                     print(f"    node '{c.profile}' could not be restarted: {e}", flush=True)
                     del nodes[c.profile]
         else:
-            print(f"ok   {c.name} ({took:.2f}s)", flush=True)
+            if note:
+                limits.append(c.name)
+            print(f"ok   {c.name} ({took:.2f}s)" + (f" [{note}]" if note else ""), flush=True)
 
     checks = 0
     for name, node in nodes.items():
@@ -216,8 +218,11 @@ def main():
             print(f"ok   node '{name}' exits 0 on SIGTERM with no sanitizer report", flush=True)
 
     total = len(cases) + checks
-    print(f"{len(cases)} cases + {checks} node checks: {total - len(failures)} ok, "
-          f"{len(failures)} failed, in {time.monotonic() - began:.1f}s", flush=True)
+    if limits:
+        print(f"passed only as a documented known limit: {', '.join(limits)}", flush=True)
+    print(f"{len(cases)} cases + {checks} node checks: {total - len(failures)} ok "
+          f"({len(limits)} as known limits), {len(failures)} failed, "
+          f"in {time.monotonic() - began:.1f}s", flush=True)
     return 1 if failures else 0
 
 
