@@ -43,6 +43,7 @@ PROMPT_CLOSE = 3.0
 PROFILES = {
     "plain": ([], None, {}),
     "poll": (["--event-loop", "poll"], None, {}),
+    "workers": (["--workers", "2"], None, {}),            # two processes on one port
     "apikey": (["--api-key", API_KEY], None, {}),
     "auth": (["--jwt-secret", T.SECRET, "--allowed-origin", ORIGIN],
              {"namespaces": {"secret": {"subscribe": "token"}, "user": {"personal": True}}},
@@ -528,6 +529,7 @@ CASES = [
     # -- HTTP framing and pipelining -----------------------------------------
     pipelined("http.pipelined_2_posts_no_key", "plain", POST_NOKEY * 2, [403, 403]),
     pipelined("http.pipelined_2_posts_no_key_poll_loop", "poll", POST_NOKEY * 2, [403, 403]),
+    pipelined("http.pipelined_2_posts_no_key_2_workers", "workers", POST_NOKEY * 2, [403, 403]),
     pipelined("http.pipelined_3_posts_no_key", "plain", POST_NOKEY * 3, [403, 403, 403]),
     pipelined("http.pipelined_post_then_healthz", "plain", POST_NOKEY + GET("/healthz"), [403, 200]),
     pipelined("http.pipelined_2_posts_with_key", "apikey", POST_KEY * 2, [400, 400]),

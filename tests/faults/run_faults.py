@@ -58,14 +58,28 @@ class Node:
         self.server = H.Server(*self.args, config=self.config,
                                node_id=f"faults-{self.profile}-{self.generation}")
         self.server.start()
-        self.sub = H.RawWS(self.port, headers=self.watch_headers)
-        self.sub.open(H.t(5))
+        self.sub = self._open_watcher()
         self.sub.send_json({"op": "sub", "id": 1, "ch": C.WATCH})
         f, err = json_reply(self.sub, lambda f: f.get("id") == 1, H.t(5))
         if err or f.get("op") != "ack":
             raise H.ServerError(f"watch subscriber not subscribed: {err or f}")
-        self.pub = H.RawWS(self.port, headers=self.watch_headers)
-        self.pub.open(H.t(5))
+        self.pub = self._open_watcher()
+
+    def _open_watcher(self):
+        """A WebSocket for the checks. With --workers, /healthz may answer from
+        one worker while another still refuses upgrades with 503 "starting"
+        (PROTOCOL.md 6), so a 503 is retried for a bounded time."""
+        deadline = time.monotonic() + H.t(10)
+        while True:
+            ws = H.RawWS(self.port, headers=self.watch_headers)
+            if ws.connect(H.t(5), expect_status=None) == 101:
+                hello = ws.recv_json(H.t(5))
+                assert hello.get("op") == "hello", f"first frame is not hello: {hello}"
+                return ws
+            ws.close()
+            if ws.status != 503 or time.monotonic() > deadline:
+                raise H.ServerError(f"watch client: upgrade answered {ws.status}")
+            time.sleep(0.1)
 
     def expect_tcp_close(self, case_name, ws, within=6.0):
         """A WebSocket the node has sent its close frame on: the node must end
