@@ -261,6 +261,37 @@ def close_frame(code=None, reason=b"", raw=None):
 # Cases that need more than one exchange
 # ---------------------------------------------------------------------------
 
+def keepalive_one_at_a_time(node):
+    """Three publishes on one connection, each sent after the previous answer
+    (what HTTP client libraries do): all served, the connection kept."""
+    s = connect(node.port)
+    try:
+        for i in range(3):
+            send_all(s, POST(key=API_KEY, body='{"ch":"faults:other","data":%d}' % i))
+            resps, eof, left = read_responses(s, 1, H.t(3))
+            if not resps or resps[0].status != 200 or resps[0].closes:
+                raise Fail("200 three times on one kept-alive connection",
+                           f"request {i + 1}: {describe(resps, eof, left)}")
+    finally:
+        s.close()
+
+
+def body_in_later_writes(node):
+    """Headers, then the body in two pieces 100 ms apart: one 200."""
+    s = connect(node.port)
+    try:
+        body = b'{"ch":"faults:other","data":"split"}'
+        head = POST(key=API_KEY, body=body.decode())[:-len(body)]
+        for piece in (head, body[:10], body[10:]):
+            send_all(s, piece)
+            time.sleep(0.1)
+        resps, eof, left = read_responses(s, 1, H.t(3))
+        if not resps or resps[0].status != 200:
+            raise Fail("200", describe(resps, eof, left))
+    finally:
+        s.close()
+
+
 def traversal(name, path):
     want = "no file outside the static directory (non-200, or the index page)"
 
@@ -539,6 +570,9 @@ CASES = [
               POST(key=API_KEY, body='{"ch":"faults:other","data":1}') * 2, [200, 200]),
     pipelined("http.pipelined_post_with_key_then_healthz", "apikey",
               POST_KEY + GET("/healthz"), [400, 200]),
+    case("http.keepalive_posts_one_at_a_time", "apikey", "200 three times on one connection",
+         keepalive_one_at_a_time),
+    case("http.post_body_in_later_writes", "apikey", "200", body_in_later_writes),
     answers("http.content_length_and_chunked", "apikey",
             request("POST", "/api/publish", [("X-API-Key", API_KEY), ("Content-Length", "5"),
                                              ("Transfer-Encoding", "chunked")],
