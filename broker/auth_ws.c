@@ -6,6 +6,7 @@
  * Sec-WebSocket-Protocol header, an {"op":"auth"} request. A token is never
  * logged. */
 #include "auth_ws.h"
+#include "http_reply.h"
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
@@ -68,8 +69,7 @@ int auth_ws_confirm_upgrade(struct lws *wsi)
         return 0;
     metrics.connections_rejected[REJECT_AUTH]++;
     log_info("event=upgrade_refused reason=subprotocol status=%u", status);
-    lws_return_http_status(wsi, status, why);
-    return 1;
+    return http_reply_close(wsi, status, "text/plain", why);
 }
 
 /* The token sent with the upgrade, copied into buf; NULL when there is none. */
@@ -98,7 +98,7 @@ static void set_identity(struct conn *c, struct auth_claims *who)
 
 int auth_ws_filter(struct conn *c, struct lws *wsi)
 {
-    static char buf[AUTH_TOKEN_MAX + 64];
+    static char buf[AUTH_QUERY_MAX + 1];
     /* A node with no key ignores tokens: the demo's clients may send one. */
     const char *token = auth_keys_any(&keys) ? upgrade_token(wsi, buf, sizeof buf) : NULL;
     if (!token) {
