@@ -34,6 +34,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -114,8 +115,16 @@ static int connect_node(void)
         FAIL("socket: %s", strerror(errno));
     /* Loopback completes the handshake from the listen backlog; the node
      * accepts on its next turn. */
-    if (connect(fd, (struct sockaddr *)&node_addr, sizeof node_addr) < 0)
-        FAIL("connect to the node: %s", strerror(errno));
+    while (connect(fd, (struct sockaddr *)&node_addr, sizeof node_addr) < 0) {
+        if (errno == EISCONN)
+            break;
+        /* libFuzzer's timeout timer (SIGALRM) interrupts a blocking connect;
+         * the handshake goes on, so wait for it and ask again. */
+        if (errno != EINTR && errno != EALREADY && errno != EINPROGRESS)
+            FAIL("connect to the node: %s", strerror(errno));
+        struct pollfd p = {.fd = fd, .events = POLLOUT};
+        poll(&p, 1, 100);
+    }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     return fd;
