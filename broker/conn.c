@@ -405,7 +405,9 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     switch (reason) {
     case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
         /* Every plain HTTP request (API and files) passes here first. */
-        return http_framing_refuse(wsi);
+        if (http_framing_refuse(wsi))
+            return 1;
+        return http_api_filter(wsi, in);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         if (http_framing_refuse(wsi))
             return 1;

@@ -42,6 +42,10 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
 int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                       size_t len);
 size_t http_api_session_size(void);
+/* Every plain HTTP request, before lws routes it to an endpoint or a file:
+ * refuses (non-zero, after answering) a body sent where no endpoint reads
+ * one. */
+int http_api_filter(struct lws *wsi, const char *uri);
 size_t conn_session_size(void);
 
 #endif
