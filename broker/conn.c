@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* One batch is at most this many payload bytes; also lws' tx_packet_size, so
  * a batch normally reaches the kernel in one send(). */
@@ -397,6 +398,25 @@ static void conn_closed(struct conn *c)
     log_debug("event=conn_close client=%s", c->id);
 }
 
+/* lws 4.1.6 answers an Upgrade other than websocket or h2c with 403 and
+ * completes the transaction, then still calls CONFIRM_UPGRADE and
+ * strcasecmp()s the value (roles/http/server/server.c, lws_handshake_server,
+ * lines 2150-2187). On a kept-alive connection (conn_type is still the
+ * previous request's: lws_http_action sets it later) with nothing more
+ * buffered, lws_http_transaction_completed has detached and freed the header
+ * table (parsers.c, __lws_header_table_detach), so that value, also our `in`,
+ * is freed memory; with more buffered, the table was reset. Returning -1 makes
+ * lws close before its strcasecmp (bail_nuke_ah). The value is read again
+ * through the table (NULL or reset then): its first fragment is what lws
+ * compared. */
+static bool upgrade_answered_by_lws(struct lws *wsi)
+{
+    char up[16];
+    if (lws_hdr_copy_fragment(wsi, up, sizeof up, WSI_TOKEN_UPGRADE, 0) < 0)
+        return true;
+    return strcasecmp(up, "websocket") && strcasecmp(up, "h2c");
+}
+
 int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len)
 {
@@ -409,9 +429,12 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
             return 1;
         return http_api_filter(wsi, in);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
-        if (http_framing_refuse(wsi))
-            return 1;
-        return auth_ws_confirm_upgrade(wsi);
+        /* -1, not 1: 1 means "answered, keep the connection" here (lws then
+         * completes the transaction), but these answers say close. */
+        if (upgrade_answered_by_lws(wsi) || http_framing_refuse(wsi) ||
+            auth_ws_confirm_upgrade(wsi))
+            return -1;
+        return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return conn_filter(c, wsi);
     case LWS_CALLBACK_ESTABLISHED:

@@ -434,22 +434,41 @@ static int routed(struct lws *wsi, struct http_session *s, int rc)
     return 0;
 }
 
+/* The method lws matched this request with ("" for none we know of). */
+static const char *request_method(struct lws *wsi)
+{
+    static const struct { enum lws_token_indexes tok; const char *name; } methods[] = {
+        {WSI_TOKEN_GET_URI, "GET"},      {WSI_TOKEN_POST_URI, "POST"},
+        {WSI_TOKEN_HEAD_URI, "HEAD"},
+#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS)
+        {WSI_TOKEN_PUT_URI, "PUT"},      {WSI_TOKEN_PATCH_URI, "PATCH"},
+        {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
+#endif
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (lws_hdr_total_length(wsi, methods[i].tok) > 0)
+            return methods[i].name;
+    return "";
+}
+
 /* lws 4.1.6 reads the body of a request that was pipelined behind another
  * (parsed from its buffer of read-ahead input, not from the socket) from the
- * start of that buffer, so its "body" is the request's own request line,
- * and then loops forever on what it fails to consume. That is the one case
- * where a body starts with this request's method and path (or is a prefix
- * of them, which no endpoint accepts as a body); refusing it and closing is
- * what ends the loop. */
-static bool body_is_own_request(struct lws *wsi, struct http_session *s, const void *in,
-                                size_t len)
+ * start of that buffer (roles/http/server/server.c, lws_http_action: the
+ * buflist loop after "Prepare to read body"), so its "body" is the request's
+ * own request line, and then loops forever on what it fails to consume. That
+ * is the one case where a body starts with this request's method and a space
+ * (or is a prefix of them, which no endpoint accepts as a body); refusing it
+ * and closing is what ends the loop. Only the method is compared: lws keeps
+ * the path decoded and normalised (%41, //, /./, /../) and split at '&', so
+ * the path it reports need not be the bytes sent (each of those hung the node
+ * when the path was compared too; found by fuzz_http). */
+static bool body_is_own_request(struct lws *wsi, const void *in, size_t len)
 {
-    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
-    char line[sizeof s->path + 8];
-    int n = snprintf(line, sizeof line, "%s %s", post ? "POST" : "GET", s->path);
-    /* A short body is compared whole: a Content-Length below the line's length
-     * gets that many of its bytes. */
-    return n > 0 && !memcmp(in, line, len < (size_t)n ? len : (size_t)n);
+    char start[16];
+    int n = snprintf(start, sizeof start, "%s ", request_method(wsi));
+    /* A short body is compared whole: a Content-Length below the method's
+     * length gets that many of its bytes. */
+    return n > 1 && !strncasecmp(in, start, len < (size_t)n ? len : (size_t)n);
 }
 
 static int on_request(struct lws *wsi, struct http_session *s)
@@ -457,7 +476,7 @@ static int on_request(struct lws *wsi, struct http_session *s)
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     char uri[256] = "";
     lws_hdr_copy(wsi, uri, sizeof uri, post ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI);
-    snprintf(s->path, sizeof s->path, "%s", uri);
+    snprintf(s->path, sizeof s->path, "%.*s", (int)sizeof s->path - 1, uri);
     s->wsi = wsi;
 
     /* The framing was checked in FILTER_HTTP_CONNECTION (http_reply.h). */
@@ -509,7 +528,7 @@ int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_HTTP_BODY:
         if (s->body_done || s->body_too_large || !len)
             return 0;
-        if (!s->body_len && body_is_own_request(wsi, s, in, len))
+        if (!s->body_len && body_is_own_request(wsi, in, len))
             return http_reply_close(wsi, 400, "text/plain",
                                     "a request with a body cannot follow another in the same "
                                     "write: send it after the previous response");

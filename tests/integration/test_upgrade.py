@@ -4,7 +4,9 @@ upgrades on any path but /ws refused with 403, and --max-connections refusing
 upgrades beyond the limit while HTTP keeps working. Each refusal is counted in
 chorus_connections_rejected_total{reason}."""
 
+import http.client
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -99,6 +101,29 @@ async def _():
         assert r.recv_json().get("op") == "hello"
     finally:
         r.close()
+
+
+@h.test("An Upgrade other than websocket after a kept-alive request gets 403 and a close, alone or pipelined")
+async def _():
+    # lws 4.1.6 read its freed header table here (conn.c, upgrade_answered_by_lws):
+    # a CHORUS_SANITIZE build fails the exit check at the end without the fix.
+    hello = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+    odd = b"GET /healthz HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\n\r\n"
+    for tail in (b"", hello):
+        with socket.create_connection(("127.0.0.1", open_node.port), timeout=h.t(10)) as sock:
+            sock.sendall(hello)
+            first = http.client.HTTPResponse(sock)
+            first.begin()
+            first.read()
+            assert first.status == 200, f"kept-alive /healthz answered {first.status}"
+            sock.sendall(odd + tail)
+            rest = b""
+            while chunk := sock.recv(65536):
+                rest += chunk
+            assert rest.startswith(b"HTTP/1.1 403 "), f"Upgrade: foo answered {rest[:60]!r}"
+            assert rest.count(b"HTTP/1.") == 1, f"more than one answer: {rest!r}"
+    status, _ = open_node.healthz()
+    assert status == 200
 
 
 @h.test("With --max-connections 3 a fourth upgrade is refused, counted, and allowed again once one closes")
