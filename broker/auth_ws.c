@@ -10,7 +10,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +30,7 @@ const struct auth_claims *auth_ws_who(const struct conn *c)
     return c->auth.authenticated ? &c->auth.who : NULL;
 }
 
-static int64_t now_s(void) { return server_now_ms() / 1000; }
+static int64_t now_s(void) { return runtime_now_ms() / 1000; }
 
 /* ------------------------------------------------------------- the upgrade */
 
@@ -102,7 +102,7 @@ int auth_ws_filter(struct conn *c, struct lws *wsi)
     /* A node with no key ignores tokens: the demo's clients may send one. */
     const char *token = auth_keys_any(&keys) ? upgrade_token(wsi, buf, sizeof buf) : NULL;
     if (!token) {
-        c->auth.need_auth = !server.cfg->allow_anonymous;
+        c->auth.need_auth = !rt.cfg->allow_anonymous;
         return 0;
     }
     struct auth_claims who;
@@ -137,15 +137,15 @@ static void arm(struct conn *c)
 {
     int64_t due_ms;
     if (c->auth.need_auth)
-        due_ms = server_now_ms() + (int64_t)server.cfg->auth_timeout * 1000;
+        due_ms = runtime_now_ms() + (int64_t)rt.cfg->auth_timeout * 1000;
     else if (c->auth.authenticated)
         due_ms = (c->auth.who.exp + keys.leeway) * 1000;
     else
         return;
-    int64_t in_ms = due_ms - server_now_ms();
+    int64_t in_ms = due_ms - runtime_now_ms();
     if (in_ms < 0)
         in_ms = 0;
-    lws_sul_schedule(server.ctx, 0, &c->auth.timer, on_timer, (lws_usec_t)in_ms * LWS_US_PER_MS);
+    lws_sul_schedule(rt.ctx, 0, &c->auth.timer, on_timer, (lws_usec_t)in_ms * LWS_US_PER_MS);
     c->auth.timer_armed = true;
 }
 
@@ -232,7 +232,7 @@ static bool subscribed(struct conn *c, const char *ch, size_t len)
 
 bool auth_ws_may_read(struct conn *c, const struct codec_request *req)
 {
-    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, req->ch, req->ch_len);
     const struct auth_claims *who = auth_ws_who(c);
     char why[320] = "";
     struct auth_claims tok = {0};
@@ -262,7 +262,7 @@ bool auth_ws_may_read(struct conn *c, const struct codec_request *req)
 
 bool auth_ws_may_publish(struct conn *c, const char *ch, size_t len, bool has_id, long long id)
 {
-    const struct ns_opts *ns = config_ns_for(server.cfg, ch, len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, ch, len);
     char why[320];
     /* Only the members rule needs the (O(channels of c)) subscription lookup. */
     bool member = ns->publish == NS_PUB_MEMBERS && subscribed(c, ch, len);
@@ -270,7 +270,7 @@ bool auth_ws_may_publish(struct conn *c, const char *ch, size_t len, bool has_id
         conn_send_err(c, has_id, id, CHORUS_ERR_FORBIDDEN, why);
         return false;
     }
-    const struct config *cfg = server.cfg;
+    const struct config *cfg = rt.cfg;
     if ((cfg->max_pub_rate || cfg->max_pub_rate_user) &&
         !ratelimit_publish(&c->limits, lws_now_usecs())) {
         snprintf(why, sizeof why, "publish rate limit: %d per second per connection, %d per user",

@@ -11,7 +11,7 @@
 #include "conn.h"
 #include "frame.h"
 #include "metrics.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,7 +61,7 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
         conn_send_err(c, has_id, id, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
         goto out;
     }
-    if (server.shutting_down) {
+    if (rt.shutting_down) {
         conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
         goto out;
     }

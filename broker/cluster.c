@@ -13,7 +13,7 @@
 #include "presence.h"
 #include "publish.h"
 #include "replica.h"
-#include "server.h"
+#include "runtime.h"
 #include "zap.h"
 
 #include <arpa/inet.h>
@@ -81,7 +81,7 @@ bool cluster_enabled(void) { return cl.enabled; }
 
 bool cluster_ready(void)
 {
-    return !cl.enabled || server_now_ms() - cl.started_ms >= 3 * (int64_t)cl.cfg->heartbeat_ms;
+    return !cl.enabled || runtime_now_ms() - cl.started_ms >= 3 * (int64_t)cl.cfg->heartbeat_ms;
 }
 
 /* ------------------------------------------------------------- ownership */
@@ -352,7 +352,7 @@ static void call_start(struct cluster_call *c, const char *target, cluster_call_
     c->id = ++cl.next_call_id;
     c->cb = cb;
     c->ud = ud;
-    c->deadline_ms = server_now_ms() + cl.cfg->cluster_timeout_ms;
+    c->deadline_ms = runtime_now_ms() + cl.cfg->cluster_timeout_ms;
     c->next = NULL;
     c->prev = cl.calls_tail;
     if (cl.calls_tail)
@@ -578,7 +578,7 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
     if (join)
         ch->remote_interest = true;
 
-    int64_t now = server_now_ms();
+    int64_t now = runtime_now_ms();
     bool has_since = req->flags & ENV_FLAG_HAS_SINCE;
     bool same_epoch = has_since && !strcmp(req->epoch, ch->epoch);
     bool recovered = same_epoch && channel_can_recover(ch, req->epoch, req->seq, now);
@@ -635,7 +635,7 @@ static void member_seen(const char *id, int64_t now)
 static void handle_message(const struct cluster_part *topic, const struct envelope *env,
                            const struct cluster_part *parts, int n)
 {
-    int64_t now = server_now_ms();
+    int64_t now = runtime_now_ms();
     if (!strcmp(env->origin, cl.self))
         return; /* our own traffic, e.g. through a forwarder or a self-listed peer */
     metrics.cluster_received[env->type]++;
@@ -829,8 +829,8 @@ static void drain_cb(lws_sorted_usec_list_t *sul)
 
 static void drain_later(void)
 {
-    if (server.ctx)
-        lws_sul_schedule(server.ctx, 0, &cl.drain_soon, drain_cb, 1);
+    if (rt.ctx)
+        lws_sul_schedule(rt.ctx, 0, &cl.drain_soon, drain_cb, 1);
 }
 
 /* ------------------------------------------------------------------- ZAP */
@@ -936,7 +936,7 @@ static void resolve_peers(void)
 
 static void tick(lws_sorted_usec_list_t *sul)
 {
-    int64_t now = server_now_ms();
+    int64_t now = runtime_now_ms();
     heartbeat_and_liveness(now);
     calls_expire(now);
     replica_tick(now);
@@ -951,7 +951,7 @@ static void tick(lws_sorted_usec_list_t *sul)
         resolve_peers();
     }
     drain();
-    lws_sul_schedule(server.ctx, 0, sul, tick, TICK_US);
+    lws_sul_schedule(rt.ctx, 0, sul, tick, TICK_US);
 }
 
 /* --------------------------------------------------------- lws adoption */
@@ -1104,12 +1104,12 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh)
         goto fail;
 
     cl.enabled = true;
-    cl.started_ms = server_now_ms();
+    cl.started_ms = runtime_now_ms();
     channel_set_hooks(&hooks);
     metrics_set_extra(render_metrics);
     resolve_peers();
-    cl.last_resolve_ms = server_now_ms();
-    lws_sul_schedule(server.ctx, 0, &cl.tick, tick, TICK_US);
+    cl.last_resolve_ms = runtime_now_ms();
+    lws_sul_schedule(rt.ctx, 0, &cl.tick, tick, TICK_US);
     log_info("event=cluster_started node=%s bind=%s forwarder=%s peers=%d curve=%s", cl.self,
              cfg->cluster_bind ? cfg->cluster_bind : "-",
              cfg->forwarder_connect ? cfg->forwarder_connect : "-", cl.npeers,
@@ -1126,7 +1126,7 @@ fail_quiet:
 
 void cluster_stop(void)
 {
-    if (server.ctx) {
+    if (rt.ctx) {
         lws_sul_cancel(&cl.tick);
         lws_sul_cancel(&cl.drain_soon);
     }

@@ -64,7 +64,7 @@ static void flush_all(lws_sorted_usec_list_t *sul)
 
 void conn_enqueue(struct conn *c, struct frame *f)
 {
-    const struct config *cfg = server.cfg;
+    const struct config *cfg = rt.cfg;
     if (c->closing)
         return;
     bool was_empty = outq_empty(&c->q);
@@ -77,7 +77,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
     }
     if (was_empty && lws_dll2_is_detached(&c->flush)) {
         if (!flush_list.count)
-            lws_sul_schedule(server.ctx, 0, &flush_timer, flush_all, 1);
+            lws_sul_schedule(rt.ctx, 0, &flush_timer, flush_all, 1);
         lws_dll2_add_head(&c->flush, &flush_list);
     }
 }
@@ -170,7 +170,7 @@ static int conn_flush(struct conn *c)
 
 static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
 {
-    const uint32_t max = (uint32_t)server.cfg->max_frame_bytes;
+    const uint32_t max = (uint32_t)rt.cfg->max_frame_bytes;
     bool final = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
 
     metrics.bytes_received += len;
@@ -240,7 +240,7 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
 
 static bool origin_allowed(struct lws *wsi)
 {
-    const struct config *cfg = server.cfg;
+    const struct config *cfg = rt.cfg;
     char origin[256];
     if (!cfg->n_allowed_origin)
         return true;
@@ -270,7 +270,7 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (n <= 0 || strcmp(uri, "/ws") != 0)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN);
-    if (server.shutting_down)
+    if (rt.shutting_down)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE);
     if (!cluster_ready())
         return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE);
@@ -281,7 +281,7 @@ static int conn_filter(struct conn *c, struct lws *wsi)
                  log_quote(q, sizeof q, origin, strlen(origin)));
         return refuse(wsi, REJECT_ORIGIN, HTTP_STATUS_FORBIDDEN);
     }
-    if (metrics.connections >= server.cfg->max_connections)
+    if (metrics.connections >= rt.cfg->max_connections)
         return refuse(wsi, REJECT_MAX_CONNECTIONS, HTTP_STATUS_SERVICE_UNAVAILABLE);
     char ip[48] = "";
     lws_get_peer_simple(wsi, ip, sizeof ip);
@@ -313,7 +313,7 @@ static void conn_open(struct conn *c, struct lws *wsi)
     keepalive_conn_open(c);
 
     json_t *hello = json_pack("{s:s, s:i, s:s, s:s}", "op", "hello", "v", 1, "node",
-                              server.cfg->node_id, "client", c->id);
+                              rt.cfg->node_id, "client", c->id);
     ratelimit_conn_open(&c->limits);
     if (hello)
         auth_ws_open(c, hello);

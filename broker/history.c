@@ -3,7 +3,7 @@
 #include "binmsg.h"
 #include "channel.h"
 #include "frame.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -70,7 +70,7 @@ struct frame *history_local(struct channel *ch, const char *name, bool has_id, l
         c.items = malloc(sizeof *c.items * c.cap);
         if (!c.items)
             return NULL;
-        channel_history_each(ch, has_since ? since_seq : 0, limit, server_now_ms(), collect_entry, &c);
+        channel_history_each(ch, has_since ? since_seq : 0, limit, runtime_now_ms(), collect_entry, &c);
     }
     struct frame *f = splice(name, has_id, id, ch ? ch->epoch : "", ch ? ch->seq : 0, c.items, c.n);
     free(c.items);

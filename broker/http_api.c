@@ -116,7 +116,7 @@ static bool key_equal(const char *a, size_t alen, const char *b)
 /* Returns 0 when the request carries the right key, else the HTTP status to answer. */
 static int check_api_key(struct lws *wsi)
 {
-    const char *key = server.cfg->api_key;
+    const char *key = rt.cfg->api_key;
     char buf[512];
     int n;
 
@@ -170,10 +170,10 @@ static int api_publish(struct lws *wsi, struct http_session *s)
         return respond_auth_failure(wsi, s, s->pending_status);
     if (s->body_too_large) {
         char msg[64];
-        snprintf(msg, sizeof msg, "body exceeds %d bytes", server.cfg->max_frame_bytes);
+        snprintf(msg, sizeof msg, "body exceeds %d bytes", rt.cfg->max_frame_bytes);
         return respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
     }
-    if (server.shutting_down)
+    if (rt.shutting_down)
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is starting: waiting to hear its peers");
@@ -223,30 +223,30 @@ static int api_publish(struct lws *wsi, struct http_session *s)
 static int api_healthz(struct lws *wsi, struct http_session *s)
 {
     json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "status",
-                          server.shutting_down ? "shutting_down" : "ok", "node", server.cfg->node_id,
+                          rt.shutting_down ? "shutting_down" : "ok", "node", rt.cfg->node_id,
                           "connections", (json_int_t)metrics.connections, "channels",
                           (json_int_t)metrics.channels);
     if (j && cluster_enabled()) {
         struct cluster_peer_info peers[64];
         int n = cluster_peers(peers, 64);
         json_t *arr = json_array();
-        int64_t now = server_now_ms();
+        int64_t now = runtime_now_ms();
         for (int i = 0; i < n; i++)
             json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "node", peers[i].node, "state",
                                                  peers[i].up ? "up" : "down", "last_seen_ms_ago",
                                                  (json_int_t)(now - peers[i].last_seen_ms)));
         json_object_set_new(j, "peers", arr);
     }
-    if (j && !server.shutting_down && !cluster_ready())
+    if (j && !rt.shutting_down && !cluster_ready())
         json_object_set_new(j, "status", json_string("starting"));
-    return respond_json(wsi, s, server.shutting_down || !cluster_ready() ? 503 : 200, j);
+    return respond_json(wsi, s, rt.shutting_down || !cluster_ready() ? 503 : 200, j);
 }
 
 /* GET /metrics -> Prometheus text */
 static int api_metrics(struct lws *wsi, struct http_session *s)
 {
     char *text;
-    size_t len = metrics_render(&text, server.cfg->node_id);
+    size_t len = metrics_render(&text, rt.cfg->node_id);
     if (!len)
         return -1;
     int rc = respond(wsi, s, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
@@ -293,7 +293,7 @@ static int api_history(struct lws *wsi, struct http_session *s)
         return respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
     snprintf(s->hist_ch, sizeof s->hist_ch, "%s", v);
     size_t len = strlen(s->hist_ch);
-    const struct ns_opts *ns = config_ns_for(server.cfg, s->hist_ch, len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, s->hist_ch, len);
     long long limit = ns->history_size;
     if ((v = lws_get_urlarg_by_name(wsi, "limit=", buf, sizeof buf)) && atoll(v) >= 0 && atoll(v) < limit)
         limit = atoll(v);
@@ -377,7 +377,7 @@ static int on_request(struct lws *wsi, struct http_session *s)
             return respond_auth_failure(wsi, s, s->pending_status);
         return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "a JSON body with Content-Length is required");
     }
-    if (length > server.cfg->max_frame_bytes) {
+    if (length > rt.cfg->max_frame_bytes) {
         s->close_after = true;
         s->body_too_large = true;
         return api_publish(wsi, s);
@@ -397,7 +397,7 @@ int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
     case LWS_CALLBACK_HTTP_BODY:
         if (s->responded || s->body_too_large)
             return 0;
-        if (s->body_len + len > (size_t)server.cfg->max_frame_bytes) {
+        if (s->body_len + len > (size_t)rt.cfg->max_frame_bytes) {
             s->body_too_large = true;
             free(s->body);
             s->body = NULL;

@@ -12,7 +12,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdlib.h>
 
@@ -84,13 +84,13 @@ static void tick(lws_sorted_usec_list_t *sul)
             visit(c, now);
         }
     }
-    lws_sul_schedule(server.ctx, 0, sul, tick, TICK_US);
+    lws_sul_schedule(rt.ctx, 0, sul, tick, TICK_US);
 }
 
 int keepalive_start(void)
 {
-    ka.interval = (uint32_t)server.cfg->ping_interval * TICKS_PER_SEC;
-    ka.timeout = (uint32_t)server.cfg->ping_timeout * TICKS_PER_SEC;
+    ka.interval = (uint32_t)rt.cfg->ping_interval * TICKS_PER_SEC;
+    ka.timeout = (uint32_t)rt.cfg->ping_timeout * TICKS_PER_SEC;
     ka.nslots = ka.interval + ka.timeout + 2;
     ka.slots = calloc(ka.nslots, sizeof *ka.slots);
     /* With a payload: lws hands a PONG to the callback only when it has one. */
@@ -103,7 +103,7 @@ int keepalive_start(void)
     ka.t0 = lws_now_usecs();
     ka.seed = (uint64_t)ka.t0;
     ka.done = now_ticks();
-    lws_sul_schedule(server.ctx, 0, &ka.timer, tick, TICK_US);
+    lws_sul_schedule(rt.ctx, 0, &ka.timer, tick, TICK_US);
     return 0;
 }
 

@@ -13,7 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "replica.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -94,7 +94,7 @@ static void queue_entry(const struct hist_entry *e, void *ud) { conn_enqueue(ud,
 static void ack_sub(struct conn *c, struct channel *ch, bool has_id, long long id, bool has_since,
                     const char *since_epoch, uint64_t since_seq)
 {
-    int64_t now = server_now_ms();
+    int64_t now = runtime_now_ms();
     bool recovered = has_since && channel_can_recover(ch, since_epoch, since_seq, now);
     if (has_id) {
         json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id", (json_int_t)id, "ch",
@@ -424,7 +424,7 @@ static void on_history(struct cluster_call *call, const struct envelope *rep,
 
 void mirror_history(struct conn *c, const struct codec_request *req)
 {
-    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, req->ch, req->ch_len);
     struct conn_call *cc = conn_call_new(c, req);
     if (!cc) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");

@@ -11,7 +11,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "publish.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,10 +52,10 @@ static void op_sub(struct conn *c, const struct codec_request *req)
     /* Refuse before creating anything, so refused requests cannot leave
      * empty channels behind. */
     if (!(ch && channel_sub_find(&c->subs, ch)) &&
-        c->subs.n >= (uint32_t)server.cfg->max_channels_per_conn) {
+        c->subs.n >= (uint32_t)rt.cfg->max_channels_per_conn) {
         char msg[80];
         snprintf(msg, sizeof msg, "at most %d channels per connection",
-                 server.cfg->max_channels_per_conn);
+                 rt.cfg->max_channels_per_conn);
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_LIMIT_REACHED, msg);
         return;
     }
@@ -75,7 +75,7 @@ static void op_sub(struct conn *c, const struct codec_request *req)
         mirror_sub(c, ch, req);
         return;
     }
-    int64_t now = server_now_ms();
+    int64_t now = runtime_now_ms();
     bool recovered = req->has_since && channel_can_recover(ch, req->since_epoch, req->since_seq, now);
     /* The ack and the missed messages are queued before control returns to
      * the loop, so no live message can come between them. */
@@ -167,7 +167,7 @@ void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size
 /* {"op":"pub","id"?,"ch","data","key"?} -> ack {ch,epoch,seq,duplicate?} once delivered */
 static void op_pub(struct conn *c, const struct codec_request *req)
 {
-    if (server.shutting_down) {
+    if (rt.shutting_down) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
         return;
     }
@@ -199,7 +199,7 @@ static void op_history(struct conn *c, const struct codec_request *req)
     }
     if (ch && cluster_is_owner(req->ch, req->ch_len))
         channel_claim(ch);
-    const struct ns_opts *ns = config_ns_for(server.cfg, req->ch, req->ch_len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, req->ch, req->ch_len);
     long long limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
     struct frame *f = history_local(ch, req->ch, req->has_id, req->id, req->has_since,
                                     req->since_epoch, req->since_seq, limit);

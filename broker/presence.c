@@ -10,7 +10,7 @@
 #include "frame.h"
 #include "metrics.h"
 #include "cluster.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,7 +213,7 @@ void presence_conn_closed(struct conn *c)
     while (c->presence.links) {
         struct pres_link *link = c->presence.links;
         c->presence.links = link->next;
-        const struct ns_opts *ns = config_ns_for(server.cfg, link->room->name,
+        const struct ns_opts *ns = config_ns_for(rt.cfg, link->room->name,
                                                  strlen(link->room->name));
         drop_link(c, link, ns->presence_max_members);
     }
@@ -221,7 +221,7 @@ void presence_conn_closed(struct conn *c)
 
 json_t *presence_describe(const char *chname, size_t len)
 {
-    const struct ns_opts *ns = config_ns_for(server.cfg, chname, len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, chname, len);
     if (!ns->presence)
         return NULL;
     struct pres_room *room;
@@ -347,7 +347,7 @@ void presence_remote(const char *node, const char *name, size_t len, int op,
     char chname[CODEC_CHANNEL_MAX + 1];
     memcpy(chname, name, len);
     chname[len] = '\0';
-    const struct ns_opts *ns = config_ns_for(server.cfg, chname, len);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, chname, len);
     if (!ns->presence)
         return;
     struct pres_room *room = room_get(chname);
@@ -397,7 +397,7 @@ void presence_node_down(const char *node)
 {
     struct pres_room *room, *rtmp;
     HASH_ITER(hh, rooms, room, rtmp) {
-        const struct ns_opts *ns = config_ns_for(server.cfg, room->name, strlen(room->name));
+        const struct ns_opts *ns = config_ns_for(rt.cfg, room->name, strlen(room->name));
         struct pres_member *m, *tmp;
         HASH_ITER(hh, room->members, m, tmp) {
             remote_leave(room, m, node, ns->presence_max_members);

@@ -4,7 +4,7 @@
 #include "channel.h"
 #include "frame.h"
 #include "replica.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -68,7 +68,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
         if (replica_wait_key(ch, key, w))
             return;
     }
-    int64_t now = server_now_ms();
+    int64_t now = runtime_now_ms();
     struct frame *f;
     uint64_t seq;
     if (channel_sequence(ch, data, data_len, binary, client, now, &f, &seq) < 0) {

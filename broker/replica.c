@@ -10,7 +10,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "publish.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,7 +83,7 @@ static void deliver_upto(struct chan_repl *r, uint64_t upto)
         notify(pm->waiters, CHORUS_ERR__COUNT, NULL, ch->epoch, pm->seq);
         frame_unref(pm->f);
         free(pm);
-        r->oldest_ms = server_now_ms();
+        r->oldest_ms = runtime_now_ms();
     }
     ch->pins--;
     if (!r->head)
@@ -142,7 +142,7 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
         repls = r;
         ch->repl = r;
         ch->pins++;
-        r->oldest_ms = server_now_ms();
+        r->oldest_ms = runtime_now_ms();
         r->sent_ms = r->oldest_ms;
         snprintf(r->backup, sizeof r->backup, "%s", backup ? backup : "");
     }
@@ -211,17 +211,17 @@ void replica_on_ack(const struct envelope *env, const struct cluster_part *parts
 
 void replica_tick(int64_t now)
 {
-    int64_t resend_ms = server.cfg->cluster_timeout_ms / 4 > 100 ? server.cfg->cluster_timeout_ms / 4 : 100;
+    int64_t resend_ms = rt.cfg->cluster_timeout_ms / 4 > 100 ? rt.cfg->cluster_timeout_ms / 4 : 100;
     struct chan_repl *r = repls, *next;
     for (; r; r = next) {
         next = r->next;
-        if (now - r->oldest_ms >= server.cfg->cluster_timeout_ms) {
+        if (now - r->oldest_ms >= rt.cfg->cluster_timeout_ms) {
             /* Publishers waited long enough: answer them now. The messages stay
              * queued and are still delivered once a backup holds them. Only
              * those that waited the whole timeout: a publish queued behind
              * them a moment ago may yet reach a new backup in time. */
             for (struct pending_msg *pm = r->head;
-                 pm && now - pm->ts_ms >= server.cfg->cluster_timeout_ms; pm = pm->next) {
+                 pm && now - pm->ts_ms >= rt.cfg->cluster_timeout_ms; pm = pm->next) {
                 struct pub_wait *w = pm->waiters;
                 pm->waiters = NULL;
                 notify(w, CHORUS_ERR_UNAVAILABLE, "the channel's backup node did not confirm in time",

@@ -1,5 +1,6 @@
 /* server.h - the node's one libwebsockets context: listener, protocols,
- * mounts, timers, and the state every module shares.
+ * mounts, timers, start and stop order. The state every layer shares is in
+ * runtime.h.
  *
  * One of these exists per process; only the event-loop thread touches it. */
 #ifndef CHORUS_SERVER_H
@@ -10,15 +11,11 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "runtime.h"
 
 struct conn;
 
 struct server {
-    const struct config *cfg;
-    struct lws_context *ctx;
-    struct lws_vhost *vh;
-    bool shutting_down;          /* set once on SIGTERM/SIGINT; never cleared */
-    bool event_lib;              /* lws runs on libev (epoll) instead of its poll loop */
     struct conn *conns;          /* every established WebSocket connection */
     lws_sorted_usec_list_t sweep_timer;
 };
@@ -32,9 +29,6 @@ void server_stop(void);
 /* Called in the loop after a signal woke it: refuse new clients, close the
  * open ones with 1001 once their queues drain, then end the loop. */
 void server_begin_shutdown(void);
-
-/* Milliseconds since the Unix epoch (message timestamps). */
-int64_t server_now_ms(void);
 
 /* The WebSocket protocol callback (conn.c) and the HTTP API callback (http_api.c). */
 int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
