@@ -17,6 +17,7 @@ static struct channel *registry;        /* uthash table by name */
 static struct channel *idle_head;       /* channels without subscribers */
 static const struct config *cfg;
 static struct channel_hooks hooks;
+static channel_deliver_fn *deliver;     /* set by the session layer at start */
 static char boot_id[16];                /* makes epochs unique across restarts */
 static uint64_t epoch_counter;
 
@@ -29,6 +30,8 @@ void channel_registry_init(const struct config *config)
         rnd = (uint32_t)time(NULL) * 2654435761u;
     snprintf(boot_id, sizeof boot_id, "%08x", rnd ^ (uint32_t)time(NULL));
 }
+
+void channel_set_deliver(channel_deliver_fn *fn) { deliver = fn; }
 
 void channel_set_hooks(const struct channel_hooks *h)
 {
@@ -283,11 +286,13 @@ void channel_unsubscribe_all(struct sub_list *list)
 
 /* ---------------------------------------------------------------- publish */
 
-/* conn_enqueue never unsubscribes synchronously, so the array is stable here. */
+/* Delivery never unsubscribes synchronously, so the array is stable here.
+ * The hook is read once per fan-out: one indirect call per delivery. */
 static void fanout(struct channel *ch, struct frame *f)
 {
+    channel_deliver_fn *fn = deliver;
     for (uint32_t i = 0; i < ch->nsubs; i++)
-        conn_enqueue(ch->subs[i]->conn, f);
+        fn(ch->subs[i]->conn, f);
 }
 
 static void clear_history(struct channel *ch)

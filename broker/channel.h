@@ -82,10 +82,13 @@ struct channel {
     UT_hash_handle hh;
 };
 
-/* Delivery of a frame to one subscriber; implemented by conn.c (tests supply
- * their own). Must not unsubscribe anything synchronously: the fan-out loop
- * is iterating the subscriber array when it is called. */
-void conn_enqueue(struct conn *c, struct frame *f);
+/* Delivery of a frame to one subscriber: the session layer registers
+ * conn_enqueue at start (tests register their own), so this layer never
+ * calls up into connections. It takes its own reference to f if it keeps
+ * it. Must not unsubscribe anything synchronously: the fan-out loop is
+ * iterating the subscriber array when it is called. */
+typedef void channel_deliver_fn(struct conn *c, struct frame *f);
+void channel_set_deliver(channel_deliver_fn *fn);
 
 /* What the cluster wants to hear about; every member may be NULL. */
 struct channel_hooks {

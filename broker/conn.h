@@ -49,6 +49,10 @@ struct conn {
     const char *close_reason;     /* static string */
 };
 
+/* Queues f (takes its own reference) and schedules the write; a queue over
+ * its bounds closes the connection as a slow consumer. The channel layer's
+ * delivery hook (channel_set_deliver). */
+void conn_enqueue(struct conn *c, struct frame *f);
 /* Queues a reply built as JSON; takes ownership of j. */
 void conn_send_json(struct conn *c, json_t *j);
 /* Queues an err reply; id is included when has_id. */

@@ -210,6 +210,7 @@ int server_start(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     channel_registry_init(cfg);
+    channel_set_deliver(conn_enqueue);
     if (cluster_start(cfg, rt.vh) < 0) {
         lws_context_destroy(rt.ctx);
         rt.ctx = NULL;
