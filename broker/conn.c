@@ -14,7 +14,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
-#include "mirror.h"
+#include "ops.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -329,7 +329,6 @@ static void conn_closed(struct conn *c)
     c->established = false;
     lws_dll2_remove(&c->flush);
     keepalive_conn_closed(c);
-    mirror_conn_closed(c);
     ops_conn_closed(c);
     presence_conn_closed(c);
     ratelimit_conn_closed(&c->limits);

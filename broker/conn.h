@@ -28,7 +28,7 @@ struct conn {
     struct outq q;
     struct sub_list subs;
     struct conn *prev, *next;     /* server.conns */
-    struct conn_call *calls;      /* requests waiting for a channel owner (mirror.c) */
+    struct conn_call *calls;      /* requests waiting for a channel owner (ops.c) */
     struct conn_pub *pubs;        /* publishes not yet acknowledged (ops.c) */
     lws_dll2_t flush;             /* on the end-of-turn flush list while attached */
 
@@ -61,14 +61,5 @@ void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err co
 /* Asks for an orderly close with code and reason once the queue has drained;
  * `drop` discards what is queued first (slow consumers). */
 void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool drop);
-
-/* Handles one complete client message (ops.c). */
-void ops_handle(struct conn *c, const char *buf, size_t len);
-/* Publishes for c and acks it (or answers err) once delivered; data is JSON
- * text, or the bytes of a binary message. */
-void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
-                 const char *data, size_t data_len, bool binary, const char *key);
-/* Forgets the connection's publishes in flight (they may still be delivered). */
-void ops_conn_closed(struct conn *c);
 
 #endif

@@ -9,7 +9,7 @@
 #include "codec.h"
 #include "log.h"
 #include "frame.h"
-#include "history.h"
+#include "history_fetch.h"
 #include "metrics.h"
 #include "presence.h"
 #include "publish.h"
@@ -25,9 +25,9 @@ struct http_session {
     struct lws *wsi;
     struct pub_wait pub;        /* the publish, until it is delivered */
     bool publishing;
-    struct cluster_call hist;   /* a history request at the channel's owner */
+    struct history_fetch hist;  /* a history request, maybe at the channel's owner */
     bool hist_pending;
-    long long hist_limit;
+    int hist_rc;                /* what answering it returned, when answered at once */
     char hist_ch[CODEC_CHANNEL_MAX + 1];
     char path[32];
     unsigned char *body;        /* request body being received */
@@ -49,7 +49,7 @@ static void session_free(struct http_session *s)
         s->publishing = false;
     }
     if (s->hist_pending) {
-        cluster_call_cancel(&s->hist);
+        history_fetch_cancel(&s->hist);
         s->hist_pending = false;
     }
     free(s->body);
@@ -263,21 +263,12 @@ static int respond_frame(struct lws *wsi, struct http_session *s, struct frame *
     return rc;
 }
 
-static void on_owner_history(struct cluster_call *call, const struct envelope *rep,
-                             const struct cluster_part *parts, int n)
+static void on_history(struct history_fetch *h, struct frame *f, enum chorus_err err,
+                       const char *msg)
 {
-    struct http_session *s = call->ud;
+    struct http_session *s = h->ud;
     s->hist_pending = false;
-    if (!rep || rep->status) {
-        char msg[200] = "the channel's owner did not answer in time";
-        if (rep && n > 0 && parts[0].len < sizeof msg) {
-            memcpy(msg, parts[0].data, parts[0].len);
-            msg[parts[0].len] = '\0';
-        }
-        respond_err(s->wsi, s, rep ? (enum chorus_err)(rep->status - 1) : CHORUS_ERR_UNAVAILABLE, msg);
-        return;
-    }
-    respond_frame(s->wsi, s, history_from_sync(s->hist_ch, false, 0, rep, parts, n, s->hist_limit));
+    s->hist_rc = f ? respond_frame(s->wsi, s, f) : respond_err(s->wsi, s, err, msg);
 }
 
 /* GET /api/history?ch=..&limit=..&since_epoch=..&since_seq=.. -> the history reply of PROTOCOL.md 2.4 */
@@ -307,21 +298,11 @@ static int api_history(struct lws *wsi, struct http_session *s)
         if ((v = lws_get_urlarg_by_name(wsi, "since_seq=", buf, sizeof buf)))
             since_seq = strtoull(v, NULL, 10);
     }
-    s->hist_limit = limit;
-
-    struct channel *ch = channel_find(s->hist_ch, len);
-    if (ch && cluster_is_owner(s->hist_ch, len))
-        channel_claim(ch);
-    if (cluster_is_owner(s->hist_ch, len) || (ch && ch->live && !ch->sync))
-        return respond_frame(wsi, s, history_local(ch, s->hist_ch, false, 0, has_since, epoch,
-                                                   since_seq, limit));
     s->wsi = wsi;
-    if (cluster_sync(s->hist_ch, len, has_since, epoch, since_seq,
-                     has_since ? 0xffffffffu : (uint32_t)limit, false, &s->hist, on_owner_history,
-                     s) < 0)
-        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
     s->hist_pending = true;
-    return 0;
+    history_fetch(&s->hist, s->hist_ch, len, false, 0, has_since, epoch, since_seq, limit,
+                  on_history, s);
+    return s->hist_pending ? 0 : s->hist_rc;
 }
 
 /* GET /api/presence?ch=.. -> {"ch","count","members"?} (this node's members, PROTOCOL.md 8.4) */

@@ -11,6 +11,10 @@
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
+#include "mirror.h"
+#include "owner.h"
+#include "presence.h"
+#include "replica.h"
 #include "workers.h"
 
 #include <arpa/inet.h>
@@ -216,6 +220,11 @@ int server_start(const struct config *cfg)
         rt.ctx = NULL;
         return -1;
     }
+    /* The layers above the cluster register what they serve to other nodes. */
+    owner_start();
+    replica_start();
+    mirror_start();
+    presence_start();
     if (keepalive_start() < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);

@@ -20,7 +20,6 @@
 #include <jansson.h>
 #include <stddef.h>
 
-#include "cluster.h"
 #include "codec.h"
 
 /* Other nodes a member can be present on at once (cluster size bound). */
@@ -52,21 +51,8 @@ void presence_op(struct conn *c, const struct codec_request *req);
  * has no presence. */
 json_t *presence_describe(const char *ch, size_t len);
 
-/* A presence message from another node about channel `name` (op is one of
- * PRESENCE_JOIN/LEAVE/FULL; parts are key, member JSON pairs). */
-void presence_remote(const char *node, const char *name, size_t len, int op,
-                     const struct cluster_part *parts, int n);
-/* A node went down: its members leave wherever nothing else keeps them. */
-void presence_node_down(const char *node);
-/* This node's own members of a room as (key, member JSON) parts; *texts
- * holds the JSON strings to free (with free() each, then the array) along
- * with *out. Returns the number of members. */
-int presence_local_members(const char *name, struct cluster_part **out, char ***texts);
-/* Calls fn for each room that has members connected to this node. */
-void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud);
-
-/* Rooms and members held (for /metrics). */
-void presence_counts(uint64_t *rooms, uint64_t *members);
+/* Registers the node-to-node presence handlers (after cluster_start). */
+void presence_start(void);
 void presence_free(void);
 
 #endif

@@ -10,26 +10,18 @@
  *   S: [H]{"op":"msg","ch","seq","ts","client"?}<bytes>
  *
  * In a JSON `history` reply a binary message appears as its header object with
- * the bytes base64-encoded in "bin". */
+ * the bytes base64-encoded in "bin" (history.h builds that form). */
 #ifndef CHORUS_BINMSG_H
 #define CHORUS_BINMSG_H
 
 #include <stddef.h>
 
 struct conn;
-struct frame;
 
 /* Largest header accepted from a client. */
 #define BINMSG_HEADER_MAX 1024
 
 /* Handles one complete binary WebSocket message from c. */
 void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len);
-
-/* Writes the JSON form of binary message frame f (as the history reply shows
- * it) to out, or only measures it when out is NULL; returns its length. */
-size_t binmsg_history_json(struct frame *f, unsigned char *out);
-/* The JSON form of binary frame f as a frame, kept in f->alt so it is built
- * once; borrowed (valid while f is). NULL when memory ran out. */
-struct frame *binmsg_json_view(struct frame *f);
 
 #endif

@@ -1,14 +1,14 @@
-/* replica.c - the owner's queue of messages awaiting the backup, and the
- * backup's side of replication.
+/* replica.c - the owner's queue of messages awaiting the backup (the
+ * backup's side of replication is mirror.c's: it follows the channel).
  *
  * Invariant (owner): a channel's pending messages have consecutive seqs
  * ch->seq + 1 .. ch->assigned and are delivered strictly in that order. */
 #include "replica.h"
 #include "channel.h"
 #include "frame.h"
+#include "codec.h"
 #include "log.h"
 #include "metrics.h"
-#include "mirror.h"
 #include "publish.h"
 #include "runtime.h"
 
@@ -193,8 +193,10 @@ void replica_cancel(struct pub_wait *w)
 }
 
 /* REPL_ACK [channel] {epoch, seq = highest contiguous seq the backup holds} */
-void replica_on_ack(const struct envelope *env, const struct cluster_part *parts, int n)
+static void on_ack(const struct cluster_part *topic, const struct envelope *env,
+                   const struct cluster_part *parts, int n)
 {
+    (void)topic;
     if (n < 1 || !codec_channel_valid((const char *)parts[0].data, parts[0].len))
         return;
     struct channel *ch = channel_find((const char *)parts[0].data, parts[0].len);
@@ -209,7 +211,7 @@ void replica_on_ack(const struct envelope *env, const struct cluster_part *parts
     deliver_upto(ch->repl, env->seq);
 }
 
-void replica_tick(int64_t now)
+static void replica_tick(int64_t now)
 {
     int64_t resend_ms = rt.cfg->cluster_timeout_ms / 4 > 100 ? rt.cfg->cluster_timeout_ms / 4 : 100;
     struct chan_repl *r = repls, *next;
@@ -249,79 +251,8 @@ void replica_tick(int64_t now)
     }
 }
 
-void replica_flush_all(void)
+void replica_start(void)
 {
-    while (repls)
-        deliver_upto(repls, UINT64_MAX);
-}
-
-/* ---------------------------------------------------------------- backup */
-
-static void send_ack(const struct envelope *req, struct channel *ch, const struct cluster_part *name,
-                     enum chorus_err refuse)
-{
-    struct envelope e;
-    cluster_env_init(&e, ENV_REPL_ACK);
-    snprintf(e.epoch, sizeof e.epoch, "%s", ch ? ch->epoch : req->epoch);
-    e.seq = ch ? ch->seq : 0;
-    if (refuse != CHORUS_ERR__COUNT)
-        e.status = (uint16_t)(refuse + 1);
-    cluster_send_to(req->origin, &e, name, 1);
-}
-
-void replica_backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,
-                          const char *key)
-{
-    struct cluster_part name = {(const unsigned char *)ch->name, ch->len};
-    enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
-    if (r == APPLY_GAP && !ch->nsubs) {
-        /* Nobody here needs the messages before it: start the copy here. */
-        channel_adopt(ch, env->epoch, env->seq - 1, false);
-        r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
-    } else if (r == APPLY_GAP) {
-        /* Local subscribers need the missing messages first: repair, and hold
-         * this one until the repair is done. */
-        mirror_on_msg(ch, env, frame_payload(f), f->len);
-        mirror_hold_repl(ch, env, frame_payload(f), f->len, key); /* else the owner re-sends it */
-        return;
-    }
-    if (*key)
-        channel_key_record(ch, key, env->seq);
-    send_ack(env, ch, &name, CHORUS_ERR__COUNT);
-}
-
-/* REPL [channel, msg frame, key] {epoch, seq, ts} -> REPL_ACK */
-void replica_on_repl(const struct envelope *env, const struct cluster_part *parts, int n)
-{
-    if (n != 3 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
-        parts[2].len > CODEC_KEY_MAX)
-        return;
-    const char *name = (const char *)parts[0].data;
-    size_t len = parts[0].len;
-    if (cluster_is_owner(name, len)) {
-        send_ack(env, NULL, &parts[0], CHORUS_ERR_UNAVAILABLE);
-        return;
-    }
-    struct channel *ch = channel_get(name, len);
-    if (!ch)
-        return;
-    ch->mirror = true;
-    ch->replica = true;
-    char key[CODEC_KEY_MAX + 1];
-    memcpy(key, parts[2].data, parts[2].len);
-    key[parts[2].len] = '\0';
-    if (ch->sync) {
-        /* A join or repair is running for local subscribers; apply this one
-         * right after it (or let the owner re-send it if the hold is full). */
-        mirror_hold_repl(ch, env, parts[1].data, parts[1].len, key);
-        channel_release(ch);
-        return;
-    }
-    struct frame *f = frame_from(parts[1].data, parts[1].len);
-    if (f) {
-        f->binary = env->flags & ENV_FLAG_BINARY;
-        replica_backup_apply(ch, env, f, key);
-        frame_unref(f);
-    }
-    channel_release(ch);
+    cluster_handle(ENV_REPL_ACK, on_ack);
+    cluster_on_tick(replica_tick);
 }

@@ -9,6 +9,7 @@
 #include "cluster.h"
 #include "codec.h"
 #include "conn.h"
+#include "ops.h"
 #include "frame.h"
 #include "metrics.h"
 #include "runtime.h"
@@ -72,34 +73,4 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
     ops_publish(c, has_id, id, name, nlen, (const char *)buf + 4 + hl, len - 4 - hl, true, NULL);
 out:
     json_decref(h);
-}
-
-size_t binmsg_history_json(struct frame *f, unsigned char *out)
-{
-    const unsigned char *p = frame_payload(f);
-    uint32_t hl = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-    const unsigned char *bytes = p + 4 + hl;
-    size_t n = f->len - 4 - hl;
-    size_t enc = (n + 2) / 3 * 4;
-    size_t total = (hl - 1) + 8 + enc + 2;       /* head without '}' ,"bin":" ... "} */
-    if (!out)
-        return total;
-    memcpy(out, p + 4, hl - 1);
-    out += hl - 1;
-    memcpy(out, ",\"bin\":\"", 8);
-    out += 8;
-    /* lws writes a NUL after the text; the closing quote overwrites it. */
-    lws_b64_encode_string((const char *)bytes, (int)n, (char *)out, (int)enc + 1);
-    memcpy(out + enc, "\"}", 2);
-    return total;
-}
-
-struct frame *binmsg_json_view(struct frame *f)
-{
-    if (!f->alt) {
-        f->alt = frame_new(binmsg_history_json(f, NULL));
-        if (f->alt)
-            binmsg_history_json(f, frame_payload(f->alt));
-    }
-    return f->alt;
 }

@@ -1,5 +1,6 @@
-/* mirror.c - following, repairing and forwarding for channels owned by
- * another node.
+/* mirror.c - following channels owned by another node: joining the
+ * owner's stream, repairing gaps, and holding the backup's copy of
+ * replicated messages (the backup is a follower that must hold everything).
  *
  * Invariant: while ch->sync is set, messages from the owner are dropped; the
  * sync reply covers them, because the owner sends that reply on the same
@@ -7,29 +8,15 @@
 #include "mirror.h"
 #include "channel.h"
 #include "cluster.h"
-#include "conn.h"
+#include "codec.h"
 #include "frame.h"
-#include "history.h"
 #include "log.h"
 #include "metrics.h"
-#include "replica.h"
-#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define SYNC_ALL 0xffffffffu
-
-/* A local subscribe waiting for the mirror to become current. */
-struct join_waiter {
-    struct conn *conn;
-    bool has_id, has_since;
-    long long id;
-    char since_epoch[CODEC_EPOCH_MAX + 1];
-    uint64_t since_seq;
-    struct join_waiter *next;
-};
 
 /* One per channel with a join or repair in flight; pins the channel. */
 /* A replicated message that arrived while a sync was running. */
@@ -48,80 +35,24 @@ struct chan_sync {
     bool repair;
     uint64_t gap_to;            /* repair: seq of the message that revealed the gap */
     bool gap_same_epoch;        /* ... and it was in the mirror's epoch */
-    struct join_waiter *waiters;
+    struct mirror_wait *waiters;  /* newest first */
     struct held_repl *held, *held_tail;  /* applied, in order, once the sync is done */
     uint32_t nheld;
 };
 
-/* A request of one connection waiting for the owner; linked in conn->calls. */
-struct conn_call {
-    struct cluster_call call;
-    struct conn *conn;
-    struct conn_call *prev, *next;
-    bool has_id;
-    long long id;
-    bool is_history;
-    long long limit;
-    char ch[CODEC_CHANNEL_MAX + 1];
-};
+/* ------------------------------------------------------------- waiters */
 
-static enum chorus_err reply_code(const struct envelope *rep)
+/* Tells every waiter how the join ended, newest first; each is unlinked
+ * before its done runs (done may free it). The channel stays pinned by the
+ * sync until sync_done. */
+static void waiters_done(struct chan_sync *s, enum chorus_err code, const char *msg)
 {
-    if (!rep)
-        return CHORUS_ERR_UNAVAILABLE;
-    return rep->status ? (enum chorus_err)(rep->status - 1) : CHORUS_ERR__COUNT;
-}
-
-static void reply_text(const struct envelope *rep, const struct cluster_part *parts, int n,
-                       char *out, size_t cap)
-{
-    if (!rep) {
-        snprintf(out, cap, "the channel's owner did not answer in time");
-        return;
-    }
-    size_t l = n > 0 && parts[0].len < cap ? parts[0].len : 0;
-    memcpy(out, l ? (const char *)parts[0].data : "", l);
-    out[l] = '\0';
-    if (!l)
-        snprintf(out, cap, "the channel's owner refused the request");
-}
-
-/* ----------------------------------------------------------- local acks */
-
-static void queue_entry(const struct hist_entry *e, void *ud) { conn_enqueue(ud, e->f); }
-
-/* The mirror is current: ack like a local subscribe (PROTOCOL.md 2.1). */
-static void ack_sub(struct conn *c, struct channel *ch, bool has_id, long long id, bool has_since,
-                    const char *since_epoch, uint64_t since_seq)
-{
-    int64_t now = runtime_now_ms();
-    bool recovered = has_since && channel_can_recover(ch, since_epoch, since_seq, now);
-    if (has_id) {
-        json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id", (json_int_t)id, "ch",
-                              ch->name, "epoch", ch->epoch, "seq", (json_int_t)ch->seq);
-        if (j && has_since)
-            json_object_set_new(j, "recovered", json_boolean(recovered));
-        conn_send_json(c, j);
-    }
-    if (recovered)
-        channel_history_each(ch, since_seq, -1, now, queue_entry, c);
-}
-
-static void waiters_free(struct chan_sync *s, bool ok, enum chorus_err code, const char *msg)
-{
-    struct channel *ch = s->ch;
-    struct join_waiter *w, *next;
+    struct mirror_wait *w, *next;
     for (w = s->waiters; w; w = next) {
         next = w->next;
-        if (ok) {
-            ack_sub(w->conn, ch, w->has_id, w->id, w->has_since, w->since_epoch, w->since_seq);
-        } else {
-            conn_send_err(w->conn, w->has_id, w->id, code, msg);
-            struct sub *sub = channel_sub_find(&w->conn->subs, ch);
-            if (sub)
-                channel_unsubscribe(sub, &w->conn->subs); /* ch stays pinned until we return */
-        }
-        free(w);
+        w->next = NULL;
+        w->ch = NULL;
+        w->done(w, code, msg);
     }
     s->waiters = NULL;
 }
@@ -149,6 +80,9 @@ static void take_messages(struct channel *ch, const struct envelope *rep,
     }
 }
 
+static void backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,
+                         const char *key);
+
 static void sync_done(struct chan_sync *s)
 {
     struct channel *ch = s->ch;
@@ -157,7 +91,7 @@ static void sync_done(struct chan_sync *s)
     while (s->held) {
         struct held_repl *h = s->held;
         s->held = h->next;
-        replica_backup_apply(ch, &h->env, h->f, h->key);
+        backup_apply(ch, &h->env, h->f, h->key);
         frame_unref(h->f);
         free(h);
     }
@@ -166,7 +100,7 @@ static void sync_done(struct chan_sync *s)
     channel_release(ch);
 }
 
-bool mirror_hold_repl(struct channel *ch, const struct envelope *env, const unsigned char *data,
+static bool hold_repl(struct channel *ch, const struct envelope *env, const unsigned char *data,
                       size_t len, const char *key)
 {
     struct chan_sync *s = ch->sync;
@@ -196,69 +130,68 @@ static void on_join(struct cluster_call *call, const struct envelope *rep,
 {
     struct chan_sync *s = call->ud;
     struct channel *ch = s->ch;
-    enum chorus_err code = reply_code(rep);
+    enum chorus_err code = cluster_reply_code(rep);
     if (code != CHORUS_ERR__COUNT) {
         char msg[200];
-        reply_text(rep, parts, n, msg, sizeof msg);
-        waiters_free(s, false, code, msg);
+        cluster_reply_text(rep, parts, n, msg, sizeof msg);
+        waiters_done(s, code, msg);
     } else {
         /* Subscribers acked before this join (this node owned the channel
          * until now) must hear that the epoch changed; the waiters learn it
          * from their ack. */
         uint32_t nwait = 0;
-        for (struct join_waiter *w = s->waiters; w; w = w->next)
+        for (struct mirror_wait *w = s->waiters; w; w = w->next)
             nwait++;
         channel_adopt(ch, rep->epoch, rep->seq, ch->nsubs > nwait);
         take_messages(ch, rep, parts, n, false);
         ch->seq = rep->seq;
         ch->live = true;
-        waiters_free(s, true, 0, NULL);
+        waiters_done(s, CHORUS_ERR__COUNT, NULL);
     }
     sync_done(s);
 }
 
-void mirror_sub(struct conn *c, struct channel *ch, const struct codec_request *req)
+int mirror_join(struct channel *ch, struct mirror_wait *w, mirror_done_cb *done, void *ud)
 {
+    w->done = done;
+    w->ud = ud;
+    w->ch = NULL;
+    w->next = NULL;
     if (ch->live && !ch->sync) {
-        ack_sub(c, ch, req->has_id, req->id, req->has_since, req->since_epoch, req->since_seq);
-        return;
+        done(w, CHORUS_ERR__COUNT, NULL);
+        return 0;
     }
-    struct join_waiter *w = calloc(1, sizeof *w);
-    if (!w) {
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
-        return;
-    }
-    w->conn = c;
-    w->has_id = req->has_id;
-    w->id = req->id;
-    w->has_since = req->has_since;
-    memcpy(w->since_epoch, req->since_epoch, sizeof w->since_epoch);
-    w->since_seq = req->since_seq;
-
     if (!ch->sync) {
         struct chan_sync *s = calloc(1, sizeof *s);
-        if (!s) {
-            free(w);
-            conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
-            return;
-        }
+        if (!s)
+            return -1;
         s->ch = ch;
         if (cluster_sync(ch->name, ch->len, false, "", 0, (uint32_t)ch->ns->history_size, true,
                          &s->call, on_join, s) < 0) {
             free(s);
-            free(w);
-            conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE,
-                          "the channel's owner is unreachable");
-            struct sub *sub = channel_sub_find(&c->subs, ch);
-            if (sub)
-                channel_unsubscribe(sub, &c->subs);
-            return;
+            done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
+            return 0;
         }
         ch->sync = s;
         ch->pins++;
     }
+    w->ch = ch;
     w->next = ch->sync->waiters;
     ch->sync->waiters = w;
+    return 0;
+}
+
+void mirror_wait_cancel(struct mirror_wait *w)
+{
+    if (!w->ch || !w->ch->sync)
+        return;
+    struct mirror_wait **pp = &w->ch->sync->waiters;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = w->next;
+    w->next = NULL;
+    w->ch = NULL;
 }
 
 /* --------------------------------------------------------------- repair */
@@ -283,7 +216,7 @@ static void on_repair(struct cluster_call *call, const struct envelope *rep,
     uint64_t from = ch->seq + 1;
     bool again = false;
 
-    if (reply_code(rep) != CHORUS_ERR__COUNT) {
+    if (cluster_reply_code(rep) != CHORUS_ERR__COUNT) {
         /* No owner answered (it may just have died): nothing is skipped; the
          * next message or position beacon from the new owner repairs again. */
         log_info("event=gap_repair_deferred ch=%s from=%llu", ch->name, (unsigned long long)from);
@@ -327,7 +260,7 @@ static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch)
     s->repair = true;
     s->gap_to = gap_to;
     s->gap_same_epoch = same_epoch;
-    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, SYNC_ALL, true,
+    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, CLUSTER_SYNC_ALL, true,
                      &s->call, on_repair, s) < 0) {
         free(s);
         metrics.gaps_unrepaired++;
@@ -338,7 +271,7 @@ static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch)
     ch->pins++;
 }
 
-void mirror_on_msg(struct channel *ch, const struct envelope *env, const unsigned char *data,
+static void on_msg(struct channel *ch, const struct envelope *env, const unsigned char *data,
                    size_t len)
 {
     if (ch->sync) {
@@ -357,7 +290,7 @@ void mirror_on_msg(struct channel *ch, const struct envelope *env, const unsigne
 
 /* The owner announced its position after a quiet spell: messages lost at the
  * end of a burst have no later message to reveal them, this does. */
-void mirror_on_pos(struct channel *ch, const struct envelope *env)
+static void on_pos(struct channel *ch, const struct envelope *env)
 {
     if (ch->sync || !ch->live)
         return;
@@ -366,109 +299,110 @@ void mirror_on_pos(struct channel *ch, const struct envelope *env)
         start_repair(ch, env->seq + 1, same_epoch);
 }
 
-/* ------------------------------------------------------ forwarded calls */
+/* ---------------------------------------------------------------- backup */
 
-static void conn_call_unlink(struct conn_call *cc)
+static void send_ack(const struct envelope *req, struct channel *ch, const struct cluster_part *name,
+                     enum chorus_err refuse)
 {
-    if (cc->prev)
-        cc->prev->next = cc->next;
-    else if (cc->conn)
-        cc->conn->calls = cc->next;
-    if (cc->next)
-        cc->next->prev = cc->prev;
+    struct envelope e;
+    cluster_env_init(&e, ENV_REPL_ACK);
+    snprintf(e.epoch, sizeof e.epoch, "%s", ch ? ch->epoch : req->epoch);
+    e.seq = ch ? ch->seq : 0;
+    if (refuse != CHORUS_ERR__COUNT)
+        e.status = (uint16_t)(refuse + 1);
+    cluster_send_to(req->origin, &e, name, 1);
 }
 
-static struct conn_call *conn_call_new(struct conn *c, const struct codec_request *req)
+static void backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,
+                          const char *key)
 {
-    struct conn_call *cc = calloc(1, sizeof *cc);
-    if (!cc)
-        return NULL;
-    cc->conn = c;
-    cc->has_id = req->has_id;
-    cc->id = req->id;
-    memcpy(cc->ch, req->ch, req->ch_len);
-    cc->ch[req->ch_len] = '\0';
-    return cc;
+    struct cluster_part name = {(const unsigned char *)ch->name, ch->len};
+    enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
+    if (r == APPLY_GAP && !ch->nsubs) {
+        /* Nobody here needs the messages before it: start the copy here. */
+        channel_adopt(ch, env->epoch, env->seq - 1, false);
+        r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
+    } else if (r == APPLY_GAP) {
+        /* Local subscribers need the missing messages first: repair, and hold
+         * this one until the repair is done. */
+        on_msg(ch, env, frame_payload(f), f->len);
+        hold_repl(ch, env, frame_payload(f), f->len, key); /* else the owner re-sends it */
+        return;
+    }
+    if (*key)
+        channel_key_record(ch, key, env->seq);
+    send_ack(env, ch, &name, CHORUS_ERR__COUNT);
 }
 
-static void conn_call_link(struct conn_call *cc)
+/* REPL [channel, msg frame, key] {epoch, seq, ts} -> REPL_ACK */
+static void on_repl(const struct cluster_part *topic, const struct envelope *env,
+                    const struct cluster_part *parts, int n)
 {
-    cc->next = cc->conn->calls;
-    if (cc->next)
-        cc->next->prev = cc;
-    cc->conn->calls = cc;
+    (void)topic;
+    if (n != 3 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
+        parts[2].len > CODEC_KEY_MAX)
+        return;
+    const char *name = (const char *)parts[0].data;
+    size_t len = parts[0].len;
+    if (cluster_is_owner(name, len)) {
+        send_ack(env, NULL, &parts[0], CHORUS_ERR_UNAVAILABLE);
+        return;
+    }
+    struct channel *ch = channel_get(name, len);
+    if (!ch)
+        return;
+    ch->mirror = true;
+    ch->replica = true;
+    char key[CODEC_KEY_MAX + 1];
+    memcpy(key, parts[2].data, parts[2].len);
+    key[parts[2].len] = '\0';
+    if (ch->sync) {
+        /* A join or repair is running for local subscribers; apply this one
+         * right after it (or let the owner re-send it if the hold is full). */
+        hold_repl(ch, env, parts[1].data, parts[1].len, key);
+        channel_release(ch);
+        return;
+    }
+    struct frame *f = frame_from(parts[1].data, parts[1].len);
+    if (f) {
+        f->binary = env->flags & ENV_FLAG_BINARY;
+        backup_apply(ch, env, f, key);
+        frame_unref(f);
+    }
+    channel_release(ch);
 }
 
-static void on_history(struct cluster_call *call, const struct envelope *rep,
+/* --------------------------------------------------------------- stream */
+
+/* MSG on a channel's topic: the owner's next message. */
+static void on_msg_env(const struct cluster_part *topic, const struct envelope *env,
                        const struct cluster_part *parts, int n)
 {
-    struct conn_call *cc = call->ud;
-    conn_call_unlink(cc);
-    enum chorus_err code = reply_code(rep);
-    if (code != CHORUS_ERR__COUNT) {
-        char msg[200];
-        reply_text(rep, parts, n, msg, sizeof msg);
-        conn_send_err(cc->conn, cc->has_id, cc->id, code, msg);
-        free(cc);
+    if (n != 1 || topic->len < 2 || topic->data[topic->len - 1] != '\0')
+        return;
+    struct channel *ch = channel_find((const char *)topic->data, topic->len - 1);
+    if (!ch || !ch->nsubs) {
+        metrics.cluster_unwanted++;
         return;
     }
-    struct frame *f = history_from_sync(cc->ch, cc->has_id, cc->id, rep, parts, n, cc->limit);
-    if (f) {
-        conn_enqueue(cc->conn, f);
-        frame_unref(f);
-    } else {
-        conn_send_err(cc->conn, cc->has_id, cc->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
-    }
-    free(cc);
+    on_msg(ch, env, parts[0].data, parts[0].len);
 }
 
-void mirror_history(struct conn *c, const struct codec_request *req)
+/* POS on a channel's topic: the owner's position after a quiet spell. */
+static void on_pos_env(const struct cluster_part *topic, const struct envelope *env,
+                       const struct cluster_part *parts, int n)
 {
-    const struct ns_opts *ns = config_ns_for(rt.cfg, req->ch, req->ch_len);
-    struct conn_call *cc = conn_call_new(c, req);
-    if (!cc) {
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    (void)parts;
+    if (n != 0 || topic->len < 2 || topic->data[topic->len - 1] != '\0')
         return;
-    }
-    cc->is_history = true;
-    cc->limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
-    if (cluster_sync(req->ch, req->ch_len, req->has_since, req->since_epoch, req->since_seq,
-                     req->has_since ? SYNC_ALL : (uint32_t)cc->limit, false, &cc->call,
-                     on_history, cc) < 0) {
-        free(cc);
-        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE,
-                      "the channel's owner is unreachable");
-        return;
-    }
-    conn_call_link(cc);
+    struct channel *ch = channel_find((const char *)topic->data, topic->len - 1);
+    if (ch && ch->nsubs)
+        on_pos(ch, env);
 }
 
-/* -------------------------------------------------------------- cleanup */
-
-void mirror_unsub(struct conn *c, struct channel *ch)
+void mirror_start(void)
 {
-    if (!ch->sync)
-        return;
-    struct join_waiter **pp = &ch->sync->waiters;
-    while (*pp) {
-        if ((*pp)->conn == c) {
-            struct join_waiter *w = *pp;
-            *pp = w->next;
-            free(w);
-        } else {
-            pp = &(*pp)->next;
-        }
-    }
-}
-
-void mirror_conn_closed(struct conn *c)
-{
-    for (struct sub *s = c->subs.head; s; s = s->conn_next)
-        mirror_unsub(c, s->ch);
-    while (c->calls) {
-        struct conn_call *cc = c->calls;
-        c->calls = cc->next;
-        cluster_call_cancel(&cc->call);
-        free(cc);
-    }
+    cluster_handle(ENV_MSG, on_msg_env);
+    cluster_handle(ENV_POS, on_pos_env);
+    cluster_handle(ENV_REPL, on_repl);
 }

@@ -2,12 +2,13 @@
  *
  * Each handler gets a decoded, validated request and answers with exactly
  * one reply when the request has an id, and an err even when it has none. */
+#include "ops.h"
 #include "auth_ws.h"
+#include "cluster.h"
 #include "codec.h"
 #include "conn.h"
 #include "frame.h"
-#include "history.h"
-#include "cluster.h"
+#include "history_fetch.h"
 #include "metrics.h"
 #include "mirror.h"
 #include "publish.h"
@@ -43,6 +44,119 @@ static void queue_history_entry(const struct hist_entry *e, void *ud)
     conn_enqueue(ud, e->f);
 }
 
+/* ------------------------------------------------ waiting for an owner */
+
+/* A request of one connection that waits for a channel's owner: a
+ * subscribe waiting for the mirror to become current, or a history request.
+ * Linked in conn->calls until it is answered or the connection closes. */
+struct conn_call {
+    struct conn *conn;
+    struct conn_call *prev, *next;
+    bool has_id;
+    long long id;
+    bool is_history;
+    struct history_fetch hist;    /* is_history */
+    struct mirror_wait wait;      /* a subscribe: */
+    struct channel *ch;
+    bool has_since;
+    char since_epoch[CODEC_EPOCH_MAX + 1];
+    uint64_t since_seq;
+};
+
+static struct conn_call *conn_call_new(struct conn *c, const struct codec_request *req)
+{
+    struct conn_call *cc = calloc(1, sizeof *cc);
+    if (!cc)
+        return NULL;
+    cc->conn = c;
+    cc->has_id = req->has_id;
+    cc->id = req->id;
+    cc->next = c->calls;
+    if (cc->next)
+        cc->next->prev = cc;
+    c->calls = cc;
+    return cc;
+}
+
+static void conn_call_free(struct conn_call *cc)
+{
+    if (cc->prev)
+        cc->prev->next = cc->next;
+    else
+        cc->conn->calls = cc->next;
+    if (cc->next)
+        cc->next->prev = cc->prev;
+    free(cc);
+}
+
+/* The mirror is current: ack like a local subscribe (PROTOCOL.md 2.1). */
+static void ack_sub(struct conn *c, struct channel *ch, bool has_id, long long id, bool has_since,
+                    const char *since_epoch, uint64_t since_seq)
+{
+    int64_t now = runtime_now_ms();
+    bool recovered = has_since && channel_can_recover(ch, since_epoch, since_seq, now);
+    if (has_id) {
+        json_t *j = json_pack("{s:s, s:I, s:s, s:s, s:I}", "op", "ack", "id", (json_int_t)id, "ch",
+                              ch->name, "epoch", ch->epoch, "seq", (json_int_t)ch->seq);
+        if (j && has_since)
+            json_object_set_new(j, "recovered", json_boolean(recovered));
+        conn_send_json(c, j);
+    }
+    if (recovered)
+        channel_history_each(ch, since_seq, -1, now, queue_history_entry, c);
+}
+
+static void on_mirror_current(struct mirror_wait *w, enum chorus_err err, const char *msg)
+{
+    struct conn_call *cc = w->ud;
+    struct conn *c = cc->conn;
+    struct channel *ch = cc->ch;
+    if (err == CHORUS_ERR__COUNT) {
+        ack_sub(c, ch, cc->has_id, cc->id, cc->has_since, cc->since_epoch, cc->since_seq);
+    } else {
+        conn_send_err(c, cc->has_id, cc->id, err, msg);
+        struct sub *sub = channel_sub_find(&c->subs, ch);
+        if (sub)
+            channel_unsubscribe(sub, &c->subs); /* a join keeps ch pinned until it returns */
+    }
+    conn_call_free(cc);
+}
+
+/* c is subscribed to ch, whose owner is another node: ack once the mirror
+ * is current. */
+static void sub_remote(struct conn *c, struct channel *ch, const struct codec_request *req)
+{
+    struct conn_call *cc = conn_call_new(c, req);
+    if (!cc) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    cc->ch = ch;
+    cc->has_since = req->has_since;
+    memcpy(cc->since_epoch, req->since_epoch, sizeof cc->since_epoch);
+    cc->since_seq = req->since_seq;
+    if (mirror_join(ch, &cc->wait, on_mirror_current, cc) < 0) {
+        conn_call_free(cc);
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    }
+}
+
+/* c stops waiting on ch (unsubscribe), or on everything (ch NULL: close). */
+static void calls_cancel(struct conn *c, struct channel *ch)
+{
+    struct conn_call *cc = c->calls, *next;
+    for (; cc; cc = next) {
+        next = cc->next;
+        if (ch && (cc->is_history || cc->ch != ch))
+            continue;
+        if (cc->is_history)
+            history_fetch_cancel(&cc->hist);
+        else
+            mirror_wait_cancel(&cc->wait);
+        conn_call_free(cc);
+    }
+}
+
 /* {"op":"sub","id"?,"ch","since"?:{"epoch","seq"}} -> ack {ch,epoch,seq,recovered?}, then missed msgs */
 static void op_sub(struct conn *c, const struct codec_request *req)
 {
@@ -72,7 +186,7 @@ static void op_sub(struct conn *c, const struct codec_request *req)
 
     if (!cluster_is_owner(req->ch, req->ch_len)) {
         presence_join(c, ch);
-        mirror_sub(c, ch, req);
+        sub_remote(c, ch, req);
         return;
     }
     int64_t now = runtime_now_ms();
@@ -101,7 +215,7 @@ static void op_unsub(struct conn *c, const struct codec_request *req)
         return;
     }
     presence_leave(c, ch);
-    mirror_unsub(c, ch);
+    calls_cancel(c, ch);
     channel_unsubscribe(s, &c->subs);
     send_ack(c, req, json_pack("{s:s}", "ch", req->ch));
 }
@@ -179,6 +293,7 @@ static void op_pub(struct conn *c, const struct codec_request *req)
 
 void ops_conn_closed(struct conn *c)
 {
+    calls_cancel(c, NULL);
     while (c->pubs) {
         struct conn_pub *p = c->pubs;
         c->pubs = p->next;
@@ -187,28 +302,34 @@ void ops_conn_closed(struct conn *c)
     }
 }
 
+static void on_history(struct history_fetch *h, struct frame *f, enum chorus_err err,
+                       const char *msg)
+{
+    struct conn_call *cc = h->ud;
+    if (f) {
+        conn_enqueue(cc->conn, f);
+        frame_unref(f);
+    } else {
+        conn_send_err(cc->conn, cc->has_id, cc->id, err, msg);
+    }
+    conn_call_free(cc);
+}
+
 /* {"op":"history","id"?,"ch","since"?,"limit"?} -> {"op":"history",id,ch,epoch,seq,msgs:[msg...]} */
 static void op_history(struct conn *c, const struct codec_request *req)
 {
     if (!auth_ws_may_read(c, req))
         return;
-    struct channel *ch = channel_find(req->ch, req->ch_len);
-    if (!cluster_is_owner(req->ch, req->ch_len) && !(ch && ch->live && !ch->sync)) {
-        mirror_history(c, req);
-        return;
-    }
-    if (ch && cluster_is_owner(req->ch, req->ch_len))
-        channel_claim(ch);
     const struct ns_opts *ns = config_ns_for(rt.cfg, req->ch, req->ch_len);
     long long limit = req->has_limit && req->limit < ns->history_size ? req->limit : ns->history_size;
-    struct frame *f = history_local(ch, req->ch, req->has_id, req->id, req->has_since,
-                                    req->since_epoch, req->since_seq, limit);
-    if (!f) {
+    struct conn_call *cc = conn_call_new(c, req);
+    if (!cc) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
         return;
     }
-    conn_enqueue(c, f);
-    frame_unref(f);
+    cc->is_history = true;
+    history_fetch(&cc->hist, req->ch, req->ch_len, req->has_id, req->id, req->has_since,
+                  req->since_epoch, req->since_seq, limit, on_history, cc);
 }
 
 /* {"op":"presence","id"?,"ch"} -> {"op":"presence",id,ch,count,members?:[{user,info?}|{client}...]} */

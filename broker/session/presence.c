@@ -46,6 +46,8 @@ struct pres_link {
 
 static struct pres_room *rooms;
 
+static void presence_send(const char *ch, bool join, const char *key, const json_t *member);
+
 static json_t *member_json(const struct pres_member *m)
 {
     if (!m->user)
@@ -146,7 +148,7 @@ void presence_join(struct conn *c, struct channel *ch)
     c->presence.links = link;
     if (m->conns == 1) {
         json_t *mj = member_json(m);
-        cluster_presence_send(room->name, true, m->key, mj);
+        presence_send(room->name, true, m->key, mj);
         json_decref(mj);
     }
     if (first && room->count <= (uint32_t)ch->ns->presence_max_members)
@@ -190,7 +192,7 @@ static void drop_link(struct conn *c, struct pres_link *link, int max_members)
     free(link);
     if (--m->conns)
         return;
-    cluster_presence_send(room->name, false, m->key, NULL);
+    presence_send(room->name, false, m->key, NULL);
     if (!m->nnodes)
         member_gone(room, m, c, max_members);
     room_release(room);
@@ -249,14 +251,6 @@ void presence_op(struct conn *c, const struct codec_request *req)
     if (req->has_id)
         json_object_set_new(d, "id", json_integer(req->id));
     conn_send_json(c, d);
-}
-
-void presence_counts(uint64_t *nrooms, uint64_t *nmembers)
-{
-    *nrooms = HASH_COUNT(rooms);
-    *nmembers = 0;
-    for (struct pres_room *r = rooms; r; r = r->hh.next)
-        *nmembers += r->count;
 }
 
 void presence_free(void)
@@ -341,7 +335,7 @@ static void remote_leave(struct pres_room *room, struct pres_member *m, const ch
         member_gone(room, m, NULL, max_members);
 }
 
-void presence_remote(const char *node, const char *name, size_t len, int op,
+static void presence_remote(const char *node, const char *name, size_t len, int op,
                      const struct cluster_part *parts, int n)
 {
     char chname[CODEC_CHANNEL_MAX + 1];
@@ -393,7 +387,7 @@ void presence_remote(const char *node, const char *name, size_t len, int op,
     room_release(room);
 }
 
-void presence_node_down(const char *node)
+static void presence_node_down(const char *node)
 {
     struct pres_room *room, *rtmp;
     HASH_ITER(hh, rooms, room, rtmp) {
@@ -406,7 +400,7 @@ void presence_node_down(const char *node)
     }
 }
 
-int presence_local_members(const char *name, struct cluster_part **out, char ***texts)
+static int presence_local_members(const char *name, struct cluster_part **out, char ***texts)
 {
     struct pres_room *room;
     HASH_FIND_STR(rooms, name, room);
@@ -443,7 +437,7 @@ int presence_local_members(const char *name, struct cluster_part **out, char ***
     return n;
 }
 
-void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud)
+static void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud)
 {
     for (struct pres_room *r = rooms; r; r = r->hh.next)
         for (struct pres_member *m = r->members; m; m = m->hh.next)
@@ -451,4 +445,106 @@ void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud)
                 fn(r->name, ud);
                 break;
             }
+}
+
+/* ----------------------------------------------------------------- wire */
+
+/* Deltas can be lost at the high-water mark; full lists every few seconds
+ * converge. */
+#define PRESENCE_REFRESH_MS 5000
+
+static int64_t last_refresh_ms;
+
+/* ENV_PRES [channel, (key, member)...] {status = op}, on the channel's topic
+ * or, when to_node is set, to that node only. */
+static void send_presence(const char *to_node, const char *ch, int op,
+                          const struct cluster_part *members, int n)
+{
+    struct cluster_part *parts = calloc((size_t)n + 1, sizeof *parts);
+    if (!parts)
+        return;
+    parts[0] = (struct cluster_part){(const unsigned char *)ch, strlen(ch)};
+    for (int i = 0; i < n; i++)
+        parts[1 + i] = members[i];
+    struct envelope e;
+    cluster_env_init(&e, ENV_PRES);
+    e.status = (uint16_t)op;
+    if (to_node)
+        cluster_send_to(to_node, &e, parts, n + 1);
+    else
+        cluster_send_channel(ch, strlen(ch), &e, parts, n + 1);
+    free(parts);
+}
+
+/* Announces a local change of `key` in channel ch to the nodes following it
+ * (member is the member's JSON, for joins). */
+static void presence_send(const char *ch, bool join, const char *key, const json_t *member)
+{
+    if (!cluster_enabled())
+        return;
+    char *text = member ? json_dumps(member, JSON_COMPACT) : NULL;
+    struct cluster_part kv[2] = {{(const unsigned char *)key, strlen(key)},
+                                 {(const unsigned char *)(text ? text : "{}"), text ? strlen(text) : 2}};
+    send_presence(NULL, ch, join ? PRESENCE_JOIN : PRESENCE_LEAVE, kv, 2);
+    free(text);
+}
+
+/* This node's full member list of a room, to its followers or one node. */
+static void send_presence_full(const char *to_node, const char *ch)
+{
+    struct cluster_part *members;
+    char **texts;
+    int n = presence_local_members(ch, &members, &texts);
+    send_presence(to_node, ch, PRESENCE_FULL, members, 2 * n);
+    for (int i = 0; i < n; i++)
+        free(texts[i]);
+    free(texts);
+    free(members);
+}
+
+static void refresh_one(const char *name, void *ud)
+{
+    (void)ud;
+    send_presence_full(NULL, name);
+}
+
+static void on_pres(const struct cluster_part *topic, const struct envelope *env,
+                    const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    if (n < 1 || !codec_channel_valid((const char *)parts[0].data, parts[0].len))
+        return;
+    const char *name = (const char *)parts[0].data;
+    if (env->status == PRESENCE_ASK) {
+        char ch[CODEC_CHANNEL_MAX + 1];
+        memcpy(ch, name, parts[0].len);
+        ch[parts[0].len] = '\0';
+        send_presence_full(env->origin, ch);
+        return;
+    }
+    presence_remote(env->origin, name, parts[0].len, env->status, parts + 1, n - 1);
+}
+
+/* Local subscribers appeared: learn who is already here on other nodes. */
+static void on_interest(struct channel *ch, bool on)
+{
+    if (on && ch->ns->presence)
+        send_presence(NULL, ch->name, PRESENCE_ASK, NULL, 0);
+}
+
+static void on_tick(int64_t now)
+{
+    if (now - last_refresh_ms >= PRESENCE_REFRESH_MS) {
+        last_refresh_ms = now;
+        presence_each_local_room(refresh_one, NULL);
+    }
+}
+
+void presence_start(void)
+{
+    last_refresh_ms = 0;
+    cluster_handle(ENV_PRES, on_pres);
+    cluster_on_peer_down(presence_node_down);
+    cluster_on_tick(on_tick);
+    cluster_on_interest(on_interest);
 }

@@ -30,16 +30,7 @@ bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w);
 /* Detaches w from the message it waits for. */
 void replica_cancel(struct pub_wait *w);
 
-/* Cluster messages (cluster.c dispatches them here). */
-void replica_on_repl(const struct envelope *env, const struct cluster_part *parts, int n);
-void replica_on_ack(const struct envelope *env, const struct cluster_part *parts, int n);
-/* Backup: applies one replicated message to ch and acknowledges it when it
- * is now held (a gap with local subscribers starts a repair instead). */
-void replica_backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,
-                          const char *key);
-/* Re-sends what waits too long, to the current backup. */
-void replica_tick(int64_t now_ms);
-/* Delivers everything still pending (shutdown, or no backup left). */
-void replica_flush_all(void);
+/* Registers the REPL_ACK handler and the re-send tick (after cluster_start). */
+void replica_start(void);
 
 #endif
