@@ -6,6 +6,7 @@
  * Sec-WebSocket-Protocol header, an {"op":"auth"} request. A token is never
  * logged. */
 #include "auth_ws.h"
+#include "http_reply.h"
 #include "conn.h"
 #include "log.h"
 #include "metrics.h"
@@ -68,8 +69,7 @@ int auth_ws_confirm_upgrade(struct lws *wsi)
         return 0;
     metrics.connections_rejected[REJECT_AUTH]++;
     log_info("event=upgrade_refused reason=subprotocol status=%u", status);
-    lws_return_http_status(wsi, status, why);
-    return 1;
+    return http_reply_close(wsi, status, "text/plain", why);
 }
 
 /* The token sent with the upgrade, copied into buf; NULL when there is none. */

@@ -12,6 +12,7 @@
 #include "cluster.h"
 #include "binmsg.h"
 #include "frame.h"
+#include "http_reply.h"
 #include "log.h"
 #include "metrics.h"
 #include "ops.h"
@@ -253,13 +254,12 @@ static bool origin_allowed(struct lws *wsi)
     return false;
 }
 
-/* Answers a refused upgrade with a plain HTTP status before hanging up, so
- * clients and load balancers see why (403 forbidden, 503 unavailable). */
-static int refuse(struct lws *wsi, enum reject_reason why, unsigned int status)
+/* Answers a refused upgrade with an HTTP status and the reason before hanging
+ * up, so clients and load balancers see why. */
+static int refuse(struct lws *wsi, enum reject_reason why, unsigned int status, const char *msg)
 {
     metrics.connections_rejected[why]++;
-    lws_return_http_status(wsi, status, NULL);
-    return 1;
+    return http_reply_close(wsi, status, "text/plain", msg);
 }
 
 /* Refuses the upgrade (non-zero) for a wrong path, origin, when full, for a
@@ -269,30 +269,34 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     char uri[64];
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (n <= 0 || strcmp(uri, "/ws") != 0)
-        return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN);
+        return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN, "WebSocket upgrades are served at /ws");
     if (rt.shutting_down)
-        return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE);
+        return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
-        return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE);
+        return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                      "node is starting: waiting to hear its peers");
     if (!origin_allowed(wsi)) {
         char origin[256] = "", q[300];
         lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
         log_info("event=upgrade_refused reason=origin origin=%s",
                  log_quote(q, sizeof q, origin, strlen(origin)));
-        return refuse(wsi, REJECT_ORIGIN, HTTP_STATUS_FORBIDDEN);
+        return refuse(wsi, REJECT_ORIGIN, HTTP_STATUS_FORBIDDEN, "origin not allowed");
     }
     if (metrics.connections >= rt.cfg->max_connections)
-        return refuse(wsi, REJECT_MAX_CONNECTIONS, HTTP_STATUS_SERVICE_UNAVAILABLE);
+        return refuse(wsi, REJECT_MAX_CONNECTIONS, HTTP_STATUS_SERVICE_UNAVAILABLE,
+                      "node is at max_connections");
     char ip[48] = "";
     lws_get_peer_simple(wsi, ip, sizeof ip);
     int status = ratelimit_upgrade(&c->limits, ip, lws_now_usecs());
     if (status) {
         log_info("event=upgrade_refused reason=ip_limit ip=%s status=%d", ip, status);
-        return refuse(wsi, REJECT_IP_LIMIT, (unsigned int)status);
+        return refuse(wsi, REJECT_IP_LIMIT, (unsigned int)status,
+                      status == 429 ? "too many connections or upgrades from this address"
+                                    : "refused for this address");
     }
     status = auth_ws_filter(c, wsi);
     if (status)
-        return refuse(wsi, REJECT_AUTH, (unsigned int)status);
+        return refuse(wsi, REJECT_AUTH, (unsigned int)status, "token refused");
     return 0;
 }
 
@@ -352,7 +356,12 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     struct conn *c = user;
 
     switch (reason) {
+    case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
+        /* Every plain HTTP request (API and files) passes here first. */
+        return http_framing_refuse(wsi);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+        if (http_framing_refuse(wsi))
+            return 1;
         return auth_ws_confirm_upgrade(wsi);
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return conn_filter(c, wsi);

@@ -2,14 +2,25 @@
  * POST /api/publish, GET /healthz, GET /metrics.
  *
  * One http_session per HTTP request, allocated zeroed by lws when the request
- * binds to this protocol and cleaned up on DROP_PROTOCOL. A response is built
- * whole into a buffer with LWS_PRE headroom and written from HTTP_WRITEABLE. */
+ * binds to this protocol and cleaned up on DROP_PROTOCOL.
+ *
+ * A response is written the moment it is known, headers and body, and the
+ * request is then completed on the spot (lws' own pattern, dummy-callback.c):
+ * lws 4.1.6 stays in its body state until the transaction completes and,
+ * while input is buffered behind the body (a pipelined request), calls
+ * BODY_COMPLETION again on every pass without consuming any of it, so a
+ * response left for a later HTTP_WRITEABLE spun the loop forever. A request
+ * answered later (a publish waiting for its owner, a history fetch) stops
+ * reading with rx flow control until then, so the next request waits in
+ * lws' buffer. Requests with a body are answered only once the body is read,
+ * so the next request always starts where lws thinks it does. */
 #include "channel.h"
 #include "cluster.h"
 #include "codec.h"
 #include "log.h"
 #include "frame.h"
 #include "history_fetch.h"
+#include "http_reply.h"
 #include "metrics.h"
 #include "presence.h"
 #include "publish.h"
@@ -33,11 +44,11 @@ struct http_session {
     unsigned char *body;        /* request body being received */
     size_t body_len;
     bool body_too_large;
-    int pending_status;         /* decided before the body arrived (auth); 0 = none */
-    unsigned char *resp;        /* LWS_PRE headroom, then the response body */
-    size_t resp_len;
+    bool body_done;             /* BODY_COMPLETION was handled */
     bool responded;
-    bool close_after;           /* the request body was not read: do not keep alive */
+    bool rx_paused;             /* input held back until the answer is out */
+    bool in_request;            /* inside this request's own lws callback */
+    bool waits_for_body;        /* answered at BODY_COMPLETION */
 };
 
 size_t http_api_session_size(void) { return sizeof(struct http_session); }
@@ -53,12 +64,13 @@ static void session_free(struct http_session *s)
         s->hist_pending = false;
     }
     free(s->body);
-    free(s->resp);
-    s->body = s->resp = NULL;
-    s->body_len = s->resp_len = 0;
+    s->body = NULL;
+    s->body_len = 0;
 }
 
-/* Takes the body text (len bytes) and sends it with the status. */
+/* Writes the whole response now: the status and headers, then the body
+ * (lws keeps what the socket does not take and sends it before anything
+ * else). Returns -1 when the connection can no longer be used. */
 static int respond(struct lws *wsi, struct http_session *s, int status, const char *ctype,
                    const char *text, size_t len)
 {
@@ -67,12 +79,6 @@ static int respond(struct lws *wsi, struct http_session *s, int status, const ch
     if (s->responded)
         return 0;
     s->responded = true;
-    free(s->resp);
-    s->resp = malloc(LWS_PRE + len + 1);
-    if (!s->resp)
-        return -1;
-    memcpy(s->resp + LWS_PRE, text, len);
-    s->resp_len = len;
     metrics_http_request(s->path, status);
 
     if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, len, &p, end))
@@ -82,8 +88,47 @@ static int respond(struct lws *wsi, struct http_session *s, int status, const ch
         return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
-    lws_callback_on_writable(wsi);
-    return 0;
+    if (!len)
+        return 0;
+    unsigned char *buf = malloc(LWS_PRE + len);
+    if (!buf)
+        return -1;
+    memcpy(buf + LWS_PRE, text, len);
+    int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    return n < (int)len ? -1 : 0;
+}
+
+/* Ends the request once its response is written: closes, or readies the
+ * connection for the next request. After it returns 0, `s` is gone (lws
+ * frees the session when it rebinds the connection). Returns -1 to close. */
+static int finish(struct lws *wsi, struct http_session *s)
+{
+    bool close = !s->responded;
+    session_free(s);
+    if (s->rx_paused) {
+        s->rx_paused = false;
+        lws_rx_flow_control(wsi, 1);
+    }
+    if (close)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* finish() for an answer that arrives outside this connection's callbacks. */
+static void finish_async(struct lws *wsi, struct http_session *s)
+{
+    if (finish(wsi, s) < 0)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Holds back the input behind this request until finish(). */
+static void pause_rx(struct lws *wsi, struct http_session *s)
+{
+    if (!s->rx_paused) {
+        s->rx_paused = true;
+        lws_rx_flow_control(wsi, 0);
+    }
 }
 
 static int respond_json(struct lws *wsi, struct http_session *s, int status, json_t *j)
@@ -160,19 +205,19 @@ static void on_published(struct pub_wait *w, enum chorus_err err, const char *ms
     } else {
         respond_err(s->wsi, s, err, msg);
     }
+    if (!s->in_request)
+        finish_async(s->wsi, s);
 }
 
 /* POST /api/publish {"ch","data"} -> {"ch","epoch","seq"} */
 static int api_publish(struct lws *wsi, struct http_session *s)
 {
     json_error_t jerr;
-    if (s->pending_status)
-        return respond_auth_failure(wsi, s, s->pending_status);
-    if (s->body_too_large) {
-        char msg[64];
-        snprintf(msg, sizeof msg, "body exceeds %d bytes", rt.cfg->max_frame_bytes);
-        return respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
-    }
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    if (!s->body_len)
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "a JSON body with Content-Length is required");
     if (rt.shutting_down)
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
@@ -269,6 +314,8 @@ static void on_history(struct history_fetch *h, struct frame *f, enum chorus_err
     struct http_session *s = h->ud;
     s->hist_pending = false;
     s->hist_rc = f ? respond_frame(s->wsi, s, f) : respond_err(s->wsi, s, err, msg);
+    if (!s->in_request)
+        finish_async(s->wsi, s);
 }
 
 /* GET /api/history?ch=..&limit=..&since_epoch=..&since_seq=.. -> the history reply of PROTOCOL.md 2.4 */
@@ -321,13 +368,14 @@ static int api_presence(struct lws *wsi, struct http_session *s)
     return respond_json(wsi, s, 200, j);
 }
 
-static int on_request(struct lws *wsi, struct http_session *s)
+/* Answers the request now, or starts what will answer it (publish, history
+ * at the owner). Every request with a body comes here only once the body is
+ * read. */
+static int route(struct lws *wsi, struct http_session *s)
 {
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
-    char uri[256] = "";
-    lws_hdr_copy(wsi, uri, sizeof uri, post ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI);
-    snprintf(s->path, sizeof s->path, "%s", uri);
+    const char *uri = s->path;
 
     if (!strcmp(uri, "/healthz") || !strcmp(uri, "/metrics")) {
         if (!get)
@@ -348,22 +396,71 @@ static int on_request(struct lws *wsi, struct http_session *s)
         return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such endpoint");
     if (!post)
         return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use POST");
+    return api_publish(wsi, s);
+}
 
-    s->pending_status = check_api_key(wsi);
+/* After route(): completes an answered request, or holds the connection's
+ * input back until the answer comes. Returns the callback's result. */
+static int routed(struct lws *wsi, struct http_session *s, int rc)
+{
+    s->in_request = false;
+    if (rc < 0)
+        return -1;
+    if (s->responded)
+        return finish(wsi, s);
+    if (!s->publishing && !s->hist_pending)
+        return -1; /* nothing will answer: never leave a request hanging */
+    s->wsi = wsi;
+    pause_rx(wsi, s);
+    return 0;
+}
+
+/* lws 4.1.6 reads the body of a request that was pipelined behind another
+ * (parsed from its buffer of read-ahead input, not from the socket) from the
+ * start of that buffer, so its "body" is the request's own request line,
+ * and then loops forever on what it fails to consume. That is the one case
+ * where a body starts with this request's method and path (or is a prefix
+ * of them, which no endpoint accepts as a body); refusing it and closing is
+ * what ends the loop. */
+static bool body_is_own_request(struct lws *wsi, struct http_session *s, const void *in,
+                                size_t len)
+{
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    char line[sizeof s->path + 8];
+    int n = snprintf(line, sizeof line, "%s %s", post ? "POST" : "GET", s->path);
+    /* A short body is compared whole: a Content-Length below the line's length
+     * gets that many of its bytes. */
+    return n > 0 && !memcmp(in, line, len < (size_t)n ? len : (size_t)n);
+}
+
+static int on_request(struct lws *wsi, struct http_session *s)
+{
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    char uri[256] = "";
+    lws_hdr_copy(wsi, uri, sizeof uri, post ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI);
+    snprintf(s->path, sizeof s->path, "%s", uri);
+    s->wsi = wsi;
+
+    /* The framing was checked in FILTER_HTTP_CONNECTION (http_reply.h). */
     char cl[32] = "";
-    int n = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH);
-    long long length = n > 0 ? atoll(cl) : 0;
-    if (length <= 0) {
-        if (s->pending_status)
-            return respond_auth_failure(wsi, s, s->pending_status);
-        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "a JSON body with Content-Length is required");
-    }
+    bool has_cl = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+    long long length = has_cl ? atoll(cl) : 0;
     if (length > rt.cfg->max_frame_bytes) {
-        s->close_after = true;
-        s->body_too_large = true;
-        return api_publish(wsi, s);
+        /* Not read: answer, then close, since the body would be taken for
+         * the next request. */
+        char msg[64];
+        snprintf(msg, sizeof msg, "body exceeds %d bytes", rt.cfg->max_frame_bytes);
+        respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
+        return -1;
     }
-    return 0; /* the body follows in HTTP_BODY callbacks */
+    /* lws calls BODY_COMPLETION for any body, and for a POST that says
+     * Content-Length: 0; answering before it would answer twice. */
+    if (length > 0 || (has_cl && post)) {
+        s->waits_for_body = true;
+        return 0;
+    }
+    s->in_request = true;
+    return routed(wsi, s, route(wsi, s));
 }
 
 int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
@@ -373,15 +470,20 @@ int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
 
     switch (reason) {
     case LWS_CALLBACK_HTTP:
-        return on_request(wsi, s) ? -1 : 0;
+        return on_request(wsi, s);
 
     case LWS_CALLBACK_HTTP_BODY:
-        if (s->responded || s->body_too_large)
+        if (s->body_done || s->body_too_large || !len)
             return 0;
+        if (!s->body_len && body_is_own_request(wsi, s, in, len))
+            return http_reply_close(wsi, 400, "text/plain",
+                                    "a request with a body cannot follow another in the same "
+                                    "write: send it after the previous response");
         if (s->body_len + len > (size_t)rt.cfg->max_frame_bytes) {
             s->body_too_large = true;
             free(s->body);
             s->body = NULL;
+            s->body_len = 0;
             return 0;
         }
         {
@@ -395,20 +497,23 @@ int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         return 0;
 
     case LWS_CALLBACK_HTTP_BODY_COMPLETION:
-        return api_publish(wsi, s) ? -1 : 0;
+        /* Called again on every pass over input buffered behind the body
+         * while the answer is pending; rx flow control stops those passes,
+         * this stops any that come before it applies. */
+        if (s->body_done || !s->waits_for_body)
+            return 0;
+        s->body_done = true;
+        s->in_request = true;
+        if (s->body_too_large) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "body exceeds %d bytes", rt.cfg->max_frame_bytes);
+            respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
+            return -1;
+        }
+        return routed(wsi, s, route(wsi, s));
 
     case LWS_CALLBACK_HTTP_WRITEABLE:
-        if (!s->resp)
-            return 0;
-        if (lws_write(wsi, s->resp + LWS_PRE, s->resp_len, LWS_WRITE_HTTP_FINAL) < (int)s->resp_len)
-            return -1;
-        session_free(s);
-        if (s->close_after)
-            return -1;
-        s->responded = false;
-        s->pending_status = 0;
-        s->body_too_large = false;
-        return lws_http_transaction_completed(wsi) ? -1 : 0;
+        return 0; /* answers are written when known; lws sends what is left */
 
     case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
     case LWS_CALLBACK_CLOSED_HTTP:
