@@ -22,11 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* One batch is at most this many payload bytes; also lws' tx_packet_size, so
- * a batch normally reaches the kernel in one send(). */
-#define WRITE_BATCH (64 * 1024)
-
-static unsigned char write_buf[LWS_PRE + WRITE_BATCH];
+static unsigned char write_buf[LWS_PRE + CONN_WRITE_BATCH];
 static uint64_t conn_counter;
 static uint32_t conn_id_salt;
 
@@ -73,7 +69,7 @@ void conn_enqueue(struct conn *c, struct frame *f)
         metrics.slow_consumer_closes++;
         log_info("event=slow_consumer client=%s queued_frames=%u queued_bytes=%zu", c->id,
                  c->q.count, c->q.bytes);
-        conn_close_with(c, 4008, "slow consumer", true);
+        conn_close_with(c, CHORUS_CLOSE_SLOW_CONSUMER, CHORUS_CLOSE_REASON_SLOW_CONSUMER, true);
         return;
     }
     if (was_empty && lws_dll2_is_detached(&c->flush)) {
@@ -141,7 +137,7 @@ static int conn_flush(struct conn *c)
 
     while ((f = outq_peek(&c->q))) {
         size_t h = frame_ws_header_len(f->len);
-        if (used + h + f->len > WRITE_BATCH) {
+        if (used + h + f->len > CONN_WRITE_BATCH) {
             if (used)
                 break;
             /* Larger than a batch: let lws frame it straight from the shared buffer. */

@@ -16,11 +16,17 @@
 
 #include "auth_ws.h"
 #include "channel.h"
+#include "close_codes.h"
 #include "errors.h"
 #include "keepalive.h"
 #include "outq.h"
 #include "presence.h"
 #include "ratelimit.h"
+
+/* One write to a connection carries at most this many payload bytes; it is
+ * also lws' tx_packet_size for the protocol, so a batch normally reaches the
+ * kernel in one send(). */
+#define CONN_WRITE_BATCH (64 * 1024)
 
 struct conn {
     struct lws *wsi;

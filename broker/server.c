@@ -26,8 +26,6 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define WRITE_BATCH_TX (64 * 1024)
-
 struct server server;
 
 static volatile sig_atomic_t got_signal;
@@ -37,7 +35,7 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 
 static struct lws_protocols protocols[] = {
     /* First, so upgrades that offer no sub-protocol bind to it. */
-    {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, WRITE_BATCH_TX + LWS_PRE},
+    {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
@@ -268,7 +266,7 @@ void server_begin_shutdown(void)
     rt.shutting_down = true;
     log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
     for (struct conn *c = server.conns; c; c = c->next)
-        conn_close_with(c, LWS_CLOSE_STATUS_GOINGAWAY, "shutdown", false);
+        conn_close_with(c, CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN, false);
     shutdown_deadline_ms = runtime_now_ms() + rt.cfg->shutdown_timeout_ms;
     lws_sul_schedule(rt.ctx, 0, &shutdown_timer, shutdown_check, 1);
 }

@@ -1,5 +1,5 @@
 /* frame.h - an encoded outgoing WebSocket frame, shared by reference: text
- * (JSON) unless `binary` is set (binmsg.c).
+ * (JSON) unless `binary` is set (binmsg.h).
  *
  * A message is encoded once into a frame; every subscriber's queue and the
  * channel's history each hold one reference, never a copy. The buffer keeps
@@ -9,11 +9,13 @@
 #ifndef CHORUS_FRAME_H
 #define CHORUS_FRAME_H
 
+#include <libwebsockets.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
-#include "frame_pre.h"
+/* The headroom lws_write() needs in front of a payload. */
+#define FRAME_PRE LWS_PRE
 
 struct frame {
     uint32_t refs;
@@ -21,7 +23,7 @@ struct frame {
     bool binary;                      /* sent as a binary frame (opcode 2); false after frame_new */
     uint8_t opcode;                   /* a control frame's opcode (FRAME_OP_PING); 0 for data */
     struct frame *alt;                /* binary: its JSON form for history replies, made on
-                                       * demand by binmsg.c; one reference, dropped with f */
+                                       * demand by history.c; one reference, dropped with f */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 

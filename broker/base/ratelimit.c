@@ -159,4 +159,3 @@ void ratelimit_sweep(int64_t now_us)
     }
 }
 
-uint64_t ratelimit_tracked_ips(void) { return HASH_COUNT(ips); }

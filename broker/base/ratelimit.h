@@ -50,7 +50,4 @@ bool ratelimit_publish(struct conn_limits *l, int64_t now_us);
 /* Forgets idle IP entries; call periodically. */
 void ratelimit_sweep(int64_t now_us);
 
-/* Figures for /metrics. */
-uint64_t ratelimit_tracked_ips(void);
-
 #endif

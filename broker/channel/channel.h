@@ -14,7 +14,9 @@
 #include <stdint.h>
 #include <uthash.h>
 
+#include "codec.h"
 #include "config.h"
+#include "envelope.h"
 
 struct conn;
 struct frame;
@@ -22,7 +24,10 @@ struct chan_sync;
 struct chan_repl;
 struct key_entry;
 
-#define CHANNEL_EPOCH_MAX 40
+/* A channel's epoch travels in cluster envelopes and comes back from clients
+ * in `since`, so its bound is the envelope's (with room for the NUL here). */
+#define CHANNEL_EPOCH_MAX (ENVELOPE_EPOCH_MAX + 1)
+_Static_assert(CODEC_EPOCH_MAX >= ENVELOPE_EPOCH_MAX, "a client must be able to send back any epoch");
 
 /* One per (connection, channel) subscription; created by channel_subscribe(),
  * freed by channel_unsubscribe(). */

@@ -22,9 +22,6 @@
 
 struct channel;
 
-/* Length of a Z85-encoded CURVE key (32 bytes). */
-#define CLUSTER_Z85_KEY_LEN 40
-
 struct cluster_part {
     const unsigned char *data;
     size_t len;

@@ -34,7 +34,7 @@ static struct {
     struct lws *pub_wsi, *sub_wsi, *zap_wsi;
     char self_topic[ENVELOPE_ID_MAX + 8];
     size_t self_topic_len;
-    char curve_public[41], curve_secret[41];
+    char curve_public[CURVE_Z85_LEN + 1], curve_secret[CURVE_Z85_LEN + 1];
     int64_t last_heartbeat_ms;
     lws_sorted_usec_list_t tick, drain_soon;
 } fb;
@@ -348,11 +348,11 @@ static int curve_setup(void *sock, bool server_role)
     if (server_role) {
         set_int(sock, ZMQ_CURVE_SERVER, 1);
         zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "chorus", 6);
-        return zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, fb.curve_secret, 40);
+        return zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, fb.curve_secret, CURVE_Z85_LEN);
     }
-    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, fb.curve_public, 40) ||
-        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, fb.curve_public, 40) ||
-        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, fb.curve_secret, 40))
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, fb.curve_public, CURVE_Z85_LEN) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, fb.curve_public, CURVE_Z85_LEN) ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, fb.curve_secret, CURVE_Z85_LEN))
         return -1;
     return 0;
 }
@@ -376,7 +376,7 @@ int fabric_start(const struct config *cfg, struct lws_vhost *vh)
     fb.self_topic_len = (size_t)snprintf(fb.self_topic, sizeof fb.self_topic, "!to:%s",
                                          cfg->node_id) + 1;
     if (cfg->cluster_curve_secret) {
-        if (!zmq_has("curve") || strlen(cfg->cluster_curve_secret) != CLUSTER_Z85_KEY_LEN ||
+        if (!zmq_has("curve") || strlen(cfg->cluster_curve_secret) != CURVE_Z85_LEN ||
             zmq_curve_public(fb.curve_public, cfg->cluster_curve_secret) != 0) {
             log_error("event=cluster_start_failed msg=\"cluster-curve-secret must be a 40-character Z85 CURVE secret key and libzmq must support CURVE\"");
             return -1;

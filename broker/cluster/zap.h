@@ -11,6 +11,9 @@
 
 #define ZAP_ENDPOINT "inproc://zeromq.zap.01"
 
+/* A CURVE key (32 bytes) in Z85 text, without its NUL. */
+#define CURVE_Z85_LEN 40
+
 /* Answers one ZAP request from the REP socket `sock` (recv flags: 0 or
  * ZMQ_DONTWAIT). Returns 1 when a request was answered with `*admitted` set,
  * 0 when none was waiting. */
