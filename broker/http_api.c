@@ -14,6 +14,7 @@
  * reading with rx flow control until then, so the next request waits in
  * lws' buffer. Requests with a body are answered only once the body is read,
  * so the next request always starts where lws thinks it does. */
+#include "http_api.h"
 #include "channel.h"
 #include "cluster.h"
 #include "codec.h"

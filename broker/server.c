@@ -9,6 +9,7 @@
 #include "auth_ws.h"
 #include "cluster.h"
 #include "conn.h"
+#include "http_api.h"
 #include "log.h"
 #include "metrics.h"
 #include "mirror.h"

@@ -30,12 +30,9 @@ void server_stop(void);
  * open ones with 1001 once their queues drain, then end the loop. */
 void server_begin_shutdown(void);
 
-/* The WebSocket protocol callback (conn.c) and the HTTP API callback (http_api.c). */
+/* The WebSocket protocol callback (conn.c). */
 int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
                      size_t len);
-int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len);
-size_t http_api_session_size(void);
 size_t conn_session_size(void);
 
 #endif
