@@ -207,10 +207,19 @@ static enum auth_result read_claims(json_t *g, enum auth_use use, int64_t now_s,
         return AUTH_EXPIRED;
     if (nbf && (double)now_s + leeway < json_number_value(nbf))
         return AUTH_NOT_YET_VALID;
+    /* Both kinds are signed with the same keys, so only the claims tell them
+     * apart: a subscription token (for one channel) must never open a
+     * connection that the namespace rules would then trust. */
+    if (use == AUTH_USE_CONNECTION && json_object_get(g, "ch"))
+        return AUTH_WRONG_USE;
     if (sub) {
         out->user = string_claim(g, "sub", AUTH_USER_MAX);
         if (!out->user)
             return AUTH_MISSING_CLAIM;
+        /* '/' separates a personal channel's owner from its sub-channels
+         * ("user:42/inbox"): a user "42/inbox" would be ambiguous. */
+        if (strchr(out->user, '/'))
+            return AUTH_BAD_USER;
     } else if (use == AUTH_USE_CONNECTION) {
         return AUTH_MISSING_CLAIM;
     }
@@ -347,6 +356,8 @@ const char *auth_result_str(enum auth_result r)
     case AUTH_EXPIRED: return "token expired";
     case AUTH_NOT_YET_VALID: return "token not yet valid";
     case AUTH_MISSING_CLAIM: return "token claims missing or invalid";
+    case AUTH_WRONG_USE: return "a subscription token (with ch) is not a connection token";
+    case AUTH_BAD_USER: return "token sub must not contain '/'";
     }
     return "invalid token";
 }
@@ -369,13 +380,14 @@ bool auth_personal_allows(const struct ns_opts *ns, const struct auth_claims *wh
     const char *colon = memchr(ch, ':', len);
     if (!colon)
         return true;
+    /* The owner is the id up to the first '/', compared whole: a user whose
+     * id itself contains '/' owns nothing here. */
     const char *id = colon + 1;
-    size_t idlen = len - (size_t)(id - ch);
-    if (who && who->user) {
-        size_t ulen = strlen(who->user);
-        if (idlen >= ulen && !memcmp(id, who->user, ulen) && (idlen == ulen || id[ulen] == '/'))
-            return true;
-    }
+    const char *end = ch + len;
+    const char *slash = memchr(id, '/', (size_t)(end - id));
+    size_t idlen = (size_t)((slash ? slash : end) - id);
+    if (who && who->user && strlen(who->user) == idlen && !memcmp(id, who->user, idlen))
+        return true;
     snprintf(why, whylen, "'%.*s' is a personal channel of another user", (int)len, ch);
     return false;
 }

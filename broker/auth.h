@@ -22,6 +22,9 @@
 
 /* Longest token accepted anywhere (query, sub-protocol, auth op, sub request). */
 #define AUTH_TOKEN_MAX 8192
+/* Longest upgrade query string (lws' count: its arguments without the '&'s):
+ * "token=" and a token of AUTH_TOKEN_MAX, with room for a few short others. */
+#define AUTH_QUERY_MAX (AUTH_TOKEN_MAX + 256)
 /* Longest user id (the "sub" claim). */
 #define AUTH_USER_MAX 128
 
@@ -68,11 +71,13 @@ enum auth_result {
     AUTH_EXPIRED,
     AUTH_NOT_YET_VALID,
     AUTH_MISSING_CLAIM,           /* no exp, no sub (connection) / ch (subscription), wrong type */
+    AUTH_WRONG_USE,               /* a subscription token (it has ch) offered as a connection token */
+    AUTH_BAD_USER,                /* a sub containing '/', which would name a personal sub-channel */
 };
 
 /* What kind of token is expected. */
 enum auth_use {
-    AUTH_USE_CONNECTION,          /* needs sub and exp */
+    AUTH_USE_CONNECTION,          /* needs sub and exp, must not have ch */
     AUTH_USE_SUBSCRIPTION,        /* needs ch and exp */
 };
 
@@ -91,7 +96,8 @@ bool auth_pattern_match(const char *pattern, const char *ch, size_t len);
 /* Namespace rules (config.h). `who` is the connection's claims, NULL when it
  * is anonymous. On refusal they return false and say why in why[]. */
 
-/* Personal channels: "<ns>:<id>" and "<ns>:<id>/..." belong to user <id>. */
+/* Personal channels: "<ns>:<id>" and "<ns>:<id>/..." belong to user <id>,
+ * the text after the first ':' up to the first '/', compared whole. */
 bool auth_personal_allows(const struct ns_opts *ns, const struct auth_claims *who,
                           const char *ch, size_t len, char *why, size_t whylen);
 /* May `who` subscribe to ch, or read its history or presence? `sub_token` is

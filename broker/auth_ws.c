@@ -98,7 +98,7 @@ static void set_identity(struct conn *c, struct auth_claims *who)
 
 int auth_ws_filter(struct conn *c, struct lws *wsi)
 {
-    static char buf[AUTH_TOKEN_MAX + 64];
+    static char buf[AUTH_QUERY_MAX + 1];
     /* A node with no key ignores tokens: the demo's clients may send one. */
     const char *token = auth_keys_any(&keys) ? upgrade_token(wsi, buf, sizeof buf) : NULL;
     if (!token) {

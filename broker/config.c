@@ -54,6 +54,8 @@ static const struct opt opts[] = {
      "worker processes sharing the port, one per core, joined as a cluster over ipc:// (default 1)"},
     {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "N", 128, 1 << 20,
      "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection (default 4096)"},
+    {"max-header-bytes", OPT_INT, F(max_header_bytes), 0, "N", 4096, 65535,
+     "bytes of request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token= (default 16384)"},
     {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
      "most channels one connection may subscribe to (default 128)"},
     {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "N", 1024, INT_MAX,
@@ -146,6 +148,7 @@ static void defaults(struct config *cfg)
     cfg->max_connections = 10000;
     cfg->max_frame_bytes = 65536;
     cfg->rx_buffer_bytes = 4096;
+    cfg->max_header_bytes = 16384;
     cfg->workers = 1;
     cfg->max_channels_per_conn = 128;
     cfg->max_queue_bytes = 1 << 20;

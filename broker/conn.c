@@ -165,7 +165,17 @@ static int conn_flush(struct conn *c)
 
 /* ---------------------------------------------------------------- receive */
 
-static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
+/* Fails the connection at once (RFC 6455 7.1.7): the close frame goes out
+ * ahead of anything queued, and nothing more of the client's is read. */
+static int conn_fail(struct conn *c, enum lws_close_status code, const char *reason)
+{
+    log_info("event=ws_protocol_close client=%s code=%d reason=\"%s\"", c->id, (int)code, reason);
+    lws_close_reason(c->wsi, code, (unsigned char *)reason, strlen(reason));
+    return -1;
+}
+
+/* Returns -1 when the connection must be failed. */
+static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
 {
     const uint32_t max = (uint32_t)rt.cfg->max_frame_bytes;
     bool final = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
@@ -176,7 +186,12 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
         c->rx_len = 0;
         c->rx_discard = false;
         c->rx_binary = lws_frame_is_binary(c->wsi);
+        memset(&c->rx_utf8, 0, sizeof c->rx_utf8);
     }
+    /* Checked as it arrives, also for a message being discarded as too large. */
+    if (!c->rx_binary &&
+        (!utf8_feed(&c->rx_utf8, in, len) || (final && !utf8_complete(&c->rx_utf8))))
+        return conn_fail(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "invalid UTF-8");
 
     /* The common case: a whole message in one callback needs no copy. */
     if (final && c->rx_len == 0 && !c->rx_discard && len <= max) {
@@ -186,7 +201,7 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
             binmsg_handle(c, in, len);
         else
             ops_handle(c, (const char *)in, len);
-        return;
+        return 0;
     }
 
     if (!c->rx_discard) {
@@ -214,7 +229,7 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
         }
     }
     if (!final)
-        return;
+        return 0;
 
     c->rx_in_msg = false;
     metrics.frames_received++;
@@ -231,6 +246,28 @@ static void conn_receive(struct conn *c, const unsigned char *in, size_t len)
     free(c->rx);
     c->rx = NULL;
     c->rx_cap = c->rx_len = 0;
+    return 0;
+}
+
+/* A close frame from the client (RFC 6455 5.5.1, 7.4). lws 4.1.6 echoes
+ * whatever came and has already replaced most invalid codes with 1002 in
+ * `in`, but not codes of 5000 and above, a 1-byte body or a reason that is
+ * not UTF-8: those fail the connection here with our own close frame. */
+static int conn_peer_close(struct conn *c, const unsigned char *in, size_t len)
+{
+    if (len == 1)
+        return conn_fail(c, LWS_CLOSE_STATUS_PROTOCOL_ERR, "close frame of 1 byte");
+    if (len >= 2) {
+        unsigned int code = (unsigned int)in[0] << 8 | in[1];
+        bool valid = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+                     (code >= 3000 && code <= 4999);
+        if (!valid)
+            return conn_fail(c, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close code");
+        struct utf8_check u = {0};
+        if (!utf8_feed(&u, in + 2, len - 2) || !utf8_complete(&u))
+            return conn_fail(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "invalid UTF-8 in close reason");
+    }
+    return 0;
 }
 
 /* -------------------------------------------------------------- lifecycle */
@@ -244,8 +281,12 @@ static bool origin_allowed(struct lws *wsi)
     int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
     if (n <= 0)
         return false;
+    /* Whole lengths: lws keeps a NUL inside a header value (its length
+     * counts the other bytes), and lws_hdr_copy() ends the copy at the NUL,
+     * so strcmp() let "http://ok.example\0.evil" pass as "http://ok.example". */
     for (int i = 0; i < cfg->n_allowed_origin; i++)
-        if (!strcmp(origin, cfg->allowed_origin[i]))
+        if (strlen(cfg->allowed_origin[i]) == (size_t)n &&
+            !memcmp(origin, cfg->allowed_origin[i], (size_t)n))
             return true;
     return false;
 }
@@ -266,6 +307,11 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     int n = lws_hdr_copy(wsi, uri, sizeof uri, WSI_TOKEN_GET_URI);
     if (n <= 0 || strcmp(uri, "/ws") != 0)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_FORBIDDEN, "WebSocket upgrades are served at /ws");
+    /* The query carries at most a token (PROTOCOL.md 8.1): a longer one is
+     * refused, where the token reader would only have missed it. */
+    if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > AUTH_QUERY_MAX)
+        return refuse(wsi, REJECT_PATH, HTTP_STATUS_REQ_URI_TOO_LONG,
+                      "the query is longer than a token may be (8192 bytes)");
     if (rt.shutting_down)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
@@ -273,9 +319,9 @@ static int conn_filter(struct conn *c, struct lws *wsi)
                       "node is starting: waiting to hear its peers");
     if (!origin_allowed(wsi)) {
         char origin[256] = "", q[300];
-        lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
+        int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
         log_info("event=upgrade_refused reason=origin origin=%s",
-                 log_quote(q, sizeof q, origin, strlen(origin)));
+                 log_quote(q, sizeof q, origin, n > 0 ? (size_t)n : 0));
         return refuse(wsi, REJECT_ORIGIN, HTTP_STATUS_FORBIDDEN, "origin not allowed");
     }
     if (metrics.connections >= rt.cfg->max_connections)
@@ -367,8 +413,9 @@ int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *us
     case LWS_CALLBACK_RECEIVE:
         if (c->closing)
             return 0;
-        conn_receive(c, in, len);
-        return 0;
+        return conn_receive(c, in, len);
+    case LWS_CALLBACK_WS_PEER_INITIATED_CLOSE:
+        return conn_peer_close(c, in, len);
     case LWS_CALLBACK_SERVER_WRITEABLE:
         if (!c->established)
             return 0;

@@ -22,6 +22,7 @@
 #include "outq.h"
 #include "presence.h"
 #include "ratelimit.h"
+#include "utf8.h"
 
 /* One write to a connection carries at most this many payload bytes; it is
  * also lws' tx_packet_size for the protocol, so a batch normally reaches the
@@ -43,6 +44,7 @@ struct conn {
     bool rx_in_msg;               /* a message has started and not yet ended */
     bool rx_discard;              /* current message is over the limit: drop it */
     bool rx_binary;
+    struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
 
     struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */

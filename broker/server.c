@@ -162,6 +162,12 @@ int server_start(const struct config *cfg)
     static const lws_retry_bo_t no_validity_timers = {.secs_since_valid_hangup = 0};
     info.retry_and_idle_policy = &no_validity_timers;
     info.timeout_secs = 10;
+    /* lws keeps the request line and the values of the headers it knows in
+     * one table of this size per request in progress (4096 by default, too
+     * small for an 8192-byte ?token=); a request that overflows it is dropped
+     * without an answer (lws 4.1.6 parsers.c). Freed once the upgrade or
+     * the HTTP transaction is done, so idle connections do not hold it. */
+    info.max_http_header_data = (unsigned short)cfg->max_header_bytes;
     /* No fd_limit_per_thread: setting it makes lws find a socket's wsi by a
      * linear scan (wsi_from_fd) instead of indexing its table, which cost a
      * third of the CPU with 5,000 connections. lws sizes the table from the

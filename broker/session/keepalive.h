@@ -21,7 +21,7 @@ struct conn_keepalive {
     uint32_t ping_at;          /* when the unanswered PING went out; 0: none */
 };
 
-/* Starts the wheel's timer (server.ctx and server.cfg must be set). */
+/* Starts the wheel's timer (rt.ctx and rt.cfg must be set). */
 int keepalive_start(void);
 /* Cancels the timer; call before the lws context is destroyed. */
 void keepalive_stop(void);

@@ -44,6 +44,11 @@ def table():
         ("a token without sub", tk.hs256(c(sub=None)), "token claims missing or invalid"),
         ("a token without exp", tk.hs256({"sub": "42"}), "token claims missing or invalid"),
         ("a token with a numeric sub", tk.hs256(c(sub=42)), "token claims missing or invalid"),
+        ("a subscription token (sub and ch)", tk.hs256(c(ch="secret:room")),
+         "a subscription token (with ch) is not a connection token"),
+        ("a subscription token (ch, no sub)", tk.hs256(c(sub=None, ch="secret:room")),
+         "a subscription token (with ch) is not a connection token"),
+        ("a token whose sub contains '/'", tk.hs256(c(sub="42/inbox")), "token sub must not contain '/'"),
         ("garbage", "garbage", "malformed token"),
         ("three garbage parts", "a.b.c", "malformed token"),
     ]
@@ -146,6 +151,40 @@ async def _():
     status, r = upgrade(both, "/ws", {"Sec-WebSocket-Protocol": f"chorus.v1,token.{bad}"})
     r.close()
     assert status == 401, status
+
+
+def token_of_length(n, sub="big"):
+    """A valid HS256 token of exactly n bytes (n large enough), padded in info."""
+    pad = 0
+    while True:
+        token = tk.hs256(tk.claims(sub=sub, info={"p": "x" * pad}))
+        if len(token) >= n:
+            break
+        pad += max(1, (n - len(token)) * 3 // 4)
+    while len(token) > n:  # base64 grows in steps: trim the padding back
+        pad -= 1
+        token = tk.hs256(tk.claims(sub=sub, info={"p": "x" * pad}))
+    return token
+
+
+@h.test("A query token of 8192 bytes, with browser-sized headers, authenticates; a longer query gets 414")
+async def _():
+    browser = {"User-Agent": "Mozilla/5.0 " + "u" * 300, "Cookie": "session=" + "c" * 2000,
+               "Origin": "https://app.example.com"}
+    for n in (3900, 6000, 8192):
+        token = token_of_length(n)
+        status, r = upgrade(both, f"/ws?token={token}", browser)
+        try:
+            assert status == 101, f"a {len(token)}-byte query token: {status}, expected 101"
+            assert r.recv_json().get("user") == "big"
+        finally:
+            r.close()
+    # Longer than any token may be: refused with a status, never a silent hang-up.
+    for n in (8193 + 300, 12000):
+        status, r = upgrade(both, "/ws?token=" + "a" * n, browser)
+        r.close()
+        assert status == 414, f"a {n}-byte query: {status}, expected 414"
+    assert both.healthz()[0] == 200
 
 
 @h.test("A sub-protocol header lws 4.1.6 cannot read gets 431, and a long entry before chorus.v1 gets 400")

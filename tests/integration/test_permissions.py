@@ -179,6 +179,12 @@ async def _():
         await no_msg(anon, "user:42")
         await u42.drain(0.2)
         assert not u42.pending(lambda f: f.get("ch") == "user:43"), "user 42 got user 43's message"
+        # A user id "42/inbox" would otherwise own user:42/inbox: such a token opens nothing.
+        r = h.RawWS(srv.port, path=f"/ws?token={tok('42/inbox')}")
+        try:
+            assert r.connect(expect_status=None) == 401, f"sub 42/inbox answered {r.status}"
+        finally:
+            r.close()
 
 
 @h.test("Refusals are counted as chorus_errors_total{code=forbidden} and leave no channel behind")

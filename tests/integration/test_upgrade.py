@@ -50,7 +50,10 @@ async def _():
     before = rejected(guarded, "origin")
     evil = ["http://evil.example", "https://good.example", "http://good.example:8080",
             "http://good.example.evil.com", "http://good.exampl", "http://sub.good.example",
-            "https://app.good.example", "null", GOOD + "/"]
+            "https://app.good.example", "null", GOOD + "/",
+            # strcmp stopped at the NUL and saw GOOD / GOOD2 (lws itself
+            # ignores only NULs at the very end of a header value)
+            GOOD + "\x00.evil.example", GOOD2 + "\x00x", "http://good.ex\x00ample"]
     for origin in evil:
         status, r = upgrade(guarded, origin=origin)
         try:

@@ -249,6 +249,15 @@ static char *t_subscription_bad_ch(void)
     return sign(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"ch\":\"no spaces\",\"exp\":1800000600}");
 }
 
+static char *t_subscription_with_sub(void)
+{
+    return sign(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"sub\":\"42\",\"ch\":\"vip:room\",\"exp\":1800000600}");
+}
+static char *t_sub_with_slash(void)
+{
+    return sign(JWT_ALG_HS256, SECRET, strlen(SECRET), "{\"sub\":\"42/inbox\",\"exp\":1800000600}");
+}
+
 static const struct token_case cases[] = {
     {"a valid HS256 token", KEYS_SECRET_AND_RSA, AUTH_USE_CONNECTION, t_hs256_valid, AUTH_OK},
     {"a valid RS256 token", KEYS_SECRET_AND_RSA, AUTH_USE_CONNECTION, t_rs256_valid, AUTH_OK},
@@ -312,8 +321,14 @@ static const struct token_case cases[] = {
      AUTH_MISSING_CLAIM},
     {"a subscription token whose ch is no channel name", KEYS_SECRET_AND_RSA, AUTH_USE_SUBSCRIPTION,
      t_subscription_bad_ch, AUTH_MISSING_CLAIM},
-    {"a connection token used without sub as a connection token", KEYS_SECRET_AND_RSA,
-     AUTH_USE_CONNECTION, t_subscription_valid, AUTH_MISSING_CLAIM},
+    {"a subscription token without sub used as a connection token", KEYS_SECRET_AND_RSA,
+     AUTH_USE_CONNECTION, t_subscription_valid, AUTH_WRONG_USE},
+    {"a subscription token with sub used as a connection token", KEYS_SECRET_AND_RSA,
+     AUTH_USE_CONNECTION, t_subscription_with_sub, AUTH_WRONG_USE},
+    {"a subscription token with sub used as one", KEYS_SECRET_AND_RSA, AUTH_USE_SUBSCRIPTION,
+     t_subscription_with_sub, AUTH_OK},
+    {"a connection token whose sub contains '/'", KEYS_SECRET_AND_RSA, AUTH_USE_CONNECTION,
+     t_sub_with_slash, AUTH_BAD_USER},
 };
 
 static void load_keys(struct auth_keys *k, enum keyset which)
@@ -502,7 +517,8 @@ static void test_a_personal_channel_is_open_only_to_its_user(void **state)
 {
     (void)state;
     char why[200];
-    struct auth_claims u42 = {.user = "42"}, u4 = {.user = "4"}, u420 = {.user = "420"};
+    struct auth_claims u42 = {.user = "42"}, u4 = {.user = "4"}, u420 = {.user = "420"},
+                       u42inbox = {.user = "42/inbox"};
     struct ns_opts o = ns("user", NS_SUB_ANYONE, NS_PUB_ANYONE, true);
     assert_true(auth_may_subscribe(&o, &u42, "user:42", 7, NULL, why, sizeof why));
     assert_true(auth_may_subscribe(&o, &u42, "user:42/inbox", 13, NULL, why, sizeof why));
@@ -512,6 +528,11 @@ static void test_a_personal_channel_is_open_only_to_its_user(void **state)
     assert_false(auth_may_subscribe(&o, &u42, "user:420", 8, NULL, why, sizeof why));
     assert_false(auth_may_subscribe(&o, &u42, "user:42x", 8, NULL, why, sizeof why));
     assert_false(auth_may_subscribe(&o, NULL, "user:42", 7, NULL, why, sizeof why));
+    /* the owner is the id up to the first '/', so user "42/inbox" owns nothing of 42's */
+    assert_false(auth_may_subscribe(&o, &u42inbox, "user:42/inbox", 13, NULL, why, sizeof why));
+    assert_false(auth_may_subscribe(&o, &u42inbox, "user:42/inbox/x", 15, NULL, why, sizeof why));
+    assert_false(auth_may_publish(&o, &u42inbox, "user:42/inbox", 13, true, why, sizeof why));
+    assert_true(auth_may_subscribe(&o, &u42, "user:42/inbox/x", 15, NULL, why, sizeof why));
     assert_false(auth_may_publish(&o, &u4, "user:42", 7, true, why, sizeof why));
     assert_non_null(strstr(why, "personal"));
 }

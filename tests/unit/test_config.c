@@ -207,6 +207,7 @@ static void test_defaults_apply_when_nothing_is_given(void **state)
     assert_int_equal(cfg.n_allowed_origin, 0);
     assert_int_equal(cfg.max_connections, 10000);
     assert_int_equal(cfg.max_frame_bytes, 65536);
+    assert_int_equal(cfg.max_header_bytes, 16384); /* room for an 8192-byte ?token= */
     assert_int_equal(cfg.max_channels_per_conn, 128);
     assert_int_equal(cfg.max_queue_bytes, 1 << 20);
     assert_int_equal(cfg.max_queue_frames, 4096);
@@ -431,6 +432,8 @@ static void test_bad_integer_returns_minus_1(void **state)
     expect_rejected("port", "--port", "99999999999999999999", NULL);
     expect_rejected("max-queue-frames", "--max-queue-frames", "3", NULL);
     expect_rejected("history-size", "--history-size", "-1", NULL);
+    expect_rejected("max-header-bytes", "--max-header-bytes", "65536", NULL); /* lws: unsigned short */
+    expect_rejected("max-header-bytes", "--max-header-bytes", "4095", NULL);
     setenv("CHORUS_PING_INTERVAL", "soon", 1);
     expect_rejected("ping-interval", NULL);
     unsetenv("CHORUS_PING_INTERVAL");
