@@ -9,6 +9,7 @@
 #include "auth_ws.h"
 #include "cluster.h"
 #include "conn.h"
+#include "ws.h"
 #include "http_api.h"
 #include "log.h"
 #include "metrics.h"
@@ -27,7 +28,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-struct server server;
+static lws_sorted_usec_list_t sweep_timer;
 
 static volatile sig_atomic_t got_signal;
 
@@ -36,7 +37,7 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 
 static struct lws_protocols protocols[] = {
     /* First, so upgrades that offer no sub-protocol bind to it. */
-    {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
+    {"chorus.v1", ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
@@ -46,10 +47,17 @@ static struct lws_protocols protocols[] = {
 static struct lws_http_mount mounts[5];
 
 /* --workers: this worker's own SO_REUSEPORT listener, adopted as a raw fd;
- * each connection it accepts is handed to lws as if lws had accepted it. */
+ * each connection it accepts is handed to lws as if lws had accepted it.
+ * Also where a signal's wake-up arrives, with or without workers. */
 static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len)
 {
+    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
+        /* lws_cancel_service() from the signal handler lands here: lws
+         * broadcasts it to every protocol of the vhost, this one included. */
+        server_begin_shutdown();
+        return 0;
+    }
     if (reason != LWS_CALLBACK_RAW_RX_FILE)
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     int lfd = (int)(intptr_t)lws_get_socket_fd(wsi);
@@ -120,7 +128,6 @@ int server_start(const struct config *cfg)
     struct lws_context_creation_info info;
     struct in_addr a4;
 
-    memset(&server, 0, sizeof server);
     memset(&rt, 0, sizeof rt);
     rt.cfg = cfg;
     raise_fd_limit(cfg->max_connections);
@@ -138,7 +145,7 @@ int server_start(const struct config *cfg)
         return -1;
     }
 
-    protocols[0].per_session_data_size = conn_session_size();
+    protocols[0].per_session_data_size = ws_session_size();
     protocols[0].rx_buffer_size = (size_t)cfg->rx_buffer_bytes;
     protocols[1].per_session_data_size = http_api_session_size();
 
@@ -236,7 +243,7 @@ int server_start(const struct config *cfg)
         rt.ctx = NULL;
         return -1;
     }
-    lws_sul_schedule(rt.ctx, 0, &server.sweep_timer, sweep, LWS_US_PER_SEC);
+    lws_sul_schedule(rt.ctx, 0, &sweep_timer, sweep, LWS_US_PER_SEC);
     log_info("event=listening node=%s bind=%s port=%d event_loop=%s static_dir=%s api=%s tls=%s tokens=%s%s anonymous=%s",
              cfg->node_id, cfg->bind, cfg->port, cfg->event_loop, cfg->static_dir,
              cfg->api_key && *cfg->api_key ? "enabled" : "disabled", cfg->tls_cert ? "on" : "off",
@@ -254,7 +261,7 @@ static bool finished;
  * running inside lws_service(); staging the context's destroy is what ends it. */
 static void shutdown_check(lws_sorted_usec_list_t *sul)
 {
-    if (server.conns && runtime_now_ms() < shutdown_deadline_ms) {
+    if (!conn_list_empty() && runtime_now_ms() < shutdown_deadline_ms) {
         lws_sul_schedule(rt.ctx, 0, sul, shutdown_check, 20 * LWS_US_PER_MS);
         return;
     }
@@ -272,8 +279,7 @@ void server_begin_shutdown(void)
         return;
     rt.shutting_down = true;
     log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
-    for (struct conn *c = server.conns; c; c = c->next)
-        conn_close_with(c, CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN, false);
+    conn_close_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
     shutdown_deadline_ms = runtime_now_ms() + rt.cfg->shutdown_timeout_ms;
     lws_sul_schedule(rt.ctx, 0, &shutdown_timer, shutdown_check, 1);
 }
@@ -290,7 +296,7 @@ void server_stop(void)
     if (!rt.ctx)
         return;
     if (!rt.event_lib)
-        lws_sul_cancel(&server.sweep_timer);
+        lws_sul_cancel(&sweep_timer);
     if (!rt.event_lib)
         lws_sul_cancel(&shutdown_timer);
     if (!rt.event_lib)

@@ -13,15 +13,6 @@
 #include "config.h"
 #include "runtime.h"
 
-struct conn;
-
-struct server {
-    struct conn *conns;          /* every established WebSocket connection */
-    lws_sorted_usec_list_t sweep_timer;
-};
-
-extern struct server server;
-
 int server_start(const struct config *cfg);
 /* Runs the loop until a signal; then drains clients and returns 0. */
 int server_run(void);
@@ -29,10 +20,5 @@ void server_stop(void);
 /* Called in the loop after a signal woke it: refuse new clients, close the
  * open ones with 1001 once their queues drain, then end the loop. */
 void server_begin_shutdown(void);
-
-/* The WebSocket protocol callback (conn.c). */
-int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                     size_t len);
-size_t conn_session_size(void);
 
 #endif

@@ -25,7 +25,7 @@
 #include "metrics.h"
 #include "presence.h"
 #include "publish.h"
-#include "server.h"
+#include "runtime.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -439,7 +439,7 @@ static int on_request(struct lws *wsi, struct http_session *s)
     bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
     char uri[256] = "";
     lws_hdr_copy(wsi, uri, sizeof uri, post ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI);
-    snprintf(s->path, sizeof s->path, "%s", uri);
+    snprintf(s->path, sizeof s->path, "%.*s", (int)sizeof s->path - 1, uri);
     s->wsi = wsi;
 
     /* The framing was checked in FILTER_HTTP_CONNECTION (http_reply.h). */

@@ -1,5 +1,8 @@
 /* conn.h - one WebSocket client connection: its outbound queue, its
- * subscriptions and the assembly of its incoming messages.
+ * subscriptions and the assembly of its incoming messages. conn.c keeps the
+ * queue, the writes and the list of open connections; ws.c drives it from
+ * the lws callback; the session layer's other files keep their own state of
+ * a connection in the struct (auth, limits, presence, keepalive).
  *
  * One of these is created for each client connecting to /ws; it lives in the
  * per-session data that lws allocates zeroed at the upgrade and frees after
@@ -34,7 +37,7 @@ struct conn {
     char id[24];                  /* public connection id ("client" on the wire) */
     struct outq q;
     struct sub_list subs;
-    struct conn *prev, *next;     /* server.conns */
+    struct conn *prev, *next;     /* the list of open connections (conn.c) */
     struct conn_call *calls;      /* requests waiting for a channel owner (ops.c) */
     struct conn_pub *pubs;        /* publishes not yet acknowledged (ops.c) */
     lws_dll2_t flush;             /* on the end-of-turn flush list while attached */
@@ -69,5 +72,16 @@ void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err co
 /* Asks for an orderly close with code and reason once the queue has drained;
  * `drop` discards what is queued first (slow consumers). */
 void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool drop);
+/* Writes what is queued, as many frames per write as fit in a batch (from
+ * the WRITEABLE callback or the end of a loop turn). -1 when the connection
+ * failed. */
+int conn_flush(struct conn *c);
+
+/* The list of open connections: added at ESTABLISHED, removed at CLOSED. */
+void conn_list_add(struct conn *c);
+void conn_list_remove(struct conn *c);
+bool conn_list_empty(void);
+/* Asks every open connection to close once its queue drains (shutdown). */
+void conn_close_all(uint16_t code, const char *reason);
 
 #endif
