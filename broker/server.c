@@ -176,9 +176,9 @@ int server_start(const struct config *cfg)
      * the HTTP transaction is done, so idle connections do not hold it. */
     info.max_http_header_data = (unsigned short)cfg->max_header_bytes;
     /* No fd_limit_per_thread: setting it makes lws find a socket's wsi by a
-     * linear scan (wsi_from_fd) instead of indexing its table, which cost a
-     * third of the CPU with 5,000 connections. lws sizes the table from the
-     * descriptor limit raised above. */
+     * linear scan (wsi_from_fd) instead of indexing its table, O(connections)
+     * per event (docs/benchmarks.md has the cost). lws sizes the table from
+     * the descriptor limit raised above. */
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     if (!strcmp(cfg->event_loop, "epoll")) {
         /* lws' libev plugin: epoll, so cost follows ready sockets, not open ones. */

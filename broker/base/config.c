@@ -32,99 +32,101 @@ struct opt {
     const char *metavar;
     long min, max;
     const char *help;
+    const char *def;         /* the default, as the text a flag would give; NULL: zero,
+                              * or computed (node-id). --help shows it unless help does */
 };
 
 #define F(field) offsetof(struct config, field)
 static const struct opt opts[] = {
-    {"port", OPT_INT, F(port), 0, "N", 1, 65535, "TCP port for HTTP and WebSocket (default 8080)"},
-    {"bind", OPT_STR, F(bind), 0, "ADDR", 0, 0, "address to listen on (default 0.0.0.0)"},
+    {"port", OPT_INT, F(port), 0, "N", 1, 65535, "TCP port for HTTP and WebSocket", "8080"},
+    {"bind", OPT_STR, F(bind), 0, "ADDR", 0, 0, "address to listen on", "0.0.0.0"},
     {"api-key", OPT_STR, F(api_key), 0, "KEY", 0, 0,
-     "key for POST /api/publish; without one the HTTP publish API is disabled"},
-    {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')"},
-    {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)"},
-    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)"},
-    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)"},
+     "key for POST /api/publish; without one the HTTP publish API is disabled", NULL},
+    {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')", NULL},
+    {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)", NULL},
+    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", CHORUS_WWW_DIR},
+    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)", CHORUS_SDK_DIR},
     {"allowed-origin", OPT_LIST, F(allowed_origin), F(n_allowed_origin), "URL", 0, 0,
-     "accept WebSocket upgrades only from this Origin (repeatable; default: any)"},
+     "accept WebSocket upgrades only from this Origin (repeatable; default: any)", NULL},
     {"max-connections", OPT_INT, F(max_connections), 0, "N", 1, 10000000,
-     "most WebSocket connections held at once (default 10000)"},
+     "most WebSocket connections held at once", "10000"},
     {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "N", 64, 64 << 20,
-     "largest client frame or HTTP body accepted (default 65536)"},
+     "largest client frame or HTTP body accepted", "65536"},
     {"workers", OPT_INT, F(workers), 0, "N", 1, 64,
-     "worker processes sharing the port, one per core, joined as a cluster over ipc:// (default 1)"},
+     "worker processes sharing the port, one per core, joined as a cluster over ipc://", "1"},
     {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "N", 128, 1 << 20,
-     "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection (default 4096)"},
+     "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection", "4096"},
     {"max-header-bytes", OPT_INT, F(max_header_bytes), 0, "N", 4096, 65535,
-     "bytes of request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token= (default 16384)"},
+     "bytes of request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token=", "16384"},
     {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
-     "most channels one connection may subscribe to (default 128)"},
+     "most channels one connection may subscribe to", "128"},
     {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "N", 1024, INT_MAX,
-     "outbound queue bound per connection in bytes; past it the client is closed 4008 (default 1048576)"},
+     "outbound queue bound per connection in bytes; past it the client is closed 4008", "1048576"},
     {"max-queue-frames", OPT_INT, F(max_queue_frames), 0, "N", 4, 1 << 24,
-     "outbound queue bound per connection in frames (default 4096)"},
+     "outbound queue bound per connection in frames", "4096"},
     {"ping-interval", OPT_INT, F(ping_interval), 0, "SECS", 1, 65000,
-     "idle seconds before the server PINGs a client (default 25)"},
+     "idle seconds before the server PINGs a client", "25"},
     {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECS", 1, 65000,
-     "seconds a client has to answer before it is dropped (default 10)"},
+     "seconds a client has to answer before it is dropped", "10"},
     {"history-size", OPT_INT, F(history_size), 0, "N", 0, 1000000,
-     "messages of history kept per channel (default 100)"},
+     "messages of history kept per channel", "100"},
     {"history-ttl", OPT_INT, F(history_ttl), 0, "SECS", 0, INT_MAX,
-     "seconds a message stays in history, 0 = forever (default 600)"},
+     "seconds a message stays in history, 0 = forever", "600"},
     {"client-publish", OPT_BOOL, F(client_publish), 0, "true|false", 0, 0,
-     "may WebSocket clients publish in namespaces that do not say (default true)"},
+     "may WebSocket clients publish in namespaces that do not say", "true"},
     {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), 0, "MS", 0, 600000,
-     "time allowed to flush and close clients on SIGTERM (default 2000)"},
+     "time allowed to flush and close clients on SIGTERM", "2000"},
     {"cluster-bind", OPT_STR, F(cluster_bind), 0, "ENDPOINT", 0, 0,
-     "join a cluster: bind the node's XPUB here, e.g. tcp://0.0.0.0:7000 (default: no cluster)"},
+     "join a cluster: bind the node's XPUB here, e.g. tcp://0.0.0.0:7000 (default: no cluster)", NULL},
     {"peer", OPT_LIST, F(peer), F(n_peer), "ENDPOINT", 0, 0,
-     "another node's cluster-bind endpoint, tcp://HOST:PORT (repeatable; DNS names are re-resolved)"},
+     "another node's cluster-bind endpoint, tcp://HOST:PORT (repeatable; DNS names are re-resolved)", NULL},
     {"forwarder-connect", OPT_STR, F(forwarder_connect), 0, "ENDPOINT", 0, 0,
-     "link through the forwarder at tcp://HOST:PORT instead of a mesh of peers"},
+     "link through the forwarder at tcp://HOST:PORT instead of a mesh of peers", NULL},
     {"forwarder", OPT_FLAG, F(forwarder), 0, "", 0, 0,
-     "run as the cluster forwarder (XSUB on the cluster-bind port, XPUB on port + 1)"},
+     "run as the cluster forwarder (XSUB on the cluster-bind port, XPUB on port + 1)", NULL},
     {"cluster-curve-secret", OPT_STR, F(cluster_curve_secret), 0, "Z85", 0, 0,
-     "encrypt and authenticate node links with this CURVE secret key (see chorusd-keygen)"},
+     "encrypt and authenticate node links with this CURVE secret key (see chorusd-keygen)", NULL},
     {"curve-keygen", OPT_FLAG, F(curve_keygen), 0, "", 0, 0,
-     "print a new secret for --cluster-curve-secret (and its public key) and exit"},
+     "print a new secret for --cluster-curve-secret (and its public key) and exit", NULL},
     {"cluster-insecure", OPT_BOOL, F(cluster_insecure), 0, "true|false", 0, 0,
-     "allow plaintext node links when no CURVE key is set (default false)"},
-    {"heartbeat-ms", OPT_INT, F(heartbeat_ms), 0, "MS", 50, 60000, "node heartbeat interval (default 500)"},
+     "allow plaintext node links when no CURVE key is set", "false"},
+    {"heartbeat-ms", OPT_INT, F(heartbeat_ms), 0, "MS", 50, 60000, "node heartbeat interval", "500"},
     {"peer-timeout-ms", OPT_INT, F(peer_timeout_ms), 0, "MS", 100, 600000,
-     "a peer silent this long is down (default 2000)"},
+     "a peer silent this long is down", "2000"},
     {"cluster-timeout-ms", OPT_INT, F(cluster_timeout_ms), 0, "MS", 50, 600000,
-     "wait for a channel owner's answer before replying unavailable (default 2000)"},
+     "wait for a channel owner's answer before replying unavailable", "2000"},
     {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECS", 1, 86400,
-     "re-resolve peer DNS names this often (default 10)"},
+     "re-resolve peer DNS names this often", "10"},
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
-     "ZeroMQ high-water mark, messages per link (default 100000)"},
+     "ZeroMQ high-water mark, messages per link", "100000"},
     {"event-loop", OPT_STR, F(event_loop), 0, "poll|epoll", 0, 0,
-     "event loop: epoll (libev; scales with many connections) or poll (lws built-in) (default epoll)"},
-    {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error (default info)"},
+     "event loop: epoll (libev; scales with many connections) or poll (lws built-in)", "epoll"},
+    {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error", "info"},
     {"jwt-secret", OPT_STR, F(jwt_secret), 0, "SECRET", 0, 0,
-     "verify HS256 connection tokens with this secret (default: no HS256)"},
+     "verify HS256 connection tokens with this secret (default: no HS256)", NULL},
     {"jwt-public-key", OPT_STR, F(jwt_public_key), 0, "FILE", 0, 0,
-     "verify RS256 or ES256 connection tokens with this PEM public key (default: none)"},
+     "verify RS256 or ES256 connection tokens with this PEM public key (default: none)", NULL},
     {"jwt-leeway", OPT_INT, F(jwt_leeway), 0, "SECS", 0, 3600,
-     "clock skew allowed when checking a token's exp and nbf (default 5)"},
+     "clock skew allowed when checking a token's exp and nbf", "5"},
     {"allow-anonymous", OPT_BOOL, F(allow_anonymous), 0, "true|false", 0, 0,
-     "may connections without a token subscribe and publish where namespaces allow (default true)"},
+     "may connections without a token subscribe and publish where namespaces allow", "true"},
     {"auth-timeout", OPT_INT, F(auth_timeout), 0, "SECS", 1, 3600,
-     "without anonymous access, seconds a tokenless connection has to send auth (default 10)"},
+     "without anonymous access, seconds a tokenless connection has to send auth", "10"},
     {"tls-cert", OPT_STR, F(tls_cert), 0, "FILE", 0, 0,
-     "PEM certificate (chain): serve wss:// and https:// on the port (needs --tls-key)"},
-    {"tls-key", OPT_STR, F(tls_key), 0, "FILE", 0, 0, "PEM private key of --tls-cert"},
+     "PEM certificate (chain): serve wss:// and https:// on the port (needs --tls-key)", NULL},
+    {"tls-key", OPT_STR, F(tls_key), 0, "FILE", 0, 0, "PEM private key of --tls-cert", NULL},
     {"max-pub-rate", OPT_INT, F(max_pub_rate), 0, "N", 0, 1000000,
-     "publishes per second per connection, beyond it err rate_limited (default 0 = no limit)"},
+     "publishes per second per connection, beyond it err rate_limited (default 0 = no limit)", NULL},
     {"pub-burst", OPT_INT, F(pub_burst), 0, "N", 0, 1000000,
-     "publishes allowed at once before the rate limits apply (default 0 = one second's worth)"},
+     "publishes allowed at once before the rate limits apply (default 0 = one second's worth)", NULL},
     {"max-pub-rate-user", OPT_INT, F(max_pub_rate_user), 0, "N", 0, 1000000,
-     "publishes per second per authenticated user, over all their connections (default 0 = no limit)"},
+     "publishes per second per authenticated user, over all their connections (default 0 = no limit)", NULL},
     {"max-conn-rate-ip", OPT_INT, F(max_conn_rate_ip), 0, "N", 0, 1000000,
-     "WebSocket upgrades per second per client IP, beyond it HTTP 429 (default 0 = no limit)"},
+     "WebSocket upgrades per second per client IP, beyond it HTTP 429 (default 0 = no limit)", NULL},
     {"max-conns-per-ip", OPT_INT, F(max_conns_per_ip), 0, "N", 0, 10000000,
-     "open WebSocket connections per client IP, beyond it HTTP 429 (default 0 = no limit)"},
+     "open WebSocket connections per client IP, beyond it HTTP 429 (default 0 = no limit)", NULL},
     {"presence-max-members", OPT_INT, F(presence_max_members), 0, "N", 0, 10000000,
-     "past this many members presence answers counts and join/leave stop (default 1000)"},
+     "past this many members presence answers counts and join/leave stop", "1000"},
 };
 #undef F
 
@@ -132,44 +134,6 @@ static void set_str(char **slot, const char *v)
 {
     free(*slot);
     *slot = strdup(v);
-}
-
-static void defaults(struct config *cfg)
-{
-    char host[256] = "chorus";
-    memset(cfg, 0, sizeof *cfg);
-    cfg->port = 8080;
-    set_str(&cfg->bind, "0.0.0.0");
-    if (gethostname(host, sizeof host - 1) != 0)
-        strcpy(host, "chorus");
-    set_str(&cfg->node_id, host);
-    set_str(&cfg->static_dir, CHORUS_WWW_DIR);
-    set_str(&cfg->sdk_dir, CHORUS_SDK_DIR);
-    cfg->max_connections = 10000;
-    cfg->max_frame_bytes = 65536;
-    cfg->rx_buffer_bytes = 4096;
-    cfg->max_header_bytes = 16384;
-    cfg->workers = 1;
-    cfg->max_channels_per_conn = 128;
-    cfg->max_queue_bytes = 1 << 20;
-    cfg->max_queue_frames = 4096;
-    cfg->ping_interval = 25;
-    cfg->ping_timeout = 10;
-    cfg->history_size = 100;
-    cfg->history_ttl = 600;
-    cfg->client_publish = true;
-    cfg->shutdown_timeout_ms = 2000;
-    cfg->heartbeat_ms = 500;
-    cfg->peer_timeout_ms = 2000;
-    cfg->cluster_timeout_ms = 2000;
-    cfg->peer_resolve_interval = 10;
-    cfg->cluster_hwm = 100000;
-    set_str(&cfg->log_level, "info");
-    set_str(&cfg->event_loop, "epoll");
-    cfg->jwt_leeway = 5;
-    cfg->allow_anonymous = true;
-    cfg->auth_timeout = 10;
-    cfg->presence_max_members = 1000;
 }
 
 /* Applies one textual value; `src` names its origin for error messages. */
@@ -215,6 +179,20 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
     }
     }
     return -1;
+}
+
+/* Every option's default comes from its row of opts[]; only the node id is
+ * computed. */
+static void defaults(struct config *cfg)
+{
+    char host[256] = "chorus";
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].def)
+            apply(cfg, &opts[i], opts[i].def, "default");
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "chorus");
+    set_str(&cfg->node_id, host);
 }
 
 static void clear_list(struct config *cfg, const struct opt *o)
@@ -400,7 +378,10 @@ static void usage(void)
         derive_name(env, sizeof env, opts[i].name, true);
         snprintf(flag, sizeof flag, "--%s%s%s", opts[i].name, *opts[i].metavar ? " " : "",
                  opts[i].metavar);
-        printf("  %-32s %s\n  %-32s [env %s]\n", flag, opts[i].help, "", env);
+        char def[300] = "";
+        if (opts[i].def && !strstr(opts[i].help, "(default"))
+            snprintf(def, sizeof def, " (default %s)", opts[i].def);
+        printf("  %-32s %s%s\n  %-32s [env %s]\n", flag, opts[i].help, def, "", env);
     }
     printf("  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit", "--version",
            "print the version and exit");

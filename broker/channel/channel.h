@@ -69,19 +69,20 @@ struct channel {
     struct channel *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
     bool idle;
 
-    /* cluster state (see cluster.h) */
+    /* state the cluster and engine layers keep on the channel (cluster.h,
+     * mirror.h, replica.h); this layer reads some of it and never calls them */
     bool mirror;                         /* seq and history copied from a remote owner */
     bool live;                           /* mirror: following the owner's stream, state current */
     bool replica;                        /* backup: holds every message the owner delivered */
     bool unreplicated;                   /* owner delivered with no backup up (maybe cut off) */
-    struct chan_repl *repl;              /* replica.c: messages waiting for the backup's ack */
-    struct channel *beacon_next;         /* cluster.c: on the list of channels to announce */
+    struct chan_repl *repl;              /* engine/replica.c: messages waiting for the backup's ack */
+    struct channel *beacon_next;         /* cluster/stream.c: on the list of channels to announce */
     bool beacon;
     int64_t last_sequenced_ms;
     struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
     struct key_entry *keys_oldest, *keys_newest;
     uint32_t nkeys;
-    struct chan_sync *sync;              /* mirror.c: a join or repair in progress */
+    struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
     bool remote_interest;                /* owner: other nodes subscribe to it */
     uint32_t pins;                       /* outstanding calls that will come back to it */
     UT_hash_handle hh;

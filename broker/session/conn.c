@@ -57,8 +57,8 @@ void conn_close_all(uint16_t code, const char *reason)
 /* Connections whose queue went from empty to non-empty during this loop
  * turn. They are written once the turn's input is processed, straight from
  * a zero-delay timer, instead of each asking lws for a WRITEABLE callback:
- * that costs two epoll_ctl calls per delivery, and at 10,000 subscribers it
- * was most of the work. Everything queued in the turn still goes out in one
+ * that costs two epoll_ctl calls per delivery (docs/benchmarks.md has what
+ * it came to). Everything queued in the turn still goes out in one
  * write per connection. A connection with output already buffered in lws
  * waits for WRITEABLE as before. */
 static lws_dll2_owner_t flush_list;

@@ -2,8 +2,8 @@
  *
  * lws' own idle policy keeps one timer per connection in a single sorted
  * list and re-inserts it at every PONG by walking that list from its head:
- * O(connections) per PONG, a fifth of chorusd's CPU with 5,000 connections in
- * the rooms benchmark, and growing with the square of the connections. Here a
+ * O(connections) per PONG, so the total grows with the square of the
+ * connections (docs/benchmarks.md, the rooms scenario). Here a
  * connection waits in the wheel slot of the moment it next needs looking at;
  * one timer visits the slots as they come due, so a PING, a PONG and a hangup
  * each cost O(1) whatever the number of connections. */
