@@ -43,7 +43,7 @@ struct cluster_call {
     char target[ENVELOPE_ID_MAX + 1];   /* the node asked; its death fails the call at once */
     cluster_call_cb *cb;
     void *ud;
-    struct cluster_call *prev, *next;
+    struct cluster_call *prev, *next;   /* the outstanding calls (rpc.c) */
 };
 
 /* Starts the fabric when the config names a cluster; a no-op otherwise. */

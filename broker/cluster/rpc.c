@@ -8,24 +8,17 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <utlist.h>
 
 static struct {
     const struct config *cfg;
-    struct cluster_call *calls;     /* outstanding, oldest first */
-    struct cluster_call *calls_tail;
+    struct cluster_call *calls;     /* outstanding, oldest first (utlist DL) */
     uint64_t next_call_id;
 } rc;
 
 static void call_unlink(struct cluster_call *c)
 {
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        rc.calls = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    else
-        rc.calls_tail = c->prev;
+    DL_DELETE(rc.calls, c);
     c->prev = c->next = NULL;
     c->id = 0;
 }
@@ -43,13 +36,7 @@ static void call_start(struct cluster_call *c, const char *target, cluster_call_
     c->cb = cb;
     c->ud = ud;
     c->deadline_ms = runtime_now_ms() + rc.cfg->cluster_timeout_ms;
-    c->next = NULL;
-    c->prev = rc.calls_tail;
-    if (rc.calls_tail)
-        rc.calls_tail->next = c;
-    else
-        rc.calls = c;
-    rc.calls_tail = c;
+    DL_APPEND(rc.calls, c);
 }
 
 static struct cluster_call *call_find(uint64_t id)

@@ -18,31 +18,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 static unsigned char write_buf[LWS_PRE + CONN_WRITE_BATCH];
-static struct conn *conns;        /* every established connection */
+static struct conn *conns;        /* every established connection (utlist DL) */
 
 /* ------------------------------------------------------------------- list */
 
-void conn_list_add(struct conn *c)
-{
-    c->prev = NULL;
-    c->next = conns;
-    if (conns)
-        conns->prev = c;
-    conns = c;
-}
+void conn_list_add(struct conn *c) { DL_PREPEND(conns, c); }
 
-void conn_list_remove(struct conn *c)
-{
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        conns = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = c->next = NULL;
-}
+void conn_list_remove(struct conn *c) { DL_DELETE(conns, c); }
 
 bool conn_list_empty(void) { return conns == NULL; }
 

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 static json_t *reply(const char *op, const struct codec_request *req)
 {
@@ -71,21 +72,13 @@ static struct conn_call *conn_call_new(struct conn *c, const struct codec_reques
     cc->conn = c;
     cc->has_id = req->has_id;
     cc->id = req->id;
-    cc->next = c->calls;
-    if (cc->next)
-        cc->next->prev = cc;
-    c->calls = cc;
+    DL_PREPEND(c->calls, cc);
     return cc;
 }
 
 static void conn_call_free(struct conn_call *cc)
 {
-    if (cc->prev)
-        cc->prev->next = cc->next;
-    else
-        cc->conn->calls = cc->next;
-    if (cc->next)
-        cc->next->prev = cc->prev;
+    DL_DELETE(cc->conn->calls, cc);
     free(cc);
 }
 
@@ -230,15 +223,7 @@ struct conn_pub {
     struct conn_pub *prev, *next;
 };
 
-static void conn_pub_unlink(struct conn_pub *p)
-{
-    if (p->prev)
-        p->prev->next = p->next;
-    else
-        p->conn->pubs = p->next;
-    if (p->next)
-        p->next->prev = p->prev;
-}
+static void conn_pub_unlink(struct conn_pub *p) { DL_DELETE(p->conn->pubs, p); }
 
 static void pub_done(struct pub_wait *w, enum chorus_err err, const char *msg, const char *epoch,
                      uint64_t seq, bool duplicate)
@@ -271,10 +256,7 @@ void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size
     p->conn = c;
     p->has_id = has_id;
     p->id = id;
-    p->next = c->pubs;
-    if (c->pubs)
-        c->pubs->prev = p;
-    c->pubs = p;
+    DL_PREPEND(c->pubs, p);
     publish_submit(ch, len, data, data_len, binary, c->id, key, &p->w, pub_done, p);
 }
 
@@ -296,7 +278,7 @@ void ops_conn_closed(struct conn *c)
     calls_cancel(c, NULL);
     while (c->pubs) {
         struct conn_pub *p = c->pubs;
-        c->pubs = p->next;
+        DL_DELETE(c->pubs, p);
         publish_cancel(&p->w);
         free(p);
     }
