@@ -6,9 +6,11 @@
 #define CHORUS_PROTO_CLOSE_CODES_H
 
 /*        enum name       code   reason */
-#define CHORUS_CLOSE_CODES(X)                              \
-    X(SHUTDOWN,           1001,  "shutdown")               \
-    X(AUTH,               4001,  "authentication required") \
+#define CHORUS_CLOSE_CODES(X)                                 \
+    X(SHUTDOWN,           1001,  "shutdown")                  \
+    X(PROTOCOL_ERROR,     1002,  "invalid close code")        \
+    X(INVALID_PAYLOAD,    1007,  "invalid UTF-8")             \
+    X(AUTH,               4001,  "authentication required")   \
     X(SLOW_CONSUMER,      4008,  "slow consumer")
 
 enum chorus_close {

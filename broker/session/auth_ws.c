@@ -125,11 +125,11 @@ static void on_timer(lws_sorted_usec_list_t *sul)
     struct conn *c = lws_container_of(sul, struct conn, auth.timer);
     c->auth.timer_armed = false;
     if (c->auth.need_auth) {
-        conn_close_with(c, AUTH_CLOSE_CODE, "authentication timeout", false);
+        conn_close_with(c, CHORUS_CLOSE_AUTH, "authentication timeout", false);
     } else if (c->auth.authenticated) {
         metrics.auth_expired_closes++;
         log_info("event=token_expired client=%s", c->id);
-        conn_close_with(c, AUTH_CLOSE_CODE, "token expired", false);
+        conn_close_with(c, CHORUS_CLOSE_AUTH, "token expired", false);
     }
 }
 
@@ -173,7 +173,7 @@ bool auth_ws_gate(struct conn *c, const struct codec_request *req)
 {
     if (!c->auth.need_auth || (req && (req->op == CODEC_OP_AUTH || req->op == CODEC_OP_PING)))
         return true;
-    conn_close_with(c, AUTH_CLOSE_CODE, "authentication required", false);
+    conn_close_with(c, CHORUS_CLOSE_AUTH, CHORUS_CLOSE_REASON_AUTH, false);
     return false;
 }
 
@@ -201,13 +201,13 @@ void auth_ws_op(struct conn *c, const struct codec_request *req)
     if (r != AUTH_OK) {
         metrics.auth_refused++;
         log_info("event=auth_refused client=%s token_error=\"%s\"", c->id, auth_result_str(r));
-        conn_close_with(c, AUTH_CLOSE_CODE, auth_result_str(r), false);
+        conn_close_with(c, CHORUS_CLOSE_AUTH, auth_result_str(r), false);
         return;
     }
     if (c->auth.authenticated && strcmp(c->auth.who.user, who.user) != 0) {
         auth_claims_free(&who);
         metrics.auth_refused++;
-        conn_close_with(c, AUTH_CLOSE_CODE, "token is for another user", false);
+        conn_close_with(c, CHORUS_CLOSE_AUTH, "token is for another user", false);
         return;
     }
     metrics.auth_accepted++;

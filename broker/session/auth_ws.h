@@ -14,12 +14,10 @@
 #include <stdbool.h>
 
 #include "auth.h"
+#include "close_codes.h"
 #include "codec.h"
 
 struct conn;
-
-/* Close code and reasons for authentication failures. */
-#define AUTH_CLOSE_CODE 4001
 
 /* Embedded in each connection; zeroed by lws with the rest of it. */
 struct conn_auth {

@@ -30,10 +30,10 @@ size_t ws_session_size(void) { return sizeof(struct conn); }
 
 /* Fails the connection at once (RFC 6455 7.1.7): the close frame goes out
  * ahead of anything queued, and nothing more of the client's is read. */
-static int conn_fail(struct conn *c, enum lws_close_status code, const char *reason)
+static int conn_fail(struct conn *c, enum chorus_close code, const char *reason)
 {
     log_info("event=ws_protocol_close client=%s code=%d reason=\"%s\"", c->id, (int)code, reason);
-    lws_close_reason(c->wsi, code, (unsigned char *)reason, strlen(reason));
+    lws_close_reason(c->wsi, (enum lws_close_status)code, (unsigned char *)reason, strlen(reason));
     return -1;
 }
 
@@ -54,7 +54,7 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
     /* Checked as it arrives, also for a message being discarded as too large. */
     if (!c->rx_binary &&
         (!utf8_feed(&c->rx_utf8, in, len) || (final && !utf8_complete(&c->rx_utf8))))
-        return conn_fail(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "invalid UTF-8");
+        return conn_fail(c, CHORUS_CLOSE_INVALID_PAYLOAD, CHORUS_CLOSE_REASON_INVALID_PAYLOAD);
 
     /* The common case: a whole message in one callback needs no copy. */
     if (final && c->rx_len == 0 && !c->rx_discard && len <= max) {
@@ -119,16 +119,16 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
 static int conn_peer_close(struct conn *c, const unsigned char *in, size_t len)
 {
     if (len == 1)
-        return conn_fail(c, LWS_CLOSE_STATUS_PROTOCOL_ERR, "close frame of 1 byte");
+        return conn_fail(c, CHORUS_CLOSE_PROTOCOL_ERROR, "close frame of 1 byte");
     if (len >= 2) {
         unsigned int code = (unsigned int)in[0] << 8 | in[1];
         bool valid = (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
                      (code >= 3000 && code <= 4999);
         if (!valid)
-            return conn_fail(c, LWS_CLOSE_STATUS_PROTOCOL_ERR, "invalid close code");
+            return conn_fail(c, CHORUS_CLOSE_PROTOCOL_ERROR, CHORUS_CLOSE_REASON_PROTOCOL_ERROR);
         struct utf8_check u = {0};
         if (!utf8_feed(&u, in + 2, len - 2) || !utf8_complete(&u))
-            return conn_fail(c, LWS_CLOSE_STATUS_INVALID_PAYLOAD, "invalid UTF-8 in close reason");
+            return conn_fail(c, CHORUS_CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in close reason");
     }
     return 0;
 }
