@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const char *reason_phrase(unsigned int status)
@@ -94,4 +95,19 @@ int http_framing_refuse(struct lws *wsi)
     if (!status)
         return 0;
     return http_reply_close(wsi, status, "text/plain", why);
+}
+
+/* Only the /api/ endpoints read a body. lws serves files without reading
+ * one, so a body sent with a file request would be parsed as the next
+ * request, and when it was pipelined lws 4.1.6 loops on it forever (the
+ * file mounts' callbacks are lws' own, which body_is_own_request cannot
+ * guard). */
+int http_body_refuse(struct lws *wsi, const char *uri)
+{
+    char cl[32];
+    if (lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) <= 0 || atoll(cl) == 0)
+        return 0;
+    if (uri && !strncmp(uri, "/api/", 5))
+        return 0;
+    return http_reply_close(wsi, 400, "text/plain", "only the /api/ endpoints take a request body");
 }

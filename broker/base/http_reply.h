@@ -23,4 +23,9 @@ unsigned int http_framing_check(struct lws *wsi, const char **why);
 /* http_framing_check, and when it fails the refusal (returns 1). */
 int http_framing_refuse(struct lws *wsi);
 
+/* Every plain HTTP request, before lws routes it to an endpoint or a file:
+ * refuses (returns non-zero, after answering 400 and closing) a body sent
+ * to a path outside /api/, where no endpoint reads one. */
+int http_body_refuse(struct lws *wsi, const char *uri);
+
 #endif

@@ -255,7 +255,9 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
     switch (reason) {
     case LWS_CALLBACK_FILTER_HTTP_CONNECTION:
         /* Every plain HTTP request (API and files) passes here first. */
-        return http_framing_refuse(wsi);
+        if (http_framing_refuse(wsi))
+            return 1;
+        return http_body_refuse(wsi, in);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         if (http_framing_refuse(wsi))
             return 1;
