@@ -42,8 +42,10 @@ static void remote_pub_done(struct pub_wait *w, enum chorus_err err, const char 
 }
 
 /* PUB_REQ [channel, data JSON, client id, key] -> PUB_REP {epoch, seq} once delivered */
-static void handle_pub_req(const struct envelope *req, const struct cluster_part *parts, int n)
+static void on_pub_req(const struct cluster_part *topic, const struct envelope *req,
+                       const struct cluster_part *parts, int n)
 {
+    (void)topic;
     if (n != 4 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
         parts[2].len >= 64 || parts[3].len > CODEC_KEY_MAX) {
         cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish request");
@@ -95,8 +97,10 @@ static void collect(const struct hist_entry *h, void *ud)
 }
 
 /* SYNC_REQ [channel] {since?, limit} -> SYNC_REP {epoch, seq, recovered} [channel, (seq+ts, msg)...] */
-static void handle_sync_req(const struct envelope *req, const struct cluster_part *parts, int n)
+static void on_sync_req(const struct cluster_part *topic, const struct envelope *req,
+                        const struct cluster_part *parts, int n)
 {
+    (void)topic;
     if (n != 1 || !codec_channel_valid((const char *)parts[0].data, parts[0].len)) {
         cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_BAD_REQUEST, "malformed sync request");
         return;
@@ -159,20 +163,6 @@ static void handle_sync_req(const struct envelope *req, const struct cluster_par
     cluster_send_to(req->origin, &e, s.parts, 1 + 2 * s.n);
     free(s.parts);
     free(s.buf);
-}
-
-static void on_pub_req(const struct cluster_part *topic, const struct envelope *req,
-                       const struct cluster_part *parts, int n)
-{
-    (void)topic;
-    handle_pub_req(req, parts, n);
-}
-
-static void on_sync_req(const struct cluster_part *topic, const struct envelope *req,
-                        const struct cluster_part *parts, int n)
-{
-    (void)topic;
-    handle_sync_req(req, parts, n);
 }
 
 void owner_start(void)
