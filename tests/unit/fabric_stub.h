@@ -12,7 +12,19 @@ struct stub_sent {
     char ch[256];                 /* the first payload part: the channel */
 };
 
+/* A cluster_sync() call; the test answers it through call->cb. */
+struct stub_sync {
+    struct cluster_call *call;
+    bool has_since;
+    uint64_t seq;
+    bool join;
+};
+#define STUB_SYNC_MAX 8
+
 extern const char *stub_backup;   /* the backup of every channel; NULL: none up */
+extern bool stub_not_owner;       /* another node owns every channel */
+extern struct stub_sync stub_syncs[STUB_SYNC_MAX];
+extern int stub_nsyncs;
 extern struct stub_sent stub_sent[STUB_SENT_MAX];
 extern int stub_nsent;
 extern cluster_handler_fn *stub_handlers[16];
