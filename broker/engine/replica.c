@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 /* One sequenced message not yet delivered. */
 struct pending_msg {
@@ -36,7 +37,7 @@ struct chan_repl {
     struct chan_repl *prev, *next;
 };
 
-static struct chan_repl *repls;
+static struct chan_repl *repls;         /* channels with pending messages (utlist DL) */
 
 /* ----------------------------------------------------------------- owner */
 
@@ -55,12 +56,7 @@ static void notify(struct pub_wait *list, enum chorus_err err, const char *msg, 
 static void repl_free(struct chan_repl *r)
 {
     struct channel *ch = r->ch;
-    if (r->prev)
-        r->prev->next = r->next;
-    else
-        repls = r->next;
-    if (r->next)
-        r->next->prev = r->prev;
+    DL_DELETE(repls, r);
     ch->repl = NULL;
     ch->pins--;
     free(r);
@@ -136,10 +132,7 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
     }
     if (!ch->repl) {
         r->ch = ch;
-        r->next = repls;
-        if (repls)
-            repls->prev = r;
-        repls = r;
+        DL_PREPEND(repls, r);
         ch->repl = r;
         ch->pins++;
         r->oldest_ms = runtime_now_ms();
