@@ -22,7 +22,7 @@ static void on_signal(int sig)
 
 struct zap_ctx {
     void *ctx;
-    char public_z85[41];
+    char public_z85[CURVE_Z85_LEN + 1];
 };
 
 /* Admits only clients that present the cluster's public key. */
@@ -70,7 +70,7 @@ static int server_socket(void *s, const struct config *cfg, const char *secret)
         return 0;
     zmq_setsockopt(s, ZMQ_CURVE_SERVER, &one, sizeof one);
     zmq_setsockopt(s, ZMQ_ZAP_DOMAIN, "chorus", 6);
-    return zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, secret, 40);
+    return zmq_setsockopt(s, ZMQ_CURVE_SECRETKEY, secret, CURVE_Z85_LEN);
 }
 
 int forwarder_run(const struct config *cfg)
@@ -100,7 +100,7 @@ int forwarder_run(const struct config *cfg)
 
     void *ctx = zmq_ctx_new();
     if (secret) {
-        if (strlen(secret) != 40 || zmq_curve_public(z.public_z85, secret) != 0) {
+        if (strlen(secret) != CURVE_Z85_LEN || zmq_curve_public(z.public_z85, secret) != 0) {
             log_error("event=forwarder_failed msg=\"cluster-curve-secret must be a 40-character Z85 key\"");
             zmq_ctx_term(ctx);
             return 2;

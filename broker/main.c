@@ -5,6 +5,7 @@
 #include "log.h"
 #include "server.h"
 #include "workers.h"
+#include "zap.h"
 
 #include <stdio.h>
 #include <zmq.h>
@@ -12,7 +13,7 @@
 /* --curve-keygen: one secret serves every node of a cluster. */
 static int curve_keygen(void)
 {
-    char pub[41], sec[41];
+    char pub[CURVE_Z85_LEN + 1], sec[CURVE_Z85_LEN + 1];
     if (!zmq_has("curve") || zmq_curve_keypair(pub, sec) != 0) {
         fprintf(stderr, "chorusd: this libzmq has no CURVE support\n");
         return 1;

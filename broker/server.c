@@ -9,8 +9,14 @@
 #include "auth_ws.h"
 #include "cluster.h"
 #include "conn.h"
+#include "ws.h"
+#include "http_api.h"
 #include "log.h"
 #include "metrics.h"
+#include "mirror.h"
+#include "owner.h"
+#include "presence.h"
+#include "replica.h"
 #include "workers.h"
 
 #include <arpa/inet.h>
@@ -22,9 +28,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-#define WRITE_BATCH_TX (64 * 1024)
-
-struct server server;
+static lws_sorted_usec_list_t sweep_timer;
 
 static volatile sig_atomic_t got_signal;
 
@@ -33,7 +37,7 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 
 static struct lws_protocols protocols[] = {
     /* First, so upgrades that offer no sub-protocol bind to it. */
-    {"chorus.v1", conn_ws_callback, 0, 512, 0, NULL, WRITE_BATCH_TX + LWS_PRE},
+    {"chorus.v1", ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
@@ -43,10 +47,17 @@ static struct lws_protocols protocols[] = {
 static struct lws_http_mount mounts[5];
 
 /* --workers: this worker's own SO_REUSEPORT listener, adopted as a raw fd;
- * each connection it accepts is handed to lws as if lws had accepted it. */
+ * each connection it accepts is handed to lws as if lws had accepted it.
+ * Also where a signal's wake-up arrives, with or without workers. */
 static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len)
 {
+    if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
+        /* lws_cancel_service() from the signal handler lands here: lws
+         * broadcasts it to every protocol of the vhost, this one included. */
+        server_begin_shutdown();
+        return 0;
+    }
     if (reason != LWS_CALLBACK_RAW_RX_FILE)
         return lws_callback_http_dummy(wsi, reason, user, in, len);
     int lfd = (int)(intptr_t)lws_get_socket_fd(wsi);
@@ -54,32 +65,25 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
         int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0)
             break;
-        if (!lws_adopt_socket_vhost(server.vh, fd))
+        if (!lws_adopt_socket_vhost(rt.vh, fd))
             close(fd);
     }
     return 0;
-}
-
-int64_t server_now_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
 }
 
 static void on_signal(int sig)
 {
     (void)sig;
     got_signal = 1;
-    if (server.ctx)
-        lws_cancel_service(server.ctx);
+    if (rt.ctx)
+        lws_cancel_service(rt.ctx);
 }
 
 static void sweep(lws_sorted_usec_list_t *sul)
 {
-    channel_sweep(server_now_ms());
+    channel_sweep(runtime_now_ms());
     ratelimit_sweep(lws_now_usecs());
-    lws_sul_schedule(server.ctx, 0, sul, sweep, LWS_US_PER_SEC);
+    lws_sul_schedule(rt.ctx, 0, sul, sweep, LWS_US_PER_SEC);
 }
 
 static void mount_callback(struct lws_http_mount *m, const char *point, struct lws_http_mount *next)
@@ -124,8 +128,8 @@ int server_start(const struct config *cfg)
     struct lws_context_creation_info info;
     struct in_addr a4;
 
-    memset(&server, 0, sizeof server);
-    server.cfg = cfg;
+    memset(&rt, 0, sizeof rt);
+    rt.cfg = cfg;
     raise_fd_limit(cfg->max_connections);
 
     char err[300];
@@ -141,7 +145,7 @@ int server_start(const struct config *cfg)
         return -1;
     }
 
-    protocols[0].per_session_data_size = conn_session_size();
+    protocols[0].per_session_data_size = ws_session_size();
     protocols[0].rx_buffer_size = (size_t)cfg->rx_buffer_bytes;
     protocols[1].per_session_data_size = http_api_session_size();
 
@@ -172,14 +176,14 @@ int server_start(const struct config *cfg)
      * the HTTP transaction is done, so idle connections do not hold it. */
     info.max_http_header_data = (unsigned short)cfg->max_header_bytes;
     /* No fd_limit_per_thread: setting it makes lws find a socket's wsi by a
-     * linear scan (wsi_from_fd) instead of indexing its table, which cost a
-     * third of the CPU with 5,000 connections. lws sizes the table from the
-     * descriptor limit raised above. */
+     * linear scan (wsi_from_fd) instead of indexing its table, O(connections)
+     * per event (docs/benchmarks.md has the cost). lws sizes the table from
+     * the descriptor limit raised above. */
     info.options = LWS_SERVER_OPTION_HTTP_HEADERS_SECURITY_BEST_PRACTICES_ENFORCE;
     if (!strcmp(cfg->event_loop, "epoll")) {
         /* lws' libev plugin: epoll, so cost follows ready sockets, not open ones. */
         info.options |= LWS_SERVER_OPTION_LIBEV;
-        server.event_lib = true;
+        rt.event_lib = true;
     }
     if (inet_pton(AF_INET, cfg->bind, &a4) == 1)
         info.options |= LWS_SERVER_OPTION_DISABLE_IPV6; /* else lws listens on every address */
@@ -193,23 +197,23 @@ int server_start(const struct config *cfg)
         info.alpn = "http/1.1";
     }
 
-    server.ctx = lws_create_context(&info);
-    if (!server.ctx) {
+    rt.ctx = lws_create_context(&info);
+    if (!rt.ctx) {
         log_error("event=start_failed port=%d bind=%s msg=\"could not create the listener (port in use?%s)\"",
                   cfg->port, cfg->bind, cfg->tls_cert ? " or a bad TLS certificate or key" : "");
         auth_ws_free();
         return -1;
     }
-    server.vh = lws_get_vhost_by_name(server.ctx, "chorus");
+    rt.vh = lws_get_vhost_by_name(rt.ctx, "chorus");
     if (cfg->workers > 1) {
         lws_sock_file_fd_type u;
         u.filefd = workers_listen(cfg);
         if (u.filefd < 0 ||
-            !lws_adopt_descriptor_vhost(server.vh, LWS_ADOPT_RAW_FILE_DESC, u, "chorus-listen", NULL)) {
+            !lws_adopt_descriptor_vhost(rt.vh, LWS_ADOPT_RAW_FILE_DESC, u, "chorus-listen", NULL)) {
             log_error("event=start_failed port=%d msg=\"could not share the port (SO_REUSEPORT)\"",
                       cfg->port);
-            lws_context_destroy(server.ctx);
-            server.ctx = NULL;
+            lws_context_destroy(rt.ctx);
+            rt.ctx = NULL;
             return -1;
         }
     }
@@ -222,18 +226,24 @@ int server_start(const struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     channel_registry_init(cfg);
-    if (cluster_start(cfg, server.vh) < 0) {
-        lws_context_destroy(server.ctx);
-        server.ctx = NULL;
+    channel_set_deliver(conn_enqueue);
+    if (cluster_start(cfg, rt.vh) < 0) {
+        lws_context_destroy(rt.ctx);
+        rt.ctx = NULL;
         return -1;
     }
+    /* The layers above the cluster register what they serve to other nodes. */
+    owner_start();
+    replica_start();
+    mirror_start();
+    presence_start();
     if (keepalive_start() < 0) {
         cluster_stop();
-        lws_context_destroy(server.ctx);
-        server.ctx = NULL;
+        lws_context_destroy(rt.ctx);
+        rt.ctx = NULL;
         return -1;
     }
-    lws_sul_schedule(server.ctx, 0, &server.sweep_timer, sweep, LWS_US_PER_SEC);
+    lws_sul_schedule(rt.ctx, 0, &sweep_timer, sweep, LWS_US_PER_SEC);
     log_info("event=listening node=%s bind=%s port=%d event_loop=%s static_dir=%s api=%s tls=%s tokens=%s%s anonymous=%s",
              cfg->node_id, cfg->bind, cfg->port, cfg->event_loop, cfg->static_dir,
              cfg->api_key && *cfg->api_key ? "enabled" : "disabled", cfg->tls_cert ? "on" : "off",
@@ -251,51 +261,50 @@ static bool finished;
  * running inside lws_service(); staging the context's destroy is what ends it. */
 static void shutdown_check(lws_sorted_usec_list_t *sul)
 {
-    if (server.conns && server_now_ms() < shutdown_deadline_ms) {
-        lws_sul_schedule(server.ctx, 0, sul, shutdown_check, 20 * LWS_US_PER_MS);
+    if (!conn_list_empty() && runtime_now_ms() < shutdown_deadline_ms) {
+        lws_sul_schedule(rt.ctx, 0, sul, shutdown_check, 20 * LWS_US_PER_MS);
         return;
     }
     log_info("event=shutdown_done connections_left=%lld", (long long)metrics.connections);
     finished = true;
-    if (server.event_lib)
-        lws_context_destroy(server.ctx);
+    if (rt.event_lib)
+        lws_context_destroy(rt.ctx);
     else
-        lws_cancel_service(server.ctx);
+        lws_cancel_service(rt.ctx);
 }
 
 void server_begin_shutdown(void)
 {
-    if (server.shutting_down || !got_signal)
+    if (rt.shutting_down || !got_signal)
         return;
-    server.shutting_down = true;
+    rt.shutting_down = true;
     log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
-    for (struct conn *c = server.conns; c; c = c->next)
-        conn_close_with(c, LWS_CLOSE_STATUS_GOINGAWAY, "shutdown", false);
-    shutdown_deadline_ms = server_now_ms() + server.cfg->shutdown_timeout_ms;
-    lws_sul_schedule(server.ctx, 0, &shutdown_timer, shutdown_check, 1);
+    conn_close_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
+    shutdown_deadline_ms = runtime_now_ms() + rt.cfg->shutdown_timeout_ms;
+    lws_sul_schedule(rt.ctx, 0, &shutdown_timer, shutdown_check, 1);
 }
 
 int server_run(void)
 {
-    while (!finished && lws_service(server.ctx, 0) >= 0)
+    while (!finished && lws_service(rt.ctx, 0) >= 0)
         ;
     return 0;
 }
 
 void server_stop(void)
 {
-    if (!server.ctx)
+    if (!rt.ctx)
         return;
-    if (!server.event_lib)
-        lws_sul_cancel(&server.sweep_timer);
-    if (!server.event_lib)
+    if (!rt.event_lib)
+        lws_sul_cancel(&sweep_timer);
+    if (!rt.event_lib)
         lws_sul_cancel(&shutdown_timer);
-    if (!server.event_lib)
+    if (!rt.event_lib)
         keepalive_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     cluster_stop();
-    lws_context_destroy(server.ctx);
-    server.ctx = NULL;
+    lws_context_destroy(rt.ctx);
+    rt.ctx = NULL;
     keepalive_free();
     channel_registry_free();
     presence_free();

@@ -1,5 +1,6 @@
 /* server.h - the node's one libwebsockets context: listener, protocols,
- * mounts, timers, and the state every module shares.
+ * mounts, timers, start and stop order. The state every layer shares is in
+ * runtime.h.
  *
  * One of these exists per process; only the event-loop thread touches it. */
 #ifndef CHORUS_SERVER_H
@@ -10,20 +11,7 @@
 #include <stdint.h>
 
 #include "config.h"
-
-struct conn;
-
-struct server {
-    const struct config *cfg;
-    struct lws_context *ctx;
-    struct lws_vhost *vh;
-    bool shutting_down;          /* set once on SIGTERM/SIGINT; never cleared */
-    bool event_lib;              /* lws runs on libev (epoll) instead of its poll loop */
-    struct conn *conns;          /* every established WebSocket connection */
-    lws_sorted_usec_list_t sweep_timer;
-};
-
-extern struct server server;
+#include "runtime.h"
 
 int server_start(const struct config *cfg);
 /* Runs the loop until a signal; then drains clients and returns 0. */
@@ -32,20 +20,5 @@ void server_stop(void);
 /* Called in the loop after a signal woke it: refuse new clients, close the
  * open ones with 1001 once their queues drain, then end the loop. */
 void server_begin_shutdown(void);
-
-/* Milliseconds since the Unix epoch (message timestamps). */
-int64_t server_now_ms(void);
-
-/* The WebSocket protocol callback (conn.c) and the HTTP API callback (http_api.c). */
-int conn_ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                     size_t len);
-int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
-                      size_t len);
-size_t http_api_session_size(void);
-/* Every plain HTTP request, before lws routes it to an endpoint or a file:
- * refuses (non-zero, after answering) a body sent where no endpoint reads
- * one. */
-int http_api_filter(struct lws *wsi, const char *uri);
-size_t conn_session_size(void);
 
 #endif

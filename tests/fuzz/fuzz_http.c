@@ -73,7 +73,7 @@ static int64_t now_ms(void)
 /* One non-blocking turn of the node's loop (timeout -1: poll without waiting). */
 static void turn(void)
 {
-    if (lws_service(server.ctx, -1) < 0)
+    if (lws_service(rt.ctx, -1) < 0)
         FAIL("lws_service failed");
 }
 
@@ -225,7 +225,7 @@ static void start_node(void)
     lws_set_log_level(0, NULL); /* lws' complaints about fuzzed input are noise */
     if (server_start(&cfg) < 0)
         FAIL("server_start failed");
-    int port = lws_get_vhost_listen_port(server.vh);
+    int port = lws_get_vhost_listen_port(rt.vh);
     if (port <= 0)
         FAIL("the node has no listening port");
     node_addr.sin_family = AF_INET;
@@ -238,7 +238,7 @@ static void start_node(void)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (!server.ctx)
+    if (!rt.ctx)
         start_node();
     if (size == 0)
         return 0;

@@ -1,7 +1,7 @@
-/* test_auth.c - token verification (broker/auth.c) as a table: every kind of
+/* test_auth.c - token verification (broker/base/auth.c) as a table: every kind of
  * token a client can present, with the one outcome each must have; then the
  * namespace rules (who may subscribe, publish, use a personal channel) and
- * the rate-limit bucket (broker/ratelimit.c).
+ * the rate-limit bucket (broker/base/ratelimit.c).
  *
  * Tokens are made here with libjwt and keys generated at start-up with
  * OpenSSL (RSA 2048 and P-256), so nothing is read from disk. Malformed and

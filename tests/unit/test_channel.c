@@ -1,9 +1,10 @@
 /* test_channel.c - the channel registry: subscriptions on both sides,
  * sequencing, history, recovery and fan-out by reference.
  *
- * The broker's conn.c is not linked: this file supplies conn_enqueue(), the
- * seam channel.h names for tests, and records every (connection, frame) pair
- * it is given. Each test ends in teardown(), which unsubscribes everything,
+ * Only the channel layer and the layers below it are linked: this file
+ * registers its own delivery hook (channel_set_deliver, the seam the session
+ * layer fills with conn_enqueue in chorusd) and records every (connection,
+ * frame) pair it is given. Each test ends in teardown(), which unsubscribes everything,
  * frees the registry and checks that no frame, channel or subscription is
  * left (frame_live and the metrics gauges back at zero). */
 #include <setjmp.h>
@@ -40,7 +41,7 @@ struct delivery {
 static struct delivery deliveries[MAX_DELIVERIES];
 static size_t n_deliveries;
 
-void conn_enqueue(struct conn *c, struct frame *f)
+static void record_delivery(struct conn *c, struct frame *f)
 {
     if (n_deliveries == MAX_DELIVERIES)
         fail_msg("more than %d deliveries", MAX_DELIVERIES);
@@ -79,6 +80,7 @@ static int setup(void **state)
     frame_live = 0;
     n_deliveries = 0;
     channel_registry_init(&cfg);
+    channel_set_deliver(record_delivery);
     return 0;
 }
 

@@ -1,0 +1,608 @@
+/* config.c - the settings table and its three sources (file, environment, flags). */
+#include "config.h"
+#include "log.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef CHORUS_VERSION
+#define CHORUS_VERSION "dev"
+#endif
+#ifndef CHORUS_WWW_DIR
+#define CHORUS_WWW_DIR "www"
+#endif
+#ifndef CHORUS_SDK_DIR
+#define CHORUS_SDK_DIR "sdk"
+#endif
+
+enum opt_type { OPT_INT, OPT_STR, OPT_BOOL, OPT_LIST, OPT_FLAG };
+
+struct opt {
+    const char *name;        /* flag name without "--"; env and JSON names derive from it */
+    enum opt_type type;
+    size_t off;
+    size_t off_n;            /* OPT_LIST: the count beside the array */
+    const char *metavar;
+    long min, max;
+    const char *help;
+    const char *def;         /* the default, as the text a flag would give; NULL: zero,
+                              * or computed (node-id). --help shows it unless help does */
+};
+
+#define F(field) offsetof(struct config, field)
+static const struct opt opts[] = {
+    {"port", OPT_INT, F(port), 0, "N", 1, 65535, "TCP port for HTTP and WebSocket", "8080"},
+    {"bind", OPT_STR, F(bind), 0, "ADDR", 0, 0, "address to listen on", "0.0.0.0"},
+    {"api-key", OPT_STR, F(api_key), 0, "KEY", 0, 0,
+     "key for POST /api/publish; without one the HTTP publish API is disabled", NULL},
+    {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')", NULL},
+    {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)", NULL},
+    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", CHORUS_WWW_DIR},
+    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)", CHORUS_SDK_DIR},
+    {"allowed-origin", OPT_LIST, F(allowed_origin), F(n_allowed_origin), "URL", 0, 0,
+     "accept WebSocket upgrades only from this Origin (repeatable; default: any)", NULL},
+    {"max-connections", OPT_INT, F(max_connections), 0, "N", 1, 10000000,
+     "most WebSocket connections held at once", "10000"},
+    {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "N", 64, 64 << 20,
+     "largest client frame or HTTP body accepted", "65536"},
+    {"workers", OPT_INT, F(workers), 0, "N", 1, 64,
+     "worker processes sharing the port, one per core, joined as a cluster over ipc://", "1"},
+    {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "N", 128, 1 << 20,
+     "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection", "4096"},
+    {"max-header-bytes", OPT_INT, F(max_header_bytes), 0, "N", 4096, 65535,
+     "bytes of request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token=", "16384"},
+    {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
+     "most channels one connection may subscribe to", "128"},
+    {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "N", 1024, INT_MAX,
+     "outbound queue bound per connection in bytes; past it the client is closed 4008", "1048576"},
+    {"max-queue-frames", OPT_INT, F(max_queue_frames), 0, "N", 4, 1 << 24,
+     "outbound queue bound per connection in frames", "4096"},
+    {"ping-interval", OPT_INT, F(ping_interval), 0, "SECS", 1, 65000,
+     "idle seconds before the server PINGs a client", "25"},
+    {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECS", 1, 65000,
+     "seconds a client has to answer before it is dropped", "10"},
+    {"history-size", OPT_INT, F(history_size), 0, "N", 0, 1000000,
+     "messages of history kept per channel", "100"},
+    {"history-ttl", OPT_INT, F(history_ttl), 0, "SECS", 0, INT_MAX,
+     "seconds a message stays in history, 0 = forever", "600"},
+    {"client-publish", OPT_BOOL, F(client_publish), 0, "true|false", 0, 0,
+     "may WebSocket clients publish in namespaces that do not say", "true"},
+    {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), 0, "MS", 0, 600000,
+     "time allowed to flush and close clients on SIGTERM", "2000"},
+    {"cluster-bind", OPT_STR, F(cluster_bind), 0, "ENDPOINT", 0, 0,
+     "join a cluster: bind the node's XPUB here, e.g. tcp://0.0.0.0:7000 (default: no cluster)", NULL},
+    {"peer", OPT_LIST, F(peer), F(n_peer), "ENDPOINT", 0, 0,
+     "another node's cluster-bind endpoint, tcp://HOST:PORT (repeatable; DNS names are re-resolved)", NULL},
+    {"forwarder-connect", OPT_STR, F(forwarder_connect), 0, "ENDPOINT", 0, 0,
+     "link through the forwarder at tcp://HOST:PORT instead of a mesh of peers", NULL},
+    {"forwarder", OPT_FLAG, F(forwarder), 0, "", 0, 0,
+     "run as the cluster forwarder (XSUB on the cluster-bind port, XPUB on port + 1)", NULL},
+    {"cluster-curve-secret", OPT_STR, F(cluster_curve_secret), 0, "Z85", 0, 0,
+     "encrypt and authenticate node links with this CURVE secret key (see chorusd-keygen)", NULL},
+    {"curve-keygen", OPT_FLAG, F(curve_keygen), 0, "", 0, 0,
+     "print a new secret for --cluster-curve-secret (and its public key) and exit", NULL},
+    {"cluster-insecure", OPT_BOOL, F(cluster_insecure), 0, "true|false", 0, 0,
+     "allow plaintext node links when no CURVE key is set", "false"},
+    {"heartbeat-ms", OPT_INT, F(heartbeat_ms), 0, "MS", 50, 60000, "node heartbeat interval", "500"},
+    {"peer-timeout-ms", OPT_INT, F(peer_timeout_ms), 0, "MS", 100, 600000,
+     "a peer silent this long is down", "2000"},
+    {"cluster-timeout-ms", OPT_INT, F(cluster_timeout_ms), 0, "MS", 50, 600000,
+     "wait for a channel owner's answer before replying unavailable", "2000"},
+    {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECS", 1, 86400,
+     "re-resolve peer DNS names this often", "10"},
+    {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
+     "ZeroMQ high-water mark, messages per link", "100000"},
+    {"event-loop", OPT_STR, F(event_loop), 0, "poll|epoll", 0, 0,
+     "event loop: epoll (libev; scales with many connections) or poll (lws built-in)", "epoll"},
+    {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error", "info"},
+    {"jwt-secret", OPT_STR, F(jwt_secret), 0, "SECRET", 0, 0,
+     "verify HS256 connection tokens with this secret (default: no HS256)", NULL},
+    {"jwt-public-key", OPT_STR, F(jwt_public_key), 0, "FILE", 0, 0,
+     "verify RS256 or ES256 connection tokens with this PEM public key (default: none)", NULL},
+    {"jwt-leeway", OPT_INT, F(jwt_leeway), 0, "SECS", 0, 3600,
+     "clock skew allowed when checking a token's exp and nbf", "5"},
+    {"allow-anonymous", OPT_BOOL, F(allow_anonymous), 0, "true|false", 0, 0,
+     "may connections without a token subscribe and publish where namespaces allow", "true"},
+    {"auth-timeout", OPT_INT, F(auth_timeout), 0, "SECS", 1, 3600,
+     "without anonymous access, seconds a tokenless connection has to send auth", "10"},
+    {"tls-cert", OPT_STR, F(tls_cert), 0, "FILE", 0, 0,
+     "PEM certificate (chain): serve wss:// and https:// on the port (needs --tls-key)", NULL},
+    {"tls-key", OPT_STR, F(tls_key), 0, "FILE", 0, 0, "PEM private key of --tls-cert", NULL},
+    {"max-pub-rate", OPT_INT, F(max_pub_rate), 0, "N", 0, 1000000,
+     "publishes per second per connection, beyond it err rate_limited (default 0 = no limit)", NULL},
+    {"pub-burst", OPT_INT, F(pub_burst), 0, "N", 0, 1000000,
+     "publishes allowed at once before the rate limits apply (default 0 = one second's worth)", NULL},
+    {"max-pub-rate-user", OPT_INT, F(max_pub_rate_user), 0, "N", 0, 1000000,
+     "publishes per second per authenticated user, over all their connections (default 0 = no limit)", NULL},
+    {"max-conn-rate-ip", OPT_INT, F(max_conn_rate_ip), 0, "N", 0, 1000000,
+     "WebSocket upgrades per second per client IP, beyond it HTTP 429 (default 0 = no limit)", NULL},
+    {"max-conns-per-ip", OPT_INT, F(max_conns_per_ip), 0, "N", 0, 10000000,
+     "open WebSocket connections per client IP, beyond it HTTP 429 (default 0 = no limit)", NULL},
+    {"presence-max-members", OPT_INT, F(presence_max_members), 0, "N", 0, 10000000,
+     "past this many members presence answers counts and join/leave stop", "1000"},
+};
+#undef F
+
+static void set_str(char **slot, const char *v)
+{
+    free(*slot);
+    *slot = strdup(v);
+}
+
+/* Applies one textual value; `src` names its origin for error messages. */
+static int apply(struct config *cfg, const struct opt *o, const char *v, const char *src)
+{
+    char *base = (char *)cfg;
+    switch (o->type) {
+    case OPT_INT: {
+        char *end;
+        errno = 0;
+        long n = strtol(v, &end, 10);
+        if (errno || end == v || *end || n < o->min || n > o->max) {
+            fprintf(stderr, "chorusd: %s: %s must be an integer in [%ld, %ld], got '%s'\n", src,
+                    o->name, o->min, o->max, v);
+            return -1;
+        }
+        *(int *)(base + o->off) = (int)n;
+        return 0;
+    }
+    case OPT_FLAG:
+    case OPT_BOOL:
+        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
+            *(bool *)(base + o->off) = true;
+        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no"))
+            *(bool *)(base + o->off) = false;
+        else {
+            fprintf(stderr, "chorusd: %s: %s must be true or false, got '%s'\n", src, o->name, v);
+            return -1;
+        }
+        return 0;
+    case OPT_STR:
+        set_str((char **)(base + o->off), v);
+        return 0;
+    case OPT_LIST: {
+        int *n = (int *)(base + o->off_n);
+        int max = o->off == offsetof(struct config, peer) ? CONFIG_MAX_PEERS : CONFIG_MAX_ORIGINS;
+        if (*n >= max) {
+            fprintf(stderr, "chorusd: %s: at most %d values for %s\n", src, max, o->name);
+            return -1;
+        }
+        ((char **)(base + o->off))[(*n)++] = strdup(v);
+        return 0;
+    }
+    }
+    return -1;
+}
+
+/* Every option's default comes from its row of opts[]; only the node id is
+ * computed. */
+static void defaults(struct config *cfg)
+{
+    char host[256] = "chorus";
+    memset(cfg, 0, sizeof *cfg);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].def)
+            apply(cfg, &opts[i], opts[i].def, "default");
+    if (gethostname(host, sizeof host - 1) != 0)
+        strcpy(host, "chorus");
+    set_str(&cfg->node_id, host);
+}
+
+static void clear_list(struct config *cfg, const struct opt *o)
+{
+    char **v = (char **)((char *)cfg + o->off);
+    int *n = (int *)((char *)cfg + o->off_n);
+    for (int i = 0; i < *n; i++)
+        free(v[i]);
+    *n = 0;
+}
+
+static void clear_lists(struct config *cfg)
+{
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (opts[i].type == OPT_LIST)
+            clear_list(cfg, &opts[i]);
+}
+
+static void derive_name(char *out, size_t cap, const char *name, bool env)
+{
+    size_t o = 0;
+    if (env)
+        o = (size_t)snprintf(out, cap, "CHORUS_");
+    for (; *name && o + 1 < cap; name++)
+        out[o++] = *name == '-' ? '_' : env ? (char)toupper((unsigned char)*name) : *name;
+    out[o] = '\0';
+}
+
+static int apply_json_value(struct config *cfg, const struct opt *o, json_t *v, const char *src)
+{
+    char buf[64];
+    if (json_is_string(v))
+        return apply(cfg, o, json_string_value(v), src);
+    if (json_is_integer(v)) {
+        snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
+        return apply(cfg, o, buf, src);
+    }
+    if (json_is_boolean(v))
+        return apply(cfg, o, json_is_true(v) ? "true" : "false", src);
+    if (json_is_array(v) && o->type == OPT_LIST) {
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e) {
+            if (!json_is_string(e) || apply(cfg, o, json_string_value(e), src) < 0) {
+                fprintf(stderr, "chorusd: %s: %s must be an array of strings\n", src, o->name);
+                return -1;
+            }
+        }
+        return 0;
+    }
+    fprintf(stderr, "chorusd: %s: %s has the wrong type\n", src, o->name);
+    return -1;
+}
+
+static int load_file(struct config *cfg, const char *path, json_t **root_out)
+{
+    json_error_t err;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &err);
+    if (!root) {
+        fprintf(stderr, "chorusd: config %s:%d: %s\n", path, err.line, err.text);
+        return -1;
+    }
+    if (!json_is_object(root)) {
+        fprintf(stderr, "chorusd: config %s: must be a JSON object\n", path);
+        json_decref(root);
+        return -1;
+    }
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
+        if (!strcmp(key, "namespaces"))
+            continue;
+        size_t i;
+        char jname[64];
+        for (i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+            derive_name(jname, sizeof jname, opts[i].name, false);
+            if (!strcmp(jname, key))
+                break;
+        }
+        if (i == sizeof opts / sizeof opts[0] || !strcmp(key, "config")) {
+            fprintf(stderr, "chorusd: config %s: unknown key '%s'\n", path, key);
+            json_decref(root);
+            return -1;
+        }
+        if (apply_json_value(cfg, &opts[i], v, path) < 0) {
+            json_decref(root);
+            return -1;
+        }
+    }
+    *root_out = root;
+    return 0;
+}
+
+static const char *const sub_rules[] = {"anyone", "authenticated", "claim", "token", NULL};
+static const char *const pub_rules[] = {"anyone", "authenticated", "members", "nobody", NULL};
+
+static int name_index(const char *const *names, const char *v)
+{
+    for (int i = 0; names[i]; i++)
+        if (!strcmp(names[i], v))
+            return i;
+    return -1;
+}
+
+static int load_namespaces(struct config *cfg, json_t *root, const char *path)
+{
+    json_t *nss = root ? json_object_get(root, "namespaces") : NULL;
+    if (!nss)
+        return 0;
+    if (!json_is_object(nss)) {
+        fprintf(stderr, "chorusd: config %s: 'namespaces' must be an object\n", path);
+        return -1;
+    }
+    cfg->namespaces = calloc(json_object_size(nss), sizeof *cfg->namespaces);
+    const char *name;
+    json_t *o;
+    json_object_foreach(nss, name, o) {
+        struct ns_opts *ns = &cfg->namespaces[cfg->n_namespaces];
+        *ns = cfg->default_ns;
+        if (!json_is_object(o) || strlen(name) == 0 || strlen(name) >= sizeof ns->name ||
+            strchr(name, ':')) {
+            fprintf(stderr, "chorusd: config %s: namespace '%s' must be an object named without ':'\n",
+                    path, name);
+            return -1;
+        }
+        snprintf(ns->name, sizeof ns->name, "%s", name);
+        const char *k;
+        json_t *v;
+        int n;
+        json_object_foreach(o, k, v) {
+            if (!strcmp(k, "history_size") && json_is_integer(v) && json_integer_value(v) >= 0 &&
+                json_integer_value(v) <= 1000000)
+                ns->history_size = (int)json_integer_value(v);
+            else if (!strcmp(k, "history_ttl") && json_is_integer(v) && json_integer_value(v) >= 0 &&
+                     json_integer_value(v) <= INT_MAX)
+                ns->history_ttl = (int)json_integer_value(v);
+            else if (!strcmp(k, "client_publish") && json_is_boolean(v) && !json_object_get(o, "publish"))
+                ns->publish = json_is_true(v) ? NS_PUB_ANYONE : NS_PUB_NOBODY;
+            else if (!strcmp(k, "presence") && json_is_boolean(v))
+                ns->presence = json_is_true(v);
+            else if (!strcmp(k, "subscribe") && json_is_string(v) &&
+                     (n = name_index(sub_rules, json_string_value(v))) >= 0)
+                ns->subscribe = (enum ns_subscribe)n;
+            else if (!strcmp(k, "publish") && json_is_string(v) &&
+                     (n = name_index(pub_rules, json_string_value(v))) >= 0)
+                ns->publish = (enum ns_publish)n;
+            else if (!strcmp(k, "personal") && json_is_boolean(v))
+                ns->personal = json_is_true(v);
+            else if (!strcmp(k, "presence_max_members") && json_is_integer(v) &&
+                     json_integer_value(v) >= 0 && json_integer_value(v) <= 10000000)
+                ns->presence_max_members = (int)json_integer_value(v);
+            else {
+                fprintf(stderr, "chorusd: config %s: namespace '%s': bad or unknown key '%s'"
+                        " (subscribe: anyone|authenticated|claim|token; publish: anyone|"
+                        "authenticated|members|nobody; client_publish not with publish)\n",
+                        path, name, k);
+                return -1;
+            }
+        }
+        ns->client_publish = ns->publish != NS_PUB_NOBODY;
+        bool needs_tokens = ns->subscribe != NS_SUB_ANYONE || ns->personal ||
+                            ns->publish == NS_PUB_AUTHENTICATED;
+        if (needs_tokens && !cfg->jwt_secret && !cfg->jwt_public_key) {
+            fprintf(stderr, "chorusd: config %s: namespace '%s' admits only token holders: "
+                            "set --jwt-secret or --jwt-public-key\n", path, name);
+            return -1;
+        }
+        cfg->n_namespaces++;
+    }
+    return 0;
+}
+
+static void usage(void)
+{
+    char env[64];
+    printf("Usage: chorusd [OPTIONS]\n\n"
+           "Chorus edge node: WebSocket pub/sub (protocol v1 at /ws), HTTP API, metrics and\n"
+           "the demo on one port. Runs with no options.\n\n"
+           "Every option can also be set by the environment variable shown and by the same\n"
+           "key with '_' in the JSON config file; flags win over environment over file.\n\n");
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        char flag[64];
+        derive_name(env, sizeof env, opts[i].name, true);
+        snprintf(flag, sizeof flag, "--%s%s%s", opts[i].name, *opts[i].metavar ? " " : "",
+                 opts[i].metavar);
+        char def[300] = "";
+        if (opts[i].def && !strstr(opts[i].help, "(default"))
+            snprintf(def, sizeof def, " (default %s)", opts[i].def);
+        printf("  %-32s %s%s\n  %-32s [env %s]\n", flag, opts[i].help, def, "", env);
+    }
+    printf("  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit", "--version",
+           "print the version and exit");
+    printf("\nNamespaces (config file only):\n"
+           "  \"namespaces\": {\"ticker\": {\"history_size\": 1, \"history_ttl\": 60,\n"
+           "                 \"publish\": \"nobody\", \"presence\": false},\n"
+           "                \"chat\": {\"subscribe\": \"authenticated\", \"publish\": \"members\",\n"
+           "                 \"presence\": true, \"presence_max_members\": 500},\n"
+           "                \"user\": {\"personal\": true}}\n"
+           "  A channel \"ticker:AAPL\" uses namespace \"ticker\"; other channels use the\n"
+           "  top-level history_size, history_ttl, client_publish and presence_max_members,\n"
+           "  with presence off, subscribe \"anyone\" and publish \"anyone\".\n"
+           "  subscribe: anyone | authenticated | claim (the token's \"channels\" claim matches)\n"
+           "             | token (the sub request carries a token whose \"ch\" is the channel)\n"
+           "  publish:   anyone | authenticated | members (subscribers) | nobody\n"
+           "             (client_publish true/false is the older spelling of anyone/nobody)\n"
+           "  personal:  \"user:42\" and \"user:42/...\" are open only to the token with sub 42\n");
+}
+
+static const struct opt *find_flag(const char *arg, const char **inline_val)
+{
+    *inline_val = NULL;
+    if (strncmp(arg, "--", 2) != 0)
+        return NULL;
+    arg += 2;
+    const char *eq = strchr(arg, '=');
+    size_t n = eq ? (size_t)(eq - arg) : strlen(arg);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)
+        if (strlen(opts[i].name) == n && !strncmp(opts[i].name, arg, n)) {
+            if (eq)
+                *inline_val = eq + 1;
+            return &opts[i];
+        }
+    return NULL;
+}
+
+int config_load(struct config *cfg, int argc, char **argv)
+{
+    json_t *file_root = NULL;
+    const char *file = getenv("CHORUS_CONFIG");
+    int rc = -1;
+
+    defaults(cfg);
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage();
+            return 1;
+        }
+        if (!strcmp(argv[i], "--version")) {
+            printf("chorusd %s\n", CHORUS_VERSION);
+            return 1;
+        }
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            file = argv[i + 1];
+        else if (!strncmp(argv[i], "--config=", 9))
+            file = argv[i] + 9;
+    }
+    if (file && *file) {
+        if (load_file(cfg, file, &file_root) < 0)
+            return -1;
+        set_str(&cfg->config_file, file);
+    }
+
+    /* Lists from a later source replace, not extend, an earlier one. */
+    bool env_list = false;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        char env[64];
+        derive_name(env, sizeof env, opts[i].name, true);
+        const char *v = getenv(env);
+        if (!v || !strcmp(opts[i].name, "config"))
+            continue;
+        if (opts[i].type == OPT_LIST) {
+            clear_list(cfg, &opts[i]);
+            env_list = true;
+            char *copy = strdup(v), *save = NULL;
+            for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save))
+                if (apply(cfg, &opts[i], t, env) < 0) {
+                    free(copy);
+                    goto out;
+                }
+            free(copy);
+        } else if (apply(cfg, &opts[i], v, env) < 0) {
+            goto out;
+        }
+    }
+    (void)env_list;
+
+    bool flag_list[sizeof opts / sizeof opts[0]] = {false};
+    for (int i = 1; i < argc; i++) {
+        const char *val;
+        const struct opt *o = find_flag(argv[i], &val);
+        if (!o) {
+            fprintf(stderr, "chorusd: unknown option '%s' (see --help)\n", argv[i]);
+            goto out;
+        }
+        if (!val && o->type == OPT_FLAG) {
+            val = "true";
+        } else if (!val) {
+            if (i + 1 >= argc) {
+                fprintf(stderr, "chorusd: option --%s needs a value\n", o->name);
+                goto out;
+            }
+            val = argv[++i];
+        }
+        if (o->type == OPT_LIST && !flag_list[o - opts]) {
+            clear_list(cfg, o);
+            flag_list[o - opts] = true;
+        }
+        if (!strcmp(o->name, "config"))
+            continue;
+        if (apply(cfg, o, val, "command line") < 0)
+            goto out;
+    }
+
+    if (strcmp(cfg->event_loop, "poll") && strcmp(cfg->event_loop, "epoll")) {
+        fprintf(stderr, "chorusd: event-loop must be poll or epoll\n");
+        goto out;
+    }
+    if (log_level_parse(cfg->log_level) < 0) {
+        fprintf(stderr, "chorusd: log-level must be debug, info, warn or error\n");
+        goto out;
+    }
+    if (!*cfg->node_id || strlen(cfg->node_id) > 64) {
+        fprintf(stderr, "chorusd: node-id must be 1-64 bytes\n");
+        goto out;
+    }
+    for (const char *p = cfg->node_id; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr("_.-", *p)) {
+            fprintf(stderr, "chorusd: node-id may hold only [A-Za-z0-9_.-]\n");
+            goto out;
+        }
+
+    if (cfg->curve_keygen) {
+        rc = 0;
+        goto out;
+    }
+    if (cfg->workers > 1 && (cfg->cluster_bind || cfg->n_peer || cfg->forwarder_connect ||
+                             cfg->forwarder)) {
+        fprintf(stderr, "chorusd: --workers cannot be combined with cluster options in this version\n");
+        goto out;
+    }
+    struct in_addr bind4;
+    if (cfg->workers > 1 && inet_pton(AF_INET, cfg->bind, &bind4) != 1) {
+        fprintf(stderr, "chorusd: --workers needs --bind to be an IPv4 address\n");
+        goto out;
+    }
+    bool clustered = cfg->cluster_bind || cfg->forwarder_connect || cfg->forwarder || cfg->n_peer;
+    if (clustered && !cfg->cluster_curve_secret && !cfg->cluster_insecure) {
+        fprintf(stderr, "chorusd: node links would be plaintext: set --cluster-curve-secret KEY "
+                        "or --cluster-insecure true\n");
+        goto out;
+    }
+    if (cfg->n_peer && !cfg->cluster_bind) {
+        fprintf(stderr, "chorusd: --peer needs --cluster-bind (peers connect to it)\n");
+        goto out;
+    }
+    if (cfg->forwarder && !cfg->cluster_bind) {
+        fprintf(stderr, "chorusd: --forwarder needs --cluster-bind tcp://ADDR:PORT\n");
+        goto out;
+    }
+    if (cfg->forwarder_connect && cfg->n_peer) {
+        fprintf(stderr, "chorusd: use either --peer (mesh) or --forwarder-connect, not both\n");
+        goto out;
+    }
+
+    snprintf(cfg->default_ns.name, sizeof cfg->default_ns.name, "%s", "");
+    cfg->default_ns.history_size = cfg->history_size;
+    cfg->default_ns.history_ttl = cfg->history_ttl;
+    cfg->default_ns.client_publish = cfg->client_publish;
+    cfg->default_ns.presence = false;
+    cfg->default_ns.subscribe = NS_SUB_ANYONE;
+    cfg->default_ns.publish = cfg->client_publish ? NS_PUB_ANYONE : NS_PUB_NOBODY;
+    cfg->default_ns.personal = false;
+    cfg->default_ns.presence_max_members = cfg->presence_max_members;
+    if (!!cfg->tls_cert != !!cfg->tls_key) {
+        fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
+        goto out;
+    }
+    if (!cfg->allow_anonymous && !cfg->jwt_secret && !cfg->jwt_public_key) {
+        fprintf(stderr, "chorusd: --allow-anonymous false needs --jwt-secret or --jwt-public-key "
+                        "(no connection could ever authenticate)\n");
+        goto out;
+    }
+    if (load_namespaces(cfg, file_root, file) < 0)
+        goto out;
+    rc = 0;
+out:
+    json_decref(file_root);
+    return rc;
+}
+
+void config_free(struct config *cfg)
+{
+    free(cfg->bind);
+    free(cfg->api_key);
+    free(cfg->config_file);
+    free(cfg->node_id);
+    free(cfg->static_dir);
+    free(cfg->sdk_dir);
+    free(cfg->log_level);
+    free(cfg->event_loop);
+    clear_lists(cfg);
+    free(cfg->cluster_bind);
+    free(cfg->forwarder_connect);
+    free(cfg->cluster_curve_secret);
+    free(cfg->jwt_secret);
+    free(cfg->jwt_public_key);
+    free(cfg->tls_cert);
+    free(cfg->tls_key);
+    free(cfg->namespaces);
+    memset(cfg, 0, sizeof *cfg);
+}
+
+const struct ns_opts *config_ns_for(const struct config *cfg, const char *channel, size_t len)
+{
+    const char *colon = memchr(channel, ':', len);
+    if (!colon)
+        return &cfg->default_ns;
+    size_t n = (size_t)(colon - channel);
+    for (int i = 0; i < cfg->n_namespaces; i++)
+        if (strlen(cfg->namespaces[i].name) == n && !memcmp(cfg->namespaces[i].name, channel, n))
+            return &cfg->namespaces[i];
+    return &cfg->default_ns;
+}

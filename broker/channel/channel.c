@@ -1,0 +1,525 @@
+/* channel.c - channel registry, subscriptions, sequencing, history, fan-out.
+ *
+ * Invariant: a subscription is on exactly one channel's array and one
+ * connection's list; both links are changed in the same function. */
+#include "channel.h"
+#include "codec.h"
+#include "frame.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+static struct channel *registry;        /* uthash table by name */
+static struct channel *idle_head;       /* channels without subscribers */
+static const struct config *cfg;
+static struct channel_hooks hooks;
+static channel_deliver_fn *deliver;     /* set by the session layer at start */
+static char boot_id[16];                /* makes epochs unique across restarts */
+static uint64_t epoch_counter;
+
+
+void channel_registry_init(const struct config *config)
+{
+    uint32_t rnd = 0;
+    cfg = config;
+    if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
+        rnd = (uint32_t)time(NULL) * 2654435761u;
+    snprintf(boot_id, sizeof boot_id, "%08x", rnd ^ (uint32_t)time(NULL));
+}
+
+void channel_set_deliver(channel_deliver_fn *fn) { deliver = fn; }
+
+void channel_set_hooks(const struct channel_hooks *h)
+{
+    if (h)
+        hooks = *h;
+    else
+        memset(&hooks, 0, sizeof hooks);
+}
+
+/* ---------------------------------------------------------------- history */
+
+static bool hist_expired(const struct channel *ch, const struct hist_entry *e, int64_t now_ms)
+{
+    return ch->ns->history_ttl > 0 && now_ms - e->ts_ms > (int64_t)ch->ns->history_ttl * 1000;
+}
+
+static struct hist_entry *hist_at(struct channel *ch, uint32_t i)
+{
+    return &ch->hist[(ch->hist_head + i) % (uint32_t)ch->ns->history_size];
+}
+
+static void hist_drop_oldest(struct channel *ch)
+{
+    struct hist_entry *e = hist_at(ch, 0);
+    frame_unref(e->f);
+    e->f = NULL;
+    ch->hist_head = (ch->hist_head + 1) % (uint32_t)ch->ns->history_size;
+    ch->hist_count--;
+}
+
+static void hist_expire(struct channel *ch, int64_t now_ms)
+{
+    while (ch->hist_count && hist_expired(ch, hist_at(ch, 0), now_ms))
+        hist_drop_oldest(ch);
+}
+
+static void hist_push(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    uint32_t size = (uint32_t)ch->ns->history_size;
+    if (!size)
+        return;
+    if (!ch->hist) {
+        ch->hist = calloc(size, sizeof *ch->hist);
+        if (!ch->hist)
+            return; /* history is best effort under memory pressure; recovery then says false */
+    }
+    if (ch->hist_count == size)
+        hist_drop_oldest(ch);
+    struct hist_entry *e = hist_at(ch, ch->hist_count);
+    e->f = frame_ref(f);
+    e->seq = seq;
+    e->ts_ms = ts_ms;
+    ch->hist_count++;
+}
+
+bool channel_can_recover(struct channel *ch, const char *epoch, uint64_t seq, int64_t now_ms)
+{
+    if (strcmp(epoch, ch->epoch) != 0 || seq > ch->seq)
+        return false;
+    if (seq == ch->seq)
+        return true;
+    hist_expire(ch, now_ms);
+    return ch->hist_count && hist_at(ch, 0)->seq <= seq + 1;
+}
+
+void channel_history_each(struct channel *ch, uint64_t after, long long limit, int64_t now_ms,
+                          void (*fn)(const struct hist_entry *e, void *ud), void *ud)
+{
+    hist_expire(ch, now_ms);
+    uint32_t first = 0;
+    /* Entries are in seq order: skip those at or before `after`. */
+    while (first < ch->hist_count && hist_at(ch, first)->seq <= after)
+        first++;
+    if (limit >= 0 && ch->hist_count - first > (unsigned long long)limit)
+        first = ch->hist_count - (uint32_t)limit;
+    for (uint32_t i = first; i < ch->hist_count; i++)
+        fn(hist_at(ch, i), ud);
+}
+
+/* --------------------------------------------------------------- registry */
+
+static void idle_link(struct channel *ch)
+{
+    ch->idle = true;
+    ch->idle_prev = NULL;
+    ch->idle_next = idle_head;
+    if (idle_head)
+        idle_head->idle_prev = ch;
+    idle_head = ch;
+}
+
+static void idle_unlink(struct channel *ch)
+{
+    if (!ch->idle)
+        return;
+    if (ch->idle_prev)
+        ch->idle_prev->idle_next = ch->idle_next;
+    else
+        idle_head = ch->idle_next;
+    if (ch->idle_next)
+        ch->idle_next->idle_prev = ch->idle_prev;
+    ch->idle = false;
+}
+
+static void clear_history(struct channel *ch);
+static void new_epoch(struct channel *ch);
+static void keys_clear(struct channel *ch);
+
+static void channel_delete(struct channel *ch)
+{
+    idle_unlink(ch);
+    HASH_DEL(registry, ch);
+    clear_history(ch);
+    keys_clear(ch);
+    free(ch->hist);
+    free(ch->subs);
+    free(ch->name);
+    free(ch);
+    metrics.channels--;
+}
+
+/* A channel with no subscribers is kept only while it has history to serve.
+ * A mirror's history is only trustworthy while this node receives the
+ * owner's stream, that is while it has subscribers. */
+static void channel_maybe_delete(struct channel *ch)
+{
+    /* Other nodes' interest keeps the owner's copy, not a mirror's. */
+    if (ch->nsubs || ch->pins || (ch->remote_interest && !ch->mirror))
+        return;
+    if (!ch->hist_count || (ch->mirror && !ch->replica))
+        channel_delete(ch);
+    else if (!ch->idle)
+        idle_link(ch);
+}
+
+void channel_release(struct channel *ch) { channel_maybe_delete(ch); }
+
+struct channel *channel_find(const char *name, size_t len)
+{
+    struct channel *ch;
+    HASH_FIND(hh, registry, name, len, ch);
+    return ch;
+}
+
+struct channel *channel_get(const char *name, size_t len)
+{
+    struct channel *ch = channel_find(name, len);
+    if (ch)
+        return ch;
+    ch = calloc(1, sizeof *ch);
+    if (!ch)
+        return NULL;
+    ch->name = malloc(len + 1);
+    if (!ch->name) {
+        free(ch);
+        return NULL;
+    }
+    memcpy(ch->name, name, len);
+    ch->name[len] = '\0';
+    ch->len = len;
+    ch->ns = config_ns_for(cfg, name, len);
+    new_epoch(ch);
+    HASH_ADD_KEYPTR(hh, registry, ch->name, ch->len, ch);
+    metrics.channels++;
+    if (hooks.created)
+        hooks.created(ch);
+    return ch;
+}
+
+uint32_t channel_count(void) { return HASH_COUNT(registry); }
+
+void channel_registry_free(void)
+{
+    struct channel *ch, *tmp;
+    HASH_ITER(hh, registry, ch, tmp) {
+        /* Connections are gone by now; their subscriptions were unlinked. */
+        channel_delete(ch);
+    }
+}
+
+/* ---------------------------------------------------------- subscriptions */
+
+struct sub *channel_sub_find(struct sub_list *list, struct channel *ch)
+{
+    for (struct sub *s = list->head; s; s = s->conn_next)
+        if (s->ch == ch)
+            return s;
+    return NULL;
+}
+
+struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list)
+{
+    if (ch->nsubs == ch->subs_cap) {
+        uint32_t ncap = ch->subs_cap ? ch->subs_cap * 2 : 4;
+        struct sub **n = realloc(ch->subs, sizeof *n * ncap);
+        if (!n)
+            return NULL;
+        ch->subs = n;
+        ch->subs_cap = ncap;
+    }
+    struct sub *s = malloc(sizeof *s);
+    if (!s)
+        return NULL;
+    s->ch = ch;
+    s->conn = c;
+    s->idx = ch->nsubs;
+    ch->subs[ch->nsubs++] = s;
+    s->conn_prev = NULL;
+    s->conn_next = list->head;
+    if (list->head)
+        list->head->conn_prev = s;
+    list->head = s;
+    list->n++;
+    idle_unlink(ch);
+    metrics.subscriptions++;
+    if (ch->nsubs == 1 && hooks.interest)
+        hooks.interest(ch, true);
+    return s;
+}
+
+void channel_unsubscribe(struct sub *s, struct sub_list *list)
+{
+    struct channel *ch = s->ch;
+    struct sub *last = ch->subs[--ch->nsubs];
+    ch->subs[s->idx] = last;
+    last->idx = s->idx;
+    if (s->conn_prev)
+        s->conn_prev->conn_next = s->conn_next;
+    else
+        list->head = s->conn_next;
+    if (s->conn_next)
+        s->conn_next->conn_prev = s->conn_prev;
+    list->n--;
+    free(s);
+    metrics.subscriptions--;
+    /* A big room that emptied gives its array back. */
+    if (ch->nsubs == 0 && ch->subs_cap > 64) {
+        free(ch->subs);
+        ch->subs = NULL;
+        ch->subs_cap = 0;
+    }
+    if (ch->nsubs == 0 && hooks.interest)
+        hooks.interest(ch, false);
+    channel_maybe_delete(ch);
+}
+
+void channel_unsubscribe_all(struct sub_list *list)
+{
+    while (list->head)
+        channel_unsubscribe(list->head, list);
+}
+
+/* ---------------------------------------------------------------- publish */
+
+/* Delivery never unsubscribes synchronously, so the array is stable here.
+ * The hook is read once per fan-out: one indirect call per delivery. */
+static void fanout(struct channel *ch, struct frame *f)
+{
+    channel_deliver_fn *fn = deliver;
+    for (uint32_t i = 0; i < ch->nsubs; i++)
+        fn(ch->subs[i]->conn, f);
+}
+
+static void clear_history(struct channel *ch)
+{
+    while (ch->hist_count)
+        hist_drop_oldest(ch);
+    ch->hist_head = 0;
+}
+
+void channel_broadcast(struct channel *ch, const char *json, size_t len)
+{
+    if (!ch->nsubs)
+        return;
+    struct frame *f = frame_from(json, len);
+    if (f) {
+        fanout(ch, f);
+        frame_unref(f);
+    }
+}
+
+/* Tells subscribers the sequence restarted: {"op":"epoch","ch","epoch","seq"}. */
+static void notify_epoch(struct channel *ch)
+{
+    char buf[CODEC_CHANNEL_MAX + CHANNEL_EPOCH_MAX + 96];
+    int n = snprintf(buf, sizeof buf, "{\"op\":\"epoch\",\"ch\":\"%s\",\"epoch\":\"%s\",\"seq\":%llu}",
+                     ch->name, ch->epoch, (unsigned long long)ch->seq);
+    if (n > 0 && (size_t)n < sizeof buf)
+        channel_broadcast(ch, buf, (size_t)n);
+}
+
+static void new_epoch(struct channel *ch)
+{
+    snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
+    ch->seq = ch->assigned = 0;
+    clear_history(ch);
+    keys_clear(ch);
+}
+
+/* ------------------------------------------------------- idempotency keys */
+
+struct key_entry {
+    char key[CODEC_KEY_MAX + 1];
+    uint64_t seq;
+    struct key_entry *newer;
+    UT_hash_handle hh;
+};
+
+static void keys_clear(struct channel *ch)
+{
+    struct key_entry *k, *tmp;
+    HASH_ITER(hh, ch->keys, k, tmp) {
+        HASH_DEL(ch->keys, k);
+        free(k);
+    }
+    ch->keys_oldest = ch->keys_newest = NULL;
+    ch->nkeys = 0;
+}
+
+uint64_t channel_key_seq(struct channel *ch, const char *key)
+{
+    struct key_entry *k;
+    HASH_FIND_STR(ch->keys, key, k);
+    return k ? k->seq : 0;
+}
+
+void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
+{
+    struct key_entry *k;
+    if (!key || !*key || strlen(key) > CODEC_KEY_MAX)
+        return;
+    HASH_FIND_STR(ch->keys, key, k);
+    if (k)
+        return;
+    if (ch->nkeys >= CHANNEL_KEYS) {
+        struct key_entry *old = ch->keys_oldest;
+        ch->keys_oldest = old->newer;
+        HASH_DEL(ch->keys, old);
+        free(old);
+        ch->nkeys--;
+    }
+    k = calloc(1, sizeof *k);
+    if (!k)
+        return;
+    snprintf(k->key, sizeof k->key, "%s", key);
+    k->seq = seq;
+    HASH_ADD_STR(ch->keys, key, k);
+    if (ch->keys_newest)
+        ch->keys_newest->newer = k;
+    else
+        ch->keys_oldest = k;
+    ch->keys_newest = k;
+    ch->nkeys++;
+}
+
+enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
+                                int64_t ts_ms, struct frame *f)
+{
+    if (strcmp(epoch, ch->epoch) != 0) {
+        if (seq != 1)
+            return APPLY_GAP;
+        channel_adopt(ch, epoch, 0, true);
+    }
+    ch->mirror = true;
+    if (seq <= ch->seq)
+        return APPLY_DUP;
+    if (seq != ch->seq + 1)
+        return APPLY_GAP;
+    ch->live = true;
+    ch->seq = seq;
+    hist_expire(ch, ts_ms);
+    hist_push(ch, f, seq, ts_ms);
+    fanout(ch, f);
+    metrics.delivered += ch->nsubs;
+    return APPLY_OK;
+}
+
+void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool notify)
+{
+    ch->mirror = true;
+    if (strcmp(epoch, ch->epoch) != 0) {
+        snprintf(ch->epoch, sizeof ch->epoch, "%s", epoch);
+        clear_history(ch);
+        keys_clear(ch);
+        ch->seq = ch->assigned = seq;
+        if (notify)
+            notify_epoch(ch);
+        return;
+    }
+    ch->seq = ch->assigned = seq;
+}
+
+void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    hist_push(ch, f, seq, ts_ms);
+}
+
+void channel_restart_epoch(struct channel *ch)
+{
+    new_epoch(ch);
+    notify_epoch(ch);
+}
+
+void channel_claim(struct channel *ch)
+{
+    if (!ch->mirror)
+        return;
+    ch->mirror = false;
+    ch->live = false;
+    if (ch->replica) {
+        /* This node was the backup: it holds every message the old owner
+         * delivered, so the epoch simply continues. */
+        ch->replica = false;
+        ch->assigned = ch->seq;
+    } else {
+        /* Ownership moved here without a replica: this node cannot know the
+         * old owner's last messages, so a new epoch begins. */
+        new_epoch(ch);
+        notify_epoch(ch);
+    }
+}
+
+int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
+                     const char *client, int64_t now_ms, struct frame **out, uint64_t *seq_out)
+{
+    channel_claim(ch);
+    if (ch->assigned < ch->seq)
+        ch->assigned = ch->seq;
+    uint64_t seq = ch->assigned + 1;
+    const unsigned char *bytes = (const unsigned char *)data;
+    size_t need = binary ? codec_encode_binmsg(NULL, 0, ch->name, ch->len, seq, now_ms, client, bytes, data_len)
+                         : codec_encode_msg_raw(NULL, 0, ch->name, ch->len, seq, now_ms, client, data, data_len);
+    struct frame *f = need ? frame_new(need) : NULL;
+    if (!f)
+        return -1;
+    if (binary)
+        codec_encode_binmsg(frame_payload(f), need, ch->name, ch->len, seq, now_ms, client, bytes, data_len);
+    else
+        codec_encode_msg_raw((char *)frame_payload(f), need, ch->name, ch->len, seq, now_ms, client,
+                             data, data_len);
+    f->binary = binary;
+    ch->assigned = seq;
+    *out = f;
+    *seq_out = seq;
+    return 0;
+}
+
+void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    ch->seq = seq;
+    hist_expire(ch, ts_ms);
+    hist_push(ch, f, seq, ts_ms);
+    fanout(ch, f);
+    metrics.delivered += ch->nsubs;
+    if (hooks.sequenced)
+        hooks.sequenced(ch, f, seq, ts_ms);
+}
+
+void channel_unassign(struct channel *ch) { ch->assigned = ch->seq; }
+
+int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                    struct publish_result *res)
+{
+    struct frame *f;
+    uint64_t seq;
+    char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    int rc = text ? channel_sequence(ch, text, strlen(text), false, client, now_ms, &f, &seq) : -1;
+    free(text);
+    if (rc < 0) {
+        /* A channel created for this publish must not outlive the failure. */
+        channel_maybe_delete(ch);
+        return -1;
+    }
+    res->seq = seq;
+    memcpy(res->epoch, ch->epoch, sizeof res->epoch);
+    channel_deliver(ch, f, seq, now_ms);
+    frame_unref(f);
+    channel_maybe_delete(ch);
+    return 0;
+}
+
+void channel_sweep(int64_t now_ms)
+{
+    struct channel *ch = idle_head, *next;
+    for (; ch; ch = next) {
+        next = ch->idle_next;
+        hist_expire(ch, now_ms);
+        if (!ch->hist_count)
+            channel_delete(ch);
+    }
+}

@@ -1,0 +1,198 @@
+/* channel.h - the channel registry: channel -> subscribers and connection ->
+ * channels, both sides changed together; each channel's sequence and history.
+ *
+ * Subscribe, unsubscribe and disconnect cost O(1) per (connection, channel)
+ * pair: a subscription knows its slot in the channel's subscriber array and
+ * its links in the connection's list. A publish is sequenced, encoded once,
+ * kept in history by reference and queued by reference to every subscriber. */
+#ifndef CHORUS_CHANNEL_H
+#define CHORUS_CHANNEL_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uthash.h>
+
+#include "codec.h"
+#include "config.h"
+#include "envelope.h"
+
+struct conn;
+struct frame;
+struct chan_sync;
+struct chan_repl;
+struct key_entry;
+
+/* A channel's epoch travels in cluster envelopes and comes back from clients
+ * in `since`, so its bound is the envelope's (with room for the NUL here). */
+#define CHANNEL_EPOCH_MAX (ENVELOPE_EPOCH_MAX + 1)
+_Static_assert(CODEC_EPOCH_MAX >= ENVELOPE_EPOCH_MAX, "a client must be able to send back any epoch");
+
+/* One per (connection, channel) subscription; created by channel_subscribe(),
+ * freed by channel_unsubscribe(). */
+struct sub {
+    struct channel *ch;
+    struct conn *conn;
+    uint32_t idx;                        /* slot in ch->subs */
+    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list */
+};
+
+/* The connection side of the index, embedded in each connection. */
+struct sub_list {
+    struct sub *head;
+    uint32_t n;
+};
+
+struct hist_entry {
+    struct frame *f;     /* one reference */
+    uint64_t seq;
+    int64_t ts_ms;
+};
+
+/* One per live channel; created on first subscribe or publish, deleted when it
+ * has neither subscribers nor unexpired history. */
+struct channel {
+    char *name;                          /* NUL-terminated, validated */
+    size_t len;
+    const struct ns_opts *ns;            /* read-only, owned by the config */
+    char epoch[CHANNEL_EPOCH_MAX];
+    uint64_t seq;                        /* last sequence number delivered */
+    uint64_t assigned;                   /* last handed out; > seq while replication is pending */
+
+    struct sub **subs;                   /* unordered; swap-removed */
+    uint32_t nsubs, subs_cap;
+
+    struct hist_entry *hist;             /* ring of ns->history_size entries */
+    uint32_t hist_head, hist_count;
+
+    struct channel *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
+    bool idle;
+
+    /* state the cluster and engine layers keep on the channel (cluster.h,
+     * mirror.h, replica.h); this layer reads some of it and never calls them */
+    bool mirror;                         /* seq and history copied from a remote owner */
+    bool live;                           /* mirror: following the owner's stream, state current */
+    bool replica;                        /* backup: holds every message the owner delivered */
+    bool unreplicated;                   /* owner delivered with no backup up (maybe cut off) */
+    struct chan_repl *repl;              /* engine/replica.c: messages waiting for the backup's ack */
+    struct channel *beacon_next;         /* cluster/stream.c: on the list of channels to announce */
+    bool beacon;
+    int64_t last_sequenced_ms;
+    struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
+    struct key_entry *keys_oldest, *keys_newest;
+    uint32_t nkeys;
+    struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
+    bool remote_interest;                /* owner: other nodes subscribe to it */
+    uint32_t pins;                       /* outstanding calls that will come back to it */
+    UT_hash_handle hh;
+};
+
+/* Delivery of a frame to one subscriber: the session layer registers
+ * conn_enqueue at start (tests register their own), so this layer never
+ * calls up into connections. It takes its own reference to f if it keeps
+ * it. Must not unsubscribe anything synchronously: the fan-out loop is
+ * iterating the subscriber array when it is called. */
+typedef void channel_deliver_fn(struct conn *c, struct frame *f);
+void channel_set_deliver(channel_deliver_fn *fn);
+
+/* What the cluster wants to hear about; every member may be NULL. */
+struct channel_hooks {
+    /* Local subscribers went 0 -> 1 (on) or 1 -> 0 (off). */
+    void (*interest)(struct channel *ch, bool on);
+    /* This node sequenced f (the owner published); called after local fan-out. */
+    void (*sequenced)(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+    /* A channel object was created (the cluster fills in remote_interest). */
+    void (*created)(struct channel *ch);
+};
+
+void channel_registry_init(const struct config *cfg);
+void channel_set_hooks(const struct channel_hooks *hooks);
+void channel_registry_free(void);
+
+struct channel *channel_find(const char *name, size_t len);
+/* Finds or creates the channel; NULL only when memory ran out. */
+struct channel *channel_get(const char *name, size_t len);
+uint32_t channel_count(void);
+
+/* Returns the existing subscription of c to ch, or NULL. O(channels of c). */
+struct sub *channel_sub_find(struct sub_list *list, struct channel *ch);
+/* Links a new subscription on both sides; NULL when memory ran out. */
+struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list);
+/* Unlinks and frees s; deletes the channel when it is left empty. */
+void channel_unsubscribe(struct sub *s, struct sub_list *list);
+/* Unsubscribes everything in the list (connection closed). */
+void channel_unsubscribe_all(struct sub_list *list);
+
+struct publish_result {
+    uint64_t seq;
+    char epoch[CHANNEL_EPOCH_MAX];
+};
+
+/* This node has become the channel's owner: a replica continues its epoch
+ * (it holds every message the old owner delivered); a plain mirror starts a
+ * new epoch and tells subscribers. A no-op for a channel already owned. */
+void channel_claim(struct channel *ch);
+/* Starts a new epoch at seq 0 and tells subscribers (the owner's sequence
+ * can no longer be trusted to match what other nodes hold). */
+void channel_restart_epoch(struct channel *ch);
+/* Owner, first half of a publish: hands out the next seq and encodes the msg
+ * frame (one reference returned in *f): data is JSON text, or the bytes of a
+ * binary message when `binary`. Nothing is delivered yet. A channel
+ * that was a replica continues its epoch; a plain mirror starts a new one.
+ * Returns -1 when data cannot be encoded. */
+int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
+                     const char *client, int64_t now_ms, struct frame **f, uint64_t *seq);
+/* Owner, second half: records f in history, fans it out locally and hands it
+ * to the cluster. Messages must be delivered in seq order. */
+void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+/* Drops handed-out but undelivered seqs (their replication failed). */
+void channel_unassign(struct channel *ch);
+
+/* Idempotency keys (PROTOCOL.md 2.3): the seq a key was published with, 0
+ * when unknown; keys are kept for the channel's last CHANNEL_KEYS publishes
+ * that carried one, within the current epoch. */
+#define CHANNEL_KEYS 1024
+uint64_t channel_key_seq(struct channel *ch, const char *key);
+void channel_key_record(struct channel *ch, const char *key, uint64_t seq);
+
+/* Sequences, encodes, records and fans out one message at once, without
+ * replication (single node, and tests); data is a parsed JSON value. `client` is the
+ * publisher's connection id or NULL. Returns 0 and fills res, or -1 when data
+ * cannot be encoded or memory ran out. The channel may be deleted by this call
+ * (no subscribers, no history): do not use ch afterwards. */
+int channel_publish(struct channel *ch, const json_t *data, const char *client, int64_t now_ms,
+                    struct publish_result *res);
+
+/* True when every message after (epoch, seq) is still in history, i.e. a
+ * subscriber at that position can be brought up to date exactly. */
+bool channel_can_recover(struct channel *ch, const char *epoch, uint64_t seq, int64_t now_ms);
+/* Calls fn for each unexpired history entry with seq > after, oldest first,
+ * limited to the newest `limit` such entries (limit < 0: no limit). */
+void channel_history_each(struct channel *ch, uint64_t after, long long limit, int64_t now_ms,
+                          void (*fn)(const struct hist_entry *e, void *ud), void *ud);
+
+enum apply_result { APPLY_OK, APPLY_DUP, APPLY_GAP };
+
+/* Applies a message sequenced by a remote owner: records it and fans it out
+ * when it is the next one; a new epoch starting at seq 1 replaces the old
+ * one (subscribers get an `epoch` event first). APPLY_GAP means messages are
+ * missing before it and nothing was done. */
+enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
+                                int64_t ts_ms, struct frame *f);
+/* Takes the owner's position (from a sync reply); a different epoch clears
+ * history and, when notify is set, sends subscribers an `epoch` event. */
+void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool notify);
+/* Sends every subscriber one event frame (epoch, gap). */
+void channel_broadcast(struct channel *ch, const char *json, size_t len);
+/* Adds a message to history without delivering it (sync replies prime a
+ * mirror's history). */
+void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+/* Deletes the channel if nothing keeps it: no subscribers, no remote
+ * interest, no pins, and no history worth keeping (mirrors keep none). */
+void channel_release(struct channel *ch);
+
+/* Expires history and deletes channels left with nothing; call periodically. */
+void channel_sweep(int64_t now_ms);
+
+#endif

@@ -1,0 +1,134 @@
+/* cluster.h - the cluster layer's API: chorusd nodes linked by ZeroMQ
+ * PUB/SUB (fabric.h), who is up and who owns each channel (membership.h),
+ * requests to owners, and the handlers the layers above register.
+ *
+ * Every channel has one owner, chosen by rendezvous hashing over the live
+ * members; only the owner sequences. Other nodes forward publishes to it and
+ * mirror its stream for their local subscribers, repairing gaps from the
+ * owner's history (PROTOCOL.md section 7). This layer knows channels (it
+ * carries their streams) but nothing above them: the engine and session
+ * layers hear from it only through the handlers they register at start. */
+#ifndef CHORUS_CLUSTER_H
+#define CHORUS_CLUSTER_H
+
+#include <jansson.h>
+#include <libwebsockets.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "envelope.h"
+#include "errors.h"
+
+struct channel;
+
+struct cluster_part {
+    const unsigned char *data;
+    size_t len;
+};
+
+struct cluster_call;
+/* Called exactly once per started call: with the owner's reply, or with a
+ * NULL reply after the timeout or when the owner is unreachable. `parts` are
+ * the payload frames of the reply (valid only during the call). The call is
+ * already unlinked, so the callback may free it. */
+typedef void cluster_call_cb(struct cluster_call *call, const struct envelope *rep,
+                             const struct cluster_part *parts, int nparts);
+
+/* A request waiting for the owner's reply. Embedded in, and owned by, the
+ * caller; linked into the cluster's pending list while outstanding. */
+struct cluster_call {
+    uint64_t id;
+    int64_t deadline_ms;
+    char target[ENVELOPE_ID_MAX + 1];   /* the node asked; its death fails the call at once */
+    cluster_call_cb *cb;
+    void *ud;
+    struct cluster_call *prev, *next;   /* the outstanding calls (rpc.c) */
+};
+
+/* Starts the fabric when the config names a cluster; a no-op otherwise. */
+int cluster_start(const struct config *cfg, struct lws_vhost *vh);
+void cluster_stop(void);
+bool cluster_enabled(void);
+
+/* False for the first moments after start, until heartbeats have had time
+ * to arrive from every peer: before that this node would wrongly believe it
+ * owns channels that belong to peers it has not heard yet. */
+bool cluster_ready(void);
+
+/* True when this node sequences the channel (always true without a cluster). */
+bool cluster_is_owner(const char *ch, size_t len);
+
+/* Sends a publish to the channel's owner. Returns 0 when the call was sent
+ * (cb follows later), or -1 when no owner is reachable (cb is never called). */
+int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
+                            bool binary, const char *client, const char *key,
+                            struct cluster_call *call, cluster_call_cb *cb, void *ud);
+/* cluster_sync's limit for "every message after since". */
+#define CLUSTER_SYNC_ALL 0xffffffffu
+/* Asks the owner for its position and messages after `since` (when given);
+ * `join` says this node starts following the channel (the owner then keeps
+ * it), otherwise a channel the owner does not hold is not created. */
+int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
+                 uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
+                 void *ud);
+/* The node that takes over when the owner dies (second by rendezvous
+ * score among live nodes), or NULL when no other node is up. */
+const char *cluster_backup_of(const char *ch, size_t len);
+/* Sends one envelope addressed to `node`; -1 when it could not be queued. */
+int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
+                    int nparts);
+/* Clears e and sets its type and this node as origin. */
+void cluster_env_init(struct envelope *e, uint8_t type);
+
+/* Sends one envelope on channel ch's topic, to every node following it. */
+int cluster_send_channel(const char *ch, size_t len, const struct envelope *env,
+                         const struct cluster_part *parts, int nparts);
+/* Answers request req with an error reply of `type` (status code + 1, msg). */
+void cluster_reply_status(const struct envelope *req, uint8_t type, enum chorus_err code,
+                          const char *msg);
+/* A reply's outcome: CHORUS_ERR__COUNT for success; a NULL reply (timeout,
+ * owner gone) is CHORUS_ERR_UNAVAILABLE. */
+enum chorus_err cluster_reply_code(const struct envelope *rep);
+/* A failed reply's reason as text (the owner's message, or why there was
+ * no answer). */
+void cluster_reply_text(const struct envelope *rep, const struct cluster_part *parts, int n,
+                        char *out, size_t cap);
+
+/* Forgets an outstanding call; its cb will not be called. */
+void cluster_call_cancel(struct cluster_call *call);
+
+/* ------------------------------------------------------------ handlers
+ * Registered by the layers above at start (after cluster_start), forgotten
+ * by cluster_stop. Without a cluster they are never called. */
+
+/* An envelope of one type arrived from another node; topic is the topic it
+ * came on (the channel name with its NUL for MSG and POS). */
+typedef void cluster_handler_fn(const struct cluster_part *topic, const struct envelope *env,
+                                const struct cluster_part *parts, int n);
+/* One handler per type; a type without one is dropped. */
+void cluster_handle(uint8_t type, cluster_handler_fn *fn);
+/* Every tick (100 ms), after liveness was checked. */
+typedef void cluster_tick_fn(int64_t now_ms);
+void cluster_on_tick(cluster_tick_fn *fn);
+/* A node stopped answering (after this layer failed the calls made to it). */
+typedef void cluster_peer_down_fn(const char *node);
+void cluster_on_peer_down(cluster_peer_down_fn *fn);
+/* Local subscribers of ch went 0 -> 1 (on) or 1 -> 0, before this node
+ * subscribes to or drops the channel's stream. */
+typedef void cluster_interest_fn(struct channel *ch, bool on);
+void cluster_on_interest(cluster_interest_fn *fn);
+
+/* Adopts a ZeroMQ socket's fd into lws (the "chorus-zmq" protocol callback). */
+int cluster_zmq_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                         size_t len);
+
+/* Figures for /metrics and /healthz. */
+struct cluster_peer_info {
+    const char *node;
+    bool up;
+    int64_t last_seen_ms;
+};
+int cluster_peers(struct cluster_peer_info *out, int max);
+
+#endif

@@ -1,0 +1,408 @@
+/* mirror.c - following channels owned by another node: joining the
+ * owner's stream, repairing gaps, and holding the backup's copy of
+ * replicated messages (the backup is a follower that must hold everything).
+ *
+ * Invariant: while ch->sync is set, messages from the owner are dropped; the
+ * sync reply covers them, because the owner sends that reply on the same
+ * ordered link after every message it had sequenced so far. */
+#include "mirror.h"
+#include "channel.h"
+#include "cluster.h"
+#include "codec.h"
+#include "frame.h"
+#include "log.h"
+#include "metrics.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+
+/* One per channel with a join or repair in flight; pins the channel. */
+/* A replicated message that arrived while a sync was running. */
+struct held_repl {
+    struct envelope env;
+    struct frame *f;
+    char key[CODEC_KEY_MAX + 1];
+    struct held_repl *next;
+};
+
+#define HELD_MAX 10000
+
+struct chan_sync {
+    struct cluster_call call;
+    struct channel *ch;
+    bool repair;
+    uint64_t gap_to;            /* repair: seq of the message that revealed the gap */
+    bool gap_same_epoch;        /* ... and it was in the mirror's epoch */
+    struct mirror_wait *waiters;  /* newest first */
+    struct held_repl *held, *held_tail;  /* applied, in order, once the sync is done */
+    uint32_t nheld;
+};
+
+/* ------------------------------------------------------------- waiters */
+
+/* Tells every waiter how the join ended, newest first; each is unlinked
+ * before its done runs (done may free it). The channel stays pinned by the
+ * sync until sync_done. */
+static void waiters_done(struct chan_sync *s, enum chorus_err code, const char *msg)
+{
+    struct mirror_wait *w, *next;
+    for (w = s->waiters; w; w = next) {
+        next = w->next;
+        w->next = NULL;
+        w->ch = NULL;
+        w->done(w, code, msg);
+    }
+    s->waiters = NULL;
+}
+
+/* Records the (seq+ts, msg) pairs of a sync reply, oldest first; applies them
+ * as deliveries when `deliver`, else only into history. */
+static void take_messages(struct channel *ch, const struct envelope *rep,
+                          const struct cluster_part *parts, int n, bool deliver)
+{
+    for (int i = 1; i + 1 < n; i += 2) {
+        uint64_t seq;
+        int64_t ts;
+        uint8_t flags;
+        if (!envelope_get_sync_item(parts[i].data, parts[i].len, &seq, &ts, &flags))
+            continue;
+        struct frame *f = frame_from(parts[i + 1].data, parts[i + 1].len);
+        if (!f)
+            continue;
+        f->binary = flags & ENV_FLAG_BINARY;
+        if (deliver)
+            channel_apply(ch, rep->epoch, seq, ts, f);
+        else
+            channel_record(ch, f, seq, ts);
+        frame_unref(f);
+    }
+}
+
+static void backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,
+                         const char *key);
+
+static void sync_done(struct chan_sync *s)
+{
+    struct channel *ch = s->ch;
+    ch->sync = NULL;
+    /* Replicated messages are newer than anything the sync reply held. */
+    while (s->held) {
+        struct held_repl *h = s->held;
+        s->held = h->next;
+        backup_apply(ch, &h->env, h->f, h->key);
+        frame_unref(h->f);
+        free(h);
+    }
+    ch->pins--;
+    free(s);
+    channel_release(ch);
+}
+
+static bool hold_repl(struct channel *ch, const struct envelope *env, const unsigned char *data,
+                      size_t len, const char *key)
+{
+    struct chan_sync *s = ch->sync;
+    if (!s || s->nheld >= HELD_MAX)
+        return false;
+    struct held_repl *h = calloc(1, sizeof *h);
+    if (!h || !(h->f = frame_from(data, len))) {
+        free(h);
+        return false;
+    }
+    h->f->binary = env->flags & ENV_FLAG_BINARY;
+    h->env = *env;
+    snprintf(h->key, sizeof h->key, "%s", key);
+    if (s->held_tail)
+        s->held_tail->next = h;
+    else
+        s->held = h;
+    s->held_tail = h;
+    s->nheld++;
+    return true;
+}
+
+/* ----------------------------------------------------------------- join */
+
+static void on_join(struct cluster_call *call, const struct envelope *rep,
+                    const struct cluster_part *parts, int n)
+{
+    struct chan_sync *s = call->ud;
+    struct channel *ch = s->ch;
+    enum chorus_err code = cluster_reply_code(rep);
+    if (code != CHORUS_ERR__COUNT) {
+        char msg[200];
+        cluster_reply_text(rep, parts, n, msg, sizeof msg);
+        waiters_done(s, code, msg);
+    } else {
+        /* Subscribers acked before this join (this node owned the channel
+         * until now) must hear that the epoch changed; the waiters learn it
+         * from their ack. */
+        uint32_t nwait = 0;
+        for (struct mirror_wait *w = s->waiters; w; w = w->next)
+            nwait++;
+        channel_adopt(ch, rep->epoch, rep->seq, ch->nsubs > nwait);
+        take_messages(ch, rep, parts, n, false);
+        ch->seq = rep->seq;
+        ch->live = true;
+        waiters_done(s, CHORUS_ERR__COUNT, NULL);
+    }
+    sync_done(s);
+}
+
+int mirror_join(struct channel *ch, struct mirror_wait *w, mirror_done_cb *done, void *ud)
+{
+    w->done = done;
+    w->ud = ud;
+    w->ch = NULL;
+    w->next = NULL;
+    if (ch->live && !ch->sync) {
+        done(w, CHORUS_ERR__COUNT, NULL);
+        return 0;
+    }
+    if (!ch->sync) {
+        struct chan_sync *s = calloc(1, sizeof *s);
+        if (!s)
+            return -1;
+        s->ch = ch;
+        if (cluster_sync(ch->name, ch->len, false, "", 0, (uint32_t)ch->ns->history_size, true,
+                         &s->call, on_join, s) < 0) {
+            free(s);
+            done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable");
+            return 0;
+        }
+        ch->sync = s;
+        ch->pins++;
+    }
+    w->ch = ch;
+    w->next = ch->sync->waiters;
+    ch->sync->waiters = w;
+    return 0;
+}
+
+void mirror_wait_cancel(struct mirror_wait *w)
+{
+    if (!w->ch || !w->ch->sync)
+        return;
+    struct mirror_wait **pp = &w->ch->sync->waiters;
+    while (*pp && *pp != w)
+        pp = &(*pp)->next;
+    if (*pp)
+        *pp = w->next;
+    w->next = NULL;
+    w->ch = NULL;
+}
+
+/* --------------------------------------------------------------- repair */
+
+static void send_gap(struct channel *ch, uint64_t from, uint64_t to)
+{
+    char buf[CODEC_CHANNEL_MAX + 200];
+    int n = snprintf(buf, sizeof buf,
+                     "{\"op\":\"gap\",\"ch\":\"%s\",\"epoch\":\"%s\",\"from\":%llu,\"to\":%llu}",
+                     ch->name, ch->epoch, (unsigned long long)from, (unsigned long long)to);
+    if (n > 0 && (size_t)n < sizeof buf)
+        channel_broadcast(ch, buf, (size_t)n);
+}
+
+static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch);
+
+static void on_repair(struct cluster_call *call, const struct envelope *rep,
+                      const struct cluster_part *parts, int n)
+{
+    struct chan_sync *s = call->ud;
+    struct channel *ch = s->ch;
+    uint64_t from = ch->seq + 1;
+    bool again = false;
+
+    if (cluster_reply_code(rep) != CHORUS_ERR__COUNT) {
+        /* No owner answered (it may just have died): nothing is skipped; the
+         * next message or position beacon from the new owner repairs again. */
+        log_info("event=gap_repair_deferred ch=%s from=%llu", ch->name, (unsigned long long)from);
+    } else if (strcmp(rep->epoch, ch->epoch) != 0) {
+        /* The owner restarted the sequence: whatever this epoch still lacked is
+         * gone. Say so, switch epochs, and fetch the new epoch from its start. */
+        metrics.gaps_unrepaired++;
+        if (s->gap_to > from && s->gap_same_epoch)
+            send_gap(ch, from, s->gap_to - 1);
+        channel_adopt(ch, rep->epoch, 0, true);
+        again = rep->seq > 0;
+    } else if (rep->flags & ENV_FLAG_RECOVERED) {
+        take_messages(ch, rep, parts, n, true);
+        metrics.gaps_repaired++;
+    } else if (rep->seq >= from) {
+        /* Same epoch, but the owner's history no longer reaches back here. */
+        metrics.gaps_unrepaired++;
+        log_warn("event=gap_unrepaired ch=%s from=%llu to=%llu", ch->name,
+                 (unsigned long long)from, (unsigned long long)rep->seq);
+        send_gap(ch, from, rep->seq);
+        ch->seq = ch->assigned = rep->seq;
+    }
+    uint64_t target = rep ? rep->seq + 1 : 0;
+    ch->pins++; /* sync_done may release the channel */
+    sync_done(s);
+    if (again && !ch->sync)
+        start_repair(ch, target, true);
+    ch->pins--;
+    channel_release(ch);
+}
+
+/* Asks the owner for everything after this mirror's position; messages
+ * before gap_to are missing. Delivery holds until the reply. */
+static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch)
+{
+    metrics.gaps_detected++;
+    struct chan_sync *s = calloc(1, sizeof *s);
+    if (!s)
+        return;
+    s->ch = ch;
+    s->repair = true;
+    s->gap_to = gap_to;
+    s->gap_same_epoch = same_epoch;
+    if (cluster_sync(ch->name, ch->len, same_epoch, ch->epoch, ch->seq, CLUSTER_SYNC_ALL, true,
+                     &s->call, on_repair, s) < 0) {
+        free(s);
+        metrics.gaps_unrepaired++;
+        send_gap(ch, ch->seq + 1, gap_to - 1);
+        return;
+    }
+    ch->sync = s;
+    ch->pins++;
+}
+
+static void on_msg(struct channel *ch, const struct envelope *env, const unsigned char *data,
+                   size_t len)
+{
+    if (ch->sync) {
+        metrics.cluster_held_back++;
+        return;
+    }
+    struct frame *f = frame_from(data, len);
+    if (!f)
+        return;
+    f->binary = env->flags & ENV_FLAG_BINARY;
+    enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
+    frame_unref(f);
+    if (r == APPLY_GAP)
+        start_repair(ch, env->seq, !strcmp(env->epoch, ch->epoch));
+}
+
+/* The owner announced its position after a quiet spell: messages lost at the
+ * end of a burst have no later message to reveal them, this does. */
+static void on_pos(struct channel *ch, const struct envelope *env)
+{
+    if (ch->sync || !ch->live)
+        return;
+    bool same_epoch = !strcmp(env->epoch, ch->epoch);
+    if (!same_epoch || env->seq > ch->seq)
+        start_repair(ch, env->seq + 1, same_epoch);
+}
+
+/* ---------------------------------------------------------------- backup */
+
+static void send_ack(const struct envelope *req, struct channel *ch, const struct cluster_part *name,
+                     enum chorus_err refuse)
+{
+    struct envelope e;
+    cluster_env_init(&e, ENV_REPL_ACK);
+    snprintf(e.epoch, sizeof e.epoch, "%s", ch ? ch->epoch : req->epoch);
+    e.seq = ch ? ch->seq : 0;
+    if (refuse != CHORUS_ERR__COUNT)
+        e.status = (uint16_t)(refuse + 1);
+    cluster_send_to(req->origin, &e, name, 1);
+}
+
+static void backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,
+                          const char *key)
+{
+    struct cluster_part name = {(const unsigned char *)ch->name, ch->len};
+    enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
+    if (r == APPLY_GAP && !ch->nsubs) {
+        /* Nobody here needs the messages before it: start the copy here. */
+        channel_adopt(ch, env->epoch, env->seq - 1, false);
+        r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
+    } else if (r == APPLY_GAP) {
+        /* Local subscribers need the missing messages first: repair, and hold
+         * this one until the repair is done. */
+        on_msg(ch, env, frame_payload(f), f->len);
+        hold_repl(ch, env, frame_payload(f), f->len, key); /* else the owner re-sends it */
+        return;
+    }
+    if (*key)
+        channel_key_record(ch, key, env->seq);
+    send_ack(env, ch, &name, CHORUS_ERR__COUNT);
+}
+
+/* REPL [channel, msg frame, key] {epoch, seq, ts} -> REPL_ACK */
+static void on_repl(const struct cluster_part *topic, const struct envelope *env,
+                    const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    if (n != 3 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
+        parts[2].len > CODEC_KEY_MAX)
+        return;
+    const char *name = (const char *)parts[0].data;
+    size_t len = parts[0].len;
+    if (cluster_is_owner(name, len)) {
+        send_ack(env, NULL, &parts[0], CHORUS_ERR_UNAVAILABLE);
+        return;
+    }
+    struct channel *ch = channel_get(name, len);
+    if (!ch)
+        return;
+    ch->mirror = true;
+    ch->replica = true;
+    char key[CODEC_KEY_MAX + 1];
+    memcpy(key, parts[2].data, parts[2].len);
+    key[parts[2].len] = '\0';
+    if (ch->sync) {
+        /* A join or repair is running for local subscribers; apply this one
+         * right after it (or let the owner re-send it if the hold is full). */
+        hold_repl(ch, env, parts[1].data, parts[1].len, key);
+        channel_release(ch);
+        return;
+    }
+    struct frame *f = frame_from(parts[1].data, parts[1].len);
+    if (f) {
+        f->binary = env->flags & ENV_FLAG_BINARY;
+        backup_apply(ch, env, f, key);
+        frame_unref(f);
+    }
+    channel_release(ch);
+}
+
+/* --------------------------------------------------------------- stream */
+
+/* MSG on a channel's topic: the owner's next message. */
+static void on_msg_env(const struct cluster_part *topic, const struct envelope *env,
+                       const struct cluster_part *parts, int n)
+{
+    if (n != 1 || topic->len < 2 || topic->data[topic->len - 1] != '\0')
+        return;
+    struct channel *ch = channel_find((const char *)topic->data, topic->len - 1);
+    if (!ch || !ch->nsubs) {
+        metrics.cluster_unwanted++;
+        return;
+    }
+    on_msg(ch, env, parts[0].data, parts[0].len);
+}
+
+/* POS on a channel's topic: the owner's position after a quiet spell. */
+static void on_pos_env(const struct cluster_part *topic, const struct envelope *env,
+                       const struct cluster_part *parts, int n)
+{
+    (void)parts;
+    if (n != 0 || topic->len < 2 || topic->data[topic->len - 1] != '\0')
+        return;
+    struct channel *ch = channel_find((const char *)topic->data, topic->len - 1);
+    if (ch && ch->nsubs)
+        on_pos(ch, env);
+}
+
+void mirror_start(void)
+{
+    cluster_handle(ENV_MSG, on_msg_env);
+    cluster_handle(ENV_POS, on_pos_env);
+    cluster_handle(ENV_REPL, on_repl);
+}

@@ -1,0 +1,172 @@
+/* owner.c - the owner's service to other nodes: publishes they forward
+ * (PUB_REQ) and the position and history they ask for (SYNC_REQ), for the
+ * channels this node owns. */
+#include "owner.h"
+#include "channel.h"
+#include "cluster.h"
+#include "codec.h"
+#include "frame.h"
+#include "publish.h"
+#include "runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* A publish another node forwarded here; answered when it is delivered. */
+struct remote_pub {
+    struct pub_wait w;
+    char origin[ENVELOPE_ID_MAX + 1];
+    uint64_t req_id;
+};
+
+static void remote_pub_done(struct pub_wait *w, enum chorus_err err, const char *msg,
+                            const char *epoch, uint64_t seq, bool duplicate)
+{
+    struct remote_pub *rp = w->ud;
+    struct envelope req = {.req_id = rp->req_id};
+    snprintf(req.origin, sizeof req.origin, "%s", rp->origin);
+    if (err != CHORUS_ERR__COUNT) {
+        cluster_reply_status(&req, ENV_PUB_REP, err, msg ? msg : "could not publish");
+    } else {
+        struct envelope e;
+        cluster_env_init(&e, ENV_PUB_REP);
+        e.req_id = rp->req_id;
+        e.seq = seq;
+        if (duplicate)
+            e.flags |= ENV_FLAG_DUPLICATE;
+        snprintf(e.epoch, sizeof e.epoch, "%s", epoch);
+        cluster_send_to(rp->origin, &e, NULL, 0);
+    }
+    free(rp);
+}
+
+/* PUB_REQ [channel, data JSON, client id, key] -> PUB_REP {epoch, seq} once delivered */
+static void on_pub_req(const struct cluster_part *topic, const struct envelope *req,
+                       const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    if (n != 4 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
+        parts[2].len >= 64 || parts[3].len > CODEC_KEY_MAX) {
+        cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish request");
+        return;
+    }
+    const char *name = (const char *)parts[0].data;
+    if (!cluster_is_owner(name, parts[0].len)) {
+        cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
+                     "channel ownership is moving; retry");
+        return;
+    }
+    /* The origin validated it; check again anyway, since JSON text is
+     * spliced verbatim into every subscriber's frame. */
+    bool binary = req->flags & ENV_FLAG_BINARY;
+    json_error_t jerr;
+    json_t *data = binary ? NULL : json_loadb((const char *)parts[1].data, parts[1].len,
+                                              JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    struct remote_pub *rp = binary || data ? calloc(1, sizeof *rp) : NULL;
+    json_decref(data);
+    if (!rp) {
+        cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish data");
+        return;
+    }
+    char client[64], key[CODEC_KEY_MAX + 1];
+    memcpy(client, parts[2].data, parts[2].len);
+    client[parts[2].len] = '\0';
+    memcpy(key, parts[3].data, parts[3].len);
+    key[parts[3].len] = '\0';
+    snprintf(rp->origin, sizeof rp->origin, "%s", req->origin);
+    rp->req_id = req->req_id;
+    publish_submit(name, parts[0].len, (const char *)parts[1].data, parts[1].len, binary,
+                   *client ? client : NULL, *key ? key : NULL, &rp->w, remote_pub_done, rp);
+}
+
+struct sync_collect {
+    struct cluster_part *parts;
+    unsigned char *buf;     /* the messages' ENV_SYNC_ITEM_LEN prefixes */
+    int n;
+};
+
+static void collect(const struct hist_entry *h, void *ud)
+{
+    struct sync_collect *s = ud;
+    unsigned char *p = s->buf + ENV_SYNC_ITEM_LEN * s->n;
+    envelope_put_sync_item(p, h->seq, h->ts_ms, h->f->binary ? ENV_FLAG_BINARY : 0);
+    s->parts[1 + 2 * s->n] = (struct cluster_part){p, ENV_SYNC_ITEM_LEN};
+    s->parts[2 + 2 * s->n] = (struct cluster_part){frame_payload(h->f), h->f->len};
+    s->n++;
+}
+
+/* SYNC_REQ [channel] {since?, limit} -> SYNC_REP {epoch, seq, recovered} [channel, (seq+ts, msg)...] */
+static void on_sync_req(const struct cluster_part *topic, const struct envelope *req,
+                        const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    if (n != 1 || !codec_channel_valid((const char *)parts[0].data, parts[0].len)) {
+        cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_BAD_REQUEST, "malformed sync request");
+        return;
+    }
+    const char *name = (const char *)parts[0].data;
+    size_t len = parts[0].len;
+    if (!cluster_is_owner(name, len)) {
+        cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "channel ownership is moving; retry");
+        return;
+    }
+    bool join = req->flags & ENV_FLAG_JOIN;
+    struct channel *ch = join ? channel_get(name, len) : channel_find(name, len);
+    if (!ch && join) {
+        cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    if (!ch) {
+        /* A history request for a channel that holds nothing (PROTOCOL.md 2.4). */
+        struct envelope e;
+        cluster_env_init(&e, ENV_SYNC_REP);
+        e.req_id = req->req_id;
+        cluster_send_to(req->origin, &e, parts, 1);
+        return;
+    }
+    channel_claim(ch); /* we may have just become the owner */
+    /* A joining node is about to follow this channel; keep it until its
+     * subscription (or its absence) is known from the XPUB side. */
+    if (join)
+        ch->remote_interest = true;
+
+    int64_t now = runtime_now_ms();
+    bool has_since = req->flags & ENV_FLAG_HAS_SINCE;
+    bool same_epoch = has_since && !strcmp(req->epoch, ch->epoch);
+    bool recovered = same_epoch && channel_can_recover(ch, req->epoch, req->seq, now);
+    uint32_t limit = req->limit;
+    if (limit > (uint32_t)ch->ns->history_size)
+        limit = (uint32_t)ch->ns->history_size;
+
+    struct envelope e;
+    cluster_env_init(&e, ENV_SYNC_REP);
+    e.req_id = req->req_id;
+    e.seq = ch->seq;
+    snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
+    if (recovered)
+        e.flags |= ENV_FLAG_RECOVERED;
+
+    uint32_t cap = ch->hist_count;
+    struct sync_collect s = {calloc(1 + 2 * (size_t)cap, sizeof *s.parts), malloc(ENV_SYNC_ITEM_LEN * (size_t)cap + 1), 0};
+    if (!s.parts || !s.buf) {
+        free(s.parts);
+        free(s.buf);
+        cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    s.parts[0] = parts[0];
+    if (!has_since)
+        channel_history_each(ch, 0, limit, now, collect, &s);
+    else if (same_epoch)
+        channel_history_each(ch, req->seq, -1, now, collect, &s);
+    cluster_send_to(req->origin, &e, s.parts, 1 + 2 * s.n);
+    free(s.parts);
+    free(s.buf);
+}
+
+void owner_start(void)
+{
+    cluster_handle(ENV_PUB_REQ, on_pub_req);
+    cluster_handle(ENV_SYNC_REQ, on_sync_req);
+}

@@ -1,0 +1,547 @@
+/* http_api.c - the HTTP endpoints on the WebSocket port (PROTOCOL.md section 6):
+ * POST /api/publish, GET /healthz, GET /metrics.
+ *
+ * One http_session per HTTP request, allocated zeroed by lws when the request
+ * binds to this protocol and cleaned up on DROP_PROTOCOL.
+ *
+ * A response is written the moment it is known, headers and body, and the
+ * request is then completed on the spot (lws' own pattern, dummy-callback.c):
+ * lws 4.1.6 stays in its body state until the transaction completes and,
+ * while input is buffered behind the body (a pipelined request), calls
+ * BODY_COMPLETION again on every pass without consuming any of it, so a
+ * response left for a later HTTP_WRITEABLE spun the loop forever. A request
+ * answered later (a publish waiting for its owner, a history fetch) stops
+ * reading with rx flow control until then, so the next request waits in
+ * lws' buffer. Requests with a body are answered only once the body is read,
+ * so the next request always starts where lws thinks it does. */
+#include "http_api.h"
+#include "channel.h"
+#include "cluster.h"
+#include "codec.h"
+#include "log.h"
+#include "frame.h"
+#include "history_fetch.h"
+#include "http_reply.h"
+#include "metrics.h"
+#include "presence.h"
+#include "publish.h"
+#include "runtime.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+struct http_session {
+    struct lws *wsi;
+    struct pub_wait pub;        /* the publish, until it is delivered */
+    bool publishing;
+    struct history_fetch hist;  /* a history request, maybe at the channel's owner */
+    bool hist_pending;
+    int hist_rc;                /* what answering it returned, when answered at once */
+    char hist_ch[CODEC_CHANNEL_MAX + 1];
+    char path[32];
+    unsigned char *body;        /* request body being received */
+    size_t body_len;
+    bool body_too_large;
+    bool body_done;             /* BODY_COMPLETION was handled */
+    bool responded;
+    bool rx_paused;             /* input held back until the answer is out */
+    bool in_request;            /* inside this request's own lws callback */
+    bool waits_for_body;        /* answered at BODY_COMPLETION */
+};
+
+size_t http_api_session_size(void) { return sizeof(struct http_session); }
+
+static void session_free(struct http_session *s)
+{
+    if (s->publishing) {
+        publish_cancel(&s->pub);
+        s->publishing = false;
+    }
+    if (s->hist_pending) {
+        history_fetch_cancel(&s->hist);
+        s->hist_pending = false;
+    }
+    free(s->body);
+    s->body = NULL;
+    s->body_len = 0;
+}
+
+/* Writes the whole response now: the status and headers, then the body
+ * (lws keeps what the socket does not take and sends it before anything
+ * else). Returns -1 when the connection can no longer be used. */
+static int respond(struct lws *wsi, struct http_session *s, int status, const char *ctype,
+                   const char *text, size_t len)
+{
+    unsigned char hdr[LWS_PRE + 512], *start = hdr + LWS_PRE, *p = start, *end = hdr + sizeof hdr - 1;
+
+    if (s->responded)
+        return 0;
+    s->responded = true;
+    metrics_http_request(s->path, status);
+
+    if (lws_add_http_common_headers(wsi, (unsigned int)status, ctype, len, &p, end))
+        return -1;
+    if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
+                                    (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (lws_finalize_write_http_header(wsi, start, &p, end))
+        return -1;
+    if (!len)
+        return 0;
+    unsigned char *buf = malloc(LWS_PRE + len);
+    if (!buf)
+        return -1;
+    memcpy(buf + LWS_PRE, text, len);
+    int n = lws_write(wsi, buf + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+    free(buf);
+    return n < (int)len ? -1 : 0;
+}
+
+/* Ends the request once its response is written: closes, or readies the
+ * connection for the next request. After it returns 0, `s` is gone (lws
+ * frees the session when it rebinds the connection). Returns -1 to close. */
+static int finish(struct lws *wsi, struct http_session *s)
+{
+    bool close = !s->responded;
+    session_free(s);
+    if (s->rx_paused) {
+        s->rx_paused = false;
+        lws_rx_flow_control(wsi, 1);
+    }
+    if (close)
+        return -1;
+    return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* finish() for an answer that arrives outside this connection's callbacks. */
+static void finish_async(struct lws *wsi, struct http_session *s)
+{
+    if (finish(wsi, s) < 0)
+        lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
+/* Holds back the input behind this request until finish(). */
+static void pause_rx(struct lws *wsi, struct http_session *s)
+{
+    if (!s->rx_paused) {
+        s->rx_paused = true;
+        lws_rx_flow_control(wsi, 0);
+    }
+}
+
+static int respond_json(struct lws *wsi, struct http_session *s, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    if (!text)
+        return -1;
+    int rc = respond(wsi, s, status, "application/json", text, strlen(text));
+    free(text);
+    return rc;
+}
+
+static int respond_err(struct lws *wsi, struct http_session *s, enum chorus_err code, const char *msg)
+{
+    return respond_json(wsi, s, chorus_err_http_status(code),
+                        json_pack("{s:s, s:s}", "code", chorus_err_str(code), "msg", msg));
+}
+
+/* Constant-time comparison so response timing does not reveal the key. */
+static bool key_equal(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
+    return diff == 0;
+}
+
+/* Returns 0 when the request carries the right key, else the HTTP status to answer. */
+static int check_api_key(struct lws *wsi)
+{
+    const char *key = rt.cfg->api_key;
+    char buf[512];
+    int n;
+
+    if (!key || !*key)
+        return 403;
+    n = lws_hdr_copy(wsi, buf, sizeof buf, WSI_TOKEN_HTTP_AUTHORIZATION);
+    if (n > 7 && !strncasecmp(buf, "apikey ", 7)) {
+        const char *v = buf + 7;
+        while (*v == ' ')
+            v++;
+        if (key_equal(v, strlen(v), key))
+            return 0;
+    }
+    n = lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-api-key:", 10);
+    if (n > 0 && key_equal(buf, (size_t)n, key))
+        return 0;
+    return 401;
+}
+
+static int respond_auth_failure(struct lws *wsi, struct http_session *s, int status)
+{
+    if (status == 403)
+        return respond_err(wsi, s, CHORUS_ERR_FORBIDDEN,
+                           "the HTTP publish API is disabled: start chorusd with --api-key");
+    return respond_err(wsi, s, CHORUS_ERR_UNAUTHORIZED,
+                       "missing or wrong API key (send 'Authorization: apikey KEY' or 'X-API-Key: KEY')");
+}
+
+/* The publish was delivered (or refused, or timed out). */
+static void on_published(struct pub_wait *w, enum chorus_err err, const char *msg,
+                         const char *epoch, uint64_t seq, bool duplicate)
+{
+    struct http_session *s = w->ud;
+    s->publishing = false;
+    if (err == CHORUS_ERR__COUNT) {
+        metrics.published_http++;
+        json_t *j = json_pack("{s:s, s:s, s:I}", "ch", w->ch, "epoch", epoch, "seq", (json_int_t)seq);
+        if (j && duplicate)
+            json_object_set_new(j, "duplicate", json_true());
+        respond_json(s->wsi, s, 200, j);
+    } else {
+        respond_err(s->wsi, s, err, msg);
+    }
+    if (!s->in_request)
+        finish_async(s->wsi, s);
+}
+
+/* POST /api/publish {"ch","data"} -> {"ch","epoch","seq"} */
+static int api_publish(struct lws *wsi, struct http_session *s)
+{
+    json_error_t jerr;
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    if (!s->body_len)
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "a JSON body with Content-Length is required");
+    if (rt.shutting_down)
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
+    if (!cluster_ready())
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is starting: waiting to hear its peers");
+
+    json_t *root = json_loadb((const char *)s->body, s->body_len,
+                              JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
+    if (!json_is_object(root)) {
+        char msg[256];
+        snprintf(msg, sizeof msg, "body must be a JSON object {\"ch\",\"data\"}%s%s",
+                 root ? "" : ": ", root ? "" : jerr.text);
+        json_decref(root);
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, msg);
+    }
+    json_t *ch = json_object_get(root, "ch");
+    json_t *data = json_object_get(root, "data");
+    json_t *key = json_object_get(root, "key");
+    int rc;
+    if (!json_is_string(ch) || !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    } else if (!data) {
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'data' is required");
+    } else if (key && (!json_is_string(key) || json_string_length(key) == 0 ||
+                       json_string_length(key) > CODEC_KEY_MAX)) {
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
+    } else {
+        const char *raw;
+        size_t raw_len;
+        char *owned = NULL;
+        /* Deliver the backend's own text: re-encoding would rewrite numbers. */
+        if (!codec_find_member((const char *)s->body, s->body_len, "data", &raw, &raw_len)) {
+            owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+            raw = owned;
+            raw_len = owned ? strlen(owned) : 0;
+        }
+        s->wsi = wsi;
+        s->publishing = true;
+        publish_submit(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
+                       key ? json_string_value(key) : NULL, &s->pub, on_published, s);
+        free(owned);
+        rc = 0;
+    }
+    json_decref(root);
+    return rc;
+}
+
+/* GET /healthz -> {"status","node","connections","channels","peers"?} (503 while shutting down) */
+static int api_healthz(struct lws *wsi, struct http_session *s)
+{
+    json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "status",
+                          rt.shutting_down ? "shutting_down" : "ok", "node", rt.cfg->node_id,
+                          "connections", (json_int_t)metrics.connections, "channels",
+                          (json_int_t)metrics.channels);
+    if (j && cluster_enabled()) {
+        struct cluster_peer_info peers[64];
+        int n = cluster_peers(peers, 64);
+        json_t *arr = json_array();
+        int64_t now = runtime_now_ms();
+        for (int i = 0; i < n; i++)
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "node", peers[i].node, "state",
+                                                 peers[i].up ? "up" : "down", "last_seen_ms_ago",
+                                                 (json_int_t)(now - peers[i].last_seen_ms)));
+        json_object_set_new(j, "peers", arr);
+    }
+    if (j && !rt.shutting_down && !cluster_ready())
+        json_object_set_new(j, "status", json_string("starting"));
+    return respond_json(wsi, s, rt.shutting_down || !cluster_ready() ? 503 : 200, j);
+}
+
+/* GET /metrics -> Prometheus text */
+static int api_metrics(struct lws *wsi, struct http_session *s)
+{
+    char *text;
+    size_t len = metrics_render(&text, rt.cfg->node_id);
+    if (!len)
+        return -1;
+    int rc = respond(wsi, s, 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+    free(text);
+    return rc;
+}
+
+static int respond_frame(struct lws *wsi, struct http_session *s, struct frame *f)
+{
+    if (!f)
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    int rc = respond(wsi, s, 200, "application/json", (const char *)frame_payload(f), f->len);
+    frame_unref(f);
+    return rc;
+}
+
+static void on_history(struct history_fetch *h, struct frame *f, enum chorus_err err,
+                       const char *msg)
+{
+    struct http_session *s = h->ud;
+    s->hist_pending = false;
+    s->hist_rc = f ? respond_frame(s->wsi, s, f) : respond_err(s->wsi, s, err, msg);
+    if (!s->in_request)
+        finish_async(s->wsi, s);
+}
+
+/* GET /api/history?ch=..&limit=..&since_epoch=..&since_seq=.. -> the history reply of PROTOCOL.md 2.4 */
+static int api_history(struct lws *wsi, struct http_session *s)
+{
+    char buf[320], epoch[CODEC_EPOCH_MAX + 1] = "";
+    const char *v;
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    v = lws_get_urlarg_by_name(wsi, "ch=", buf, sizeof buf);
+    if (!v || !codec_channel_valid(v, strlen(v)))
+        return respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    snprintf(s->hist_ch, sizeof s->hist_ch, "%s", v);
+    size_t len = strlen(s->hist_ch);
+    const struct ns_opts *ns = config_ns_for(rt.cfg, s->hist_ch, len);
+    long long limit = ns->history_size;
+    if ((v = lws_get_urlarg_by_name(wsi, "limit=", buf, sizeof buf)) && atoll(v) >= 0 && atoll(v) < limit)
+        limit = atoll(v);
+    bool has_since = false;
+    uint64_t since_seq = 0;
+    if ((v = lws_get_urlarg_by_name(wsi, "since_epoch=", buf, sizeof buf))) {
+        if (strlen(v) > CODEC_EPOCH_MAX)
+            return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "since_epoch is too long");
+        snprintf(epoch, sizeof epoch, "%s", v);
+        has_since = true;
+        if ((v = lws_get_urlarg_by_name(wsi, "since_seq=", buf, sizeof buf)))
+            since_seq = strtoull(v, NULL, 10);
+    }
+    s->wsi = wsi;
+    s->hist_pending = true;
+    history_fetch(&s->hist, s->hist_ch, len, false, 0, has_since, epoch, since_seq, limit,
+                  on_history, s);
+    return s->hist_pending ? 0 : s->hist_rc;
+}
+
+/* GET /api/presence?ch=.. -> {"ch","count","members"?} (this node's members, PROTOCOL.md 8.4) */
+static int api_presence(struct lws *wsi, struct http_session *s)
+{
+    char buf[320];
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    const char *v = lws_get_urlarg_by_name(wsi, "ch=", buf, sizeof buf);
+    if (!v || !codec_channel_valid(v, strlen(v)))
+        return respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    json_t *j = presence_describe(v, strlen(v));
+    if (!j)
+        return respond_err(wsi, s, CHORUS_ERR_FORBIDDEN, "presence is not enabled for this namespace");
+    return respond_json(wsi, s, 200, j);
+}
+
+/* Answers the request now, or starts what will answer it (publish, history
+ * at the owner). Every request with a body comes here only once the body is
+ * read. */
+static int route(struct lws *wsi, struct http_session *s)
+{
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
+    const char *uri = s->path;
+
+    if (!strcmp(uri, "/healthz") || !strcmp(uri, "/metrics")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return uri[1] == 'h' ? api_healthz(wsi, s) : api_metrics(wsi, s);
+    }
+    if (!strcmp(uri, "/api/history")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return api_history(wsi, s);
+    }
+    if (!strcmp(uri, "/api/presence")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return api_presence(wsi, s);
+    }
+    if (strcmp(uri, "/api/publish") != 0)
+        return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such endpoint");
+    if (!post)
+        return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use POST");
+    return api_publish(wsi, s);
+}
+
+/* After route(): completes an answered request, or holds the connection's
+ * input back until the answer comes. Returns the callback's result. */
+static int routed(struct lws *wsi, struct http_session *s, int rc)
+{
+    s->in_request = false;
+    if (rc < 0)
+        return -1;
+    if (s->responded)
+        return finish(wsi, s);
+    if (!s->publishing && !s->hist_pending)
+        return -1; /* nothing will answer: never leave a request hanging */
+    s->wsi = wsi;
+    pause_rx(wsi, s);
+    return 0;
+}
+
+/* The method lws matched this request with ("" for none we know of). */
+static const char *request_method(struct lws *wsi)
+{
+    static const struct { enum lws_token_indexes tok; const char *name; } methods[] = {
+        {WSI_TOKEN_GET_URI, "GET"},      {WSI_TOKEN_POST_URI, "POST"},
+        {WSI_TOKEN_HEAD_URI, "HEAD"},
+#if defined(LWS_WITH_HTTP_UNCOMMON_HEADERS)
+        {WSI_TOKEN_PUT_URI, "PUT"},      {WSI_TOKEN_PATCH_URI, "PATCH"},
+        {WSI_TOKEN_DELETE_URI, "DELETE"}, {WSI_TOKEN_OPTIONS_URI, "OPTIONS"},
+#endif
+    };
+    for (size_t i = 0; i < sizeof methods / sizeof methods[0]; i++)
+        if (lws_hdr_total_length(wsi, methods[i].tok) > 0)
+            return methods[i].name;
+    return "";
+}
+
+/* lws 4.1.6 reads the body of a request that was pipelined behind another
+ * (parsed from its buffer of read-ahead input, not from the socket) from the
+ * start of that buffer (roles/http/server/server.c, lws_http_action: the
+ * buflist loop after "Prepare to read body"), so its "body" is the request's
+ * own request line, and then loops forever on what it fails to consume. That
+ * is the one case where a body starts with this request's method and a space
+ * (or is a prefix of them, which no endpoint accepts as a body); refusing it
+ * and closing is what ends the loop. Only the method is compared: lws keeps
+ * the path decoded and normalised (%41, //, /./, /../) and split at '&', so
+ * the path it reports need not be the bytes sent (each of those hung the node
+ * when the path was compared too; found by fuzz_http). */
+static bool body_is_own_request(struct lws *wsi, const void *in, size_t len)
+{
+    char start[16];
+    int n = snprintf(start, sizeof start, "%s ", request_method(wsi));
+    /* A short body is compared whole: a Content-Length below the method's
+     * length gets that many of its bytes. */
+    return n > 1 && !strncasecmp(in, start, len < (size_t)n ? len : (size_t)n);
+}
+
+static int on_request(struct lws *wsi, struct http_session *s)
+{
+    bool post = lws_hdr_total_length(wsi, WSI_TOKEN_POST_URI) > 0;
+    char uri[256] = "";
+    lws_hdr_copy(wsi, uri, sizeof uri, post ? WSI_TOKEN_POST_URI : WSI_TOKEN_GET_URI);
+    snprintf(s->path, sizeof s->path, "%.*s", (int)sizeof s->path - 1, uri);
+    s->wsi = wsi;
+
+    /* The framing was checked in FILTER_HTTP_CONNECTION (http_reply.h). */
+    char cl[32] = "";
+    bool has_cl = lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0;
+    long long length = has_cl ? atoll(cl) : 0;
+    if (length > rt.cfg->max_frame_bytes) {
+        /* Not read: answer, then close, since the body would be taken for
+         * the next request. */
+        char msg[64];
+        snprintf(msg, sizeof msg, "body exceeds %d bytes", rt.cfg->max_frame_bytes);
+        respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
+        return -1;
+    }
+    /* lws calls BODY_COMPLETION for any body, and for a POST that says
+     * Content-Length: 0; answering before it would answer twice. */
+    if (length > 0 || (has_cl && post)) {
+        s->waits_for_body = true;
+        return 0;
+    }
+    s->in_request = true;
+    return routed(wsi, s, route(wsi, s));
+}
+
+int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,
+                      size_t len)
+{
+    struct http_session *s = user;
+
+    switch (reason) {
+    case LWS_CALLBACK_HTTP:
+        return on_request(wsi, s);
+
+    case LWS_CALLBACK_HTTP_BODY:
+        if (s->body_done || s->body_too_large || !len)
+            return 0;
+        if (!s->body_len && body_is_own_request(wsi, in, len))
+            return http_reply_close(wsi, 400, "text/plain",
+                                    "a request with a body cannot follow another in the same "
+                                    "write: send it after the previous response");
+        if (s->body_len + len > (size_t)rt.cfg->max_frame_bytes) {
+            s->body_too_large = true;
+            free(s->body);
+            s->body = NULL;
+            s->body_len = 0;
+            return 0;
+        }
+        {
+            unsigned char *nb = realloc(s->body, s->body_len + len);
+            if (!nb)
+                return -1;
+            s->body = nb;
+            memcpy(s->body + s->body_len, in, len);
+            s->body_len += len;
+        }
+        return 0;
+
+    case LWS_CALLBACK_HTTP_BODY_COMPLETION:
+        /* Called again on every pass over input buffered behind the body
+         * while the answer is pending; rx flow control stops those passes,
+         * this stops any that come before it applies. */
+        if (s->body_done || !s->waits_for_body)
+            return 0;
+        s->body_done = true;
+        s->in_request = true;
+        if (s->body_too_large) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "body exceeds %d bytes", rt.cfg->max_frame_bytes);
+            respond_err(wsi, s, CHORUS_ERR_TOO_LARGE, msg);
+            return -1;
+        }
+        return routed(wsi, s, route(wsi, s));
+
+    case LWS_CALLBACK_HTTP_WRITEABLE:
+        return 0; /* answers are written when known; lws sends what is left */
+
+    case LWS_CALLBACK_HTTP_DROP_PROTOCOL:
+    case LWS_CALLBACK_CLOSED_HTTP:
+        session_free(s);
+        return 0;
+
+    default:
+        break;
+    }
+    return lws_callback_http_dummy(wsi, reason, user, in, len);
+}

@@ -1,0 +1,68 @@
+/* auth_ws.h - authentication and permissions of WebSocket connections.
+ *
+ * A connection is anonymous, authenticated (a valid token came with the
+ * upgrade or in an `auth` request), or waiting for `auth` (no token and
+ * --allow-anonymous false: only auth and ping are served, for auth_timeout
+ * seconds). An authenticated connection is closed with 4001 when its token
+ * expires unless a fresh token for the same user came first. Every op that
+ * touches a channel asks here whether the namespace's rules allow it
+ * (PROTOCOL.md section 8). */
+#ifndef CHORUS_AUTH_WS_H
+#define CHORUS_AUTH_WS_H
+
+#include <libwebsockets.h>
+#include <stdbool.h>
+
+#include "auth.h"
+#include "close_codes.h"
+#include "codec.h"
+
+struct conn;
+
+/* Embedded in each connection; zeroed by lws with the rest of it. */
+struct conn_auth {
+    struct auth_claims who;       /* valid while authenticated */
+    bool authenticated;
+    bool need_auth;               /* tokenless with anonymous access off */
+    bool timer_armed;
+    lws_sorted_usec_list_t timer; /* token expiry, or the auth deadline */
+};
+
+/* Loads the keys named by the config. Returns -1 with a reason in err. */
+int auth_ws_init(const struct config *cfg, char *err, size_t errlen);
+void auth_ws_free(void);
+
+/* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: refuses (HTTP 431, returns 1) an upgrade
+ * whose Sec-WebSocket-Protocol header lws 4.1.6 could not parse; 0 otherwise. */
+int auth_ws_confirm_upgrade(struct lws *wsi);
+/* FILTER_PROTOCOL_CONNECTION, after the path, origin and capacity checks:
+ * reads a token from the `token` query parameter or a `token.<jwt>`
+ * sub-protocol entry. Returns 0 to accept or the HTTP status to refuse with
+ * (401 for a token that does not verify). */
+int auth_ws_filter(struct conn *c, struct lws *wsi);
+/* ESTABLISHED: arms the expiry or auth-deadline timer; adds "user" to hello. */
+void auth_ws_open(struct conn *c, json_t *hello);
+/* CLOSED (established or not): forgets the claims, disarms the timer. */
+void auth_ws_closed(struct conn *c);
+
+/* The connection's claims, NULL while it is anonymous. */
+const struct auth_claims *auth_ws_who(const struct conn *c);
+
+/* Before any op (req NULL: a binary message): false when the request must
+ * not be served (the connection is waiting for auth and was asked to close
+ * with 4001). */
+bool auth_ws_gate(struct conn *c, const struct codec_request *req);
+/* {"op":"auth","id"?,"token"} -> ack {user} | close 4001 */
+void auth_ws_op(struct conn *c, const struct codec_request *req);
+
+/* sub, history, presence: may c read channel req->ch? On refusal the client
+ * got err forbidden. A "token" field of the request is the subscription token
+ * for namespaces with subscribe "token" (history and presence also accept a
+ * current subscription instead). */
+bool auth_ws_may_read(struct conn *c, const struct codec_request *req);
+/* pub (JSON or binary): may c publish on ch now? Checks the namespace's
+ * publish rule and then the publish rate limits; on refusal the client got
+ * err forbidden or rate_limited. */
+bool auth_ws_may_publish(struct conn *c, const char *ch, size_t len, bool has_id, long long id);
+
+#endif

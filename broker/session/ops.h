@@ -1,0 +1,21 @@
+/* ops.h - the client protocol's operations on a WebSocket connection
+ * (PROTOCOL.md section 2): decoding a request and answering it. */
+#ifndef CHORUS_OPS_H
+#define CHORUS_OPS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+struct conn;
+
+/* Handles one complete client message. */
+void ops_handle(struct conn *c, const char *buf, size_t len);
+/* Publishes for c and acks it (or answers err) once delivered; data is JSON
+ * text, or the bytes of a binary message. */
+void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
+                 const char *data, size_t data_len, bool binary, const char *key);
+/* Forgets the connection's requests in flight: publishes (they may still be
+ * delivered), subscribes waiting for a mirror, history from an owner. */
+void ops_conn_closed(struct conn *c);
+
+#endif

@@ -1,0 +1,200 @@
+/* test_mirror.c - following a channel whose owner is another node
+ * (engine/mirror.c): a subscriber waits until the mirror has joined the
+ * owner's stream; the owner's messages are delivered in seq order; a gap
+ * holds everything later back until a repair from the owner's history fills
+ * it. Linked against the engine layer with a stub fabric (fabric_stub.c)
+ * in place of the cluster layer: the test plays the owner. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "channel.h"
+#include "config.h"
+#include "fabric_stub.h"
+#include "frame.h"
+#include "metrics.h"
+#include "mirror.h"
+#include "runtime.h"
+
+struct conn {
+    struct sub_list subs;
+};
+
+static struct conn sub;
+static struct config cfg;
+static struct channel *ch;
+static uint64_t delivered[32];   /* the seq in each delivered msg frame; 0: an event */
+static int ndelivered;
+static int joined, join_err;
+
+static void record_delivery(struct conn *c, struct frame *f)
+{
+    (void)c;
+    unsigned long long seq = 0;
+    char text[64] = "";
+    memcpy(text, frame_payload(f), f->len < sizeof text - 1 ? f->len : sizeof text - 1);
+    if (sscanf(text, "{\"seq\":%llu}", &seq) != 1)
+        assert_non_null(strstr(text, "\"op\":\"epoch\""));
+    assert_true(ndelivered < 32);
+    delivered[ndelivered++] = seq;
+}
+
+static void on_current(struct mirror_wait *w, enum chorus_err err, const char *msg)
+{
+    (void)w, (void)msg;
+    joined++;
+    join_err = err;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.default_ns = (struct ns_opts){.name = "", .history_size = 8, .history_ttl = 60,
+                                      .client_publish = true};
+    cfg.cluster_timeout_ms = 2000;
+    rt.cfg = &cfg;
+    memset(&metrics, 0, sizeof metrics);
+    memset(&sub, 0, sizeof sub);
+    frame_live = 0;
+    ndelivered = joined = 0;
+    stub_reset();
+    stub_not_owner = true;
+    channel_registry_init(&cfg);
+    channel_set_deliver(record_delivery);
+    mirror_start();
+    assert_non_null(stub_handlers[ENV_MSG]);
+    ch = channel_get("room:1", 6);
+    assert_non_null(ch);
+    ch->mirror = true;
+    assert_non_null(channel_subscribe(ch, &sub, &sub.subs));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    channel_unsubscribe_all(&sub.subs);
+    channel_registry_free();
+    assert_int_equal(metrics.channels, 0);
+    assert_int_equal(frame_live, 0);
+    return 0;
+}
+
+/* A message frame as the owner encoded it: here just its seq. */
+static void owner_sends(uint64_t seq)
+{
+    char text[64];
+    int n = snprintf(text, sizeof text, "{\"seq\":%llu}", (unsigned long long)seq);
+    struct envelope e = {.type = ENV_MSG, .seq = seq};
+    snprintf(e.origin, sizeof e.origin, "n2");
+    snprintf(e.epoch, sizeof e.epoch, "E1");
+    struct cluster_part topic = {(const unsigned char *)"room:1", 7}; /* with its NUL */
+    struct cluster_part msg = {(const unsigned char *)text, (size_t)n};
+    stub_handlers[ENV_MSG](&topic, &e, &msg, 1);
+}
+
+/* The owner's SYNC_REP to call i: position (E1, seq) and messages
+ * first..last (none when first > last). */
+static void owner_answers(int i, uint64_t seq, uint64_t first, uint64_t last, bool recovered)
+{
+    assert_true(i < stub_nsyncs);
+    struct envelope rep = {.type = ENV_SYNC_REP, .seq = seq};
+    snprintf(rep.epoch, sizeof rep.epoch, "E1");
+    if (recovered)
+        rep.flags |= ENV_FLAG_RECOVERED;
+    struct cluster_part parts[1 + 2 * 8];
+    unsigned char items[8][ENV_SYNC_ITEM_LEN];
+    char texts[8][64];
+    int n = 1;
+    parts[0] = (struct cluster_part){(const unsigned char *)"room:1", 6};
+    for (uint64_t s = first; s <= last; s++, n += 2) {
+        int k = (n - 1) / 2;
+        envelope_put_sync_item(items[k], s, runtime_now_ms(), 0);
+        int len = snprintf(texts[k], sizeof texts[k], "{\"seq\":%llu}", (unsigned long long)s);
+        parts[n] = (struct cluster_part){items[k], ENV_SYNC_ITEM_LEN};
+        parts[n + 1] = (struct cluster_part){(const unsigned char *)texts[k], (size_t)len};
+    }
+    struct cluster_call *call = stub_syncs[i].call;
+    call->cb(call, &rep, parts, n);
+}
+
+static void join(void)
+{
+    struct mirror_wait w;
+    assert_int_equal(mirror_join(ch, &w, on_current, NULL), 0);
+    assert_int_equal(joined, 0); /* waits for the owner */
+    assert_int_equal(stub_nsyncs, 1);
+    assert_true(stub_syncs[0].join);
+    owner_answers(0, 5, 1, 5, false);
+    assert_int_equal(joined, 1);
+    assert_int_equal(join_err, CHORUS_ERR__COUNT);
+}
+
+static void a_subscriber_waits_until_the_mirror_has_joined(void **state)
+{
+    (void)state;
+    join();
+    assert_string_equal(ch->epoch, "E1");
+    assert_int_equal(ch->seq, 5);
+    assert_true(ch->live);
+    assert_int_equal(ch->hist_count, 5); /* primed, not delivered */
+    assert_int_equal(ndelivered, 0);
+    struct mirror_wait again;
+    assert_int_equal(mirror_join(ch, &again, on_current, NULL), 0);
+    assert_int_equal(joined, 2); /* current now: answered at once */
+    assert_int_equal(stub_nsyncs, 1);
+}
+
+static void a_gap_holds_later_messages_until_the_repair(void **state)
+{
+    (void)state;
+    join();
+    owner_sends(6);
+    owner_sends(8); /* 7 was lost */
+    assert_int_equal(ndelivered, 1);
+    assert_int_equal(stub_nsyncs, 2);
+    assert_true(stub_syncs[1].has_since);
+    assert_int_equal(stub_syncs[1].seq, 6);
+    owner_sends(9); /* held back while the repair runs */
+    assert_int_equal(ndelivered, 1);
+    owner_answers(1, 9, 7, 9, true);
+    assert_int_equal(ndelivered, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(delivered[i], 6 + (uint64_t)i);
+    assert_int_equal(metrics.gaps_repaired, 1);
+    owner_sends(10);
+    assert_int_equal(ndelivered, 5);
+    assert_int_equal(delivered[4], 10);
+}
+
+static void a_cancelled_wait_is_never_answered(void **state)
+{
+    (void)state;
+    struct mirror_wait w;
+    assert_int_equal(mirror_join(ch, &w, on_current, NULL), 0);
+    mirror_wait_cancel(&w);
+    owner_answers(0, 0, 1, 0, false);
+    assert_int_equal(joined, 0);
+    assert_true(ch->live);
+    /* A subscriber that was not waiting hears that the epoch changed. */
+    assert_int_equal(ndelivered, 1);
+    assert_int_equal(delivered[0], 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(a_subscriber_waits_until_the_mirror_has_joined, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_gap_holds_later_messages_until_the_repair, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_cancelled_wait_is_never_answered, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,190 @@
+/* test_replica.c - the owner's side of replication (engine/replica.c): a
+ * message is delivered and acknowledged only once the channel's backup holds
+ * it, in seq order, and delivered unreplicated when no backup is left. Linked
+ * against the engine layer with a stub fabric (fabric_stub.c) in place of
+ * the cluster layer: the test plays the backup node. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <string.h>
+
+#include "channel.h"
+#include "config.h"
+#include "fabric_stub.h"
+#include "frame.h"
+#include "metrics.h"
+#include "publish.h"
+#include "replica.h"
+#include "runtime.h"
+
+struct conn {
+    struct sub_list subs;
+};
+
+static struct conn sub;
+static struct config cfg;
+static struct frame *delivered[16];
+static int ndelivered;
+
+static void record_delivery(struct conn *c, struct frame *f)
+{
+    (void)c;
+    assert_true(ndelivered < 16);
+    delivered[ndelivered++] = frame_ref(f);
+}
+
+struct outcome {
+    struct pub_wait w;
+    int calls;
+    enum chorus_err err;
+    uint64_t seq;
+};
+
+static void done(struct pub_wait *w, enum chorus_err err, const char *msg, const char *epoch,
+                 uint64_t seq, bool duplicate)
+{
+    (void)msg, (void)epoch, (void)duplicate;
+    struct outcome *o = w->ud;
+    o->calls++;
+    o->err = err;
+    o->seq = seq;
+}
+
+static int setup(void **state)
+{
+    (void)state;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.default_ns = (struct ns_opts){.name = "", .history_size = 8, .history_ttl = 60,
+                                      .client_publish = true};
+    cfg.cluster_timeout_ms = 2000;
+    rt.cfg = &cfg;
+    memset(&metrics, 0, sizeof metrics);
+    memset(&sub, 0, sizeof sub);
+    frame_live = 0;
+    ndelivered = 0;
+    stub_reset();
+    stub_backup = "n2";
+    channel_registry_init(&cfg);
+    channel_set_deliver(record_delivery);
+    replica_start();
+    assert_non_null(stub_handlers[ENV_REPL_ACK]);
+    assert_non_null(stub_tick);
+    struct channel *ch = channel_get("room:1", 6);
+    assert_non_null(ch);
+    assert_non_null(channel_subscribe(ch, &sub, &sub.subs));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    (void)state;
+    channel_unsubscribe_all(&sub.subs);
+    channel_registry_free();
+    assert_int_equal(metrics.channels, 0);
+    for (int i = 0; i < ndelivered; i++)
+        frame_unref(delivered[i]);
+    assert_int_equal(frame_live, 0);
+    return 0;
+}
+
+static void publish(const char *data, struct outcome *o)
+{
+    memset(o, 0, sizeof *o);
+    publish_submit("room:1", 6, data, strlen(data), false, NULL, NULL, &o->w, done, o);
+}
+
+/* The backup answers REPL_ACK for everything up to seq (status: refused). */
+static void backup_acks(uint64_t seq, uint16_t status)
+{
+    struct channel *ch = channel_find("room:1", 6);
+    assert_non_null(ch);
+    struct envelope e = {.type = ENV_REPL_ACK, .seq = seq, .status = status};
+    snprintf(e.origin, sizeof e.origin, "n2");
+    snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
+    struct cluster_part name = {(const unsigned char *)"room:1", 6};
+    stub_handlers[ENV_REPL_ACK](NULL, &e, &name, 1);
+}
+
+static void a_publish_waits_for_the_backup_then_is_delivered(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("{\"n\":1}", &o);
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(ndelivered, 0);
+    assert_int_equal(stub_nsent, 1);
+    assert_int_equal(stub_sent[0].env.type, ENV_REPL);
+    assert_string_equal(stub_sent[0].node, "n2");
+    assert_string_equal(stub_sent[0].ch, "room:1");
+    assert_int_equal(stub_sent[0].env.seq, 1);
+
+    backup_acks(1, 0);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.err, CHORUS_ERR__COUNT);
+    assert_int_equal(o.seq, 1);
+    assert_int_equal(ndelivered, 1);
+}
+
+static void one_ack_delivers_everything_up_to_its_seq_in_order(void **state)
+{
+    (void)state;
+    struct outcome a, b, c;
+    publish("1", &a);
+    publish("2", &b);
+    publish("3", &c);
+    assert_int_equal(stub_nsent, 3);
+    backup_acks(2, 0);
+    assert_int_equal(a.calls + b.calls, 2);
+    assert_int_equal(c.calls, 0);
+    assert_int_equal(ndelivered, 2);
+    assert_non_null(memmem(frame_payload(delivered[0]), delivered[0]->len, "\"seq\":1", 7));
+    assert_non_null(memmem(frame_payload(delivered[1]), delivered[1]->len, "\"seq\":2", 7));
+    backup_acks(3, 0);
+    assert_int_equal(c.seq, 3);
+    assert_int_equal(ndelivered, 3);
+}
+
+static void a_refusing_backup_delivers_nothing(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("1", &o);
+    backup_acks(1, CHORUS_ERR_UNAVAILABLE + 1);
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(ndelivered, 0);
+    assert_int_equal(metrics.replication_refused, 1);
+    backup_acks(1, 0); /* the views agree again */
+    assert_int_equal(o.calls, 1);
+}
+
+static void with_no_backup_left_the_tick_delivers_unreplicated(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("1", &o);
+    stub_backup = NULL;
+    stub_tick(runtime_now_ms() + 1000); /* past the re-send interval */
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.err, CHORUS_ERR__COUNT);
+    assert_int_equal(ndelivered, 1);
+    assert_int_equal(metrics.unreplicated, 1);
+    assert_true(channel_find("room:1", 6)->unreplicated);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(a_publish_waits_for_the_backup_then_is_delivered, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(one_ack_delivers_everything_up_to_its_seq_in_order, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(a_refusing_backup_delivers_nothing, setup, teardown),
+        cmocka_unit_test_setup_teardown(with_no_backup_left_the_tick_delivers_unreplicated, setup,
+                                        teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
