@@ -101,11 +101,16 @@ def main():
         print("usage: " + __doc__.strip().splitlines()[2].strip(), file=sys.stderr)
         return 2
     top = args[0]
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                       "broker")
     objs = {}
     for d, _, files in os.walk(top):
         for f in files:
             if f.endswith(".c.o") and os.sep + "CMakeFiles" + os.sep in os.path.join(d, f):
                 name, target = source_name(os.path.join(d, f), top)
+                # A build tree reused across a move keeps the old objects.
+                if not os.path.exists(os.path.join(src, name)):
+                    continue
                 if name not in objs or target != "chorusd":
                     objs[name] = os.path.join(d, f)
                     TARGET[name] = target
