@@ -21,18 +21,13 @@ Exits 1 when any case or check failed.
 """
 
 import argparse
-import os
 import sys
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-sys.path.insert(0, HERE)
-
-import chorus_harness as H  # noqa: E402
-import fault_cases as C  # noqa: E402
-from fault_wire import Fail, health_ok, wait_eof, json_reply, connect, send_all, read_responses, request  # noqa: E402
+import chorus_harness as H
+import fault_cases as C
+from fault_wire import Fail, health_ok, wait_eof, json_reply, connect, send_all, read_responses, request
 
 
 class Node:

@@ -5,11 +5,9 @@ traffic) and the static files."""
 
 import json
 import os
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 KEY = "s3cret-key"
 

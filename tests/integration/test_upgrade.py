@@ -4,11 +4,8 @@ upgrades on any path but /ws refused with 403, and --max-connections refusing
 upgrades beyond the limit while HTTP keeps working. Each refusal is counted in
 chorus_connections_rejected_total{reason}."""
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 GOOD = "http://good.example"
 GOOD2 = "https://app.good.example:8443"
