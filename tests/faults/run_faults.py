@@ -11,10 +11,10 @@ node fails (a) or (b), or died, the case fails and the node is restarted, so
 one hang does not fail every later case. At the end every node must exit 0
 on SIGTERM with no sanitizer report.
 
-    /usr/bin/python3 tests/faults/run_faults.py              # every case
-    /usr/bin/python3 tests/faults/run_faults.py --list       # names only
-    /usr/bin/python3 tests/faults/run_faults.py NAME...      # these cases
-    /usr/bin/python3 tests/faults/run_faults.py -k pipelined # names containing it
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py              # every case
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py --list       # names only
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py NAME...      # these cases
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py -k pipelined # names containing it
 
 CHORUSD (or CHORUS_BUILD) says where the broker is, as for the other tests.
 Exits 1 when any case or check failed.
