@@ -55,7 +55,8 @@ fi
   exit 1
 }
 
-# Node packages for the integration and browser tests (ws, playwright-core),
+# Node packages for the integration, browser and SDK tests (ws, playwright-core,
+# typescript for the chorus.d.ts check),
 # exactly as locked in tests/package-lock.json.
 (cd tests && npm ci --no-audit --no-fund)
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """What run-suite.sh's cross-node scenario needs of a chorusd cluster, on top
-of tests/cluster/cluster_common.py (the same rendezvous hash, port allocation
+of tests/lib/cluster_common.py (the same rendezvous hash, port allocation
 and metrics parser the cluster tests use). Standard library only; run with
-/usr/bin/python3.
+PYTHONPATH=tests/lib /usr/bin/python3.
 
   cluster-helper.py ports N
       N free loopback ports below the ephemeral range (so that no outgoing
@@ -23,14 +23,10 @@ and metrics parser the cluster tests use). Standard library only; run with
 
 import argparse
 import json
-import os
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "cluster"))
-
-import cluster_common as CC  # noqa: E402
+import cluster_common as CC
 
 
 def csv(s, conv=str):

@@ -68,6 +68,9 @@ set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
+
+# cluster-helper.py imports the shared test helpers of tests/lib.
+cluster_helper() { PYTHONPATH="$root/tests/lib" /usr/bin/python3 "$here/cluster-helper.py" "$@"; }
 cmdline="tests/bench/run-suite.sh${*:+ $*}"
 
 mode=full
@@ -344,7 +347,7 @@ node_ids=xn1,xn2,xn3
 start_cluster() {
     local name=$1 i j p all http cl peers err
     srv_name=$name srv_dir= srv_kill= srv_pid=
-    all=$(/usr/bin/python3 "$here/cluster-helper.py" ports 6) || { log "no free ports for a cluster"; return 1; }
+    all=$(cluster_helper ports 6) || { log "no free ports for a cluster"; return 1; }
     read -r -a p <<<"$all"
     http=("${p[@]:0:3}") cl=("${p[@]:3:3}")
     for i in 0 1 2; do
@@ -360,7 +363,7 @@ start_cluster() {
     srv_desc="$chorusd --port P_i --bind 127.0.0.1 --node-id xn_i --cluster-bind tcp://127.0.0.1:C_i --peer tcp://127.0.0.1:C_j --peer tcp://127.0.0.1:C_k --cluster-insecure true --max-connections 20000 --log-level warn  (nodes i = 1, 2, 3; P_i, C_i free loopback ports)"
     # up to 30 s, but a node that exits ends the wait at once
     for i in $(seq 30); do
-        err=$(/usr/bin/python3 "$here/cluster-helper.py" ready --ports "$ports" --ids "$node_ids" --timeout 1 2>&1) &&
+        err=$(cluster_helper ready --ports "$ports" --ids "$node_ids" --timeout 1 2>&1) &&
             server_alive && return 0
         server_alive || { err="a node exited; $err"; break; }
     done
@@ -438,7 +441,7 @@ json_field() { grep -o "\"$2\":[^,}]*" <<<"$1" | head -n 1 | cut -d: -f2- | tr -
 run_cross_node() {
     local name=$1 raw="$out/raw/$1.jsonl" blog="$out/logs/$1.bench.log" prefix phase rate rc2 pub_port row
     local -a cmd
-    prefix=$(/usr/bin/python3 "$here/cluster-helper.py" prefix --ids "$node_ids" --owner xn1 \
+    prefix=$(cluster_helper prefix --ids "$node_ids" --owner xn1 \
              --base bench:xnode) || { log "$name: no channel prefix"; return 1; }
     rc=0 alive=1
     for phase in step half; do
@@ -466,7 +469,7 @@ run_cross_node() {
         "$bench" "${cmd[@]}" --server-pid "$srv_pid" --quiet >>"$raw" 2>>"$blog"
         rc2=$?
         [ "$rc" != 0 ] || rc=$rc2
-        /usr/bin/python3 "$here/cluster-helper.py" roles --ports "$ports" --ids "$node_ids" \
+        cluster_helper roles --ports "$ports" --ids "$node_ids" \
             --channel "$prefix-0" --pub-port "$pub_port" --phase "$phase" >>"$out/raw/$name.roles.jsonl" 2>>"$blog" ||
             log "$name ($phase): could not read the nodes' metrics"
         server_alive || { alive=0; log "$name ($phase): a node died during the run"; }

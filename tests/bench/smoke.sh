@@ -17,7 +17,7 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "bench_smoke: FAIL: $*" >&2; [ -s "$work/chorusd.log" ] && sed 's/^/chorusd: /' "$work/chorusd.log" >&2; exit 1; }
+fail() { echo "bench.smoke: FAIL: $*" >&2; [ -s "$work/chorusd.log" ] && sed 's/^/chorusd: /' "$work/chorusd.log" >&2; exit 1; }
 
 port=$("$bench" free-port) || fail "no free port"
 "$chorusd" --port "$port" --bind 127.0.0.1 --api-key smoke-key --log-level warn >"$work/chorusd.log" 2>&1 &
@@ -40,4 +40,4 @@ loss=$(field loss); gaps=$(field gaps); subscribed=$(field subscribed)
 [ "$loss" = 0 ] || fail "loss=$loss, want 0"
 [ "$gaps" = 0 ] || fail "gaps=$gaps, want 0"
 kill -0 "$pid" 2>/dev/null || fail "chorusd died during the run"
-echo "bench_smoke: ok ($received of $expected deliveries)"
+echo "bench.smoke: ok ($received of $expected deliveries)"

@@ -1,6 +1,6 @@
 // Shared pieces of the browser tests (tests/browser/test_*.mjs): headless
 // Debian Chromium driven by playwright-core against real chorusd processes,
-// built on tests/integration/chorus_harness.mjs (servers, bounded waits, the
+// built on tests/lib/chorus_harness.mjs (servers, bounded waits, the
 // test runner).
 //
 // Chromium (/usr/bin/chromium or $CHROMIUM) and playwright-core (from
@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Server, assert, sleep, t } from '../integration/chorus_harness.mjs';
+import { Server, assert, sleep, t } from '../lib/chorus_harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const SRC = process.env.CHORUS_SRC || path.resolve(here, '..', '..');

@@ -8,7 +8,7 @@
 // `chat` namespace has no presence: the "who is online" list must stay hidden
 // without any page error. Screenshots of both pages are saved as artifacts.
 
-import { assert, run, t, test } from '../integration/chorus_harness.mjs';
+import { assert, run, t, test } from '../lib/chorus_harness.mjs';
 import {
   PAGE_ARGS, assertNoPageErrors, launchBrowser, meshNodes, newPage, screenshot, waitPeersUp,
 } from './browser_common.mjs';

@@ -8,7 +8,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Server, assert, run, t, test, tmpdir } from '../integration/chorus_harness.mjs';
+import { Server, assert, run, t, test, tmpdir } from '../lib/chorus_harness.mjs';
 import { PAGE_ARGS, assertNoPageErrors, launchBrowser, newPage, screenshot } from './browser_common.mjs';
 
 const dir = tmpdir();

@@ -15,7 +15,7 @@ import { createRequire } from 'node:module';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Server, assert, freePort, httpGet, run, sleep, t, test, tmpdir } from '../integration/chorus_harness.mjs';
+import { Server, assert, freePort, httpGet, run, sleep, t, test, tmpdir } from '../lib/chorus_harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const chromiumPath = [process.env.CHROMIUM, '/usr/bin/chromium'].find((p) => p && fs.existsSync(p));

@@ -13,7 +13,7 @@
 
 import fs from 'node:fs';
 import path from 'node:path';
-import { Client, Server, assert, run, t, test } from '../integration/chorus_harness.mjs';
+import { Client, Server, assert, run, t, test } from '../lib/chorus_harness.mjs';
 import {
   BUILD, PAGE_ARGS, assertNoPageErrors, launchBrowser, newPage, screenshot, startProcess, waitExit,
 } from './browser_common.mjs';

@@ -11,7 +11,8 @@ receives nothing, while one holding the secret receives heartbeats (the
 control that makes the negative checks mean something); a node with neither
 a secret nor --cluster-insecure, or with a malformed secret, refuses to start.
 
-Run: /usr/bin/python3 tests/cluster/test_curve.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_curve.py
+(CHORUSD=build/broker/chorusd).
 The ZAP checks use python3-zmq when it is installed and say so when skipped.
 """
 

@@ -4,7 +4,8 @@ tests as the mesh (delivery.py). Then the forwarder restarts on the same
 ports: nodes see their peers go down and come back, and delivery with
 interest routing resumes by itself.
 
-Run: /usr/bin/python3 tests/cluster/test_forwarder.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_forwarder.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import sys

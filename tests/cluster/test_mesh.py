@@ -4,7 +4,8 @@ subscriber on every node under concurrent publishes from all nodes, HTTP
 publishes, interest routing on the metrics, exact topics, unsub/disconnect
 propagation, resubscribing after leaving.
 
-Run: /usr/bin/python3 tests/cluster/test_mesh.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_mesh.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import sys

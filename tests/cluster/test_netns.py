@@ -19,7 +19,7 @@ that was killed (its pid is gone) are removed first; ours are removed at exit,
 also on failure. Exits 77 (ctest: skipped) when namespaces, veth pairs or
 bridges cannot be created here (no CAP_SYS_ADMIN / CAP_NET_ADMIN, no modules).
 
-Run as root: /usr/bin/python3 tests/cluster/test_netns.py.
+Run as root: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_netns.py.
 """
 
 import sys

@@ -2,7 +2,8 @@
 other join and leave, the presence op lists the union on every node, one user
 on two nodes is one member, and a member of a node that dies leaves.
 
-Run: /usr/bin/python3 tests/cluster/test_presence.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_presence.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import sys

@@ -12,7 +12,8 @@ stopped node owned; the restarted node rejoins and its new clients get new
 messages, as do the old subscribers. With owner and backup gone together, the
 channel continues under a new (non-empty) epoch for every subscriber.
 
-Run: /usr/bin/python3 tests/cluster/test_restart.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_restart.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import sys

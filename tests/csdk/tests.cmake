@@ -1,8 +1,8 @@
 # tests.cmake - the C SDK's test programs and ctest entries, label "sdk".
-#   csdk_unit        SDK behaviour without a broker (argument checks, queue bounds,
+#   csdk.unit        SDK behaviour without a broker (argument checks, queue bounds,
 #                    callback guarantees, backoff, the run loop, threads)
-#   csdk_<scenario>  the SDK, `chorus` and `chorus-ticker` against a real chorusd
-#                    (csdk_fake: against a scripted Python server); see test_csdk.py
+#   csdk.<scenario>  the SDK, `chorus` and `chorus-ticker` against a real chorusd
+#                    (csdk.fake: against a scripted Python server); see test_csdk.py
 # Included by client-sdk/c/CMakeLists.txt, which defines the targets and then
 # calls chorus_csdk_register_tests() in a directory where testing is enabled.
 set_property(GLOBAL PROPERTY CHORUS_CSDK_DIR ${CMAKE_CURRENT_LIST_DIR})
@@ -21,8 +21,8 @@ function(chorus_csdk_register_tests)
   endif()
   set_property(GLOBAL PROPERTY CHORUS_CSDK_TESTS_REGISTERED TRUE)
 
-  add_test(NAME csdk_unit COMMAND csdk_unit)
-  set_tests_properties(csdk_unit PROPERTIES LABELS sdk TIMEOUT 120)
+  add_test(NAME csdk.unit COMMAND csdk_unit)
+  set_tests_properties(csdk.unit PROPERTIES LABELS sdk TIMEOUT 120)
 
   # Debian's python3 has python3-websockets; a pyenv python3 first in PATH may not.
   find_program(CSDK_PYTHON python3 PATHS /usr/bin NO_DEFAULT_PATH)
@@ -39,10 +39,10 @@ function(chorus_csdk_register_tests)
     "CHORUS_TICKER=$<TARGET_FILE:chorus_ticker>"
     "CSDK_AGENT=$<TARGET_FILE:csdk_agent>")
   foreach(scenario roundtrip cli reconnect resume fake ticker)
-    add_test(NAME csdk_${scenario}
+    add_test(NAME csdk.${scenario}
       COMMAND ${CSDK_PYTHON} ${dir}/test_csdk.py ${scenario}
       WORKING_DIRECTORY ${dir})
-    set_tests_properties(csdk_${scenario} PROPERTIES
+    set_tests_properties(csdk.${scenario} PROPERTIES
       ENVIRONMENT "${env}" LABELS sdk TIMEOUT 120)
   endforeach()
 endfunction()

@@ -19,15 +19,11 @@ sections 1, 3, 6 and 8.
 import os
 import socket
 import struct
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-
-import chorus_harness as H  # noqa: E402
-import chorus_tokens as T  # noqa: E402
-from fault_wire import (Fail, connect, send_all, read_responses, wait_eof, describe,  # noqa: E402
+import chorus_harness as H
+import chorus_tokens as T
+from fault_wire import (Fail, connect, send_all, read_responses, wait_eof, describe,
                         request, upgrade_request, frame, read_close, json_reply, health_ok)
 
 API_KEY = "faults-key"

@@ -11,28 +11,23 @@ node fails (a) or (b), or died, the case fails and the node is restarted, so
 one hang does not fail every later case. At the end every node must exit 0
 on SIGTERM with no sanitizer report.
 
-    /usr/bin/python3 tests/faults/run_faults.py              # every case
-    /usr/bin/python3 tests/faults/run_faults.py --list       # names only
-    /usr/bin/python3 tests/faults/run_faults.py NAME...      # these cases
-    /usr/bin/python3 tests/faults/run_faults.py -k pipelined # names containing it
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py              # every case
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py --list       # names only
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py NAME...      # these cases
+    PYTHONPATH=tests/lib /usr/bin/python3 tests/faults/run_faults.py -k pipelined # names containing it
 
 CHORUSD (or CHORUS_BUILD) says where the broker is, as for the other tests.
 Exits 1 when any case or check failed.
 """
 
 import argparse
-import os
 import sys
 import time
 import traceback
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-sys.path.insert(0, HERE)
-
-import chorus_harness as H  # noqa: E402
-import fault_cases as C  # noqa: E402
-from fault_wire import Fail, health_ok, wait_eof, json_reply, connect, send_all, read_responses, request  # noqa: E402
+import chorus_harness as H
+import fault_cases as C
+from fault_wire import Fail, health_ok, wait_eof, json_reply, connect, send_all, read_responses, request
 
 
 class Node:

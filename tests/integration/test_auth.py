@@ -6,13 +6,10 @@ request (ack with user, or close 4001 with the reason); the three transports
 --allow-anonymous false; expiry and refresh; and the counters."""
 
 import asyncio
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
-import chorus_tokens as tk  # noqa: E402
+import chorus_harness as h
+import chorus_tokens as tk
 
 keys = tk.Keys()
 both = h.Server("--jwt-secret", tk.SECRET, "--jwt-public-key", keys.rsa_pub, node_id="node-both")

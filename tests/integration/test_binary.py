@@ -7,10 +7,8 @@ import base64
 import json
 import os
 import struct
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 MB = 1 << 20
 srv = h.Server("--max-frame-bytes", 2 * MB, "--max-queue-bytes", 16 * MB, "--max-pub-rate", 40,

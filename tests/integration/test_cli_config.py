@@ -5,11 +5,9 @@ config file) with flags winning over the environment over the file."""
 import json
 import os
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 TMP = tempfile.mkdtemp(prefix="chorus-cli-")
 

@@ -6,11 +6,8 @@ at the end the node must still be healthy for a new client."""
 
 import json
 import struct
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 srv = h.Server(node_id="node-err")
 limited = h.Server("--max-channels-per-conn", 3, node_id="node-limit", name="node-limit")

@@ -7,11 +7,9 @@ import json
 import os
 import re
 import socket
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 KEY = "s3cret-key"
 

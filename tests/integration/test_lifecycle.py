@@ -5,13 +5,10 @@ with 1001 "shutdown" and exits 0."""
 
 import asyncio
 import json
-import os
 import signal
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 keepalive = h.Server("--ping-interval", 1, "--ping-timeout", 1, node_id="node-ka")
 # A timeout longer than the interval must not stretch the interval.

@@ -4,13 +4,10 @@ channels, and that nothing leaks: a refused connection gets no message, no
 history and no presence of the channel, while HTTP API publishes (trusted,
 API key) reach every admitted subscriber."""
 
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
-import chorus_tokens as tk  # noqa: E402
+import chorus_harness as h
+import chorus_tokens as tk
 
 API_KEY = "perm-api-key"
 srv = h.Server("--jwt-secret", tk.SECRET, "--api-key", API_KEY, node_id="node-perm", config={

@@ -4,13 +4,10 @@ the presence op and GET /api/presence, a killed client leaving within the
 ping timeout, and the bounded mode past presence_max_members."""
 
 import asyncio
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
-import chorus_tokens as tk  # noqa: E402
+import chorus_harness as h
+import chorus_tokens as tk
 
 API_KEY = "presence-key"
 srv = h.Server("--jwt-secret", tk.SECRET, "--api-key", API_KEY, "--ping-interval", 1,

@@ -3,12 +3,9 @@ history, presence, ping, msg) against one real chorusd, spoken by Python's
 `websockets`. Each test uses its own channels, so the tests do not depend on
 one another's order; each closes its clients."""
 
-import sys
 import time
-import os
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 srv = h.Server(node_id="node-ops")
 

@@ -4,12 +4,9 @@ per second and open connections per IP trip with HTTP 429 and recover; every
 refusal is counted."""
 
 import asyncio
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
-import chorus_tokens as tk  # noqa: E402
+import chorus_harness as h
+import chorus_tokens as tk
 
 pubs = h.Server("--jwt-secret", tk.SECRET, "--max-pub-rate", 5, "--max-pub-rate-user", 8,
                 node_id="node-pubrate")

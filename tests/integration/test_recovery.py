@@ -4,11 +4,8 @@ window; recovered is false (and nothing is replayed) when the epoch differs or
 the position fell out of the window (--history-size 3 here); a channel whose
 history expired (--history-ttl 1) is forgotten and starts a new epoch at seq 1."""
 
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 srv = h.Server("--history-size", 3, node_id="node-rec")
 ttl = h.Server("--history-ttl", 1, node_id="node-ttl", name="node-ttl")

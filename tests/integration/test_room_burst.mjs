@@ -3,7 +3,7 @@
 // seeing each other's messages in one order, and 200 subscribers each receiving
 // a burst of 1,000 messages with seqs 1..1000.
 
-import { Client, Server, WebSocket, assert, run, t, test } from './chorus_harness.mjs';
+import { Client, Server, WebSocket, assert, run, t, test } from '../lib/chorus_harness.mjs';
 
 const srv = new Server({ nodeId: 'node-js' });
 

@@ -5,11 +5,8 @@ dropped) while a fast subscriber on the same channel receives every message,
 and the node stays responsive throughout."""
 
 import asyncio
-import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 srv = h.Server("--max-queue-bytes", 65536, node_id="node-slow")
 # Same scenario bounded by frames: 64 frames of 4 KB are 256 KB, well under the

@@ -12,11 +12,9 @@ import socket
 import ssl
 import struct
 import subprocess
-import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 PKI = tempfile.mkdtemp(prefix="chorus-tls-")
 

@@ -5,12 +5,9 @@ upgrades beyond the limit while HTTP keeps working. Each refusal is counted in
 chorus_connections_rejected_total{reason}."""
 
 import http.client
-import os
 import socket
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import chorus_harness as h  # noqa: E402
+import chorus_harness as h
 
 GOOD = "http://good.example"
 GOOD2 = "https://app.good.example:8443"

@@ -2,7 +2,8 @@
 one node: subscribers spread over the workers receive every message of a
 channel in one order, and SIGTERM stops them all with exit 0.
 
-Run: /usr/bin/python3 tests/integration/test_workers.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/integration/test_workers.py
+(CHORUSD=build/broker/chorusd).
 """
 import asyncio
 import json

@@ -2,9 +2,9 @@
 recovery with `since` on any node, gap repair, failover of a channel's owner
 and idempotency keys (PROTOCOL.md sections 2 and 7).
 
-Reuses tests/integration/chorus_harness.py (bounded waits, the websockets
+Reuses tests/lib/chorus_harness.py (bounded waits, the websockets
 Client, the Prometheus parser, the test runner, killing every server at exit)
-and the node-starting helper of tests/cluster/cluster_common.py (Node on fixed
+and the node-starting helper of tests/lib/cluster_common.py (Node on fixed
 ports, make_mesh, wait_mesh_up). Adds what these tests need on top:
 
 * rendezvous(): which node owns (and backs up) a channel, computed like
@@ -25,17 +25,11 @@ import json
 import os
 import re
 import signal
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(TESTS, "integration"))
-sys.path.insert(0, os.path.join(TESTS, "cluster"))
-
-import chorus_harness as H  # noqa: E402
-from chorus_harness import Client, t, test, short, await_until, wait_until  # noqa: E402,F401
-import cluster_common as CC  # noqa: E402
+import chorus_harness as H
+from chorus_harness import Client, t, test, short, await_until, wait_until  # noqa: F401
+import cluster_common as CC
 
 API_KEY = CC.API_KEY
 

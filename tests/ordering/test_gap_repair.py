@@ -24,7 +24,8 @@ Holds:
   did not get, delivery continues after it, nothing is delivered twice, and
   the nodes that did not lose anything see the full stream.
 
-Run: /usr/bin/python3 tests/ordering/test_gap_repair.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/ordering/test_gap_repair.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import asyncio

@@ -17,7 +17,8 @@ is delivered once to subscribers on every node; the same key published at the
 same moment through the three nodes is sequenced once, every ack carries its
 seq, and the two that did not publish say duplicate.
 
-Run: /usr/bin/python3 tests/ordering/test_idempotency.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/ordering/test_idempotency.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import asyncio

@@ -28,7 +28,8 @@ Holds (defaults: --peer-timeout-ms 2000, --cluster-timeout-ms 2000):
   are duplicates carrying those seqs; every surviving subscriber gets each
   message once.
 
-Run: /usr/bin/python3 tests/ordering/test_kill_owner.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/ordering/test_kill_owner.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import asyncio

@@ -14,7 +14,8 @@ subscribers): since exactly at the window edge recovers, one older does not,
 another epoch does not, and recovered:false replays nothing and then
 delivers live messages.
 
-Run: /usr/bin/python3 tests/ordering/test_recovery_any_node.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/ordering/test_recovery_any_node.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import asyncio

@@ -10,7 +10,8 @@ Subscribers that join a second, equally busy channel in the middle of the
 stream on nodes that did not follow it (the mirror join of 7.3) get exactly
 the suffix after the seq of their ack.
 
-Run: /usr/bin/python3 tests/ordering/test_total_order.py (CHORUSD=build/broker/chorusd).
+Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/ordering/test_total_order.py
+(CHORUSD=build/broker/chorusd).
 """
 
 import asyncio

@@ -1,4 +1,5 @@
-// Shared harness for the Chorus integration tests written for Node: starts real
+// Shared harness for the Chorus tests written for Node (integration, browser),
+// imported as '../lib/chorus_harness.mjs': starts real
 // chorusd processes on free loopback ports, waits for /healthz, and wraps
 // Node's `ws` (a client this project did not write) with an inbox so a test can
 // wait for the frame it wants. Every server is killed when the test ends, every

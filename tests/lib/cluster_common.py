@@ -1,6 +1,7 @@
-"""Shared pieces of the cluster tests (tests/cluster/test_*.py).
+"""Shared pieces of the tests that run several nodes (tests/cluster, tests/ordering,
+tests/bench/cluster-helper.py).
 
-Builds on tests/integration/chorus_harness.py (server processes, the
+Builds on chorus_harness.py beside it (server processes, the
 websockets Client, the Prometheus parser, bounded waits, the test runner) and
 adds what a cluster needs: nodes on fixed ports that can be restarted with
 the same id and ports, port allocation outside the kernel's ephemeral range,
@@ -18,14 +19,10 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
-
-import chorus_harness as H  # noqa: E402
-from chorus_harness import Client, Metrics, t, test, wait_until, await_until, short  # noqa: E402,F401
+import chorus_harness as H
+from chorus_harness import Client, Metrics, t, test, wait_until, await_until, short  # noqa: F401
 
 API_KEY = "cluster-test-key"
 

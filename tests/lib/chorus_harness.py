@@ -1,4 +1,5 @@
-"""Shared harness for the Chorus integration tests written in Python.
+"""Shared harness for the Chorus tests written in Python (integration, cluster,
+ordering, faults).
 
 It starts real chorusd processes on free loopback ports, waits for /healthz,
 and gives tests three kinds of client that this project did not write or that
@@ -11,9 +12,11 @@ process ends (atexit, and the kernel's parent-death signal if the test runner
 itself is killed); every wait is bounded; a file exits non-zero when any test
 failed, printing "N passed, N failed" last.
 
-Run a file directly with /usr/bin/python3 (Debian's python3-websockets); set
-CHORUSD to the broker binary, or it is looked for in $CHORUS_BUILD/broker or
-<repo>/build/broker.
+ctest puts this folder (tests/lib) on PYTHONPATH. Run a test file by hand the
+same way, with Debian's python3-websockets:
+  PYTHONPATH=tests/lib /usr/bin/python3 tests/integration/test_errors.py
+Set CHORUSD to the broker binary, or it is looked for in $CHORUS_BUILD/broker
+or <repo>/build/broker.
 """
 
 import asyncio

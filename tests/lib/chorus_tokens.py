@@ -1,4 +1,4 @@
-"""JWTs for the Chorus integration tests, made without any JWT library so a
+"""JWTs for the Chorus tests (integration, faults), made without any JWT library so a
 test can also make the tokens no library will: alg none, a wrong algorithm,
 a forged signature, garbage.
 

@@ -1,0 +1,214 @@
+// Every export, class, method, property and event of chorus.d.ts used the way
+// an application would, compiled with `tsc --noEmit --strict` (tsconfig.json
+// here) and never run. A declaration that is wrong, missing or loose enough to
+// accept what the SDK refuses fails the compile: each `@ts-expect-error` line
+// must stay an error. tests/sdk/dts-check.test.mjs compares the same
+// declarations with what chorus.js exports at run time.
+
+import Default, {
+  Chorus,
+  ChorusError,
+  ErrorCodes,
+  PROTOCOL_VERSION,
+  Subscription,
+  VERSION,
+} from '../../../client-sdk/js/chorus.js';
+import type {
+  BrokerErrorCode,
+  ChorusEvents,
+  ChorusOptions,
+  ClientErrorCode,
+  ConnectedEvent,
+  ConnectingEvent,
+  ConnectionState,
+  DisconnectedEvent,
+  EpochEvent,
+  ErrFrame,
+  ErrorCode,
+  GapEvent,
+  HistoryOptions,
+  HistoryResult,
+  Json,
+  Message,
+  PresenceEvent,
+  PresenceMember,
+  PresenceResult,
+  ReconnectingEvent,
+  StreamPosition,
+  SubscribeOptions,
+  SubscribedContext,
+  SubscriptionEvents,
+  WebSocketConstructor,
+  WebSocketLike,
+} from '../../../client-sdk/js/chorus.js';
+
+// Exactly this type, neither wider nor narrower.
+type Equal<A, B> = (<T>() => T extends A ? 1 : 2) extends (<T>() => T extends B ? 1 : 2) ? true : false;
+function exact<A, B>(_proof: Equal<A, B>): void {}
+
+// ---- constants and errors ---------------------------------------------------
+
+const version: string = VERSION;
+const protocol: 1 = PROTOCOL_VERSION;
+exact<typeof ErrorCodes.TIMEOUT, 'timeout'>(true);
+exact<ClientErrorCode, 'timeout' | 'disconnected' | 'closed' | 'queue_full' | 'already_subscribed' | 'protocol_error'>(true);
+// @ts-expect-error ErrorCodes is read-only
+ErrorCodes.TIMEOUT = 'x';
+const brokerCode: BrokerErrorCode = 'rate_limited';
+const anyCode: ErrorCode = 'a code of a later broker';
+const errFrame: ErrFrame = { op: 'err', id: 3, code: brokerCode, msg: 'slow down' };
+const err = new ChorusError(ErrorCodes.QUEUE_FULL, 'full', errFrame);
+const errName: 'ChorusError' = err.name;
+const errCode: ErrorCode = err.code;
+const errReply: ErrFrame | undefined = err.reply;
+const asError: Error = err;
+new ChorusError(anyCode, 'without a reply');
+
+// ---- a client ------------------------------------------------------------------
+
+class FakeSocket implements WebSocketLike {
+  readonly readyState = 0;
+  readonly protocol = '';
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  onopen: ((ev: unknown) => void) | null = null;
+  constructor(readonly url: string, readonly protocols?: string | string[]) {}
+  send(_data: string): void {}
+  close(_code?: number, _reason?: string): void {}
+}
+const socketCtor: WebSocketConstructor = FakeSocket;
+
+const options: ChorusOptions = {
+  token: async () => 'a token',
+  WebSocket: socketCtor,
+  protocols: ['chorus.v1'],
+  minReconnectDelay: 500,
+  maxReconnectDelay: 20000,
+  pingInterval: 25000,
+  pingTimeout: 10000,
+  requestTimeout: 10000,
+  connectTimeout: 10000,
+  maxOfflineQueue: 100,
+};
+const client = new Chorus('ws://127.0.0.1:8080/ws', options);
+const fromOptions: Chorus = new Default({ token: 'static token' });
+new Chorus();
+// @ts-expect-error requestTimeout is a number of ms
+new Chorus('ws://x/ws', { requestTimeout: '10s' });
+
+const url: string = client.url;
+const state: ConnectionState = client.state;
+const clientId: string | null = client.clientId;
+const nodeId: string | null = client.nodeId;
+// @ts-expect-error the state is the SDK's to change
+client.state = 'connected';
+
+// Every event of the client, with its argument types.
+client
+  .on('connecting', (ev: ConnectingEvent) => void [ev.url, ev.attempt])
+  .on('connected', (ev: ConnectedEvent) => void [ev.client, ev.node, ev.v])
+  .on('disconnected', (ev: DisconnectedEvent) => void [ev.code, ev.reason, ev.willReconnect])
+  .on('reconnecting', (ev: ReconnectingEvent) => void [ev.attempt, ev.delay, ev.code, ev.reason])
+  .on('epoch', (ev: EpochEvent) => void [ev.channel, ev.epoch, ev.seq])
+  .on('gap', (ev: GapEvent) => void [ev.channel, ev.epoch, ev.from, ev.to, ev.source, ev.expected, ev.got])
+  .on('message', (msg: Message) => void [msg.op, msg.ch, msg.seq, msg.ts, msg.client, msg.data])
+  .on('error', (e: Error) => void e.message)
+  .on('state', (now: ConnectionState, previous: ConnectionState) => void [now, previous])
+  .on('join', (frame) => void [frame.op satisfies 'join', frame.ch, frame.user, frame.info, frame.client])
+  .on('leave', (frame) => void [frame.op satisfies 'leave', frame.ch]);
+// @ts-expect-error no such event
+client.on('hello', () => {});
+// @ts-expect-error a state listener gets states, not events
+client.on('state', (ev: DisconnectedEvent) => void ev);
+const onState: ChorusEvents['state'] = () => {};
+client.once('state', onState).off('state', onState).off('state');
+const hadListener: boolean = client.emit('state', 'connected', 'connecting');
+const listeners: number = client.listenerCount('message');
+
+interface Chat {
+  text: string;
+}
+
+async function useClient(): Promise<void> {
+  await client.connect();
+  await client.ready(5000);
+  await client.ready();
+
+  const seq: number = await client.publish('chat:lobby', { text: 'hi' });
+  const history: HistoryResult<Chat> = await client.history<Chat>('chat:lobby', { limit: 10 });
+  const first: Chat | undefined = history.msgs[0]?.data;
+  void [history.ch, history.epoch, history.seq, first];
+  const since: StreamPosition = { epoch: history.epoch, seq: history.seq };
+  const historyOptions: HistoryOptions = { since, limit: 5 };
+  await client.history('chat:lobby', historyOptions);
+  await client.history('chat:lobby');
+
+  const presence: PresenceResult = await client.presence('chat:lobby');
+  const members: PresenceMember[] | undefined = presence.members;
+  void [presence.count, members?.[0]?.user, members?.[0]?.info, members?.[0]?.client];
+  const rtt: number = await client.ping();
+
+  const sub: Subscription<Chat> = await client.subscribe<Chat>('chat:lobby', (data, msg) => {
+    const text: string = data.text;
+    const m: Message<Chat> = msg;
+    void [text, m];
+  });
+  const subscribeOptions: SubscribeOptions = { since };
+  const resumed: Subscription<Json> = await client.subscribe('chat:other', subscribeOptions);
+  await client.subscribe('chat:third', undefined, { since });
+  await client.subscribe('chat:fourth');
+  // @ts-expect-error a channel name is a string
+  await client.subscribe(42);
+
+  const held: Subscription | undefined = client.getSubscription('chat:lobby');
+  const all: Subscription[] = client.subscriptions();
+  void [seq, rtt, resumed, held, all];
+
+  // A subscription: its state, its position and every one of its events.
+  const channel: string = sub.channel;
+  const subState: 'subscribing' | 'subscribed' | 'unsubscribed' = sub.state;
+  const epoch: string | null = sub.epoch;
+  const lastSeq: number = sub.seq;
+  const position: StreamPosition | null = sub.position;
+  const lastAck: SubscribedContext | null = sub.lastAck;
+  const recovered: boolean | undefined = sub.recovered;
+  void [channel, subState, epoch, lastSeq, position, lastAck, recovered];
+  // @ts-expect-error the position is the SDK's to keep
+  sub.seq = 0;
+
+  sub
+    .on('message', (data: Chat, msg: Message<Chat>) => void [data.text, msg.seq])
+    .on('subscribed', (ctx: SubscribedContext) =>
+      void [ctx.channel, ctx.epoch, ctx.seq, ctx.resubscribed, ctx.wasRecovering, ctx.recovered])
+    .on('unrecovered', (ctx: SubscribedContext) => void ctx.recovered)
+    .on('epoch', (ev: EpochEvent) => void ev.epoch)
+    .on('gap', (ev: GapEvent) => void [ev.from, ev.to])
+    .on('error', (e: ChorusError) => void e.code)
+    .on('unsubscribed', () => {})
+    .on('join', (frame: PresenceEvent & { op: 'join' }) => void frame.user)
+    .on('leave', (frame: PresenceEvent & { op: 'leave' }) => void frame.user);
+  // @ts-expect-error a subscription has no state event
+  sub.on('state', () => {});
+  const onGap: SubscriptionEvents<Chat>['gap'] = () => {};
+  sub.once('gap', onGap).off('gap', onGap).off('gap');
+  const subHadListener: boolean = sub.emit('unsubscribed');
+  const subListeners: number = sub.listenerCount('message');
+  void [subHadListener, subListeners];
+
+  const subSeq: number = await sub.publish({ text: 'from the subscription' });
+  // @ts-expect-error this subscription carries Chat messages
+  await sub.publish({ title: 'not a chat message' });
+  const subHistory: HistoryResult<Chat> = await sub.history({ limit: 3 });
+  await sub.history();
+  const subPresence: PresenceResult = await sub.presence();
+  const done: void = await sub.unsubscribe();
+  void [subSeq, subHistory, subPresence, done];
+  // @ts-expect-error subscriptions come from Chorus#subscribe
+  new Subscription();
+
+  client.close();
+}
+
+void [version, protocol, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId,
+  hadListener, listeners, useClient];
