@@ -631,6 +631,12 @@ CASES = [
 
     # -- refused upgrades: status line and code -------------------------------
     refused_upgrade("upgrade.wrong_path", "plain", 403, path="/elsewhere"),
+    answers("upgrade.h2c_refused", "plain",
+            GET("/healthz", [("Connection", "Upgrade, HTTP2-Settings"), ("Upgrade", "h2c"),
+                             ("HTTP2-Settings", "AAMAAABkAARAAAAAAAIAAAAA")]), [400], close=True),
+    pipelined("upgrade.unknown_after_keepalive", "plain",
+              GET("/healthz") + GET("/healthz", [("Connection", "Upgrade"), ("Upgrade", "foo")]),
+              [200, 403]),
     refused_upgrade("upgrade.bad_token", "auth", 401, path="/ws?token=not.a.jwt",
                     headers=[("Origin", ORIGIN)]),
     refused_upgrade("upgrade.bad_origin", "auth", 403, headers=[("Origin", "http://evil.example")]),
