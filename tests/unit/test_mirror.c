@@ -13,26 +13,19 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "channel.h"
-#include "config.h"
+#include "engine_fixture.h"
 #include "fabric_stub.h"
-#include "frame.h"
 #include "metrics.h"
 #include "mirror.h"
 #include "runtime.h"
 
-struct conn {
-    struct sub_list subs;
-};
-
 static struct conn sub;
-static struct config cfg;
 static struct channel *ch;
-static uint64_t delivered[32];   /* the seq in each delivered msg frame; 0: an event */
-static int ndelivered;
+static uint64_t seqs[32];   /* the seq in each delivered msg frame; 0: an event */
+static int nseqs;
 static int joined, join_err;
 
-static void record_delivery(struct conn *c, struct frame *f)
+static void record_seq(struct conn *c, struct frame *f)
 {
     (void)c;
     unsigned long long seq = 0;
@@ -40,8 +33,8 @@ static void record_delivery(struct conn *c, struct frame *f)
     memcpy(text, frame_payload(f), f->len < sizeof text - 1 ? f->len : sizeof text - 1);
     if (sscanf(text, "{\"seq\":%llu}", &seq) != 1)
         assert_non_null(strstr(text, "\"op\":\"epoch\""));
-    assert_true(ndelivered < 32);
-    delivered[ndelivered++] = seq;
+    assert_true(nseqs < 32);
+    seqs[nseqs++] = seq;
 }
 
 static void on_current(struct mirror_wait *w, enum chorus_err err, const char *msg)
@@ -54,19 +47,11 @@ static void on_current(struct mirror_wait *w, enum chorus_err err, const char *m
 static int setup(void **state)
 {
     (void)state;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.default_ns = (struct ns_opts){.name = "", .history_size = 8, .history_ttl = 60,
-                                      .client_publish = true};
-    cfg.cluster_timeout_ms = 2000;
-    rt.cfg = &cfg;
-    memset(&metrics, 0, sizeof metrics);
-    memset(&sub, 0, sizeof sub);
-    frame_live = 0;
-    ndelivered = joined = 0;
+    engine_fixture_setup(8, 60, &sub, 1, record_seq);
+    engine_cfg.cluster_timeout_ms = 2000;
+    nseqs = joined = 0;
     stub_reset();
     stub_not_owner = true;
-    channel_registry_init(&cfg);
-    channel_set_deliver(record_delivery);
     mirror_start();
     assert_non_null(stub_handlers[ENV_MSG]);
     ch = channel_get("room:1", 6);
@@ -79,10 +64,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    channel_unsubscribe_all(&sub.subs);
-    channel_registry_free();
-    assert_int_equal(metrics.channels, 0);
-    assert_int_equal(frame_live, 0);
+    engine_fixture_teardown(&sub, 1);
     return 0;
 }
 
@@ -144,7 +126,7 @@ static void a_subscriber_waits_until_the_mirror_has_joined(void **state)
     assert_int_equal(ch->seq, 5);
     assert_true(ch->live);
     assert_int_equal(ch->hist_count, 5); /* primed, not delivered */
-    assert_int_equal(ndelivered, 0);
+    assert_int_equal(nseqs, 0);
     struct mirror_wait again;
     assert_int_equal(mirror_join(ch, &again, on_current, NULL), 0);
     assert_int_equal(joined, 2); /* current now: answered at once */
@@ -157,20 +139,20 @@ static void a_gap_holds_later_messages_until_the_repair(void **state)
     join();
     owner_sends(6);
     owner_sends(8); /* 7 was lost */
-    assert_int_equal(ndelivered, 1);
+    assert_int_equal(nseqs, 1);
     assert_int_equal(stub_nsyncs, 2);
     assert_true(stub_syncs[1].has_since);
     assert_int_equal(stub_syncs[1].seq, 6);
     owner_sends(9); /* held back while the repair runs */
-    assert_int_equal(ndelivered, 1);
+    assert_int_equal(nseqs, 1);
     owner_answers(1, 9, 7, 9, true);
-    assert_int_equal(ndelivered, 4);
+    assert_int_equal(nseqs, 4);
     for (int i = 0; i < 4; i++)
-        assert_int_equal(delivered[i], 6 + (uint64_t)i);
+        assert_int_equal(seqs[i], 6 + (uint64_t)i);
     assert_int_equal(metrics.gaps_repaired, 1);
     owner_sends(10);
-    assert_int_equal(ndelivered, 5);
-    assert_int_equal(delivered[4], 10);
+    assert_int_equal(nseqs, 5);
+    assert_int_equal(seqs[4], 10);
 }
 
 static void a_cancelled_wait_is_never_answered(void **state)
@@ -183,8 +165,8 @@ static void a_cancelled_wait_is_never_answered(void **state)
     assert_int_equal(joined, 0);
     assert_true(ch->live);
     /* A subscriber that was not waiting hears that the epoch changed. */
-    assert_int_equal(ndelivered, 1);
-    assert_int_equal(delivered[0], 0);
+    assert_int_equal(nseqs, 1);
+    assert_int_equal(seqs[0], 0);
 }
 
 int main(void)

@@ -16,31 +16,12 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "channel.h"
 #include "cluster.h"
-#include "config.h"
-#include "frame.h"
-#include "metrics.h"
+#include "engine_fixture.h"
 #include "publish.h"
-#include "runtime.h"
 
-/* The test's own connection: the connection side of the index. */
-struct conn {
-    struct sub_list subs;
-};
-
-static struct conn conns[2];
-static struct config cfg;
-
-static struct frame *delivered[16];
-static int ndelivered;
-
-static void record_delivery(struct conn *c, struct frame *f)
-{
-    (void)c;
-    assert_true(ndelivered < 16);
-    delivered[ndelivered++] = frame_ref(f);
-}
+#define NCONNS 2
+static struct conn conns[NCONNS];
 
 /* What the submitter was told. */
 struct outcome {
@@ -66,29 +47,14 @@ static void done(struct pub_wait *w, enum chorus_err err, const char *msg, const
 static int setup(void **state)
 {
     (void)state;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.default_ns = (struct ns_opts){.name = "", .history_size = 4, .history_ttl = 10,
-                                      .client_publish = true};
-    rt.cfg = &cfg;
-    memset(&metrics, 0, sizeof metrics);
-    memset(conns, 0, sizeof conns);
-    frame_live = 0;
-    ndelivered = 0;
-    channel_registry_init(&cfg);
-    channel_set_deliver(record_delivery);
+    engine_fixture_setup(4, 10, conns, NCONNS, engine_record_delivery);
     return 0;
 }
 
 static int teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < 2; i++)
-        channel_unsubscribe_all(&conns[i].subs);
-    channel_registry_free();
-    assert_int_equal(metrics.channels, 0);
-    for (int i = 0; i < ndelivered; i++)
-        frame_unref(delivered[i]);
-    assert_int_equal(frame_live, 0);
+    engine_fixture_teardown(conns, NCONNS);
     return 0;
 }
 

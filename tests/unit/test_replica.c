@@ -12,30 +12,14 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "channel.h"
-#include "config.h"
+#include "engine_fixture.h"
 #include "fabric_stub.h"
-#include "frame.h"
 #include "metrics.h"
 #include "publish.h"
 #include "replica.h"
 #include "runtime.h"
 
-struct conn {
-    struct sub_list subs;
-};
-
 static struct conn sub;
-static struct config cfg;
-static struct frame *delivered[16];
-static int ndelivered;
-
-static void record_delivery(struct conn *c, struct frame *f)
-{
-    (void)c;
-    assert_true(ndelivered < 16);
-    delivered[ndelivered++] = frame_ref(f);
-}
 
 struct outcome {
     struct pub_wait w;
@@ -57,19 +41,10 @@ static void done(struct pub_wait *w, enum chorus_err err, const char *msg, const
 static int setup(void **state)
 {
     (void)state;
-    memset(&cfg, 0, sizeof cfg);
-    cfg.default_ns = (struct ns_opts){.name = "", .history_size = 8, .history_ttl = 60,
-                                      .client_publish = true};
-    cfg.cluster_timeout_ms = 2000;
-    rt.cfg = &cfg;
-    memset(&metrics, 0, sizeof metrics);
-    memset(&sub, 0, sizeof sub);
-    frame_live = 0;
-    ndelivered = 0;
+    engine_fixture_setup(8, 60, &sub, 1, engine_record_delivery);
+    engine_cfg.cluster_timeout_ms = 2000;
     stub_reset();
     stub_backup = "n2";
-    channel_registry_init(&cfg);
-    channel_set_deliver(record_delivery);
     replica_start();
     assert_non_null(stub_handlers[ENV_REPL_ACK]);
     assert_non_null(stub_tick);
@@ -82,12 +57,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    channel_unsubscribe_all(&sub.subs);
-    channel_registry_free();
-    assert_int_equal(metrics.channels, 0);
-    for (int i = 0; i < ndelivered; i++)
-        frame_unref(delivered[i]);
-    assert_int_equal(frame_live, 0);
+    engine_fixture_teardown(&sub, 1);
     return 0;
 }
 
