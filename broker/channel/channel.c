@@ -12,9 +12,10 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <utlist.h>
 
 static struct channel *registry;        /* uthash table by name */
-static struct channel *idle_head;       /* channels without subscribers */
+static struct channel *idle_head;       /* channels without subscribers (utlist DL) */
 static const struct config *cfg;
 static struct channel_hooks hooks;
 static channel_deliver_fn *deliver;     /* set by the session layer at start */
@@ -116,23 +117,14 @@ void channel_history_each(struct channel *ch, uint64_t after, long long limit, i
 static void idle_link(struct channel *ch)
 {
     ch->idle = true;
-    ch->idle_prev = NULL;
-    ch->idle_next = idle_head;
-    if (idle_head)
-        idle_head->idle_prev = ch;
-    idle_head = ch;
+    DL_PREPEND2(idle_head, ch, idle_prev, idle_next);
 }
 
 static void idle_unlink(struct channel *ch)
 {
     if (!ch->idle)
         return;
-    if (ch->idle_prev)
-        ch->idle_prev->idle_next = ch->idle_next;
-    else
-        idle_head = ch->idle_next;
-    if (ch->idle_next)
-        ch->idle_next->idle_prev = ch->idle_prev;
+    DL_DELETE2(idle_head, ch, idle_prev, idle_next);
     ch->idle = false;
 }
 
@@ -515,9 +507,8 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
 
 void channel_sweep(int64_t now_ms)
 {
-    struct channel *ch = idle_head, *next;
-    for (; ch; ch = next) {
-        next = ch->idle_next;
+    struct channel *ch, *next;
+    DL_FOREACH_SAFE2(idle_head, ch, next, idle_next) {
         hist_expire(ch, now_ms);
         if (!ch->hist_count)
             channel_delete(ch);

@@ -66,8 +66,8 @@ struct channel {
     struct hist_entry *hist;             /* ring of ns->history_size entries */
     uint32_t hist_head, hist_count;
 
-    struct channel *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
-    bool idle;
+    struct channel *idle_prev, *idle_next; /* on the idle list (utlist DL) while nsubs == 0 */
+    bool idle;                           /* on the idle list (a DL's links cannot tell) */
 
     /* state the cluster and engine layers keep on the channel (cluster.h,
      * mirror.h, replica.h); this layer reads some of it and never calls them */
