@@ -208,10 +208,9 @@ void channel_registry_free(void)
 
 struct sub *channel_sub_find(struct sub_list *list, struct channel *ch)
 {
-    for (struct sub *s = list->head; s; s = s->conn_next)
-        if (s->ch == ch)
-            return s;
-    return NULL;
+    struct sub *s;
+    DL_SEARCH_SCALAR2(list->head, s, ch, ch, conn_next);
+    return s;
 }
 
 struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list)
@@ -231,11 +230,7 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
     s->conn = c;
     s->idx = ch->nsubs;
     ch->subs[ch->nsubs++] = s;
-    s->conn_prev = NULL;
-    s->conn_next = list->head;
-    if (list->head)
-        list->head->conn_prev = s;
-    list->head = s;
+    DL_PREPEND2(list->head, s, conn_prev, conn_next);
     list->n++;
     idle_unlink(ch);
     metrics.subscriptions++;
@@ -250,12 +245,7 @@ void channel_unsubscribe(struct sub *s, struct sub_list *list)
     struct sub *last = ch->subs[--ch->nsubs];
     ch->subs[s->idx] = last;
     last->idx = s->idx;
-    if (s->conn_prev)
-        s->conn_prev->conn_next = s->conn_next;
-    else
-        list->head = s->conn_next;
-    if (s->conn_next)
-        s->conn_next->conn_prev = s->conn_prev;
+    DL_DELETE2(list->head, s, conn_prev, conn_next);
     list->n--;
     free(s);
     metrics.subscriptions--;

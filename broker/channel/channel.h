@@ -35,12 +35,12 @@ struct sub {
     struct channel *ch;
     struct conn *conn;
     uint32_t idx;                        /* slot in ch->subs */
-    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list */
+    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list (utlist DL) */
 };
 
 /* The connection side of the index, embedded in each connection. */
 struct sub_list {
-    struct sub *head;
+    struct sub *head;                    /* utlist DL through conn_prev/conn_next */
     uint32_t n;
 };
 
