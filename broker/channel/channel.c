@@ -12,9 +12,10 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
+#include <utlist.h>
 
 static struct channel *registry;        /* uthash table by name */
-static struct channel *idle_head;       /* channels without subscribers */
+static struct channel *idle_head;       /* channels without subscribers (utlist DL) */
 static const struct config *cfg;
 static struct channel_hooks hooks;
 static channel_deliver_fn *deliver;     /* set by the session layer at start */
@@ -116,23 +117,14 @@ void channel_history_each(struct channel *ch, uint64_t after, long long limit, i
 static void idle_link(struct channel *ch)
 {
     ch->idle = true;
-    ch->idle_prev = NULL;
-    ch->idle_next = idle_head;
-    if (idle_head)
-        idle_head->idle_prev = ch;
-    idle_head = ch;
+    DL_PREPEND2(idle_head, ch, idle_prev, idle_next);
 }
 
 static void idle_unlink(struct channel *ch)
 {
     if (!ch->idle)
         return;
-    if (ch->idle_prev)
-        ch->idle_prev->idle_next = ch->idle_next;
-    else
-        idle_head = ch->idle_next;
-    if (ch->idle_next)
-        ch->idle_next->idle_prev = ch->idle_prev;
+    DL_DELETE2(idle_head, ch, idle_prev, idle_next);
     ch->idle = false;
 }
 
@@ -216,10 +208,9 @@ void channel_registry_free(void)
 
 struct sub *channel_sub_find(struct sub_list *list, struct channel *ch)
 {
-    for (struct sub *s = list->head; s; s = s->conn_next)
-        if (s->ch == ch)
-            return s;
-    return NULL;
+    struct sub *s;
+    DL_SEARCH_SCALAR2(list->head, s, ch, ch, conn_next);
+    return s;
 }
 
 struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list)
@@ -239,11 +230,7 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
     s->conn = c;
     s->idx = ch->nsubs;
     ch->subs[ch->nsubs++] = s;
-    s->conn_prev = NULL;
-    s->conn_next = list->head;
-    if (list->head)
-        list->head->conn_prev = s;
-    list->head = s;
+    DL_PREPEND2(list->head, s, conn_prev, conn_next);
     list->n++;
     idle_unlink(ch);
     metrics.subscriptions++;
@@ -258,12 +245,7 @@ void channel_unsubscribe(struct sub *s, struct sub_list *list)
     struct sub *last = ch->subs[--ch->nsubs];
     ch->subs[s->idx] = last;
     last->idx = s->idx;
-    if (s->conn_prev)
-        s->conn_prev->conn_next = s->conn_next;
-    else
-        list->head = s->conn_next;
-    if (s->conn_next)
-        s->conn_next->conn_prev = s->conn_prev;
+    DL_DELETE2(list->head, s, conn_prev, conn_next);
     list->n--;
     free(s);
     metrics.subscriptions--;
@@ -515,9 +497,8 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
 
 void channel_sweep(int64_t now_ms)
 {
-    struct channel *ch = idle_head, *next;
-    for (; ch; ch = next) {
-        next = ch->idle_next;
+    struct channel *ch, *next;
+    DL_FOREACH_SAFE2(idle_head, ch, next, idle_next) {
         hist_expire(ch, now_ms);
         if (!ch->hist_count)
             channel_delete(ch);

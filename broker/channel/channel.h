@@ -35,12 +35,12 @@ struct sub {
     struct channel *ch;
     struct conn *conn;
     uint32_t idx;                        /* slot in ch->subs */
-    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list */
+    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list (utlist DL) */
 };
 
 /* The connection side of the index, embedded in each connection. */
 struct sub_list {
-    struct sub *head;
+    struct sub *head;                    /* utlist DL through conn_prev/conn_next */
     uint32_t n;
 };
 
@@ -66,8 +66,8 @@ struct channel {
     struct hist_entry *hist;             /* ring of ns->history_size entries */
     uint32_t hist_head, hist_count;
 
-    struct channel *idle_prev, *idle_next; /* on the idle list while nsubs == 0 */
-    bool idle;
+    struct channel *idle_prev, *idle_next; /* on the idle list (utlist DL) while nsubs == 0 */
+    bool idle;                           /* on the idle list (a DL's links cannot tell) */
 
     /* state the cluster and engine layers keep on the channel (cluster.h,
      * mirror.h, replica.h); this layer reads some of it and never calls them */

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 
 /* One per channel with a join or repair in flight; pins the channel. */
@@ -24,7 +25,7 @@ struct held_repl {
     struct envelope env;
     struct frame *f;
     char key[CODEC_KEY_MAX + 1];
-    struct held_repl *next;
+    struct held_repl *prev, *next;   /* utlist DL: DL_APPEND is O(1) */
 };
 
 #define HELD_MAX 10000
@@ -35,8 +36,8 @@ struct chan_sync {
     bool repair;
     uint64_t gap_to;            /* repair: seq of the message that revealed the gap */
     bool gap_same_epoch;        /* ... and it was in the mirror's epoch */
-    struct mirror_wait *waiters;  /* newest first */
-    struct held_repl *held, *held_tail;  /* applied, in order, once the sync is done */
+    struct mirror_wait *waiters;  /* newest first (utlist DL) */
+    struct held_repl *held;       /* applied, in order, once the sync is done (utlist DL) */
     uint32_t nheld;
 };
 
@@ -47,14 +48,12 @@ struct chan_sync {
  * sync until sync_done. */
 static void waiters_done(struct chan_sync *s, enum chorus_err code, const char *msg)
 {
-    struct mirror_wait *w, *next;
-    for (w = s->waiters; w; w = next) {
-        next = w->next;
-        w->next = NULL;
+    struct mirror_wait *w;
+    while ((w = s->waiters)) {
+        DL_DELETE(s->waiters, w);
         w->ch = NULL;
         w->done(w, code, msg);
     }
-    s->waiters = NULL;
 }
 
 /* Records the (seq+ts, msg) pairs of a sync reply, oldest first; applies them
@@ -88,9 +87,9 @@ static void sync_done(struct chan_sync *s)
     struct channel *ch = s->ch;
     ch->sync = NULL;
     /* Replicated messages are newer than anything the sync reply held. */
-    while (s->held) {
-        struct held_repl *h = s->held;
-        s->held = h->next;
+    struct held_repl *h;
+    while ((h = s->held)) {
+        DL_DELETE(s->held, h);
         backup_apply(ch, &h->env, h->f, h->key);
         frame_unref(h->f);
         free(h);
@@ -114,11 +113,7 @@ static bool hold_repl(struct channel *ch, const struct envelope *env, const unsi
     h->f->binary = env->flags & ENV_FLAG_BINARY;
     h->env = *env;
     snprintf(h->key, sizeof h->key, "%s", key);
-    if (s->held_tail)
-        s->held_tail->next = h;
-    else
-        s->held = h;
-    s->held_tail = h;
+    DL_APPEND(s->held, h);
     s->nheld++;
     return true;
 }
@@ -139,9 +134,9 @@ static void on_join(struct cluster_call *call, const struct envelope *rep,
         /* Subscribers acked before this join (this node owned the channel
          * until now) must hear that the epoch changed; the waiters learn it
          * from their ack. */
-        uint32_t nwait = 0;
-        for (struct mirror_wait *w = s->waiters; w; w = w->next)
-            nwait++;
+        uint32_t nwait;
+        struct mirror_wait *w;
+        DL_COUNT(s->waiters, w, nwait);
         channel_adopt(ch, rep->epoch, rep->seq, ch->nsubs > nwait);
         take_messages(ch, rep, parts, n, false);
         ch->seq = rep->seq;
@@ -156,7 +151,7 @@ int mirror_join(struct channel *ch, struct mirror_wait *w, mirror_done_cb *done,
     w->done = done;
     w->ud = ud;
     w->ch = NULL;
-    w->next = NULL;
+    w->prev = w->next = NULL;
     if (ch->live && !ch->sync) {
         done(w, CHORUS_ERR__COUNT, NULL);
         return 0;
@@ -176,8 +171,7 @@ int mirror_join(struct channel *ch, struct mirror_wait *w, mirror_done_cb *done,
         ch->pins++;
     }
     w->ch = ch;
-    w->next = ch->sync->waiters;
-    ch->sync->waiters = w;
+    DL_PREPEND(ch->sync->waiters, w);
     return 0;
 }
 
@@ -185,12 +179,8 @@ void mirror_wait_cancel(struct mirror_wait *w)
 {
     if (!w->ch || !w->ch->sync)
         return;
-    struct mirror_wait **pp = &w->ch->sync->waiters;
-    while (*pp && *pp != w)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = w->next;
-    w->next = NULL;
+    DL_DELETE(w->ch->sync->waiters, w);
+    w->prev = w->next = NULL;
     w->ch = NULL;
 }
 

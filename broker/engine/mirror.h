@@ -28,7 +28,7 @@ struct mirror_wait {
     void *ud;
     /* private */
     struct channel *ch;           /* while linked in ch's join */
-    struct mirror_wait *next;
+    struct mirror_wait *prev, *next;  /* utlist DL in the join's waiters */
 };
 
 /* Waits until the mirror of ch is current, joining the owner's stream if it

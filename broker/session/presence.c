@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
+#include <utlist.h>
 
 struct pres_member {
     char *key;                    /* user id, or "\x01" + client id when anonymous */
@@ -37,11 +38,12 @@ struct pres_room {
     UT_hash_handle hh;
 };
 
-/* One per (connection, room); owned by the connection's list. */
+/* One per (connection, room); owned by the connection's list (utlist DL, so
+ * a leave unlinks what its search found without a second walk). */
 struct pres_link {
     struct pres_room *room;
     struct pres_member *member;
-    struct pres_link *next;
+    struct pres_link *prev, *next;
 };
 
 static struct pres_room *rooms;
@@ -96,7 +98,8 @@ void presence_join(struct conn *c, struct channel *ch)
 {
     if (!ch->ns->presence)
         return;
-    for (struct pres_link *l = c->presence.links; l; l = l->next)
+    struct pres_link *l;
+    DL_FOREACH(c->presence.links, l)
         if (!strcmp(l->room->name, ch->name))
             return;
 
@@ -144,8 +147,7 @@ void presence_join(struct conn *c, struct channel *ch)
     m->conns++;
     link->room = room;
     link->member = m;
-    link->next = c->presence.links;
-    c->presence.links = link;
+    DL_PREPEND(c->presence.links, link);
     if (m->conns == 1) {
         json_t *mj = member_json(m);
         presence_send(room->name, true, m->key, mj);
@@ -200,10 +202,10 @@ static void drop_link(struct conn *c, struct pres_link *link, int max_members)
 
 void presence_leave(struct conn *c, struct channel *ch)
 {
-    for (struct pres_link **pl = &c->presence.links; *pl; pl = &(*pl)->next) {
-        if (!strcmp((*pl)->room->name, ch->name)) {
-            struct pres_link *link = *pl;
-            *pl = link->next;
+    struct pres_link *link;
+    DL_FOREACH(c->presence.links, link) {
+        if (!strcmp(link->room->name, ch->name)) {
+            DL_DELETE(c->presence.links, link);
             drop_link(c, link, ch->ns->presence_max_members);
             return;
         }
@@ -212,9 +214,9 @@ void presence_leave(struct conn *c, struct channel *ch)
 
 void presence_conn_closed(struct conn *c)
 {
-    while (c->presence.links) {
-        struct pres_link *link = c->presence.links;
-        c->presence.links = link->next;
+    struct pres_link *link;
+    while ((link = c->presence.links)) {
+        DL_DELETE(c->presence.links, link);
         const struct ns_opts *ns = config_ns_for(rt.cfg, link->room->name,
                                                  strlen(link->room->name));
         drop_link(c, link, ns->presence_max_members);

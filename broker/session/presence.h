@@ -34,7 +34,7 @@ struct pres_link;
 
 /* Embedded in each connection. */
 struct conn_presence {
-    struct pres_link *links;      /* rooms this connection is in */
+    struct pres_link *links;      /* rooms this connection is in (utlist DL) */
 };
 
 /* c has just subscribed to ch (a no-op outside presence namespaces or when
