@@ -76,7 +76,7 @@ struct channel {
     bool replica;                        /* backup: holds every message the owner delivered */
     bool unreplicated;                   /* owner delivered with no backup up (maybe cut off) */
     struct chan_repl *repl;              /* engine/replica.c: messages waiting for the backup's ack */
-    struct channel *beacon_next;         /* cluster/stream.c: on the list of channels to announce */
+    struct channel *beacon_prev, *beacon_next; /* cluster/stream.c: channels to announce (utlist DL) */
     bool beacon;
     int64_t last_sequenced_ms;
     struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
