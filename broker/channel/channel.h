@@ -80,7 +80,7 @@ struct channel {
     bool beacon;
     int64_t last_sequenced_ms;
     struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
-    struct key_entry *keys_oldest, *keys_newest;
+    struct key_entry *keys_age;          /* the same keys, oldest first (utlist DL); evicted from the head */
     uint32_t nkeys;
     struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
     bool remote_interest;                /* owner: other nodes subscribe to it */
