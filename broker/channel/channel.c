@@ -318,7 +318,7 @@ static void new_epoch(struct channel *ch)
 struct key_entry {
     char key[CODEC_KEY_MAX + 1];
     uint64_t seq;
-    struct key_entry *newer;
+    struct key_entry *prev, *next;  /* ch->keys_age, oldest first (utlist DL) */
     UT_hash_handle hh;
 };
 
@@ -329,7 +329,7 @@ static void keys_clear(struct channel *ch)
         HASH_DEL(ch->keys, k);
         free(k);
     }
-    ch->keys_oldest = ch->keys_newest = NULL;
+    ch->keys_age = NULL;
     ch->nkeys = 0;
 }
 
@@ -349,8 +349,8 @@ void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
     if (k)
         return;
     if (ch->nkeys >= CHANNEL_KEYS) {
-        struct key_entry *old = ch->keys_oldest;
-        ch->keys_oldest = old->newer;
+        struct key_entry *old = ch->keys_age;
+        DL_DELETE(ch->keys_age, old);   /* the head: O(1) */
         HASH_DEL(ch->keys, old);
         free(old);
         ch->nkeys--;
@@ -361,11 +361,7 @@ void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
     snprintf(k->key, sizeof k->key, "%s", key);
     k->seq = seq;
     HASH_ADD_STR(ch->keys, key, k);
-    if (ch->keys_newest)
-        ch->keys_newest->newer = k;
-    else
-        ch->keys_oldest = k;
-    ch->keys_newest = k;
+    DL_APPEND(ch->keys_age, k);         /* O(1): the tail is head->prev */
     ch->nkeys++;
 }
 

@@ -76,11 +76,11 @@ struct channel {
     bool replica;                        /* backup: holds every message the owner delivered */
     bool unreplicated;                   /* owner delivered with no backup up (maybe cut off) */
     struct chan_repl *repl;              /* engine/replica.c: messages waiting for the backup's ack */
-    struct channel *beacon_next;         /* cluster/stream.c: on the list of channels to announce */
+    struct channel *beacon_prev, *beacon_next; /* cluster/stream.c: channels to announce (utlist DL) */
     bool beacon;
     int64_t last_sequenced_ms;
     struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
-    struct key_entry *keys_oldest, *keys_newest;
+    struct key_entry *keys_age;          /* the same keys, oldest first (utlist DL); evicted from the head */
     uint32_t nkeys;
     struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
     bool remote_interest;                /* owner: other nodes subscribe to it */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <uthash.h>
+#include <utlist.h>
 
 /* After this long without a message the owner announces the channel's
  * position once, so mirrors that lost the last messages notice. */
@@ -51,21 +52,19 @@ static void on_sequenced(struct channel *ch, struct frame *f, uint64_t seq, int6
     if (!ch->beacon) {
         ch->beacon = true;
         ch->pins++;
-        ch->beacon_next = st.beacons;
-        st.beacons = ch;
+        DL_PREPEND2(st.beacons, ch, beacon_prev, beacon_next);
     }
 }
 
 static void send_beacons(int64_t now)
 {
-    struct channel **pp = &st.beacons;
-    while (*pp) {
-        struct channel *ch = *pp;
-        if (now - ch->last_sequenced_ms < BEACON_QUIET_MS) {
-            pp = &ch->beacon_next;
+    struct channel *ch, *tmp;
+    /* SAFE: channel_release may free ch; tmp is on the list, so pinned. */
+    DL_FOREACH_SAFE2(st.beacons, ch, tmp, beacon_next) {
+        if (now - ch->last_sequenced_ms < BEACON_QUIET_MS)
             continue;
-        }
-        *pp = ch->beacon_next;
+        DL_DELETE2(st.beacons, ch, beacon_prev, beacon_next);
+        ch->beacon_prev = ch->beacon_next = NULL;
         ch->beacon = false;
         if (!ch->mirror) {
             struct envelope e;
@@ -135,9 +134,10 @@ void stream_start(void)
 
 void stream_stop(void)
 {
-    while (st.beacons) {
-        struct channel *ch = st.beacons;
-        st.beacons = ch->beacon_next;
+    struct channel *ch;
+    while ((ch = st.beacons)) {
+        DL_DELETE2(st.beacons, ch, beacon_prev, beacon_next);
+        ch->beacon_prev = ch->beacon_next = NULL;
         ch->beacon = false;
         ch->pins--;
     }

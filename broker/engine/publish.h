@@ -31,7 +31,7 @@ struct pub_wait {
     void *ud;
     /* private */
     struct pending_msg *pm;        /* waiting for the backup's ack */
-    struct pub_wait *next;         /* other waiters of the same message */
+    struct pub_wait *prev, *next;  /* other waiters of the same message (utlist DL) */
     struct cluster_call call;      /* waiting for a remote owner */
     bool forwarded;
     bool duplicate;                /* waits for an earlier publish with the same key */

@@ -23,7 +23,7 @@ struct pending_msg {
     uint64_t seq;
     int64_t ts_ms;
     char key[CODEC_KEY_MAX + 1];
-    struct pub_wait *waiters;
+    struct pub_wait *waiters;  /* utlist DL; answered head first */
     struct pending_msg *next;
 };
 
@@ -41,14 +41,16 @@ static struct chan_repl *repls;         /* channels with pending messages (utlis
 
 /* ----------------------------------------------------------------- owner */
 
-static void notify(struct pub_wait *list, enum chorus_err err, const char *msg, const char *epoch,
-                   uint64_t seq)
+/* Answers a message's waiters, head first; each is unlinked before its done
+ * runs, so a callback that cancels another waiter still finds it listed. */
+static void notify(struct pub_wait **waiters, enum chorus_err err, const char *msg,
+                   const char *epoch, uint64_t seq)
 {
-    while (list) {
-        struct pub_wait *w = list;
-        list = w->next;
+    struct pub_wait *w;
+    while ((w = *waiters)) {
+        DL_DELETE(*waiters, w);
         w->pm = NULL;
-        w->next = NULL;
+        w->prev = w->next = NULL;
         w->done(w, err, msg, epoch, seq, err == CHORUS_ERR__COUNT && w->duplicate);
     }
 }
@@ -76,7 +78,7 @@ static void deliver_upto(struct chan_repl *r, uint64_t upto)
         channel_deliver(ch, pm->f, pm->seq, pm->ts_ms);
         if (*pm->key)
             channel_key_record(ch, pm->key, pm->seq);
-        notify(pm->waiters, CHORUS_ERR__COUNT, NULL, ch->epoch, pm->seq);
+        notify(&pm->waiters, CHORUS_ERR__COUNT, NULL, ch->epoch, pm->seq);
         frame_unref(pm->f);
         free(pm);
         r->oldest_ms = runtime_now_ms();
@@ -146,7 +148,7 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
         snprintf(pm->key, sizeof pm->key, "%s", key);
     if (w) {
         w->pm = pm;
-        pm->waiters = w;
+        DL_APPEND(pm->waiters, w);
     }
     if (r->tail)
         r->tail->next = pm;
@@ -165,8 +167,8 @@ bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w)
         if (!strcmp(pm->key, key)) {
             w->duplicate = true;
             w->pm = pm;
-            w->next = pm->waiters;
-            pm->waiters = w;
+            /* Prepended: later duplicates are answered before earlier ones. */
+            DL_PREPEND(pm->waiters, w);
             return true;
         }
     return false;
@@ -176,13 +178,9 @@ void replica_cancel(struct pub_wait *w)
 {
     if (!w->pm)
         return;
-    struct pub_wait **pp = &w->pm->waiters;
-    while (*pp && *pp != w)
-        pp = &(*pp)->next;
-    if (*pp)
-        *pp = w->next;
+    DL_DELETE(w->pm->waiters, w);
     w->pm = NULL;
-    w->next = NULL;
+    w->prev = w->next = NULL;
 }
 
 /* REPL_ACK [channel] {epoch, seq = highest contiguous seq the backup holds} */
@@ -217,9 +215,7 @@ static void replica_tick(int64_t now)
              * them a moment ago may yet reach a new backup in time. */
             for (struct pending_msg *pm = r->head;
                  pm && now - pm->ts_ms >= rt.cfg->cluster_timeout_ms; pm = pm->next) {
-                struct pub_wait *w = pm->waiters;
-                pm->waiters = NULL;
-                notify(w, CHORUS_ERR_UNAVAILABLE, "the channel's backup node did not confirm in time",
+                notify(&pm->waiters, CHORUS_ERR_UNAVAILABLE, "the channel's backup node did not confirm in time",
                        NULL, 0);
             }
         }

@@ -777,6 +777,35 @@ static void test_different_channels_have_different_epochs(void **state)
     assert_string_not_equal(a->epoch, b->epoch);
 }
 
+/* ------------------------------------------------------- idempotency keys */
+
+static void test_idempotency_keys_evict_the_oldest_first(void **state)
+{
+    (void)state;
+    struct channel *ch = get("room:keys");
+    char key[32];
+    for (int i = 1; i <= CHANNEL_KEYS + 10; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        channel_key_record(ch, key, (uint64_t)i);
+        if (i == 5)
+            channel_key_record(ch, "k1", 999); /* known key: kept with its seq, not renewed */
+    }
+    assert_int_equal(ch->nkeys, CHANNEL_KEYS);
+    for (int i = 1; i <= 10; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(channel_key_seq(ch, key), 0);
+    }
+    for (int i = 11; i <= CHANNEL_KEYS + 10; i++) {
+        snprintf(key, sizeof key, "k%d", i);
+        assert_int_equal(channel_key_seq(ch, key), i);
+    }
+    /* Evicted keys can be recorded again, as the newest. */
+    channel_key_record(ch, "k1", 7);
+    assert_int_equal(channel_key_seq(ch, "k1"), 7);
+    assert_int_equal(channel_key_seq(ch, "k11"), 0);
+    assert_int_equal(ch->nkeys, CHANNEL_KEYS);
+}
+
 int main(void)
 {
 #define T(name) cmocka_unit_test_setup_teardown(name, setup, teardown)
@@ -811,6 +840,7 @@ int main(void)
         T(test_sweep_handles_several_idle_channels),
         T(test_successive_lives_of_a_channel_have_different_epochs),
         T(test_different_channels_have_different_epochs),
+        T(test_idempotency_keys_evict_the_oldest_first),
     };
 #undef T
     return cmocka_run_group_tests_name("channel", tests, NULL, NULL);
