@@ -204,23 +204,7 @@ def health_ok(port, timeout):
 # WebSocket frames
 # ---------------------------------------------------------------------------
 
-def frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
-    """One frame's bytes; `length` may announce more than the payload holds."""
-    if isinstance(payload, str):
-        payload = payload.encode("utf-8")
-    n = len(payload) if length is None else length
-    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-    mbit = 0x80 if mask else 0
-    if n < 126:
-        head = struct.pack("!BB", b0, mbit | n)
-    elif n < 65536:
-        head = struct.pack("!BBH", b0, mbit | 126, n)
-    else:
-        head = struct.pack("!BBQ", b0, mbit | 127, n)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i & 3] for i, b in enumerate(payload))
+frame = H.ws_frame
 
 
 def read_close(ws, timeout=None):

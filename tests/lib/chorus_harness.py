@@ -672,22 +672,7 @@ class RawWS:
 
     # -- sending -------------------------------------------------------------
     def send_frame(self, opcode, payload=b"", fin=True, mask=True, rsv=0):
-        if isinstance(payload, str):
-            payload = payload.encode("utf-8")
-        b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
-        n = len(payload)
-        mbit = 0x80 if mask else 0
-        if n < 126:
-            head = struct.pack("!BB", b0, mbit | n)
-        elif n < 65536:
-            head = struct.pack("!BBH", b0, mbit | 126, n)
-        else:
-            head = struct.pack("!BBQ", b0, mbit | 127, n)
-        if mask:
-            key = os.urandom(4)
-            head += key
-            payload = _mask(payload, key)
-        self.sock.sendall(head + payload)
+        self.sock.sendall(ws_frame(opcode, payload, fin, mask, rsv))
 
     def send_text(self, text):
         self.send_frame(self.OP_TEXT, text)
@@ -821,6 +806,26 @@ class RawWS:
             except OSError:
                 pass
             self.sock = None
+
+
+def ws_frame(opcode, payload=b"", fin=True, mask=True, rsv=0, length=None):
+    """One WebSocket frame's bytes, as a client sends it (masked unless told
+    not to); `length` may announce more than the payload holds."""
+    if isinstance(payload, str):
+        payload = payload.encode("utf-8")
+    n = len(payload) if length is None else length
+    b0 = (0x80 if fin else 0) | (rsv << 4) | opcode
+    mbit = 0x80 if mask else 0
+    if n < 126:
+        head = struct.pack("!BB", b0, mbit | n)
+    elif n < 65536:
+        head = struct.pack("!BBH", b0, mbit | 126, n)
+    else:
+        head = struct.pack("!BBQ", b0, mbit | 127, n)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + _mask(payload, key)
 
 
 def _mask(data, key):
