@@ -68,7 +68,8 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
         return 0;
     }
 
-    if (!c->rx_discard) {
+    /* An empty fragment adds nothing (and c->rx may still be NULL). */
+    if (!c->rx_discard && len) {
         if ((size_t)c->rx_len + len > max) {
             c->rx_discard = true; /* keep reading, stop storing */
         } else {
