@@ -9,9 +9,11 @@ Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_presence.py
 import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
+import asyncio
 import json
 import os
 import tempfile
+import time
 
 from cluster_common import H, filter_tests, make_mesh, t, test, wait_mesh_up
 
@@ -29,6 +31,20 @@ def members(frame):
 
 async def presence(client, ch):
     return await client.request({"op": "presence", "ch": ch})
+
+
+async def members_converge(client, ch, want):
+    """The members the presence op lists on the client's node, once they equal
+    `want` or after 6 s (a node that starts following a room asks the others
+    for their lists, and every node re-sends them every 5 s: PROTOCOL.md 8.4;
+    a request sent before the asking node's subscriptions reach a peer waits
+    for that re-send)."""
+    deadline = time.monotonic() + t(6)
+    while True:
+        got = members(await presence(client, ch))
+        if got == want or time.monotonic() >= deadline:
+            return got
+        await asyncio.sleep(0.1)
 
 
 @test("subscribers on three nodes see each other join and leave once each, and the "
@@ -49,7 +65,7 @@ async def join_and_leave_across_nodes():
     await b.expect(lambda fr: fr.get("op") == "join" and fr.get("client") == c.client_id,
                    timeout=t(5), what="a join for c on pres-2")
     for cl in (a, b, c):
-        got = members(await presence(cl, ch))
+        got = await members_converge(cl, ch, want)
         assert got == want, f"presence on {cl.client_id}'s node lists {got}, expected {want}"
     await c.close()
     for cl in (a, b):
