@@ -186,7 +186,7 @@ describe('publish retry on unavailable', () => {
 
 describe('close code 4013 (node cut off from the majority)', () => {
   test('reconnects at once, resumes with since, retries the unanswered publish with its key', async () => {
-    // A backoff that would be long after a few failures: 4013 must not use it.
+    // After 4013 the reconnect must come within the shortest backoff delay.
     const c = client({ minReconnectDelay: 100, maxReconnectDelay: 60000 });
     c.connect();
     const [h, got] = collector();
