@@ -367,6 +367,8 @@ function newPublishKey() {
 
 function validKey(key) {
   if (typeof key !== 'string' || key.length === 0 || key.includes('\0')) return false;
+  // A lone surrogate has no UTF-8 form: the broker would refuse the whole frame.
+  if (typeof key.isWellFormed === 'function' && !key.isWellFormed()) return false;
   return new TextEncoder().encode(key).length <= KEY_MAX_BYTES;
 }
 

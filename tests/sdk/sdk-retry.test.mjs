@@ -165,7 +165,7 @@ describe('publish retry on unavailable', () => {
     const c = client();
     c.connect();
     await c.ready(3000);
-    for (const key of ['', 'x'.repeat(65), 'é'.repeat(33), 'a\0b', 42]) {
+    for (const key of ['', 'x'.repeat(65), 'é'.repeat(33), 'a\0b', 'lone \ud800', 42]) {
       const e = await rejectionOf(c.publish('t:badkey', 1, { key }), 3000);
       assert.equal(e.code, 'bad_request', `key ${JSON.stringify(key)}`);
     }
