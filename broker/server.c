@@ -302,15 +302,58 @@ static void shutdown_check(lws_sorted_usec_list_t *sul)
         lws_cancel_service(rt.ctx);
 }
 
-void server_begin_shutdown(void)
+static void begin_drain(void)
 {
-    if (rt.shutting_down || !got_signal)
-        return;
     rt.shutting_down = true;
     log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
     conn_close_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
     shutdown_deadline_ms = runtime_now_ms() + rt.cfg->shutdown_timeout_ms;
     lws_sul_schedule(rt.ctx, 0, &shutdown_timer, shutdown_check, 1);
+}
+
+/* A cluster node first hands its shards over (PROTOCOL.md 7.4): until the
+ * committed map names it nowhere it keeps serving its clients, whose
+ * publishes now go to the new owners; then it drains as a single node does.
+ * Bounded: without a leader the shards move when its lease runs out. */
+static lws_sorted_usec_list_t leave_timer;
+static int64_t leave_deadline_ms;
+
+static int64_t left_ms;
+
+static void leave_check(lws_sorted_usec_list_t *sul)
+{
+    int64_t now = runtime_now_ms();
+    if (!cluster_left() && now < leave_deadline_ms) {
+        lws_sul_schedule(rt.ctx, 0, sul, leave_check, 20 * LWS_US_PER_MS);
+        return;
+    }
+    if (!left_ms) {
+        left_ms = now;
+        log_info("event=leave_done handed_over=%s", cluster_left() ? "yes" : "no (timeout)");
+        cluster_step_down();
+    }
+    /* Peers apply the new map a heartbeat or two after this node: until
+     * then they still send it publishes, which it forwards to the new
+     * owners; it lingers that long before draining. */
+    if (now - left_ms < rt.cfg->lease_ms / 3) {
+        lws_sul_schedule(rt.ctx, 0, sul, leave_check, 20 * LWS_US_PER_MS);
+        return;
+    }
+    begin_drain();
+}
+
+void server_begin_shutdown(void)
+{
+    if (rt.shutting_down || rt.leaving || !got_signal)
+        return;
+    if (!cluster_enabled() || !cluster_ready()) {
+        begin_drain();
+        return;
+    }
+    rt.leaving = true;
+    cluster_leave();
+    leave_deadline_ms = runtime_now_ms() + 3 * (int64_t)rt.cfg->lease_ms;
+    lws_sul_schedule(rt.ctx, 0, &leave_timer, leave_check, 1);
 }
 
 int server_run(void)
@@ -328,8 +371,10 @@ void server_stop(void)
         lws_sul_cancel(&sweep_timer);
         lws_sul_cancel(&listen_timer);
     }
-    if (!rt.event_lib)
+    if (!rt.event_lib) {
         lws_sul_cancel(&shutdown_timer);
+        lws_sul_cancel(&leave_timer);
+    }
     if (!rt.event_lib)
         keepalive_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */

@@ -17,7 +17,8 @@ struct runtime {
     const struct config *cfg;
     struct lws_context *ctx;      /* NULL before start and after stop */
     struct lws_vhost *vh;
-    bool shutting_down;           /* set once on SIGTERM/SIGINT; never cleared */
+    bool leaving;                 /* SIGTERM in a cluster: handing shards over before shutting down */
+    bool shutting_down;           /* set once the drain begins (SIGTERM/SIGINT); never cleared */
     bool event_lib;               /* lws runs on libev (epoll) instead of its poll loop */
 };
 

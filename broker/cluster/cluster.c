@@ -42,6 +42,20 @@ int64_t cluster_lease_lost_ms(void) { return cluster_enabled() ? lease_lost_ms()
 
 bool cluster_can_act(void) { return !cluster_enabled() || lease_valid(); }
 
+void cluster_leave(void)
+{
+    if (cluster_enabled())
+        lease_leave();
+}
+
+bool cluster_left(void) { return !cluster_enabled() || !membership_in_map() || !lease_valid(); }
+
+void cluster_step_down(void)
+{
+    if (cluster_enabled())
+        consensus_transfer();
+}
+
 bool cluster_ready(void)
 {
     return !cluster_enabled() || (membership_map_current() && lease_valid());

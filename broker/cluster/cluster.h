@@ -57,6 +57,13 @@ bool cluster_ready(void);
 /* True while this node may acknowledge and deliver: it holds a lease (always
  * true without a cluster). */
 bool cluster_can_act(void);
+/* Planned leave: asks the leader to move this node's shards to their
+ * backups now (it keeps its lease meanwhile); cluster_left() is true once
+ * the committed map names it nowhere (or it holds no lease any more). */
+void cluster_leave(void);
+bool cluster_left(void);
+/* Hands Raft leadership to another voter if this node leads (before exit). */
+void cluster_step_down(void);
 /* Monotonic ms since this node lost its lease (0 while it holds one). */
 int64_t cluster_lease_lost_ms(void);
 /* The committed shard map's version (0 before the first). */

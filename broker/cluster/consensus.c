@@ -421,3 +421,26 @@ int consensus_propose(const struct shardmap *next)
     log_info("event=shard_map_proposed version=%llu", (unsigned long long)next->version);
     return 0;
 }
+
+static void transferred_cb(struct raft_transfer *req)
+{
+    free(req);
+}
+
+void consensus_transfer(void)
+{
+    if (!consensus_is_leader())
+        return;
+    struct raft_transfer *req = calloc(1, sizeof *req);
+    if (!req)
+        return;
+    int rv = raft_transfer(&cs.raft, req, 0, transferred_cb);
+    if (rv != 0) {
+        free(req);
+        log_warn("event=raft_transfer_failed error=\"%s\"", raft_strerror(rv));
+        return;
+    }
+    log_info("event=raft_transfer msg=\"handing leadership over before stopping\"");
+    /* Let the TimeoutNow message leave before the loop stops running Raft. */
+    run_uv();
+}

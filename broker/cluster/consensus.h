@@ -34,6 +34,9 @@ const struct shardmap *consensus_map(void);
  * is not the leader or a proposal is still in flight. */
 int consensus_propose(const struct shardmap *next);
 bool consensus_proposing(void);
+/* When this node leads, hands leadership to the most up-to-date voter, so a
+ * node about to stop does not leave the cluster waiting for an election. */
+void consensus_transfer(void);
 
 /* Called after every committed change of the map (on every node). */
 typedef void consensus_map_fn(const struct shardmap *before, const struct shardmap *now);

@@ -21,12 +21,17 @@ struct grant {
     int64_t granted_ms;       /* leader's monotonic clock */
     bool superseded;          /* a newer incarnation of the same node asked */
     bool asked;               /* granted by this leader (else granted_ms is its start) */
+    bool leaving;             /* it asked to hand its shards over (SIGTERM) */
     UT_hash_handle hh;
 };
+
+/* LEASE_REQ status: the requester is leaving (PROTOCOL.md 7.4). */
+#define LEASE_LEAVING 1
 
 static struct {
     const struct config *cfg;
     char self_ref[SHARDMAP_REF_MAX + 1];
+    bool leaving;
     int64_t interval_ms, margin_ms;
     /* requester */
     int64_t until_ms, lost_since_ms, last_req_ms;
@@ -76,13 +81,16 @@ static struct grant *grant_get(const char *ref)
 }
 
 /* Grants ref a lease now; false when it must first apply the current map. */
-static bool grant(const char *ref, uint64_t applied)
+static bool grant(const char *ref, uint64_t applied, bool leaving)
 {
     if (applied < consensus_map()->version)
         return false;
     struct grant *g = grant_get(ref);
     if (!g)
         return false;
+    if (leaving && !g->leaving)
+        log_info("event=node_leaving node=%s msg=\"moving its shards to their backups\"", ref);
+    g->leaving = leaving;
     g->granted_ms = runtime_mono_ms();
     g->superseded = false;
     g->asked = true;
@@ -103,7 +111,7 @@ static enum node_state state_of(const char *ref, void *ud)
         return NODE_GONE;
     int64_t age = runtime_mono_ms() - g->granted_ms;
     if (age < ls.cfg->lease_ms && g->asked)
-        return NODE_LEASED;
+        return g->leaving ? NODE_LEAVING : NODE_LEASED;
     return age > ls.cfg->lease_ms + ls.margin_ms ? NODE_GONE : NODE_UNCERTAIN;
 }
 
@@ -152,7 +160,7 @@ static void on_lease_req(const struct cluster_part *topic, const struct envelope
         return;
     memcpy(ref, parts[0].data, parts[0].len);
     ref[parts[0].len] = '\0';
-    if (!consensus_is_leader() || !grant(ref, req->seq))
+    if (!consensus_is_leader() || !grant(ref, req->seq, req->status == LEASE_LEAVING))
         e.status = 1;
     cluster_send_to(req->origin, &e, NULL, 0);
 }
@@ -195,7 +203,7 @@ static void request(int64_t now)
     ls.sent[id % SENT_RING].sent_ms = now;
     uint64_t applied = consensus_map()->version;
     if (leader == consensus_self_id()) {
-        if (consensus_is_leader() && grant(ls.self_ref, applied))
+        if (consensus_is_leader() && grant(ls.self_ref, applied, ls.leaving))
             granted(id);
         return;
     }
@@ -206,6 +214,7 @@ static void request(int64_t now)
     cluster_env_init(&e, ENV_LEASE_REQ);
     e.req_id = id;
     e.seq = applied;
+    e.status = ls.leaving ? LEASE_LEAVING : 0;
     struct cluster_part p = {(const unsigned char *)ls.self_ref, strlen(ls.self_ref)};
     cluster_send_to(node, &e, &p, 1);
 }
@@ -245,6 +254,15 @@ void lease_start(const struct config *cfg, const char *self_ref)
     cluster_handle(ENV_LEASE_REQ, on_lease_req);
     cluster_handle(ENV_LEASE_GRANT, on_lease_grant);
     cluster_on_tick(lease_tick);
+}
+
+void lease_leave(void)
+{
+    if (ls.leaving)
+        return;
+    ls.leaving = true;
+    log_info("event=leave_begin msg=\"asking the leader to move this node's shards\"");
+    request(runtime_mono_ms()); /* at once, not at the next renewal */
 }
 
 void lease_stop(void)

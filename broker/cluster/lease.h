@@ -20,6 +20,9 @@
 
 void lease_start(const struct config *cfg, const char *self_ref);
 void lease_stop(void);
+/* From now on every lease request says this node is leaving: the leader
+ * moves its shards to their backups while it still holds its lease. */
+void lease_leave(void);
 /* True while this node holds a lease. */
 bool lease_valid(void);
 /* Monotonic ms since this node last held a lease (0 while it holds one). */

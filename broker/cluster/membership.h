@@ -35,6 +35,8 @@ bool membership_backup_of(const char *ch, size_t len, const char *origin, uint64
 /* The committed map exists and no longer names an earlier incarnation of
  * this node (whose shards the leader moves once it hears this one). */
 bool membership_map_current(void);
+/* The committed map names this incarnation as an owner or a backup. */
+bool membership_in_map(void);
 /* Shards this node owns (owner) or backs up (!owner) in the committed map. */
 int membership_shards(bool owner);
 /* Heartbeats name each node's Raft id; the node id of a Raft id, or NULL. */

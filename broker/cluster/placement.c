@@ -63,14 +63,26 @@ static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *stat
     enum node_state ost = a->owner >= 0 ? state(n->nodes[a->owner], ud) : NODE_GONE;
 
     /* Backups that certainly stopped acting leave; uncertain ones stay, since
-     * they may still acknowledge what the owner sends. */
-    for (int k = a->nbackups - 1; k >= 0; k--)
-        if (state(n->nodes[a->backup[k]], ud) == NODE_GONE) {
+     * they may still acknowledge what the owner sends. A leaving backup
+     * leaves too: what it acknowledged is also held by the owner. */
+    for (int k = a->nbackups - 1; k >= 0; k--) {
+        enum node_state bs = state(n->nodes[a->backup[k]], ud);
+        if (bs == NODE_GONE || bs == NODE_LEAVING) {
             drop_backup(a, k);
             changed = true;
         }
+    }
 
-    if (ost == NODE_GONE) {
+    if (ost == NODE_LEAVING) {
+        for (int k = 0; k < a->nbackups; k++)
+            if (state(n->nodes[a->backup[k]], ud) == NODE_LEASED) {
+                a->owner = a->backup[k];
+                a->cont = a->since[k];
+                drop_backup(a, k);
+                changed = true;
+                break;
+            }
+    } else if (ost == NODE_GONE) {
         int pick = -1;
         bool waiting = false;
         for (int k = 0; k < a->nbackups && pick < 0; k++) {

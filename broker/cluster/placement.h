@@ -5,8 +5,11 @@
  * lease has certainly expired (NODE_GONE): it can no longer acknowledge or
  * deliver, so the promoted backup cannot be contradicted. Backups that are
  * gone are replaced; missing ones are filled from leased nodes by
- * rendezvous rank. A live owner keeps its shards (moving them away from a
- * live node needs a handover: not done here). Pure: unit-tested alone. */
+ * rendezvous rank. A live owner keeps its shards, unless it is leaving: then
+ * each goes at once to its first leased backup, which holds everything the
+ * leaving owner delivered (delivery needs its ack), and whose acceptance of
+ * REPL stops at the new gen; with no leased backup the shard stays until
+ * the owner is gone. Pure: unit-tested alone. */
 #ifndef CHORUS_PLACEMENT_H
 #define CHORUS_PLACEMENT_H
 
@@ -18,6 +21,7 @@ enum node_state {
     NODE_LEASED,     /* holds a lease the leader granted */
     NODE_UNCERTAIN,  /* lease lapsed, but it may still believe it holds one */
     NODE_GONE,       /* certainly not acting: its lease expired with margin, or a newer incarnation asked */
+    NODE_LEAVING,    /* leased, and asked to hand its shards over before it stops (SIGTERM) */
 };
 
 typedef enum node_state placement_state_fn(const char *ref, void *ud);

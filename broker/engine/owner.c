@@ -142,7 +142,9 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
         return;
     }
     const char *name = (const char *)parts[0].data;
-    if (!cluster_is_owner(name, parts[0].len) || !cluster_can_act()) {
+    const char *owner = cluster_owner_of(name, parts[0].len);
+    bool proxy = owner && !cluster_is_owner(name, parts[0].len) && strcmp(owner, req->origin) != 0;
+    if (!proxy && (!cluster_is_owner(name, parts[0].len) || !cluster_can_act())) {
         if (!defer(req, parts, n))
             cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
                                  "channel ownership is moving; retry");

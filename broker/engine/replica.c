@@ -104,14 +104,26 @@ static void deliver_upto(struct chan_repl *r, uint64_t upto)
 }
 
 /* The map moved the channel away: its pending messages were never
- * delivered here; the new owner delivers those its backup held. */
+ * delivered here. The new owner, when it is the backup that acknowledged a
+ * message, holds it and continues the epoch past it (PROTOCOL.md 7.4), so
+ * that message's publishers are told it is published; the others may or
+ * may not be held there: they are answered unavailable (a retry with the
+ * same key is answered from the new owner). */
 static void abandon(struct chan_repl *r, const char *why)
 {
     struct channel *ch = r->ch;
+    const char *owner = cluster_owner_of(ch->name, ch->len);
+    uint64_t held = 0;
+    for (int k = 0; owner && k < r->nbackups; k++)
+        if (!strcmp(r->backup[k], owner))
+            held = r->acked[k];
     ch->pins++;
     while (r->msgs) {
         struct pending_msg *pm = r->msgs;
-        notify(&pm->waiters, CHORUS_ERR_UNAVAILABLE, why, NULL, 0);
+        if (pm->seq <= held)
+            notify(&pm->waiters, CHORUS_ERR__COUNT, NULL, ch->epoch, pm->seq);
+        else
+            notify(&pm->waiters, CHORUS_ERR_UNAVAILABLE, why, NULL, 0);
         pending_free(r, pm);
     }
     channel_unassign(ch);

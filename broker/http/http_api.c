@@ -286,14 +286,16 @@ static int api_healthz(struct lws *wsi, struct http_session *s)
                                                  (json_int_t)(now - peers[i].last_seen_ms)));
         json_object_set_new(j, "peers", arr);
     }
-    if (j && !rt.shutting_down && !cluster_ready())
+    if (j && rt.leaving && !rt.shutting_down)
+        json_object_set_new(j, "status", json_string("leaving"));
+    else if (j && !rt.shutting_down && !cluster_ready())
         json_object_set_new(j, "status",
                             json_string(cluster_lease_lost_ms() > 0 ? "cut_off" : "starting"));
     if (j && cluster_enabled()) {
         json_object_set_new(j, "lease", json_boolean(cluster_can_act()));
         json_object_set_new(j, "map_version", json_integer((json_int_t)cluster_map_version()));
     }
-    return respond_json(wsi, s, rt.shutting_down || !cluster_ready() ? 503 : 200, j);
+    return respond_json(wsi, s, rt.shutting_down || rt.leaving || !cluster_ready() ? 503 : 200, j);
 }
 
 /* GET /metrics -> Prometheus text */

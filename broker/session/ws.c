@@ -177,7 +177,7 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > AUTH_QUERY_MAX)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_REQ_URI_TOO_LONG,
                       "the query is longer than a token may be (8192 bytes)");
-    if (rt.shutting_down)
+    if (rt.shutting_down || rt.leaving)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
         return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE,

@@ -11,6 +11,7 @@
 const char *stub_backup;
 bool stub_not_owner;
 uint64_t stub_gen;
+const char *stub_owner;
 bool stub_no_lease;
 bool stub_continues;
 cluster_map_fn *stub_map_hook;
@@ -26,6 +27,7 @@ void stub_reset(void)
     stub_backup = NULL;
     stub_not_owner = false;
     stub_gen = 7;
+    stub_owner = NULL;
     stub_no_lease = false;
     stub_continues = true;
     stub_map_hook = NULL;
@@ -48,6 +50,12 @@ int cluster_backups_of(const char *ch, size_t len, const char **out, int max, ui
 }
 uint64_t cluster_shard_gen(const char *ch, size_t len) { (void)ch, (void)len; return stub_gen; }
 bool cluster_can_act(void) { return !stub_no_lease; }
+/* "n1" (this node) unless another node owns: stub_owner, or "n9". */
+const char *cluster_owner_of(const char *ch, size_t len)
+{
+    (void)ch, (void)len;
+    return !stub_not_owner ? "n1" : stub_owner ? stub_owner : "n9";
+}
 bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen)
 {
     (void)ch, (void)len, (void)repl_gen;

@@ -24,6 +24,7 @@ struct stub_sync {
 extern const char *stub_backup;   /* the backup of every channel; NULL: none up */
 extern bool stub_not_owner;       /* another node owns every channel */
 extern uint64_t stub_gen;         /* the shard gen of every channel (7 after reset) */
+extern const char *stub_owner;    /* the owner when stub_not_owner ("n9" when NULL) */
 extern bool stub_no_lease;        /* this node holds no lease */
 extern bool stub_continues;       /* cluster_continues() answers this */
 extern cluster_map_fn *stub_map_hook;

@@ -174,6 +174,29 @@ static void a_restarted_node_owns_nothing_of_its_past_and_backs_up_again(void **
     assert_true(backups > 0);
 }
 
+static void a_leaving_owner_hands_its_shards_to_its_backups_at_once(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_LEAVING); /* still leased: no waiting for its lease to run out */
+    assert_true(next(&m1, &m2, 2));
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_string_not_equal(owner(&m2, s), "a#1");
+        for (int k = 0; k < m2.s[s].nbackups; k++)
+            assert_string_not_equal(backup(&m2, s, k), "a#1");
+        if (!strcmp(owner(&m1, s), "a#1")) {
+            assert_string_equal(owner(&m2, s), backup(&m1, s, 0));
+            assert_int_equal(m2.s[s].cont, m1.s[s].since[0]); /* same epoch continues */
+        }
+    }
+    /* With no leased backup a leaving owner keeps its shard: nobody holds it. */
+    set_state("b#1", NODE_UNCERTAIN);
+    set_state("c#1", NODE_UNCERTAIN);
+    assert_true(next(&m1, &m3, 2));
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (!strcmp(owner(&m1, s), "a#1"))
+            assert_string_equal(owner(&m3, s), "a#1");
+}
+
 static void replication_factor_three_places_two_backups(void **state)
 {
     (void)state;
@@ -234,6 +257,7 @@ int main(void)
         cmocka_unit_test_setup(a_gone_owner_waits_for_an_uncertain_backup, setup),
         cmocka_unit_test_setup(owner_and_backup_gone_the_survivor_starts_new_epochs, setup),
         cmocka_unit_test_setup(a_restarted_node_owns_nothing_of_its_past_and_backs_up_again, setup),
+        cmocka_unit_test_setup(a_leaving_owner_hands_its_shards_to_its_backups_at_once, setup),
         cmocka_unit_test_setup(replication_factor_three_places_two_backups, setup),
         cmocka_unit_test_setup(entries_apply_only_to_the_map_they_were_based_on, setup),
         cmocka_unit_test_setup(channels_hash_to_the_same_shard_everywhere, setup),

@@ -187,6 +187,26 @@ static void without_a_lease_nothing_is_delivered_or_sequenced(void **state)
     assert_int_equal(ndelivered, 1);
 }
 
+static void when_the_channel_moves_to_the_backup_that_holds_a_message_it_is_acknowledged(void **state)
+{
+    (void)state;
+    struct outcome held, not_held;
+    publish("1", &held);
+    publish("2", &not_held);
+    stub_no_lease = true; /* seq 1 is acknowledged by n2 but cannot be delivered here */
+    backup_acks(1, 0);
+    assert_int_equal(held.calls, 0);
+    stub_not_owner = true; /* the leader hands the channel to its backup n2 */
+    stub_owner = "n2";
+    stub_map_hook();
+    assert_int_equal(held.calls, 1);
+    assert_int_equal(held.err, CHORUS_ERR__COUNT); /* n2 holds it and continues past it */
+    assert_int_equal(held.seq, 1);
+    assert_int_equal(not_held.calls, 1);
+    assert_int_equal(not_held.err, CHORUS_ERR_UNAVAILABLE);
+    assert_int_equal(ndelivered, 0); /* delivered by n2, not here */
+}
+
 static void when_the_map_moves_the_channel_away_pending_publishes_fail(void **state)
 {
     (void)state;
@@ -218,6 +238,9 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(when_the_map_moves_the_channel_away_pending_publishes_fail,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            when_the_channel_moves_to_the_backup_that_holds_a_message_it_is_acknowledged, setup,
+            teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
