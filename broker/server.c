@@ -378,6 +378,7 @@ void server_stop(void)
     if (!rt.event_lib)
         keepalive_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
+    mirror_stop();
     cluster_stop();
     owner_stop();
     lws_context_destroy(rt.ctx);

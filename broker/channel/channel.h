@@ -23,6 +23,7 @@ struct frame;
 struct chan_sync;
 struct chan_repl;
 struct key_entry;
+struct held_msg;
 
 /* A channel's epoch travels in cluster envelopes and comes back from clients
  * in `since`, so its bound is the envelope's (with room for the NUL here). */
@@ -83,6 +84,9 @@ struct channel {
     struct key_entry *keys_age;          /* the same keys, oldest first (utlist DL); evicted from the head */
     uint32_t nkeys;
     struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
+    struct held_msg *tail;               /* engine/mirror.c: a backup's copies after seq, not yet
+                                          * shown to local subscribers (utlist DL, seq order) */
+    uint32_t ntail;
     bool remote_interest;                /* owner: other nodes subscribe to it */
     uint32_t pins;                       /* outstanding calls that will come back to it */
     UT_hash_handle hh;

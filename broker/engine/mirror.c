@@ -30,6 +30,76 @@ struct held_repl {
 
 #define HELD_MAX 10000
 
+/* A backup's copy of a message the owner has not delivered yet, held back
+ * from this node's own subscribers: with two backups the one promoted may
+ * lack what the other was sent, so nobody sees a message before the owner
+ * delivers it (its MSG). Without local subscribers nothing is shown, and
+ * copies go straight into the channel. */
+struct held_msg {
+    uint64_t seq;
+    int64_t ts_ms;
+    struct frame *f;            /* one reference */
+    struct held_msg *prev, *next;
+};
+
+static void tail_free_one(struct channel *ch, struct held_msg *h)
+{
+    DL_DELETE(ch->tail, h);
+    ch->ntail--;
+    frame_unref(h->f);
+    free(h);
+}
+
+/* Drops the copies the channel's position has reached (the owner's MSG or
+ * a sync brought them). */
+static void tail_trim(struct channel *ch)
+{
+    while (ch->tail && ch->tail->seq <= ch->seq)
+        tail_free_one(ch, ch->tail);
+}
+
+/* Moves every held copy into the channel as delivered here (no local
+ * subscriber any more, or promotion). */
+static void tail_apply(struct channel *ch, bool deliver_as_owner)
+{
+    tail_trim(ch);
+    struct held_msg *h;
+    while ((h = ch->tail)) {
+        if (h->seq == ch->seq + 1) {
+            if (deliver_as_owner)
+                channel_deliver(ch, h->f, h->seq, h->ts_ms);
+            else
+                channel_apply(ch, ch->epoch, h->seq, h->ts_ms, h->f);
+        }
+        tail_free_one(ch, h);
+    }
+}
+
+/* The owner delivered everything up to `upto` (a later MSG or a POS says
+ * so): held copies up to there are shown now, so a MSG lost on the way
+ * costs no repair. */
+static void tail_show_upto(struct channel *ch, const char *epoch, uint64_t upto)
+{
+    if (!ch->tail || strcmp(epoch, ch->epoch) != 0)
+        return;
+    tail_trim(ch);
+    struct held_msg *h;
+    while ((h = ch->tail) && h->seq <= upto && h->seq == ch->seq + 1) {
+        channel_apply(ch, ch->epoch, h->seq, h->ts_ms, h->f);
+        tail_free_one(ch, h);
+    }
+}
+
+void mirror_release_tail(struct channel *ch, bool keep)
+{
+    if (keep) {
+        tail_apply(ch, true);
+        return;
+    }
+    while (ch->tail)
+        tail_free_one(ch, ch->tail);
+}
+
 struct chan_sync {
     struct cluster_call call;
     struct channel *ch;
@@ -86,6 +156,7 @@ static void sync_done(struct chan_sync *s)
 {
     struct channel *ch = s->ch;
     ch->sync = NULL;
+    tail_trim(ch);
     /* Replicated messages are newer than anything the sync reply held. */
     struct held_repl *h;
     while ((h = s->held)) {
@@ -261,8 +332,10 @@ static void start_repair(struct channel *ch, uint64_t gap_to, bool same_epoch)
     ch->pins++;
 }
 
+/* A message from the owner's stream (delivered: true), or a REPL that
+ * revealed a gap (false: it says nothing of what the owner delivered). */
 static void on_msg(struct channel *ch, const struct envelope *env, const unsigned char *data,
-                   size_t len)
+                   size_t len, bool delivered)
 {
     if (ch->sync) {
         metrics.cluster_held_back++;
@@ -272,8 +345,11 @@ static void on_msg(struct channel *ch, const struct envelope *env, const unsigne
     if (!f)
         return;
     f->binary = env->flags & ENV_FLAG_BINARY;
+    if (delivered)
+        tail_show_upto(ch, env->epoch, env->seq - 1);
     enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
     frame_unref(f);
+    tail_trim(ch);
     if (r == APPLY_GAP)
         start_repair(ch, env->seq, !strcmp(env->epoch, ch->epoch));
 }
@@ -284,6 +360,7 @@ static void on_pos(struct channel *ch, const struct envelope *env)
 {
     if (ch->sync || !ch->live)
         return;
+    tail_show_upto(ch, env->epoch, env->seq);
     bool same_epoch = !strcmp(env->epoch, ch->epoch);
     if (!same_epoch || env->seq > ch->seq)
         start_repair(ch, env->seq + 1, same_epoch);
@@ -297,7 +374,7 @@ static void send_ack(const struct envelope *req, struct channel *ch, const struc
     struct envelope e;
     cluster_env_init(&e, ENV_REPL_ACK);
     snprintf(e.epoch, sizeof e.epoch, "%s", ch ? ch->epoch : req->epoch);
-    e.seq = ch ? ch->seq : 0;
+    e.seq = ch ? ch->seq + ch->ntail : 0; /* held contiguously, shown or not */
     e.req_id = req->req_id; /* the shard gen the owner sent under */
     if (refuse != CHORUS_ERR__COUNT)
         e.status = (uint16_t)(refuse + 1);
@@ -308,15 +385,35 @@ static void backup_apply(struct channel *ch, const struct envelope *env, struct 
                           const char *key)
 {
     struct cluster_part name = {(const unsigned char *)ch->name, ch->len};
-    enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
-    if (r == APPLY_GAP && !ch->nsubs) {
-        /* Nobody here needs the messages before it: start the copy here. */
-        channel_adopt(ch, env->epoch, env->seq - 1, false);
+    bool same_epoch = !strcmp(env->epoch, ch->epoch);
+    enum apply_result r;
+    if (ch->nsubs && same_epoch) {
+        /* Local subscribers see it only once the owner delivers it. */
+        uint64_t top = ch->seq + ch->ntail;
+        if (env->seq == top + 1) {
+            struct held_msg *h = calloc(1, sizeof *h);
+            if (!h)
+                return; /* unacknowledged: the owner sends it again */
+            h->seq = env->seq;
+            h->ts_ms = env->ts_ms;
+            h->f = frame_ref(f);
+            DL_APPEND(ch->tail, h);
+            ch->ntail++;
+        }
+        r = env->seq <= top + 1 ? APPLY_OK : APPLY_GAP;
+    } else {
+        tail_apply(ch, false); /* nobody here to hold back from, or another epoch */
         r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
-    } else if (r == APPLY_GAP) {
+        if (r == APPLY_GAP && !ch->nsubs) {
+            /* Nobody here needs the messages before it: start the copy here. */
+            channel_adopt(ch, env->epoch, env->seq - 1, false);
+            r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
+        }
+    }
+    if (r == APPLY_GAP) {
         /* Local subscribers need the missing messages first: repair, and hold
          * this one until the repair is done. */
-        on_msg(ch, env, frame_payload(f), f->len);
+        on_msg(ch, env, frame_payload(f), f->len, false);
         hold_repl(ch, env, frame_payload(f), f->len, key); /* else the owner re-sends it */
         return;
     }
@@ -380,7 +477,7 @@ static void on_msg_env(const struct cluster_part *topic, const struct envelope *
         metrics.cluster_unwanted++;
         return;
     }
-    on_msg(ch, env, parts[0].data, parts[0].len);
+    on_msg(ch, env, parts[0].data, parts[0].len, true);
 }
 
 /* POS on a channel's topic: the owner's position after a quiet spell. */
@@ -395,9 +492,27 @@ static void on_pos_env(const struct cluster_part *topic, const struct envelope *
         on_pos(ch, env);
 }
 
+/* Local subscribers left: the held copies join the channel (they are the
+ * replica); nobody is left to hold them back from. */
+static void on_interest(struct channel *ch, bool on)
+{
+    if (!on && ch->tail)
+        tail_apply(ch, false);
+}
+
 void mirror_start(void)
 {
+    cluster_on_interest(on_interest);
     cluster_handle(ENV_MSG, on_msg_env);
     cluster_handle(ENV_POS, on_pos_env);
     cluster_handle(ENV_REPL, on_repl);
 }
+
+static void free_tail(struct channel *ch, void *ud)
+{
+    (void)ud;
+    while (ch->tail)
+        tail_free_one(ch, ch->tail);
+}
+
+void mirror_stop(void) { channel_foreach(free_tail, NULL); }

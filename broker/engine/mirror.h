@@ -12,6 +12,8 @@
 
 #include "errors.h"
 
+#include <stdbool.h>
+
 struct channel;
 struct mirror_wait;
 
@@ -40,5 +42,11 @@ void mirror_wait_cancel(struct mirror_wait *w);
 
 /* Registers the MSG, POS and REPL handlers (after cluster_start). */
 void mirror_start(void);
+/* Frees every backup's held copies (the process is stopping). */
+void mirror_stop(void);
+/* Promotion: delivers, as the owner, the copies this backup held back from
+ * its local subscribers (the old owner's last messages), in order; with
+ * keep false (a new epoch starts) forgets them. */
+void mirror_release_tail(struct channel *ch, bool keep);
 
 #endif

@@ -9,6 +9,7 @@
 #include "codec.h"
 #include "log.h"
 #include "metrics.h"
+#include "mirror.h"
 #include "publish.h"
 #include "runtime.h"
 
@@ -49,8 +50,12 @@ static const struct config *cfg;
 
 void replica_claim(struct channel *ch)
 {
-    if (ch->mirror)
-        channel_claim(ch, ch->replica && cluster_continues(ch->name, ch->len, ch->repl_gen));
+    if (!ch->mirror)
+        return;
+    bool keep = ch->replica && cluster_continues(ch->name, ch->len, ch->repl_gen);
+    /* The old owner's last messages this backup held come first. */
+    mirror_release_tail(ch, keep);
+    channel_claim(ch, keep);
 }
 
 /* Answers a message's waiters, head first; each is unlinked before its done
@@ -336,10 +341,15 @@ static void on_map(void)
 static void demote(struct channel *ch, void *ud)
 {
     (void)ud;
-    if (!ch->mirror && !cluster_is_owner(ch->name, ch->len)) {
+    bool owner = cluster_is_owner(ch->name, ch->len);
+    if (!ch->mirror && !owner) {
         ch->mirror = true;
         ch->replica = false;
         ch->live = false;
+    } else if (ch->mirror && owner && ch->ntail && cluster_can_act()) {
+        /* Promoted with copies held back from local subscribers: deliver
+         * them now rather than at the next publish. */
+        replica_claim(ch);
     }
 }
 

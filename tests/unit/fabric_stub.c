@@ -15,6 +15,7 @@ const char *stub_owner;
 bool stub_no_lease;
 bool stub_continues;
 cluster_map_fn *stub_map_hook;
+cluster_interest_fn *stub_interest;
 struct stub_sync stub_syncs[STUB_SYNC_MAX];
 int stub_nsyncs;
 struct stub_sent stub_sent[STUB_SENT_MAX];
@@ -68,6 +69,7 @@ bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint
     return stub_not_owner && !stub_no_lease && gen == stub_gen;
 }
 void cluster_on_map(cluster_map_fn *fn) { stub_map_hook = fn; }
+void cluster_on_interest(cluster_interest_fn *fn) { stub_interest = fn; }
 
 void cluster_env_init(struct envelope *e, uint8_t type)
 {

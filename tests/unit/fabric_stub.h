@@ -28,6 +28,7 @@ extern const char *stub_owner;    /* the owner when stub_not_owner ("n9" when NU
 extern bool stub_no_lease;        /* this node holds no lease */
 extern bool stub_continues;       /* cluster_continues() answers this */
 extern cluster_map_fn *stub_map_hook;
+extern cluster_interest_fn *stub_interest;
 extern struct stub_sync stub_syncs[STUB_SYNC_MAX];
 extern int stub_nsyncs;
 extern struct stub_sent stub_sent[STUB_SENT_MAX];
