@@ -191,8 +191,8 @@ def check(history):
     views = collections.defaultdict(lambda: collections.defaultdict(_View))  # sub -> ch -> view
     for r in recs:
         t = r["t"]
-        if t == "pub":
-            continue
+        if t not in ("sub", "msg", "gap", "epoch", "closed"):
+            continue   # publishes (above) and notes
         sub = r["sub"]
         if t == "closed":
             for v in views[sub].values():

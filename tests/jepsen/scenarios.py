@@ -1,0 +1,160 @@
+"""The faults of the Jepsen suite, each a named case run under load.
+
+A scenario gets a Ctx (the topology, the nodes, the roles of the test channel
+found before the load, the timing profile) and does its fault, healing it
+before it returns. Faults touch only the cluster network (10.77.0.0/24) or
+the node's process; clients keep their own network.
+"""
+
+import asyncio
+import signal
+import time
+
+from chorus_harness import t
+
+
+class Ctx:
+    def __init__(self, topo, nodes, owner, backup, profile, log):
+        self.topo = topo
+        self.nodes = nodes
+        self.owner = owner          # Node owning the test channel (channels[0])
+        self.backup = backup        # its backup (None if not found)
+        self.profile = profile
+        self.log = log
+
+    def index(self, node):
+        return self.nodes.index(node)
+
+
+async def _restart(ctx, node):
+    began = time.monotonic()
+    await asyncio.to_thread(node.start, t(30), True)
+    ctx.log(f"{node.name} restarted, /healthz 200 after {time.monotonic() - began:.1f}s")
+
+
+async def crash(ctx, node, what):
+    ctx.log(f"kill -9 {node.name} ({what} of the test channel)")
+    node.kill()
+    await asyncio.sleep(ctx.profile["down"])
+    await _restart(ctx, node)
+
+
+async def crash_owner(ctx):
+    await crash(ctx, ctx.owner, "owner")
+
+
+async def crash_backup(ctx):
+    await crash(ctx, ctx.backup or ctx.nodes[(ctx.index(ctx.owner) + 1) % len(ctx.nodes)],
+                "backup")
+
+
+async def stall(ctx, seconds):
+    node = ctx.owner
+    ctx.log(f"SIGSTOP {node.name} (owner) for {seconds}s")
+    node.signal(signal.SIGSTOP)
+    try:
+        await asyncio.sleep(seconds)
+    finally:
+        node.signal(signal.SIGCONT)
+    ctx.log(f"SIGCONT {node.name}")
+
+
+async def stall_3s(ctx):
+    await stall(ctx, 3)
+
+
+async def stall_10s(ctx):
+    await stall(ctx, 10)
+
+
+async def partition_one(ctx):
+    """The owner's cluster link is cut: it alone | the rest."""
+    k = ctx.index(ctx.owner)
+    hold = ctx.profile["partition"]
+    ctx.log(f"cut {ctx.owner.name} (owner) from the cluster network for {hold}s")
+    ctx.topo.cut(k)
+    try:
+        await asyncio.sleep(hold)
+    finally:
+        ctx.topo.heal(k)
+    ctx.log("healed")
+
+
+async def partition_nontransitive(ctx):
+    """Owner and backup cannot reach each other; both reach everyone else."""
+    a = ctx.index(ctx.owner)
+    b = ctx.index(ctx.backup) if ctx.backup else (a + 1) % len(ctx.nodes)
+    hold = ctx.profile["partition"]
+    ctx.log(f"{ctx.nodes[a].name} and {ctx.nodes[b].name} cut from each other (both reach the "
+            f"others) for {hold}s")
+    ctx.topo.block(a, b)
+    try:
+        await asyncio.sleep(hold)
+    finally:
+        ctx.topo.unblock(a, b)
+    ctx.log("healed")
+
+
+async def partition_pair(ctx):
+    """5 nodes: owner and backup together on the minority side (2 | 3)."""
+    a = ctx.index(ctx.owner)
+    b = ctx.index(ctx.backup) if ctx.backup else (a + 1) % len(ctx.nodes)
+    rest = [k for k in range(len(ctx.nodes)) if k not in (a, b)]
+    hold = ctx.profile["partition"]
+    ctx.log(f"{ctx.nodes[a].name} + {ctx.nodes[b].name} (owner, backup) cut from "
+            f"{[ctx.nodes[k].name for k in rest]} for {hold}s")
+    done = []
+    try:
+        for x in (a, b):
+            for y in rest:
+                ctx.topo.block(x, y)
+                done.append((x, y))
+        await asyncio.sleep(hold)
+    finally:
+        for x, y in done:
+            ctx.topo.unblock(x, y)
+    ctx.log("healed")
+
+
+async def flapping(ctx):
+    """The owner's link goes down and up every second."""
+    k = ctx.index(ctx.owner)
+    total = ctx.profile["flap"]
+    ctx.log(f"{ctx.owner.name} (owner) link down/up every second for {total}s")
+    end = time.monotonic() + total
+    try:
+        while time.monotonic() < end:
+            ctx.topo.cut(k)
+            await asyncio.sleep(1)
+            ctx.topo.heal(k)
+            await asyncio.sleep(1)
+    finally:
+        ctx.topo.heal(k, check=False)
+    ctx.log("link up for good")
+
+
+async def rolling_restart(ctx):
+    """Every node in turn: SIGTERM, wait for it to exit, start it again with
+    the same --data-dir, wait for /healthz 200, next."""
+    for node in ctx.nodes:
+        ctx.log(f"SIGTERM {node.name}")
+        code = await asyncio.to_thread(node.terminate, t(15))
+        ctx.log(f"{node.name} exited {code}")
+        await _restart(ctx, node)
+        await asyncio.sleep(ctx.profile["between_restarts"])
+
+
+# name -> (group, function, minimum node count)
+SCENARIOS = {
+    "crash-owner": ("crash", crash_owner, 3),
+    "crash-backup": ("crash", crash_backup, 3),
+    "stall-3s": ("stall", stall_3s, 3),
+    "stall-10s": ("stall", stall_10s, 3),
+    "partition-1-rest": ("partition", partition_one, 3),
+    "partition-nontransitive": ("partition", partition_nontransitive, 3),
+    "partition-owner-backup": ("partition", partition_pair, 5),
+    "flapping": ("partition", flapping, 3),
+    "rolling-restart": ("restart", rolling_restart, 3),
+}
+
+GROUPS = sorted({g for g, _f, _n in SCENARIOS.values()})
