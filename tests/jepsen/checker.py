@@ -170,7 +170,7 @@ def check(history):
             k["acks"].add(pos)
             k["last"] = "ack"
             positions[(r["ch"], *pos)].add(k["data"])
-            where[(r["ch"], *pos)].append(f"ack to {r['pub']} of {k['data']}")
+            where[(r["ch"], *pos)].append((k["data"], f"ack to {r['pub']}"))
         else:
             res.errors[r.get("err") or "unknown"] += 1
             if k["last"] != "ack":
@@ -223,7 +223,7 @@ def check(history):
                 v.order.append(d)
             key = (r["ch"], v.epoch, r["seq"])
             positions[key].add(d)
-            where[key].append(f"{sub} received {d}")
+            where[key].append((d, f"{sub}"))
     for sub in views:
         res.delivered.setdefault(sub, 0)
 
@@ -231,11 +231,13 @@ def check(history):
     for key, ids in sorted(positions.items(), key=lambda kv: str(kv[0])):
         if len(ids) > 1:
             res.conflicting += 1
-            seen = []
-            for w in where[key]:
-                if w not in seen:
-                    seen.append(w)
-            res.example("conflicting", f"{key}: {len(ids)} messages: {'; '.join(seen[:4])}")
+            who = collections.defaultdict(list)
+            for d, w in where[key]:
+                if w not in who[d]:
+                    who[d].append(w)
+            res.example("conflicting", f"{key}: {len(ids)} messages: " + "; ".join(
+                f"{d} ({', '.join(ws[:3])}{', ...' if len(ws) > 3 else ''})"
+                for d, ws in sorted(who.items())))
 
     # (a) nothing acked missing at a subscriber that stayed
     for sub, chans in sorted(views.items()):
