@@ -8,6 +8,7 @@
 #include "server.h"
 #include "auth_ws.h"
 #include "cluster.h"
+#include "consensus.h"
 #include "conn.h"
 #include "ws.h"
 #include "http_api.h"
@@ -40,6 +41,7 @@ static struct lws_protocols protocols[] = {
     {"chorus.v1", ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
+    {"chorus-raft", consensus_lws_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
@@ -234,7 +236,7 @@ int server_start(const struct config *cfg)
     }
     /* The layers above the cluster register what they serve to other nodes. */
     owner_start();
-    replica_start();
+    replica_start(cfg);
     mirror_start();
     presence_start();
     if (keepalive_start() < 0) {

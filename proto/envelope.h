@@ -27,6 +27,8 @@ enum envelope_type {
     ENV_REPL_ACK = 8,  /* backup to owner; payload: channel; seq = highest contiguous held */
     ENV_POS = 9,       /* owner, on the channel topic after a quiet spell: epoch/seq = its position */
     ENV_PRES = 10,     /* presence; status = join/leave/full/ask; payload: channel, (key, member)... */
+    ENV_LEASE_REQ = 11,   /* to the Raft leader; seq = applied map version, req_id = request id; payload: node ref */
+    ENV_LEASE_GRANT = 12, /* to the requester; req_id echoed, seq = leader's map version; status != 0: refused */
 };
 
 #define ENV_FLAG_RECOVERED 0x01  /* SYNC_REP: every message after `since` is included */

@@ -99,6 +99,18 @@ static const struct opt opts[] = {
      "re-resolve peer DNS names this often", "10"},
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
      "ZeroMQ high-water mark, messages per link", "100000"},
+    {"data-dir", OPT_STR, F(data_dir), 0, "DIR", 0, 0,
+     "where a cluster node keeps its Raft log and vote; keep it across restarts (default: chorus-data/NODE-ID)", NULL},
+    {"raft-bind", OPT_STR, F(raft_bind), 0, "IPV4:PORT", 0, 0,
+     "agreed membership (Raft) listens here (default: the cluster-bind address, port + 1)", NULL},
+    {"raft-peer", OPT_LIST, F(raft_peer), F(n_raft_peer), "IPV4:PORT", 0, 0,
+     "another node's raft-bind address (repeatable; default: each --peer's address, port + 1)", NULL},
+    {"lease-ms", OPT_INT, F(lease_ms), 0, "MS", 200, 60000,
+     "an owner or backup acts only this long after the Raft leader last confirmed it", "2000"},
+    {"election-timeout-ms", OPT_INT, F(election_timeout_ms), 0, "MS", 100, 60000,
+     "Raft election timeout: a leader silent this long is replaced", "1000"},
+    {"replication-factor", OPT_INT, F(replication_factor), 0, "N", 1, 5,
+     "copies of every acknowledged message: the owner's and N-1 backups'", "2"},
     {"event-loop", OPT_STR, F(event_loop), 0, "poll|epoll", 0, 0,
      "event loop: epoll (libev; scales with many connections) or poll (lws built-in)", "epoll"},
     {"log-level", OPT_STR, F(log_level), 0, "LEVEL", 0, 0, "debug, info, warn or error", "info"},
@@ -169,7 +181,8 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
         return 0;
     case OPT_LIST: {
         int *n = (int *)(base + o->off_n);
-        int max = o->off == offsetof(struct config, peer) ? CONFIG_MAX_PEERS : CONFIG_MAX_ORIGINS;
+        int max = o->off == offsetof(struct config, peer) || o->off == offsetof(struct config, raft_peer)
+                      ? CONFIG_MAX_PEERS : CONFIG_MAX_ORIGINS;
         if (*n >= max) {
             fprintf(stderr, "chorusd: %s: at most %d values for %s\n", src, max, o->name);
             return -1;
@@ -585,6 +598,8 @@ void config_free(struct config *cfg)
     free(cfg->event_loop);
     clear_lists(cfg);
     free(cfg->cluster_bind);
+    free(cfg->data_dir);
+    free(cfg->raft_bind);
     free(cfg->forwarder_connect);
     free(cfg->cluster_curve_secret);
     free(cfg->jwt_secret);

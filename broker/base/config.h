@@ -71,6 +71,13 @@ struct config {
     int cluster_timeout_ms;
     int peer_resolve_interval;
     int cluster_hwm;
+    char *data_dir;               /* Raft log and vote (cluster nodes) */
+    char *raft_bind;              /* IPv4:port for Raft; NULL: derived from cluster_bind */
+    char *raft_peer[CONFIG_MAX_PEERS]; /* peers' raft_bind; empty: derived from peer[] */
+    int n_raft_peer;
+    int lease_ms;
+    int election_timeout_ms;
+    int replication_factor;
 
     int max_frame_bytes;
     int rx_buffer_bytes;

@@ -39,8 +39,8 @@ struct metrics {
     uint64_t published_binary;           /* binary messages sequenced (also in published_ws) */
 
     /* cluster */
-    uint64_t cluster_sent[12];           /* by envelope type */
-    uint64_t cluster_received[12];
+    uint64_t cluster_sent[13];           /* by envelope type */
+    uint64_t cluster_received[13];
     uint64_t replicated;                 /* REPL messages sent */
     uint64_t replication_resends;        /* rounds of re-sending pending messages */
     uint64_t replication_refused;        /* REPL_ACKs refusing (the backup thought it owned) */

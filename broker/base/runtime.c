@@ -2,6 +2,7 @@
 #include "runtime.h"
 
 #include <sys/time.h>
+#include <time.h>
 
 struct runtime rt;
 
@@ -10,4 +11,11 @@ int64_t runtime_now_ms(void)
     struct timeval tv;
     gettimeofday(&tv, NULL);
     return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+int64_t runtime_mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }

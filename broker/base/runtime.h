@@ -25,5 +25,9 @@ extern struct runtime rt;
 
 /* Milliseconds since the Unix epoch (message timestamps). */
 int64_t runtime_now_ms(void);
+/* Milliseconds on the monotonic clock: leases and timeouts, which a
+ * wall-clock step must not stretch. It keeps running while the process is
+ * stopped (SIGSTOP), so a resumed node sees how long it was gone. */
+int64_t runtime_mono_ms(void);
 
 #endif

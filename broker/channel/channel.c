@@ -413,18 +413,19 @@ void channel_restart_epoch(struct channel *ch)
     notify_epoch(ch);
 }
 
-void channel_claim(struct channel *ch)
+void channel_claim(struct channel *ch, bool keep_epoch)
 {
     if (!ch->mirror)
         return;
     ch->mirror = false;
     ch->live = false;
-    if (ch->replica) {
+    if (keep_epoch) {
         /* This node was the backup: it holds every message the old owner
          * delivered, so the epoch simply continues. */
         ch->replica = false;
         ch->assigned = ch->seq;
     } else {
+        ch->replica = false;
         /* Ownership moved here without a replica: this node cannot know the
          * old owner's last messages, so a new epoch begins. */
         new_epoch(ch);
@@ -435,7 +436,8 @@ void channel_claim(struct channel *ch)
 int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
                      const char *client, int64_t now_ms, struct frame **out, uint64_t *seq_out)
 {
-    channel_claim(ch);
+    if (ch->mirror)
+        channel_claim(ch, false); /* the engine claims first; a new epoch is the safe default */
     if (ch->assigned < ch->seq)
         ch->assigned = ch->seq;
     uint64_t seq = ch->assigned + 1;
@@ -499,4 +501,11 @@ void channel_sweep(int64_t now_ms)
         if (!ch->hist_count)
             channel_delete(ch);
     }
+}
+
+void channel_foreach(void (*fn)(struct channel *ch, void *ud), void *ud)
+{
+    struct channel *ch, *tmp;
+    HASH_ITER(hh, registry, ch, tmp)
+        fn(ch, ud);
 }

@@ -74,7 +74,7 @@ struct channel {
     bool mirror;                         /* seq and history copied from a remote owner */
     bool live;                           /* mirror: following the owner's stream, state current */
     bool replica;                        /* backup: holds every message the owner delivered */
-    bool unreplicated;                   /* owner delivered with no backup up (maybe cut off) */
+    uint64_t repl_gen;                   /* backup: shard gen of the last REPL accepted */
     struct chan_repl *repl;              /* engine/replica.c: messages waiting for the backup's ack */
     struct channel *beacon_prev, *beacon_next; /* cluster/stream.c: channels to announce (utlist DL) */
     bool beacon;
@@ -129,10 +129,14 @@ struct publish_result {
     char epoch[CHANNEL_EPOCH_MAX];
 };
 
-/* This node has become the channel's owner: a replica continues its epoch
- * (it holds every message the old owner delivered); a plain mirror starts a
- * new epoch and tells subscribers. A no-op for a channel already owned. */
-void channel_claim(struct channel *ch);
+/* This node has become the channel's owner: with keep_epoch (the engine
+ * found it was the backup all along, so it holds every message the old owner
+ * delivered) the epoch continues; otherwise a new epoch starts and
+ * subscribers are told. A no-op for a channel already owned. */
+void channel_claim(struct channel *ch, bool keep_epoch);
+/* Calls fn for every channel; fn must not delete channels. Rare events
+ * only (a change of the shard map): it is O(channels). */
+void channel_foreach(void (*fn)(struct channel *ch, void *ud), void *ud);
 /* Starts a new epoch at seq 0 and tells subscribers (the owner's sequence
  * can no longer be trusted to match what other nodes hold). */
 void channel_restart_epoch(struct channel *ch);

@@ -5,6 +5,8 @@
  * discovery), rpc (calls to owners), stream (channel streams and interest).
  * The layers above register handlers for the envelope types they serve. */
 #include "cluster.h"
+#include "consensus.h"
+#include "lease.h"
 #include "fabric.h"
 #include "log.h"
 #include "membership.h"
@@ -18,6 +20,38 @@
 
 static void render_metrics(struct sbuf *b);
 
+#define MAX_MAP_HOOKS 4
+static cluster_map_fn *map_hooks[MAX_MAP_HOOKS];
+static int nmap_hooks;
+
+void cluster_on_map(cluster_map_fn *fn)
+{
+    if (nmap_hooks < MAX_MAP_HOOKS)
+        map_hooks[nmap_hooks++] = fn;
+}
+
+static void map_changed(const struct shardmap *before, const struct shardmap *now)
+{
+    (void)before;
+    membership_map_changed(now);
+    for (int i = 0; i < nmap_hooks; i++)
+        map_hooks[i]();
+}
+
+int64_t cluster_lease_lost_ms(void) { return cluster_enabled() ? lease_lost_ms() : 0; }
+
+bool cluster_can_act(void) { return !cluster_enabled() || lease_valid(); }
+
+bool cluster_ready(void)
+{
+    return !cluster_enabled() || (cluster_map_version() > 0 && lease_valid());
+}
+
+bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint64_t gen)
+{
+    return membership_backup_of(ch, len, origin, gen) && lease_valid();
+}
+
 int cluster_start(const struct config *cfg, struct lws_vhost *vh)
 {
     if (!cfg->cluster_bind && !cfg->forwarder_connect)
@@ -27,6 +61,12 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh)
         return -1;
     }
     membership_start(cfg, runtime_now_ms());
+    consensus_on_map(map_changed);
+    if (consensus_start(cfg, vh) < 0) {
+        cluster_stop();
+        return -1;
+    }
+    lease_start(cfg, membership_self_ref());
     rpc_start(cfg);
     stream_start();
     metrics_set_extra(render_metrics);
@@ -41,6 +81,9 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh)
 
 void cluster_stop(void)
 {
+    lease_stop();
+    consensus_stop();
+    nmap_hooks = 0;
     stream_stop();
     rpc_stop();
     peers_stop();
@@ -52,13 +95,13 @@ static void render_metrics(struct sbuf *b)
 {
     if (!cluster_enabled())
         return;
-    static const char *const types[11] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence"};
+    static const char *const types[13] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence", "lease_req", "lease_grant"};
     family(b, "chorus_cluster_messages_sent_total", "counter", "Node-to-node messages sent, by type.");
-    for (int i = 1; i < 11; i++)
+    for (int i = 1; i < 13; i++)
         put(b, "chorus_cluster_messages_sent_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_sent[i]);
     family(b, "chorus_cluster_messages_received_total", "counter", "Node-to-node messages received, by type.");
-    for (int i = 1; i < 11; i++)
+    for (int i = 1; i < 13; i++)
         put(b, "chorus_cluster_messages_received_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_received[i]);
     family(b, "chorus_cluster_replication_total", "counter", "Replication to backup nodes, by event.");

@@ -51,13 +51,23 @@ int cluster_start(const struct config *cfg, struct lws_vhost *vh);
 void cluster_stop(void);
 bool cluster_enabled(void);
 
-/* False for the first moments after start, until heartbeats have had time
- * to arrive from every peer: before that this node would wrongly believe it
- * owns channels that belong to peers it has not heard yet. */
+/* True once the cluster committed a shard map and this node holds a lease
+ * (lease.h); false before, and while it is cut off from the majority. */
 bool cluster_ready(void);
+/* True while this node may acknowledge and deliver: it holds a lease (always
+ * true without a cluster). */
+bool cluster_can_act(void);
+/* Monotonic ms since this node lost its lease (0 while it holds one). */
+int64_t cluster_lease_lost_ms(void);
+/* The committed shard map's version (0 before the first). */
+uint64_t cluster_map_version(void);
 
-/* True when this node sequences the channel (always true without a cluster). */
+/* True when the committed map makes this node the channel's owner (always
+ * true without a cluster); it sequences only while cluster_can_act(). */
 bool cluster_is_owner(const char *ch, size_t len);
+/* The owner's node id (this node's own id when it owns the channel), or
+ * NULL when the shard has no owner yet. */
+const char *cluster_owner_of(const char *ch, size_t len);
 
 /* Sends a publish to the channel's owner. Returns 0 when the call was sent
  * (cb follows later), or -1 when no owner is reachable (cb is never called). */
@@ -72,9 +82,18 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
                  void *ud);
-/* The node that takes over when the owner dies (second by rendezvous
- * score among live nodes), or NULL when no other node is up. */
-const char *cluster_backup_of(const char *ch, size_t len);
+/* The channel's backups in the committed map (node ids, the first takes
+ * over when the owner is gone), at most max, and the shard's gen, which
+ * REPL carries and backups check. */
+int cluster_backups_of(const char *ch, size_t len, const char **out, int max, uint64_t *gen);
+uint64_t cluster_shard_gen(const char *ch, size_t len);
+/* Backup side: accept REPL from origin at gen? Only when the map names this
+ * node a backup of the channel's shard at exactly that gen, origin its
+ * owner, and this node holds a lease. */
+bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint64_t gen);
+/* The new owner continues the epoch of a replica it accepted REPL for at
+ * repl_gen (it was the backup all along); otherwise a new epoch starts. */
+bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen);
 /* Sends one envelope addressed to `node`; -1 when it could not be queued. */
 int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
                     int nparts);
@@ -118,6 +137,10 @@ void cluster_on_peer_down(cluster_peer_down_fn *fn);
  * subscribes to or drops the channel's stream. */
 typedef void cluster_interest_fn(struct channel *ch, bool on);
 void cluster_on_interest(cluster_interest_fn *fn);
+/* The committed shard map changed; is_owner() and friends already answer
+ * from the new one. */
+typedef void cluster_map_fn(void);
+void cluster_on_map(cluster_map_fn *fn);
 
 /* Adopts a ZeroMQ socket's fd into lws (the "chorus-zmq" protocol callback). */
 int cluster_zmq_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in,

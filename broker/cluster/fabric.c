@@ -5,6 +5,7 @@
  * the fd callback, must be followed by a drain until EAGAIN or messages sit
  * unnoticed. The periodic tick drains too, as a safety net. */
 #include "fabric.h"
+#include "consensus.h"
 #include "endpoint.h"
 #include "codec.h"
 #include "log.h"
@@ -23,7 +24,7 @@
 #define DRAIN_BUDGET 20000          /* messages per wake-up before yielding to WebSockets */
 #define MAX_PARTS 4096              /* payload frames accepted in one message */
 #define MAX_HOOKS 8                 /* tick and peer-down handlers */
-#define ENV_TYPES 12                /* envelope types are below this (metrics.h counts them so) */
+#define ENV_TYPES 13                /* envelope types are below this (metrics.h counts them so) */
 
 static struct {
     const struct config *cfg;
@@ -133,6 +134,8 @@ static void handle_message(const struct cluster_part *topic, const struct envelo
         return; /* our own traffic, e.g. through a forwarder or a self-listed peer */
     metrics.cluster_received[env->type]++;
     membership_seen(env->origin, runtime_now_ms());
+    if (env->type == ENV_HEARTBEAT)
+        membership_seen_raft(env->origin, env->seq);
     cluster_handler_fn *fn = env->type < ENV_TYPES ? hooks.by_type[env->type] : NULL;
     if (fn)
         fn(topic, env, parts, n);
@@ -289,6 +292,7 @@ static void tick(lws_sorted_usec_list_t *sul)
         struct envelope e;
         cluster_env_init(&e, ENV_HEARTBEAT);
         e.ts_ms = now;
+        e.seq = consensus_self_id(); /* peers learn which node our Raft id is */
         fabric_send("!hb", 4, &e, NULL, 0);
         fb.last_heartbeat_ms = now;
     }

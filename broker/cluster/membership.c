@@ -8,28 +8,55 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 #include <uthash.h>
 
 /* One per node ever heard from; never freed while running (membership is small). */
 struct member {
     char id[ENVELOPE_ID_MAX + 1];
+    uint64_t raft_id;                 /* from its heartbeats */
     int64_t last_seen_ms;
     bool up;
     UT_hash_handle hh;
+};
+
+/* One shard of the committed map, as node ids. */
+struct shard_view {
+    char owner[ENVELOPE_ID_MAX + 1];  /* "" when none */
+    bool mine;
+    int nbackups;
+    char backup[SHARDMAP_MAX_BACKUPS][ENVELOPE_ID_MAX + 1];
+    int my_backup;                    /* this node's position among the backups, or -1 */
+    uint64_t gen, cont;
 };
 
 static struct {
     bool enabled;
     const struct config *cfg;
     char self[ENVELOPE_ID_MAX + 1];
+    char self_ref[SHARDMAP_REF_MAX + 1];
     struct member *members;
     int64_t started_ms;
+    uint64_t version;
+    struct shard_view view[SHARDMAP_SHARDS];
 } ms;
+
+static void refresh(const struct shardmap *m);
 
 void membership_start(const struct config *cfg, int64_t now_ms)
 {
     ms.cfg = cfg;
     snprintf(ms.self, sizeof ms.self, "%s", cfg->node_id);
+    /* This process's incarnation: a restarted node owns nothing its
+     * predecessor did until the leader places shards on it again. */
+    uint64_t inc = 0;
+    if (getrandom(&inc, sizeof inc, 0) != (ssize_t)sizeof inc)
+        inc = (uint64_t)now_ms ^ ((uint64_t)getpid() << 32);
+    snprintf(ms.self_ref, sizeof ms.self_ref, "%s#%016llx", cfg->node_id, (unsigned long long)inc);
+    struct shardmap empty;
+    shardmap_init(&empty);
+    refresh(&empty);
     ms.started_ms = now_ms;
     ms.enabled = true;
 }
@@ -48,10 +75,7 @@ const char *membership_self(void) { return ms.self; }
 
 bool cluster_enabled(void) { return ms.enabled; }
 
-bool cluster_ready(void)
-{
-    return !ms.enabled || runtime_now_ms() - ms.started_ms >= 3 * (int64_t)ms.cfg->heartbeat_ms;
-}
+
 
 void membership_seen(const char *id, int64_t now)
 {
@@ -92,61 +116,100 @@ int cluster_peers(struct cluster_peer_info *out, int max)
 
 /* ------------------------------------------------------------- ownership */
 
-static uint32_t rendezvous_score(const char *node, const char *ch, size_t len)
+void membership_seen_raft(const char *id, uint64_t raft_id)
 {
-    char key[ENVELOPE_ID_MAX + 1 + 256];
-    size_t nl = strlen(node);
-    uint32_t h;
-    memcpy(key, node, nl);
-    key[nl] = '\0';
-    memcpy(key + nl + 1, ch, len);
-    HASH_JEN(key, nl + 1 + len, h);
-    return h;
+    struct member *m;
+    HASH_FIND_STR(ms.members, id, m);
+    if (m)
+        m->raft_id = raft_id;
 }
 
-/* The live member with the highest score owns the channel; ties go to the
- * smaller id so every node picks the same one. */
-const char *cluster_owner_of(const char *ch, size_t len)
+const char *membership_node_of_raft(uint64_t raft_id)
 {
-    const char *best = ms.self;
-    uint32_t best_score = rendezvous_score(ms.self, ch, len);
-    for (struct member *m = ms.members; m; m = m->hh.next) {
-        if (!m->up)
-            continue;
-        uint32_t s = rendezvous_score(m->id, ch, len);
-        if (s > best_score || (s == best_score && strcmp(m->id, best) < 0)) {
-            best = m->id;
-            best_score = s;
+    for (struct member *m = ms.members; m; m = m->hh.next)
+        if (m->raft_id == raft_id)
+            return m->id;
+    return NULL;
+}
+
+const char *membership_self_ref(void) { return ms.self_ref; }
+
+/* The committed map as the data path reads it: node ids per shard, and
+ * this node's role, refreshed on every committed change. */
+static void refresh(const struct shardmap *m)
+{
+    for (unsigned i = 0; i < SHARDMAP_SHARDS; i++) {
+        const struct shard_assign *a = &m->s[i];
+        struct shard_view *v = &ms.view[i];
+        memset(v, 0, sizeof *v);
+        v->gen = a->gen;
+        v->cont = a->cont;
+        v->my_backup = -1;
+        if (a->owner >= 0) {
+            shardmap_node_id(m->nodes[a->owner], v->owner, sizeof v->owner);
+            v->mine = !strcmp(m->nodes[a->owner], ms.self_ref);
+        }
+        v->nbackups = a->nbackups;
+        for (int k = 0; k < a->nbackups; k++) {
+            shardmap_node_id(m->nodes[a->backup[k]], v->backup[k], sizeof v->backup[k]);
+            if (!strcmp(m->nodes[a->backup[k]], ms.self_ref))
+                v->my_backup = k;
         }
     }
-    return best;
+    ms.version = m->version;
+}
+
+void membership_map_changed(const struct shardmap *m) { refresh(m); }
+
+static const struct shard_view *view_of(const char *ch, size_t len)
+{
+    return &ms.view[shardmap_shard_of(ch, len)];
+}
+
+const char *cluster_owner_of(const char *ch, size_t len)
+{
+    if (!ms.enabled)
+        return ms.self;
+    const struct shard_view *v = view_of(ch, len);
+    return v->mine ? ms.self : *v->owner ? v->owner : NULL;
 }
 
 bool cluster_is_owner(const char *ch, size_t len)
 {
-    return !ms.enabled || cluster_owner_of(ch, len) == ms.self;
+    return !ms.enabled || view_of(ch, len)->mine;
 }
 
-const char *cluster_backup_of(const char *ch, size_t len)
+int cluster_backups_of(const char *ch, size_t len, const char **out, int max, uint64_t *gen)
 {
-    if (!ms.enabled)
-        return NULL;
-    const char *owner = cluster_owner_of(ch, len);
-    const char *best = NULL;
-    uint32_t best_score = 0;
-    /* The runner-up among live nodes, self included when self is not the owner. */
-    if (owner != ms.self) {
-        best = ms.self;
-        best_score = rendezvous_score(ms.self, ch, len);
+    if (!ms.enabled) {
+        *gen = 0;
+        return 0;
     }
-    for (struct member *m = ms.members; m; m = m->hh.next) {
-        if (!m->up || m->id == owner)
-            continue;
-        uint32_t s = rendezvous_score(m->id, ch, len);
-        if (!best || s > best_score || (s == best_score && strcmp(m->id, best) < 0)) {
-            best = m->id;
-            best_score = s;
-        }
-    }
-    return best == ms.self ? NULL : best;
+    const struct shard_view *v = view_of(ch, len);
+    int n = 0;
+    for (int k = 0; k < v->nbackups && n < max; k++)
+        out[n++] = v->backup[k];
+    *gen = v->gen;
+    return n;
 }
+
+uint64_t cluster_shard_gen(const char *ch, size_t len)
+{
+    return ms.enabled ? view_of(ch, len)->gen : 0;
+}
+
+bool membership_backup_of(const char *ch, size_t len, const char *origin, uint64_t gen)
+{
+    const struct shard_view *v = view_of(ch, len);
+    return ms.enabled && v->my_backup >= 0 && v->gen == gen && !v->mine &&
+           !strcmp(v->owner, origin);
+}
+
+bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen)
+{
+    const struct shard_view *v = view_of(ch, len);
+    return v->cont != SHARDMAP_NEVER && repl_gen >= v->cont;
+}
+
+
+uint64_t cluster_map_version(void) { return ms.version; }

@@ -1,12 +1,12 @@
-/* membership.h - which nodes are up, and which of them owns each channel.
+/* membership.h - which nodes are up, and who owns and backs up each channel.
  *
  * A node is up while its messages (at least its heartbeats) keep arriving
- * within peer_timeout. Every channel has one owner, the live node with the
- * highest rendezvous-hash score for it, and one backup, the runner-up; every
- * node computes the same answer from the same view. No sockets here: the
- * fabric reports what it hears (membership_seen) and asks who went silent
- * (membership_sweep). The public questions (cluster_is_owner,
- * cluster_backup_of, cluster_peers, cluster_enabled, cluster_ready) are
+ * within peer_timeout: that only fails calls early and feeds metrics.
+ * Ownership comes from the shard map Raft committed (consensus.h), never
+ * from this node's own view, so every node answers the same. No sockets
+ * here: the fabric reports what it hears (membership_seen) and asks who
+ * went silent (membership_sweep). The public questions (cluster_is_owner,
+ * cluster_backups_of, cluster_peers, cluster_enabled, cluster_ready) are
  * declared in cluster.h. */
 #ifndef CHORUS_MEMBERSHIP_H
 #define CHORUS_MEMBERSHIP_H
@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "config.h"
+#include "shardmap.h"
 
 /* This node is `self`; the cluster counts as enabled from now on. */
 void membership_start(const struct config *cfg, int64_t now_ms);
@@ -23,9 +24,17 @@ void membership_stop(void);
 /* This node's id ("" while disabled). */
 const char *membership_self(void);
 
-/* The channel's owner: this node's id string itself (compare pointers with
- * membership_self()) or a member's. */
-const char *cluster_owner_of(const char *ch, size_t len);
+/* "NODE-ID#INCARNATION": this process in the shard map. */
+const char *membership_self_ref(void);
+/* The committed shard map changed: refresh what the data path reads. */
+struct shardmap;
+void membership_map_changed(const struct shardmap *m);
+/* Does the committed map name this node a backup of ch at gen, with
+ * origin its owner? */
+bool membership_backup_of(const char *ch, size_t len, const char *origin, uint64_t gen);
+/* Heartbeats name each node's Raft id; the node id of a Raft id, or NULL. */
+void membership_seen_raft(const char *id, uint64_t raft_id);
+const char *membership_node_of_raft(uint64_t raft_id);
 
 /* A message from node id arrived at now_ms. */
 void membership_seen(const char *id, int64_t now_ms);

@@ -1,6 +1,7 @@
 /* history_fetch.c - history replies from here or from the owner
  * (history_fetch.h). */
 #include "history_fetch.h"
+#include "replica.h"
 #include "channel.h"
 #include "frame.h"
 #include "history.h"
@@ -88,7 +89,7 @@ void history_fetch(struct history_fetch *h, const char *name, size_t len, bool h
     bool owner = cluster_is_owner(name, len);
     if (owner || (ch && ch->live && !ch->sync)) {
         if (ch && owner)
-            channel_claim(ch);
+            replica_claim(ch);
         struct frame *f = history_local(ch, h->ch, has_id, id, has_since, since_epoch, since_seq,
                                         limit);
         if (f)

@@ -298,6 +298,7 @@ static void send_ack(const struct envelope *req, struct channel *ch, const struc
     cluster_env_init(&e, ENV_REPL_ACK);
     snprintf(e.epoch, sizeof e.epoch, "%s", ch ? ch->epoch : req->epoch);
     e.seq = ch ? ch->seq : 0;
+    e.req_id = req->req_id; /* the shard gen the owner sent under */
     if (refuse != CHORUS_ERR__COUNT)
         e.status = (uint16_t)(refuse + 1);
     cluster_send_to(req->origin, &e, name, 1);
@@ -334,7 +335,10 @@ static void on_repl(const struct cluster_part *topic, const struct envelope *env
         return;
     const char *name = (const char *)parts[0].data;
     size_t len = parts[0].len;
-    if (cluster_is_owner(name, len)) {
+    if (!cluster_backup_accepts(name, len, env->origin, env->req_id)) {
+        /* Fencing: only the owner the committed map names, at its current
+         * gen, while this node holds a lease; an owner working from an older
+         * map (or cut off) gets nothing acknowledged. */
         send_ack(env, NULL, &parts[0], CHORUS_ERR_UNAVAILABLE);
         return;
     }
@@ -343,6 +347,7 @@ static void on_repl(const struct cluster_part *topic, const struct envelope *env
         return;
     ch->mirror = true;
     ch->replica = true;
+    ch->repl_gen = env->req_id;
     char key[CODEC_KEY_MAX + 1];
     memcpy(key, parts[2].data, parts[2].len);
     key[parts[2].len] = '\0';

@@ -7,6 +7,7 @@
 #include "codec.h"
 #include "frame.h"
 #include "publish.h"
+#include "replica.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -52,7 +53,7 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
         return;
     }
     const char *name = (const char *)parts[0].data;
-    if (!cluster_is_owner(name, parts[0].len)) {
+    if (!cluster_is_owner(name, parts[0].len) || !cluster_can_act()) {
         cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
                      "channel ownership is moving; retry");
         return;
@@ -107,7 +108,7 @@ static void on_sync_req(const struct cluster_part *topic, const struct envelope 
     }
     const char *name = (const char *)parts[0].data;
     size_t len = parts[0].len;
-    if (!cluster_is_owner(name, len)) {
+    if (!cluster_is_owner(name, len) || !cluster_can_act()) {
         cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "channel ownership is moving; retry");
         return;
     }
@@ -125,7 +126,7 @@ static void on_sync_req(const struct cluster_part *topic, const struct envelope 
         cluster_send_to(req->origin, &e, parts, 1);
         return;
     }
-    channel_claim(ch); /* we may have just become the owner */
+    replica_claim(ch); /* we may have just become the owner */
     /* A joining node is about to follow this channel; keep it until its
      * subscription (or its absence) is known from the XPUB side. */
     if (join)

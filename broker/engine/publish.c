@@ -46,18 +46,19 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
         return;
     }
 
+    if (!cluster_can_act()) {
+        /* Without a lease this node may have been replaced as owner already:
+         * sequencing now could clash with its successor. */
+        done(w, CHORUS_ERR_UNAVAILABLE,
+             "this node is cut off from the cluster majority (no lease); retry", NULL, 0, false);
+        return;
+    }
     struct channel *ch = channel_get(name, len);
     if (!ch) {
         done(w, CHORUS_ERR_UNAVAILABLE, "out of memory", NULL, 0, false);
         return;
     }
-    channel_claim(ch); /* keys a replica recorded count once it owns the channel */
-    if (ch->unreplicated && !ch->repl && cluster_backup_of(name, len)) {
-        /* This node sequenced alone, perhaps cut off while others took the
-         * channel over: its numbering may clash with theirs, so restart it. */
-        ch->unreplicated = false;
-        channel_restart_epoch(ch);
-    }
+    replica_claim(ch); /* keys a replica recorded count once it owns the channel */
     if (key) {
         uint64_t seq = channel_key_seq(ch, key);
         if (seq) {

@@ -1,4 +1,4 @@
-/* replica.c - the owner's queue of messages awaiting the backup (the
+/* replica.c - the owner's queue of messages awaiting its backups (the
  * backup's side of replication is mirror.c's: it follows the channel).
  *
  * Invariant (owner): a channel's pending messages have consecutive seqs
@@ -17,6 +17,8 @@
 #include <string.h>
 #include <utlist.h>
 
+#define MAX_BACKUPS 4
+
 /* One sequenced message not yet delivered. */
 struct pending_msg {
     struct frame *f;           /* one reference */
@@ -24,22 +26,32 @@ struct pending_msg {
     int64_t ts_ms;
     char key[CODEC_KEY_MAX + 1];
     struct pub_wait *waiters;  /* utlist DL; answered head first */
-    struct pending_msg *next;
+    struct pending_msg *prev, *next;  /* utlist DL in the channel's queue */
 };
 
 /* One per channel with pending messages; pins the channel. */
 struct chan_repl {
     struct channel *ch;
-    struct pending_msg *head, *tail;
-    char backup[ENVELOPE_ID_MAX + 1];   /* where the pending messages were last sent */
+    struct pending_msg *msgs;           /* oldest first (utlist DL) */
+    uint64_t gen;                       /* the shard gen they were last sent under */
+    int nbackups;
+    char backup[MAX_BACKUPS][ENVELOPE_ID_MAX + 1];
+    uint64_t acked[MAX_BACKUPS];        /* highest contiguous seq each holds, at gen */
     int64_t sent_ms;                    /* when they were last sent */
     int64_t oldest_ms;                  /* when the head was queued */
     struct chan_repl *prev, *next;
 };
 
 static struct chan_repl *repls;         /* channels with pending messages (utlist DL) */
+static const struct config *cfg;
 
 /* ----------------------------------------------------------------- owner */
+
+void replica_claim(struct channel *ch)
+{
+    if (ch->mirror)
+        channel_claim(ch, ch->replica && cluster_continues(ch->name, ch->len, ch->repl_gen));
+}
 
 /* Answers a message's waiters, head first; each is unlinked before its done
  * runs, so a callback that cancels another waiter still finds it listed. */
@@ -65,27 +77,46 @@ static void repl_free(struct chan_repl *r)
     channel_release(ch);
 }
 
+static void pending_free(struct chan_repl *r, struct pending_msg *pm)
+{
+    DL_DELETE(r->msgs, pm);
+    frame_unref(pm->f);
+    free(pm);
+}
+
 /* Delivers pending messages with seq <= upto, in order. */
 static void deliver_upto(struct chan_repl *r, uint64_t upto)
 {
     struct channel *ch = r->ch;
     ch->pins++; /* done callbacks must not see the channel go */
-    while (r->head && r->head->seq <= upto) {
-        struct pending_msg *pm = r->head;
-        r->head = pm->next;
-        if (!r->head)
-            r->tail = NULL;
+    while (r->msgs && r->msgs->seq <= upto) {
+        struct pending_msg *pm = r->msgs;
         channel_deliver(ch, pm->f, pm->seq, pm->ts_ms);
         if (*pm->key)
             channel_key_record(ch, pm->key, pm->seq);
         notify(&pm->waiters, CHORUS_ERR__COUNT, NULL, ch->epoch, pm->seq);
-        frame_unref(pm->f);
-        free(pm);
+        pending_free(r, pm);
         r->oldest_ms = runtime_now_ms();
     }
     ch->pins--;
-    if (!r->head)
+    if (!r->msgs)
         repl_free(r);
+}
+
+/* The map moved the channel away: its pending messages were never
+ * delivered here; the new owner delivers those its backup held. */
+static void abandon(struct chan_repl *r, const char *why)
+{
+    struct channel *ch = r->ch;
+    ch->pins++;
+    while (r->msgs) {
+        struct pending_msg *pm = r->msgs;
+        notify(&pm->waiters, CHORUS_ERR_UNAVAILABLE, why, NULL, 0);
+        pending_free(r, pm);
+    }
+    channel_unassign(ch);
+    ch->pins--;
+    repl_free(r);
 }
 
 static void send_repl(struct chan_repl *r, const char *backup, struct pending_msg *pm)
@@ -97,6 +128,7 @@ static void send_repl(struct chan_repl *r, const char *backup, struct pending_ms
     snprintf(e.epoch, sizeof e.epoch, "%s", r->ch->epoch);
     e.seq = pm->seq;
     e.ts_ms = pm->ts_ms;
+    e.req_id = r->gen;
     struct cluster_part parts[3] = {
         {(const unsigned char *)r->ch->name, r->ch->len},
         {frame_payload(pm->f), pm->f->len},
@@ -106,15 +138,54 @@ static void send_repl(struct chan_repl *r, const char *backup, struct pending_ms
     metrics.replicated++;
 }
 
+/* Takes the backups the committed map names now; true when they changed
+ * (acks counted under the old gen no longer count). */
+static bool refresh_backups(struct chan_repl *r)
+{
+    const char *b[MAX_BACKUPS];
+    uint64_t gen;
+    int n = cluster_backups_of(r->ch->name, r->ch->len, b, MAX_BACKUPS, &gen);
+    if (gen == r->gen && n == r->nbackups)
+        return false;
+    if (r->nbackups)
+        log_info("event=backups_changed ch=%s gen=%llu backups=%d", r->ch->name,
+                 (unsigned long long)gen, n);
+    r->gen = gen;
+    r->nbackups = n;
+    for (int k = 0; k < n; k++) {
+        snprintf(r->backup[k], sizeof r->backup[k], "%s", b[k]);
+        r->acked[k] = 0;
+    }
+    return true;
+}
+
+/* Delivers what every backup holds, while this node may act. */
+static void try_deliver(struct chan_repl *r)
+{
+    if (!cluster_can_act())
+        return;
+    uint64_t upto = UINT64_MAX;
+    if (r->nbackups == 0 && cfg->replication_factor > 1)
+        return; /* no backup placed yet: nothing is held twice */
+    for (int k = 0; k < r->nbackups; k++)
+        if (r->acked[k] < upto)
+            upto = r->acked[k];
+    deliver_upto(r, upto);
+}
+
+static void send_all(struct chan_repl *r, int64_t now)
+{
+    r->sent_ms = now;
+    for (int k = 0; k < r->nbackups; k++)
+        for (struct pending_msg *pm = r->msgs; pm; pm = pm->next)
+            if (pm->seq > r->acked[k])
+                send_repl(r, r->backup[k], pm);
+}
+
 void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms,
                     const char *key, struct pub_wait *w)
 {
-    const char *backup = cluster_backup_of(ch->name, ch->len);
-    if (!backup && !ch->repl) {
-        if (cluster_enabled()) {
-            metrics.unreplicated++;
-            ch->unreplicated = true;
-        }
+    if (!cluster_enabled()) {
         channel_deliver(ch, f, seq, ts_ms);
         if (key)
             channel_key_record(ch, key, seq);
@@ -132,14 +203,16 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
             w->done(w, CHORUS_ERR_UNAVAILABLE, "out of memory", NULL, 0, false);
         return;
     }
+    int64_t now = runtime_now_ms();
     if (!ch->repl) {
         r->ch = ch;
         DL_PREPEND(repls, r);
         ch->repl = r;
         ch->pins++;
-        r->oldest_ms = runtime_now_ms();
-        r->sent_ms = r->oldest_ms;
-        snprintf(r->backup, sizeof r->backup, "%s", backup ? backup : "");
+        r->oldest_ms = now;
+        r->sent_ms = now;
+        r->gen = UINT64_MAX;
+        refresh_backups(r);
     }
     pm->f = frame_ref(f);
     pm->seq = seq;
@@ -150,20 +223,17 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
         w->pm = pm;
         DL_APPEND(pm->waiters, w);
     }
-    if (r->tail)
-        r->tail->next = pm;
-    else
-        r->head = pm;
-    r->tail = pm;
-    if (*r->backup)
-        send_repl(r, r->backup, pm);
+    DL_APPEND(r->msgs, pm);
+    for (int k = 0; k < r->nbackups; k++)
+        send_repl(r, r->backup[k], pm);
+    try_deliver(r); /* replication factor 1: at once */
 }
 
 bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w)
 {
     if (!ch->repl)
         return false;
-    for (struct pending_msg *pm = ch->repl->head; pm; pm = pm->next)
+    for (struct pending_msg *pm = ch->repl->msgs; pm; pm = pm->next)
         if (!strcmp(pm->key, key)) {
             w->duplicate = true;
             w->pm = pm;
@@ -183,7 +253,7 @@ void replica_cancel(struct pub_wait *w)
     w->prev = w->next = NULL;
 }
 
-/* REPL_ACK [channel] {epoch, seq = highest contiguous seq the backup holds} */
+/* REPL_ACK [channel] {epoch, seq = highest contiguous seq held, req_id = gen} */
 static void on_ack(const struct cluster_part *topic, const struct envelope *env,
                    const struct cluster_part *parts, int n)
 {
@@ -193,55 +263,84 @@ static void on_ack(const struct cluster_part *topic, const struct envelope *env,
     struct channel *ch = channel_find((const char *)parts[0].data, parts[0].len);
     if (!ch || !ch->repl || strcmp(env->epoch, ch->epoch) != 0)
         return;
+    struct chan_repl *r = ch->repl;
     if (env->status) {
-        /* The backup believes it owns the channel: views differ for a moment.
-         * Keep the messages and retry; never hand their seqs out again. */
+        /* The backup works from another map than ours for a moment. Keep the
+         * messages and retry; never hand their seqs out again. */
         metrics.replication_refused++;
         return;
     }
-    deliver_upto(ch->repl, env->seq);
+    if (env->req_id != r->gen)
+        return; /* an ack under an older assignment counts for nothing */
+    for (int k = 0; k < r->nbackups; k++)
+        if (!strcmp(r->backup[k], env->origin) && env->seq > r->acked[k])
+            r->acked[k] = env->seq;
+    try_deliver(r);
 }
 
 static void replica_tick(int64_t now)
 {
-    int64_t resend_ms = rt.cfg->cluster_timeout_ms / 4 > 100 ? rt.cfg->cluster_timeout_ms / 4 : 100;
+    int64_t resend_ms = cfg->cluster_timeout_ms / 4 > 100 ? cfg->cluster_timeout_ms / 4 : 100;
     struct chan_repl *r = repls, *next;
     for (; r; r = next) {
         next = r->next;
-        if (now - r->oldest_ms >= rt.cfg->cluster_timeout_ms) {
+        if (now - r->oldest_ms >= cfg->cluster_timeout_ms) {
             /* Publishers waited long enough: answer them now. The messages stay
-             * queued and are still delivered once a backup holds them. Only
+             * queued and are still delivered once the backups hold them. Only
              * those that waited the whole timeout: a publish queued behind
-             * them a moment ago may yet reach a new backup in time. */
-            for (struct pending_msg *pm = r->head;
-                 pm && now - pm->ts_ms >= rt.cfg->cluster_timeout_ms; pm = pm->next) {
-                notify(&pm->waiters, CHORUS_ERR_UNAVAILABLE, "the channel's backup node did not confirm in time",
+             * them a moment ago may yet be held in time. */
+            for (struct pending_msg *pm = r->msgs;
+                 pm && now - pm->ts_ms >= cfg->cluster_timeout_ms; pm = pm->next) {
+                notify(&pm->waiters, CHORUS_ERR_UNAVAILABLE,
+                       cluster_can_act() ? "the channel's backup nodes did not confirm in time"
+                                         : "this node is cut off from the cluster majority (no lease)",
                        NULL, 0);
             }
         }
-        if (now - r->sent_ms < resend_ms)
-            continue;
-        const char *backup = cluster_backup_of(r->ch->name, r->ch->len);
-        if (!backup) {
-            metrics.unreplicated++;
-            log_warn("event=replication_degraded ch=%s msg=\"no backup node is up; delivering unreplicated\"",
-                     r->ch->name);
-            r->ch->unreplicated = true;
-            deliver_upto(r, UINT64_MAX);
-            continue;
+        if (now - r->sent_ms >= resend_ms) {
+            metrics.replication_resends++;
+            send_all(r, now);
         }
-        if (strcmp(backup, r->backup) != 0)
-            log_info("event=backup_changed ch=%s from=%s to=%s", r->ch->name, r->backup, backup);
-        snprintf(r->backup, sizeof r->backup, "%s", backup);
-        r->sent_ms = now;
-        metrics.replication_resends++;
-        for (struct pending_msg *pm = r->head; pm; pm = pm->next)
-            send_repl(r, backup, pm);
+        try_deliver(r);
     }
 }
 
-void replica_start(void)
+static void on_map(void)
 {
+    int64_t now = runtime_now_ms();
+    struct chan_repl *r = repls, *next;
+    for (; r; r = next) {
+        next = r->next;
+        if (!cluster_is_owner(r->ch->name, r->ch->len))
+            abandon(r, "the channel moved to another node; retry");
+        else if (refresh_backups(r))
+            send_all(r, now);
+    }
+}
+
+/* A channel this node sequenced but no longer owns becomes a follower: if
+ * the map gives it back later, it must not continue its old numbering
+ * (others sequenced meanwhile) unless it was their backup all along. */
+static void demote(struct channel *ch, void *ud)
+{
+    (void)ud;
+    if (!ch->mirror && !cluster_is_owner(ch->name, ch->len)) {
+        ch->mirror = true;
+        ch->replica = false;
+        ch->live = false;
+    }
+}
+
+static void replica_map_changed(void)
+{
+    on_map();
+    channel_foreach(demote, NULL);
+}
+
+void replica_start(const struct config *config)
+{
+    cfg = config;
     cluster_handle(ENV_REPL_ACK, on_ack);
     cluster_on_tick(replica_tick);
+    cluster_on_map(replica_map_changed);
 }

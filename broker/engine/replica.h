@@ -1,13 +1,13 @@
 /* replica.h - primary/backup replication of each channel's messages.
  *
- * The owner of a channel hands every sequenced message to the channel's
- * backup (the live node ranked second by the same rendezvous hash, so it is
- * the node that takes over when the owner dies) and delivers it, locally and
- * to the cluster, only when the backup has acknowledged it. The backup
- * therefore holds every message anyone was given or acknowledged, and
- * continues the same epoch when it becomes the owner. Sequence numbers are
- * never handed out twice: a message waits, and is re-sent to whichever node
- * is the backup, until one acknowledges it or no other node is left. */
+ * The owner of a channel hands every sequenced message to each of the
+ * channel's backups (the committed shard map names them, cluster.h) and
+ * delivers it, locally and to the cluster, only when every backup has
+ * acknowledged it at the shard's current gen and this node still holds its
+ * lease. The first backup therefore holds every message anyone was given or
+ * acknowledged, and continues the same epoch when it is promoted. Sequence
+ * numbers are never handed out twice: a message waits, re-sent to the
+ * backups, until they hold it, or until the map moves the channel away. */
 #ifndef CHORUS_REPLICA_H
 #define CHORUS_REPLICA_H
 
@@ -29,8 +29,12 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
 bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w);
 /* Detaches w from the message it waits for. */
 void replica_cancel(struct pub_wait *w);
+/* This node owns ch by the committed map: make it the sequencer, keeping
+ * the epoch only when it was the backup all along (cluster_continues). */
+void replica_claim(struct channel *ch);
 
-/* Registers the REPL_ACK handler and the re-send tick (after cluster_start). */
-void replica_start(void);
+/* Registers the REPL_ACK handler, the re-send tick and the map hook (after
+ * cluster_start). */
+void replica_start(const struct config *cfg);
 
 #endif

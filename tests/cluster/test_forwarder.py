@@ -20,7 +20,9 @@ from cluster_common import (H, Node, Recorder, alloc_ports, check_same_stream, f
 FWD_PORT = alloc_ports(1, consecutive=2)[0][0]
 HTTP_PORTS = alloc_ports(3)
 FORWARDER = Node("forwarder", None, cluster_port=FWD_PORT, is_forwarder=True)
-NODES = [Node(f"fwd-{k + 1}", HTTP_PORTS[k], forwarder=f"tcp://127.0.0.1:{FWD_PORT}")
+RAFT = [f"127.0.0.1:{p}" for p in alloc_ports(3)]  # a forwarder names no peers: Raft must be told
+NODES = [Node(f"fwd-{k + 1}", HTTP_PORTS[k], forwarder=f"tcp://127.0.0.1:{FWD_PORT}",
+              raft_bind=RAFT[k], raft_peers=[r for r in RAFT if r != RAFT[k]])
          for k in range(3)]
 
 

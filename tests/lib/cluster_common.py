@@ -58,7 +58,7 @@ def alloc_ports(n, consecutive=1):
     (libzmq reconnecting, clients) never occupy a port a node has yet to bind;
     the random start keeps parallel test runs apart."""
     low = min(_ephemeral_low(), 32768)
-    lo, hi = 20000, max(20001 + consecutive, low - consecutive)
+    lo, hi = 20000, max(20002 + consecutive, low - consecutive - 1)
     out = []
     tries = 0
     while len(out) < n:
@@ -67,9 +67,12 @@ def alloc_ports(n, consecutive=1):
             raise RuntimeError("no free loopback ports found")
         p = random.randrange(lo, hi)
         group = list(range(p, p + consecutive))
-        if any(q in _TAKEN for q in group) or not all(_bindable(q) for q in group):
+        # The port after each group stays free too: a node's Raft port is its
+        # cluster port + 1 unless --raft-bind says otherwise.
+        if any(q in _TAKEN for q in group + [p + consecutive]) or \
+                not all(_bindable(q) for q in group + [p + consecutive]):
             continue
-        _TAKEN.update(group)
+        _TAKEN.update(group + [p + consecutive])
         out.append(p if consecutive == 1 else group)
     return out
 
@@ -97,7 +100,7 @@ class Node(H.Server):
     def __init__(self, node_id, port, *, cluster_port=None, peers=(), forwarder=None,
                  curve_secret=None, insecure=True, api_key=API_KEY, host="127.0.0.1",
                  netns=None, extra=(), is_forwarder=False, name=None, bind=None,
-                 cluster_host=None):
+                 cluster_host=None, raft_bind=None, raft_peers=(), data_dir=None):
         super().__init__(node_id=node_id, name=name or node_id)
         self.fixed_port = port
         self.port = port
@@ -114,6 +117,12 @@ class Node(H.Server):
         self.extra = [str(a) for a in extra]
         self.is_forwarder = is_forwarder
         self.starts = 0
+        # Raft: explicit addresses (needed with a forwarder), else derived by
+        # chorusd from the cluster endpoints (port + 1). The data dir is the
+        # node's vote and log: the same across its restarts.
+        self.raft_bind = raft_bind
+        self.raft_peers = list(raft_peers)
+        self.data_dir = data_dir or os.path.join(self._tmpdir, f"{self.name}-raft")
 
     @property
     def cluster_endpoint(self):
@@ -134,6 +143,12 @@ class Node(H.Server):
                 cmd += ["--cluster-bind", self.cluster_endpoint]
                 for p in self.peers:
                     cmd += ["--peer", p]
+            if self.forwarder or self.cluster_port:
+                cmd += ["--data-dir", self.data_dir]
+                if self.raft_bind:
+                    cmd += ["--raft-bind", self.raft_bind]
+                for p in self.raft_peers:
+                    cmd += ["--raft-peer", p]
             if self.api_key:
                 cmd += ["--api-key", self.api_key]
         if self.curve_secret:

@@ -10,6 +10,10 @@
 
 const char *stub_backup;
 bool stub_not_owner;
+uint64_t stub_gen;
+bool stub_no_lease;
+bool stub_continues;
+cluster_map_fn *stub_map_hook;
 struct stub_sync stub_syncs[STUB_SYNC_MAX];
 int stub_nsyncs;
 struct stub_sent stub_sent[STUB_SENT_MAX];
@@ -21,6 +25,10 @@ void stub_reset(void)
 {
     stub_backup = NULL;
     stub_not_owner = false;
+    stub_gen = 7;
+    stub_no_lease = false;
+    stub_continues = true;
+    stub_map_hook = NULL;
     stub_nsyncs = 0;
     stub_nsent = 0;
     memset(stub_handlers, 0, sizeof stub_handlers);
@@ -29,7 +37,29 @@ void stub_reset(void)
 
 bool cluster_enabled(void) { return true; }
 bool cluster_is_owner(const char *ch, size_t len) { (void)ch; (void)len; return !stub_not_owner; }
-const char *cluster_backup_of(const char *ch, size_t len) { (void)ch; (void)len; return stub_backup; }
+int cluster_backups_of(const char *ch, size_t len, const char **out, int max, uint64_t *gen)
+{
+    (void)ch, (void)len;
+    *gen = stub_gen;
+    if (!stub_backup || max < 1)
+        return 0;
+    out[0] = stub_backup;
+    return 1;
+}
+uint64_t cluster_shard_gen(const char *ch, size_t len) { (void)ch, (void)len; return stub_gen; }
+bool cluster_can_act(void) { return !stub_no_lease; }
+bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen)
+{
+    (void)ch, (void)len, (void)repl_gen;
+    return stub_continues;
+}
+/* The test plays the owner: REPL is accepted from anyone at stub_gen. */
+bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint64_t gen)
+{
+    (void)ch, (void)len, (void)origin;
+    return stub_not_owner && !stub_no_lease && gen == stub_gen;
+}
+void cluster_on_map(cluster_map_fn *fn) { stub_map_hook = fn; }
 
 void cluster_env_init(struct envelope *e, uint8_t type)
 {

@@ -23,6 +23,10 @@ struct stub_sync {
 
 extern const char *stub_backup;   /* the backup of every channel; NULL: none up */
 extern bool stub_not_owner;       /* another node owns every channel */
+extern uint64_t stub_gen;         /* the shard gen of every channel (7 after reset) */
+extern bool stub_no_lease;        /* this node holds no lease */
+extern bool stub_continues;       /* cluster_continues() answers this */
+extern cluster_map_fn *stub_map_hook;
 extern struct stub_sync stub_syncs[STUB_SYNC_MAX];
 extern int stub_nsyncs;
 extern struct stub_sent stub_sent[STUB_SENT_MAX];

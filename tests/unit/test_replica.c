@@ -1,6 +1,8 @@
 /* test_replica.c - the owner's side of replication (engine/replica.c): a
  * message is delivered and acknowledged only once the channel's backup holds
- * it, in seq order, and delivered unreplicated when no backup is left. Linked
+ * it at the shard's current gen, in seq order, and only while this node holds
+ * its lease; a message with no backup placed waits, and the messages of a
+ * channel the map moves away are answered unavailable. Linked
  * against the engine layer with a stub fabric (fabric_stub.c) in place of
  * the cluster layer: the test plays the backup node. */
 #include <setjmp.h>
@@ -45,7 +47,8 @@ static int setup(void **state)
     engine_cfg.cluster_timeout_ms = 2000;
     stub_reset();
     stub_backup = "n2";
-    replica_start();
+    engine_cfg.replication_factor = 2;
+    replica_start(&engine_cfg);
     assert_non_null(stub_handlers[ENV_REPL_ACK]);
     assert_non_null(stub_tick);
     struct channel *ch = channel_get("room:1", 6);
@@ -72,7 +75,7 @@ static void backup_acks(uint64_t seq, uint16_t status)
 {
     struct channel *ch = channel_find("room:1", 6);
     assert_non_null(ch);
-    struct envelope e = {.type = ENV_REPL_ACK, .seq = seq, .status = status};
+    struct envelope e = {.type = ENV_REPL_ACK, .seq = seq, .status = status, .req_id = stub_gen};
     snprintf(e.origin, sizeof e.origin, "n2");
     snprintf(e.epoch, sizeof e.epoch, "%s", ch->epoch);
     struct cluster_part name = {(const unsigned char *)"room:1", 6};
@@ -131,18 +134,73 @@ static void a_refusing_backup_delivers_nothing(void **state)
     assert_int_equal(o.calls, 1);
 }
 
-static void with_no_backup_left_the_tick_delivers_unreplicated(void **state)
+static void a_message_waits_while_no_backup_is_placed(void **state)
+{
+    (void)state;
+    struct outcome o;
+    stub_backup = NULL;
+    publish("1", &o);
+    stub_tick(runtime_now_ms() + 1000); /* past the re-send interval */
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(ndelivered, 0);
+    stub_backup = "n2"; /* the map places a backup: the message goes to it */
+    stub_gen = 8;
+    stub_map_hook();
+    assert_int_equal(stub_nsent, 1);
+    assert_int_equal(stub_sent[0].env.req_id, 8);
+    backup_acks(1, 0);
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.err, CHORUS_ERR__COUNT);
+}
+
+static void an_ack_under_an_older_gen_counts_for_nothing(void **state)
 {
     (void)state;
     struct outcome o;
     publish("1", &o);
-    stub_backup = NULL;
-    stub_tick(runtime_now_ms() + 1000); /* past the re-send interval */
+    stub_gen = 9; /* the map changed the shard's assignment */
+    stub_map_hook();
+    stub_gen = 7;
+    backup_acks(1, 0);
+    assert_int_equal(o.calls, 0);
+    stub_gen = 9;
+    backup_acks(1, 0);
     assert_int_equal(o.calls, 1);
-    assert_int_equal(o.err, CHORUS_ERR__COUNT);
+}
+
+static void without_a_lease_nothing_is_delivered_or_sequenced(void **state)
+{
+    (void)state;
+    struct outcome o, later;
+    publish("1", &o);
+    stub_no_lease = true;
+    backup_acks(1, 0);
+    assert_int_equal(o.calls, 0);
+    assert_int_equal(ndelivered, 0);
+    publish("2", &later); /* refused at once: no seq is handed out */
+    assert_int_equal(later.calls, 1);
+    assert_int_equal(later.err, CHORUS_ERR_UNAVAILABLE);
+    stub_no_lease = false; /* the lease is back: the held message goes out */
+    stub_tick(runtime_now_ms());
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.seq, 1);
     assert_int_equal(ndelivered, 1);
-    assert_int_equal(metrics.unreplicated, 1);
-    assert_true(channel_find("room:1", 6)->unreplicated);
+}
+
+static void when_the_map_moves_the_channel_away_pending_publishes_fail(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("1", &o);
+    stub_not_owner = true;
+    stub_map_hook();
+    assert_int_equal(o.calls, 1);
+    assert_int_equal(o.err, CHORUS_ERR_UNAVAILABLE);
+    assert_int_equal(ndelivered, 0);
+    struct channel *ch = channel_find("room:1", 6);
+    assert_true(ch->mirror); /* it follows the new owner now */
+    backup_acks(1, 0);      /* a late ack delivers nothing */
+    assert_int_equal(ndelivered, 0);
 }
 
 int main(void)
@@ -153,8 +211,13 @@ int main(void)
         cmocka_unit_test_setup_teardown(one_ack_delivers_everything_up_to_its_seq_in_order, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_refusing_backup_delivers_nothing, setup, teardown),
-        cmocka_unit_test_setup_teardown(with_no_backup_left_the_tick_delivers_unreplicated, setup,
+        cmocka_unit_test_setup_teardown(a_message_waits_while_no_backup_is_placed, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_ack_under_an_older_gen_counts_for_nothing, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(without_a_lease_nothing_is_delivered_or_sequenced, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(when_the_map_moves_the_channel_away_pending_publishes_fail,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,239 @@
+/* lease.c - lease requests and grants; the leader's placement (lease.h). */
+#include "lease.h"
+#include "cluster.h"
+#include "consensus.h"
+#include "log.h"
+#include "membership.h"
+#include "placement.h"
+#include "runtime.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uthash.h>
+
+#define SENT_RING 16
+
+/* What the leader knows of one node reference. */
+struct grant {
+    char ref[SHARDMAP_REF_MAX + 1];
+    char id[ENVELOPE_ID_MAX + 1];
+    int64_t granted_ms;       /* leader's monotonic clock */
+    bool superseded;          /* a newer incarnation of the same node asked */
+    bool asked;               /* granted by this leader (else granted_ms is its start) */
+    UT_hash_handle hh;
+};
+
+static struct {
+    const struct config *cfg;
+    char self_ref[SHARDMAP_REF_MAX + 1];
+    int64_t interval_ms, margin_ms;
+    /* requester */
+    int64_t until_ms, lost_since_ms, last_req_ms;
+    uint64_t next_req;
+    struct { uint64_t id; int64_t sent_ms; } sent[SENT_RING];
+    /* leader */
+    bool leading;
+    int64_t leader_since_ms;
+    struct grant *grants;
+} ls;
+
+bool lease_valid(void) { return runtime_mono_ms() < ls.until_ms; }
+
+int64_t lease_lost_ms(void)
+{
+    int64_t now = runtime_mono_ms();
+    if (now < ls.until_ms)
+        return 0;
+    return now - (ls.lost_since_ms ? ls.lost_since_ms : now);
+}
+
+/* ----------------------------------------------------------------- leader */
+
+static void forget_grants(void)
+{
+    struct grant *g, *tmp;
+    HASH_ITER(hh, ls.grants, g, tmp) {
+        HASH_DEL(ls.grants, g);
+        free(g);
+    }
+}
+
+static struct grant *grant_get(const char *ref)
+{
+    struct grant *g;
+    HASH_FIND_STR(ls.grants, ref, g);
+    if (g || strlen(ref) > SHARDMAP_REF_MAX || !(g = calloc(1, sizeof *g)))
+        return g;
+    snprintf(g->ref, sizeof g->ref, "%s", ref);
+    shardmap_node_id(ref, g->id, sizeof g->id);
+    /* A node this leader never heard may hold a lease from its predecessor
+     * until lease_ms after this leader started. */
+    g->granted_ms = ls.leader_since_ms;
+    HASH_ADD_STR(ls.grants, ref, g);
+    return g;
+}
+
+/* Grants ref a lease now; false when it must first apply the current map. */
+static bool grant(const char *ref, uint64_t applied)
+{
+    if (applied < consensus_map()->version)
+        return false;
+    struct grant *g = grant_get(ref);
+    if (!g)
+        return false;
+    g->granted_ms = runtime_mono_ms();
+    g->superseded = false;
+    g->asked = true;
+    /* Only one incarnation of a node id runs: older ones are dead. */
+    for (struct grant *o = ls.grants; o; o = o->hh.next)
+        if (o != g && !strcmp(o->id, g->id) && !o->superseded) {
+            o->superseded = true;
+            log_info("event=node_restarted old=%s new=%s", o->ref, g->ref);
+        }
+    return true;
+}
+
+static enum node_state state_of(const char *ref, void *ud)
+{
+    (void)ud;
+    struct grant *g = grant_get(ref);
+    if (!g || g->superseded)
+        return NODE_GONE;
+    int64_t age = runtime_mono_ms() - g->granted_ms;
+    if (age < ls.cfg->lease_ms && g->asked)
+        return NODE_LEASED;
+    return age > ls.cfg->lease_ms + ls.margin_ms ? NODE_GONE : NODE_UNCERTAIN;
+}
+
+static void place(int64_t now)
+{
+    const struct shardmap *map = consensus_map();
+    const char *leased[SHARDMAP_MAX_NODES];
+    int n = 0;
+    for (struct grant *g = ls.grants; g && n < SHARDMAP_MAX_NODES; g = g->hh.next)
+        if (state_of(g->ref, NULL) == NODE_LEASED)
+            leased[n++] = g->ref;
+    /* The first map waits for every voter (or for a while), so the shards
+     * spread over the whole cluster rather than over the first to ask. */
+    if (map->version == 0 && n < consensus_voters() && now - ls.leader_since_ms < 2 * ls.cfg->lease_ms)
+        return;
+    if (n * 2 <= consensus_voters() && map->version == 0)
+        return;
+    static struct shardmap next;
+    if (placement_next(map, state_of, NULL, leased, n, ls.cfg->replication_factor, &next))
+        consensus_propose(&next);
+}
+
+static void on_lease_req(const struct cluster_part *topic, const struct envelope *req,
+                         const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    struct envelope e;
+    cluster_env_init(&e, ENV_LEASE_GRANT);
+    e.req_id = req->req_id;
+    e.seq = consensus_map()->version;
+    char ref[SHARDMAP_REF_MAX + 1];
+    if (n != 1 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0)
+        return;
+    memcpy(ref, parts[0].data, parts[0].len);
+    ref[parts[0].len] = '\0';
+    if (!consensus_is_leader() || !grant(ref, req->seq))
+        e.status = 1;
+    cluster_send_to(req->origin, &e, NULL, 0);
+}
+
+/* ---------------------------------------------------------------- requester */
+
+static void granted(uint64_t req_id)
+{
+    for (int i = 0; i < SENT_RING; i++)
+        if (ls.sent[i].id == req_id) {
+            int64_t until = ls.sent[i].sent_ms + ls.cfg->lease_ms;
+            if (until > ls.until_ms) {
+                if (runtime_mono_ms() >= ls.until_ms)
+                    log_info("event=lease_acquired map_version=%llu",
+                             (unsigned long long)consensus_map()->version);
+                ls.until_ms = until;
+                ls.lost_since_ms = 0;
+            }
+            return;
+        }
+}
+
+static void on_lease_grant(const struct cluster_part *topic, const struct envelope *rep,
+                           const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    (void)parts;
+    (void)n;
+    if (!rep->status)
+        granted(rep->req_id);
+}
+
+static void request(int64_t now)
+{
+    uint64_t leader = consensus_leader_id();
+    if (!leader)
+        return;
+    uint64_t id = ++ls.next_req;
+    ls.sent[id % SENT_RING].id = id;
+    ls.sent[id % SENT_RING].sent_ms = now;
+    uint64_t applied = consensus_map()->version;
+    if (leader == consensus_self_id()) {
+        if (consensus_is_leader() && grant(ls.self_ref, applied))
+            granted(id);
+        return;
+    }
+    const char *node = membership_node_of_raft(leader);
+    if (!node)
+        return; /* its heartbeats have not named it yet */
+    struct envelope e;
+    cluster_env_init(&e, ENV_LEASE_REQ);
+    e.req_id = id;
+    e.seq = applied;
+    struct cluster_part p = {(const unsigned char *)ls.self_ref, strlen(ls.self_ref)};
+    cluster_send_to(node, &e, &p, 1);
+}
+
+static void lease_tick(int64_t wall_now)
+{
+    (void)wall_now;
+    int64_t now = runtime_mono_ms();
+    if (now >= ls.until_ms && !ls.lost_since_ms && ls.until_ms) {
+        ls.lost_since_ms = ls.until_ms;
+        log_warn("event=lease_lost msg=\"no lease from a Raft leader: this node acknowledges no "
+                 "publish until it gets one\"");
+    }
+    bool leading = consensus_is_leader();
+    if (leading != ls.leading) {
+        ls.leading = leading;
+        forget_grants();
+        ls.leader_since_ms = now;
+        if (leading)
+            log_info("event=raft_leader msg=\"this node places shards now\"");
+    }
+    if (now - ls.last_req_ms >= ls.interval_ms) {
+        ls.last_req_ms = now;
+        request(now);
+    }
+    if (leading && !consensus_proposing())
+        place(now);
+}
+
+void lease_start(const struct config *cfg, const char *self_ref)
+{
+    ls.cfg = cfg;
+    snprintf(ls.self_ref, sizeof ls.self_ref, "%s", self_ref);
+    ls.interval_ms = cfg->lease_ms / 5 > 20 ? cfg->lease_ms / 5 : 20;
+    ls.margin_ms = cfg->lease_ms / 10 > 100 ? cfg->lease_ms / 10 : 100;
+    cluster_handle(ENV_LEASE_REQ, on_lease_req);
+    cluster_handle(ENV_LEASE_GRANT, on_lease_grant);
+    cluster_on_tick(lease_tick);
+}
+
+void lease_stop(void)
+{
+    forget_grants();
+    memset(&ls, 0, sizeof ls);
+}

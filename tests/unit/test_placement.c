@@ -1,0 +1,242 @@
+/* test_placement.c - the shard map Raft agrees on (cluster/shardmap.c) and
+ * the leader's rules for changing it (cluster/placement.c), linked against
+ * the cluster layer and those below it only: no sockets, no Raft.
+ *
+ * What must hold: ownership never moves away from a node that may still act
+ * (its lease is valid or uncertain); a promoted backup continues epochs only
+ * from the gen it became a backup at; entries based on an old map are not
+ * applied; a restarted node (new incarnation) owns nothing of its past. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "placement.h"
+#include "shardmap.h"
+
+/* The test's view of every node's lease, by reference. */
+static struct {
+    const char *ref;
+    enum node_state st;
+} nodes[8];
+static int nnodes;
+
+static enum node_state state_of(const char *ref, void *ud)
+{
+    (void)ud;
+    for (int i = 0; i < nnodes; i++)
+        if (!strcmp(nodes[i].ref, ref))
+            return nodes[i].st;
+    return NODE_GONE;
+}
+
+static void set_state(const char *ref, enum node_state st)
+{
+    for (int i = 0; i < nnodes; i++)
+        if (!strcmp(nodes[i].ref, ref)) {
+            nodes[i].st = st;
+            return;
+        }
+    nodes[nnodes].ref = ref;
+    nodes[nnodes++].st = st;
+}
+
+/* The next map from the leased nodes; false when nothing changed. */
+static bool next(const struct shardmap *cur, struct shardmap *out, int rf)
+{
+    const char *leased[8];
+    int n = 0;
+    for (int i = 0; i < nnodes; i++)
+        if (nodes[i].st == NODE_LEASED)
+            leased[n++] = nodes[i].ref;
+    return placement_next(cur, state_of, NULL, leased, n, rf, out);
+}
+
+static const char *owner(const struct shardmap *m, int s)
+{
+    return m->s[s].owner >= 0 ? m->nodes[m->s[s].owner] : NULL;
+}
+
+static const char *backup(const struct shardmap *m, int s, int k)
+{
+    return k < m->s[s].nbackups ? m->nodes[m->s[s].backup[k]] : NULL;
+}
+
+static struct shardmap m0, m1, m2, m3;
+
+static int setup(void **state)
+{
+    (void)state;
+    nnodes = 0;
+    set_state("a#1", NODE_LEASED);
+    set_state("b#1", NODE_LEASED);
+    set_state("c#1", NODE_LEASED);
+    shardmap_init(&m0);
+    assert_true(next(&m0, &m1, 2));
+    return 0;
+}
+
+static void the_first_map_spreads_owners_and_places_a_backup_elsewhere(void **state)
+{
+    (void)state;
+    assert_int_equal(m1.version, 1);
+    int owned[3] = {0};
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_non_null(owner(&m1, s));
+        assert_int_equal(m1.s[s].nbackups, 1);
+        assert_string_not_equal(owner(&m1, s), backup(&m1, s, 0));
+        assert_int_equal(m1.s[s].gen, 1);
+        assert_true(m1.s[s].cont == SHARDMAP_NEVER);
+        owned[owner(&m1, s)[0] - 'a']++;
+    }
+    for (int i = 0; i < 3; i++)
+        assert_true(owned[i] >= 10); /* 64 shards over 3 nodes: none is starved */
+    assert_false(next(&m1, &m2, 2)); /* nothing changed: nothing to propose */
+}
+
+static void an_uncertain_owner_keeps_its_shards(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_UNCERTAIN);
+    assert_false(next(&m1, &m2, 2));
+}
+
+static void a_gone_owner_is_replaced_by_its_backup_which_continues_from_its_since(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_GONE);
+    assert_true(next(&m1, &m2, 2));
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        if (strcmp(owner(&m1, s), "a#1") == 0) {
+            assert_string_equal(owner(&m2, s), backup(&m1, s, 0));
+            assert_int_equal(m2.s[s].cont, m1.s[s].since[0]);
+            assert_int_equal(m2.s[s].gen, 2);
+            /* the third node becomes the new backup */
+            assert_non_null(backup(&m2, s, 0));
+            assert_string_not_equal(backup(&m2, s, 0), "a#1");
+            assert_int_equal(m2.s[s].since[0], 2);
+        } else if (strcmp(backup(&m1, s, 0), "a#1") == 0) {
+            assert_string_equal(owner(&m2, s), owner(&m1, s)); /* the owner stays */
+            assert_string_not_equal(backup(&m2, s, 0), "a#1");
+            assert_int_equal(m2.s[s].gen, 2);
+        } else {
+            assert_int_equal(m2.s[s].gen, 1); /* untouched shards keep their gen */
+        }
+    }
+    for (int j = 0; j < m2.nnodes; j++)
+        assert_string_not_equal(m2.nodes[j], "a#1"); /* compacted away */
+}
+
+static void a_gone_owner_waits_for_an_uncertain_backup(void **state)
+{
+    (void)state;
+    int s = 0;
+    while (strcmp(owner(&m1, s), "a#1") != 0)
+        s++;
+    set_state("a#1", NODE_GONE);
+    set_state(backup(&m1, s, 0), NODE_UNCERTAIN);
+    assert_true(next(&m1, &m2, 2)); /* other shards change, this one waits */
+    assert_string_equal(owner(&m2, s), "a#1");
+}
+
+static void owner_and_backup_gone_the_survivor_starts_new_epochs(void **state)
+{
+    (void)state;
+    int s = 0;
+    while (strcmp(owner(&m1, s), "a#1") != 0 || strcmp(backup(&m1, s, 0), "b#1") != 0)
+        s++;
+    set_state("a#1", NODE_GONE);
+    set_state("b#1", NODE_GONE);
+    assert_true(next(&m1, &m2, 2));
+    assert_string_equal(owner(&m2, s), "c#1");
+    assert_true(m2.s[s].cont == SHARDMAP_NEVER);
+    assert_int_equal(m2.s[s].nbackups, 0); /* nobody left to hold a copy */
+}
+
+static void a_restarted_node_owns_nothing_of_its_past_and_backs_up_again(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_GONE); /* a new incarnation asked: the old one is dead */
+    set_state("a#2", NODE_LEASED);
+    assert_true(next(&m1, &m2, 2));
+    int backups = 0;
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_string_not_equal(owner(&m2, s), "a#1");
+        assert_string_not_equal(owner(&m2, s), "a#2"); /* no move to a node holding nothing */
+        if (backup(&m2, s, 0) && !strcmp(backup(&m2, s, 0), "a#2"))
+            backups++;
+    }
+    assert_true(backups > 0);
+}
+
+static void replication_factor_three_places_two_backups(void **state)
+{
+    (void)state;
+    assert_true(next(&m0, &m2, 3));
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_int_equal(m2.s[s].nbackups, 2);
+        assert_string_not_equal(backup(&m2, s, 0), backup(&m2, s, 1));
+    }
+}
+
+static void entries_apply_only_to_the_map_they_were_based_on(void **state)
+{
+    (void)state;
+    size_t len;
+    char *e1 = shardmap_entry_encode(0, &m1, &len);
+    assert_non_null(e1);
+    shardmap_init(&m3);
+    assert_true(shardmap_entry_apply(&m3, e1, len));
+    assert_int_equal(m3.version, 1);
+    assert_string_equal(owner(&m3, 5), owner(&m1, 5));
+    assert_int_equal(m3.s[5].since[0], m1.s[5].since[0]);
+    /* A deposed leader's entry, also based on version 0: not applied. */
+    assert_false(shardmap_entry_apply(&m3, e1, len));
+    assert_int_equal(m3.version, 1);
+    assert_false(shardmap_entry_apply(&m3, "{\"base\":1}", 10)); /* malformed */
+    free(e1);
+
+    char *snap = shardmap_encode(&m3, &len);
+    assert_non_null(snap);
+    shardmap_init(&m2);
+    assert_int_equal(shardmap_decode(&m2, snap, len), 0);
+    assert_memory_equal(&m2.s, &m3.s, sizeof m2.s);
+    assert_int_equal(shardmap_decode(&m2, "[]", 2), -1);
+    free(snap);
+}
+
+static void channels_hash_to_the_same_shard_everywhere(void **state)
+{
+    (void)state;
+    assert_int_equal(shardmap_shard_of("room:1", 6), shardmap_shard_of("room:1xyz", 6));
+    int seen[SHARDMAP_SHARDS] = {0}, used = 0;
+    char name[32];
+    for (int i = 0; i < 1000; i++) {
+        int n = snprintf(name, sizeof name, "room:%d", i);
+        unsigned s = shardmap_shard_of(name, (size_t)n);
+        assert_true(s < SHARDMAP_SHARDS);
+        used += !seen[s]++;
+    }
+    assert_int_equal(used, SHARDMAP_SHARDS);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(the_first_map_spreads_owners_and_places_a_backup_elsewhere, setup),
+        cmocka_unit_test_setup(an_uncertain_owner_keeps_its_shards, setup),
+        cmocka_unit_test_setup(a_gone_owner_is_replaced_by_its_backup_which_continues_from_its_since, setup),
+        cmocka_unit_test_setup(a_gone_owner_waits_for_an_uncertain_backup, setup),
+        cmocka_unit_test_setup(owner_and_backup_gone_the_survivor_starts_new_epochs, setup),
+        cmocka_unit_test_setup(a_restarted_node_owns_nothing_of_its_past_and_backs_up_again, setup),
+        cmocka_unit_test_setup(replication_factor_three_places_two_backups, setup),
+        cmocka_unit_test_setup(entries_apply_only_to_the_map_they_were_based_on, setup),
+        cmocka_unit_test_setup(channels_hash_to_the_same_shard_everywhere, setup),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
