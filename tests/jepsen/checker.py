@@ -104,6 +104,8 @@ class Result:
         self.lost_msgs = set()      # distinct messages lost somewhere
         self.conflicting = 0        # (ch, epoch, seq) positions with > 1 message
         self.reordered = 0          # out-of-place messages summed over subscriber pairs
+        self.excused = 0            # acked messages missing but covered by a gap event
+        self.gap_events = {}        # subscriber -> gap events received
         self.duplicates = 0         # a subscriber receiving a message again (reported only)
         self.double_acked = 0       # one key acked at two positions (reported only)
         self.examples = collections.defaultdict(list)
@@ -126,7 +128,8 @@ class Result:
             f"loss checked at {len(self.checked)} (subscriber, channel) pairs; "
             f"lost {self.lost} ({len(self.lost_msgs)} distinct messages), "
             f"conflicting {self.conflicting}, reordered {self.reordered}; "
-            f"(not failures: duplicate deliveries {self.duplicates}, "
+            f"(not failures: missing but covered by a gap event {self.excused}, gap events "
+            f"{sum(self.gap_events.values())}, duplicate deliveries {self.duplicates}, "
             f"keys acked at two positions {self.double_acked})",
         ]
         for kind in ("lost", "conflicting", "reordered", "duplicate", "double_acked"):
@@ -211,6 +214,7 @@ def check(history):
             v.epoch = r["epoch"]
         elif t == "gap":
             v.gaps.append((r["epoch"], r["from"], r["to"]))
+            res.gap_events[sub] = res.gap_events.get(sub, 0) + 1
         elif t == "msg":
             d = ident(r["data"])
             v.count += 1
@@ -250,6 +254,7 @@ def check(history):
                     continue
                 covered = any(e == ge and a <= s <= b for e, s in poss for ge, a, b in v.gaps)
                 if covered:
+                    res.excused += 1
                     continue
                 res.lost += 1
                 res.lost_msgs.add((ch, d))

@@ -164,6 +164,20 @@ async def settle(subs, history, timeout):
     return missing()
 
 
+def ack_gaps(history):
+    """Per channel, the longest stretch of the load without an ack (seconds,
+    by the publishers' clocks), longest first."""
+    at = {}
+    for r in history.records:
+        if r["t"] == "pub" and r.get("ack") and "at" in r:
+            at.setdefault(r["ch"], []).append(r["at"])
+    out = []
+    for ch, ts in at.items():
+        ts.sort()
+        out.append((ch, max((b - a for a, b in zip(ts, ts[1:])), default=0.0)))
+    return sorted(out, key=lambda x: -x[1])
+
+
 def relevant_lines(node, n=14):
     out = []
     for k in range(1, node.starts + 1):
@@ -191,7 +205,7 @@ async def run_scenario(name, topo, n, profile, outdir, data_dirs):
     nodes = make_nodes(topo, n, data_dirs)
     subs, pubs = [], []
     began = time.monotonic()
-    notes = []
+    ctx = None
     try:
         await asyncio.to_thread(CC.start_all, nodes)
         await asyncio.to_thread(CC.wait_mesh_up, nodes, t(30))
@@ -210,14 +224,15 @@ async def run_scenario(name, topo, n, profile, outdir, data_dirs):
         pubs = [Publisher(f"pub@{nd.name}", nodes, k, CHANNELS, rate, hist).start()
                 for k, nd in enumerate(nodes)]
         load_began = time.monotonic()
-        await asyncio.sleep(profile["pre"])
         ctx = Ctx(topo, nodes, owner, backup, profile, log)
+        await asyncio.sleep(profile["pre"])
         await fault(ctx)
         took = await wait_recovered(nodes, t(profile["recover"]))
         if took is not None:
             log(f"cluster healthy again {took:.1f}s after the fault ended")
         else:
-            notes.append("cluster did not recover")
+            ctx.problem(f"the cluster was not healthy again within {profile['recover']}s "
+                        f"of the fault's end")
         await asyncio.sleep(profile["post"])
         for p in pubs:
             p.stopping = True
@@ -251,7 +266,10 @@ async def run_scenario(name, topo, n, profile, outdir, data_dirs):
             for line in relevant_lines(nd):
                 log("  " + line[:300])
     log(f"history and logs: {outdir} ({time.monotonic() - began:.0f}s)")
-    return res, notes
+    gaps = ack_gaps(hist)
+    log("longest time without an ack: " + ", ".join(f"{ch} {g:.1f}s" for ch, g in gaps[:3])
+        + f" (of {len(gaps)} channels)")
+    return res, (ctx.problems if ctx else [])
 
 
 def parse():
@@ -299,13 +317,13 @@ def main():
                 label = f"{nm} ({n} nodes)"
                 print(f"# {label}", flush=True)
                 try:
-                    res, notes = loop.run_until_complete(asyncio.wait_for(
+                    res, problems = loop.run_until_complete(asyncio.wait_for(
                         run_scenario(nm, topo, n, profile, os.path.join(base, f"{nm}-{n}"),
-                                     data_dirs), t(240)))
-                    ok = res.ok
+                                     data_dirs), t(300)))
+                    ok = res.ok and not problems
                     fig = (f"acked {res.acked}/{res.published}, lost {res.lost}, conflicting "
                            f"{res.conflicting}, reordered {res.reordered}"
-                           + (f"; {', '.join(notes)}" if notes else ""))
+                           + (f"; PROBLEMS: {'; '.join(problems)}" if problems else ""))
                 except Exception as e:  # noqa: BLE001 - report the scenario, go on
                     ok, fig = False, f"could not run: {e!r}"[:2000]
                 results.append((label, ok, fig))

@@ -10,6 +10,7 @@ import asyncio
 import signal
 import time
 
+import chorus_harness as H
 from chorus_harness import t
 
 
@@ -21,15 +22,29 @@ class Ctx:
         self.backup = backup        # its backup (None if not found)
         self.profile = profile
         self.log = log
+        self.problems = []          # availability findings: the scenario fails on them
+
+    def problem(self, text):
+        self.problems.append(text)
+        self.log(f"PROBLEM: {text}")
 
     def index(self, node):
         return self.nodes.index(node)
 
 
 async def _restart(ctx, node):
+    """Starts node again (same ports, same --data-dir) and waits for /healthz
+    200. A node that does not get there is a finding, not a reason to stop
+    the scenario: the load and the checker go on."""
     began = time.monotonic()
-    await asyncio.to_thread(node.start, t(30), True)
-    ctx.log(f"{node.name} restarted, /healthz 200 after {time.monotonic() - began:.1f}s")
+    await asyncio.to_thread(node.start, None, False)
+    try:
+        await asyncio.to_thread(node.wait_started, t(ctx.profile["recover"]))
+        ctx.log(f"{node.name} restarted, /healthz 200 after {time.monotonic() - began:.1f}s")
+    except H.ServerError as e:
+        first = str(e).splitlines()[0]
+        ctx.problem(f"{node.name} restarted but not healthy within "
+                    f"{ctx.profile['recover']}s: {first[:300]}")
 
 
 async def crash(ctx, node, what):

@@ -127,7 +127,9 @@ class Lost(unittest.TestCase):
     def test_gap_covering_the_ack_excuses(self):
         b = Build().pub("a", (E1, 1)).pub("b", (E1, 2)).pub("c", (E1, 3))
         b.sub("s1").msgs("s1", (1, "a")).gap("s1", E1, 2, 2).msgs("s1", (3, "c"))
-        self.assertTrue(b.check().ok)
+        r = b.check()
+        self.assertTrue(r.ok, r.summary())
+        self.assertEqual((r.excused, r.gap_events), (1, {"s1": 1}))
 
     def test_gap_in_another_range_or_epoch_does_not_excuse(self):
         for gap in ((E1, 3, 9), (E2, 2, 2)):

@@ -106,6 +106,7 @@ class Publisher:
         self.node = None
         self.ws = None
         self.connects = 0
+        self.t0 = time.monotonic()
         self._rid = 0
         self._task = None
         self._wake = asyncio.Event()
@@ -118,7 +119,8 @@ class Publisher:
     def _record(self, item, **outcome):
         self.history.add("pub", pub=self.name, node=self.node.name if self.node else None,
                          ch=item["ch"], key=item["key"], data=item["data"],
-                         attempt=item["attempt"], **outcome)
+                         attempt=item["attempt"], at=round(time.monotonic() - self.t0, 3),
+                         **outcome)
 
     def _done_or_retry(self, item, code):
         if item["attempt"] < MAX_ATTEMPTS and code in ("unavailable", "closed"):
