@@ -142,8 +142,8 @@ async def wait_recovered(nodes, timeout):
                                                                 (time.monotonic() - began)),
                             "every node answering /healthz 200", interval=0.2)
         return time.monotonic() - began
-    except AssertionError as e:
-        log(f"WARNING: the cluster did not recover within {timeout}s: {str(e)[:300]}")
+    except (AssertionError, OSError) as e:
+        log(f"the cluster did not recover within {timeout}s: {str(e)[:300]}")
         return None
 
 
@@ -165,15 +165,17 @@ async def settle(subs, history, timeout):
 
 
 def ack_gaps(history):
-    """Per channel, the longest stretch of the load without an ack (seconds,
-    by the publishers' clocks), longest first."""
+    """Per channel, the longest stretch of the load (from its start to the
+    moment publishers were told to stop) without an ack, in seconds by the
+    publishers' clock, longest first."""
     at = {}
+    end = max([r["at"] for r in history.records if r["t"] == "load_end"], default=None)
     for r in history.records:
         if r["t"] == "pub" and r.get("ack") and "at" in r:
             at.setdefault(r["ch"], []).append(r["at"])
     out = []
     for ch, ts in at.items():
-        ts.sort()
+        ts = sorted([0.0] + ts + ([end] if end is not None else []))
         out.append((ch, max((b - a for a, b in zip(ts, ts[1:])), default=0.0)))
     return sorted(out, key=lambda x: -x[1])
 
@@ -192,11 +194,18 @@ def relevant_lines(node, n=14):
 
 
 def keep_logs(nodes, outdir):
+    """Every node's log (one per start) and its --data-dir (the Raft log, small)."""
     for node in nodes:
         for k in range(1, node.starts + 1):
             src = os.path.join(node._tmpdir, f"{node.name}-{k}.log")
             if os.path.exists(src):
                 shutil.copy(src, outdir)
+        cmd = node.command(HTTP_PORT)
+        if "--data-dir" in cmd:
+            src = cmd[cmd.index("--data-dir") + 1]
+            if os.path.isdir(src):
+                shutil.copytree(src, os.path.join(outdir, f"{node.name}-data"),
+                                dirs_exist_ok=True)
 
 
 async def run_scenario(name, topo, n, profile, outdir, data_dirs):
@@ -225,15 +234,21 @@ async def run_scenario(name, topo, n, profile, outdir, data_dirs):
                 for k, nd in enumerate(nodes)]
         load_began = time.monotonic()
         ctx = Ctx(topo, nodes, owner, backup, profile, log)
-        await asyncio.sleep(profile["pre"])
-        await fault(ctx)
-        took = await wait_recovered(nodes, t(profile["recover"]))
-        if took is not None:
-            log(f"cluster healthy again {took:.1f}s after the fault ended")
-        else:
-            ctx.problem(f"the cluster was not healthy again within {profile['recover']}s "
-                        f"of the fault's end")
-        await asyncio.sleep(profile["post"])
+        try:
+            # From here on the history is worth checking whatever happens.
+            await asyncio.sleep(profile["pre"])
+            await fault(ctx)
+            took = await wait_recovered(nodes, t(profile["recover"]))
+            if took is not None:
+                log(f"cluster healthy again {took:.1f}s after the fault ended")
+            else:
+                ctx.problem(f"the cluster was not healthy again within {profile['recover']}s "
+                            f"of the fault's end")
+            await asyncio.sleep(profile["post"])
+        except (AssertionError, OSError, H.ServerError, RuntimeError) as e:
+            topo.heal_all()
+            ctx.problem(f"the scenario broke off: {e!r}"[:500])
+        hist.add("load_end", at=round(time.monotonic() - pubs[0].t0, 3))
         for p in pubs:
             p.stopping = True
         await asyncio.gather(*(p.stop(t(profile["drain"])) for p in pubs))

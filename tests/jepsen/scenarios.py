@@ -63,6 +63,24 @@ async def crash_backup(ctx):
                 "backup")
 
 
+def raft_leader(ctx):
+    """The node whose /metrics says chorus_cluster_leader 1 (the raft
+    branch), else None."""
+    for node in ctx.nodes:
+        try:
+            if node.metrics().get("chorus_cluster_leader") == 1:
+                return node
+        except (AssertionError, OSError):
+            continue
+    return None
+
+
+async def crash_leader(ctx):
+    """kill -9 of the Raft leader (the owner where there is no leader metric)."""
+    leader = await asyncio.to_thread(raft_leader, ctx)
+    await crash(ctx, leader or ctx.owner, "Raft leader" if leader else "owner; no leader metric")
+
+
 async def stall(ctx, seconds):
     node = ctx.owner
     ctx.log(f"SIGSTOP {node.name} (owner) for {seconds}s")
@@ -163,6 +181,7 @@ async def rolling_restart(ctx):
 SCENARIOS = {
     "crash-owner": ("crash", crash_owner, 3),
     "crash-backup": ("crash", crash_backup, 3),
+    "crash-leader": ("crash", crash_leader, 3),
     "stall-3s": ("stall", stall_3s, 3),
     "stall-10s": ("stall", stall_10s, 3),
     "partition-1-rest": ("partition", partition_one, 3),
