@@ -44,7 +44,6 @@ struct metrics {
     uint64_t replicated;                 /* REPL messages sent */
     uint64_t replication_resends;        /* rounds of re-sending pending messages */
     uint64_t replication_refused;        /* REPL_ACKs refusing (the backup thought it owned) */
-    uint64_t unreplicated;               /* messages delivered with no backup up */
     uint64_t cluster_send_drops;
     uint64_t cluster_unwanted;           /* channel messages for channels without local subscribers */
     uint64_t cluster_bad_messages;

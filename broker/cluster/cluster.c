@@ -108,7 +108,6 @@ static void render_metrics(struct sbuf *b)
     put(b, "chorus_cluster_replication_total{event=\"sent\"} %llu\n", (unsigned long long)metrics.replicated);
     put(b, "chorus_cluster_replication_total{event=\"resent\"} %llu\n", (unsigned long long)metrics.replication_resends);
     put(b, "chorus_cluster_replication_total{event=\"refused\"} %llu\n", (unsigned long long)metrics.replication_refused);
-    put(b, "chorus_cluster_replication_total{event=\"unreplicated\"} %llu\n", (unsigned long long)metrics.unreplicated);
     family(b, "chorus_cluster_send_drops_total", "counter", "Node-to-node messages refused at the high-water mark.");
     put(b, "chorus_cluster_send_drops_total %llu\n", (unsigned long long)metrics.cluster_send_drops);
     family(b, "chorus_cluster_unwanted_total", "counter", "Channel messages received for channels without local subscribers.");
@@ -125,6 +124,15 @@ static void render_metrics(struct sbuf *b)
     put(b, "chorus_cluster_gaps_total{outcome=\"detected\"} %llu\n", (unsigned long long)metrics.gaps_detected);
     put(b, "chorus_cluster_gaps_total{outcome=\"repaired\"} %llu\n", (unsigned long long)metrics.gaps_repaired);
     put(b, "chorus_cluster_gaps_total{outcome=\"unrepaired\"} %llu\n", (unsigned long long)metrics.gaps_unrepaired);
+    family(b, "chorus_cluster_raft_leader", "gauge", "1 while this node is the Raft leader (it places shards and grants leases).");
+    put(b, "chorus_cluster_raft_leader %d\n", consensus_is_leader() ? 1 : 0);
+    family(b, "chorus_cluster_lease_valid", "gauge", "1 while this node holds a lease: it may acknowledge and deliver.");
+    put(b, "chorus_cluster_lease_valid %d\n", lease_valid() ? 1 : 0);
+    family(b, "chorus_cluster_map_version", "gauge", "Version of the committed shard map this node applied.");
+    put(b, "chorus_cluster_map_version %llu\n", (unsigned long long)cluster_map_version());
+    family(b, "chorus_cluster_shards", "gauge", "Shards of the committed map this node owns or backs up.");
+    put(b, "chorus_cluster_shards{role=\"owner\"} %d\n", membership_shards(true));
+    put(b, "chorus_cluster_shards{role=\"backup\"} %d\n", membership_shards(false));
     struct cluster_peer_info peers[64];
     int np = cluster_peers(peers, 64);
     family(b, "chorus_cluster_peer_up", "gauge", "1 when the peer's heartbeats arrive, else 0.");

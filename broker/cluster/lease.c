@@ -118,7 +118,11 @@ static void place(int64_t now)
      * spread over the whole cluster rather than over the first to ask. */
     if (map->version == 0 && n < consensus_voters() && now - ls.leader_since_ms < 2 * ls.cfg->lease_ms)
         return;
-    if (n * 2 <= consensus_voters() && map->version == 0)
+    /* Moves only while a majority holds leases: when the data path is cut
+     * for most nodes (a forwarder restarting, the leader alone on its side of
+     * the ZeroMQ links) nothing can be served anyway, and moving every shard
+     * to the few leased nodes would only restart epochs. */
+    if (n * 2 <= consensus_voters())
         return;
     static struct shardmap next;
     if (placement_next(map, state_of, NULL, leased, n, ls.cfg->replication_factor, &next))

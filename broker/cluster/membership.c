@@ -213,3 +213,11 @@ bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen)
 
 
 uint64_t cluster_map_version(void) { return ms.version; }
+
+int membership_shards(bool owner)
+{
+    int n = 0;
+    for (unsigned i = 0; i < SHARDMAP_SHARDS; i++)
+        n += owner ? ms.view[i].mine : ms.view[i].my_backup >= 0;
+    return n;
+}

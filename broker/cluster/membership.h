@@ -32,6 +32,8 @@ void membership_map_changed(const struct shardmap *m);
 /* Does the committed map name this node a backup of ch at gen, with
  * origin its owner? */
 bool membership_backup_of(const char *ch, size_t len, const char *origin, uint64_t gen);
+/* Shards this node owns (owner) or backs up (!owner) in the committed map. */
+int membership_shards(bool owner);
 /* Heartbeats name each node's Raft id; the node id of a Raft id, or NULL. */
 void membership_seen_raft(const char *id, uint64_t raft_id);
 const char *membership_node_of_raft(uint64_t raft_id);

@@ -27,7 +27,7 @@ import time
 from cluster_common import (H, Recorder, SeqPublisher, await_until, channel_owned_by,
                             dump_frames, epoch_stream, filter_tests, find_roles, make_mesh,
                             node_log_tails, publish_many, rendezvous_rank, start_all, stop_all, t,
-                            test, wait_mesh_up)
+                            test, wait_failover, wait_mesh_up)
 
 NODES = make_mesh(3, prefix="rs-")
 N1, N2, N3 = NODES
@@ -136,6 +136,9 @@ async def stop_under_load(victim, sig, tag):
         def all_see_down():
             return all(not n.peers_up().get(victim.node_id, True) for n in others)
         await await_until(all_see_down, t(10), f"every survivor marking {victim.node_id} down")
+        # Its shards move once the leader knows its lease is over (PROTOCOL.md
+        # 7.4); from then on every publish must be served.
+        await wait_failover(others)
         t_down = time.monotonic()
         # Keep publishing well past the ownership move.
         await await_until(lambda: all(sum(1 for _i, s, _r in p.results if s > t_down + 0.5) >= 50
@@ -156,7 +159,7 @@ async def stop_under_load(victim, sig, tag):
     for p in pubs:
         late = [(i, r) for i, s, r in p.refused() if s > t_down]
         assert not late, (f"{p.name}: publishes sent after every survivor saw "
-                          f"{victim.node_id} down were refused: {late[:3]}\n"
+                          f"{victim.node_id} down and its shards moved were refused: {late[:3]}\n"
                           + node_log_tails(others, 15))
     for ch in chans:
         acked = [key(p.name, i) for p in pubs if p.ch == ch for i, _s, _r in p.acked()]
@@ -254,18 +257,19 @@ async def restart_node1():
         await close_all(STATE["recs"])
 
 
-@test("owner and backup die together (SIGKILL, 4-node mesh): the third-ranked node, which "
+@test("owner and backup die together (SIGKILL, 5-node mesh: 3 remain, a majority): the "
+      "third-ranked node, which "
       "holds a mirror, takes over; a subscriber joining on the fourth node before any new "
       "publish gets a non-empty epoch, and every subscriber gets the new messages under one "
       "non-empty new epoch", timeout=120)
 async def owner_and_backup_die():
-    quad = make_mesh(4, prefix="dbl-")
+    quad = make_mesh(5, prefix="dbl-")
     ids = [q.node_id for q in quad]
     recs = []
     try:
         start_all(quad)
         await asyncio.to_thread(wait_mesh_up, quad)
-        # Ranking dbl-1 > dbl-2 > dbl-3 > dbl-4 (or 2 > 1 > 3 > 4): when 1 and 2 die,
+        # Ranking dbl-1 > dbl-2 > dbl-3 > dbl-4 > dbl-5 (or 2 > 1 > 3 > ...): when 1 and 2 die,
         # dbl-3 (which follows the channel as a plain mirror) becomes owner.
         ch = next(c for c in (f"double:{k}" for k in range(5000))
                   if rendezvous_rank(ids, c)[2:] == ids[2:])
@@ -281,7 +285,8 @@ async def owner_and_backup_die():
         quad[1].kill()
         await await_until(lambda: all(not any(q.peers_up().get(x.node_id, False)
                                               for x in quad[:2]) for q in quad[2:]),
-                          t(10), "nodes 3 and 4 marking nodes 1 and 2 down")
+                          t(10), "nodes 3 to 5 marking nodes 1 and 2 down")
+        await wait_failover(quad[2:])
         # Joins before anything is published under the new owner.
         recs.append(await Recorder.open(quad[3], "late@dbl-4", [ch]))
         res, _ = await publish_many(quad[3], ch, "after", 10)

@@ -234,6 +234,28 @@ class Node(H.Server):
                 for (n, labels), v in m.samples.items() if n == "chorus_cluster_peer_up"}
 
 
+def shard_state(node):
+    """(map version, owned shards, lease valid) from the node's /metrics."""
+    m = node.metrics()
+    return (int(m.get("chorus_cluster_map_version")),
+            int(m.get("chorus_cluster_shards", role="owner")),
+            m.get("chorus_cluster_lease_valid") == 1)
+
+
+async def wait_failover(survivors, timeout=None, what=None):
+    """Waits until the survivors alone own every shard, all on one committed
+    map version and each holding a lease: the channels of a node that died
+    (or left) have moved, so publishes are served again."""
+    timeout = timeout or t(20)
+
+    def done():
+        st = [shard_state(n) for n in survivors]
+        return len({v for v, _o, _l in st}) == 1 and sum(o for _v, o, _l in st) == SHARDS and \
+            all(lv for _v, _o, lv in st)
+    await await_until(done, timeout, what or f"{[n.name for n in survivors]} owning every shard",
+                      interval=0.05)
+
+
 def node_log_tails(nodes, n=25):
     out = []
     for s in nodes:
@@ -709,6 +731,14 @@ def jenkins(key):
     return h
 
 
+SHARDS = 64  # broker/cluster/shardmap.h
+
+
 def rendezvous_rank(node_ids, ch):
-    """node ids, best first: highest jenkins(id \\0 channel), ties to the smaller id."""
-    return sorted(node_ids, key=lambda n: (-jenkins(n.encode() + b"\0" + ch.encode()), n))
+    """node ids, best first, as the first shard map places the channel's shard
+    (owner, then backups) when every node is up at the cluster's start:
+    shard = jenkins(channel) % 64, then highest jenkins(id \\0 shard-in-decimal),
+    ties to the smaller id (broker/cluster/placement.c). Later maps move a
+    shard only away from a node that is gone."""
+    shard = jenkins(ch.encode()) % SHARDS
+    return sorted(node_ids, key=lambda n: (-jenkins(n.encode() + b"\0" + str(shard).encode()), n))

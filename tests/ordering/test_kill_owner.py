@@ -42,7 +42,7 @@ from ordering_common import (Publisher, Sub, channel_with_roles, check_streams, 
 
 RATE = 100           # publishes per second per publisher
 BEFORE_KILL = 2.0    # seconds of publishing before the kill
-AFTER_KILL = 3.5     # seconds of publishing after it
+AFTER_KILL = 6.0     # seconds of publishing after it (failover takes up to ~3 s)
 
 
 def finish(nodes, survivors):
@@ -194,6 +194,7 @@ async def killed_owner_setup(nodes, subs, sub_on_c):
     epoch = subs[0].ack["epoch"]
     A.kill()
     await wait_down((B, C), A, t(10))
+    await CC.wait_failover((B, C), t(10))
     return ch, epoch
 
 
