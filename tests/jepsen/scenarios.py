@@ -64,11 +64,14 @@ async def crash_backup(ctx):
 
 
 def raft_leader(ctx):
-    """The node whose /metrics says chorus_cluster_leader 1 (the raft
-    branch), else None."""
+    """The node whose /metrics says it is the Raft leader, else None.
+    raft-contract.md names the gauge chorus_cluster_leader; the raft branch
+    exports chorus_cluster_raft_leader: either is accepted."""
     for node in ctx.nodes:
         try:
-            if node.metrics().get("chorus_cluster_leader") == 1:
+            m = node.metrics()
+            if any(m.samples.get((name, frozenset())) == 1
+                   for name in ("chorus_cluster_leader", "chorus_cluster_raft_leader")):
                 return node
         except (AssertionError, OSError):
             continue
