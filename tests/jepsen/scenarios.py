@@ -48,19 +48,19 @@ async def _restart(ctx, node):
 
 
 async def crash(ctx, node, what):
-    ctx.log(f"kill -9 {node.name} ({what} of the test channel)")
+    ctx.log(f"kill -9 {node.name} ({what})")
     node.kill()
     await asyncio.sleep(ctx.profile["down"])
     await _restart(ctx, node)
 
 
 async def crash_owner(ctx):
-    await crash(ctx, ctx.owner, "owner")
+    await crash(ctx, ctx.owner, "owner of the test channel")
 
 
 async def crash_backup(ctx):
     await crash(ctx, ctx.backup or ctx.nodes[(ctx.index(ctx.owner) + 1) % len(ctx.nodes)],
-                "backup")
+                "backup of the test channel")
 
 
 def raft_leader(ctx):
@@ -81,7 +81,8 @@ def raft_leader(ctx):
 async def crash_leader(ctx):
     """kill -9 of the Raft leader (the owner where there is no leader metric)."""
     leader = await asyncio.to_thread(raft_leader, ctx)
-    await crash(ctx, leader or ctx.owner, "Raft leader" if leader else "owner; no leader metric")
+    await crash(ctx, leader or ctx.owner,
+                "the Raft leader" if leader else "owner of the test channel: no leader metric")
 
 
 async def stall(ctx, seconds):
