@@ -66,13 +66,13 @@ def data_dir_supported():
     return "--data-dir" in p.stdout + p.stderr
 
 
-def make_nodes(topo, n, data_dirs):
+def make_nodes(topo, n, data_dirs, extra=()):
     peers = [f"tcp://{topo.addr[k]}:{CLUSTER_PORT}" for k in range(n)]
     nodes = []
     for k in range(n):
         node = CC.Node(f"j{k + 1}", HTTP_PORT, cluster_port=CLUSTER_PORT, peers=peers,
                        host=topo.client_addr[k], bind="0.0.0.0", cluster_host=topo.addr[k],
-                       netns=topo.ns[k])
+                       netns=topo.ns[k], extra=extra)
         if data_dirs and "--data-dir" not in node.command(HTTP_PORT):
             # Stable across restarts of this node (its Raft vote and log).
             node.extra += ["--data-dir", os.path.join(node._tmpdir, "data")]
@@ -158,9 +158,17 @@ async def settle(subs, history, timeout):
 
     def missing():
         return sum(len(acked.get(ch, set()) - s.got[ch]) for s in subs for ch in s.channels)
+    def received():
+        return sum(len(s.got[ch]) for s in subs for ch in s.channels)
     deadline = time.monotonic() + timeout
-    while missing() and time.monotonic() < deadline:
+    last, still_since = received(), time.monotonic()
+    # Messages covered by a gap event never come: stop once nothing has
+    # arrived for 3 s.
+    while missing() and time.monotonic() < deadline and time.monotonic() - still_since < 3:
         await asyncio.sleep(0.2)
+        now = received()
+        if now != last:
+            last, still_since = now, time.monotonic()
     return missing()
 
 
@@ -209,9 +217,12 @@ def keep_logs(nodes, outdir):
 
 
 async def run_scenario(name, topo, n, profile, outdir, data_dirs):
-    group, fault, _min = SCENARIOS[name]
+    group, fault, _min, *rest = SCENARIOS[name]
+    extra = rest[0] if rest else ()
     hist = History()
-    nodes = make_nodes(topo, n, data_dirs)
+    nodes = make_nodes(topo, n, data_dirs, extra)
+    if extra:
+        log(f"nodes run with {' '.join(extra)}")
     subs, pubs = [], []
     began = time.monotonic()
     ctx = None
@@ -305,12 +316,13 @@ def parse():
 def main():
     a = parse()
     if a.list:
-        for nm, (g, fn, mn) in SCENARIOS.items():
-            print(f"{nm:26} group {g:10} nodes >= {mn}  {(fn.__doc__ or '').strip()}")
+        for nm, (g, fn, mn, *rest) in SCENARIOS.items():
+            print(f"{nm:26} group {g:10} nodes >= {mn}  {(fn.__doc__ or '').strip().splitlines()[0]}"
+                  + (f" [{' '.join(rest[0])}]" if rest else ""))
         return 0
     profile = PROFILES["full" if a.full else "short"]
     counts = [int(x) for x in (a.nodes or ("3,5" if a.full else "3")).split(",")]
-    names = a.names or [nm for nm, (g, _f, _m) in SCENARIOS.items()
+    names = a.names or [nm for nm, (g, *_r) in SCENARIOS.items()
                         if not a.group or g in a.group]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = a.out or (os.path.join(os.environ["CHORUS_BUILD"], "jepsen-results", stamp)
