@@ -239,6 +239,7 @@ int server_start(const struct config *cfg)
     replica_start(cfg);
     mirror_start();
     presence_start();
+    conn_watch_cluster();
     if (keepalive_start() < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);

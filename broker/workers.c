@@ -4,6 +4,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -32,6 +33,37 @@ static void endpoint(char ep[128], pid_t parent, int i)
     snprintf(ep, 128, "ipc:///tmp/chorus-%d-w%d.sock", (int)parent, i);
 }
 
+/* Worker i's Raft log: kept while the supervisor runs, so a worker that
+ * crashed and is started again rejoins with its vote and log. */
+static void raft_dir(char dir[128], pid_t parent, int i)
+{
+    snprintf(dir, 128, "/tmp/chorus-%d-w%d.raft", (int)parent, i);
+}
+
+/* Raft needs TCP (libraft 0.15): one free loopback port per worker, chosen
+ * once by the supervisor so every worker knows every other's. */
+static int raft_ports[MAX_WORKERS];
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0)
+        close(fd);
+    return port;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
 /* Turns cfg into worker i's: its own node id and ipc endpoint, every worker
  * as a peer. */
 static void become_worker(struct config *cfg, int i, pid_t parent)
@@ -48,6 +80,19 @@ static void become_worker(struct config *cfg, int i, pid_t parent)
         endpoint(ep, parent, k);
         cfg->peer[cfg->n_peer++] = strdup(ep);
     }
+    char addr[64], dir[128];
+    snprintf(addr, sizeof addr, "127.0.0.1:%d", raft_ports[i]);
+    set_str(&cfg->raft_bind, addr);
+    for (int k = 0; k < cfg->n_raft_peer; k++)
+        free(cfg->raft_peer[k]);
+    cfg->n_raft_peer = 0;
+    for (int k = 0; k < cfg->workers && k < CONFIG_MAX_PEERS; k++)
+        if (k != i) {
+            snprintf(addr, sizeof addr, "127.0.0.1:%d", raft_ports[k]);
+            cfg->raft_peer[cfg->n_raft_peer++] = strdup(addr);
+        }
+    raft_dir(dir, parent, i);
+    set_str(&cfg->data_dir, dir);
     /* Workers of one process tree trust each other: the links never leave
      * this machine's file system. */
     cfg->cluster_insecure = true;
@@ -74,6 +119,11 @@ int workers_run(struct config *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    for (int i = 0; i < n; i++)
+        if ((raft_ports[i] = free_port()) < 0) {
+            log_error("event=workers_failed msg=\"no free loopback port for Raft\"");
+            return 1;
+        }
 
     for (int i = 0; i < n; i++) {
         pids[i] = spawn(cfg, i, parent);
@@ -123,9 +173,11 @@ int workers_run(struct config *cfg)
         }
     }
     for (int i = 0; i < n; i++) {
-        char ep[128];
+        char ep[128], dir[128];
         endpoint(ep, parent, i);
         unlink(ep + strlen("ipc://"));
+        raft_dir(dir, parent, i);
+        nftw(dir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
     }
     log_info("event=workers_stopped");
     return 0;

@@ -7,7 +7,9 @@
 #
 # start   N nodes node1..nodeN, every node --peer of every node.
 #         Default: on loopback, node K serves HTTP/WebSocket on 127.0.0.1:(8080+K)
-#         and links on tcp://127.0.0.1:(7000+K).
+#         and links on tcp://127.0.0.1:(7000+2K), Raft on port 7001+2K (the
+#         link port + 1), its Raft log in the state dir (nodeK.raft; each
+#         `start` makes a new cluster and deletes the old logs).
 #         --netns: node K runs in its own network namespace chorus-cl-nK with the
 #         address 10.77.0.(10+K)/24 on a bridge that lives in the namespace
 #         chorus-cl-sw (10.77.0.1), same ports; nothing is added to the host's
@@ -138,14 +140,16 @@ cmd_start() {
   done
   [[ -f "$DIR/netns" ]] && die "namespaces of an earlier --netns cluster remain: run '$0 stop' first"
   rm -f "$DIR"/node*.pid "$DIR"/node*.log "$DIR/nodes"
+  rm -rf "$DIR"/node*.raft
 
   local hosts=() peers=()
   for k in $(seq 1 "$n"); do
     if ((netns)); then hosts+=("$SUBNET.$((10 + k))"); else hosts+=("127.0.0.1"); fi
-    peers+=(--peer "tcp://${hosts[k - 1]}:$((LINK_BASE + k))")
+    peers+=(--peer "tcp://${hosts[k - 1]}:$((LINK_BASE + 2 * k))")
     if ((!netns)); then
       port_busy $((HTTP_BASE + k)) && die "port $((HTTP_BASE + k)) is in use (set CHORUS_CLUSTER_HTTP_BASE)"
-      port_busy $((LINK_BASE + k)) && die "port $((LINK_BASE + k)) is in use (set CHORUS_CLUSTER_LINK_BASE)"
+      port_busy $((LINK_BASE + 2 * k)) && die "port $((LINK_BASE + 2 * k)) is in use (set CHORUS_CLUSTER_LINK_BASE)"
+      port_busy $((LINK_BASE + 2 * k + 1)) && die "port $((LINK_BASE + 2 * k + 1)) (Raft) is in use (set CHORUS_CLUSTER_LINK_BASE)"
     fi
   done
 
@@ -174,10 +178,11 @@ cmd_start() {
     # $! is the node itself.
     env "${secret_env[@]}" CHORUS_API_KEY="$api_key" setsid "${pre[@]}" "$CHORUSD" \
       --node-id "node$k" --bind "$host" --port $((HTTP_BASE + k)) \
-      --cluster-bind "tcp://$host:$((LINK_BASE + k))" "${peers[@]}" "${link_flag[@]}" \
+      --cluster-bind "tcp://$host:$((LINK_BASE + 2 * k))" "${peers[@]}" "${link_flag[@]}" \
+      --data-dir "$DIR/node$k.raft" \
       "${extra[@]}" </dev/null >"$DIR/node$k.log" 2>&1 &
     echo $! >"$DIR/node$k.pid"
-    echo "node$k $host $((HTTP_BASE + k)) tcp://$host:$((LINK_BASE + k)) $( ((netns)) && echo "$NS_PREFIX$k" || echo -)" >>"$DIR/nodes"
+    echo "node$k $host $((HTTP_BASE + k)) tcp://$host:$((LINK_BASE + 2 * k)) $( ((netns)) && echo "$NS_PREFIX$k" || echo -)" >>"$DIR/nodes"
   done
 
   # Wait (bounded) for every node's /healthz, then for the peers to see each other.

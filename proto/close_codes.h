@@ -11,7 +11,8 @@
     X(PROTOCOL_ERROR,     1002,  "invalid close code")        \
     X(INVALID_PAYLOAD,    1007,  "invalid UTF-8")             \
     X(AUTH,               4001,  "authentication required")   \
-    X(SLOW_CONSUMER,      4008,  "slow consumer")
+    X(SLOW_CONSUMER,      4008,  "slow consumer")              \
+    X(CUT_OFF,            4013,  "this node is cut off from the cluster majority; reconnect")
 
 enum chorus_close {
 #define CHORUS__CLOSE_ENUM(name, code, reason) CHORUS_CLOSE_##name = code,

@@ -44,7 +44,7 @@ bool cluster_can_act(void) { return !cluster_enabled() || lease_valid(); }
 
 bool cluster_ready(void)
 {
-    return !cluster_enabled() || (cluster_map_version() > 0 && lease_valid());
+    return !cluster_enabled() || (membership_map_current() && lease_valid());
 }
 
 bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint64_t gen)

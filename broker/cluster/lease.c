@@ -35,6 +35,7 @@ static struct {
     /* leader */
     bool leading;
     int64_t leader_since_ms;
+    int64_t quorum_since_ms;    /* since when a majority holds leases (0: it does not) */
     struct grant *grants;
 } ls;
 
@@ -122,7 +123,16 @@ static void place(int64_t now)
      * for most nodes (a forwarder restarting, the leader alone on its side of
      * the ZeroMQ links) nothing can be served anyway, and moving every shard
      * to the few leased nodes would only restart epochs. */
-    if (n * 2 <= consensus_voters())
+    if (n * 2 <= consensus_voters()) {
+        ls.quorum_since_ms = 0;
+        return;
+    }
+    /* When a majority comes back (a forwarder restarted, a partition healed),
+     * give the others a few lease rounds to ask before calling them gone:
+     * moving their shards now would only restart epochs. */
+    if (!ls.quorum_since_ms)
+        ls.quorum_since_ms = now;
+    if (now - ls.quorum_since_ms < 3 * ls.interval_ms)
         return;
     static struct shardmap next;
     if (placement_next(map, state_of, NULL, leased, n, ls.cfg->replication_factor, &next))
@@ -214,6 +224,7 @@ static void lease_tick(int64_t wall_now)
         ls.leading = leading;
         forget_grants();
         ls.leader_since_ms = now;
+        ls.quorum_since_ms = 0;
         if (leading)
             log_info("event=raft_leader msg=\"this node places shards now\"");
     }

@@ -39,6 +39,7 @@ static struct {
     struct member *members;
     int64_t started_ms;
     uint64_t version;
+    bool past_self;                   /* the map names an earlier incarnation of this node */
     struct shard_view view[SHARDMAP_SHARDS];
 } ms;
 
@@ -157,7 +158,18 @@ static void refresh(const struct shardmap *m)
         }
     }
     ms.version = m->version;
+    /* A map that still names an earlier incarnation of this node gives work
+     * to a process that is gone: not ready until the leader moves it. */
+    ms.past_self = false;
+    char id[ENVELOPE_ID_MAX + 1];
+    for (int j = 0; j < m->nnodes; j++) {
+        shardmap_node_id(m->nodes[j], id, sizeof id);
+        if (!strcmp(id, ms.self) && strcmp(m->nodes[j], ms.self_ref) != 0)
+            ms.past_self = true;
+    }
 }
+
+bool membership_map_current(void) { return ms.version > 0 && !ms.past_self; }
 
 void membership_map_changed(const struct shardmap *m) { refresh(m); }
 

@@ -32,6 +32,9 @@ void membership_map_changed(const struct shardmap *m);
 /* Does the committed map name this node a backup of ch at gen, with
  * origin its owner? */
 bool membership_backup_of(const char *ch, size_t len, const char *origin, uint64_t gen);
+/* The committed map exists and no longer names an earlier incarnation of
+ * this node (whose shards the leader moves once it hears this one). */
+bool membership_map_current(void);
 /* Shards this node owns (owner) or backs up (!owner) in the committed map. */
 int membership_shards(bool owner);
 /* Heartbeats name each node's Raft id; the node id of a Raft id, or NULL. */

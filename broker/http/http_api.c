@@ -222,7 +222,10 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     if (rt.shutting_down)
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
-        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is starting: waiting to hear its peers");
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE,
+                           cluster_lease_lost_ms() > 0
+                               ? "node is cut off from the cluster majority (no lease): try another node"
+                               : "node is starting: waiting for the cluster to agree on its shard map");
 
     json_t *root = json_loadb((const char *)s->body, s->body_len,
                               JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr);
@@ -284,7 +287,12 @@ static int api_healthz(struct lws *wsi, struct http_session *s)
         json_object_set_new(j, "peers", arr);
     }
     if (j && !rt.shutting_down && !cluster_ready())
-        json_object_set_new(j, "status", json_string("starting"));
+        json_object_set_new(j, "status",
+                            json_string(cluster_lease_lost_ms() > 0 ? "cut_off" : "starting"));
+    if (j && cluster_enabled()) {
+        json_object_set_new(j, "lease", json_boolean(cluster_can_act()));
+        json_object_set_new(j, "map_version", json_integer((json_int_t)cluster_map_version()));
+    }
     return respond_json(wsi, s, rt.shutting_down || !cluster_ready() ? 503 : 200, j);
 }
 

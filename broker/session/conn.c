@@ -10,6 +10,7 @@
  * (no permessage-deflate is offered and HTTP/2 is not used for /ws); lws still
  * owns TLS and any partial-send buffering. */
 #include "conn.h"
+#include "cluster.h"
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
@@ -36,6 +37,29 @@ void conn_close_all(uint16_t code, const char *reason)
     for (struct conn *c = conns; c; c = c->next)
         conn_close_with(c, code, reason, false);
 }
+
+/* A node without a lease for twice its length is on the minority side of a
+ * partition (or stalled): it can acknowledge nothing, so its clients are
+ * better served by another node. They are told once per such spell (4013);
+ * upgrades are refused until it is back (ws.c). */
+static void cutoff_tick(int64_t now_ms)
+{
+    static bool told;
+    (void)now_ms;
+    int64_t lost = cluster_lease_lost_ms();
+    if (!lost) {
+        told = false;
+        return;
+    }
+    if (told || lost < 2 * (int64_t)rt.cfg->lease_ms || !conns)
+        return;
+    told = true;
+    log_warn("event=cut_off lost_ms=%lld msg=\"closing clients with 4013 so they reconnect to the majority side\"",
+             (long long)lost);
+    conn_close_all(CHORUS_CLOSE_CUT_OFF, CHORUS_CLOSE_REASON_CUT_OFF);
+}
+
+void conn_watch_cluster(void) { cluster_on_tick(cutoff_tick); }
 
 /* --------------------------------------------------------------- queueing */
 

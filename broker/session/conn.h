@@ -83,5 +83,8 @@ void conn_list_remove(struct conn *c);
 bool conn_list_empty(void);
 /* Asks every open connection to close once its queue drains (shutdown). */
 void conn_close_all(uint16_t code, const char *reason);
+/* Closes every client with 4013 when this node has been without a lease for
+ * twice lease_ms (PROTOCOL.md 7.4); registered at start. */
+void conn_watch_cluster(void);
 
 #endif

@@ -181,7 +181,9 @@ static int conn_filter(struct conn *c, struct lws *wsi)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
         return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE,
-                      "node is starting: waiting to hear its peers");
+                      cluster_lease_lost_ms() > 0
+                          ? "node is cut off from the cluster majority (no lease): try another node"
+                          : "node is starting: waiting for the cluster to agree on its shard map");
     if (!origin_allowed(wsi)) {
         char origin[256] = "", q[300];
         int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);

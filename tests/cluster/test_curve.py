@@ -54,9 +54,16 @@ assert SECRET != OTHER_SECRET and len(SECRET) == 40
 PORTS = alloc_ports(8)
 HTTP, CL = PORTS[:4], PORTS[4:]
 PEERS = [f"tcp://127.0.0.1:{p}" for p in CL]
-GOOD = [Node(f"curve-{k + 1}", HTTP[k], cluster_port=CL[k], peers=PEERS, curve_secret=SECRET)
-        for k in range(3)]
-ROGUE = Node("curve-rogue", HTTP[3], cluster_port=CL[3], peers=PEERS, curve_secret=OTHER_SECRET)
+GOOD = [Node(f"curve-{k + 1}", HTTP[k], cluster_port=CL[k], peers=PEERS[:3],
+             curve_secret=SECRET) for k in range(3)]
+# The rogue lists every node; they do not list it (it is no voter of theirs).
+# It can reach nobody's ZeroMQ links, so it never gets a lease: never ready.
+# Its Raft voters are itself and a port nobody listens on: Raft links are not
+# CURVE-protected in this version (docs/security.md), so the test keeps it
+# away from theirs.
+ROGUE = Node("curve-rogue", HTTP[3], cluster_port=CL[3], peers=PEERS, curve_secret=OTHER_SECRET,
+             raft_bind=f"127.0.0.1:{CL[3] + 1}", raft_peers=[f"127.0.0.1:{alloc_ports(1)[0]}"])
+ROGUE.expect_ready = False
 ALL = GOOD + [ROGUE]
 
 try:
@@ -88,38 +95,38 @@ def membership():
 
 
 @test("3x100 concurrent publishes on the CURVE links reach subscribers on the three nodes "
-      "as one stream; the rogue node's subscriber gets none, and its own publishes reach "
-      "only itself", timeout=60)
+      "as one stream; the rogue node, which no node admits, serves nothing: its publishes "
+      "are refused unavailable, its /healthz is 503 and it refuses WebSocket upgrades", timeout=60)
 async def delivery():
     ch = "room:curve"
-    recs, rogue = [], None
+    recs = []
     try:
         for n in GOOD:
             recs.append(await Recorder.open(n, f"sub@{n.name}", [ch]))
-        rogue = await Recorder.open(ROGUE, "sub@rogue", [ch])
-        results = await asyncio.gather(*(publish_many(n, ch, f"p@{n.name}", 100) for n in GOOD),
-                                       publish_many(ROGUE, ch, "p@rogue", 20))
+        results = await asyncio.gather(*(publish_many(n, ch, f"p@{n.name}", 100) for n in GOOD))
+        st, _h, body = await asyncio.to_thread(ROGUE.publish_http, ch, {"p": "p@rogue"})
+        assert st == 503 and b"unavailable" in body, f"the rogue's publish: {st} {body[:200]}"
+        st, _h, body = await asyncio.to_thread(ROGUE.http, "GET", "/healthz")
+        assert st == 503, f"the rogue's /healthz: {st} {body[:200]}"
+        try:
+            r = await Recorder.open(ROGUE, "sub@rogue", [ch])
+            await r.close()
+            raise AssertionError("the rogue node accepted a WebSocket subscriber")
+        except (OSError, H.websockets.exceptions.InvalidStatusCode) as e:
+            print(f"    the rogue refused a subscriber: {e!r}"[:200], flush=True)
         for r in recs:
             await r.wait_msgs(ch, 300, t(30))
-        await rogue.wait_msgs(ch, 20, t(10))
         # A fence through every good node after everything else.
         fence, _ = await publish_many(GOOD[2], ch, "fence", 1)
         for r in recs:
             await r.wait_msgs(ch, 301, t(10))
-        acks = {f"p@{n.name}": a for n, (a, _e) in zip(GOOD, results[:3])}
+        acks = {f"p@{n.name}": a for n, (a, _e) in zip(GOOD, results)}
         acks["fence"] = fence
         check_same_stream(recs, ch, 301, acks)
-        got = [m["data"]["p"] for m in rogue.msgs(ch)]
-        assert set(got) == {"p@rogue"} and len(got) == 20, \
-            f"the rogue node's subscriber got {len(got)} msgs from {sorted(set(got))}"
-        for r in recs:
-            leaked = [m for m in r.msgs(ch) if m["data"]["p"] == "p@rogue"]
-            assert not leaked, f"{r.name} received the rogue node's messages: {leaked[:2]}"
         unwanted = [metric(n, "chorus_cluster_unwanted_total") for n in GOOD]
         assert unwanted == [0, 0, 0], f"unwanted on the good nodes: {unwanted}"
     finally:
-        await asyncio.gather(*(r.close() for r in recs + ([rogue] if rogue else [])),
-                             return_exceptions=True)
+        await asyncio.gather(*(r.close() for r in recs), return_exceptions=True)
 
 
 def _sub_socket(ctx, endpoint, public, secret, server_key):
@@ -142,7 +149,9 @@ def _received_within(sock, seconds):
     while time.monotonic() < deadline:
         if poller.poll(100):
             frames.append(sock.recv_multipart(zmq.NOBLOCK))
-            if len(frames) >= 2:
+            # Heartbeats are what every node sends everyone; other control
+            # traffic (lease requests to the Raft leader) may come first.
+            if len(frames) >= 50 or frames[-1][0] == b"!hb\0":
                 break
     return frames
 
@@ -167,8 +176,9 @@ def zap_refuses_strangers():
         member = _sub_socket(ctx, target.cluster_endpoint, cluster_public, SECRET.encode(),
                              cluster_public)
         got_member = _received_within(member, t(5))
-        assert got_member and got_member[0][0] == b"!hb\0", \
-            f"a client holding the cluster secret received {got_member[:1]} (control failed)"
+        assert got_member and got_member[-1][0] == b"!hb\0", \
+            f"a client holding the cluster secret received no heartbeat: {got_member[:2]} " \
+            f"(control failed)"
         got_stranger = _received_within(stranger, 2.0)
         got_plain = _received_within(plain, 0.5)
         assert not got_stranger, f"a client without the secret received {got_stranger[:2]}"

@@ -120,6 +120,9 @@ class Node(H.Server):
         # Raft: explicit addresses (needed with a forwarder), else derived by
         # chorusd from the cluster endpoints (port + 1). The data dir is the
         # node's vote and log: the same across its restarts.
+        # False for a node that cannot join a majority (a rogue in a test): it
+        # counts as started once /healthz answers at all.
+        self.expect_ready = True
         self.raft_bind = raft_bind
         self.raft_peers = list(raft_peers)
         self.data_dir = data_dir or os.path.join(self._tmpdir, f"{self.name}-raft")
@@ -195,7 +198,7 @@ class Node(H.Server):
                                     f"was healthy\n--- log ---\n{self.log_tail()}")
             try:
                 status, _h, body = self.http("GET", "/healthz", timeout=1.0)
-                if status == 200:
+                if status == 200 or (status == 503 and not self.expect_ready):
                     return
                 last = f"status {status}: {body[:200]!r}"
             except OSError as e:

@@ -301,6 +301,7 @@ async def _():
         await pub.drain(t(10))
         pending = {i: r["reply"] for i, r in pub.records.items() if isinstance(i, int) and i >= 10}
         await wait_down((B, C), A, t(10))
+        await CC.wait_failover((B, C), t(10))
         down = time.monotonic() - t_kill
         # What the backup's subscriber holds now: the replicated, never confirmed messages.
         held = [(m["seq"], ident(m)) for m in subs[1].msgs(ch) if m["seq"] > 10]
