@@ -43,8 +43,10 @@ async def _restart(ctx, node):
         ctx.log(f"{node.name} restarted, /healthz 200 after {time.monotonic() - began:.1f}s")
     except H.ServerError as e:
         first = str(e).splitlines()[0]
+        errors = [ln for ln in node.log().splitlines() if "level=error" in ln]
         ctx.problem(f"{node.name} restarted but not healthy within "
-                    f"{ctx.profile['recover']}s: {first[:300]}")
+                    f"{ctx.profile['recover']}s: {first[:600]}"
+                    + (f"; its log: {errors[0][:400]}" if errors else ""))
 
 
 async def crash(ctx, node, what):
