@@ -60,24 +60,42 @@ def log(msg):
     print(f"    {msg}", flush=True)
 
 
-def data_dir_supported():
-    """The raft branch's --data-dir (raft-contract.md); today's main has none."""
+def chorusd_options():
+    """The --options `chorusd --help` lists: the suite runs against binaries
+    from before the control plane (no --data-dir, --replication-factor) too."""
     p = subprocess.run([H.chorusd_path(), "--help"], capture_output=True, text=True, timeout=30)
-    return "--data-dir" in p.stdout + p.stderr
+    return set(re.findall(r"^\s+(--[a-z0-9-]+)", p.stdout + p.stderr, re.M))
 
 
-def make_nodes(topo, n, data_dirs, extra=()):
+class JNode(CC.Node):
+    """A cluster node whose command line keeps only the options this chorusd
+    knows; --data-dir (raft-contract.md) stays the same across restarts."""
+
+    options = None
+
+    def command(self, port):
+        cmd = super().command(port)
+        if "--data-dir" not in cmd and self.cluster_port:
+            cmd += ["--data-dir", os.path.join(self._tmpdir, "data")]
+        out, k = [], 0
+        while k < len(cmd):
+            a = cmd[k]
+            if a.startswith("--") and self.options is not None and a not in self.options \
+                    and a in ("--data-dir", "--replication-factor", "--raft-bind", "--raft-peer",
+                              "--lease-ms"):
+                k += 2          # unknown to this binary: option and value left out
+                continue
+            out.append(a)
+            k += 1
+        return out
+
+
+def make_nodes(topo, n, extra=()):
     peers = [f"tcp://{topo.addr[k]}:{CLUSTER_PORT}" for k in range(n)]
-    nodes = []
-    for k in range(n):
-        node = CC.Node(f"j{k + 1}", HTTP_PORT, cluster_port=CLUSTER_PORT, peers=peers,
-                       host=topo.client_addr[k], bind="0.0.0.0", cluster_host=topo.addr[k],
-                       netns=topo.ns[k], extra=extra)
-        if data_dirs and "--data-dir" not in node.command(HTTP_PORT):
-            # Stable across restarts of this node (its Raft vote and log).
-            node.extra += ["--data-dir", os.path.join(node._tmpdir, "data")]
-        nodes.append(node)
-    return nodes
+    return [JNode(f"j{k + 1}", HTTP_PORT, cluster_port=CLUSTER_PORT, peers=peers,
+                  host=topo.client_addr[k], bind="0.0.0.0", cluster_host=topo.addr[k],
+                  netns=topo.ns[k], extra=extra)
+            for k in range(n)]
 
 
 def stop_nodes(nodes):
@@ -216,13 +234,15 @@ def keep_logs(nodes, outdir):
                                 dirs_exist_ok=True)
 
 
-async def run_scenario(name, topo, n, profile, outdir, data_dirs):
+async def run_scenario(name, topo, n, profile, outdir):
     group, fault, _min, *rest = SCENARIOS[name]
     extra = rest[0] if rest else ()
     hist = History()
-    nodes = make_nodes(topo, n, data_dirs, extra)
+    nodes = make_nodes(topo, n, extra)
     if extra:
-        log(f"nodes run with {' '.join(extra)}")
+        left = [a for a in extra if a.startswith("--") and a not in JNode.options]
+        log(f"nodes run with {' '.join(extra)}"
+            + (f" (not known to this chorusd, left out: {' '.join(left)})" if left else ""))
     subs, pubs = [], []
     began = time.monotonic()
     ctx = None
@@ -329,7 +349,8 @@ def main():
                      if os.environ.get("CHORUS_BUILD") else f"/tmp/chorus-jepsen-{stamp}")
     topo = Topology(max(counts), prefix="chorus-j")
     topo.setup_or_skip("the Jepsen suite")
-    data_dirs = data_dir_supported()
+    JNode.options = chorusd_options()
+    data_dirs = "--data-dir" in JNode.options
     print(f"# chorusd {H.chorusd_path()} ({'with' if data_dirs else 'without'} --data-dir); "
           f"profile {'full' if a.full else 'short'}; nodes {counts}; results in {base}",
           flush=True)
@@ -345,8 +366,8 @@ def main():
                 print(f"# {label}", flush=True)
                 try:
                     res, problems = loop.run_until_complete(asyncio.wait_for(
-                        run_scenario(nm, topo, n, profile, os.path.join(base, f"{nm}-{n}"),
-                                     data_dirs), t(300)))
+                        run_scenario(nm, topo, n, profile, os.path.join(base, f"{nm}-{n}")),
+                        t(300)))
                     ok = res.ok and not problems
                     fig = (f"acked {res.acked}/{res.published}, lost {res.lost}, conflicting "
                            f"{res.conflicting}, reordered {res.reordered}"
