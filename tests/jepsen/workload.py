@@ -4,10 +4,11 @@ them, recording everything they see into a checker.History.
 Publisher: pipelined WebSocket publishes at a fixed rate, round-robin over
 the test channels; every publish has a unique idempotency key (also carried
 in its data as "k", which is how the checker recognises the message). A
-publish answered `unavailable` is sent again with the SAME key after a short
-pause; when the connection dies its unanswered publishes are sent again with
-their keys on a new connection, to the next node that accepts one (a client
-behind a balancer). At most MAX_ATTEMPTS attempts per key.
+publish answered `unavailable` is sent again with the SAME key after a
+backoff (100 ms doubling to 2 s, jittered, as the SDKs do); when the
+connection dies its unanswered publishes are sent again with their keys on a
+new connection, to the next node that accepts one (a client behind a
+balancer). Retries stop 10 s after a key's first attempt.
 
 Subscriber: one connection subscribed to every test channel from before the
 load starts. When its connection closes (node killed, restarted, or a 4013
@@ -21,14 +22,17 @@ Every wait is bounded; nothing here asserts: the checker judges.
 
 import asyncio
 import json
+import random
 import time
 
 import websockets
 
 from chorus_harness import t
 
-MAX_ATTEMPTS = 10
-RETRY_DELAY = 0.25
+# As the SDKs retry (sdk/, PROTOCOL.md 5): 100 ms doubling to 2 s, jittered,
+# for up to 10 s after the first attempt.
+RETRY_FIRST, RETRY_MAX, RETRY_DEADLINE = 0.1, 2.0, 10.0
+MAX_ATTEMPTS = 40
 CONNECT_TIMEOUT = 3.0
 
 
@@ -114,7 +118,7 @@ class Publisher:
     def _item(self, i):
         key = f"{self.name}-{i}"
         return {"key": key, "ch": self.channels[i % len(self.channels)],
-                "data": {"k": key, "p": self.name, "i": i}, "attempt": 0}
+                "data": {"k": key, "p": self.name, "i": i}, "attempt": 0, "first": None}
 
     def _record(self, item, **outcome):
         self.history.add("pub", pub=self.name, node=self.node.name if self.node else None,
@@ -123,14 +127,19 @@ class Publisher:
                          **outcome)
 
     def _done_or_retry(self, item, code):
-        if item["attempt"] < MAX_ATTEMPTS and code in ("unavailable", "closed"):
-            self.retry.append((time.monotonic() + RETRY_DELAY, item))
+        now = time.monotonic()
+        if code in ("unavailable", "closed") and item["attempt"] < MAX_ATTEMPTS and \
+                now - item["first"] < RETRY_DEADLINE:
+            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (item["attempt"] - 1))
+            self.retry.append((now + delay * random.uniform(0.5, 1.0), item))
         else:
             self.finished += 1
 
     async def _send(self, item):
         self._rid += 1
         item["attempt"] += 1
+        if item["first"] is None:
+            item["first"] = time.monotonic()
         self.inflight[self._rid] = item
         self.sent += 1
         await self.ws.send(json.dumps({"op": "pub", "id": self._rid, "ch": item["ch"],
