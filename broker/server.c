@@ -21,6 +21,7 @@
 #include "workers.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/socket.h>
@@ -86,6 +87,29 @@ static void sweep(lws_sorted_usec_list_t *sul)
     channel_sweep(runtime_now_ms());
     ratelimit_sweep(lws_now_usecs());
     lws_sul_schedule(rt.ctx, 0, sul, sweep, LWS_US_PER_SEC);
+}
+
+/* --workers: this worker's shared-port socket starts listening once the
+ * worker is ready (workers.h). */
+static int worker_fd = -1;
+static lws_sorted_usec_list_t listen_timer;
+
+static void listen_when_ready(lws_sorted_usec_list_t *sul)
+{
+    if (!cluster_ready()) {
+        lws_sul_schedule(rt.ctx, 0, sul, listen_when_ready, 20 * LWS_US_PER_MS);
+        return;
+    }
+    lws_sock_file_fd_type u;
+    u.filefd = worker_fd;
+    if (listen(worker_fd, 1024) < 0 ||
+        !lws_adopt_descriptor_vhost(rt.vh, LWS_ADOPT_RAW_FILE_DESC, u, "chorus-listen", NULL)) {
+        log_error("event=listen_failed port=%d error=\"%s\"", rt.cfg->port, strerror(errno));
+        lws_cancel_service(rt.ctx);
+        rt.shutting_down = true;
+        return;
+    }
+    log_info("event=worker_listening port=%d", rt.cfg->port);
 }
 
 static void mount_callback(struct lws_http_mount *m, const char *point, struct lws_http_mount *next)
@@ -210,8 +234,8 @@ int server_start(const struct config *cfg)
     if (cfg->workers > 1) {
         lws_sock_file_fd_type u;
         u.filefd = workers_listen(cfg);
-        if (u.filefd < 0 ||
-            !lws_adopt_descriptor_vhost(rt.vh, LWS_ADOPT_RAW_FILE_DESC, u, "chorus-listen", NULL)) {
+        worker_fd = u.filefd;
+        if (u.filefd < 0) {
             log_error("event=start_failed port=%d msg=\"could not share the port (SO_REUSEPORT)\"",
                       cfg->port);
             lws_context_destroy(rt.ctx);
@@ -247,6 +271,8 @@ int server_start(const struct config *cfg)
         return -1;
     }
     lws_sul_schedule(rt.ctx, 0, &sweep_timer, sweep, LWS_US_PER_SEC);
+    if (cfg->workers > 1)
+        lws_sul_schedule(rt.ctx, 0, &listen_timer, listen_when_ready, 1);
     log_info("event=listening node=%s bind=%s port=%d event_loop=%s static_dir=%s api=%s tls=%s tokens=%s%s anonymous=%s",
              cfg->node_id, cfg->bind, cfg->port, cfg->event_loop, cfg->static_dir,
              cfg->api_key && *cfg->api_key ? "enabled" : "disabled", cfg->tls_cert ? "on" : "off",
@@ -298,8 +324,10 @@ void server_stop(void)
 {
     if (!rt.ctx)
         return;
-    if (!rt.event_lib)
+    if (!rt.event_lib) {
         lws_sul_cancel(&sweep_timer);
+        lws_sul_cancel(&listen_timer);
+    }
     if (!rt.event_lib)
         lws_sul_cancel(&shutdown_timer);
     if (!rt.event_lib)

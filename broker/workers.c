@@ -196,7 +196,7 @@ int workers_listen(const struct config *cfg)
     if (inet_pton(AF_INET, cfg->bind, &sa.sin_addr) != 1 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) ||
-        bind(fd, (struct sockaddr *)&sa, sizeof sa) || listen(fd, 1024)) {
+        bind(fd, (struct sockaddr *)&sa, sizeof sa)) {
         close(fd);
         return -1;
     }

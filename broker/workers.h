@@ -17,7 +17,10 @@
  * that worker's node and returns -1 so main goes on to serve. */
 int workers_run(struct config *cfg);
 
-/* The worker's own listening socket (SO_REUSEPORT), or -1 on error. */
+/* The worker's own socket (SO_REUSEPORT), bound but not yet listening, or
+ * -1 on error. The worker calls listen() once it is ready to serve: the
+ * kernel hands connections only to listening members of the port's group,
+ * so none lands on a worker still waiting for its lease. */
 int workers_listen(const struct config *cfg);
 
 #endif

@@ -13,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <uv.h>
@@ -41,7 +43,8 @@ static struct {
     consensus_map_fn *hooks[MAX_HOOKS];
     int nhooks;
     int last_state;
-} cs;
+    int lock_fd;                  /* flock on the data dir; -1 when none */
+} cs = {.lock_fd = -1};
 
 /* ---------------------------------------------------------------- the FSM */
 
@@ -238,6 +241,18 @@ int consensus_start(const struct config *cfg, struct lws_vhost *vh)
         log_error("event=raft_failed dir=%s error=\"%s\"", dir, strerror(errno));
         return -1;
     }
+    /* Two processes on one Raft log would corrupt it: the second one stops. */
+    char lock[1100];
+    snprintf(lock, sizeof lock, "%s/chorus.lock", dir);
+    cs.lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (cs.lock_fd < 0 || flock(cs.lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        log_error("event=raft_failed dir=%s msg=\"the data dir is in use by another chorusd (or "
+                  "cannot be locked): give each node its own --data-dir\"", dir);
+        if (cs.lock_fd >= 0)
+            close(cs.lock_fd);
+        cs.lock_fd = -1;
+        return -1;
+    }
 
     shardmap_init(&cs.map);
     cs.last_state = -1;
@@ -332,7 +347,10 @@ void consensus_stop(void)
         lws_set_timeout(w, PENDING_TIMEOUT_CLOSE_ACK, LWS_TO_KILL_ASYNC);
     }
     uv_loop_close(&cs.loop);
+    if (cs.lock_fd >= 0)
+        close(cs.lock_fd);
     memset(&cs, 0, sizeof cs);
+    cs.lock_fd = -1;
 }
 
 /* ------------------------------------------------------------ queries */

@@ -5,6 +5,16 @@ export const VERSION: string;
 /** Wire protocol version the SDK speaks. */
 export const PROTOCOL_VERSION: 1;
 
+/** WebSocket close codes of the broker (PROTOCOL.md section 5) seen in `disconnected` / `reconnecting`. */
+export const CloseCodes: Readonly<{
+  NORMAL: 1000;
+  SHUTDOWN: 1001;
+  AUTH: 4001;
+  SLOW_CONSUMER: 4008;
+  /** The node is cut off from its cluster's majority; the SDK reconnects at once and resumes. */
+  CUT_OFF: 4013;
+}>;
+
 /** Codes produced by the SDK itself; broker codes are passed through unchanged. */
 export const ErrorCodes: Readonly<{
   TIMEOUT: 'timeout';
@@ -155,6 +165,30 @@ export interface ChorusOptions {
   connectTimeout?: number;
   /** Requests held while offline; more reject with `queue_full` (default 100). */
   maxOfflineQueue?: number;
+  /**
+   * Retrying publishes answered `unavailable` with the same idempotency key; on by
+   * default (`{deadlineMs: 10000}`), `false` turns it off.
+   */
+  publishRetry?: PublishRetryOptions | false;
+}
+
+/** How a publish answered `unavailable` is retried (ChorusOptions.publishRetry). */
+export interface PublishRetryOptions {
+  /** No retry starts later than this many ms after the publish() call (default 10000); 0 turns retrying off. */
+  deadlineMs?: number;
+  /** ms before the first retry; doubles per retry (default 100). */
+  minDelayMs?: number;
+  /** Cap of the delay in ms (default 2000); each delay is uniform in [d/2, d]. */
+  maxDelayMs?: number;
+}
+
+export interface PublishOptions {
+  /**
+   * Idempotency key, 1-64 bytes (PROTOCOL.md 2.3). A key already used in the channel's
+   * current epoch publishes nothing new and resolves with the first publish's seq.
+   * Without one the SDK makes one (while `publishRetry` is on).
+   */
+  key?: string;
 }
 
 export type ConnectionState = 'disconnected' | 'connecting' | 'connected' | 'closed';
@@ -279,7 +313,7 @@ export class Subscription<T = Json> extends TypedEmitter<SubscriptionEvents<T>> 
   /** Stops delivery at once; resolves when the broker acknowledged (never rejects). */
   unsubscribe(): Promise<void>;
   history(opts?: HistoryOptions): Promise<HistoryResult<T>>;
-  publish(data: T): Promise<number>;
+  publish(data: T, opts?: PublishOptions): Promise<number>;
   presence(): Promise<PresenceResult>;
 }
 
@@ -311,8 +345,12 @@ export class Chorus extends TypedEmitter<ChorusEvents> {
 
   subscribe<T = Json>(channel: string, onMessage?: (data: T, msg: Message<T>) => void, opts?: SubscribeOptions): Promise<Subscription<T>>;
   subscribe<T = Json>(channel: string, opts: SubscribeOptions): Promise<Subscription<T>>;
-  /** Resolves with the seq given to the message. */
-  publish(channel: string, data: Json | unknown): Promise<number>;
+  /**
+   * Resolves with the seq given to the message (the first publish's seq when its key
+   * was already used). An `unavailable` answer is retried with the same key until
+   * `publishRetry.deadlineMs`.
+   */
+  publish(channel: string, data: Json | unknown, opts?: PublishOptions): Promise<number>;
   history<T = Json>(channel: string, opts?: HistoryOptions): Promise<HistoryResult<T>>;
   /** `{count, members}`; `members` is undefined past the namespace's `presence_max_members`. */
   presence(channel: string): Promise<PresenceResult>;

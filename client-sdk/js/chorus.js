@@ -25,6 +25,30 @@ export const VERSION = '0.1.0';
 /** Wire protocol version this SDK speaks. */
 export const PROTOCOL_VERSION = 1;
 
+/**
+ * WebSocket close codes the broker sends (PROTOCOL.md section 5) that an
+ * application may want to tell apart in `disconnected` / `reconnecting` events.
+ * @readonly
+ * @enum {number}
+ */
+export const CloseCodes = Object.freeze({
+  /** Normal close (also what `close()` reports). */
+  NORMAL: 1000,
+  /** The node is shutting down; the SDK reconnects and resumes. */
+  SHUTDOWN: 1001,
+  /** Authentication failed after the upgrade; get a new token. */
+  AUTH: 4001,
+  /** The connection could not keep up with its messages; the SDK reconnects and resumes. */
+  SLOW_CONSUMER: 4008,
+  /**
+   * The node is cut off from its cluster's majority and acknowledges nothing; the
+   * SDK reconnects at once (ideally reaching another node behind a balancer),
+   * resumes every subscription with `since` and retries the publishes that were
+   * waiting for an ack, with their keys.
+   */
+  CUT_OFF: 4013,
+});
+
 /* ------------------------------------------------------------------------ */
 /* Errors                                                                   */
 /* ------------------------------------------------------------------------ */
@@ -269,8 +293,8 @@ export class Subscription extends Emitter {
   }
 
   /** Publishes to this channel; see `Chorus#publish`. */
-  publish(data) {
-    return this._client.publish(this.channel, data);
+  publish(data, opts) {
+    return this._client.publish(this.channel, data, opts);
   }
 
   /** Presence of this channel (`{count, members}`); see `Chorus#presence`. */
@@ -320,6 +344,44 @@ const DEFAULTS = {
   maxOfflineQueue: 100,
 };
 
+/** Retrying publishes answered `unavailable` (see ChorusOptions.publishRetry). */
+const PUBLISH_RETRY_DEFAULTS = Object.freeze({ deadlineMs: 10000, minDelayMs: 100, maxDelayMs: 2000 });
+
+/** PROTOCOL.md 2.3: an idempotency key is a string of 1-64 bytes (UTF-8), without NUL. */
+const KEY_MAX_BYTES = 64;
+const KEY_ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+
+/**
+ * A fresh idempotency key: 22 url-safe characters (132 random bits), so two
+ * publishes of one channel never share one by chance.
+ */
+function newPublishKey() {
+  const bytes = new Uint8Array(22);
+  const c = globalThis.crypto;
+  if (c && typeof c.getRandomValues === 'function') c.getRandomValues(bytes);
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256);
+  let key = '';
+  for (const b of bytes) key += KEY_ALPHABET[b & 63];
+  return key;
+}
+
+function validKey(key) {
+  if (typeof key !== 'string' || key.length === 0 || key.includes('\0')) return false;
+  // A lone surrogate has no UTF-8 form: the broker would refuse the whole frame.
+  if (typeof key.isWellFormed === 'function' && !key.isWellFormed()) return false;
+  return new TextEncoder().encode(key).length <= KEY_MAX_BYTES;
+}
+
+/** The publishRetry option with defaults filled in, or null when retrying is off. */
+function publishRetryOptions(opt) {
+  if (opt === false || opt === null) return null;
+  const o = { ...PUBLISH_RETRY_DEFAULTS, ...(typeof opt === 'object' ? opt : {}) };
+  if (!(o.deadlineMs > 0)) return null;
+  o.minDelayMs = Math.max(1, Number(o.minDelayMs) || PUBLISH_RETRY_DEFAULTS.minDelayMs);
+  o.maxDelayMs = Math.max(o.minDelayMs, Number(o.maxDelayMs) || PUBLISH_RETRY_DEFAULTS.maxDelayMs);
+  return o;
+}
+
 const WS_OPEN = 1;
 
 /**
@@ -340,6 +402,28 @@ const WS_OPEN = 1;
  * @property {number} [connectTimeout=10000] ms from opening a socket to the server's `hello`.
  * @property {number} [maxOfflineQueue=100] requests held while offline; more are rejected
  *   with code `queue_full`.
+ * @property {PublishRetryOptions|false} [publishRetry] how a publish answered `unavailable`
+ *   (a cluster node that cannot make it durable now) is retried: with the same idempotency
+ *   key, after a jittered exponential delay, until `deadlineMs` after the call; then it
+ *   rejects with `unavailable`. On by default (`{deadlineMs: 10000}`); `false` turns it
+ *   off, and publishes then carry only the keys the caller gives.
+ */
+
+/**
+ * @typedef {object} PublishRetryOptions
+ * @property {number} [deadlineMs=10000] no retry starts later than this after the
+ *   `publish()` call (each attempt still waits up to `requestTimeout` for its reply);
+ *   0 turns retrying off.
+ * @property {number} [minDelayMs=100] ms before the first retry; it doubles per retry.
+ * @property {number} [maxDelayMs=2000] cap of the delay. Each delay is uniform in [d/2, d].
+ */
+
+/**
+ * @typedef {object} PublishOptions
+ * @property {string} [key] idempotency key (1-64 bytes, PROTOCOL.md 2.3): a publish
+ *   with a key already used in the channel's current epoch is not published again, and
+ *   resolves with the first one's seq. Without it the SDK makes one (when `publishRetry`
+ *   is on), so its own retries never duplicate a message.
  */
 
 /**
@@ -359,7 +443,9 @@ const WS_OPEN = 1;
  * - `connecting` ({url, attempt})
  * - `connected` ({client, node, v}): the server's `hello` arrived; subscriptions are
  *   being restored and queued requests flushed.
- * - `disconnected` ({code, reason, willReconnect}): a connected session ended.
+ * - `disconnected` ({code, reason, willReconnect}): a connected session ended. `code`
+ *   4013 (`CloseCodes.CUT_OFF`): the node lost its cluster's majority; the client
+ *   reconnects at once (small jitter) and resumes.
  * - `reconnecting` ({attempt, delay, code, reason}): the next attempt is scheduled in `delay` ms.
  * - `epoch` ({channel, epoch, seq}): a subscribed channel's epoch changed.
  * - `gap` ({channel, epoch, from, to, source}): messages of a subscribed channel are
@@ -416,6 +502,9 @@ export class Chorus extends Emitter {
     this._wantConnected = false;
     this._openGen = 0;
     this._connectWaiters = [];
+    this._retry = publishRetryOptions(this._opts.publishRetry);
+    /** @type {Set<object>} publishes waiting for their next attempt (answered `unavailable`) */
+    this._retrying = new Set();
   }
 
   /* ---------------------------------------------------------------- */
@@ -484,6 +573,11 @@ export class Chorus extends Emitter {
     const err = () => new ChorusError(ErrorCodes.CLOSED, 'client closed');
     this._failInflight(err);
     for (const r of this._queue.splice(0)) this._settle(r, err());
+    for (const r of [...this._retrying]) {
+      this._retrying.delete(r);
+      clearTimeout(r.retryTimer);
+      this._settle(r, err());
+    }
     for (const sub of [...this._subs.values()]) {
       if (!sub._everAcked) this._dropSub(sub, err());
     }
@@ -548,20 +642,35 @@ export class Chorus extends Emitter {
 
   /**
    * Publishes `data` (any JSON value) to a channel. Resolves with the seq the
-   * broker gave the message. Rejects with the broker's code (`bad_channel`,
-   * `forbidden`, `too_large`, `unavailable`, ...), or with `queue_full`,
-   * `timeout`, `disconnected` (sent, but the connection dropped before the ack:
-   * it may or may not have been published) or `closed`.
+   * broker gave the message (for a key the broker had seen, the first publish's
+   * seq: the message was published once). Rejects with the broker's code
+   * (`bad_channel`, `forbidden`, `too_large`, `unavailable` once retries are
+   * exhausted, ...), with `bad_request` for a malformed key, or with
+   * `queue_full`, `timeout`, `disconnected` (sent, but the connection dropped
+   * before the ack: it may or may not have been published) or `closed`.
    *
    * While offline the publish is queued (at most `maxOfflineQueue`) and sent
-   * after the next `connected`.
+   * after the next `connected`. Every publish carries an idempotency key (the
+   * caller's, or one the SDK makes) that it keeps through retries and
+   * reconnects; an `unavailable` answer is retried with it (`publishRetry`).
    *
    * @param {string} channel
    * @param {any} data
+   * @param {PublishOptions} [opts]
    * @returns {Promise<number>}
    */
-  publish(channel, data) {
-    return this._request({ op: 'pub', ch: channel, data }, (reply) => reply.seq);
+  publish(channel, data, opts = {}) {
+    const frame = { op: 'pub', ch: channel, data };
+    const key = opts ? opts.key : undefined;
+    if (key !== undefined && key !== null) {
+      if (!validKey(key)) {
+        return Promise.reject(new ChorusError('bad_request', 'a publish key must be a string of 1-64 bytes without NUL'));
+      }
+      frame.key = key;
+    } else if (this._retry) {
+      frame.key = newPublishKey();
+    }
+    return this._request(frame, (reply) => reply.seq);
   }
 
   /**
@@ -628,7 +737,7 @@ export class Chorus extends Emitter {
       return Promise.reject(new ChorusError(ErrorCodes.CLOSED, 'client closed'));
     }
     return new Promise((resolve, reject) => {
-      const r = { id: this._nextId++, frame, mapReply, resolve, reject, timer: null, sent: false };
+      const r = { id: this._nextId++, frame, mapReply, resolve, reject, timer: null, sent: false, start: now(), attempts: 1, retryTimer: null };
       frame.id = r.id;
       if (this.state !== 'connected') {
         if (this._queue.length >= this._opts.maxOfflineQueue) {
@@ -637,13 +746,49 @@ export class Chorus extends Emitter {
         }
         this._queue.push(r);
       }
-      r.timer = setTimeout(() => {
-        if (r.sent) this._inflight.delete(r.id);
-        else this._queue = this._queue.filter((x) => x !== r);
-        reject(new ChorusError(ErrorCodes.TIMEOUT, `'${frame.op}' got no reply within ${this._opts.requestTimeout} ms${r.sent ? '' : ' (still waiting for a connection)'}`));
-      }, this._opts.requestTimeout);
+      this._armTimeout(r);
       if (this.state === 'connected') this._sendRequest(r);
     });
+  }
+
+  /** Bounds the wait for the reply (of this attempt, for a retried publish). */
+  _armTimeout(r) {
+    clearTimeout(r.timer);
+    r.timer = setTimeout(() => {
+      if (r.sent) this._inflight.delete(r.id);
+      else this._queue = this._queue.filter((x) => x !== r);
+      r.reject(new ChorusError(ErrorCodes.TIMEOUT, `'${r.frame.op}' got no reply within ${this._opts.requestTimeout} ms${r.sent ? '' : ' (still waiting for a connection)'}`));
+    }, this._opts.requestTimeout);
+  }
+
+  /**
+   * Schedules another attempt of a publish that was answered `unavailable` (or
+   * was in flight on a connection closed with 4013), with the same key, after a
+   * jittered exponential delay. Returns false when retrying is off or the next
+   * attempt would start after the deadline: the caller then settles it.
+   */
+  _retryPublish(r) {
+    const pr = this._retry;
+    if (!pr || r.frame.op !== 'pub' || typeof r.frame.key !== 'string') return false;
+    const cap = Math.min(pr.maxDelayMs, pr.minDelayMs * Math.pow(2, Math.min(r.attempts - 1, 30)));
+    const delay = Math.floor(cap / 2 + Math.random() * (cap / 2));
+    if (now() - r.start + delay > pr.deadlineMs) return false;
+    clearTimeout(r.timer);
+    r.timer = null;
+    r.sent = false;
+    this._retrying.add(r);
+    r.retryTimer = setTimeout(() => {
+      r.retryTimer = null;
+      if (!this._retrying.delete(r)) return;
+      r.attempts++;
+      // A new id for the new attempt; the key, which makes it safe, stays.
+      r.id = this._nextId++;
+      r.frame.id = r.id;
+      this._armTimeout(r);
+      if (this.state === 'connected') this._sendRequest(r);
+      else this._queue.unshift(r); // already accepted: not bounded by maxOfflineQueue again
+    }, delay);
+    return true;
   }
 
   _sendRequest(r) {
@@ -950,6 +1095,13 @@ export class Chorus extends Emitter {
         /* ignore */
       }
     }
+    if (code === CloseCodes.CUT_OFF && this._wantConnected) {
+      // A node cut off from the majority acknowledges nothing: what it did not
+      // answer is retried elsewhere with its key, like an `unavailable`.
+      for (const r of [...this._inflight.values()]) {
+        if (r.frame && this._retryPublish(r)) this._inflight.delete(r.id);
+      }
+    }
     this._failInflight(
       () => new ChorusError(ErrorCodes.DISCONNECTED, `connection lost (${code}${reason ? ' ' + reason : ''}); the outcome of the request is unknown`),
       this._wantConnected
@@ -963,6 +1115,10 @@ export class Chorus extends Emitter {
     if (!this._wantConnected) return;
     this._setState('disconnected');
     const { minReconnectDelay: min, maxReconnectDelay: max } = this._opts;
+    // A cut-off node asks its clients to go elsewhere now: the first delay of
+    // the backoff (at most minReconnectDelay), never the long one. (The counter
+    // is reset at every hello too; this keeps it so should that ever change.)
+    if (code === CloseCodes.CUT_OFF) this._attempt = 0;
     // Exponential backoff with full jitter: uniform in [0, min(max, min * 2^attempt)].
     const cap = Math.min(max, min * Math.pow(2, Math.min(this._attempt, 30)));
     const delay = Math.floor(Math.random() * cap);
@@ -1070,8 +1226,12 @@ export class Chorus extends Emitter {
       this._schedulePing();
       return;
     }
-    if (m.op === 'err') this._settle(r, new ChorusError(m.code || 'unknown', m.msg || `'${r.frame.op}' failed`, m));
-    else this._settle(r, null, m);
+    if (m.op === 'err') {
+      if (m.code === 'unavailable' && this._retryPublish(r)) return;
+      let text = m.msg || `'${r.frame.op}' failed`;
+      if (m.code === 'unavailable' && r.attempts > 1) text += ` (gave up after ${r.attempts} attempts in ${Math.round(now() - r.start)} ms)`;
+      this._settle(r, new ChorusError(m.code || 'unknown', text, m));
+    } else this._settle(r, null, m);
   }
 
   _schedulePing() {

@@ -355,12 +355,13 @@ start_cluster() {
         for j in 0 1 2; do [ "$j" = "$i" ] || peers+=(--peer "tcp://127.0.0.1:${cl[$j]}"); done
         "$chorusd" --port "${http[$i]}" --bind 127.0.0.1 --node-id "xn$((i + 1))" \
             --cluster-bind "tcp://127.0.0.1:${cl[$i]}" "${peers[@]}" --cluster-insecure true \
+            --data-dir "$out/raft.$name.xn$((i + 1))" \
             --max-connections 20000 --log-level warn >"$out/logs/$name.xn$((i + 1)).server.log" 2>&1 &
         srv_kill="$srv_kill $!" srv_pid="$srv_pid${srv_pid:+,}$!"
     done
     srv_kill=${srv_kill# }
     ports=$(IFS=,; echo "${http[*]}")
-    srv_desc="$chorusd --port P_i --bind 127.0.0.1 --node-id xn_i --cluster-bind tcp://127.0.0.1:C_i --peer tcp://127.0.0.1:C_j --peer tcp://127.0.0.1:C_k --cluster-insecure true --max-connections 20000 --log-level warn  (nodes i = 1, 2, 3; P_i, C_i free loopback ports)"
+    srv_desc="$chorusd --port P_i --bind 127.0.0.1 --node-id xn_i --cluster-bind tcp://127.0.0.1:C_i --peer tcp://127.0.0.1:C_j --peer tcp://127.0.0.1:C_k --cluster-insecure true --data-dir DIR_i --max-connections 20000 --log-level warn  (nodes i = 1, 2, 3; P_i, C_i free loopback ports, C_i + 1 for Raft)"
     # up to 30 s, but a node that exits ends the wait at once
     for i in $(seq 30); do
         err=$(cluster_helper ready --ports "$ports" --ids "$node_ids" --timeout 1 2>&1) &&

@@ -18,7 +18,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Server, assert, sleep, t } from '../lib/chorus_harness.mjs';
+import { Server, assert, sleep, t, tmpdir } from '../lib/chorus_harness.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 export const SRC = process.env.CHORUS_SRC || path.resolve(here, '..', '..');
@@ -114,8 +114,9 @@ export async function clusterPorts(n) {
   const out = [];
   for (let tries = 0; out.length < n; tries++) {
     if (tries > 2000) throw new Error('no free loopback ports for the cluster');
-    const p = 20000 + Math.floor(Math.random() * Math.max(1, low - 20001));
-    if (!out.includes(p) && await bindable(p)) out.push(p);
+    // p + 1 stays free too: a node's Raft port is its cluster port + 1.
+    const p = 20000 + Math.floor(Math.random() * Math.max(1, low - 20002));
+    if (!out.some((q) => Math.abs(q - p) <= 1) && await bindable(p) && await bindable(p + 1)) out.push(p);
   }
   return out;
 }
@@ -126,10 +127,12 @@ export async function clusterPorts(n) {
  */
 export async function meshNodes(ids, extraArgs = []) {
   const ports = await clusterPorts(ids.length);
+  const dataRoot = tmpdir(); // Raft logs, one directory per node
   const peers = ports.flatMap((p) => ['--peer', `tcp://127.0.0.1:${p}`]);
   return ids.map((id, i) => new Server({
     nodeId: id,
-    args: ['--cluster-bind', `tcp://127.0.0.1:${ports[i]}`, ...peers, '--cluster-insecure', 'true', ...extraArgs],
+    args: ['--cluster-bind', `tcp://127.0.0.1:${ports[i]}`, ...peers, '--cluster-insecure', 'true',
+      '--data-dir', path.join(dataRoot, id), ...extraArgs],
   }));
 }
 

@@ -6,14 +6,15 @@
  * chorus_client_publish_ts), so every test also exercises the threading rules.
  *
  *   sub CH | subfrom CH EPOCH SEQ | unsub CH | pub CH JSON... | history CH LIMIT
- *   position CH | pending | quit
+ *   pubkey CH KEY JSON... (chorus_client_publish_ex, posted) | position CH | pending | quit
  *
  * Events: {"ev":"connected"|"disconnected"|"subscribed"|"sub_failed"|"gap"|
  * "epoch"|"msg"|"ack"|"history"|"error"|"result"|"position"|"pending"|"bye",...}
  *
  * usage: csdk_agent URL [--token T] [--origin O] [--reconnect-min MS]
  *                       [--reconnect-max MS] [--max-queue N] [--no-reconnect]
- *                       [--request-timeout MS] [--ping-interval S] [--max-frame-bytes N] */
+ *                       [--request-timeout MS] [--ping-interval S] [--max-frame-bytes N]
+ *                       [--publish-retry MS] [--no-publish-retry] */
 #include <chorus/client.h>
 
 #include <jansson.h>
@@ -127,9 +128,10 @@ static void on_ack(chorus_client_t *cl, const chorus_ack_t *a, void *ud)
     long n = (long)(intptr_t)ud;
     (void)cl;
     check_thread();
-    emit(json_pack("{s:s, s:i, s:s, s:s, s:s?, s:s?, s:s, s:I}", "ev", "ack", "n", (int)n, "ch",
-                   a->ch, "status", chorus_status_name(a->status), "code", a->err_code, "msg",
-                   a->err_msg, "epoch", a->epoch, "seq", (json_int_t)a->seq));
+    emit(json_pack("{s:s, s:i, s:s, s:s, s:s?, s:s?, s:s, s:I, s:b, s:s?, s:i}", "ev", "ack", "n",
+                   (int)n, "ch", a->ch, "status", chorus_status_name(a->status), "code",
+                   a->err_code, "msg", a->err_msg, "epoch", a->epoch, "seq", (json_int_t)a->seq,
+                   "duplicate", a->duplicate, "key", a->key, "attempts", (int)a->attempts));
 }
 
 static void on_history(chorus_client_t *cl, const chorus_history_t *h, void *ud)
@@ -200,6 +202,29 @@ static void run_cmd(chorus_client_t *cl, void *ud)
     free(c);
 }
 
+/* A publish with a key of the test's, through chorus_client_publish_ex on the loop thread. */
+struct keyed_pub {
+    char *ch, *key, *data;
+    int n;
+};
+
+static void run_keyed_pub(chorus_client_t *cl, void *ud)
+{
+    struct keyed_pub *k = ud;
+    if (cl) {
+        check_thread();
+        chorus_publish_opts_t po = {k->key};
+        int rc = chorus_client_publish_ex(cl, k->ch, k->data, &po, on_ack, (void *)(intptr_t)k->n);
+        if (rc != CHORUS_OK)
+            emit(json_pack("{s:s, s:i, s:s, s:s}", "ev", "ack", "n", k->n, "ch", k->ch, "status",
+                           chorus_status_name(rc)));
+    }
+    free(k->ch);
+    free(k->key);
+    free(k->data);
+    free(k);
+}
+
 /* ------------------------------------------------------ the stdin thread */
 
 static int post(chorus_client_t *cl, struct cmd *c)
@@ -233,6 +258,26 @@ static void *read_commands(void *arg)
             if (rc != CHORUS_OK)
                 emit(json_pack("{s:s, s:i, s:s, s:s}", "ev", "ack", "n", n, "ch", ch, "status",
                                chorus_status_name(rc)));
+            continue;
+        }
+        if (!strncmp(line, "pubkey ", 7)) {
+            char *ch = line + 7, *key = strchr(ch, ' '), *data = key ? strchr(key + 1, ' ') : NULL;
+            struct keyed_pub *k;
+            if (!data || !(k = calloc(1, sizeof *k)))
+                continue;
+            *key++ = '\0';
+            *data++ = '\0';
+            k->ch = strdup(ch);
+            k->key = strdup(key);
+            k->data = strdup(data);
+            k->n = ++npub;
+            int rc = CHORUS_E_CLOSED;
+            pthread_mutex_lock(&api_lock);
+            if (!client_gone)
+                rc = chorus_client_post(cl, run_keyed_pub, k);
+            pthread_mutex_unlock(&api_lock);
+            if (rc != CHORUS_OK)
+                run_keyed_pub(NULL, k);
             continue;
         }
         struct cmd *c = calloc(1, sizeof *c);
@@ -273,6 +318,10 @@ int main(int argc, char **argv)
             o.no_reconnect = true;
             continue;
         }
+        if (!strcmp(a, "--no-publish-retry")) {
+            o.no_publish_retry = true;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "csdk_agent: %s needs a value\n", a);
             return 2;
@@ -294,6 +343,8 @@ int main(int argc, char **argv)
             o.ping_interval_s = (unsigned)atoi(v);
         else if (!strcmp(a, "--max-frame-bytes"))
             o.max_frame_bytes = (size_t)atol(v);
+        else if (!strcmp(a, "--publish-retry"))
+            o.publish_retry_ms = (unsigned)atoi(v);
         else {
             fprintf(stderr, "csdk_agent: unknown option %s\n", a);
             return 2;

@@ -73,6 +73,7 @@ struct acks {
     int calls;
     int last_status;
     int statuses[64];
+    char keys[8][CHORUS_KEY_MAX + 1]; /* the first acks' keys ("" for none) */
 };
 
 static void record_ack(chorus_client_t *cl, const chorus_ack_t *a, void *ud)
@@ -81,6 +82,8 @@ static void record_ack(chorus_client_t *cl, const chorus_ack_t *a, void *ud)
     (void)cl;
     if (r->calls < 64)
         r->statuses[r->calls] = a->status;
+    if (r->calls < 8)
+        snprintf(r->keys[r->calls], sizeof r->keys[0], "%s", a->key ? a->key : "");
     r->calls++;
     r->last_status = a->status;
 }
@@ -195,6 +198,57 @@ static void test_requests_are_checked_before_they_are_queued(void)
     CHECK_EQ(a.calls, 0);
     chorus_client_free(cl);
     CHECK_EQ(a.calls, 0);
+}
+
+static bool url_safe(const char *s)
+{
+    return *s && strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_") ==
+                     strlen(s);
+}
+
+static void test_publishes_carry_keys_and_bad_keys_are_refused(void)
+{
+    chorus_client_opts_t o;
+    memset(&o, 0, sizeof o);
+    chorus_client_t *cl = client(&o), *cl2 = client(&o);
+    struct acks a = {0}, b = {0};
+    char k64[65], k65[66];
+
+    memset(k64, 'k', 64);
+    k64[64] = '\0';
+    memset(k65, 'k', 65);
+    k65[65] = '\0';
+    chorus_publish_opts_t empty = {""}, too_long = {k65}, not_utf8 = {"ab\xff"}, max = {k64};
+    CHECK_EQ(chorus_client_publish_ex(cl, "room:k", "1", &empty, record_ack, &a), CHORUS_E_INVALID);
+    CHECK_EQ(chorus_client_publish_ex(cl, "room:k", "1", &too_long, record_ack, &a), CHORUS_E_INVALID);
+    CHECK_EQ(chorus_client_publish_ex(cl, "room:k", "1", &not_utf8, record_ack, &a), CHORUS_E_INVALID);
+    CHECK_EQ(chorus_client_publish_ex(cl, "bad ch", "1", &max, record_ack, &a), CHORUS_E_BAD_CHANNEL);
+    CHECK_EQ(chorus_client_pending(cl), 0);
+    CHECK_EQ(a.calls, 0);
+
+    /* Queued while the node is unreachable; free completes them, keys and all. */
+    CHECK_EQ(chorus_client_publish_ex(cl, "room:k", "1", &max, record_ack, &a), CHORUS_OK);
+    CHECK_EQ(chorus_client_publish(cl, "room:k", "2", record_ack, &a), CHORUS_OK);
+    CHECK_EQ(chorus_client_publish_ex(cl, "room:k", "3", NULL, record_ack, &a), CHORUS_OK);
+    CHECK_EQ(chorus_client_publish(cl2, "room:k", "1", record_ack, &b), CHORUS_OK);
+    chorus_client_free(cl);
+    chorus_client_free(cl2);
+    CHECK_EQ(a.calls, 3);
+    CHECK_EQ(a.statuses[0], CHORUS_E_CLOSED);
+    CHECK(!strcmp(a.keys[0], k64));
+    CHECK(url_safe(a.keys[1]) && strlen(a.keys[1]) >= 16);
+    CHECK(url_safe(a.keys[2]) && strcmp(a.keys[1], a.keys[2]) != 0);
+    CHECK(url_safe(b.keys[0]) && strcmp(a.keys[1], b.keys[0]) != 0); /* per-client randomness */
+
+    /* Without retries the SDK adds no key of its own. */
+    struct acks c = {0};
+    memset(&o, 0, sizeof o);
+    o.no_publish_retry = true;
+    cl = client(&o);
+    CHECK_EQ(chorus_client_publish(cl, "room:k", "1", record_ack, &c), CHORUS_OK);
+    chorus_client_free(cl);
+    CHECK_EQ(c.calls, 1);
+    CHECK(!strcmp(c.keys[0], ""));
 }
 
 static void test_subscriptions_are_unique_and_positions_start_unknown(void)
@@ -462,6 +516,7 @@ int main(void)
         T(test_status_names_follow_the_protocol_table),
         T(test_new_rejects_bad_urls),
         T(test_requests_are_checked_before_they_are_queued),
+        T(test_publishes_carry_keys_and_bad_keys_are_refused),
         T(test_subscriptions_are_unique_and_positions_start_unknown),
         T(test_the_outbound_queue_is_bounded_and_free_completes_it),
         T(test_without_reconnect_a_failed_connection_fails_everything),

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Behaviour tests of the C SDK (client-sdk/c) against a real chorusd.
 
-Run one scenario per process:  test_csdk.py roundtrip|cli|reconnect|resume|fake|ticker
+Run one scenario per process:  test_csdk.py roundtrip|cli|reconnect|resume|fake|retry|ticker
 (no argument runs them all). ctest registers each scenario as csdk_<name>.
 
 Binaries come from the environment (ctest sets them): CHORUSD, CSDK_AGENT
@@ -827,6 +827,252 @@ async def scenario_fake():
         server.close()
 
 
+CUT_OFF_REASON = "this node is cut off from the cluster majority; reconnect"
+
+
+class ClusterFake:
+    """A scripted node for the retry scenario: channels with history and
+    idempotency keys (PROTOCOL.md 2.1, 2.3), plus the faults of a node that
+    lost its cluster lease: `refuse[ch] = n` answers the next n publishes of ch
+    with `err` `refuse_code[ch]` (default `unavailable`), `hold` = a channel
+    whose publishes get no answer at all, and cut_off() closes every client
+    with 4013."""
+
+    def __init__(self):
+        self.channels = {}      # ch -> {"seq", "history": [msg], "keys": {key: seq}}
+        self.pubs = []          # every pub frame received
+        self.subs = []          # every sub frame received
+        self.refuse = {}
+        self.refuse_code = {}
+        self.hold = None
+        self.conns = set()
+        self.hellos = 0
+
+    def chan(self, ch):
+        return self.channels.setdefault(ch, {"seq": 0, "history": [], "keys": {}})
+
+    def publish(self, ch, data, client=None):
+        c = self.chan(ch)
+        c["seq"] += 1
+        m = {"op": "msg", "ch": ch, "seq": c["seq"], "ts": 1, "data": data}
+        if client:
+            m["client"] = client
+        c["history"].append(m)
+        return m
+
+    async def fan_out(self, m):
+        for ws in list(self.conns):
+            if m["ch"] in ws.held_channels:
+                try:
+                    await ws.send(json.dumps(m))
+                except websockets.ConnectionClosed:
+                    pass
+
+    async def cut_off(self):
+        for ws in list(self.conns):
+            await ws.close(code=4013, reason=CUT_OFF_REASON)
+
+    async def handler(self, ws, path=None):
+        self.hellos += 1
+        ws.held_channels = set()
+        client = f"c{self.hellos}"
+        self.conns.add(ws)
+        try:
+            await ws.send(json.dumps({"op": "hello", "v": 1, "node": "cluster-fake", "client": client}))
+            async for text in ws:
+                await self.request(ws, client, json.loads(text))
+        except websockets.ConnectionClosed:
+            pass
+        finally:
+            self.conns.discard(ws)
+
+    async def request(self, ws, client, req):
+        op, rid, ch = req.get("op"), req.get("id"), req.get("ch")
+        if op == "sub":
+            self.subs.append(req)
+            c = self.chan(ch)
+            ack = {"op": "ack", "id": rid, "ch": ch, "epoch": "e1", "seq": c["seq"]}
+            replay = []
+            since = req.get("since")
+            if since:
+                ack["recovered"] = since.get("epoch") == "e1" and since.get("seq", 0) <= c["seq"]
+                if ack["recovered"]:
+                    replay = [m for m in c["history"] if m["seq"] > since["seq"]]
+            ws.held_channels.add(ch)
+            await ws.send(json.dumps(ack))
+            for m in replay:
+                await ws.send(json.dumps(m))
+        elif op == "pub":
+            self.pubs.append(req)
+            if ch == self.hold:
+                return
+            if self.refuse.get(ch, 0) > 0:
+                self.refuse[ch] -= 1
+                code = self.refuse_code.get(ch, "unavailable")
+                await ws.send(json.dumps({"op": "err", "id": rid, "code": code, "msg": f"test says {code}"}))
+                return
+            c = self.chan(ch)
+            key = req.get("key")
+            if key in c["keys"]:
+                await ws.send(json.dumps({"op": "ack", "id": rid, "ch": ch, "epoch": "e1",
+                                          "seq": c["keys"][key], "duplicate": True}))
+                return
+            m = self.publish(ch, req["data"], client)
+            if key is not None:
+                c["keys"][key] = m["seq"]
+            await ws.send(json.dumps({"op": "ack", "id": rid, "ch": ch, "epoch": "e1", "seq": m["seq"]}))
+            await self.fan_out(m)
+
+    def pubs_of(self, ch):
+        return [p for p in self.pubs if p.get("ch") == ch]
+
+
+def max_attempts(deadline_ms, first_ms=100, cap_ms=2000):
+    """The most attempts the SDK can make within its retry deadline: retry k
+    waits at least half of min(cap, first * 2^(k-1)) and none starts later
+    than the deadline after the call."""
+    attempts, waited, d = 1, 0, first_ms
+    while waited + min(d, cap_ms) // 2 <= deadline_ms:
+        waited += min(d, cap_ms) // 2
+        attempts += 1
+        d *= 2
+    return attempts
+
+
+KEY_CHARS = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+async def scenario_retry():
+    """Through cluster faults: `unavailable` is retried with the same key until the
+    deadline (and no other code is), and close code 4013 reconnects at once and
+    resumes with `since`, retrying the unanswered publish with its key."""
+    fake = ClusterFake()
+    server = await websockets.serve(fake.handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    deadline_ms = int(1500 * SCALE)
+    # After 4013 the reconnect must come within the shortest backoff delay.
+    agent = await Agent().start(f"ws://127.0.0.1:{port}/ws", "--publish-retry", str(deadline_ms),
+                                "--reconnect-min", "100", "--reconnect-max", "60000")
+    try:
+        await agent.wait("connected", node="cluster-fake")
+        await agent.send("sub room:r")
+        await agent.wait("subscribed", ch="room:r")
+
+        # 1. Three `unavailable`, then the ack: one key for every attempt, one message.
+        fake.refuse["room:r"] = 3
+        await agent.send('pub room:r {"n":1}')
+        a = await agent.wait("ack", n=1)
+        frames = fake.pubs_of("room:r")
+        keys = [f.get("key") for f in frames]
+        check(a["status"] == "ok" and a["seq"] == 1 and a["attempts"] == 4 and not a["duplicate"],
+              f"acked after three refusals: {a}")
+        check(len(frames) == 4 and len(set(keys)) == 1 and keys[0] == a["key"],
+              f"every attempt carries the publish's key: {keys} / {a}")
+        check(16 <= len(a["key"]) <= 64 and set(a["key"]) <= KEY_CHARS, f"a url-safe key: {a['key']!r}")
+        check(len({f["id"] for f in frames}) == 1, "the same frame, id included")
+        m = await agent.wait("msg", ch="room:r", seq=1)
+        check(m["data"] == {"n": 1} and len(agent.msgs("room:r")) == 1, f"published once: {agent.msgs('room:r')}")
+
+        # 2. The next publish gets a key of its own.
+        await agent.send('pub room:r {"n":2}')
+        a2 = await agent.wait("ack", n=2)
+        check(a2["status"] == "ok" and a2["seq"] == 2 and a2["attempts"] == 1, f"{a2}")
+        check(a2["key"] != a["key"] and fake.pubs_of("room:r")[-1]["key"] == a2["key"], f"new key: {a2}")
+
+        # 3. A caller key is kept through a retry; a key seen before acks as a duplicate.
+        fake.refuse["room:r"] = 1
+        await agent.send('pubkey room:r order-77 {"n":3}')
+        a3 = await agent.wait("ack", n=3)
+        check(a3["status"] == "ok" and a3["seq"] == 3 and a3["key"] == "order-77" and a3["attempts"] == 2,
+              f"keyed publish after one refusal: {a3}")
+        check([f["key"] for f in fake.pubs_of("room:r")[-2:]] == ["order-77"] * 2, "the caller's key twice")
+        await agent.send('pubkey room:r order-77 {"n":3}')
+        a4 = await agent.wait("ack", n=4)
+        check(a4["status"] == "ok" and a4["seq"] == 3 and a4["duplicate"], f"a duplicate acks like the first: {a4}")
+        await agent.send('pubkey room:r ' + "k" * 65 + ' 1')
+        a5 = await agent.wait("ack", n=5)
+        check(a5["status"] == "invalid_argument", f"a 65-byte key is refused before sending: {a5}")
+
+        # 4. Always `unavailable`: the callback gets it once the deadline leaves no room.
+        fake.refuse["room:dl"] = 10 ** 6
+        await agent.send("pub room:dl 1")
+        a6 = await agent.wait("ack", n=6, timeout=15)
+        frames = fake.pubs_of("room:dl")
+        check(a6["status"] == "unavailable" and a6["code"] == "unavailable", f"gave up: {a6}")
+        check(2 <= a6["attempts"] <= max_attempts(deadline_ms) and a6["attempts"] == len(frames),
+              f"attempts within the deadline: {a6['attempts']}, frames {len(frames)}")
+        check(len({f["key"] for f in frames}) == 1, "one key")
+
+        # 5. Other codes are not retried.
+        for n, code in ((7, "rate_limited"), (8, "forbidden"), (9, "bad_request")):
+            ch = f"room:{code}"
+            fake.refuse[ch], fake.refuse_code[ch] = 1, code
+            await agent.send(f"pub {ch} 1")
+            a = await agent.wait("ack", n=n)
+            check(a["code"] == code and a["attempts"] == 1 and len(fake.pubs_of(ch)) == 1,
+                  f"{code} answered at once: {a}")
+
+        # 6. 4013: the node holds a publish unanswered and closes with 4013;
+        # messages published meanwhile come with the resume.
+        mark = agent.mark()
+        fake.hold = "room:r"
+        before = len(fake.pubs_of("room:r"))
+        await agent.send('pub room:r {"n":"held"}')
+        await eventually(lambda: len(fake.pubs_of("room:r")) == before + 1, 10, "the held publish at the node")
+        held_key = fake.pubs_of("room:r")[-1]["key"]
+        hellos = fake.hellos
+        await fake.cut_off()
+        fake.publish("room:r", {"n": "missed-4"})
+        fake.publish("room:r", {"n": "missed-5"})
+        fake.hold = None
+        d = await agent.wait("disconnected", since=mark)
+        check(d["code"] == 4013 and CUT_OFF_REASON in d["reason"] and d["was_connected"],
+              f"the close code and reason reach the application: {d}")
+        check(0 <= d["retry_in_ms"] <= 100, f"a prompt reconnect (at most reconnect_min): {d}")
+        resub = await agent.wait("subscribed", since=mark, ch="room:r")
+        check(resub["resumed"] and resub["recovered"], f"resumed: {resub}")
+        check(fake.hellos == hellos + 1, "one reconnect")
+        check(fake.subs[-1].get("since") == {"epoch": "e1", "seq": 3},
+              f"since = the last message delivered: {fake.subs[-1]}")
+        a7 = await agent.wait("ack", n=10)
+        check(a7["status"] == "ok" and a7["seq"] == 6 and a7["key"] == held_key and a7["attempts"] == 2,
+              f"the held publish, retried after the reconnect with its key: {a7}")
+        check(fake.pubs_of("room:r")[-1]["key"] == held_key, "same key on the wire")
+        await agent.wait("msg", ch="room:r", seq=6)
+        got = [(m["seq"], m["data"]["n"]) for m in agent.msgs("room:r")]
+        check(got == [(1, 1), (2, 2), (3, 3), (4, "missed-4"), (5, "missed-5"), (6, "held")],
+              f"every message once, in order: {got}")
+    finally:
+        await agent.quit()
+        server.close()
+
+
+async def scenario_retry_off():
+    """no_publish_retry: no generated key, `unavailable` reported at once, and a
+    publish in flight at a 4013 close fails with disconnected."""
+    fake = ClusterFake()
+    server = await websockets.serve(fake.handler, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    agent = await Agent().start(f"ws://127.0.0.1:{port}/ws", "--no-publish-retry",
+                                "--reconnect-min", "100")
+    try:
+        await agent.wait("connected")
+        fake.refuse["room:o"] = 1
+        await agent.send("pub room:o 1")
+        a = await agent.wait("ack", n=1)
+        check(a["status"] == "unavailable" and a["attempts"] == 1, f"not retried: {a}")
+        check("key" not in fake.pubs_of("room:o")[0] and a.get("key") is None, f"no key: {fake.pubs}")
+        fake.hold = "room:o"
+        await agent.send("pub room:o 2")
+        await eventually(lambda: len(fake.pubs_of("room:o")) == 2, 10, "the held publish")
+        await fake.cut_off()
+        a = await agent.wait("ack", n=2)
+        check(a["status"] == "disconnected", f"in flight at 4013 without retries: {a}")
+    finally:
+        await agent.quit()
+        server.close()
+
+
 async def scenario_ticker():
     """chorus-ticker publishes ticker:<SYM> messages over WebSocket and HTTP."""
     srv = await Server().start()
@@ -884,6 +1130,8 @@ SCENARIOS = {
     "reconnect": scenario_reconnect,
     "resume": scenario_resume,
     "fake": scenario_fake,
+    "retry": scenario_retry,
+    "retry_off": scenario_retry_off,
     "ticker": scenario_ticker,
 }
 

@@ -2,7 +2,8 @@
 #   csdk.unit        SDK behaviour without a broker (argument checks, queue bounds,
 #                    callback guarantees, backoff, the run loop, threads)
 #   csdk.<scenario>  the SDK, `chorus` and `chorus-ticker` against a real chorusd
-#                    (csdk.fake: against a scripted Python server); see test_csdk.py
+#                    (csdk.fake, csdk.retry, csdk.retry_off: against scripted Python
+#                    servers; retry = `unavailable` and close code 4013); see test_csdk.py
 # Included by client-sdk/c/CMakeLists.txt, which defines the targets and then
 # calls chorus_csdk_register_tests() in a directory where testing is enabled.
 set_property(GLOBAL PROPERTY CHORUS_CSDK_DIR ${CMAKE_CURRENT_LIST_DIR})
@@ -38,7 +39,7 @@ function(chorus_csdk_register_tests)
     "CHORUS_CLI=$<TARGET_FILE:chorus_cli>"
     "CHORUS_TICKER=$<TARGET_FILE:chorus_ticker>"
     "CSDK_AGENT=$<TARGET_FILE:csdk_agent>")
-  foreach(scenario roundtrip cli reconnect resume fake ticker)
+  foreach(scenario roundtrip cli reconnect resume fake retry retry_off ticker)
     add_test(NAME csdk.${scenario}
       COMMAND ${CSDK_PYTHON} ${dir}/test_csdk.py ${scenario}
       WORKING_DIRECTORY ${dir})

@@ -17,6 +17,19 @@ node = h.Server("--workers", 2, "--api-key", "k", node_id="wk", name="workers")
 
 @h.test("Connections land on both workers, and 40 subscribers spread over them receive the same 300 messages in one order")
 async def _():
+    # Each worker listens once it holds its lease (PROTOCOL.md 7.7), so the
+    # second may join the port a moment after the first answers /healthz.
+    async def both_listening():
+        seen = set()
+        for _ in range(10):
+            c = await h.Client.connect(node)
+            seen.add(c.hello["node"])
+            await c.close()
+        return seen == {"wk-w0", "wk-w1"}
+    deadline = time.monotonic() + h.t(10)
+    while not await both_listening():
+        assert time.monotonic() < deadline, "the two workers never both took connections"
+        await asyncio.sleep(0.1)
     clients = [await h.Client.connect(node) for _ in range(40)]
     workers = set()
     for c in clients:

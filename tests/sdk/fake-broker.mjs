@@ -26,6 +26,9 @@ export class FakeBroker {
     this.mute = false; // when true, application requests get no reply at all
     this.presenceMaxMembers = opts.presenceMaxMembers ?? 1000; // past it `presence` answers only `count`
     this.afterSubAck = null; // (conn, frame) => void, called right after a sub's ack (and replay) was sent
+    // (conn, frame) => boolean: sees every valid request first; true means it answered
+    // (or chose not to) and the broker does nothing more with it
+    this.intercept = null;
     this.nextClient = 1;
     this.nextEpoch = 1;
     this.wss = null;
@@ -53,6 +56,11 @@ export class FakeBroker {
     this.wss = null;
   }
 
+  /** Closes every connection with a close frame (code, reason), as a node does. */
+  closeAll(code, reason) {
+    for (const c of this.conns) c.ws.close(code, reason);
+  }
+
   /** Drops every connection without a close frame (like a crashed peer). */
   killAll() {
     for (const c of this.conns) c.ws.terminate();
@@ -61,7 +69,7 @@ export class FakeBroker {
   channel(ch) {
     let c = this.channels.get(ch);
     if (!c) {
-      c = { epoch: `${this.epochPrefix}-${this.nextEpoch++}`, seq: 0, history: [], subs: new Set() };
+      c = { epoch: `${this.epochPrefix}-${this.nextEpoch++}`, seq: 0, history: [], subs: new Set(), keys: new Map() };
       this.channels.set(ch, c);
     }
     return c;
@@ -96,6 +104,7 @@ export class FakeBroker {
     c.epoch = `${this.epochPrefix}-${this.nextEpoch++}`;
     c.seq = 0;
     c.history = [];
+    c.keys = new Map(); // idempotency keys are per epoch (PROTOCOL.md 2.3)
     for (const conn of c.subs) this.sendRaw(conn, { op: 'epoch', ch, epoch: c.epoch, seq: 0 });
   }
 
@@ -133,6 +142,7 @@ export class FakeBroker {
     if (!f || typeof f !== 'object' || typeof f.op !== 'string') return err('bad_request', 'op missing');
     const id = f.id;
     if (id !== undefined && !Number.isInteger(id)) return err('bad_request', 'id not an integer');
+    if (this.intercept && this.intercept(conn, f)) return;
     const reply = (obj) => {
       if (id !== undefined) this.sendRaw(conn, { ...obj, id });
     };
@@ -176,8 +186,16 @@ export class FakeBroker {
         if (!needCh()) return;
         if (!('data' in f)) return err('bad_request', 'data missing', id);
         if (f.ch.startsWith('ro:')) return err('forbidden', 'publishing from clients is disabled', id);
+        if ('key' in f && (typeof f.key !== 'string' || f.key.length === 0 || Buffer.byteLength(f.key) > 64)) {
+          return err('bad_request', "'key' must be a string of 1-64 bytes", id);
+        }
+        const c = this.channel(f.ch);
+        if (typeof f.key === 'string' && c.keys.has(f.key)) {
+          return reply({ op: 'ack', ch: f.ch, epoch: c.epoch, seq: c.keys.get(f.key), duplicate: true });
+        }
         const m = this.publish(f.ch, f.data, conn.id);
-        return reply({ op: 'ack', ch: f.ch, seq: m.seq });
+        if (typeof f.key === 'string') c.keys.set(f.key, m.seq);
+        return reply({ op: 'ack', ch: f.ch, epoch: c.epoch, seq: m.seq });
       }
       case 'history': {
         if (!needCh()) return;

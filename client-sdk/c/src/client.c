@@ -77,6 +77,7 @@ void chorus__req_free(chorus_client_t *cl, struct chorus__req *r)
     }
     free(r->ch);
     free(r->frame);
+    free(r->key);
     free(r);
 }
 
@@ -95,7 +96,7 @@ void chorus__fail_req(chorus_client_t *cl, struct chorus__req *r, int status, co
     if (!msg)
         msg = chorus_strerror(status);
     if (r->kind == CHORUS__REQ_PUB && r->ack_cb) {
-        chorus_ack_t a = {status, code, msg, r->ch, "", 0};
+        chorus_ack_t a = {status, code, msg, r->ch, "", 0, false, r->key, r->attempts};
         r->ack_cb(cl, &a, r->ud);
     } else if (r->kind == CHORUS__REQ_HISTORY && r->hist_cb) {
         chorus_history_t h = {status, code, msg, r->ch, "", 0, 0, NULL};
@@ -238,6 +239,8 @@ chorus_client_t *chorus_client_new(const chorus_client_opts_t *opts)
         o->ping_interval_s = CHORUS__DEFAULT_PING_INTERVAL_S;
     if (o->ping_interval_s > 60000)
         o->ping_interval_s = 60000;
+    if (!o->publish_retry_ms)
+        o->publish_retry_ms = CHORUS__DEFAULT_PUBLISH_RETRY_MS;
 
     cl->url = chorus__strdup_opt(opts->url, &oom);
     cl->token = chorus__strdup_opt(opts->token, &oom);
@@ -297,6 +300,7 @@ chorus_client_t *chorus_client_new(const chorus_client_opts_t *opts)
         goto fail_mutex;
 
     cl->rng = chorus__seed(cl);
+    chorus__key_prefix_init(cl);
     cl->next_id = 1;
     cl->state = CHORUS__IDLE;
     lws_sul_schedule(cl->ctx, 0, &cl->sul_connect, chorus__connect, 1);
@@ -338,7 +342,7 @@ static void chorus__cancel_inbox(chorus_client_t *cl)
             t->fn(NULL, t->ud);
         } else if (t->ack_cb) {
             chorus_ack_t a = {CHORUS_E_CLOSED, chorus_status_name(CHORUS_E_CLOSED),
-                              chorus_strerror(CHORUS_E_CLOSED), t->ch, "", 0};
+                              chorus_strerror(CHORUS_E_CLOSED), t->ch, "", 0, false, NULL, 0};
             t->ack_cb(cl, &a, t->ud);
         }
         free(t->ch);
@@ -376,6 +380,14 @@ void chorus_client_free(chorus_client_t *cl)
     while ((r = cl->queued.head)) {
         chorus__req_unlink(&cl->queued, r);
         chorus__fail_req(cl, r, CHORUS_E_CLOSED, NULL, NULL);
+    }
+    {
+        struct chorus__req_list waiting = {NULL, NULL, 0};
+        chorus__retry_cancel_all(cl, &waiting);
+        while ((r = waiting.head)) {
+            chorus__req_unlink(&waiting, r);
+            chorus__fail_req(cl, r, CHORUS_E_CLOSED, NULL, NULL);
+        }
     }
     chorus__cancel_inbox(cl);
 
@@ -600,47 +612,80 @@ static int chorus__check_json(const char *text, size_t len)
     return CHORUS_OK;
 }
 
-/* Queues a publish of already validated JSON text. */
+/* A caller's key as a JSON string (escaped by jansson, which also refuses
+ * text that is not UTF-8), or NULL when it is not a valid key. */
+static char *chorus__key_json(const char *key)
+{
+    size_t n = strlen(key);
+    if (n == 0 || n > CHORUS_KEY_MAX)
+        return NULL;
+    json_t *j = json_string(key);
+    char *text = j ? json_dumps(j, JSON_ENCODE_ANY | JSON_COMPACT) : NULL;
+    json_decref(j);
+    return text;
+}
+
+static void chorus__req_discard(struct chorus__req *r)
+{
+    free(r->frame);
+    free(r->ch);
+    free(r->key);
+    free(r);
+}
+
+/* Queues a publish of already validated JSON text; `key` is the caller's
+ * (validated by chorus__key_json) or NULL for one of the SDK's. */
 static int chorus__publish_checked(chorus_client_t *cl, const char *ch, const char *data,
-                                   chorus_ack_cb *cb, void *ud)
+                                   const char *key, chorus_ack_cb *cb, void *ud)
 {
     struct chorus__req *r;
     size_t dlen = strlen(data), need;
+    char gen[CHORUS__KEY_PREFIX_LEN + 16];
+    char *key_json = NULL;
 
     if (chorus__closed(cl))
         return CHORUS_E_CLOSED;
     if (cl->state == CHORUS__DEAD)
         return CHORUS_E_DISCONNECTED;
-    /* {"op":"pub","id":N,"ch":"...","data":...}: the channel needs no
-     * escaping (validated) and the data text is spliced as it is. */
-    need = 96 + strlen(ch) + dlen;
     if (dlen > cl->opts.max_frame_bytes)
         return CHORUS_E_TOO_LARGE;
     if (cl->n_pub + 1 > cl->opts.max_queue)
         return CHORUS_E_QUEUE_FULL;
+    if (!key && !cl->opts.no_publish_retry) {
+        chorus__key_generate(cl, gen, sizeof gen);
+        key = gen;
+    }
+    if (key && !(key_json = chorus__key_json(key)))
+        return key == gen ? CHORUS_E_NOMEM : CHORUS_E_INVALID;
 
     r = chorus__req_new(cl, CHORUS__REQ_PUB, ch);
-    if (!r)
-        return CHORUS_E_NOMEM;
-    r->frame = malloc(need);
-    if (!r->frame) {
-        free(r->ch);
-        free(r);
+    if (!r) {
+        free(key_json);
         return CHORUS_E_NOMEM;
     }
-    int hl = snprintf(r->frame, need, "{\"op\":\"pub\",\"id\":%" PRIu64 ",\"ch\":\"%s\",\"data\":",
-                      r->id, ch);
+    /* {"op":"pub","id":N,"ch":"...","key":"...","data":...}: the channel
+     * needs no escaping (validated) and the data text is spliced as it is. */
+    need = 96 + strlen(ch) + dlen + (key_json ? strlen(key_json) : 0);
+    r->frame = malloc(need);
+    r->key = key ? strdup(key) : NULL;
+    if (!r->frame || (key && !r->key)) {
+        free(key_json);
+        chorus__req_discard(r);
+        return CHORUS_E_NOMEM;
+    }
+    int hl = snprintf(r->frame, need, "{\"op\":\"pub\",\"id\":%" PRIu64 ",\"ch\":\"%s\"%s%s,\"data\":",
+                      r->id, ch, key_json ? ",\"key\":" : "", key_json ? key_json : "");
+    free(key_json);
     memcpy(r->frame + hl, data, dlen);
     r->frame[hl + dlen] = '}';
     r->frame[hl + dlen + 1] = '\0';
     r->len = (size_t)hl + dlen + 1;
     r->ack_cb = cb;
     r->ud = ud;
+    r->created_ms = chorus__now_ms();
     if (r->len > cl->opts.max_frame_bytes || cl->pub_bytes + r->len > cl->opts.max_queue_bytes) {
         int st = r->len > cl->opts.max_frame_bytes ? CHORUS_E_TOO_LARGE : CHORUS_E_QUEUE_FULL;
-        free(r->frame);
-        free(r->ch);
-        free(r);
+        chorus__req_discard(r);
         return st;
     }
     cl->n_pub++;
@@ -660,7 +705,22 @@ int chorus_client_publish(chorus_client_t *cl, const char *ch, const char *json_
         return CHORUS_E_BAD_CHANNEL;
     if ((rc = chorus__check_json(json_data, strlen(json_data))) != CHORUS_OK)
         return rc;
-    return chorus__publish_checked(cl, ch, json_data, cb, ud);
+    return chorus__publish_checked(cl, ch, json_data, NULL, cb, ud);
+}
+
+int chorus_client_publish_ex(chorus_client_t *cl, const char *ch, const char *json_data,
+                             const chorus_publish_opts_t *opts, chorus_ack_cb *cb, void *ud)
+{
+    int rc;
+    if (!cl || !json_data)
+        return CHORUS_E_INVALID;
+    if (!chorus__channel_ok(ch))
+        return CHORUS_E_BAD_CHANNEL;
+    if (opts && opts->key && (!*opts->key || strlen(opts->key) > CHORUS_KEY_MAX))
+        return CHORUS_E_INVALID;
+    if ((rc = chorus__check_json(json_data, strlen(json_data))) != CHORUS_OK)
+        return rc;
+    return chorus__publish_checked(cl, ch, json_data, opts ? opts->key : NULL, cb, ud);
 }
 
 int chorus_client_publish_json(chorus_client_t *cl, const char *ch, const struct json_t *data,
@@ -673,7 +733,7 @@ int chorus_client_publish_json(chorus_client_t *cl, const char *ch, const struct
     char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
     if (!text)
         return CHORUS_E_BAD_JSON; /* NaN/Inf reals or an allocation failure */
-    int rc = chorus__publish_checked(cl, ch, text, cb, ud);
+    int rc = chorus__publish_checked(cl, ch, text, NULL, cb, ud);
     free(text);
     return rc;
 }
@@ -817,9 +877,10 @@ static void chorus__drain_inbox(chorus_client_t *cl)
         if (t->fn) {
             t->fn(chorus__closed(cl) ? NULL : cl, t->ud);
         } else {
-            int rc = chorus__publish_checked(cl, t->ch, t->data, t->ack_cb, t->ud);
+            int rc = chorus__publish_checked(cl, t->ch, t->data, NULL, t->ack_cb, t->ud);
             if (rc != CHORUS_OK && t->ack_cb) {
-                chorus_ack_t a = {rc, chorus_status_name(rc), chorus_strerror(rc), t->ch, "", 0};
+                chorus_ack_t a = {rc, chorus_status_name(rc), chorus_strerror(rc), t->ch, "", 0,
+                                  false, NULL, 0};
                 t->ack_cb(cl, &a, t->ud);
             }
         }

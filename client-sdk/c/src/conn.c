@@ -32,7 +32,7 @@ const struct lws_protocols chorus__protocols[] = {
 
 /* ================================================================ helpers */
 
-static uint64_t chorus__rand(chorus_client_t *cl)
+uint64_t chorus__rand(chorus_client_t *cl)
 {
     /* xorshift64*: jitter only, not security. */
     uint64_t x = cl->rng;
@@ -149,18 +149,22 @@ void chorus__connect(lws_sorted_usec_list_t *sul)
 
 /* Ends the current connection or attempt: requests in flight are failed
  * (publishes: the outcome is unknown) or requeued (history), subscriptions
- * wait for the next hello, and a retry is scheduled. Runs once per attempt. */
+ * wait for the next hello, and a retry is scheduled. Runs once per attempt.
+ * After close code 4013 the node acknowledged nothing and asks its clients to
+ * go elsewhere: publishes in flight are retried with their keys (like an
+ * `unavailable`), and the reconnect comes after the shortest backoff delay. */
 void chorus__conn_ended(chorus_client_t *cl, const char *reason)
 {
     struct chorus__req_list failed = {NULL, NULL, 0};
     struct chorus__req *r, *prev;
     char why[sizeof cl->close_reason];
-    bool was_connected;
+    bool was_connected, cut_off;
     int delay = -1;
 
     if (cl->state == CHORUS__IDLE || cl->state == CHORUS__DEAD)
         return;
     was_connected = cl->state == CHORUS__OPEN || cl->state == CHORUS__READY;
+    cut_off = was_connected && cl->close_code == CHORUS_CLIENT_CLOSE_CUT_OFF && !cl->opts.no_reconnect;
     snprintf(why, sizeof why, "%s", reason && *reason ? reason : "connection closed");
     cl->wsi = NULL;
     cl->closing_conn = false;
@@ -178,6 +182,8 @@ void chorus__conn_ended(chorus_client_t *cl, const char *reason)
     for (r = cl->inflight.tail; r; r = prev) {
         prev = r->prev;
         chorus__req_unlink(&cl->inflight, r);
+        if (r->kind == CHORUS__REQ_PUB && cut_off && chorus__retry_pub(cl, r))
+            continue;
         if (r->kind == CHORUS__REQ_PUB)
             chorus__req_prepend(&failed, r);
         else if (r->kind == CHORUS__REQ_HISTORY)
@@ -204,8 +210,11 @@ void chorus__conn_ended(chorus_client_t *cl, const char *reason)
             chorus__req_unlink(&cl->queued, r);
             chorus__req_append(&failed, r);
         }
+        chorus__retry_cancel_all(cl, &failed);
     } else {
         cl->state = CHORUS__IDLE;
+        if (cut_off)
+            cl->attempt = 0; /* reset at each hello anyway; kept so should that change */
         delay = (int)chorus__backoff_ms(cl);
         cl->attempt++;
         lws_sul_schedule(cl->ctx, 0, &cl->sul_connect, chorus__connect,
@@ -347,7 +356,10 @@ static void chorus__on_ack(chorus_client_t *cl, json_t *j)
                 chorus__fail_req(cl, r, CHORUS_E_PROTOCOL, NULL, "publish ack without a seq");
                 return;
             }
-            chorus_ack_t a = {CHORUS_OK, NULL, NULL, r->ch, epoch ? epoch : "", seq};
+            /* A duplicate (a key the node had seen, e.g. an earlier attempt
+             * of this one that was sequenced after all) is the same success. */
+            chorus_ack_t a = {CHORUS_OK, NULL, NULL, r->ch, epoch ? epoch : "", seq,
+                              json_is_true(json_object_get(j, "duplicate")), r->key, r->attempts};
             r->ack_cb(cl, &a, r->ud);
         }
         break;
@@ -394,6 +406,8 @@ static void chorus__on_err(chorus_client_t *cl, json_t *j)
         chorus__req_free(cl, r);
     } else if (r->kind == CHORUS__REQ_UNSUB) {
         chorus__req_free(cl, r); /* not_subscribed after a refused sub: nothing to undo */
+    } else if (status == CHORUS_E_UNAVAILABLE && chorus__retry_pub(cl, r)) {
+        /* sent again later with the same key (retry.c) */
     } else {
         chorus__fail_req(cl, r, status, code, msg);
     }
@@ -655,6 +669,7 @@ static int chorus__write(chorus_client_t *cl, struct lws *wsi)
     if (lws_write(wsi, cl->tx + LWS_PRE, r->len, LWS_WRITE_TEXT) < (int)r->len)
         return -1;
     chorus__req_unlink(&cl->queued, r);
+    r->attempts++;
     r->deadline_ms = chorus__now_ms() + cl->opts.request_timeout_ms;
     chorus__req_append(&cl->inflight, r);
     if (cl->queued.head)

@@ -24,6 +24,10 @@
 #define CHORUS__DEFAULT_REQUEST_TIMEOUT_MS 15000u
 #define CHORUS__DEFAULT_PING_INTERVAL_S 20u
 #define CHORUS__PING_GRACE_S 10u
+#define CHORUS__DEFAULT_PUBLISH_RETRY_MS 10000u
+#define CHORUS__RETRY_MIN_MS 100u     /* first delay before a publish is sent again */
+#define CHORUS__RETRY_MAX_MS 2000u    /* cap of that delay */
+#define CHORUS__KEY_PREFIX_LEN 16     /* random url-safe characters per client (96 bits) */
 
 enum chorus__req_kind { CHORUS__REQ_SUB, CHORUS__REQ_UNSUB, CHORUS__REQ_PUB, CHORUS__REQ_HISTORY };
 
@@ -41,6 +45,10 @@ struct chorus__req {
     size_t len;
     int64_t deadline_ms;          /* set when written */
     bool since;                   /* SUB: carried `since` */
+    char *key;                    /* PUB: its idempotency key (also in the frame), or NULL */
+    int64_t created_ms;           /* PUB: when publish was called (the retry deadline counts from it) */
+    int64_t retry_at_ms;          /* PUB on cl->retrying: when it goes back to cl->queued */
+    unsigned attempts;            /* PUB: times written */
     chorus_ack_cb *ack_cb;        /* PUB */
     chorus_history_cb *hist_cb;   /* HISTORY */
     void *ud;
@@ -111,6 +119,10 @@ struct chorus_client {
     lws_sorted_usec_list_t sul_connect, sul_tick, sul_run;
 
     struct chorus__req_list queued, inflight;
+    struct chorus__req_list retrying; /* publishes answered `unavailable`, waiting for retry_at_ms */
+    lws_sorted_usec_list_t sul_retry;
+    char key_prefix[CHORUS__KEY_PREFIX_LEN + 1]; /* generated keys: this, then key_counter */
+    uint64_t key_counter;
     size_t n_pub;                 /* publishes queued or in flight */
     size_t pub_bytes;
     size_t n_hist;
@@ -146,7 +158,14 @@ void chorus__sub_remove(chorus_client_t *cl, struct chorus__sub *s);
 void chorus__fail_req(chorus_client_t *cl, struct chorus__req *r, int status, const char *code,
                       const char *msg);
 
+/* retry.c */
+void chorus__key_prefix_init(chorus_client_t *cl);
+void chorus__key_generate(chorus_client_t *cl, char *out, size_t size);
+bool chorus__retry_pub(chorus_client_t *cl, struct chorus__req *r);
+void chorus__retry_cancel_all(chorus_client_t *cl, struct chorus__req_list *into);
+
 /* conn.c */
+uint64_t chorus__rand(chorus_client_t *cl);
 extern const struct lws_protocols chorus__protocols[];
 void chorus__connect(lws_sorted_usec_list_t *sul);
 void chorus__conn_ended(chorus_client_t *cl, const char *reason);

@@ -8,6 +8,7 @@
 import Default, {
   Chorus,
   ChorusError,
+  CloseCodes,
   ErrorCodes,
   PROTOCOL_VERSION,
   Subscription,
@@ -33,6 +34,8 @@ import type {
   PresenceEvent,
   PresenceMember,
   PresenceResult,
+  PublishOptions,
+  PublishRetryOptions,
   ReconnectingEvent,
   StreamPosition,
   SubscribeOptions,
@@ -63,6 +66,10 @@ const errCode: ErrorCode = err.code;
 const errReply: ErrFrame | undefined = err.reply;
 const asError: Error = err;
 new ChorusError(anyCode, 'without a reply');
+exact<typeof CloseCodes.CUT_OFF, 4013>(true);
+const closeCodes: number[] = [CloseCodes.NORMAL, CloseCodes.SHUTDOWN, CloseCodes.AUTH, CloseCodes.SLOW_CONSUMER];
+// @ts-expect-error CloseCodes is read-only
+CloseCodes.CUT_OFF = 4000;
 
 // ---- a client ------------------------------------------------------------------
 
@@ -90,7 +97,12 @@ const options: ChorusOptions = {
   requestTimeout: 10000,
   connectTimeout: 10000,
   maxOfflineQueue: 100,
+  publishRetry: { deadlineMs: 10000, minDelayMs: 100, maxDelayMs: 2000 },
 };
+const retryOff: ChorusOptions = { publishRetry: false };
+const retryOptions: PublishRetryOptions = { deadlineMs: 500 };
+// @ts-expect-error publishRetry is options or false, not true
+new Chorus('ws://x/ws', { publishRetry: true });
 const client = new Chorus('ws://127.0.0.1:8080/ws', options);
 const fromOptions: Chorus = new Default({ token: 'static token' });
 new Chorus();
@@ -136,6 +148,10 @@ async function useClient(): Promise<void> {
   await client.ready();
 
   const seq: number = await client.publish('chat:lobby', { text: 'hi' });
+  const publishOptions: PublishOptions = { key: 'order-77' };
+  await client.publish('chat:lobby', { text: 'once' }, publishOptions);
+  // @ts-expect-error a key is a string
+  await client.publish('chat:lobby', 1, { key: 77 });
   const history: HistoryResult<Chat> = await client.history<Chat>('chat:lobby', { limit: 10 });
   const first: Chat | undefined = history.msgs[0]?.data;
   void [history.ch, history.epoch, history.seq, first];
@@ -197,6 +213,7 @@ async function useClient(): Promise<void> {
   void [subHadListener, subListeners];
 
   const subSeq: number = await sub.publish({ text: 'from the subscription' });
+  await sub.publish({ text: 'keyed' }, { key: 'k1' });
   // @ts-expect-error this subscription carries Chat messages
   await sub.publish({ title: 'not a chat message' });
   const subHistory: HistoryResult<Chat> = await sub.history({ limit: 3 });
@@ -210,5 +227,5 @@ async function useClient(): Promise<void> {
   client.close();
 }
 
-void [version, protocol, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId,
+void [version, protocol, closeCodes, retryOff, retryOptions, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId,
   hadListener, listeners, useClient];

@@ -47,6 +47,13 @@ struct json_t;
 
 #define CHORUS_CHANNEL_MAX 255 /* channel names: 1-255 bytes of [A-Za-z0-9_.:@/-] */
 #define CHORUS_EPOCH_MAX 64    /* longest epoch string the SDK stores */
+#define CHORUS_KEY_MAX 64      /* idempotency keys: 1-64 bytes of UTF-8 (PROTOCOL.md 2.3) */
+
+/* Close code of a node cut off from its cluster's majority (PROTOCOL.md 5):
+ * it acknowledges nothing until it is back. The SDK reconnects after the
+ * shortest backoff delay, resumes with `since` and retries the publishes that
+ * were waiting for an ack (see publish_retry_ms). */
+#define CHORUS_CLIENT_CLOSE_CUT_OFF 4013
 
 /* ------------------------------------------------------------------ status */
 
@@ -122,6 +129,10 @@ typedef struct chorus_ack {
     const char *ch;
     const char *epoch;            /* "" when not known */
     uint64_t seq;
+    bool duplicate;               /* the node had seen the key: nothing new was published and
+                                   * seq is the first publish's (a success all the same) */
+    const char *key;              /* the idempotency key the publish carried; NULL when none */
+    unsigned attempts;            /* times it was sent (> 1 after retries on `unavailable`) */
 } chorus_ack_t;
 
 typedef void chorus_ack_cb(chorus_client_t *cl, const chorus_ack_t *ack, void *ud);
@@ -155,7 +166,8 @@ typedef struct chorus_hello {
 
 typedef struct chorus_disconnect {
     bool was_connected;           /* false: this was a failed connection attempt */
-    int close_code;               /* WebSocket close code (1001 shutdown, 4008 slow consumer), 0 if none */
+    int close_code;               /* WebSocket close code (1001 shutdown, 4008 slow consumer, 4013
+                                   * node cut off from its cluster's majority), 0 if none */
     const char *reason;           /* close reason or connection error text, never NULL */
     int retry_in_ms;              /* next attempt in this many ms; -1 when the client will not retry */
 } chorus_disconnect_t;
@@ -215,6 +227,12 @@ typedef struct chorus_client_opts {
     unsigned request_timeout_ms;  /* a request without reply fails after this (default 15000) */
     unsigned ping_interval_s;     /* PING the server after this much silence (default 20; the
                                    * connection is dropped 10 s later without an answer) */
+    unsigned publish_retry_ms;    /* a publish answered `unavailable` is sent again with the same
+                                   * idempotency key, after 100 ms doubling up to 2 s (each delay
+                                   * uniform in [d/2, d]), while the next attempt starts within this
+                                   * many ms of the publish call (default 10000); then its callback
+                                   * gets CHORUS_E_UNAVAILABLE */
+    bool no_publish_retry;        /* true: never retry, and send only the keys the caller gives */
 
     void *user;                   /* passed to the client-level callbacks below */
     chorus_connected_cb *on_connected;        /* after `hello`; resubscriptions are queued,
@@ -282,14 +300,32 @@ int chorus_client_position(const chorus_client_t *cl, const char *ch,
 
 /* -------------------------------------------------------------- requests */
 
+/* Per-publish options of chorus_client_publish_ex(); zero-initialise. */
+typedef struct chorus_publish_opts {
+    const char *key;              /* idempotency key, 1-64 bytes of UTF-8 (copied). NULL: the SDK
+                                   * makes one (unless no_publish_retry): 16 random url-safe
+                                   * characters per client and a counter */
+} chorus_publish_opts_t;
+
 /* Publishes `json_data` (the text of one JSON value: object, array, string,
  * number, true/false/null) to `ch`. The frame is queued (while disconnected
  * too) and `cb` (may be NULL) gets the seq or the error. Fails at once with
  * CHORUS_E_BAD_CHANNEL, CHORUS_E_BAD_JSON, CHORUS_E_TOO_LARGE or
- * CHORUS_E_QUEUE_FULL. A publish in flight when the connection drops fails
- * with CHORUS_E_DISCONNECTED (it is not resent: it may have been sequenced). */
+ * CHORUS_E_QUEUE_FULL. Every publish carries an idempotency key (one the SDK
+ * makes, unless no_publish_retry), kept across reconnects and retries: an
+ * `unavailable` answer is retried with it (publish_retry_ms), and an ack of a
+ * key the node had seen is a success (ack->duplicate). A publish in flight
+ * when the connection drops fails with CHORUS_E_DISCONNECTED (it is not
+ * resent: it may have been sequenced), except after close code 4013
+ * (CHORUS_CLIENT_CLOSE_CUT_OFF), where it is retried like an `unavailable`. */
 int chorus_client_publish(chorus_client_t *cl, const char *ch, const char *json_data,
                           chorus_ack_cb *cb, void *ud);
+
+/* The same with options (opts may be NULL): a key of your own, e.g. to send
+ * the same publish again yourself after CHORUS_E_DISCONNECTED. CHORUS_E_INVALID
+ * for a key that is empty, longer than 64 bytes or not UTF-8. */
+int chorus_client_publish_ex(chorus_client_t *cl, const char *ch, const char *json_data,
+                             const chorus_publish_opts_t *opts, chorus_ack_cb *cb, void *ud);
 
 /* The same with a jansson value (not stolen; encoded before returning). */
 int chorus_client_publish_json(chorus_client_t *cl, const char *ch, const struct json_t *data,
