@@ -380,6 +380,9 @@ def main():
         loop.close()
         topo.cleanup()
     failed = sum(1 for _l, ok, _f in results if not ok)
+    print("# summary", flush=True)
+    for label, ok, fig in results:
+        print(f"#   {'ok    ' if ok else 'FAILED'} {label}: {fig[:400]}", flush=True)
     print(f"{len(results) - failed} passed, {failed} failed", flush=True)
     return 1 if failed or not results else 0
 
