@@ -334,6 +334,7 @@ void server_stop(void)
         keepalive_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     cluster_stop();
+    owner_stop();
     lws_context_destroy(rt.ctx);
     rt.ctx = NULL;
     keepalive_free();

@@ -46,6 +46,21 @@ static struct {
     int lock_fd;                  /* flock on the data dir; -1 when none */
 } cs = {.lock_fd = -1};
 
+/* libraft 0.15's segment files need every entry's length to be a multiple
+ * of 8 (src/uv_segment.c; a shorter one is written fine and read back as a
+ * corrupt log: canonical/raft#304). JSON ignores the trailing blanks. */
+static void *padded_copy(const char *json, size_t len, size_t *out_len)
+{
+    size_t padded = (len + 7) & ~(size_t)7;
+    char *copy = raft_malloc(padded ? padded : 8);
+    if (!copy)
+        return NULL;
+    memcpy(copy, json, len);
+    memset(copy + len, ' ', padded - len);
+    *out_len = padded;
+    return copy;
+}
+
 /* ---------------------------------------------------------------- the FSM */
 
 static int fsm_apply(struct raft_fsm *fsm, const struct raft_buffer *buf, void **result)
@@ -67,15 +82,13 @@ static int fsm_snapshot(struct raft_fsm *fsm, struct raft_buffer *bufs[], unsign
     size_t len;
     char *json = shardmap_encode(&cs.map, &len);
     struct raft_buffer *b = raft_malloc(sizeof *b);
-    void *copy = json ? raft_malloc(len) : NULL;
+    void *copy = json ? padded_copy(json, len, &len) : NULL;
+    free(json);
     if (!b || !copy) {
-        free(json);
         raft_free(b);
         raft_free(copy);
         return RAFT_NOMEM;
     }
-    memcpy(copy, json, len);
-    free(json);
     b->base = copy;
     b->len = len;
     *bufs = b;
@@ -392,13 +405,10 @@ int consensus_propose(const struct shardmap *next)
         return -1;
     size_t len;
     char *json = shardmap_entry_encode(cs.map.version, next, &len);
-    void *copy = json ? raft_malloc(len) : NULL;
-    if (!copy) {
-        free(json);
-        return -1;
-    }
-    memcpy(copy, json, len);
+    void *copy = json ? padded_copy(json, len, &len) : NULL;
     free(json);
+    if (!copy)
+        return -1;
     struct raft_buffer buf = {copy, len};
     int rv = raft_apply(&cs.raft, &cs.req, &buf, 1, applied_cb);
     if (rv != 0) {

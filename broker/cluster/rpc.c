@@ -90,8 +90,8 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
                             struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
-    if (owner == membership_self())
-        return -1;
+    if (!owner || owner == membership_self())
+        return -1; /* no owner placed yet, or the map moved it here meanwhile */
     struct envelope e;
     cluster_env_init(&e, ENV_PUB_REQ);
     if (binary)
@@ -117,8 +117,8 @@ int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, 
                  void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
-    if (owner == membership_self())
-        return -1;
+    if (!owner || owner == membership_self())
+        return -1; /* no owner placed yet, or the map moved it here meanwhile */
     struct envelope e;
     cluster_env_init(&e, ENV_SYNC_REQ);
     if (join)

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
 
 /* A publish another node forwarded here; answered when it is delivered. */
 struct remote_pub {
@@ -42,6 +43,94 @@ static void remote_pub_done(struct pub_wait *w, enum chorus_err err, const char 
     free(rp);
 }
 
+/* ------------------------------------------------------------ deferral
+ * A request can reach the owner a moment before the owner itself has
+ * applied the map that made it owner (the requester applied it first), or
+ * while its lease is being renewed. Refusing it would bounce a client for
+ * nothing, so it waits here, briefly and boundedly, and is served again when
+ * the map changes or at the next tick; only then is it refused. */
+
+#define DEFER_MS 300
+#define DEFER_MAX 1024
+#define DEFER_PARTS 4
+
+struct deferred {
+    struct envelope env;
+    int n;
+    struct cluster_part parts[DEFER_PARTS];
+    int64_t deadline_ms;
+    struct deferred *prev, *next;     /* utlist DL, oldest first */
+    unsigned char data[];             /* the parts' bytes */
+};
+
+static struct deferred *deferred;
+static int ndeferred;
+/* While a deferred request is served again: its original deadline, and
+ * whether this is its last chance. */
+static int64_t redispatch_deadline;
+static bool redispatching, last_chance;
+
+static void on_pub_req(const struct cluster_part *topic, const struct envelope *req,
+                       const struct cluster_part *parts, int n);
+static void on_sync_req(const struct cluster_part *topic, const struct envelope *req,
+                        const struct cluster_part *parts, int n);
+
+/* True when the request was kept to be served again shortly. */
+static bool defer(const struct envelope *req, const struct cluster_part *parts, int n)
+{
+    if (last_chance || ndeferred >= DEFER_MAX || n > DEFER_PARTS)
+        return false;
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += parts[i].len;
+    struct deferred *d = malloc(sizeof *d + total + 1);
+    if (!d)
+        return false;
+    d->env = *req;
+    d->n = n;
+    unsigned char *p = d->data;
+    for (int i = 0; i < n; i++) {
+        memcpy(p, parts[i].data, parts[i].len);
+        d->parts[i] = (struct cluster_part){p, parts[i].len};
+        p += parts[i].len;
+    }
+    d->deadline_ms = redispatching ? redispatch_deadline : runtime_now_ms() + DEFER_MS;
+    DL_APPEND(deferred, d);
+    ndeferred++;
+    return true;
+}
+
+/* Serves the deferred requests again; those past their deadline for the
+ * last time (refused if still not servable). */
+static void redispatch(void)
+{
+    int64_t now = runtime_now_ms();
+    struct deferred *list = deferred, *d, *tmp;
+    deferred = NULL;
+    ndeferred = 0;
+    DL_FOREACH_SAFE(list, d, tmp) {
+        DL_DELETE(list, d);
+        redispatching = true;
+        redispatch_deadline = d->deadline_ms;
+        last_chance = now >= d->deadline_ms;
+        if (d->env.type == ENV_PUB_REQ)
+            on_pub_req(NULL, &d->env, d->parts, d->n);
+        else
+            on_sync_req(NULL, &d->env, d->parts, d->n);
+        redispatching = last_chance = false;
+        free(d);
+    }
+}
+
+static void owner_map_changed(void) { redispatch(); }
+
+static void owner_tick(int64_t now)
+{
+    (void)now;
+    if (deferred)
+        redispatch();
+}
+
 /* PUB_REQ [channel, data JSON, client id, key] -> PUB_REP {epoch, seq} once delivered */
 static void on_pub_req(const struct cluster_part *topic, const struct envelope *req,
                        const struct cluster_part *parts, int n)
@@ -54,8 +143,9 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
     }
     const char *name = (const char *)parts[0].data;
     if (!cluster_is_owner(name, parts[0].len) || !cluster_can_act()) {
-        cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
-                     "channel ownership is moving; retry");
+        if (!defer(req, parts, n))
+            cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
+                                 "channel ownership is moving; retry");
         return;
     }
     /* The origin validated it; check again anyway, since JSON text is
@@ -109,7 +199,9 @@ static void on_sync_req(const struct cluster_part *topic, const struct envelope 
     const char *name = (const char *)parts[0].data;
     size_t len = parts[0].len;
     if (!cluster_is_owner(name, len) || !cluster_can_act()) {
-        cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE, "channel ownership is moving; retry");
+        if (!defer(req, parts, n))
+            cluster_reply_status(req, ENV_SYNC_REP, CHORUS_ERR_UNAVAILABLE,
+                                 "channel ownership is moving; retry");
         return;
     }
     bool join = req->flags & ENV_FLAG_JOIN;
@@ -170,4 +262,16 @@ void owner_start(void)
 {
     cluster_handle(ENV_PUB_REQ, on_pub_req);
     cluster_handle(ENV_SYNC_REQ, on_sync_req);
+    cluster_on_map(owner_map_changed);
+    cluster_on_tick(owner_tick);
+}
+
+void owner_stop(void)
+{
+    struct deferred *d, *tmp;
+    DL_FOREACH_SAFE(deferred, d, tmp) {
+        DL_DELETE(deferred, d);
+        free(d);
+    }
+    ndeferred = 0;
 }

@@ -6,5 +6,7 @@
 
 /* Registers the PUB_REQ and SYNC_REQ handlers (after cluster_start). */
 void owner_start(void);
+/* Frees the requests waiting to be served again. */
+void owner_stop(void);
 
 #endif

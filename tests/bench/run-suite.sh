@@ -348,6 +348,9 @@ start_cluster() {
     local name=$1 i j p all http cl peers err
     srv_name=$name srv_dir= srv_kill= srv_pid=
     all=$(cluster_helper ports 6) || { log "no free ports for a cluster"; return 1; }
+    # chorusd builds from before agreed membership (--rev) know no --data-dir.
+    local raft_dirs=
+    "$chorusd" --help 2>&1 | grep -q -- '--data-dir' && raft_dirs=1
     read -r -a p <<<"$all"
     http=("${p[@]:0:3}") cl=("${p[@]:3:3}")
     for i in 0 1 2; do
@@ -355,7 +358,7 @@ start_cluster() {
         for j in 0 1 2; do [ "$j" = "$i" ] || peers+=(--peer "tcp://127.0.0.1:${cl[$j]}"); done
         "$chorusd" --port "${http[$i]}" --bind 127.0.0.1 --node-id "xn$((i + 1))" \
             --cluster-bind "tcp://127.0.0.1:${cl[$i]}" "${peers[@]}" --cluster-insecure true \
-            --data-dir "$out/raft.$name.xn$((i + 1))" \
+            ${raft_dirs:+--data-dir "$out/raft.$name.xn$((i + 1))"} \
             --max-connections 20000 --log-level warn >"$out/logs/$name.xn$((i + 1)).server.log" 2>&1 &
         srv_kill="$srv_kill $!" srv_pid="$srv_pid${srv_pid:+,}$!"
     done
