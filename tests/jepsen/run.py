@@ -342,8 +342,9 @@ def main():
         return 0
     profile = PROFILES["full" if a.full else "short"]
     counts = [int(x) for x in (a.nodes or ("3,5" if a.full else "3")).split(",")]
-    names = a.names or [nm for nm, (g, *_r) in SCENARIOS.items()
-                        if not a.group or g in a.group]
+    # Names and groups add up; neither means every scenario.
+    names = [nm for nm, (g, *_r) in SCENARIOS.items()
+             if nm in a.names or (a.group and g in a.group) or not (a.names or a.group)]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = a.out or (os.path.join(os.environ["CHORUS_BUILD"], "jepsen-results", stamp)
                      if os.environ.get("CHORUS_BUILD") else f"/tmp/chorus-jepsen-{stamp}")
