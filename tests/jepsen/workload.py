@@ -273,6 +273,7 @@ class Subscriber:
         self.node = None
         self.ws = None
         self.closes = []
+        self._rid = 0
         self._task = None
 
     def _add(self, t_, **kw):
@@ -280,44 +281,68 @@ class Subscriber:
 
     async def _session(self):
         ws = self.ws
-        ids = {}
-        for k, ch in enumerate(self.channels):
-            req = {"op": "sub", "id": k + 1, "ch": ch}
-            if ch in self.pos:
-                req["since"] = {"epoch": self.pos[ch][0], "seq": self.pos[ch][1]}
-            ids[k + 1] = (ch, req.get("since"))
+        ids = {}                    # request id -> (ch, since, first sent, attempt)
+        retries = []
+
+        async def send_sub(ch, since, first, attempt, delay=0.0):
+            if delay:
+                await asyncio.sleep(delay)
+            self._rid += 1
+            req = {"op": "sub", "id": self._rid, "ch": ch}
+            if since:
+                req["since"] = since
+            ids[self._rid] = (ch, since, first, attempt)
+            pending.add(self._rid)
             await ws.send(json.dumps(req))
-        pending = set(ids)
-        async for raw in ws:
-            f = json.loads(raw)
-            op, ch = f.get("op"), f.get("ch")
-            if f.get("id") in pending and op in ("ack", "err"):
-                pending.discard(f["id"])
-                ch, since = ids[f["id"]]
-                if op == "err":
-                    self.history.add("note", who=self.name,
-                                     text=f"sub {ch} on {self.node.name} refused: {f}")
-                    return ("suberr", f.get("code"))
-                rec = f.get("recovered") if since else None
-                self._add("sub", ch=ch, epoch=f.get("epoch"), seq=f.get("seq"),
-                          node=self.node.name, before_load=not self.load_started,
-                          recovered=rec)
-                self.pos[ch] = (f.get("epoch"), since["seq"] if rec else f.get("seq"))
-                if not pending:
-                    self.subscribed.set()
-            elif op == "msg" and ch in self.got:
-                self._add("msg", ch=ch, seq=f.get("seq"), data=f.get("data"))
-                self.pos[ch] = (self.pos.get(ch, (None, 0))[0], f.get("seq"))
-                d = f.get("data")
-                if isinstance(d, dict) and "k" in d:
-                    self.got[ch].add(d["k"])
-            elif op == "gap" and ch in self.got:
-                self._add("gap", ch=ch, epoch=f.get("epoch"), **{"from": f.get("from"),
-                                                                 "to": f.get("to")})
-                self.pos[ch] = (f.get("epoch"), f.get("to"))
-            elif op == "epoch" and ch in self.got:
-                self._add("epoch", ch=ch, epoch=f.get("epoch"), seq=f.get("seq"))
-                self.pos[ch] = (f.get("epoch"), f.get("seq"))
+
+        pending = set()
+        for ch in self.channels:
+            since = ({"epoch": self.pos[ch][0], "seq": self.pos[ch][1]}
+                     if ch in self.pos else None)
+            await send_sub(ch, since, time.monotonic(), 1)
+        try:
+            async for raw in ws:
+                f = json.loads(raw)
+                op, ch = f.get("op"), f.get("ch")
+                if f.get("id") in pending and op in ("ack", "err"):
+                    pending.discard(f["id"])
+                    ch, since, first, attempt = ids[f["id"]]
+                    if op == "err":
+                        self.history.add("note", who=self.name,
+                                         text=f"sub {ch} on {self.node.name} refused: {f}")
+                        # A real client retries an `unavailable` sub (ownership moving)
+                        # on the same connection, as it retries publishes.
+                        if f.get("code") == "unavailable" and \
+                                time.monotonic() - first < RETRY_DEADLINE:
+                            delay = min(RETRY_MAX, RETRY_FIRST * 2 ** (attempt - 1))
+                            retries.append(asyncio.ensure_future(send_sub(
+                                ch, since, first, attempt + 1, delay * random.uniform(0.5, 1))))
+                            continue
+                        return ("suberr", f.get("code"))
+                    rec = f.get("recovered") if since else None
+                    self._add("sub", ch=ch, epoch=f.get("epoch"), seq=f.get("seq"),
+                              node=self.node.name, before_load=not self.load_started,
+                              recovered=rec)
+                    self.pos[ch] = (f.get("epoch"), since["seq"] if rec else f.get("seq"))
+                    if not pending and all(r.done() for r in retries):
+                        self.subscribed.set()
+                elif op == "msg" and ch in self.got:
+                    self._add("msg", ch=ch, seq=f.get("seq"), data=f.get("data"))
+                    self.pos[ch] = (self.pos.get(ch, (None, 0))[0], f.get("seq"))
+                    d = f.get("data")
+                    if isinstance(d, dict) and "k" in d:
+                        self.got[ch].add(d["k"])
+                elif op == "gap" and ch in self.got:
+                    self._add("gap", ch=ch, epoch=f.get("epoch"), **{"from": f.get("from"),
+                                                                     "to": f.get("to")})
+                    self.pos[ch] = (f.get("epoch"), f.get("to"))
+                elif op == "epoch" and ch in self.got:
+                    self._add("epoch", ch=ch, epoch=f.get("epoch"), seq=f.get("seq"))
+                    self.pos[ch] = (f.get("epoch"), f.get("seq"))
+        finally:
+            for r in retries:
+                r.cancel()
+            await asyncio.gather(*retries, return_exceptions=True)
         return None
 
     async def _run(self):
