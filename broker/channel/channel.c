@@ -305,9 +305,18 @@ static void notify_epoch(struct channel *ch)
         channel_broadcast(ch, buf, (size_t)n);
 }
 
+static channel_epoch_gen_fn *epoch_gen;
+
+void channel_set_epoch_gen(channel_epoch_gen_fn *fn) { epoch_gen = fn; }
+
 static void new_epoch(struct channel *ch)
 {
-    snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
+    uint64_t gen = epoch_gen ? epoch_gen(ch->name, ch->len) : 0;
+    if (gen)
+        snprintf(ch->epoch, sizeof ch->epoch, "%llx.%s-%llx", (unsigned long long)gen, boot_id,
+                 (unsigned long long)++epoch_counter);
+    else
+        snprintf(ch->epoch, sizeof ch->epoch, "%s-%llx", boot_id, (unsigned long long)++epoch_counter);
     ch->seq = ch->assigned = 0;
     clear_history(ch);
     keys_clear(ch);

@@ -134,6 +134,11 @@ struct publish_result {
  * delivered) the epoch continues; otherwise a new epoch starts and
  * subscribers are told. A no-op for a channel already owned. */
 void channel_claim(struct channel *ch, bool keep_epoch);
+/* Where new epochs come from in a cluster: the gen of the committed shard
+ * map entry that placed this node as the channel's owner, so an epoch names
+ * the assignment it was minted under ("GEN.BOOT-N"; "BOOT-N" without one). */
+typedef uint64_t channel_epoch_gen_fn(const char *name, size_t len);
+void channel_set_epoch_gen(channel_epoch_gen_fn *fn);
 /* Calls fn for every channel; fn must not delete channels. Rare events
  * only (a change of the shard map): it is O(channels). */
 void channel_foreach(void (*fn)(struct channel *ch, void *ud), void *ud);

@@ -23,7 +23,7 @@
 #define ADDR_MAX 64
 /* uv registers new watchers with epoll only at its next run, which its
  * backend fd cannot announce: run it at least this often. */
-#define UV_POLL_US (10 * LWS_US_PER_MS)
+#define UV_POLL_US (50 * LWS_US_PER_MS)
 
 static struct {
     bool started;

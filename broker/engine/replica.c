@@ -343,4 +343,6 @@ void replica_start(const struct config *config)
     cluster_handle(ENV_REPL_ACK, on_ack);
     cluster_on_tick(replica_tick);
     cluster_on_map(replica_map_changed);
+    if (cluster_enabled())
+        channel_set_epoch_gen(cluster_shard_gen);
 }
