@@ -13,11 +13,10 @@ networks, so that cutting a node's cluster link leaves its clients connected:
       p3 ── ...          10.77.0.13, q3 ── ...          10.78.0.13  in chorus-t<pid>-n3
     chorusd: HTTP/WebSocket :8080 on 0.0.0.0 of its namespace, cluster tcp://10.77.0.1k:7000
 
-chorusd runs under `ip netns exec`; this process moves itself into the switch
-namespace (setns) to reach the nodes. Namespaces left behind by an earlier run
-that was killed (its pid is gone) are removed first; ours are removed at exit,
-also on failure. Exits 77 (ctest: skipped) when namespaces, veth pairs or
-bridges cannot be created here (no CAP_SYS_ADMIN / CAP_NET_ADMIN, no modules).
+chorusd runs under `ip netns exec`; the namespaces are made, entered and
+removed by tests/lib/netns_cluster.py (shared with the Jepsen suite). Exits 77
+(ctest: skipped) when namespaces, veth pairs or bridges cannot be created here
+(no CAP_SYS_ADMIN / CAP_NET_ADMIN, no modules).
 
 Run as root: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_netns.py.
 """
@@ -26,125 +25,20 @@ import sys
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 import asyncio
-import atexit
-import ctypes
-import os
-import re
-import signal
-import socket
 import subprocess
-import sys
 
 import delivery
 from cluster_common import (H, Node, Recorder, channel_owned_by, dump_frames,
                             epoch_stream, filter_tests, start_all, stop_all,
                             node_log_tails, publish_many, t, test, wait_failover, wait_mesh_up,
                             wait_until)
+from netns_cluster import Topology, ip
 
-SKIP = 77
-TAG = f"chorus-t{os.getpid()}"
-SW = f"{TAG}-sw"
-NS = [f"{TAG}-n{k + 1}" for k in range(3)]
-ADDR = [f"10.77.0.{11 + k}" for k in range(3)]        # cluster network
-CLIENT_ADDR = [f"10.78.0.{11 + k}" for k in range(3)]  # client network
+TOPO = Topology(3, prefix="chorus-t")
+SW, NS = TOPO.sw, TOPO.ns
+ADDR = TOPO.addr                # cluster network
+CLIENT_ADDR = TOPO.client_addr  # client network
 HTTP_PORT, CLUSTER_PORT = 8080, 7000
-CLONE_NEWNET = 0x40000000
-_created = []
-_host_ns_fd = None
-
-
-def ip(*args, check=True):
-    p = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=20)
-    if check and p.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)}: exit {p.returncode}: {p.stderr.strip()}")
-    return p
-
-
-def remove_stale():
-    """Namespaces named chorus-t<pid>-* whose pid no longer runs are leftovers
-    of a killed run of this test; nothing else is touched."""
-    out = ip("netns", "list", check=False).stdout
-    for line in out.splitlines():
-        m = re.match(r"(chorus-t(\d+)-(?:sw|n\d+))\b", line)
-        if m and int(m.group(2)) != os.getpid() and not os.path.exists(f"/proc/{m.group(2)}"):
-            ip("netns", "del", m.group(1), check=False)
-
-
-def cleanup():
-    global _host_ns_fd
-    for s in H._ALL_SERVERS:
-        s.kill()
-    if _host_ns_fd is not None:
-        setns(_host_ns_fd)
-        os.close(_host_ns_fd)
-        _host_ns_fd = None
-    # Node namespaces first (their eth0 takes the switch's p<k> with it).
-    for name in reversed(_created):
-        ip("netns", "del", name, check=False)
-    _created.clear()
-    left = [n for n in [SW] + NS if n in ip("netns", "list", check=False).stdout]
-    if left:
-        sys.stderr.write(f"test_netns: could not delete namespaces {left}\n")
-
-
-def setns(fd):
-    libc = ctypes.CDLL("libc.so.6", use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        raise OSError(ctypes.get_errno(), "setns")
-
-
-def build_topology():
-    """Creates the namespaces, veth pairs and bridge; raises RuntimeError
-    (after cleaning up) when the machine does not allow it."""
-    for name in [SW] + NS:
-        ip("netns", "add", name)
-        _created.append(name)
-    ip("-n", SW, "link", "add", "br0", "type", "bridge")
-    ip("-n", SW, "addr", "add", "10.77.0.1/24", "dev", "br0")
-    ip("-n", SW, "link", "set", "br0", "up")
-    ip("-n", SW, "link", "add", "br1", "type", "bridge")
-    ip("-n", SW, "addr", "add", "10.78.0.1/24", "dev", "br1")
-    ip("-n", SW, "link", "set", "br1", "up")
-    ip("-n", SW, "link", "set", "lo", "up")
-    for k, name in enumerate(NS):
-        ip("-n", name, "link", "set", "lo", "up")
-        for port, bridge, dev, addr in ((f"p{k + 1}", "br0", "eth0", ADDR[k]),
-                                        (f"q{k + 1}", "br1", "cli0", CLIENT_ADDR[k])):
-            # Both ends are created inside namespaces: nothing appears on the host.
-            ip("-n", SW, "link", "add", port, "type", "veth", "peer", "name", dev, "netns", name)
-            ip("-n", SW, "link", "set", port, "master", bridge)
-            ip("-n", SW, "link", "set", port, "up")
-            ip("-n", name, "addr", "add", f"{addr}/24", "dev", dev)
-            ip("-n", name, "link", "set", dev, "up")
-
-
-def enter_switch():
-    global _host_ns_fd
-    _host_ns_fd = os.open("/proc/self/ns/net", os.O_RDONLY)
-    fd = os.open(f"/run/netns/{SW}", os.O_RDONLY)
-    try:
-        setns(fd)
-    finally:
-        os.close(fd)
-
-
-def _answers(addr):
-    """True when addr answers TCP at all: a refused connection (RST) proves
-    the path through the bridge works as well as an accepted one."""
-    try:
-        with socket.create_connection((addr, 9), timeout=0.5):
-            return True
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
-def wait_reachable():
-    """Every node address answers from the switch namespace (the bridge
-    forwards once its ports leave the listening state)."""
-    wait_until(lambda: all(_answers(a) for a in ADDR + CLIENT_ADDR), t(20),
-               "the node addresses answering across the bridge", interval=0.2)
 
 
 PEERS = [f"tcp://{a}:{CLUSTER_PORT}" for a in ADDR]
@@ -313,33 +207,7 @@ async def partition_heals():
 
 
 def main():
-    if os.geteuid() != 0:
-        print(f"SKIP: network namespaces need root (euid {os.geteuid()})", flush=True)
-        sys.exit(SKIP)
-    atexit.register(cleanup)
-    def on_signal(sig, _frame):
-        # The harness reports exceptions from tests and goes on, so a signal
-        # cleans up and leaves at once instead of raising.
-        print(f"# signal {sig}: removing the namespaces and stopping", flush=True)
-        cleanup()
-        os._exit(128 + sig)
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-    remove_stale()
-    try:
-        build_topology()
-    except (RuntimeError, OSError, subprocess.TimeoutExpired) as e:
-        cleanup()
-        print(f"SKIP: cannot build the network namespaces for this test: {e}", flush=True)
-        sys.exit(SKIP)
-    try:
-        enter_switch()
-        wait_reachable()
-    except (OSError, AssertionError) as e:
-        cleanup()
-        print(f"not ok - the namespaces are set up and reachable\n    {e}\n0 passed, 1 failed",
-              flush=True)
-        sys.exit(1)
+    TOPO.setup_or_skip("cluster.netns")
     print(f"# namespaces {SW} {' '.join(NS)}; nodes at {', '.join(CLIENT_ADDR)} "
           f"(cluster links on {', '.join(ADDR)})", flush=True)
     delivery.use(NODES)
@@ -349,7 +217,7 @@ def main():
     try:
         H.main(servers=NODES)
     finally:
-        cleanup()
+        TOPO.cleanup()
 
 
 if __name__ == "__main__":
