@@ -155,6 +155,45 @@ static void a_gap_holds_later_messages_until_the_repair(void **state)
     assert_int_equal(seqs[4], 10);
 }
 
+/* The owner replicates seq to this node (its backup) at the stub's gen. */
+static void owner_replicates(uint64_t seq)
+{
+    char text[64];
+    int n = snprintf(text, sizeof text, "{\"seq\":%llu}", (unsigned long long)seq);
+    struct envelope e = {.type = ENV_REPL, .seq = seq, .req_id = stub_gen};
+    snprintf(e.origin, sizeof e.origin, "n2");
+    snprintf(e.epoch, sizeof e.epoch, "E1");
+    struct cluster_part parts[3] = {
+        {(const unsigned char *)"room:1", 6},
+        {(const unsigned char *)text, (size_t)n},
+        {(const unsigned char *)"", 0},
+    };
+    stub_handlers[ENV_REPL](NULL, &e, parts, 3);
+}
+
+static void a_backup_shows_its_copies_only_once_the_owner_delivers_them(void **state)
+{
+    (void)state;
+    join();
+    stub_nsent = 0;
+    owner_replicates(6);
+    owner_replicates(7);
+    assert_int_equal(nseqs, 0); /* held: another backup may lack them */
+    assert_int_equal(stub_nsent, 2);
+    assert_int_equal(stub_sent[1].env.type, ENV_REPL_ACK);
+    assert_int_equal(stub_sent[1].env.seq, 7); /* held counts for the ack */
+    assert_int_equal(stub_sent[1].env.req_id, stub_gen);
+    owner_sends(6);
+    assert_int_equal(nseqs, 1);
+    assert_int_equal(seqs[0], 6);
+    owner_sends(8); /* 7's MSG was lost, but 8 says 7 was delivered: shown from the copy */
+    assert_int_equal(stub_nsyncs, 1); /* no repair needed */
+    assert_int_equal(nseqs, 3);
+    assert_int_equal(seqs[1], 7);
+    assert_int_equal(seqs[2], 8);
+    assert_int_equal(ch->ntail, 0);
+}
+
 static void a_cancelled_wait_is_never_answered(void **state)
 {
     (void)state;
@@ -177,6 +216,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_gap_holds_later_messages_until_the_repair, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_cancelled_wait_is_never_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_backup_shows_its_copies_only_once_the_owner_delivers_them,
+                                        setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
