@@ -12,4 +12,6 @@ build_dir="${1:-build}"
 
 cmake -S . -B "$build_dir" "$@"
 cmake --build "$build_dir" -j2
-ctest --test-dir "$build_dir" --output-on-failure
+# CHORUS_CTEST_ARGS adds ctest options (.ci/run's sanitizer pass: -LE jepsen).
+# shellcheck disable=SC2086
+ctest --test-dir "$build_dir" --output-on-failure ${CHORUS_CTEST_ARGS:-}
