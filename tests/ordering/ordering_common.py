@@ -7,12 +7,12 @@ Client, the Prometheus parser, the test runner, killing every server at exit)
 and the node-starting helper of tests/lib/cluster_common.py (Node on fixed
 ports, make_mesh, wait_mesh_up). Adds what these tests need on top:
 
-* rendezvous(): which node owns (and backs up) a channel, computed like
-  chorusd does (uthash's HASH_JEN over node_id NUL channel), so a test can
+* rendezvous(): which node owns (and backs up) a channel in the cluster's
+  first shard map (cluster_common.rendezvous_rank), so a test can
   pick channels by role without publishing probes into them; every test also
   confirms the prediction from the replication counters of /metrics.
 * Sub: a subscriber whose frames are read by a background task and kept with
-  their arrival time, so a test can check what came right after an ack.
+  arrival order, so a test can check what came right after an ack.
 * Publisher: pipelined WebSocket publishes (optionally keyed, optionally at a
   fixed rate until told to stop) keeping every reply and its time.
 * check_streams(): every subscriber saw one identical, consecutive stream.
@@ -166,18 +166,14 @@ async def http_publish(node, ch, data, key=None, timeout=None):
 # Subscriber
 # ---------------------------------------------------------------------------
 
-class Sub:
-    """One WebSocket connection read by a background task; every frame is kept
-    as (arrival time, frame) in arrival order."""
+class Sub(CC.Recorder):
+    """A subscriber whose frames a background task records (the shared
+    Recorder), with the waits the ordering tests need: any predicate, a seq,
+    a request answered while the reader owns the socket."""
 
     def __init__(self, node, name):
+        super().__init__(None, name)
         self.node = node
-        self.name = name
-        self.client = None
-        self.frames = []
-        self.closed = None
-        self._task = None
-        self._changed = asyncio.Event()
 
     @classmethod
     async def connect(cls, node, name):
@@ -198,27 +194,11 @@ class Sub:
             raise AssertionError(f"{name}: sub {short(req)} on {node.name} answered {s.ack}")
         return s
 
-    async def _run(self):
-        try:
-            while True:
-                raw = await self.client.ws.recv()
-                self.frames.append((time.monotonic(), json.loads(raw)))
-                self._changed.set()
-        except Exception as e:  # noqa: BLE001 - closed or broken: remember why
-            self.closed = e
-            self._changed.set()
-
     def all(self):
-        return [f for _t, f in self.frames]
-
-    def msgs(self, ch):
-        return [f for _t, f in self.frames if f.get("op") == "msg" and f.get("ch") == ch]
-
-    def events(self, ch, op):
-        return [f for _t, f in self.frames if f.get("op") == op and f.get("ch") == ch]
+        return list(self.frames)
 
     def index_of(self, pred):
-        for k, (_t, f) in enumerate(self.frames):
+        for k, f in enumerate(self.frames):
             if pred(f):
                 return k
         return None
@@ -232,12 +212,12 @@ class Sub:
                 return v
             left = deadline - time.monotonic()
             if left <= 0 or self.closed is not None:
-                ms = [f for _t, f in self.frames if f.get("op") == "msg"]
+                ms = [f for f in self.frames if f.get("op") == "msg"]
                 raise AssertionError(
                     f"{self.name} on {self.node.name}: timed out after {timeout:.1f}s waiting for "
                     f"{what}; {len(ms)} msgs, last seq {ms[-1]['seq'] if ms else None}"
                     + (f"; connection closed: {self.closed!r}" if self.closed else "")
-                    + f"; last frames {[short(f) for _t, f in self.frames[-3:]]}")
+                    + f"; last frames {[short(f) for f in self.frames[-3:]]}")
             self._changed.clear()
             try:
                 await asyncio.wait_for(self._changed.wait(), min(left, 0.25))
@@ -257,22 +237,11 @@ class Sub:
         await self.client.send(obj)
 
         def find(s):
-            for _t, f in s.frames[start:]:
+            for f in s.frames[start:]:
                 if f.get("id") == rid and f.get("op") in H.REPLY_OPS:
                     return f
             return None
         return await self.wait(find, timeout or t(10), f"the reply to {short(obj)}")
-
-    async def close(self):
-        if self.client is not None:
-            await self.client.close()
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except BaseException:  # noqa: BLE001
-                pass
-
 
 async def close_all(items):
     await asyncio.gather(*(x.close() for x in items if x is not None), return_exceptions=True)

@@ -53,14 +53,14 @@ def check_resumed(s, ch, since_seq, epoch, ref):
     assert a.get("recovered") is True and a.get("epoch") == epoch, \
         f"{s.name} on {s.node.name}: since {{{epoch}, {since_seq}}} answered {a}"
     k = s.index_of(lambda f: f.get("op") == "ack" and f.get("id") == a["id"])
-    before = [f for _t, f in s.frames[:k] if f.get("op") == "msg"]
+    before = [f for f in s.frames[:k] if f.get("op") == "msg"]
     assert not before, f"{s.name}: msgs before the ack: {before[:2]}"
     ms = s.msgs(ch)
     seqs = [m["seq"] for m in ms]
     p = consecutive_problems(seqs, since_seq + 1)
     assert p is None, f"{s.name} on {s.node.name} resumed from {since_seq} (ack seq {a['seq']}): {p}"
     # The replay comes right after the ack, before anything else.
-    replay = [f for _t, f in s.frames[k + 1:k + 1 + (a["seq"] - since_seq)]]
+    replay = s.frames[k + 1:k + 1 + (a["seq"] - since_seq)]
     assert all(f.get("op") == "msg" for f in replay) and \
         [f["seq"] for f in replay] == list(range(since_seq + 1, a["seq"] + 1)), \
         f"{s.name}: the frames after the ack are not the replay {since_seq + 1}..{a['seq']}: " \
