@@ -19,7 +19,7 @@ for _ in 0 1 2; do ports+=("$("$bench" free-port)"); done
 # cluster ports in pairs (Raft listens on the cluster port + 1)
 base=$((24000 + RANDOM % 4000 * 2))
 for i in 0 1 2; do cl+=($((base + i * 2))); done
-dd=; "$bin" --help 2>&1 | grep -q -- --data-dir && dd=1
+dd=; case $("$bin" --help 2>&1 || true) in *--data-dir*) dd=1 ;; esac
 for i in 0 1 2; do
   peers=(); for j in 0 1 2; do [ "$j" = "$i" ] || peers+=(--peer "tcp://127.0.0.1:${cl[$j]}"); done
   "$bin" --port "${ports[$i]}" --bind 127.0.0.1 --node-id "lat$i" \

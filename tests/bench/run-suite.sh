@@ -349,8 +349,11 @@ start_cluster() {
     srv_name=$name srv_dir= srv_kill= srv_pid=
     all=$(cluster_helper ports 6) || { log "no free ports for a cluster"; return 1; }
     # chorusd builds from before agreed membership (--rev) know no --data-dir.
-    local raft_dirs=
-    "$chorusd" --help 2>&1 | grep -q -- '--data-dir' && raft_dirs=1
+    # (not `--help | grep -q`: grep leaving early can SIGPIPE chorusd, and
+    # pipefail then hides the match)
+    local raft_dirs= help
+    help=$("$chorusd" --help 2>&1 || true)
+    case $help in *--data-dir*) raft_dirs=1 ;; esac
     read -r -a p <<<"$all"
     http=("${p[@]:0:3}") cl=("${p[@]:3:3}")
     for i in 0 1 2; do
