@@ -416,12 +416,6 @@ void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
     hist_push(ch, f, seq, ts_ms);
 }
 
-void channel_restart_epoch(struct channel *ch)
-{
-    new_epoch(ch);
-    notify_epoch(ch);
-}
-
 void channel_claim(struct channel *ch, bool keep_epoch)
 {
     if (!ch->mirror)

@@ -146,9 +146,6 @@ void channel_set_epoch_gen(channel_epoch_gen_fn *fn);
 /* Calls fn for every channel; fn must not delete channels. Rare events
  * only (a change of the shard map): it is O(channels). */
 void channel_foreach(void (*fn)(struct channel *ch, void *ud), void *ud);
-/* Starts a new epoch at seq 0 and tells subscribers (the owner's sequence
- * can no longer be trusted to match what other nodes hold). */
-void channel_restart_epoch(struct channel *ch);
 /* Owner, first half of a publish: hands out the next seq and encodes the msg
  * frame (one reference returned in *f): data is JSON text, or the bytes of a
  * binary message when `binary`. Nothing is delivered yet. A channel

@@ -93,10 +93,9 @@ def cmd_roles(a):
             "id": node, "port": port,
             "forwarded_publishes": int(m.get("chorus_cluster_forwarded_publishes_total")),
             "replicated": int(m.get("chorus_cluster_replication_total", event="sent")),
-            "unreplicated": int(m.get("chorus_cluster_replication_total", event="unreplicated")),
         })
     pub = next((n for n in nodes if n["port"] == a.pub_port), None)
-    sequencers = [n["id"] for n in nodes if n["replicated"] or n["unreplicated"]]
+    sequencers = [n["id"] for n in nodes if n["replicated"]]
     out = {
         "phase": a.phase, "channel": a.channel, "owner": rank[0], "backup": rank[1] if len(rank) > 1 else None,
         "publisher_node": pub["id"] if pub else None, "sequenced_by": sequencers,

@@ -27,7 +27,7 @@ NODES = [Node(f"fwd-{k + 1}", HTTP_PORTS[k], forwarder=f"tcp://127.0.0.1:{FWD_PO
 
 
 @test("the forwarder restarts on the same ports: nodes see peers down, then up again, and "
-      "3x50 publishes from every node reach new subscribers, and subscribers from before the "
+      "3x50 publishes from every node reach new subscribers (once every node is ready again), and subscribers from before the "
       "outage, on every node in one order",
       timeout=90)
 async def forwarder_restart():
@@ -41,6 +41,11 @@ async def forwarder_restart():
     wait_until(all_down, t(10), "every node seeing every peer down without the forwarder")
     FORWARDER.start()
     await asyncio.to_thread(wait_mesh_up, NODES, t(20))
+    # Leases travel over the fabric too: without the forwarder every node lost
+    # its lease and refuses upgrades (503) until the leader grants it again,
+    # which is what a balancer's health check waits for as well.
+    for n in NODES:
+        await asyncio.to_thread(n.wait_started, t(20))
     ch = "room:after-forwarder-restart"
     recs = []
     try:
