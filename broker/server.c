@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "ws.h"
 #include "http_api.h"
+#include "sdk_files.h"
 #include "log.h"
 #include "metrics.h"
 #include "mirror.h"
@@ -41,6 +42,7 @@ static struct lws_protocols protocols[] = {
     /* First, so upgrades that offer no sub-protocol bind to it. */
     {"chorus.v1", ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
+    {"chorus-sdk", sdk_files_callback, 0, 0, 0, NULL, 0},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-raft", consensus_lws_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
@@ -179,6 +181,8 @@ int server_start(const struct config *cfg)
     mount_callback(&mounts[1], "/healthz", &mounts[2]);
     mount_callback(&mounts[2], "/metrics", &mounts[3]);
     mount_files(&mounts[3], "/sdk", cfg->sdk_dir, "chorus.js", &mounts[4]);
+    mounts[3].protocol = "chorus-sdk"; /* CORS, sdk_files.h */
+    mounts[3].extra_mimetypes = sdk_files_mimetypes;
     mount_files(&mounts[4], "/", cfg->static_dir, "index.html", NULL);
 
     memset(&info, 0, sizeof info);

@@ -23,7 +23,7 @@ static void bad(struct conn *c, bool has_id, long long id, const char *msg)
     conn_send_err(c, has_id, id, CHORUS_ERR_BAD_REQUEST, msg);
 }
 
-/* [H]{"op":"pub","id"?,"ch"}<bytes> -> ack {ch,epoch,seq} */
+/* [H]{"op":"pub","id"?,"ch","key"?}<bytes> -> ack {ch,epoch,seq,duplicate?} */
 void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
 {
     if (!auth_ws_gate(c, NULL))
@@ -62,6 +62,15 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
         conn_send_err(c, has_id, id, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
         goto out;
     }
+    /* The same idempotency key as a JSON pub (PROTOCOL.md 2.3): a client
+     * retrying a binary publish after `unavailable` must not duplicate it. */
+    json_t *jkey = json_object_get(h, "key");
+    if (jkey && (!json_is_string(jkey) || json_string_length(jkey) == 0 ||
+                 json_string_length(jkey) > CODEC_KEY_MAX ||
+                 memchr(json_string_value(jkey), '\0', json_string_length(jkey)))) {
+        bad(c, has_id, id, "'key' must be a string of 1-64 bytes");
+        goto out;
+    }
     if (rt.shutting_down) {
         conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "node is shutting down");
         goto out;
@@ -70,7 +79,8 @@ void binmsg_handle(struct conn *c, const unsigned char *buf, size_t len)
         goto out;
 
     metrics.published_binary++;
-    ops_publish(c, has_id, id, name, nlen, (const char *)buf + 4 + hl, len - 4 - hl, true, NULL);
+    ops_publish(c, has_id, id, name, nlen, (const char *)buf + 4 + hl, len - 4 - hl, true,
+                jkey ? json_string_value(jkey) : NULL);
 out:
     json_decref(h);
 }

@@ -81,6 +81,27 @@ async def _():
         assert msgs[1]["client"] == c.client_id
 
 
+@h.test("A binary pub with an idempotency key is published once: a repeat acks the first seq as a duplicate")
+async def _():
+    async with h.Session(srv) as s:
+        pub, sub = await s.connect(), await s.connect()
+        await sub.sub("bin:key")
+        await pub.ws.send(frame({"op": "pub", "id": 1, "ch": "bin:key", "key": "blob-1"}, b"\x01\x02"))
+        first = await reply_to(pub, 1)
+        await pub.ws.send(frame({"op": "pub", "id": 2, "ch": "bin:key", "key": "blob-1"}, b"\x01\x02"))
+        again = await reply_to(pub, 2)
+        assert again["op"] == "ack" and again["seq"] == first["seq"] and again.get("duplicate") is True, again
+        assert "duplicate" not in first, first
+        await pub.ws.send(frame({"op": "pub", "id": 3, "ch": "bin:key", "key": ""}, b"x"))
+        bad = await reply_to(pub, 3)
+        assert bad["op"] == "err" and bad["code"] == "bad_request", bad
+        marker = await pub.pub("bin:key", "after")
+        kind, head, payload = await recv_any(sub)
+        assert kind == "binary" and head["seq"] == first["seq"] and payload == b"\x01\x02", (kind, head)
+        kind, m = await recv_any(sub)
+        assert kind == "text" and m["seq"] == marker["seq"] == first["seq"] + 1, m
+
+
 @h.test("A subscriber resuming with since gets missed binary messages as binary frames, in order")
 async def _():
     async with h.Session(srv) as s:
