@@ -11,6 +11,8 @@ export const CloseCodes: Readonly<{
   SHUTDOWN: 1001;
   AUTH: 4001;
   SLOW_CONSUMER: 4008;
+  /** The backend disconnected this user (`POST /api/disconnect`); the SDK does not reconnect. */
+  DISCONNECT: 4009;
   /** The node is cut off from its cluster's majority; the SDK reconnects at once and resumes. */
   CUT_OFF: 4013;
 }>;
@@ -61,13 +63,33 @@ export class ChorusError extends Error {
 /** Any JSON value. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
+/**
+ * The `exp` claim (seconds since the Unix epoch) of a JWT, read without verifying it;
+ * null when the token is not a JWT or has no numeric `exp`.
+ */
+export function tokenExpiry(token: string | null | undefined): number | null;
+
+/** The shape of a `Blob` the SDK needs (a DOM or Node.js `Blob`; publish checks `instanceof Blob`). */
+export interface BlobLike {
+  readonly size: number;
+  readonly type: string;
+  arrayBuffer(): Promise<ArrayBuffer>;
+}
+
+/** Bytes published as a binary message (PROTOCOL.md 9). */
+export type BinaryData = ArrayBuffer | ArrayBufferView | BlobLike;
+
 /** A position in a channel's sequence. */
 export interface StreamPosition {
   epoch: string;
   seq: number;
 }
 
-/** A `msg` frame: one message published in a channel. */
+/**
+ * A `msg` frame: one message published in a channel. For a binary message
+ * (PROTOCOL.md 9) `data` is a `Uint8Array` of its payload (in history replies the
+ * broker's base64 `bin` is kept too); use `Message<Uint8Array>` on binary channels.
+ */
 export interface Message<T = Json> {
   op: 'msg';
   ch: string;
@@ -77,6 +99,8 @@ export interface Message<T = Json> {
   /** Id of the publishing connection; absent for HTTP API publishes. */
   client?: string;
   data: T;
+  /** History replies only: a binary message's payload in base64 (also decoded into `data`). */
+  bin?: string;
 }
 
 export interface HistoryOptions {
@@ -131,7 +155,9 @@ export interface PresenceEvent {
 export interface WebSocketLike {
   readonly readyState: number;
   readonly protocol?: string;
-  send(data: string): void;
+  send(data: string | Uint8Array): void;
+  /** Set to `'arraybuffer'` by the SDK so binary messages arrive as bytes. */
+  binaryType?: string;
   close(code?: number, reason?: string): void;
   onmessage: ((ev: { data: unknown }) => void) | null;
   onclose: ((ev: { code: number; reason: string }) => void) | null;
@@ -143,10 +169,20 @@ export type WebSocketConstructor = new (url: string, protocols?: string | string
 
 export interface ChorusOptions {
   /**
-   * Connection token, sent as the `token` query parameter of the URL. A function is
-   * called before every connection attempt (to refresh an expiring token).
+   * Connection token (JWT), sent as the `token` query parameter of the URL. A function
+   * is called before every connection attempt. With `getToken` too, a string is used
+   * for the first connection only.
    */
   token?: string | (() => string | Promise<string>);
+  /**
+   * Returns a fresh connection token: called before every connection attempt, and
+   * before the current token's `exp` (85% of its remaining lifetime, or
+   * `tokenRefreshMargin` before `exp` if sooner), when the new token is sent in band
+   * with the `auth` op: no reconnect, subscriptions untouched. Same `sub` only.
+   */
+  getToken?: () => string | Promise<string>;
+  /** ms before `exp` by which a refreshed token must be in place (default 5000). */
+  tokenRefreshMargin?: number;
   /** WebSocket constructor; default `globalThis.WebSocket` (in Node.js 20: `WebSocket` from `ws`). */
   WebSocket?: WebSocketConstructor | (new (...args: any[]) => any);
   /** WebSocket sub-protocols to offer, e.g. `'chorus.v1'`. None by default. */
@@ -238,6 +274,21 @@ export interface GapEvent {
   /** Only with `source: 'sdk'`: the seq that arrived (= `to + 1`). */
   got?: number;
 }
+/** A subscription ended (`unsubscribe()`, a refused resubscribe, or the server's `unsubscribed` op). */
+export interface UnsubscribedEvent {
+  channel: string;
+  /** True when the server ended it (`{"op":"unsubscribed","ch","reason"}`). */
+  byServer: boolean;
+  /** The server's reason, when `byServer`. */
+  reason?: string;
+}
+/** A token from `getToken` was accepted in band (`auth` ack). */
+export interface TokenEvent {
+  /** The connection's user (the token's `sub`), from the ack. */
+  user: string | null;
+  /** The new token's `exp` (seconds since the Unix epoch), or null. */
+  exp: number | null;
+}
 export interface SubscribedContext {
   channel: string;
   epoch: string;
@@ -249,6 +300,12 @@ export interface SubscribedContext {
   wasRecovering: boolean;
   /** With `since`: whether every missed message is being delivered; undefined without `since`. */
   recovered: boolean | undefined;
+  /** True when the server subscribed the connection (the `subscribed` op), not `subscribe()`. */
+  byServer: boolean;
+}
+/** The client's `subscribed` event: the context plus the subscription (new for `byServer`). */
+export interface ClientSubscribedEvent extends SubscribedContext {
+  subscription: Subscription;
 }
 
 export interface ChorusEvents {
@@ -263,6 +320,15 @@ export interface ChorusEvents {
   state: (state: ConnectionState, previous: ConnectionState) => void;
   join: (frame: PresenceEvent & { op: 'join' }) => void;
   leave: (frame: PresenceEvent & { op: 'leave' }) => void;
+  /**
+   * Any subscription was acknowledged, or the server subscribed this connection
+   * (`byServer`: attach listeners to `ev.subscription`). Emitted at once.
+   */
+  subscribed: (ev: ClientSubscribedEvent) => void;
+  /** Any subscription ended; `byServer` with the server's `reason`. */
+  unsubscribed: (ev: UnsubscribedEvent) => void;
+  /** A token from `getToken` was accepted in band. */
+  token: (ev: TokenEvent) => void;
 }
 
 export interface SubscriptionEvents<T = Json> {
@@ -278,7 +344,7 @@ export interface SubscriptionEvents<T = Json> {
   /** Messages were lost and will not be delivered: refetch. */
   gap: (ev: GapEvent) => void;
   error: (err: ChorusError) => void;
-  unsubscribed: () => void;
+  unsubscribed: (ev: UnsubscribedEvent) => void;
   /** A member's first connection subscribed (presence namespaces; not for your own joins). */
   join: (frame: PresenceEvent & { op: 'join' }) => void;
   /** A member's last connection left (presence namespaces). */
@@ -320,6 +386,12 @@ export class Subscription<T = Json> extends TypedEmitter<SubscriptionEvents<T>> 
 export interface SubscribeOptions {
   /** Resume from a stored position: messages after it are delivered first if still in history. */
   since?: StreamPosition;
+  /**
+   * Subscription token (PROTOCOL.md 8.3, a JWT whose `ch` is the channel) for
+   * namespaces with `subscribe: "token"`. A function is called for every
+   * (re)subscribe, so a resubscribe after a reconnect gets a fresh one.
+   */
+  token?: string | ((channel: string) => string | Promise<string>);
 }
 
 export class Chorus extends TypedEmitter<ChorusEvents> {
@@ -347,10 +419,11 @@ export class Chorus extends TypedEmitter<ChorusEvents> {
   subscribe<T = Json>(channel: string, opts: SubscribeOptions): Promise<Subscription<T>>;
   /**
    * Resolves with the seq given to the message (the first publish's seq when its key
-   * was already used). An `unavailable` answer is retried with the same key until
-   * `publishRetry.deadlineMs`.
+   * was already used). Bytes (`ArrayBuffer`, typed arrays, `DataView`, `Blob`) go as a
+   * binary message; anything else as JSON. An `unavailable` answer is retried with the
+   * same key until `publishRetry.deadlineMs`.
    */
-  publish(channel: string, data: Json | unknown, opts?: PublishOptions): Promise<number>;
+  publish(channel: string, data: Json | BinaryData | unknown, opts?: PublishOptions): Promise<number>;
   history<T = Json>(channel: string, opts?: HistoryOptions): Promise<HistoryResult<T>>;
   /** `{count, members}`; `members` is undefined past the namespace's `presence_max_members`. */
   presence(channel: string): Promise<PresenceResult>;

@@ -41,6 +41,12 @@ export const CloseCodes = Object.freeze({
   /** The connection could not keep up with its messages; the SDK reconnects and resumes. */
   SLOW_CONSUMER: 4008,
   /**
+   * The application's backend disconnected this user (`POST /api/disconnect`,
+   * with its reason). The SDK does not reconnect: `state` becomes `closed` and
+   * `disconnected` reports `willReconnect: false`; call `connect()` to come back.
+   */
+  DISCONNECT: 4009,
+  /**
    * The node is cut off from its cluster's majority and acknowledges nothing; the
    * SDK reconnects at once (ideally reaching another node behind a balancer),
    * resumes every subscription with `since` and retries the publishes that were
@@ -199,8 +205,10 @@ function reportUncaught(e) {
  *
  * Events:
  * - `message` (data, msg): a new message (also passed to the handler given to subscribe()).
+ *   For a binary message (PROTOCOL.md 9) `data` is a `Uint8Array` of its payload.
  * - `subscribed` (ctx): after every ack, the first and each one after a reconnect.
- *   `ctx = {channel, epoch, seq, resubscribed, wasRecovering, recovered}`.
+ *   `ctx = {channel, epoch, seq, resubscribed, wasRecovering, recovered, byServer}`;
+ *   `byServer` is true when the server subscribed the connection (`subscribed` op).
  * - `unrecovered` (ctx): a resume with `since` failed (`recovered: false`): messages
  *   may have been missed; the application should refetch its state (e.g. `history()`).
  * - `epoch` (ev): the channel's epoch changed while subscribed (`{channel, epoch, seq}`).
@@ -212,8 +220,10 @@ function reportUncaught(e) {
  *   `expected` = from and `got` = to + 1).
  * - `join` / `leave` (frame): a member arrived in / left the channel (namespaces with
  *   presence only; `frame = {op, ch, user?, info?, client?}`).
- * - `error` (err): the broker refused a resubscribe; the subscription is then dropped.
- * - `unsubscribed` (): the subscription ended.
+ * - `error` (err): the broker refused a resubscribe (or a subscription token callback
+ *   failed); the subscription is then dropped.
+ * - `unsubscribed` ({channel, byServer, reason?}): the subscription ended; `byServer`
+ *   with the server's `reason` when the server ended it (`unsubscribed` op).
  *
  * Timing of the first ack: `subscribe()` resolves first, and the first ack's
  * `subscribed` (and `unrecovered`) are emitted afterwards, in a later task
@@ -241,6 +251,7 @@ export class Subscription extends Emitter {
     this.seq = 0;
     this._live = false; // acked on the current connection
     this._reqId = 0; // id of the sub request in flight on this connection
+    this._token = null; // subscription token: a string or a (channel) => token callback
     this._everAcked = false;
     this._pending = null; // {resolve, reject, timer} of the initial subscribe()
     this._deferred = null; // events of the first ack, emitted after subscribe() resolved
@@ -342,6 +353,7 @@ const DEFAULTS = {
   requestTimeout: 10000,
   connectTimeout: 10000,
   maxOfflineQueue: 100,
+  tokenRefreshMargin: 5000,
 };
 
 /** Retrying publishes answered `unavailable` (see ChorusOptions.publishRetry). */
@@ -384,11 +396,114 @@ function publishRetryOptions(opt) {
 
 const WS_OPEN = 1;
 
+/** PROTOCOL.md 9: a binary frame starts with a 4-byte big-endian header length. */
+const BIN_HEADER_MAX = 1024;
+
+/** Whether `data` is published as a binary message (PROTOCOL.md 9) rather than JSON. */
+function isBinaryData(data) {
+  return data instanceof ArrayBuffer || ArrayBuffer.isView(data) || isBlob(data);
+}
+
+function isBlob(data) {
+  return typeof Blob !== 'undefined' && data instanceof Blob;
+}
+
+/** The bytes of an ArrayBuffer or of any view (Uint8Array, other typed arrays, DataView). */
+function bytesOf(data) {
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/** [H][header JSON][payload]: one binary WebSocket frame. */
+function encodeBinary(header, payload) {
+  const head = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(4 + head.length + payload.length);
+  new DataView(out.buffer).setUint32(0, head.length);
+  out.set(head, 4);
+  out.set(payload, 4 + head.length);
+  return out;
+}
+
+/**
+ * A server's binary frame as a `msg` object whose `data` is the payload
+ * (a Uint8Array over a copy of its bytes), or null when it is malformed.
+ */
+function decodeBinary(raw) {
+  const bytes = raw instanceof ArrayBuffer ? new Uint8Array(raw) : ArrayBuffer.isView(raw) ? bytesOf(raw) : null;
+  if (!bytes || bytes.length < 4) return null;
+  const hl = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(0);
+  if (hl === 0 || hl > bytes.length - 4) return null;
+  let m;
+  try {
+    m = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(4, 4 + hl)));
+  } catch (_) {
+    return null;
+  }
+  if (!m || typeof m !== 'object' || Array.isArray(m)) return null;
+  // A copy: the payload must not keep the frame's buffer (header included) alive,
+  // and Node's `ws` may hand out views of a shared pool.
+  m.data = bytes.slice(4 + hl);
+  return m;
+}
+
+/** A history entry of a binary message (`bin`, base64) gets its bytes as `data`. */
+function decodeHistoryMsg(m) {
+  if (m && typeof m === 'object' && typeof m.bin === 'string' && !('data' in m)) {
+    try {
+      const text = atob(m.bin);
+      const bytes = new Uint8Array(text.length);
+      for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);
+      m.data = bytes;
+    } catch (_) {
+      /* left as it came */
+    }
+  }
+  return m;
+}
+
+/**
+ * The `exp` claim (seconds since the Unix epoch) of a JWT, read without
+ * verifying it (the SDK only needs to know when to refresh), or null.
+ */
+export function tokenExpiry(token) {
+  if (typeof token !== 'string') return null;
+  const part = token.split('.')[1];
+  if (!part) return null;
+  try {
+    const b64 = part.replace(/-/g, '+').replace(/_/g, '/');
+    const text = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
+    const bytes = Uint8Array.from(text, (ch) => ch.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims.exp === 'number' && Number.isFinite(claims.exp) ? claims.exp : null;
+  } catch (_) {
+    return null;
+  }
+}
+
+/**
+ * When to refresh a token that expires in `remainingMs`: at 85% of what is
+ * left, but at least `marginMs` before `exp` when the token is short-lived.
+ */
+function refreshDelay(remainingMs, marginMs) {
+  return Math.max(0, Math.min(remainingMs * 0.85, remainingMs - marginMs));
+}
+
 /**
  * @typedef {object} ChorusOptions
- * @property {string|(() => string|Promise<string>)} [token] connection token, sent as
- *   the `token` query parameter of the WebSocket URL (a function is called before
- *   every connection attempt, so it can refresh an expiring token).
+ * @property {string|(() => string|Promise<string>)} [token] connection token (a JWT,
+ *   PROTOCOL.md 8.1), sent as the `token` query parameter of the WebSocket URL (a
+ *   function is called before every connection attempt). With `getToken` too, a string
+ *   `token` is used for the first connection only.
+ * @property {() => string|Promise<string>} [getToken] returns a fresh connection token.
+ *   Called before every connection attempt, and before the current token's `exp` (read
+ *   from the JWT without verifying it): at 85% of its remaining lifetime, or
+ *   `tokenRefreshMargin` before `exp` when that is sooner. The new token is sent in band
+ *   with the `auth` op (PROTOCOL.md 2.8), so the connection, its subscriptions and its
+ *   queued requests carry on untouched. A failed refresh emits `error` and is retried
+ *   until `exp`; past it the broker closes the connection with 4001 and the SDK
+ *   reconnects with a token from `getToken`. The new token must have the same `sub`.
+ * @property {number} [tokenRefreshMargin=5000] ms before `exp` by which a refreshed token
+ *   must be in place (short-lived tokens).
  * @property {Function} [WebSocket] WebSocket constructor; defaults to `globalThis.WebSocket`
  *   (in Node.js 20 pass `WebSocket` from the `ws` package).
  * @property {string|string[]} [protocols] WebSocket sub-protocols to offer (e.g. `'chorus.v1'`); none by default.
@@ -427,6 +542,16 @@ const WS_OPEN = 1;
  */
 
 /**
+ * @typedef {object} SubscribeOptions
+ * @property {{epoch: string, seq: number}} [since] resume from a stored position (messages
+ *   after it are delivered first if still in the broker's history).
+ * @property {string|((channel: string) => string|Promise<string>)} [token] subscription
+ *   token (PROTOCOL.md 8.3: a JWT with `ch` equal to the channel), for namespaces with
+ *   `subscribe: "token"`. A function is called for every (re)subscribe, so resubscribing
+ *   after a reconnect gets a fresh one; the `sub` is then sent once it resolves.
+ */
+
+/**
  * @typedef {object} HistoryOptions
  * @property {number} [limit] newest N messages (the server caps it at the namespace's history size).
  * @property {{epoch: string, seq: number}} [since] only messages after this position.
@@ -443,9 +568,17 @@ const WS_OPEN = 1;
  * - `connecting` ({url, attempt})
  * - `connected` ({client, node, v}): the server's `hello` arrived; subscriptions are
  *   being restored and queued requests flushed.
- * - `disconnected` ({code, reason, willReconnect}): a connected session ended. `code`
- *   4013 (`CloseCodes.CUT_OFF`): the node lost its cluster's majority; the client
- *   reconnects at once (small jitter) and resumes.
+ * - `disconnected` ({code, reason, willReconnect}): a connected session ended, with the
+ *   server's close code and reason (PROTOCOL.md 5). `code` 4013 (`CloseCodes.CUT_OFF`): the
+ *   node lost its cluster's majority; the client reconnects at once (small jitter) and
+ *   resumes. `code` 4009 (`CloseCodes.DISCONNECT`): the backend disconnected the user; the
+ *   client does not reconnect (`willReconnect: false`, state `closed`).
+ * - `subscribed` (ctx): an ack of any subscription, or the server subscribed this
+ *   connection (`byServer: true`); `ctx` is the Subscription's `subscribed` argument plus
+ *   `subscription`. Emitted at once, before `subscribe()` resolves.
+ * - `unsubscribed` ({channel, byServer, reason?}): a subscription ended, by
+ *   `unsubscribe()`, a refused resubscribe, or the server (`byServer: true`, its `reason`).
+ * - `token` ({user, exp}): a token from `getToken` was accepted in band (`auth`).
  * - `reconnecting` ({attempt, delay, code, reason}): the next attempt is scheduled in `delay` ms.
  * - `epoch` ({channel, epoch, seq}): a subscribed channel's epoch changed.
  * - `gap` ({channel, epoch, from, to, source}): messages of a subscribed channel are
@@ -505,6 +638,12 @@ export class Chorus extends Emitter {
     this._retry = publishRetryOptions(this._opts.publishRetry);
     /** @type {Set<object>} publishes waiting for their next attempt (answered `unavailable`) */
     this._retrying = new Set();
+    /** @type {Promise<void>|null} set while a Blob publish is being read (publish order) */
+    this._blobGate = null;
+    /** The token the current connection presented (or last refreshed), if any. */
+    this._token = null;
+    this._refreshTimer = null;
+    this._usedStaticToken = false;
   }
 
   /* ---------------------------------------------------------------- */
@@ -569,9 +708,16 @@ export class Chorus extends Emitter {
         /* already closing */
       }
     }
+    this._closeAll(1000, 'client closed', wasConnected);
+  }
+
+  /** Ends the session: settles everything pending, keeps acked subscriptions for a later connect(). */
+  _closeAll(code, reason, wasConnected = true) {
     this._setState('closed');
-    const err = () => new ChorusError(ErrorCodes.CLOSED, 'client closed');
-    this._failInflight(err);
+    const err = () => new ChorusError(ErrorCodes.CLOSED, code === 1000 ? 'client closed' : `closed by the server (${code}${reason ? ' ' + reason : ''})`);
+    this._failInflight(
+      code === 1000 ? err : () => new ChorusError(ErrorCodes.DISCONNECTED, `connection closed by the server (${code}${reason ? ' ' + reason : ''}); the outcome of the request is unknown`)
+    );
     for (const r of this._queue.splice(0)) this._settle(r, err());
     for (const r of [...this._retrying]) {
       this._retrying.delete(r);
@@ -585,7 +731,7 @@ export class Chorus extends Emitter {
       clearTimeout(w.timer);
       w.reject(err());
     }
-    if (wasConnected) this.emit('disconnected', { code: 1000, reason: 'client closed', willReconnect: false });
+    if (wasConnected) this.emit('disconnected', { code, reason, willReconnect: false });
   }
 
   /* ---------------------------------------------------------------- */
@@ -609,8 +755,7 @@ export class Chorus extends Emitter {
    * @param {string} channel
    * @param {(data: any, msg: object) => void} [onMessage] called for each message with its
    *   `data` and the whole `msg` frame (`{op, ch, seq, ts, client, data}`).
-   * @param {{since?: {epoch: string, seq: number}}} [opts] `since`: resume from a stored position
-   *   (messages after it are delivered first if still in the broker's history).
+   * @param {SubscribeOptions} [opts]
    * @returns {Promise<Subscription>}
    */
   subscribe(channel, onMessage, opts = {}) {
@@ -622,6 +767,7 @@ export class Chorus extends Emitter {
       return Promise.reject(new ChorusError(ErrorCodes.ALREADY_SUBSCRIBED, `already subscribed to '${channel}'`));
     }
     const sub = new Subscription(this, channel);
+    if (opts.token !== undefined && opts.token !== null) sub._token = opts.token;
     if (onMessage) sub.on('message', onMessage);
     if (opts.since && typeof opts.since.epoch === 'string') {
       sub.epoch = opts.since.epoch;
@@ -641,7 +787,10 @@ export class Chorus extends Emitter {
   }
 
   /**
-   * Publishes `data` (any JSON value) to a channel. Resolves with the seq the
+   * Publishes `data` to a channel: any JSON value, or bytes (an `ArrayBuffer`, a
+   * `Uint8Array` or other typed array / `DataView`, or a `Blob`), which go as a
+   * binary message (PROTOCOL.md 9) and reach subscribers as a `Uint8Array`.
+   * Resolves with the seq the
    * broker gave the message (for a key the broker had seen, the first publish's
    * seq: the message was published once). Rejects with the broker's code
    * (`bad_channel`, `forbidden`, `too_large`, `unavailable` once retries are
@@ -653,6 +802,8 @@ export class Chorus extends Emitter {
    * after the next `connected`. Every publish carries an idempotency key (the
    * caller's, or one the SDK makes) that it keeps through retries and
    * reconnects; an `unavailable` answer is retried with it (`publishRetry`).
+   * Publishes go out in the order of the calls, a `Blob` (read asynchronously)
+   * included.
    *
    * @param {string} channel
    * @param {any} data
@@ -660,7 +811,8 @@ export class Chorus extends Emitter {
    * @returns {Promise<number>}
    */
   publish(channel, data, opts = {}) {
-    const frame = { op: 'pub', ch: channel, data };
+    const binary = isBinaryData(data);
+    const frame = binary ? { op: 'pub', ch: channel } : { op: 'pub', ch: channel, data };
     const key = opts ? opts.key : undefined;
     if (key !== undefined && key !== null) {
       if (!validKey(key)) {
@@ -670,12 +822,42 @@ export class Chorus extends Emitter {
     } else if (this._retry) {
       frame.key = newPublishKey();
     }
-    return this._request(frame, (reply) => reply.seq);
+    const seqOf = (reply) => reply.seq;
+    if (!binary) {
+      if (!this._blobGate) return this._request(frame, seqOf);
+    } else if (!isBlob(data) && !this._blobGate) {
+      return this._request(frame, seqOf, bytesOf(data).slice());
+    }
+    // A Blob is read asynchronously; publishes made meanwhile wait behind it so
+    // that they still reach the broker in the order of the calls.
+    const bytes = binary ? (isBlob(data) ? data.arrayBuffer().then((b) => new Uint8Array(b)) : bytesOf(data).slice()) : undefined;
+    const before = this._blobGate || Promise.resolve();
+    let open;
+    const gate = new Promise((resolve) => (open = resolve));
+    this._blobGate = gate;
+    const release = () => {
+      if (this._blobGate === gate) this._blobGate = null;
+      open();
+    };
+    return before
+      .then(() => bytes)
+      .then(
+        (payload) => {
+          const p = this._request(frame, seqOf, payload);
+          release();
+          return p;
+        },
+        (e) => {
+          release();
+          throw e;
+        }
+      );
   }
 
   /**
    * Fetches the newest messages kept for a channel, oldest first. Subscribing is
-   * not required.
+   * not required. A binary message comes with its payload base64-encoded in `bin`
+   * (PROTOCOL.md 9); the SDK also puts its bytes in `data`, as a `Uint8Array`.
    * @param {string} channel
    * @param {HistoryOptions} [opts]
    * @returns {Promise<{ch: string, epoch: string, seq: number, msgs: Array<object>}>}
@@ -684,7 +866,7 @@ export class Chorus extends Emitter {
     const frame = { op: 'history', ch: channel };
     if (opts.limit !== undefined) frame.limit = opts.limit;
     if (opts.since) frame.since = { epoch: opts.since.epoch, seq: opts.since.seq };
-    return this._request(frame, (r) => ({ ch: r.ch, epoch: r.epoch, seq: r.seq, msgs: Array.isArray(r.msgs) ? r.msgs : [] }));
+    return this._request(frame, (r) => ({ ch: r.ch, epoch: r.epoch, seq: r.seq, msgs: Array.isArray(r.msgs) ? r.msgs.map(decodeHistoryMsg) : [] }));
   }
 
   /**
@@ -732,12 +914,12 @@ export class Chorus extends Emitter {
   /* Internals: requests                                              */
   /* ---------------------------------------------------------------- */
 
-  _request(frame, mapReply) {
+  _request(frame, mapReply, bin) {
     if (this.state === 'closed' && !this._wantConnected) {
       return Promise.reject(new ChorusError(ErrorCodes.CLOSED, 'client closed'));
     }
     return new Promise((resolve, reject) => {
-      const r = { id: this._nextId++, frame, mapReply, resolve, reject, timer: null, sent: false, start: now(), attempts: 1, retryTimer: null };
+      const r = { id: this._nextId++, frame, bin, mapReply, resolve, reject, timer: null, sent: false, start: now(), attempts: 1, retryTimer: null };
       frame.id = r.id;
       if (this.state !== 'connected') {
         if (this._queue.length >= this._opts.maxOfflineQueue) {
@@ -794,7 +976,8 @@ export class Chorus extends Emitter {
   _sendRequest(r) {
     r.sent = true;
     this._inflight.set(r.id, r);
-    this._send(r.frame);
+    if (r.bin) this._sendRaw(encodeBinary(r.frame, r.bin));
+    else this._send(r.frame);
   }
 
   _settle(r, errOrFn, reply) {
@@ -838,10 +1021,15 @@ export class Chorus extends Emitter {
   }
 
   _send(frame) {
+    return this._sendRaw(JSON.stringify(frame));
+  }
+
+  /** Sends a text (string) or binary (Uint8Array) frame on the open socket. */
+  _sendRaw(data) {
     const ws = this._ws;
     if (!ws || ws.readyState !== WS_OPEN) return false;
     try {
-      ws.send(JSON.stringify(frame));
+      ws.send(data);
       return true;
     } catch (e) {
       this._listenerError(e, 'send');
@@ -854,10 +1042,39 @@ export class Chorus extends Emitter {
   /* ---------------------------------------------------------------- */
 
   _sendSub(sub) {
-    const id = this._nextId++;
+    if (typeof sub._token === 'function') {
+      // A subscription token from a callback: fetched for every (re)subscribe,
+      // since the one of the last connection may have expired.
+      const id = this._nextId++;
+      const ws = this._ws;
+      sub._reqId = id;
+      sub._live = false;
+      Promise.resolve()
+        .then(() => sub._token(sub.channel))
+        .then(
+          (tok) => {
+            if (this._ws === ws && this.state === 'connected' && sub._reqId === id && this._subs.get(sub.channel) === sub) this._sendSubFrame(sub, tok, id);
+          },
+          (e) => {
+            if (sub._reqId !== id || this._subs.get(sub.channel) !== sub) return;
+            const err = e instanceof Error ? e : new ChorusError('token_refresh', String(e));
+            if (sub._pending) this._dropSub(sub, err);
+            else {
+              this._dropSub(sub, null);
+              if (!sub.emit('error', err)) this.emit('error', err);
+            }
+          }
+        );
+      return;
+    }
+    this._sendSubFrame(sub, sub._token, this._nextId++);
+  }
+
+  _sendSubFrame(sub, token, id) {
     const frame = { op: 'sub', id, ch: sub.channel };
     const since = sub.position;
     if (since) frame.since = since;
+    if (typeof token === 'string' && token !== '') frame.token = token;
     sub._reqId = id;
     sub._live = false;
     const r = { id, kind: 'sub', sub, since: !!since, timer: null };
@@ -892,8 +1109,9 @@ export class Chorus extends Emitter {
     sub.state = 'subscribed';
     sub._live = true;
     sub._everAcked = true;
-    const ctx = { channel: sub.channel, epoch, seq, resubscribed, wasRecovering, recovered: wasRecovering ? recovered : undefined };
+    const ctx = { channel: sub.channel, epoch, seq, resubscribed, wasRecovering, recovered: wasRecovering ? recovered : undefined, byServer: false };
     sub.lastAck = ctx;
+    this.emit('subscribed', { ...ctx, subscription: sub });
     const events = [['subscribed', ctx]];
     if (wasRecovering && !recovered) events.push(['unrecovered', ctx]);
     if (sub._pending) {
@@ -924,8 +1142,11 @@ export class Chorus extends Emitter {
     }
   }
 
-  /** Removes a subscription from the client; rejects its pending subscribe() with err. */
-  _dropSub(sub, err) {
+  /**
+   * Removes a subscription from the client; rejects its pending subscribe() with err.
+   * `reason` is the server's, when it ended the subscription.
+   */
+  _dropSub(sub, err, reason) {
     if (this._subs.get(sub.channel) === sub) this._subs.delete(sub.channel);
     const wasActive = sub.state !== 'unsubscribed';
     sub.state = 'unsubscribed';
@@ -937,7 +1158,52 @@ export class Chorus extends Emitter {
       p.reject(err || new ChorusError(ErrorCodes.CLOSED, 'unsubscribed'));
     }
     sub._flushDeferred();
-    if (wasActive) sub.emit('unsubscribed');
+    if (wasActive) {
+      const ev = reason === undefined ? { channel: sub.channel, byServer: false } : { channel: sub.channel, byServer: true, reason };
+      sub.emit('unsubscribed', ev);
+      this.emit('unsubscribed', ev);
+    }
+  }
+
+  /**
+   * The server subscribed this connection to a channel (the application's
+   * backend: `POST /api/subscribe`). A Subscription is made for it, which the
+   * SDK then keeps and resumes like its own; the client's `subscribed` event
+   * (`byServer: true`) hands it over so the application can listen to it.
+   */
+  _onServerSub(m) {
+    if (typeof m.ch !== 'string') return;
+    let sub = this._subs.get(m.ch);
+    const created = !sub;
+    if (created) {
+      sub = new Subscription(this, m.ch);
+      this._subs.set(m.ch, sub);
+    }
+    const epoch = typeof m.epoch === 'string' ? m.epoch : sub.epoch;
+    const seq = typeof m.seq === 'number' ? m.seq : 0;
+    if (!sub._live) {
+      // Ours in flight, or new: deliver what follows the server's position.
+      if (sub.epoch !== epoch || sub.epoch === null) {
+        sub.epoch = epoch;
+        sub.seq = seq;
+      }
+      sub._live = true;
+    }
+    sub.state = 'subscribed';
+    sub._everAcked = true;
+    const ctx = { channel: sub.channel, epoch, seq, resubscribed: !created, wasRecovering: false, recovered: undefined, byServer: true };
+    sub.lastAck = ctx;
+    this.emit('subscribed', { ...ctx, subscription: sub });
+    sub._flushDeferred();
+    sub.emit('subscribed', ctx);
+  }
+
+  /** The server ended a subscription (`{"op":"unsubscribed","ch","reason"}`): nothing more comes from it. */
+  _onServerUnsub(m) {
+    const sub = typeof m.ch === 'string' ? this._subs.get(m.ch) : undefined;
+    const reason = typeof m.reason === 'string' ? m.reason : '';
+    if (!sub) return;
+    this._dropSub(sub, new ChorusError('unsubscribed', `unsubscribed from '${sub.channel}' by the server${reason ? ': ' + reason : ''}`), reason);
   }
 
   _unsubscribe(sub) {
@@ -1031,8 +1297,9 @@ export class Chorus extends Emitter {
     const attempt = this._attempt;
     let url = this.url;
     try {
-      const tok = typeof this._opts.token === 'function' ? await this._opts.token() : this._opts.token;
+      const tok = await this._connectToken();
       if (!this._wantConnected || this._ws || gen !== this._openGen) return;
+      this._token = tok || null;
       if (tok) url += (url.includes('?') ? '&' : '?') + 'token=' + encodeURIComponent(tok);
     } catch (e) {
       this.emit('error', e);
@@ -1043,6 +1310,8 @@ export class Chorus extends Emitter {
     let ws;
     try {
       ws = this._opts.protocols ? new this._WebSocket(url, this._opts.protocols) : new this._WebSocket(url);
+      // Binary messages arrive as ArrayBuffers (browsers default to Blob, `ws` to Buffer).
+      ws.binaryType = 'arraybuffer';
     } catch (e) {
       this.emit('error', e);
       this._scheduleReconnect(0, String(e && e.message));
@@ -1063,10 +1332,74 @@ export class Chorus extends Emitter {
     }, this._opts.connectTimeout);
   }
 
+  /**
+   * The token for a new connection: from a `token` function, else the string
+   * `token` (the first time only when there is `getToken`), else `getToken()`.
+   */
+  async _connectToken() {
+    const { token, getToken } = this._opts;
+    if (typeof token === 'function') return token();
+    if (token && (!getToken || !this._usedStaticToken)) {
+      this._usedStaticToken = true;
+      return token;
+    }
+    if (typeof getToken === 'function') return getToken();
+    return token;
+  }
+
+  /** Arms the in-band refresh of the current token before its `exp` (getToken only). */
+  _scheduleRefresh() {
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
+    if (typeof this._opts.getToken !== 'function' || this.state !== 'connected') return;
+    const exp = tokenExpiry(this._token);
+    if (exp === null) return;
+    const remaining = exp * 1000 - Date.now();
+    this._refreshTimer = setTimeout(() => this._refreshToken(exp), refreshDelay(remaining, this._opts.tokenRefreshMargin));
+  }
+
+  /**
+   * Gets a fresh token and sends it with `auth` on the current connection. A
+   * failure is reported as `error` and tried again (at most every second)
+   * while the old token lasts; past its `exp` the broker closes the
+   * connection and the reconnect fetches a new one anyway.
+   */
+  async _refreshToken(exp) {
+    this._refreshTimer = null;
+    const ws = this._ws;
+    const retry = (e) => {
+      this.emit('error', e);
+      if (this._ws !== ws || this.state !== 'connected') return;
+      const left = exp * 1000 - Date.now();
+      if (left > 0) this._refreshTimer = setTimeout(() => this._refreshToken(exp), Math.min(1000, Math.max(50, left / 4)));
+    };
+    let tok;
+    try {
+      tok = await this._opts.getToken();
+    } catch (e) {
+      return retry(e instanceof Error ? e : new ChorusError('token_refresh', String(e)));
+    }
+    if (this._ws !== ws || this.state !== 'connected') return; // a reconnect fetches its own
+    if (typeof tok !== 'string' || tok === '') return retry(new ChorusError('token_refresh', 'getToken returned no token'));
+    try {
+      const reply = await this._request({ op: 'auth', token: tok });
+      if (this._ws !== ws) return;
+      this._token = tok;
+      this.emit('token', { user: typeof reply.user === 'string' ? reply.user : null, exp: tokenExpiry(tok) });
+      this._scheduleRefresh();
+    } catch (e) {
+      // `forbidden`: the node has no keys, so nothing ever expires; stop there.
+      if (e && e.code === 'forbidden') this.emit('error', e);
+      else if (e && e.code !== ErrorCodes.DISCONNECTED && e.code !== ErrorCodes.CLOSED) retry(e);
+    }
+  }
+
   /** Forgets the current socket without waiting for its close handshake. */
   _teardownSocket() {
     const ws = this._ws;
     this._ws = null;
+    clearTimeout(this._refreshTimer);
+    this._refreshTimer = null;
     clearTimeout(this._connectTimer);
     clearTimeout(this._pingTimer);
     clearTimeout(this._pongTimer);
@@ -1085,6 +1418,22 @@ export class Chorus extends Emitter {
    * detection) and schedules the next attempt.
    */
   _drop(code, reason, alreadyClosed = false) {
+    if (code === CloseCodes.DISCONNECT && this._wantConnected) {
+      // The backend removed this user: coming straight back would undo that.
+      const wasConnected = this.state === 'connected';
+      this._wantConnected = false;
+      this._openGen++;
+      const ws = this._teardownSocket();
+      if (ws && !alreadyClosed) {
+        try {
+          ws.close(1000);
+        } catch (_) {
+          /* ignore */
+        }
+      }
+      this._closeAll(CloseCodes.DISCONNECT, reason, wasConnected);
+      return;
+    }
     const ws = this._teardownSocket();
     const wasConnected = this.state === 'connected';
     if (ws && !alreadyClosed) {
@@ -1130,18 +1479,18 @@ export class Chorus extends Emitter {
 
   _onFrame(ws, raw) {
     if (this._ws !== ws) return;
-    let text = raw;
     if (typeof raw !== 'string') {
-      try {
-        text = new TextDecoder().decode(raw instanceof ArrayBuffer || ArrayBuffer.isView(raw) ? raw : new Uint8Array(raw));
-      } catch (_) {
-        this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, 'undecodable frame from server'));
+      // A binary frame is a binary message (PROTOCOL.md 9): [H][header]<payload>.
+      const m = decodeBinary(raw);
+      if (!m || m.op !== 'msg') {
+        this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, 'malformed binary frame from server'));
         return;
       }
+      return this._onMsg(m);
     }
     let m;
     try {
-      m = JSON.parse(text);
+      m = JSON.parse(raw);
     } catch (_) {
       this.emit('error', new ChorusError(ErrorCodes.PROTOCOL, 'server sent invalid JSON: ' + String(text).slice(0, 80)));
       return;
@@ -1159,6 +1508,10 @@ export class Chorus extends Emitter {
         return this._onEpoch(m);
       case 'gap':
         return this._onGap(m);
+      case 'subscribed':
+        return this._onServerSub(m);
+      case 'unsubscribed':
+        return this._onServerUnsub(m);
       case 'ack':
       case 'pong':
       case 'history':
@@ -1195,6 +1548,7 @@ export class Chorus extends Emitter {
     for (const sub of this._subs.values()) this._sendSub(sub);
     for (const r of this._queue.splice(0)) this._sendRequest(r);
     this._schedulePing();
+    this._scheduleRefresh();
     for (const w of this._connectWaiters.splice(0)) {
       clearTimeout(w.timer);
       w.resolve();

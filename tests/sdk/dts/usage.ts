@@ -13,9 +13,13 @@ import Default, {
   PROTOCOL_VERSION,
   Subscription,
   VERSION,
+  tokenExpiry,
 } from '../../../client-sdk/js/chorus.js';
 import type {
+  BinaryData,
+  BlobLike,
   BrokerErrorCode,
+  ClientSubscribedEvent,
   ChorusEvents,
   ChorusOptions,
   ClientErrorCode,
@@ -41,6 +45,8 @@ import type {
   SubscribeOptions,
   SubscribedContext,
   SubscriptionEvents,
+  TokenEvent,
+  UnsubscribedEvent,
   WebSocketConstructor,
   WebSocketLike,
 } from '../../../client-sdk/js/chorus.js';
@@ -67,6 +73,10 @@ const errReply: ErrFrame | undefined = err.reply;
 const asError: Error = err;
 new ChorusError(anyCode, 'without a reply');
 exact<typeof CloseCodes.CUT_OFF, 4013>(true);
+exact<typeof CloseCodes.DISCONNECT, 4009>(true);
+const exp: number | null = tokenExpiry('a.b.c');
+// @ts-expect-error a token is a string
+tokenExpiry(42);
 const closeCodes: number[] = [CloseCodes.NORMAL, CloseCodes.SHUTDOWN, CloseCodes.AUTH, CloseCodes.SLOW_CONSUMER];
 // @ts-expect-error CloseCodes is read-only
 CloseCodes.CUT_OFF = 4000;
@@ -81,13 +91,16 @@ class FakeSocket implements WebSocketLike {
   onerror: ((ev: unknown) => void) | null = null;
   onopen: ((ev: unknown) => void) | null = null;
   constructor(readonly url: string, readonly protocols?: string | string[]) {}
-  send(_data: string): void {}
+  binaryType = 'blob';
+  send(_data: string | Uint8Array): void {}
   close(_code?: number, _reason?: string): void {}
 }
 const socketCtor: WebSocketConstructor = FakeSocket;
 
 const options: ChorusOptions = {
   token: async () => 'a token',
+  getToken: async () => 'a fresh token',
+  tokenRefreshMargin: 5000,
   WebSocket: socketCtor,
   protocols: ['chorus.v1'],
   minReconnectDelay: 500,
@@ -128,7 +141,12 @@ client
   .on('error', (e: Error) => void e.message)
   .on('state', (now: ConnectionState, previous: ConnectionState) => void [now, previous])
   .on('join', (frame) => void [frame.op satisfies 'join', frame.ch, frame.user, frame.info, frame.client])
-  .on('leave', (frame) => void [frame.op satisfies 'leave', frame.ch]);
+  .on('leave', (frame) => void [frame.op satisfies 'leave', frame.ch])
+  .on('subscribed', (ev: ClientSubscribedEvent) => void [ev.subscription.channel, ev.byServer, ev.seq])
+  .on('unsubscribed', (ev: UnsubscribedEvent) => void [ev.channel, ev.byServer, ev.reason])
+  .on('token', (ev: TokenEvent) => void [ev.user, ev.exp]);
+// @ts-expect-error getToken returns a token, not a number
+new Chorus('ws://x/ws', { getToken: () => 42 });
 // @ts-expect-error no such event
 client.on('hello', () => {});
 // @ts-expect-error a state listener gets states, not events
@@ -152,6 +170,17 @@ async function useClient(): Promise<void> {
   await client.publish('chat:lobby', { text: 'once' }, publishOptions);
   // @ts-expect-error a key is a string
   await client.publish('chat:lobby', 1, { key: 77 });
+  const bytes: BinaryData = new Uint8Array([1, 2, 3]);
+  await client.publish('files:x', bytes, { key: 'upload-1' });
+  await client.publish('files:x', new ArrayBuffer(8));
+  await client.publish('files:x', new DataView(new ArrayBuffer(2)));
+  const blob: BlobLike = { size: 0, type: '', arrayBuffer: async () => new ArrayBuffer(0) };
+  await client.publish('files:x', blob);
+  const binSub: Subscription<Uint8Array> = await client.subscribe<Uint8Array>('files:x', (data, msg) => {
+    const first: number | undefined = data[0];
+    void [first, msg.bin];
+  });
+  await binSub.publish(new Uint8Array([4]));
   const history: HistoryResult<Chat> = await client.history<Chat>('chat:lobby', { limit: 10 });
   const first: Chat | undefined = history.msgs[0]?.data;
   void [history.ch, history.epoch, history.seq, first];
@@ -171,6 +200,10 @@ async function useClient(): Promise<void> {
     void [text, m];
   });
   const subscribeOptions: SubscribeOptions = { since };
+  await client.subscribe('secret:room', { token: 'a subscription token' });
+  await client.subscribe('secret:room2', () => {}, { token: async (ch: string) => `token for ${ch}` });
+  // @ts-expect-error a subscription token is a string or a callback
+  await client.subscribe('secret:room3', { token: 7 });
   const resumed: Subscription<Json> = await client.subscribe('chat:other', subscribeOptions);
   await client.subscribe('chat:third', undefined, { since });
   await client.subscribe('chat:fourth');
@@ -196,19 +229,19 @@ async function useClient(): Promise<void> {
   sub
     .on('message', (data: Chat, msg: Message<Chat>) => void [data.text, msg.seq])
     .on('subscribed', (ctx: SubscribedContext) =>
-      void [ctx.channel, ctx.epoch, ctx.seq, ctx.resubscribed, ctx.wasRecovering, ctx.recovered])
+      void [ctx.channel, ctx.epoch, ctx.seq, ctx.resubscribed, ctx.wasRecovering, ctx.recovered, ctx.byServer])
     .on('unrecovered', (ctx: SubscribedContext) => void ctx.recovered)
     .on('epoch', (ev: EpochEvent) => void ev.epoch)
     .on('gap', (ev: GapEvent) => void [ev.from, ev.to])
     .on('error', (e: ChorusError) => void e.code)
-    .on('unsubscribed', () => {})
+    .on('unsubscribed', (ev: UnsubscribedEvent) => void [ev.channel, ev.byServer, ev.reason])
     .on('join', (frame: PresenceEvent & { op: 'join' }) => void frame.user)
     .on('leave', (frame: PresenceEvent & { op: 'leave' }) => void frame.user);
   // @ts-expect-error a subscription has no state event
   sub.on('state', () => {});
   const onGap: SubscriptionEvents<Chat>['gap'] = () => {};
   sub.once('gap', onGap).off('gap', onGap).off('gap');
-  const subHadListener: boolean = sub.emit('unsubscribed');
+  const subHadListener: boolean = sub.emit('unsubscribed', { channel: 'chat:lobby', byServer: false });
   const subListeners: number = sub.listenerCount('message');
   void [subHadListener, subListeners];
 
@@ -227,5 +260,5 @@ async function useClient(): Promise<void> {
   client.close();
 }
 
-void [version, protocol, closeCodes, retryOff, retryOptions, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId,
+void [exp, version, protocol, closeCodes, retryOff, retryOptions, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId,
   hadListener, listeners, useClient];
