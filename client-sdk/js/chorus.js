@@ -482,10 +482,12 @@ export function tokenExpiry(token) {
 
 /**
  * When to refresh a token that expires in `remainingMs`: at 85% of what is
- * left, but at least `marginMs` before `exp` when the token is short-lived.
+ * left, or `marginMs` before `exp` when that is sooner; halfway for a token
+ * that lives less than two margins (never a refresh loop with no delay).
  */
 function refreshDelay(remainingMs, marginMs) {
-  return Math.max(0, Math.min(remainingMs * 0.85, remainingMs - marginMs));
+  if (remainingMs < 2 * marginMs) return Math.max(0, remainingMs / 2);
+  return Math.min(remainingMs * 0.85, remainingMs - marginMs);
 }
 
 /**
@@ -497,7 +499,8 @@ function refreshDelay(remainingMs, marginMs) {
  * @property {() => string|Promise<string>} [getToken] returns a fresh connection token.
  *   Called before every connection attempt, and before the current token's `exp` (read
  *   from the JWT without verifying it): at 85% of its remaining lifetime, or
- *   `tokenRefreshMargin` before `exp` when that is sooner. The new token is sent in band
+ *   `tokenRefreshMargin` before `exp` when that is sooner (halfway for a token living
+ *   less than two margins). The new token is sent in band
  *   with the `auth` op (PROTOCOL.md 2.8), so the connection, its subscriptions and its
  *   queued requests carry on untouched. A failed refresh emits `error` and is retried
  *   until `exp`; past it the broker closes the connection with 4001 and the SDK

@@ -182,6 +182,32 @@ describe('server-initiated events (FakeBroker)', () => {
     }
   });
 
+  test('a token shorter-lived than two margins is refreshed halfway, not in a loop', async () => {
+    const jwt = (exp) => `e30.${Buffer.from(JSON.stringify({ sub: 'u', exp })).toString('base64url')}.sig`;
+    broker.intercept = (conn, f) => {
+      if (f.op !== 'auth') return false;
+      broker.sendRaw(conn, { op: 'ack', id: f.id, user: 'u' });
+      return true;
+    };
+    try {
+      const authsBefore = broker.framesOf('auth').length;
+      // exp 2 s ahead in whole seconds: 1-2 s left, under the default 5 s margin.
+      const c = client({ getToken: () => jwt(Math.floor(Date.now() / 1000) + 2) });
+      const token = nextEvent(c, 'token', 3000);
+      await c.connect();
+      const t0 = Date.now();
+      const ev = await token;
+      const after = Date.now() - t0;
+      assert.equal(ev.user, 'u');
+      assert.equal(typeof ev.exp, 'number');
+      assert.ok(after >= 400 && after <= 1900, `refreshed ${after} ms after connecting (halfway through 1-2 s)`);
+      c.close();
+      assert.equal(broker.framesOf('auth').length - authsBefore, 1, 'one auth');
+    } finally {
+      broker.intercept = null;
+    }
+  });
+
   test('a malformed binary frame is a protocol error, not a message', async () => {
     const c = client();
     await c.connect();
