@@ -25,6 +25,8 @@ export const ErrorCodes: Readonly<{
   QUEUE_FULL: 'queue_full';
   ALREADY_SUBSCRIBED: 'already_subscribed';
   PROTOCOL: 'protocol_error';
+  /** `getToken` or a subscription token callback gave no token. */
+  TOKEN: 'token_error';
 }>;
 
 /** Error codes of the broker (PROTOCOL.md section 3). */

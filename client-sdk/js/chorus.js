@@ -78,6 +78,8 @@ export const ErrorCodes = Object.freeze({
   ALREADY_SUBSCRIBED: 'already_subscribed',
   /** The server sent something this SDK cannot understand. */
   PROTOCOL: 'protocol_error',
+  /** `getToken` or a subscription token callback gave no token (threw a non-Error, or returned nothing). */
+  TOKEN: 'token_error',
 });
 
 /**
@@ -1052,15 +1054,19 @@ export class Chorus extends Emitter {
       const ws = this._ws;
       sub._reqId = id;
       sub._live = false;
-      Promise.resolve()
-        .then(() => sub._token(sub.channel))
+      let timer;
+      const limit = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new ChorusError(ErrorCodes.TIMEOUT, `subscription token for '${sub.channel}': none within ${this._opts.requestTimeout} ms`)), this._opts.requestTimeout);
+      });
+      Promise.race([Promise.resolve().then(() => sub._token(sub.channel)), limit])
+        .finally(() => clearTimeout(timer))
         .then(
           (tok) => {
             if (this._ws === ws && this.state === 'connected' && sub._reqId === id && this._subs.get(sub.channel) === sub) this._sendSubFrame(sub, tok, id);
           },
           (e) => {
             if (sub._reqId !== id || this._subs.get(sub.channel) !== sub) return;
-            const err = e instanceof Error ? e : new ChorusError('token_refresh', String(e));
+            const err = e instanceof Error ? e : new ChorusError(ErrorCodes.TOKEN, String(e));
             if (sub._pending) this._dropSub(sub, err);
             else {
               this._dropSub(sub, null);
@@ -1380,10 +1386,10 @@ export class Chorus extends Emitter {
     try {
       tok = await this._opts.getToken();
     } catch (e) {
-      return retry(e instanceof Error ? e : new ChorusError('token_refresh', String(e)));
+      return retry(e instanceof Error ? e : new ChorusError(ErrorCodes.TOKEN, String(e)));
     }
     if (this._ws !== ws || this.state !== 'connected') return; // a reconnect fetches its own
-    if (typeof tok !== 'string' || tok === '') return retry(new ChorusError('token_refresh', 'getToken returned no token'));
+    if (typeof tok !== 'string' || tok === '') return retry(new ChorusError(ErrorCodes.TOKEN, 'getToken returned no token'));
     try {
       const reply = await this._request({ op: 'auth', token: tok });
       if (this._ws !== ws) return;

@@ -208,6 +208,20 @@ describe('server-initiated events (FakeBroker)', () => {
     }
   });
 
+  test('a subscription token callback that fails ends that subscription only', async () => {
+    const c = client();
+    await c.connect();
+    const e = await c.subscribe('secret:a', () => {}, { token: async () => { throw new Error('no token for you'); } }).catch((x) => x);
+    assert.equal(e.message, 'no token for you');
+    assert.equal(c.getSubscription('secret:a'), undefined);
+    const e2 = await c.subscribe('secret:b', { token: () => Promise.reject('plain') }).catch((x) => x);
+    assert.equal(e2.code, 'token_error');
+    const ok = await c.subscribe('secret:c', { token: () => 'tok-c' });
+    assert.equal(ok.state, 'subscribed');
+    assert.equal(broker.framesOf('sub').find((f) => f.ch === 'secret:c').token, 'tok-c');
+    assert.equal(broker.framesOf('sub').filter((f) => f.ch === 'secret:a' || f.ch === 'secret:b').length, 0, 'no sub without its token');
+  });
+
   test('a malformed binary frame is a protocol error, not a message', async () => {
     const c = client();
     await c.connect();

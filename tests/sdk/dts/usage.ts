@@ -60,7 +60,7 @@ function exact<A, B>(_proof: Equal<A, B>): void {}
 const version: string = VERSION;
 const protocol: 1 = PROTOCOL_VERSION;
 exact<typeof ErrorCodes.TIMEOUT, 'timeout'>(true);
-exact<ClientErrorCode, 'timeout' | 'disconnected' | 'closed' | 'queue_full' | 'already_subscribed' | 'protocol_error'>(true);
+exact<ClientErrorCode, 'timeout' | 'disconnected' | 'closed' | 'queue_full' | 'already_subscribed' | 'protocol_error' | 'token_error'>(true);
 // @ts-expect-error ErrorCodes is read-only
 ErrorCodes.TIMEOUT = 'x';
 const brokerCode: BrokerErrorCode = 'rate_limited';
