@@ -18,6 +18,7 @@
 #include "owner.h"
 #include "presence.h"
 #include "replica.h"
+#include "sdnotify.h"
 #include "workers.h"
 
 #include <arpa/inet.h>
@@ -278,6 +279,7 @@ int server_start(const struct config *cfg)
              cfg->api_key && *cfg->api_key ? "enabled" : "disabled", cfg->tls_cert ? "on" : "off",
              cfg->jwt_secret && *cfg->jwt_secret ? "HS256," : "",
              cfg->jwt_public_key ? "public-key" : "", cfg->allow_anonymous ? "allowed" : "refused");
+    sdnotify_start();
     return 0;
 }
 
@@ -346,6 +348,7 @@ void server_begin_shutdown(void)
 {
     if (rt.shutting_down || rt.leaving || !got_signal)
         return;
+    sdnotify_stopping();
     if (!cluster_enabled() || !cluster_ready()) {
         begin_drain();
         return;
@@ -377,6 +380,7 @@ void server_stop(void)
     }
     if (!rt.event_lib)
         keepalive_stop();
+    sdnotify_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     mirror_stop();
     cluster_stop();

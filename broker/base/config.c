@@ -1,6 +1,7 @@
 /* config.c - the settings table and its three sources (file, environment, flags). */
 #include "config.h"
 #include "log.h"
+#include "paths.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -21,6 +22,13 @@
 #ifndef CHORUS_SDK_DIR
 #define CHORUS_SDK_DIR "sdk"
 #endif
+/* The same directories of an installed chorusd, relative to its bin dir. */
+#ifndef CHORUS_WWW_REL
+#define CHORUS_WWW_REL "../share/chorus/www"
+#endif
+#ifndef CHORUS_SDK_REL
+#define CHORUS_SDK_REL "../share/chorus/sdk"
+#endif
 
 enum opt_type { OPT_INT, OPT_STR, OPT_BOOL, OPT_LIST, OPT_FLAG };
 
@@ -33,7 +41,7 @@ struct opt {
     long min, max;
     const char *help;
     const char *def;         /* the default, as the text a flag would give; NULL: zero,
-                              * or computed (node-id). --help shows it unless help does */
+                              * or computed (node-id, static-dir, sdk-dir). --help shows it unless help does */
 };
 
 #define F(field) offsetof(struct config, field)
@@ -44,8 +52,8 @@ static const struct opt opts[] = {
      "key for POST /api/publish; without one the HTTP publish API is disabled", NULL},
     {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')", NULL},
     {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)", NULL},
-    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", CHORUS_WWW_DIR},
-    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)", CHORUS_SDK_DIR},
+    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", NULL},
+    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)", NULL},
     {"allowed-origin", OPT_LIST, F(allowed_origin), F(n_allowed_origin), "URL", 0, 0,
      "accept WebSocket upgrades only from this Origin (repeatable; default: any)", NULL},
     {"max-connections", OPT_INT, F(max_connections), 0, "N", 1, 10000000,
@@ -194,8 +202,9 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
     return -1;
 }
 
-/* Every option's default comes from its row of opts[]; only the node id is
- * computed. */
+/* Every option's default comes from its row of opts[]; the node id and the
+ * two served directories (beside an installed chorusd, else in the source
+ * tree: paths.h) are computed. */
 static void defaults(struct config *cfg)
 {
     char host[256] = "chorus";
@@ -206,6 +215,8 @@ static void defaults(struct config *cfg)
     if (gethostname(host, sizeof host - 1) != 0)
         strcpy(host, "chorus");
     set_str(&cfg->node_id, host);
+    cfg->static_dir = paths_data_dir(CHORUS_WWW_REL, "index.html", CHORUS_WWW_DIR);
+    cfg->sdk_dir = paths_data_dir(CHORUS_SDK_REL, "chorus.js", CHORUS_SDK_DIR);
 }
 
 static void clear_list(struct config *cfg, const struct opt *o)
