@@ -39,6 +39,9 @@ set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
 # Depends: from the libraries chorusd and the tools link (dpkg-shlibdeps).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
+# Not seen by dpkg-shlibdeps: lws loads its libev plugin at run time, and
+# chorusd's default event loop (epoll) is that plugin.
+set(CPACK_DEBIAN_PACKAGE_DEPENDS "libwebsockets-evlib-ev")
 # The C SDK is static: a program linked against it needs these headers and
 # libraries (chorus-client.pc's Requires).
 set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libjansson-dev, libwebsockets-dev, pkg-config")
