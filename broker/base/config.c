@@ -44,7 +44,8 @@ struct opt {
     long min, max;
     const char *help;
     const char *def;         /* the default, as the text a flag would give; NULL: zero,
-                              * or computed (node-id, static-dir, sdk-dir). --help shows it unless help does */
+                              * or computed (node-id, static-dir, sdk-dir). --help
+                              * shows it, with the metavar's unit, unless help does */
 };
 
 #define F(field) offsetof(struct config, field)
