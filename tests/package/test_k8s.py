@@ -9,13 +9,15 @@ covers the drain, every CHORUS_* variable one chorusd knows, the image's uid);
 would: each in a mount namespace whose /etc/hosts plays the headless Service's
 DNS (chorus-<i>.chorus-headless.<ns>.svc.cluster.local -> 127.0.1.x), one
 name published only after the other nodes started (the script must wait for
-it), and all three must turn healthy with both peers up. That case is
+it), and all three must turn healthy with both peers up; the node started
+alone must not tell systemd READY=1 (sd_notify) until the majority exists. That case is
 skipped, saying so, where mount namespaces cannot be made (not root)."""
 
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -129,8 +131,9 @@ def _():
     assert 'ENTRYPOINT ["/usr/bin/chorusd"]' in df
 
 
-def start_node(i, ip, ports, hosts, script, tmp, secret):
+def start_node(i, ip, ports, hosts, script, tmp, secret, extra_env=None):
     env = h.clean_env({
+        **(extra_env or {}),
         "HOSTNAME": f"chorus-{i}", "POD_IP": ip, "POD_NAMESPACE": "test", "REPLICAS": "3",
         "STATEFULSET": "chorus", "HEADLESS": "chorus-headless", "CLUSTER_DOMAIN": "cluster.local",
         "CLUSTER_PORT": str(ports["cluster"]), "RAFT_PORT": str(ports["raft"]),
@@ -146,7 +149,7 @@ def start_node(i, ip, ports, hosts, script, tmp, secret):
     return p
 
 
-@h.test("start.sh forms a 3-node cluster from the headless Service's names, waiting for a name not yet published", timeout=90)
+@h.test("start.sh forms a 3-node cluster from the headless Service's names, waiting for a name not yet published; READY=1 only once a majority exists", timeout=90)
 def _():
     if os.geteuid() != 0 or subprocess.run(["unshare", "--mount", "true"],
                                            capture_output=True).returncode != 0:
@@ -154,6 +157,7 @@ def _():
         return
     tmp = tempfile.mkdtemp(prefix="chorus-k8s-")
     procs = []
+    notify = None
     try:
         with open(os.path.join(tmp, "start.sh"), "w") as f:
             f.write(M[("ConfigMap", "chorus-start")]["data"]["start.sh"])
@@ -167,12 +171,28 @@ def _():
         secret = re.search(r"cluster_curve_secret=(\S+)", subprocess.run(
             [h.chorusd_path(), "--curve-keygen"], capture_output=True, text=True,
             timeout=h.t(10)).stdout).group(1)
-        for i in range(3):
-            procs.append(start_node(i, ips[i], ports, hosts, os.path.join(tmp, "start.sh"), tmp, secret))
-        # chorus-2's name appears later, as when its pod is scheduled last.
+        # chorus-2 (which resolves the others' names at once) starts alone
+        # under a systemd-like NOTIFY_SOCKET; chorus-0 and -1 wait in start.sh
+        # for chorus-2's name, which appears later, as when its pod is
+        # scheduled last.
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(os.path.join(tmp, "notify.sock"))
+        notify.settimeout(0.1)
+        script = os.path.join(tmp, "start.sh")
+        procs = [None, None, start_node(2, ips[2], ports, hosts, script, tmp, secret,
+                                        {"NOTIFY_SOCKET": os.path.join(tmp, "notify.sock")})]
+        procs[0:2] = [start_node(i, ips[i], ports, hosts, script, tmp, secret) for i in range(2)]
         time.sleep(1.5)
         for i, p in enumerate(procs):
             assert p.poll() is None, f"chorus-{i} exited {p.returncode} before chorus-2 was published"
+        status, _hd, body = h.http_request(ports["http"], "GET", "/healthz", host=ips[2], timeout=2)
+        assert status == 503, f"chorus-2 alone: /healthz {status} {body!r}"
+        seen = []
+        try:
+            seen.append(notify.recv(4096).decode())
+        except socket.timeout:
+            pass
+        assert not any("READY=1" in d for d in seen), f"READY=1 without a Raft majority: {seen}"
         with open(hosts, "a") as f:  # same inode: the bind mounts see it
             f.write(f"{ips[2]} {names[2]}\n")
 
@@ -192,6 +212,13 @@ def _():
             return True
 
         h.wait_until(healthy, h.t(45), "all three nodes healthy with both peers up")
+        deadline = time.monotonic() + h.t(5)
+        while not any("READY=1" in d for d in seen) and time.monotonic() < deadline:
+            try:
+                seen.append(notify.recv(4096).decode())
+            except socket.timeout:
+                pass
+        assert sum("READY=1" in d for d in seen) == 1, f"chorus-2 sent {seen}"
         with open(os.path.join(tmp, "chorus-0.log")) as f:
             first = f.read()
         assert f"raft {ips[1]}:{ports['raft']},{ips[2]}:{ports['raft']}" in first, first[:2000]
@@ -201,13 +228,17 @@ def _():
             rc = p.wait(h.t(30))
             assert rc == 0, f"chorus-{i} exited {rc} on SIGTERM"
     except BaseException:
-        for i in range(len(procs)):
-            with open(os.path.join(tmp, f"chorus-{i}.log"), errors="replace") as f:
-                print(f"--- chorus-{i} ---\n" + "\n".join(f.read().splitlines()[-25:]))
+        for i in range(3):
+            path = os.path.join(tmp, f"chorus-{i}.log")
+            if os.path.exists(path):
+                with open(path, errors="replace") as f:
+                    print(f"--- chorus-{i} ---\n" + "\n".join(f.read().splitlines()[-25:]))
         raise
     finally:
+        if notify:
+            notify.close()
         for p in procs:
-            if p.poll() is None:
+            if p is not None and p.poll() is None:
                 p.kill()
                 p.wait(h.t(10))
         shutil.rmtree(tmp, ignore_errors=True)
