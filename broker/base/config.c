@@ -589,9 +589,33 @@ static const struct opt *find_flag(const char *arg, const char **inline_val)
     return NULL;
 }
 
-/* --check-config: what a start would refuse later, checked now. */
-static int check_files(const struct config *cfg)
+/* "IPV4:PORT", as libraft 0.15 needs (consensus.c refuses anything else at start). */
+static bool raft_addr_ok(const char *addr)
 {
+    char ip[INET_ADDRSTRLEN];
+    const char *colon = strrchr(addr, ':');
+    struct in_addr a;
+    if (!colon || (size_t)(colon - addr) >= sizeof ip)
+        return false;
+    snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return inet_pton(AF_INET, ip, &a) == 1 && a.s_addr != 0 && isdigit((unsigned char)colon[1]) &&
+           !*end && port > 0 && port < 65536;
+}
+
+/* --check-config: what a start would refuse later, checked now. */
+static int check_deep(const struct config *cfg)
+{
+    if (cfg->raft_bind && !raft_addr_ok(cfg->raft_bind)) {
+        fprintf(stderr, "chorusd: raft-bind must be IPV4:PORT, got '%s'\n", cfg->raft_bind);
+        return -1;
+    }
+    for (int i = 0; i < cfg->n_raft_peer; i++)
+        if (!raft_addr_ok(cfg->raft_peer[i])) {
+            fprintf(stderr, "chorusd: raft-peer must be IPV4:PORT, got '%s'\n", cfg->raft_peer[i]);
+            return -1;
+        }
     const char *files[][2] = {{"tls-cert", cfg->tls_cert}, {"tls-key", cfg->tls_key},
                               {"jwt-public-key", cfg->jwt_public_key}};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
@@ -826,7 +850,7 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     if (load_namespaces(cfg, file_root, file) < 0)
         goto out;
-    if (check && check_files(cfg) < 0)
+    if (check && check_deep(cfg) < 0)
         goto out;
     rc = 0;
 out:
