@@ -49,6 +49,14 @@ void sdnotify_start(void)
     lws_sul_schedule(rt.ctx, 0, &ready_timer, check_ready, 1);
 }
 
+void sdnotify_ready_now(void)
+{
+    if (told_ready || !getenv("NOTIFY_SOCKET"))
+        return;
+    told_ready = true;
+    tell("READY=1\nSTATUS=forwarding");
+}
+
 void sdnotify_stopping(void)
 {
     if (told_stopping || !getenv("NOTIFY_SOCKET"))

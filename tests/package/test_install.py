@@ -180,5 +180,34 @@ def _():
         sock.close()
 
 
+@h.test("The forwarder (--forwarder) also sends READY=1 once bound and STOPPING=1 on SIGTERM, and exits 0", timeout=60)
+def _():
+    if not cache_has("SYSTEMD_FOUND:INTERNAL=1"):
+        print("    (skipped: built without libsystemd)")
+        return
+    sock, path = notify_socket()
+    log_path = os.path.join(WORK, "forwarder.log")
+    seen = []
+    with open(log_path, "wb") as log:
+        p = subprocess.Popen([os.path.join(STAGE, "bin/chorusd"), "--forwarder", "--cluster-bind",
+                              f"tcp://127.0.0.1:{h.free_port()}", "--cluster-insecure", "true"],
+                             env=h.clean_env({"NOTIFY_SOCKET": path}), stdout=log,
+                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                             preexec_fn=h._die_with_parent)
+    try:
+        wait_datagram(sock, "READY=1", h.t(10), seen)
+        p.send_signal(signal.SIGTERM)
+        wait_datagram(sock, "STOPPING=1", h.t(10), seen)
+        assert p.wait(h.t(15)) == 0, f"the forwarder exited {p.returncode}"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(h.t(10))
+        sock.close()
+        with open(log_path, errors="replace") as f:
+            log_text = f.read()
+    assert "event=forwarder_started" in log_text, log_text[-1500:]
+
+
 if __name__ == "__main__":
     h.main([])
