@@ -449,21 +449,22 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
 
 /* --help's topics, in the order shown. A row of opts[] is listed under the
  * first topic naming it; a row no topic names is listed under "Other", so a
- * new option is never left out of --help. */
+ * new option is never left out of --help. (trusted-proxy and drain-delay are
+ * issue 15's options from another branch: a name without a row is ignored.) */
 static const struct {
     const char *title;
     const char *names; /* space-separated option names, each followed by a space */
 } topics[] = {
     {"General", "config node-id log-level event-loop workers "},
     {"Listening and serving", "port bind tls-cert tls-key allowed-origin static-dir sdk-dir "
-                              "max-header-bytes "},
+                              "max-header-bytes trusted-proxy "},
     {"Authentication and permissions", "api-key jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
                "max-queue-bytes max-queue-frames max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
     {"History", "history-size history-ttl "},
-    {"Keep-alive and shutdown", "ping-interval ping-timeout shutdown-timeout "},
+    {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},
     {"Cluster", "cluster-bind peer forwarder-connect forwarder cluster-curve-secret curve-keygen "
                 "cluster-insecure heartbeat-ms peer-timeout-ms cluster-timeout-ms "
                 "peer-resolve-interval cluster-hwm "},
