@@ -2,6 +2,7 @@
  * a signal through its control socket; CURVE with a ZAP handler when keyed. */
 #include "forwarder.h"
 #include "log.h"
+#include "sdnotify.h"
 #include "zap.h"
 
 #include <pthread.h>
@@ -55,6 +56,7 @@ static void *stopper_thread(void *ctx)
     zmq_connect(ctl, "inproc://forwarder-control");
     while (!stop)
         usleep(100 * 1000);
+    sdnotify_stopping();
     zmq_send(ctl, "TERMINATE", 9, 0);
     zmq_close(ctl);
     return NULL;
@@ -121,6 +123,7 @@ int forwarder_run(const struct config *cfg)
     }
     pthread_create(&stop_tid, NULL, stopper_thread, ctx);
     log_info("event=forwarder_started xsub=%s xpub=%s curve=%s", ep, xpub_ep, secret ? "on" : "off");
+    sdnotify_ready_now();
     zmq_proxy_steerable(xsub, xpub, NULL, ctl);
     pthread_join(stop_tid, NULL);
     log_info("event=forwarder_stopped");

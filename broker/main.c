@@ -28,7 +28,7 @@ int main(int argc, char **argv)
     int rc = config_load(&cfg, argc, argv);
     if (rc != 0) {
         config_free(&cfg);
-        return rc > 0 ? 0 : 2;
+        return rc > 0 ? 0 : rc == -2 ? 1 : 2;
     }
     if (cfg.curve_keygen) {
         config_free(&cfg);

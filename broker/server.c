@@ -19,6 +19,7 @@
 #include "owner.h"
 #include "presence.h"
 #include "replica.h"
+#include "sdnotify.h"
 #include "workers.h"
 
 #include <arpa/inet.h>
@@ -282,6 +283,7 @@ int server_start(const struct config *cfg)
              cfg->api_key && *cfg->api_key ? "enabled" : "disabled", cfg->tls_cert ? "on" : "off",
              cfg->jwt_secret && *cfg->jwt_secret ? "HS256," : "",
              cfg->jwt_public_key ? "public-key" : "", cfg->allow_anonymous ? "allowed" : "refused");
+    sdnotify_start();
     return 0;
 }
 
@@ -350,6 +352,7 @@ void server_begin_shutdown(void)
 {
     if (rt.shutting_down || rt.leaving || !got_signal)
         return;
+    sdnotify_stopping();
     if (!cluster_enabled() || !cluster_ready()) {
         begin_drain();
         return;
@@ -381,6 +384,7 @@ void server_stop(void)
     }
     if (!rt.event_lib)
         keepalive_stop();
+    sdnotify_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     mirror_stop();
     cluster_stop();

@@ -1,6 +1,7 @@
 /* config.c - the settings table and its three sources (file, environment, flags). */
 #include "config.h"
 #include "log.h"
+#include "paths.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -15,11 +16,21 @@
 #ifndef CHORUS_VERSION
 #define CHORUS_VERSION "dev"
 #endif
+#ifndef CHORUS_GIT_COMMIT
+#define CHORUS_GIT_COMMIT "unknown"
+#endif
 #ifndef CHORUS_WWW_DIR
 #define CHORUS_WWW_DIR "www"
 #endif
 #ifndef CHORUS_SDK_DIR
 #define CHORUS_SDK_DIR "sdk"
+#endif
+/* The same directories of an installed chorusd, relative to its bin dir. */
+#ifndef CHORUS_WWW_REL
+#define CHORUS_WWW_REL "../share/chorus/www"
+#endif
+#ifndef CHORUS_SDK_REL
+#define CHORUS_SDK_REL "../share/chorus/sdk"
 #endif
 
 enum opt_type { OPT_INT, OPT_STR, OPT_BOOL, OPT_LIST, OPT_FLAG };
@@ -33,7 +44,8 @@ struct opt {
     long min, max;
     const char *help;
     const char *def;         /* the default, as the text a flag would give; NULL: zero,
-                              * or computed (node-id). --help shows it unless help does */
+                              * or computed (node-id, static-dir, sdk-dir). --help
+                              * shows it, with the metavar's unit, unless help does */
 };
 
 #define F(field) offsetof(struct config, field)
@@ -44,34 +56,34 @@ static const struct opt opts[] = {
      "key for POST /api/publish; without one the HTTP publish API is disabled", NULL},
     {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')", NULL},
     {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)", NULL},
-    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", CHORUS_WWW_DIR},
-    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)", CHORUS_SDK_DIR},
+    {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", NULL},
+    {"sdk-dir", OPT_STR, F(sdk_dir), 0, "DIR", 0, 0, "files served at /sdk/ (default: the JS SDK)", NULL},
     {"allowed-origin", OPT_LIST, F(allowed_origin), F(n_allowed_origin), "URL", 0, 0,
      "accept WebSocket upgrades only from this Origin (repeatable; default: any)", NULL},
     {"max-connections", OPT_INT, F(max_connections), 0, "N", 1, 10000000,
      "most WebSocket connections held at once", "10000"},
-    {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "N", 64, 64 << 20,
+    {"max-frame-bytes", OPT_INT, F(max_frame_bytes), 0, "BYTES", 64, 64 << 20,
      "largest client frame or HTTP body accepted", "65536"},
     {"workers", OPT_INT, F(workers), 0, "N", 1, 64,
      "worker processes sharing the port, one per core, joined as a cluster over ipc://", "1"},
-    {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "N", 128, 1 << 20,
-     "bytes read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection", "4096"},
-    {"max-header-bytes", OPT_INT, F(max_header_bytes), 0, "N", 4096, 65535,
-     "bytes of request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token=", "16384"},
+    {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "BYTES", 128, 1 << 20,
+     "read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection", "4096"},
+    {"max-header-bytes", OPT_INT, F(max_header_bytes), 0, "BYTES", 4096, 65535,
+     "request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token=", "16384"},
     {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
      "most channels one connection may subscribe to", "128"},
-    {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "N", 1024, INT_MAX,
-     "outbound queue bound per connection in bytes; past it the client is closed 4008", "1048576"},
+    {"max-queue-bytes", OPT_INT, F(max_queue_bytes), 0, "BYTES", 1024, INT_MAX,
+     "outbound queue bound per connection; past it the client is closed 4008", "1048576"},
     {"max-queue-frames", OPT_INT, F(max_queue_frames), 0, "N", 4, 1 << 24,
      "outbound queue bound per connection in frames", "4096"},
-    {"ping-interval", OPT_INT, F(ping_interval), 0, "SECS", 1, 65000,
-     "idle seconds before the server PINGs a client", "25"},
-    {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECS", 1, 65000,
-     "seconds a client has to answer before it is dropped", "10"},
+    {"ping-interval", OPT_INT, F(ping_interval), 0, "SECONDS", 1, 65000,
+     "idle time before the server PINGs a client", "25"},
+    {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECONDS", 1, 65000,
+     "time a client has to answer a PING before it is dropped", "10"},
     {"history-size", OPT_INT, F(history_size), 0, "N", 0, 1000000,
      "messages of history kept per channel", "100"},
-    {"history-ttl", OPT_INT, F(history_ttl), 0, "SECS", 0, INT_MAX,
-     "seconds a message stays in history, 0 = forever", "600"},
+    {"history-ttl", OPT_INT, F(history_ttl), 0, "SECONDS", 0, INT_MAX,
+     "how long a message stays in history, 0 = forever", "600"},
     {"client-publish", OPT_BOOL, F(client_publish), 0, "true|false", 0, 0,
      "may WebSocket clients publish in namespaces that do not say", "true"},
     {"shutdown-timeout", OPT_INT, F(shutdown_timeout_ms), 0, "MS", 0, 600000,
@@ -85,7 +97,7 @@ static const struct opt opts[] = {
     {"forwarder", OPT_FLAG, F(forwarder), 0, "", 0, 0,
      "run as the cluster forwarder (XSUB on the cluster-bind port, XPUB on port + 1)", NULL},
     {"cluster-curve-secret", OPT_STR, F(cluster_curve_secret), 0, "Z85", 0, 0,
-     "encrypt and authenticate node links with this CURVE secret key (see chorusd-keygen)", NULL},
+     "encrypt and authenticate node links with this CURVE secret key (see --curve-keygen)", NULL},
     {"curve-keygen", OPT_FLAG, F(curve_keygen), 0, "", 0, 0,
      "print a new secret for --cluster-curve-secret (and its public key) and exit", NULL},
     {"cluster-insecure", OPT_BOOL, F(cluster_insecure), 0, "true|false", 0, 0,
@@ -94,8 +106,8 @@ static const struct opt opts[] = {
     {"peer-timeout-ms", OPT_INT, F(peer_timeout_ms), 0, "MS", 100, 600000,
      "a peer silent this long is down", "2000"},
     {"cluster-timeout-ms", OPT_INT, F(cluster_timeout_ms), 0, "MS", 50, 600000,
-     "wait for a channel owner's answer before replying unavailable", "2000"},
-    {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECS", 1, 86400,
+     "wait this long for a channel owner's answer before replying unavailable", "2000"},
+    {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECONDS", 1, 86400,
      "re-resolve peer DNS names this often", "10"},
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
      "ZeroMQ high-water mark, messages per link", "100000"},
@@ -118,12 +130,12 @@ static const struct opt opts[] = {
      "verify HS256 connection tokens with this secret (default: no HS256)", NULL},
     {"jwt-public-key", OPT_STR, F(jwt_public_key), 0, "FILE", 0, 0,
      "verify RS256 or ES256 connection tokens with this PEM public key (default: none)", NULL},
-    {"jwt-leeway", OPT_INT, F(jwt_leeway), 0, "SECS", 0, 3600,
+    {"jwt-leeway", OPT_INT, F(jwt_leeway), 0, "SECONDS", 0, 3600,
      "clock skew allowed when checking a token's exp and nbf", "5"},
     {"allow-anonymous", OPT_BOOL, F(allow_anonymous), 0, "true|false", 0, 0,
      "may connections without a token subscribe and publish where namespaces allow", "true"},
-    {"auth-timeout", OPT_INT, F(auth_timeout), 0, "SECS", 1, 3600,
-     "without anonymous access, seconds a tokenless connection has to send auth", "10"},
+    {"auth-timeout", OPT_INT, F(auth_timeout), 0, "SECONDS", 1, 3600,
+     "without anonymous access, time a tokenless connection has to send auth", "10"},
     {"tls-cert", OPT_STR, F(tls_cert), 0, "FILE", 0, 0,
      "PEM certificate (chain): serve wss:// and https:// on the port (needs --tls-key)", NULL},
     {"tls-key", OPT_STR, F(tls_key), 0, "FILE", 0, 0, "PEM private key of --tls-cert", NULL},
@@ -157,7 +169,9 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
         char *end;
         errno = 0;
         long n = strtol(v, &end, 10);
-        if (errno || end == v || *end || n < o->min || n > o->max) {
+        /* strtol skips leading blanks and takes a '+': " 80" and "+80" are refused. */
+        if (errno || end == v || *end || !(isdigit((unsigned char)*v) || *v == '-') ||
+            n < o->min || n > o->max) {
             fprintf(stderr, "chorusd: %s: %s must be an integer in [%ld, %ld], got '%s'\n", src,
                     o->name, o->min, o->max, v);
             return -1;
@@ -167,12 +181,14 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
     }
     case OPT_FLAG:
     case OPT_BOOL:
-        if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes"))
+        /* Strict: "yes", "on" or "TRUE" are refused rather than guessed. */
+        if (!strcmp(v, "true") || !strcmp(v, "1"))
             *(bool *)(base + o->off) = true;
-        else if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no"))
+        else if (!strcmp(v, "false") || !strcmp(v, "0"))
             *(bool *)(base + o->off) = false;
         else {
-            fprintf(stderr, "chorusd: %s: %s must be true or false, got '%s'\n", src, o->name, v);
+            fprintf(stderr, "chorusd: %s: %s must be true or false (or 1 or 0), got '%s'\n", src,
+                    o->name, v);
             return -1;
         }
         return 0;
@@ -194,8 +210,9 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
     return -1;
 }
 
-/* Every option's default comes from its row of opts[]; only the node id is
- * computed. */
+/* Every option's default comes from its row of opts[]; the node id and the
+ * two served directories (beside an installed chorusd, else in the source
+ * tree: paths.h) are computed. */
 static void defaults(struct config *cfg)
 {
     char host[256] = "chorus";
@@ -206,6 +223,8 @@ static void defaults(struct config *cfg)
     if (gethostname(host, sizeof host - 1) != 0)
         strcpy(host, "chorus");
     set_str(&cfg->node_id, host);
+    cfg->static_dir = paths_data_dir(CHORUS_WWW_REL, "index.html", CHORUS_WWW_DIR);
+    cfg->sdk_dir = paths_data_dir(CHORUS_SDK_REL, "chorus.js", CHORUS_SDK_DIR);
 }
 
 static void clear_list(struct config *cfg, const struct opt *o)
@@ -234,16 +253,18 @@ static void derive_name(char *out, size_t cap, const char *name, bool env)
     out[o] = '\0';
 }
 
+/* The file's values must have their option's JSON type: "port": "8080" and
+ * "allow_anonymous": "yes" are refused, naming the value. */
 static int apply_json_value(struct config *cfg, const struct opt *o, json_t *v, const char *src)
 {
     char buf[64];
-    if (json_is_string(v))
+    if (json_is_string(v) && (o->type == OPT_STR || o->type == OPT_LIST))
         return apply(cfg, o, json_string_value(v), src);
-    if (json_is_integer(v)) {
+    if (json_is_integer(v) && o->type == OPT_INT) {
         snprintf(buf, sizeof buf, "%lld", (long long)json_integer_value(v));
         return apply(cfg, o, buf, src);
     }
-    if (json_is_boolean(v))
+    if (json_is_boolean(v) && (o->type == OPT_BOOL || o->type == OPT_FLAG))
         return apply(cfg, o, json_is_true(v) ? "true" : "false", src);
     if (json_is_array(v) && o->type == OPT_LIST) {
         size_t i;
@@ -256,7 +277,14 @@ static int apply_json_value(struct config *cfg, const struct opt *o, json_t *v, 
         }
         return 0;
     }
-    fprintf(stderr, "chorusd: %s: %s has the wrong type\n", src, o->name);
+    static const char *const want[] = {[OPT_INT] = "an integer", [OPT_STR] = "a string",
+                                       [OPT_BOOL] = "true or false", [OPT_LIST] = "an array of strings",
+                                       [OPT_FLAG] = "true or false"};
+    char *got = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT), key[64];
+    derive_name(key, sizeof key, o->name, false);
+    fprintf(stderr, "chorusd: %s: %s has the wrong type: must be %s, got %s\n", src, key,
+            want[o->type], got ? got : "?");
+    free(got);
     return -1;
 }
 
@@ -310,6 +338,74 @@ static int name_index(const char *const *names, const char *v)
     return -1;
 }
 
+static bool json_int_in(json_t *v, json_int_t lo, json_int_t hi)
+{
+    return json_is_integer(v) && json_integer_value(v) >= lo && json_integer_value(v) <= hi;
+}
+
+/* One key of a namespace object. An unknown key and a bad value are told
+ * apart, and a bad value is named with what the key accepts. */
+static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const char *path)
+{
+    const char *want = NULL;
+    int n;
+    if (!strcmp(k, "history_size")) {
+        if (json_int_in(v, 0, 1000000))
+            ns->history_size = (int)json_integer_value(v);
+        else
+            want = "an integer in [0, 1000000]";
+    } else if (!strcmp(k, "history_ttl")) {
+        if (json_int_in(v, 0, INT_MAX))
+            ns->history_ttl = (int)json_integer_value(v);
+        else
+            want = "an integer of seconds >= 0";
+    } else if (!strcmp(k, "client_publish")) {
+        if (json_object_get(o, "publish"))
+            want = "absent when publish is set (it is the older spelling of publish anyone|nobody)";
+        else if (json_is_boolean(v))
+            ns->publish = json_is_true(v) ? NS_PUB_ANYONE : NS_PUB_NOBODY;
+        else
+            want = "true or false";
+    } else if (!strcmp(k, "presence")) {
+        if (json_is_boolean(v))
+            ns->presence = json_is_true(v);
+        else
+            want = "true or false";
+    } else if (!strcmp(k, "subscribe")) {
+        if (json_is_string(v) && (n = name_index(sub_rules, json_string_value(v))) >= 0)
+            ns->subscribe = (enum ns_subscribe)n;
+        else
+            want = "\"anyone\", \"authenticated\", \"claim\" or \"token\"";
+    } else if (!strcmp(k, "publish")) {
+        if (json_is_string(v) && (n = name_index(pub_rules, json_string_value(v))) >= 0)
+            ns->publish = (enum ns_publish)n;
+        else
+            want = "\"anyone\", \"authenticated\", \"members\" or \"nobody\"";
+    } else if (!strcmp(k, "personal")) {
+        if (json_is_boolean(v))
+            ns->personal = json_is_true(v);
+        else
+            want = "true or false";
+    } else if (!strcmp(k, "presence_max_members")) {
+        if (json_int_in(v, 0, 10000000))
+            ns->presence_max_members = (int)json_integer_value(v);
+        else
+            want = "an integer in [0, 10000000]";
+    } else {
+        fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
+                        "history_ttl, subscribe, publish, client_publish, presence, "
+                        "presence_max_members, personal)\n", path, ns->name, k);
+        return -1;
+    }
+    if (!want)
+        return 0;
+    char *got = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    fprintf(stderr, "chorusd: config %s: namespace '%s': %s must be %s, got %s\n", path, ns->name, k,
+            want, got ? got : "?");
+    free(got);
+    return -1;
+}
+
 static int load_namespaces(struct config *cfg, json_t *root, const char *path)
 {
     json_t *nss = root ? json_object_get(root, "namespaces") : NULL;
@@ -334,36 +430,9 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
         snprintf(ns->name, sizeof ns->name, "%s", name);
         const char *k;
         json_t *v;
-        int n;
         json_object_foreach(o, k, v) {
-            if (!strcmp(k, "history_size") && json_is_integer(v) && json_integer_value(v) >= 0 &&
-                json_integer_value(v) <= 1000000)
-                ns->history_size = (int)json_integer_value(v);
-            else if (!strcmp(k, "history_ttl") && json_is_integer(v) && json_integer_value(v) >= 0 &&
-                     json_integer_value(v) <= INT_MAX)
-                ns->history_ttl = (int)json_integer_value(v);
-            else if (!strcmp(k, "client_publish") && json_is_boolean(v) && !json_object_get(o, "publish"))
-                ns->publish = json_is_true(v) ? NS_PUB_ANYONE : NS_PUB_NOBODY;
-            else if (!strcmp(k, "presence") && json_is_boolean(v))
-                ns->presence = json_is_true(v);
-            else if (!strcmp(k, "subscribe") && json_is_string(v) &&
-                     (n = name_index(sub_rules, json_string_value(v))) >= 0)
-                ns->subscribe = (enum ns_subscribe)n;
-            else if (!strcmp(k, "publish") && json_is_string(v) &&
-                     (n = name_index(pub_rules, json_string_value(v))) >= 0)
-                ns->publish = (enum ns_publish)n;
-            else if (!strcmp(k, "personal") && json_is_boolean(v))
-                ns->personal = json_is_true(v);
-            else if (!strcmp(k, "presence_max_members") && json_is_integer(v) &&
-                     json_integer_value(v) >= 0 && json_integer_value(v) <= 10000000)
-                ns->presence_max_members = (int)json_integer_value(v);
-            else {
-                fprintf(stderr, "chorusd: config %s: namespace '%s': bad or unknown key '%s'"
-                        " (subscribe: anyone|authenticated|claim|token; publish: anyone|"
-                        "authenticated|members|nobody; client_publish not with publish)\n",
-                        path, name, k);
+            if (ns_key(ns, o, k, v, path) < 0)
                 return -1;
-            }
         }
         ns->client_publish = ns->publish != NS_PUB_NOBODY;
         bool needs_tokens = ns->subscribe != NS_SUB_ANYONE || ns->personal ||
@@ -378,26 +447,114 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
     return 0;
 }
 
+/* --help's topics, in the order shown. A row of opts[] is listed under the
+ * first topic naming it; a row no topic names is listed under "Other", so a
+ * new option is never left out of --help. (trusted-proxy and drain-delay are
+ * issue 15's options from another branch: a name without a row is ignored.) */
+static const struct {
+    const char *title;
+    const char *names; /* space-separated option names, each followed by a space */
+} topics[] = {
+    {"General", "config node-id log-level event-loop workers "},
+    {"Listening and serving", "port bind tls-cert tls-key allowed-origin static-dir sdk-dir "
+                              "max-header-bytes trusted-proxy "},
+    {"Authentication and permissions", "api-key jwt-secret jwt-public-key jwt-leeway "
+                                       "allow-anonymous auth-timeout client-publish "},
+    {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
+               "max-queue-bytes max-queue-frames max-pub-rate pub-burst max-pub-rate-user "
+               "max-conn-rate-ip max-conns-per-ip presence-max-members "},
+    {"History", "history-size history-ttl "},
+    {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},
+    {"Cluster", "cluster-bind peer forwarder-connect forwarder cluster-curve-secret curve-keygen "
+                "cluster-insecure heartbeat-ms peer-timeout-ms cluster-timeout-ms "
+                "peer-resolve-interval cluster-hwm "},
+    {"Cluster membership (Raft)", "data-dir raft-bind raft-peer lease-ms election-timeout-ms "
+                                  "replication-factor "},
+};
+#define N_TOPICS (sizeof topics / sizeof topics[0])
+
+static size_t topic_of(const char *name)
+{
+    size_t n = strlen(name);
+    for (size_t t = 0; t < N_TOPICS; t++)
+        for (const char *p = strstr(topics[t].names, name); p; p = strstr(p + 1, name))
+            if ((p == topics[t].names || p[-1] == ' ') && p[n] == ' ')
+                return t;
+    return N_TOPICS;
+}
+
+/* The default as --help shows it, with the unit its metavar names. */
+static void format_default(char *out, size_t cap, const struct opt *o)
+{
+    const char *unit = !strcmp(o->metavar, "MS")        ? " ms"
+                       : !strcmp(o->metavar, "SECONDS") ? " s"
+                       : !strcmp(o->metavar, "BYTES")   ? " bytes"
+                                                        : "";
+    snprintf(out, cap, " (default %s%s)", o->def, unit);
+}
+
+static void usage_option(const struct opt *o)
+{
+    char env[64], flag[64], def[300] = "";
+    derive_name(env, sizeof env, o->name, true);
+    snprintf(flag, sizeof flag, "--%s%s%s", o->name, *o->metavar ? " " : "", o->metavar);
+    if (o->def && !strstr(o->help, "(default"))
+        format_default(def, sizeof def, o);
+    char text[600];
+    snprintf(text, sizeof text, "%s%s", o->help, def);
+    /* Words wrapped at 79 columns, in a column after the flag. */
+    enum { COL = 35, WIDTH = 79 };
+    int at = printf("  %-32s ", flag);
+    if (at > COL) {
+        printf("\n%*s", COL, "");
+        at = COL;
+    }
+    for (const char *w = text; *w;) {
+        size_t n = strcspn(w, " ");
+        if (at > COL && at + 1 + (int)n > WIDTH) {
+            printf("\n%*s", COL, "");
+            at = COL;
+        } else if (at > COL) {
+            putchar(' ');
+            at++;
+        }
+        printf("%.*s", (int)n, w);
+        at += (int)n;
+        w += n;
+        while (*w == ' ')
+            w++;
+    }
+    printf("\n%*s[env %s]\n", COL, "", env);
+}
+
 static void usage(void)
 {
-    char env[64];
     printf("Usage: chorusd [OPTIONS]\n\n"
            "Chorus edge node: WebSocket pub/sub (protocol v1 at /ws), HTTP API, metrics and\n"
            "the demo on one port. Runs with no options.\n\n"
            "Every option can also be set by the environment variable shown and by the same\n"
-           "key with '_' in the JSON config file; flags win over environment over file.\n\n");
-    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
-        char flag[64];
-        derive_name(env, sizeof env, opts[i].name, true);
-        snprintf(flag, sizeof flag, "--%s%s%s", opts[i].name, *opts[i].metavar ? " " : "",
-                 opts[i].metavar);
-        char def[300] = "";
-        if (opts[i].def && !strstr(opts[i].help, "(default"))
-            snprintf(def, sizeof def, " (default %s)", opts[i].def);
-        printf("  %-32s %s%s\n  %-32s [env %s]\n", flag, opts[i].help, def, "", env);
+           "key with '_' in the JSON config file; flags win over environment over file.\n"
+           "Units: MS = milliseconds, SECONDS = seconds, BYTES = bytes; rates are per\n"
+           "second.\n"
+           "Booleans: true or false (1 or 0 also accepted). Numbers: decimal integers.\n");
+    for (size_t t = 0; t <= N_TOPICS; t++) {
+        bool header = false;
+        for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+            if (topic_of(opts[i].name) != t)
+                continue;
+            if (!header)
+                printf("\n%s:\n", t < N_TOPICS ? topics[t].title : "Other");
+            header = true;
+            usage_option(&opts[i]);
+        }
     }
-    printf("  %-32s %s\n  %-32s %s\n", "--help", "print this help and exit", "--version",
-           "print the version and exit");
+    printf("\nCommands:\n");
+    printf("  %-32s %s\n", "--help", "print this help and exit");
+    printf("  %-32s %s\n", "--version", "print the version and git commit, and exit");
+    printf("  %-32s %s\n  %-32s %s\n  %-32s %s\n", "--check-config",
+           "validate the configuration from every", "",
+           "source, print the effective one as JSON", "",
+           "(secrets as \"<set>\"); exit 0: valid, 1: not");
     printf("\nNamespaces (config file only):\n"
            "  \"namespaces\": {\"ticker\": {\"history_size\": 1, \"history_ttl\": 60,\n"
            "                 \"publish\": \"nobody\", \"presence\": false},\n"
@@ -407,8 +564,10 @@ static void usage(void)
            "  A channel \"ticker:AAPL\" uses namespace \"ticker\"; other channels use the\n"
            "  top-level history_size, history_ttl, client_publish and presence_max_members,\n"
            "  with presence off, subscribe \"anyone\" and publish \"anyone\".\n"
-           "  subscribe: anyone | authenticated | claim (the token's \"channels\" claim matches)\n"
-           "             | token (the sub request carries a token whose \"ch\" is the channel)\n"
+           "  history_ttl is in seconds, like --history-ttl.\n"
+           "  subscribe: anyone | authenticated\n"
+           "             | claim (the token's \"channels\" claim matches)\n"
+           "             | token (the sub request carries a token for the channel)\n"
            "  publish:   anyone | authenticated | members (subscribers) | nobody\n"
            "             (client_publish true/false is the older spelling of anyone/nobody)\n"
            "  personal:  \"user:42\" and \"user:42/...\" are open only to the token with sub 42\n");
@@ -431,11 +590,118 @@ static const struct opt *find_flag(const char *arg, const char **inline_val)
     return NULL;
 }
 
+/* "IPV4:PORT", as libraft 0.15 needs (consensus.c refuses anything else at start). */
+static bool raft_addr_ok(const char *addr)
+{
+    char ip[INET_ADDRSTRLEN];
+    const char *colon = strrchr(addr, ':');
+    struct in_addr a;
+    if (!colon || (size_t)(colon - addr) >= sizeof ip)
+        return false;
+    snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
+    char *end;
+    long port = strtol(colon + 1, &end, 10);
+    return inet_pton(AF_INET, ip, &a) == 1 && a.s_addr != 0 && isdigit((unsigned char)colon[1]) &&
+           !*end && port > 0 && port < 65536;
+}
+
+/* --check-config: what a start would refuse later, checked now. */
+static int check_deep(const struct config *cfg)
+{
+    if (cfg->raft_bind && !raft_addr_ok(cfg->raft_bind)) {
+        fprintf(stderr, "chorusd: raft-bind must be IPV4:PORT, got '%s'\n", cfg->raft_bind);
+        return -1;
+    }
+    for (int i = 0; i < cfg->n_raft_peer; i++)
+        if (!raft_addr_ok(cfg->raft_peer[i])) {
+            fprintf(stderr, "chorusd: raft-peer must be IPV4:PORT, got '%s'\n", cfg->raft_peer[i]);
+            return -1;
+        }
+    const char *files[][2] = {{"tls-cert", cfg->tls_cert}, {"tls-key", cfg->tls_key},
+                              {"jwt-public-key", cfg->jwt_public_key}};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
+        if (files[i][1] && access(files[i][1], R_OK) != 0) {
+            fprintf(stderr, "chorusd: %s: cannot read '%s': %s\n", files[i][0], files[i][1],
+                    strerror(errno));
+            return -1;
+        }
+    const char *dirs[][2] = {{"static-dir", cfg->static_dir}, {"sdk-dir", cfg->sdk_dir}};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (access(dirs[i][1], R_OK | X_OK) != 0) {
+            fprintf(stderr, "chorusd: %s: cannot read directory '%s': %s\n", dirs[i][0], dirs[i][1],
+                    strerror(errno));
+            return -1;
+        }
+    return 0;
+}
+
+/* Printed by --check-config as "<set>" when set: never echo a secret. */
+static bool is_secret(const char *name)
+{
+    return !strcmp(name, "api-key") || !strcmp(name, "jwt-secret") ||
+           !strcmp(name, "cluster-curve-secret");
+}
+
+/* The effective configuration, keyed as in the config file. */
+static void print_effective(const struct config *cfg)
+{
+    const char *base = (const char *)cfg;
+    json_t *root = json_object();
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const struct opt *o = &opts[i];
+        char key[64];
+        json_t *v = NULL;
+        if (!strcmp(o->name, "config") || !strcmp(o->name, "curve-keygen"))
+            continue;
+        derive_name(key, sizeof key, o->name, false);
+        switch (o->type) {
+        case OPT_INT:
+            v = json_integer(*(const int *)(base + o->off));
+            break;
+        case OPT_BOOL:
+        case OPT_FLAG:
+            v = json_boolean(*(const bool *)(base + o->off));
+            break;
+        case OPT_STR: {
+            const char *str = *(char *const *)(base + o->off);
+            v = !str ? json_null() : is_secret(o->name) ? json_string("<set>") : json_string(str);
+            break;
+        }
+        case OPT_LIST: {
+            char *const *list = (char *const *)(base + o->off);
+            int n = *(const int *)(base + o->off_n);
+            v = json_array();
+            for (int k = 0; k < n; k++)
+                json_array_append_new(v, json_string(list[k]));
+            break;
+        }
+        }
+        json_object_set_new(root, key, v);
+    }
+    json_t *nss = json_object();
+    for (int i = 0; i < cfg->n_namespaces; i++) {
+        const struct ns_opts *ns = &cfg->namespaces[i];
+        json_object_set_new(nss, ns->name,
+                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i}", "history_size",
+                                      ns->history_size, "history_ttl", ns->history_ttl, "subscribe",
+                                      sub_rules[ns->subscribe], "publish", pub_rules[ns->publish],
+                                      "presence", ns->presence, "personal", ns->personal,
+                                      "presence_max_members", ns->presence_max_members));
+    }
+    json_object_set_new(root, "namespaces", nss);
+    json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    putchar('\n');
+    fflush(stdout);
+    json_decref(root);
+}
+
 int config_load(struct config *cfg, int argc, char **argv)
 {
     json_t *file_root = NULL;
     const char *file = getenv("CHORUS_CONFIG");
     int rc = -1;
+
+    bool check = false;
 
     defaults(cfg);
     for (int i = 1; i < argc; i++) {
@@ -444,9 +710,11 @@ int config_load(struct config *cfg, int argc, char **argv)
             return 1;
         }
         if (!strcmp(argv[i], "--version")) {
-            printf("chorusd %s\n", CHORUS_VERSION);
+            printf("chorusd %s (commit %s)\n", CHORUS_VERSION, CHORUS_GIT_COMMIT);
             return 1;
         }
+        if (!strcmp(argv[i], "--check-config"))
+            check = true;
         if (!strcmp(argv[i], "--config") && i + 1 < argc)
             file = argv[i + 1];
         else if (!strncmp(argv[i], "--config=", 9))
@@ -454,7 +722,7 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     if (file && *file) {
         if (load_file(cfg, file, &file_root) < 0)
-            return -1;
+            goto out;
         set_str(&cfg->config_file, file);
     }
 
@@ -485,6 +753,8 @@ int config_load(struct config *cfg, int argc, char **argv)
     bool flag_list[sizeof opts / sizeof opts[0]] = {false};
     for (int i = 1; i < argc; i++) {
         const char *val;
+        if (!strcmp(argv[i], "--check-config"))
+            continue;
         const struct opt *o = find_flag(argv[i], &val);
         if (!o) {
             fprintf(stderr, "chorusd: unknown option '%s' (see --help)\n", argv[i]);
@@ -510,20 +780,21 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
 
     if (strcmp(cfg->event_loop, "poll") && strcmp(cfg->event_loop, "epoll")) {
-        fprintf(stderr, "chorusd: event-loop must be poll or epoll\n");
+        fprintf(stderr, "chorusd: event-loop must be poll or epoll, got '%s'\n", cfg->event_loop);
         goto out;
     }
     if (log_level_parse(cfg->log_level) < 0) {
-        fprintf(stderr, "chorusd: log-level must be debug, info, warn or error\n");
+        fprintf(stderr, "chorusd: log-level must be debug, info, warn or error, got '%s'\n",
+                cfg->log_level);
         goto out;
     }
     if (!*cfg->node_id || strlen(cfg->node_id) > 64) {
-        fprintf(stderr, "chorusd: node-id must be 1-64 bytes\n");
+        fprintf(stderr, "chorusd: node-id must be 1-64 bytes, got '%s'\n", cfg->node_id);
         goto out;
     }
     for (const char *p = cfg->node_id; *p; p++)
         if (!isalnum((unsigned char)*p) && !strchr("_.-", *p)) {
-            fprintf(stderr, "chorusd: node-id may hold only [A-Za-z0-9_.-]\n");
+            fprintf(stderr, "chorusd: node-id may hold only [A-Za-z0-9_.-], got '%s'\n", cfg->node_id);
             goto out;
         }
 
@@ -580,9 +851,19 @@ int config_load(struct config *cfg, int argc, char **argv)
     }
     if (load_namespaces(cfg, file_root, file) < 0)
         goto out;
+    if (check && check_deep(cfg) < 0)
+        goto out;
     rc = 0;
 out:
     json_decref(file_root);
+    if (check && rc == 0) {
+        print_effective(cfg);
+        return 1;
+    }
+    if (check && rc < 0) {
+        fprintf(stderr, "chorusd: --check-config: the configuration is not valid\n");
+        return -2;
+    }
     return rc;
 }
 

@@ -115,8 +115,10 @@ struct config {
 };
 
 /* Fills cfg from defaults, then the config file (--config or CHORUS_CONFIG),
- * then the environment, then argv. Returns 0, 1 when --help/--version was
- * printed (exit 0), or -1 after printing an error to stderr (exit 2). */
+ * then the environment, then argv. Returns 0, 1 when --help/--version or
+ * --check-config's effective configuration was printed (exit 0), -1 after
+ * printing an error to stderr (exit 2), or -2 when --check-config found the
+ * configuration invalid (exit 1). */
 int config_load(struct config *cfg, int argc, char **argv);
 void config_free(struct config *cfg);
 

@@ -1,4 +1,6 @@
-"""chorusd's stable command line: --help and --version, refusal of bad flags,
+"""chorusd's stable command line: --help (grouped, one unit convention),
+--version (with the commit), --check-config, refusal of bad flags and values
+(strict booleans and numbers, the bad value named),
 and the three configuration sources (flag, CHORUS_* environment variable, JSON
 config file) with flags winning over the environment over the file."""
 
@@ -125,6 +127,88 @@ async def _():
             assert got == want, f"Origin {origin}: {got}, expected {want}"
     finally:
         s.terminate()
+
+
+@h.test("--version names the git commit the build was configured from (or says unknown)")
+async def _():
+    import re
+    p = run("--version")
+    out = p.stdout.decode()
+    m = re.fullmatch(r"chorusd \d+\.\d+\.\d+ \(commit (\S+)\)\n", out)
+    assert p.returncode == 0 and m, f"--version printed {out!r}"
+    commit = m.group(1)
+    if commit != "unknown":
+        sha = re.search(r"(?:^|-g)([0-9a-f]{7,40})(?:-dirty)?$", commit)
+        assert sha, f"{commit!r} is neither a git describe nor 'unknown'"
+        g = subprocess.run(["git", "-C", os.environ["CHORUS_SRC"], "cat-file", "-e",
+                            sha.group(1) + "^{commit}"], capture_output=True)
+        assert g.returncode == 0, f"{sha.group(1)} is not a commit of this repository"
+
+
+@h.test("--help groups the options by topic, lists each once, states units once and fits 79 columns")
+async def _():
+    p = run("--help")
+    out = p.stdout.decode()
+    assert p.returncode == 0
+    for topic in ("General:", "Listening and serving:", "Authentication and permissions:",
+                  "Limits:", "Cluster:", "Commands:"):
+        assert f"\n{topic}\n" in out, f"--help has no topic {topic!r}"
+    flags = [line.split()[0] for line in out.splitlines() if line.startswith("  --")]
+    dup = {f for f in flags if flags.count(f) > 1}
+    assert not dup, f"listed more than once: {dup}"
+    assert len(flags) > 40, f"only {len(flags)} options listed"
+    long = [line for line in out.splitlines() if len(line) > 79]
+    assert not long, f"lines over 79 columns: {long[:3]}"
+    assert "chorusd-keygen" not in out, "--help names a tool that does not exist"
+    assert "MS = milliseconds, SECONDS = seconds" in out
+    # Durations say their unit in the metavar, never as SECS or in prose.
+    assert "SECS" not in out and "--ping-interval SECONDS" in out and "--heartbeat-ms MS" in out
+
+
+@h.test("--check-config prints the effective configuration as JSON and exits 0, or names what is wrong and exits 1, without serving")
+async def _():
+    path = write_config({"history_size": 9, "namespaces": {"chat": {"presence": True}}}, "check.json")
+    p = run("--check-config", "--config", path, "--port", "9123", "--api-key", "hidden-key",
+            env={"CHORUS_MAX_CONNECTIONS": "321"})
+    assert p.returncode == 0, f"exit {p.returncode}: {p.stderr.decode()}"
+    eff = json.loads(p.stdout)
+    assert (eff["port"], eff["max_connections"], eff["history_size"]) == (9123, 321, 9), eff
+    assert eff["api_key"] == "<set>" and b"hidden-key" not in p.stdout
+    assert eff["namespaces"]["chat"]["presence"] is True
+    assert os.path.isfile(os.path.join(eff["static_dir"], "index.html")), eff["static_dir"]
+    for args, needle in ((["--port", "http"], "'http'"),
+                         (["--allow-anonymous", "yes"], "'yes'"),
+                         (["--tls-cert", "/no/such.pem", "--tls-key", "/no/such.pem"], "/no/such.pem")):
+        p = run("--check-config", *args)
+        err = p.stderr.decode()
+        assert p.returncode == 1, f"--check-config {args}: exit {p.returncode}"
+        assert needle in err and p.stdout == b"", f"--check-config {args}: {err!r} {p.stdout!r}"
+
+
+@h.test("Booleans are true/false/1/0 and numbers are numbers, from every source; errors name the bad value")
+async def _():
+    cases = [
+        (["--allow-anonymous", "yes"], {}, "'yes'"),
+        (["--client-publish", "on"], {}, "'on'"),
+        ([], {"CHORUS_CLUSTER_INSECURE": "no"}, "'no'"),
+        (["--port", "8080x"], {}, "'8080x'"),
+        (["--config", write_config({"port": "8080"}, "strport.json")], {}, '"8080"'),
+        (["--config", write_config({"allow_anonymous": "true"}, "strbool.json")], {}, '"true"'),
+        (["--config", write_config({"namespaces": {"chat": {"subscribe": "everyone"}}}, "ns.json")],
+         {}, '"everyone"'),
+        (["--event-loop", "kqueue"], {}, "'kqueue'"),
+    ]
+    for args, env, needle in cases:
+        p = run(*args, "--bind", "127.0.0.1", env=env)
+        err = p.stderr.decode()
+        assert p.returncode == 2, f"{args} {env}: exit {p.returncode} ({err!r})"
+        assert needle in err, f"{args} {env}: the error does not name {needle}: {err!r}"
+    # A bad value of a known namespace key is not reported as an unknown key.
+    p = run("--config", os.path.join(TMP, "ns.json"))
+    assert b"unknown key" not in p.stderr, p.stderr
+    # The documented spellings still work.
+    p = run("--check-config", "--allow-anonymous", "1", "--client-publish", "false")
+    assert p.returncode == 0, p.stderr
 
 
 @h.test("Every server started here exited 0 on SIGTERM without sanitizer reports")

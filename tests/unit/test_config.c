@@ -11,6 +11,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +88,8 @@ static int teardown(void **state)
  * one slot per call so several files can be alive at once). */
 static const char *write_file(const char *text)
 {
-    static char paths[32][512];
-    assert_true(file_counter < 32);
+    static char paths[64][512];
+    assert_true(file_counter < 64);
     char *path = paths[file_counter];
     snprintf(path, sizeof paths[0], "%s/config-%d.json", tmpdir, file_counter);
     file_counter++;
@@ -101,7 +102,7 @@ static const char *write_file(const char *text)
 
 struct loaded {
     int rc;
-    char out[8192];   /* what config_load printed on stdout */
+    char out[32768];  /* what config_load printed on stdout */
     char err[4096];   /* and on stderr */
 };
 
@@ -234,7 +235,7 @@ static void test_file_overrides_defaults(void **state)
 {
     (void)state;
     const char *path = write_file("{\"port\": 9000, \"history_size\": 5, \"api_key\": \"k1\","
-                                  " \"client_publish\": false, \"max_queue_frames\": \"64\"}");
+                                  " \"client_publish\": false, \"max_queue_frames\": 64}");
     struct config cfg;
     struct loaded l;
     LOAD_OK(&cfg, &l, "--config", path, NULL);
@@ -244,7 +245,7 @@ static void test_file_overrides_defaults(void **state)
     assert_string_equal(cfg.api_key, "k1");
     assert_false(cfg.client_publish);
     assert_false(cfg.default_ns.client_publish);
-    assert_int_equal(cfg.max_queue_frames, 64); /* numbers may be given as strings */
+    assert_int_equal(cfg.max_queue_frames, 64); /* a JSON number: "64" is refused (bad integer test) */
     assert_string_equal(cfg.config_file, path);
     /* Untouched settings keep their defaults. */
     assert_int_equal(cfg.history_ttl, 600);
@@ -326,14 +327,13 @@ static void test_the_config_file_can_be_named_by_env_or_by_an_inline_flag(void *
     config_free(&cfg);
 }
 
-static void test_booleans_accept_true_false_1_0_yes_no(void **state)
+static void test_booleans_accept_true_false_1_0(void **state)
 {
     (void)state;
     static const struct {
         const char *v;
         bool want;
-    } cases[] = {{"true", true}, {"1", true},  {"yes", true},
-                 {"false", false}, {"0", false}, {"no", false}};
+    } cases[] = {{"true", true}, {"1", true}, {"false", false}, {"0", false}};
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         struct config cfg;
         struct loaded l;
@@ -405,6 +405,96 @@ static void test_version_returns_1_and_prints_the_version(void **state)
     config_free(&cfg);
 }
 
+static void test_version_names_the_commit(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct loaded l;
+    load(&cfg, &l, "--version", NULL);
+    assert_int_equal(l.rc, 1);
+    /* "chorusd 0.1.0 (commit 1a2b3c4d5e6f)", or "(commit unknown)" outside git. */
+    assert_non_null(strstr(l.out, " (commit "));
+    config_free(&cfg);
+}
+
+static void test_help_is_grouped_by_topic_in_79_columns(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct loaded l;
+    load(&cfg, &l, "--help", NULL);
+    assert_int_equal(l.rc, 1);
+    const char *topics[] = {"\nGeneral:\n", "\nListening and serving:\n", "\nLimits:\n",
+                            "\nCluster:\n", "\nCommands:\n"};
+    for (size_t i = 0; i < sizeof topics / sizeof topics[0]; i++)
+        if (!strstr(l.out, topics[i]))
+            fail_msg("--help has no topic %s", topics[i]);
+    /* Every option under exactly one topic. */
+    const char *p = strstr(l.out, "  --heartbeat-ms MS");
+    assert_non_null(p);
+    assert_null(strstr(p + 1, "  --heartbeat-ms MS"));
+    assert_non_null(strstr(l.out, "--ping-interval SECONDS"));
+    assert_non_null(strstr(l.out, "(default 2000 ms)"));
+    assert_non_null(strstr(l.out, "--check-config"));
+    assert_null(strstr(l.out, "chorusd-keygen")); /* no such tool */
+    int col = 0;
+    for (const char *c = l.out; *c; c++) {
+        col = *c == '\n' ? 0 : col + 1;
+        if (col > 79)
+            fail_msg("--help has a line over 79 columns near: %.60s", c - 60);
+    }
+    config_free(&cfg);
+}
+
+static void test_check_config_prints_the_effective_configuration_without_secrets(void **state)
+{
+    (void)state;
+    struct config cfg;
+    struct loaded l;
+    const char *path = write_file("{\"history_size\": 7, \"namespaces\": {\"chat\": {\"presence\": true}}}");
+    setenv("CHORUS_MAX_CONNECTIONS", "77", 1);
+    load(&cfg, &l, "--check-config", "--config", path, "--api-key", "s3cret-key", "--port", "9001",
+         NULL);
+    unsetenv("CHORUS_MAX_CONNECTIONS");
+    assert_int_equal(l.rc, 1);
+    json_error_t err;
+    json_t *j = json_loads(l.out, 0, &err);
+    if (!j)
+        fail_msg("--check-config printed no JSON (%s): %s", err.text, l.out);
+    assert_int_equal(json_integer_value(json_object_get(j, "port")), 9001);
+    assert_int_equal(json_integer_value(json_object_get(j, "max_connections")), 77);
+    assert_int_equal(json_integer_value(json_object_get(j, "history_size")), 7);
+    assert_string_equal(json_string_value(json_object_get(j, "api_key")), "<set>");
+    assert_true(json_is_null(json_object_get(j, "jwt_secret")));
+    assert_true(json_is_true(json_object_get(json_object_get(json_object_get(j, "namespaces"), "chat"),
+                                             "presence")));
+    assert_null(strstr(l.out, "s3cret-key"));
+    json_decref(j);
+    config_free(&cfg);
+
+    /* Invalid: -2 (chorusd exits 1), the reason on stderr, nothing on stdout. */
+    load(&cfg, &l, "--check-config", "--port", "http", NULL);
+    assert_int_equal(l.rc, -2);
+    assert_non_null(strstr(l.err, "got 'http'"));
+    assert_string_equal(l.out, "");
+    config_free(&cfg);
+    load(&cfg, &l, "--check-config", "--tls-cert", "/nonexistent.pem", "--tls-key", "/nonexistent.pem",
+         NULL);
+    assert_int_equal(l.rc, -2);
+    assert_non_null(strstr(l.err, "/nonexistent.pem"));
+    config_free(&cfg);
+    /* Raft takes numeric IPv4 only: a name is refused before any start. */
+    load(&cfg, &l, "--check-config", "--cluster-insecure", "true", "--cluster-bind", "tcp://10.0.0.1:7000",
+         "--raft-peer", "chorus-1.example:7001", NULL);
+    assert_int_equal(l.rc, -2);
+    assert_non_null(strstr(l.err, "got 'chorus-1.example:7001'"));
+    config_free(&cfg);
+    load(&cfg, &l, "--check-config", "--cluster-insecure", "true", "--cluster-bind", "tcp://10.0.0.1:7000",
+         "--raft-bind", "10.0.0.1:7001", "--raft-peer", "10.0.0.2:7001", NULL);
+    assert_int_equal(l.rc, 1);
+    config_free(&cfg);
+}
+
 static void test_unknown_flag_returns_minus_1(void **state)
 {
     (void)state;
@@ -430,6 +520,11 @@ static void test_bad_integer_returns_minus_1(void **state)
     expect_rejected("port", "--port", "0", NULL);      /* below the minimum */
     expect_rejected("port", "--port", "65536", NULL);  /* above the maximum */
     expect_rejected("port", "--port", "99999999999999999999", NULL);
+    expect_rejected("got ' 80'", "--port", " 80", NULL);
+    expect_rejected("got '+80'", "--port", "+80", NULL);
+    /* A number in the file must be a JSON number, not a string. */
+    expect_rejected("got \"8080\"", "--config", write_file("{\"port\": \"8080\"}"), NULL);
+    expect_rejected("must be a string", "--config", write_file("{\"bind\": 1}"), NULL);
     expect_rejected("max-queue-frames", "--max-queue-frames", "3", NULL);
     expect_rejected("history-size", "--history-size", "-1", NULL);
     expect_rejected("max-header-bytes", "--max-header-bytes", "65536", NULL); /* lws: unsigned short */
@@ -445,6 +540,12 @@ static void test_bad_boolean_returns_minus_1(void **state)
 {
     (void)state;
     expect_rejected("client-publish", "--client-publish", "maybe", NULL);
+    /* Strict: no guessing at yes/no/on/TRUE, in any source; the value is named. */
+    expect_rejected("got 'yes'", "--allow-anonymous", "yes", NULL);
+    expect_rejected("got 'no'", "--client-publish", "no", NULL);
+    expect_rejected("got 'TRUE'", "--cluster-insecure", "TRUE", NULL);
+    expect_rejected("allow_anonymous", "--config", write_file("{\"allow_anonymous\": \"true\"}"), NULL);
+    expect_rejected("client_publish", "--config", write_file("{\"client_publish\": 1}"), NULL);
 }
 
 static void test_bad_log_level_or_node_id_returns_minus_1(void **state)
@@ -554,12 +655,17 @@ static void test_bad_namespaces_return_minus_1(void **state)
     expect_rejected("a:b", "--config", write_file("{\"namespaces\": {\"a:b\": {}}}"), NULL);
     expect_rejected("namespace", "--config", write_file("{\"namespaces\": {\"\": {}}}"), NULL);
     expect_rejected("ns", "--config", write_file("{\"namespaces\": {\"ns\": 1}}"), NULL);
-    expect_rejected("colour", "--config",
+    expect_rejected("unknown key 'colour'", "--config",
                     write_file("{\"namespaces\": {\"ns\": {\"colour\": 1}}}"), NULL);
-    expect_rejected("history_size", "--config",
+    /* A bad value of a known key is named as such, with the value. */
+    expect_rejected("history_size must be an integer in [0, 1000000], got -1", "--config",
                     write_file("{\"namespaces\": {\"ns\": {\"history_size\": -1}}}"), NULL);
-    expect_rejected("presence", "--config",
+    expect_rejected("presence must be true or false, got \"yes\"", "--config",
                     write_file("{\"namespaces\": {\"ns\": {\"presence\": \"yes\"}}}"), NULL);
+    expect_rejected("subscribe must be", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"subscribe\": \"everyone\"}}}"), NULL);
+    expect_rejected("got \"everyone\"", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"publish\": \"everyone\"}}}"), NULL);
 }
 
 static void test_namespace_rules_parse_and_client_publish_stays_an_alias(void **state)
@@ -647,10 +753,13 @@ int main(void)
         T(test_flags_override_env_and_file),
         T(test_each_source_overrides_only_what_it_sets),
         T(test_the_config_file_can_be_named_by_env_or_by_an_inline_flag),
-        T(test_booleans_accept_true_false_1_0_yes_no),
+        T(test_booleans_accept_true_false_1_0),
         T(test_allowed_origins_from_a_later_source_replace_earlier_ones),
         T(test_help_returns_1_and_prints_usage),
         T(test_version_returns_1_and_prints_the_version),
+        T(test_version_names_the_commit),
+        T(test_help_is_grouped_by_topic_in_79_columns),
+        T(test_check_config_prints_the_effective_configuration_without_secrets),
         T(test_unknown_flag_returns_minus_1),
         T(test_flag_without_a_value_returns_minus_1),
         T(test_bad_integer_returns_minus_1),
