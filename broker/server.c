@@ -365,7 +365,7 @@ static void begin_drain(void)
     rt.shutting_down = true;
     log_info("event=shutdown_begin connections=%lld since_signal_ms=%lld",
              (long long)metrics.connections, (long long)(runtime_mono_ms() - signal_ms));
-    conn_close_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
+    conn_drain_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
     shutdown_deadline_ms = runtime_now_ms() + rt.cfg->shutdown_timeout_ms;
     lws_sul_schedule(rt.ctx, 0, &shutdown_timer, shutdown_check, 1);
 }
