@@ -18,6 +18,7 @@ The figures are printed (and kept in the test's output).
 
 Run: CSDK_AGENT=build/client-sdk/c/csdk_agent CHORUSD=build/broker/chorusd \
      PYTHONPATH=tests/lib /usr/bin/python3 tests/deploy/test_haproxy.py
+(DEPLOY_TEST_DUMP=DIR keeps every client's events there as JSON.)
 """
 
 import sys
@@ -328,9 +329,9 @@ async def check_streams(subs, pubs, channels, base, counts, label, allow_reporte
     resub, stop_resub, _label = STATE.pop("resub")
     stop_resub.set()
     STATE["figures"][label]["sdk_sub_failed_resubscribed"] = await resub
-    if os.environ.get("HX_DEBUG"):
+    if os.environ.get("DEPLOY_TEST_DUMP"):   # a directory: every client's events, kept
         for a in subs + pubs:
-            with open(os.path.join("/tmp", f"hx-{label}-{a.name}.json"), "w") as f:
+            with open(os.path.join(os.environ["DEPLOY_TEST_DUMP"], f"{label}-{a.name}.json"), "w") as f:
                 json.dump(a.events, f)
     lost = reported = dup = reordered = misplaced = gaps = 0
     for s in subs:

@@ -181,4 +181,7 @@ def haproxy(conf_text, tmpdir):
 
 
 def tmpdir(prefix):
-    return tempfile.mkdtemp(prefix=prefix)
+    """A scratch directory removed when the test process ends."""
+    d = tempfile.mkdtemp(prefix=prefix)
+    atexit.register(shutil.rmtree, d, True)
+    return d
