@@ -482,8 +482,10 @@ async def test_drain_and_crash_through_haproxy():
     counts = await run_phase(subs, pubs, channels, base, crash, "kill9", after=6.0)
     # KNOWN (reported, not fixed here): a subscriber that lands on the
     # restarted node after the crash sometimes resumes with recovered:false
-    # over ~1 s of acked messages (the new owner's history starts later);
-    # those count as reported losses, silent ones still fail.
+    # over ~1 s of acked messages: that node just became the channel's
+    # backup and answers `since` from its mirror, whose history starts at its
+    # join (docs/deploy.md 7); those count as reported losses, silent ones
+    # still fail.
     await check_streams(subs, pubs, channels, base, counts, "kill9", allow_reported=True)
     print(f"# figures: {json.dumps(STATE['figures'])}", flush=True)
     for a in subs + pubs:
