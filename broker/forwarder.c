@@ -99,6 +99,8 @@ int forwarder_run(const struct config *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    /* The forwarder has nothing to reload; SIGHUP must not end it. */
+    signal(SIGHUP, SIG_IGN);
 
     void *ctx = zmq_ctx_new();
     if (secret) {

@@ -50,6 +50,8 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
+    if (cfg.workers <= 1)
+        server_set_args(argc, argv); /* a worker's config is rewritten: no reload */
     if (server_start(&cfg) < 0) {
         config_free(&cfg);
         return 1;

@@ -2,9 +2,14 @@
  * metrics, health and static files; the sweep timer; graceful shutdown.
  *
  * Shutdown order (SIGTERM/SIGINT): /healthz turns 503 and new upgrades are
- * refused; every client is asked to close with 1001 "shutdown" after its
- * queue drains; the loop runs until they are gone or shutdown_timeout passes;
- * then the context is destroyed. */
+ * refused at once, while connected clients are still served; a cluster node
+ * hands its shards over meanwhile. Once --drain-delay has passed since the
+ * signal (and the hand-over is done), every client is asked to close with
+ * 1001 "shutdown" after its queue drains; the loop runs until they are gone
+ * or shutdown_timeout passes; then the context is destroyed. A second
+ * signal skips what is left of the drain delay.
+ *
+ * SIGHUP reloads what can change without a restart (config_reload). */
 #include "server.h"
 #include "auth_ws.h"
 #include "cluster.h"
@@ -34,7 +39,14 @@
 
 static lws_sorted_usec_list_t sweep_timer;
 
-static volatile sig_atomic_t got_signal;
+static volatile sig_atomic_t got_signal;   /* SIGTERM/SIGINT count */
+static volatile sig_atomic_t got_hup;
+static int signals_seen;
+
+/* main's arguments and config, read again on SIGHUP. */
+static int saved_argc;
+static char **saved_argv;
+static struct config *live_cfg;
 
 static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
                              void *in, size_t len);
@@ -61,6 +73,7 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
     if (reason == LWS_CALLBACK_EVENT_WAIT_CANCELLED) {
         /* lws_cancel_service() from the signal handler lands here: lws
          * broadcasts it to every protocol of the vhost, this one included. */
+        server_reload_if_asked();
         server_begin_shutdown();
         return 0;
     }
@@ -79,10 +92,46 @@ static int listener_callback(struct lws *wsi, enum lws_callback_reasons reason, 
 
 static void on_signal(int sig)
 {
-    (void)sig;
-    got_signal = 1;
+    if (sig == SIGHUP)
+        got_hup = 1;
+    else
+        got_signal++;
     if (rt.ctx)
         lws_cancel_service(rt.ctx);
+}
+
+/* Applies what changed in the live config to those who copied it. */
+static void apply_reloaded(void)
+{
+    char err[200];
+    log_set_level((enum log_level)log_level_parse(rt.cfg->log_level));
+    log_install_lws(log_get_level());
+    if (ws_set_trusted_proxies(rt.cfg->trusted_proxy, rt.cfg->n_trusted_proxy, err, sizeof err) < 0)
+        log_error("event=reload_failed msg=\"%s\"", err); /* config_load checked it: not reached */
+}
+
+void server_reload_if_asked(void)
+{
+    if (!got_hup)
+        return;
+    got_hup = 0;
+    log_info("event=reload_begin signal=SIGHUP config=%s",
+             rt.cfg->config_file ? rt.cfg->config_file : "-");
+    if (!live_cfg || !saved_argv) {
+        log_warn("event=reload_refused msg=\"this process cannot reload\"");
+        return;
+    }
+    int changed = config_reload(live_cfg, saved_argc, saved_argv);
+    if (changed >= 0) {
+        apply_reloaded();
+        log_info("event=reload_done changed=%d", changed);
+    }
+}
+
+void server_set_args(int argc, char **argv)
+{
+    saved_argc = argc;
+    saved_argv = argv;
 }
 
 static void sweep(lws_sorted_usec_list_t *sul)
@@ -152,13 +201,14 @@ static void raise_fd_limit(int want)
                  (unsigned long long)rl.rlim_cur, want);
 }
 
-int server_start(const struct config *cfg)
+int server_start(struct config *cfg)
 {
     struct lws_context_creation_info info;
     struct in_addr a4;
 
     memset(&rt, 0, sizeof rt);
     rt.cfg = cfg;
+    live_cfg = cfg;
     raise_fd_limit(cfg->max_connections);
 
     char err[300];
@@ -167,6 +217,11 @@ int server_start(const struct config *cfg)
         return -1;
     }
     ratelimit_init(cfg);
+    if (ws_set_trusted_proxies(cfg->trusted_proxy, cfg->n_trusted_proxy, err, sizeof err) < 0) {
+        log_error("event=start_failed msg=\"%s\"", err);
+        auth_ws_free();
+        return -1;
+    }
     if (cfg->tls_cert && (access(cfg->tls_cert, R_OK) || access(cfg->tls_key, R_OK))) {
         log_error("event=start_failed msg=\"cannot read --tls-cert %s or --tls-key %s\"",
                   cfg->tls_cert, cfg->tls_key);
@@ -254,6 +309,7 @@ int server_start(const struct config *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     channel_registry_init(cfg);
@@ -289,6 +345,7 @@ int server_start(const struct config *cfg)
 
 static lws_sorted_usec_list_t shutdown_timer;
 static int64_t shutdown_deadline_ms;
+static int64_t signal_ms;         /* monotonic: when the first SIGTERM/SIGINT came */
 static bool finished;
 
 /* Runs inside the loop every 20 ms once shutdown began: done when every
@@ -300,7 +357,8 @@ static void shutdown_check(lws_sorted_usec_list_t *sul)
         lws_sul_schedule(rt.ctx, 0, sul, shutdown_check, 20 * LWS_US_PER_MS);
         return;
     }
-    log_info("event=shutdown_done connections_left=%lld", (long long)metrics.connections);
+    log_info("event=shutdown_done connections_left=%lld since_signal_ms=%lld",
+             (long long)metrics.connections, (long long)(runtime_mono_ms() - signal_ms));
     finished = true;
     if (rt.event_lib)
         lws_context_destroy(rt.ctx);
@@ -311,29 +369,27 @@ static void shutdown_check(lws_sorted_usec_list_t *sul)
 static void begin_drain(void)
 {
     rt.shutting_down = true;
-    log_info("event=shutdown_begin connections=%lld", (long long)metrics.connections);
-    conn_close_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
+    log_info("event=shutdown_begin connections=%lld since_signal_ms=%lld",
+             (long long)metrics.connections, (long long)(runtime_mono_ms() - signal_ms));
+    conn_drain_all(CHORUS_CLOSE_SHUTDOWN, CHORUS_CLOSE_REASON_SHUTDOWN);
     shutdown_deadline_ms = runtime_now_ms() + rt.cfg->shutdown_timeout_ms;
     lws_sul_schedule(rt.ctx, 0, &shutdown_timer, shutdown_check, 1);
 }
 
-/* A cluster node first hands its shards over (PROTOCOL.md 7.4): until the
- * committed map names it nowhere it keeps serving its clients, whose
- * publishes now go to the new owners; then it drains as a single node does.
- * Bounded: without a leader the shards move when its lease runs out. */
-static lws_sorted_usec_list_t leave_timer;
-static int64_t leave_deadline_ms;
-
+/* Between the signal and the 1001 closes. A cluster node first hands its
+ * shards over (PROTOCOL.md 7.4): until the committed map names it nowhere
+ * it keeps serving its clients, whose publishes now go to the new owners.
+ * Bounded: without a leader the shards move when its lease runs out.
+ * Meanwhile, and for at least drain_delay, /healthz says 503 so that load
+ * balancers take the node out before its clients come back through them. */
+static lws_sorted_usec_list_t drain_timer;
+static int64_t leave_deadline_ms, drain_until_ms;
 static int64_t left_ms;
 
-static void leave_check(lws_sorted_usec_list_t *sul)
+static void drain_check(lws_sorted_usec_list_t *sul)
 {
     int64_t now = runtime_now_ms();
-    if (!cluster_left() && now < leave_deadline_ms) {
-        lws_sul_schedule(rt.ctx, 0, sul, leave_check, 20 * LWS_US_PER_MS);
-        return;
-    }
-    if (!left_ms) {
+    if (rt.leaving && !left_ms && (cluster_left() || now >= leave_deadline_ms)) {
         left_ms = now;
         log_info("event=leave_done handed_over=%s", cluster_left() ? "yes" : "no (timeout)");
         cluster_step_down();
@@ -341,8 +397,9 @@ static void leave_check(lws_sorted_usec_list_t *sul)
     /* Peers apply the new map a heartbeat or two after this node: until
      * then they still send it publishes, which it forwards to the new
      * owners; it lingers that long before draining. */
-    if (now - left_ms < rt.cfg->lease_ms / 3) {
-        lws_sul_schedule(rt.ctx, 0, sul, leave_check, 20 * LWS_US_PER_MS);
+    bool handed_over = !rt.leaving || (left_ms && now - left_ms >= rt.cfg->lease_ms / 3);
+    if (!handed_over || runtime_mono_ms() < drain_until_ms) {
+        lws_sul_schedule(rt.ctx, 0, sul, drain_check, 20 * LWS_US_PER_MS);
         return;
     }
     begin_drain();
@@ -350,17 +407,30 @@ static void leave_check(lws_sorted_usec_list_t *sul)
 
 void server_begin_shutdown(void)
 {
-    if (rt.shutting_down || rt.leaving || !got_signal)
+    if (rt.shutting_down || got_signal == signals_seen)
         return;
     sdnotify_stopping();
-    if (!cluster_enabled() || !cluster_ready()) {
+    signals_seen = got_signal;
+    if (rt.draining) {
+        log_info("event=drain_skip msg=\"signal again: closing clients without waiting out the drain delay\"");
+        drain_until_ms = 0;
+        return;
+    }
+    rt.draining = true;
+    signal_ms = runtime_mono_ms();
+    drain_until_ms = signal_ms + (int64_t)rt.cfg->drain_delay * 1000;
+    log_info("event=drain_begin drain_delay_s=%d connections=%lld leave=%s", rt.cfg->drain_delay,
+             (long long)metrics.connections,
+             cluster_enabled() && cluster_ready() ? "yes" : "no");
+    if (cluster_enabled() && cluster_ready()) {
+        rt.leaving = true;
+        cluster_leave();
+        leave_deadline_ms = runtime_now_ms() + 3 * (int64_t)rt.cfg->lease_ms;
+    } else if (!rt.cfg->drain_delay) {
         begin_drain();
         return;
     }
-    rt.leaving = true;
-    cluster_leave();
-    leave_deadline_ms = runtime_now_ms() + 3 * (int64_t)rt.cfg->lease_ms;
-    lws_sul_schedule(rt.ctx, 0, &leave_timer, leave_check, 1);
+    lws_sul_schedule(rt.ctx, 0, &drain_timer, drain_check, 1);
 }
 
 int server_run(void)
@@ -380,7 +450,7 @@ void server_stop(void)
     }
     if (!rt.event_lib) {
         lws_sul_cancel(&shutdown_timer);
-        lws_sul_cancel(&leave_timer);
+        lws_sul_cancel(&drain_timer);
     }
     if (!rt.event_lib)
         keepalive_stop();

@@ -13,12 +13,19 @@
 #include "config.h"
 #include "runtime.h"
 
-int server_start(const struct config *cfg);
+/* cfg stays the caller's and must outlive the server; SIGHUP changes the
+ * settings in it that can change while running (config_reload). */
+int server_start(struct config *cfg);
+/* main's argv, read again on SIGHUP; without it SIGHUP only logs. */
+void server_set_args(int argc, char **argv);
 /* Runs the loop until a signal; then drains clients and returns 0. */
 int server_run(void);
 void server_stop(void);
-/* Called in the loop after a signal woke it: refuse new clients, close the
- * open ones with 1001 once their queues drain, then end the loop. */
+/* Called in the loop after a signal woke it: refuse new clients at once,
+ * close the open ones with 1001 once drain_delay has passed and their
+ * queues drain, then end the loop. */
 void server_begin_shutdown(void);
+/* Called in the loop after a signal woke it: reloads on SIGHUP. */
+void server_reload_if_asked(void);
 
 #endif

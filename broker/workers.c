@@ -17,9 +17,15 @@
 
 #define MAX_WORKERS 64
 
-static volatile sig_atomic_t stop_signal;
+static volatile sig_atomic_t stop_signal, hup_signal;
 
-static void on_signal(int sig) { stop_signal = sig; }
+static void on_signal(int sig)
+{
+    if (sig == SIGHUP)
+        hup_signal = 1;
+    else
+        stop_signal = sig;
+}
 
 static void set_str(char **slot, const char *v)
 {
@@ -104,6 +110,8 @@ static pid_t spawn(struct config *cfg, int i, pid_t parent)
     if (pid == 0) {
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
+        /* A worker's SIGHUP (the process group's) is the parent's to report. */
+        signal(SIGHUP, SIG_IGN);
         become_worker(cfg, i, parent);
     }
     return pid;
@@ -119,6 +127,7 @@ int workers_run(struct config *cfg)
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     for (int i = 0; i < n; i++)
         if ((raft_ports[i] = free_port()) < 0) {
             log_error("event=workers_failed msg=\"no free loopback port for Raft\"");
@@ -145,6 +154,13 @@ int workers_run(struct config *cfg)
                 if (pids[i] > 0)
                     kill(pids[i], SIGTERM);
             stop_signal = -1;
+        }
+        if (hup_signal) {
+            hup_signal = 0;
+            /* Workers rewrite part of their configuration (workers.h), so a
+             * reload would have to tell those changes from the operator's. */
+            log_warn("event=reload_refused signal=SIGHUP msg=\"--workers: reloading is not "
+                     "supported; restart to apply a new configuration\"");
         }
         pid_t pid = waitpid(-1, &status, 0);
         if (pid < 0) {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything building and testing Chorus needs on a fresh Debian 12:
 # the C toolchain and libraries, clang (libFuzzer), Python websockets and Node
-# for the integration tests, Chromium for the browser tests, then the tests'
+# for the integration tests, Chromium for the browser tests, nginx and haproxy
+# for the deploy tests (their services are not used: the tests run their own), then the tests'
 # npm packages (npm ci in tests/). Idempotent: apt is skipped when every
 # package is already there. Runs as root, or through sudo otherwise; needs no
 # terminal (CI runs it with CI=true and no stdin).
@@ -24,6 +25,7 @@ PACKAGES=(
   chromium
   curl ca-certificates
   openssl
+  nginx haproxy
 )
 
 installed() {

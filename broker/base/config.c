@@ -1,5 +1,6 @@
 /* config.c - the settings table and its three sources (file, environment, flags). */
 #include "config.h"
+#include "clientip.h"
 #include "log.h"
 #include "paths.h"
 
@@ -151,8 +152,21 @@ static const struct opt opts[] = {
      "open WebSocket connections per client IP, beyond it HTTP 429 (default 0 = no limit)", NULL},
     {"presence-max-members", OPT_INT, F(presence_max_members), 0, "N", 0, 10000000,
      "past this many members presence answers counts and join/leave stop", "1000"},
+    {"trusted-proxy", OPT_LIST, F(trusted_proxy), F(n_trusted_proxy), "CIDR", 0, 0,
+     "a reverse proxy's address or range (IPv4 or IPv6, repeatable): from it, X-Forwarded-For, "
+     "X-Real-IP or a PROXY v1 line name the client IP used by per-IP limits and logs (default: none)", NULL},
+    {"drain-delay", OPT_INT, F(drain_delay), 0, "SECS", 0, 3600,
+     "on SIGTERM, keep serving clients this long while /healthz is 503 and new upgrades are "
+     "refused, so load balancers stop sending new ones, before closing clients with 1001", "0"},
 };
 #undef F
+
+/* How many values the array of a list option holds. */
+static int list_cap(const struct opt *o)
+{
+    return o->off == offsetof(struct config, peer) || o->off == offsetof(struct config, raft_peer)
+               ? CONFIG_MAX_PEERS : CONFIG_MAX_ORIGINS;
+}
 
 static void set_str(char **slot, const char *v)
 {
@@ -197,8 +211,7 @@ static int apply(struct config *cfg, const struct opt *o, const char *v, const c
         return 0;
     case OPT_LIST: {
         int *n = (int *)(base + o->off_n);
-        int max = o->off == offsetof(struct config, peer) || o->off == offsetof(struct config, raft_peer)
-                      ? CONFIG_MAX_PEERS : CONFIG_MAX_ORIGINS;
+        int max = list_cap(o);
         if (*n >= max) {
             fprintf(stderr, "chorusd: %s: at most %d values for %s\n", src, max, o->name);
             return -1;
@@ -849,6 +862,12 @@ int config_load(struct config *cfg, int argc, char **argv)
                         "(no connection could ever authenticate)\n");
         goto out;
     }
+    struct trusted_nets nets;
+    char err[200];
+    if (trusted_nets_parse(&nets, cfg->trusted_proxy, cfg->n_trusted_proxy, err, sizeof err) < 0) {
+        fprintf(stderr, "chorusd: %s\n", err);
+        goto out;
+    }
     if (load_namespaces(cfg, file_root, file) < 0)
         goto out;
     if (check && check_deep(cfg) < 0)
@@ -901,4 +920,107 @@ const struct ns_opts *config_ns_for(const struct config *cfg, const char *channe
         if (strlen(cfg->namespaces[i].name) == n && !memcmp(cfg->namespaces[i].name, channel, n))
             return &cfg->namespaces[i];
     return &cfg->default_ns;
+}
+
+/* ------------------------------------------------------------------ reload */
+
+/* Settings every reader takes from the live config at each use, so a new
+ * value simply applies from the next use on. Everything else is copied
+ * into other structures at start (listeners, cluster, keepalive wheel,
+ * token keys, namespaces' history rules held by channels) and needs a
+ * restart. */
+static const char *const reloadable[] = {
+    "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "max-pub-rate",
+    "pub-burst", "max-pub-rate-user", "max-conn-rate-ip", "max-conns-per-ip", "allowed-origin",
+    "trusted-proxy", "drain-delay", "shutdown-timeout", NULL,
+};
+
+static bool opt_equal(const struct config *a, const struct config *b, const struct opt *o)
+{
+    const char *pa = (const char *)a + o->off, *pb = (const char *)b + o->off;
+    switch (o->type) {
+    case OPT_INT:
+        return *(const int *)pa == *(const int *)pb;
+    case OPT_BOOL:
+    case OPT_FLAG:
+        return *(const bool *)pa == *(const bool *)pb;
+    case OPT_STR: {
+        const char *x = *(char *const *)pa, *y = *(char *const *)pb;
+        return x == y || (x && y && !strcmp(x, y));
+    }
+    case OPT_LIST: {
+        int n = *(const int *)((const char *)a + o->off_n);
+        if (n != *(const int *)((const char *)b + o->off_n))
+            return false;
+        for (int i = 0; i < n; i++)
+            if (strcmp(((char *const *)pa)[i], ((char *const *)pb)[i]))
+                return false;
+        return true;
+    }
+    }
+    return false;
+}
+
+/* Moves o's value from `from` into `to`; `from` is freed by the caller. */
+static void opt_move(struct config *to, struct config *from, const struct opt *o)
+{
+    char *pt = (char *)to + o->off, *pf = (char *)from + o->off;
+    size_t size = o->type == OPT_INT ? sizeof(int) : o->type == OPT_STR ? sizeof(char *)
+                  : o->type == OPT_LIST ? list_cap(o) * sizeof(char *) : sizeof(bool);
+    char tmp[CONFIG_MAX_PEERS * sizeof(char *)];
+    memcpy(tmp, pt, size);
+    memcpy(pt, pf, size);
+    memcpy(pf, tmp, size);
+    if (o->type == OPT_LIST) {
+        int *nt = (int *)((char *)to + o->off_n), *nf = (int *)((char *)from + o->off_n);
+        int n = *nt;
+        *nt = *nf;
+        *nf = n;
+    }
+}
+
+int config_reload(struct config *live, int argc, char **argv)
+{
+    struct config fresh;
+    if (config_load(&fresh, argc, argv) != 0) {
+        config_free(&fresh);
+        log_error("event=reload_failed msg=\"the configuration does not load (see the line above); "
+                  "nothing changed\"");
+        return -1;
+    }
+    int changed = 0;
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++) {
+        const struct opt *o = &opts[i];
+        if (!strcmp(o->name, "config") || opt_equal(live, &fresh, o))
+            continue;
+        bool ok = false;
+        for (int k = 0; reloadable[k]; k++)
+            ok = ok || !strcmp(reloadable[k], o->name);
+        if (!ok) {
+            log_warn("event=reload_refused key=%s msg=\"changed, but only a restart applies it; "
+                     "the running value stays\"", o->name);
+            continue;
+        }
+        /* Only limits, times and address lists: no secret is logged. */
+        if (o->type == OPT_INT)
+            log_info("event=reload_changed key=%s old=%d new=%d", o->name,
+                     *(int *)((char *)live + o->off), *(int *)((char *)&fresh + o->off));
+        else if (o->type == OPT_STR)
+            log_info("event=reload_changed key=%s old=%s new=%s", o->name,
+                     *(char **)((char *)live + o->off), *(char **)((char *)&fresh + o->off));
+        else
+            log_info("event=reload_changed key=%s values=%d", o->name,
+                     *(int *)((char *)&fresh + o->off_n));
+        opt_move(live, &fresh, o);
+        changed++;
+    }
+    bool ns_same = live->n_namespaces == fresh.n_namespaces &&
+                   (!live->n_namespaces || !memcmp(live->namespaces, fresh.namespaces,
+                                                   (size_t)live->n_namespaces * sizeof *live->namespaces));
+    /* The default namespace follows top-level keys, reported above. */
+    if (!ns_same)
+        log_warn("event=reload_refused key=namespaces msg=\"changed, but only a restart applies "
+                 "namespaces and their rules in this version; the running ones stay\"");
+    config_free(&fresh);
+    return changed;
 }

@@ -109,6 +109,11 @@ struct config {
     int max_conns_per_ip;         /* open WebSocket connections per IP; 0 = no limit */
     int presence_max_members;
 
+    /* deployment behind proxies and balancers: clientip.c, server.c */
+    char *trusted_proxy[CONFIG_MAX_ORIGINS]; /* CIDRs whose X-Forwarded-For we believe */
+    int n_trusted_proxy;
+    int drain_delay;              /* seconds between SIGTERM and the 1001 closes */
+
     struct ns_opts default_ns;
     struct ns_opts *namespaces;
     int n_namespaces;
@@ -121,6 +126,15 @@ struct config {
  * configuration invalid (exit 1). */
 int config_load(struct config *cfg, int argc, char **argv);
 void config_free(struct config *cfg);
+
+/* SIGHUP: loads the configuration again from the same sources (argv wins
+ * over the environment over the file, as at start) and moves into `live`
+ * the settings that are read afresh on every use (log level, limits,
+ * trusted proxies, allowed origins, drain and shutdown times); every other
+ * setting that differs is kept as it is and logged as needing a restart.
+ * Returns the number of settings changed, or -1 (logged) when the new
+ * configuration does not load: then nothing changes. */
+int config_reload(struct config *live, int argc, char **argv);
 
 /* The options of the namespace that `channel` belongs to; never NULL. */
 const struct ns_opts *config_ns_for(const struct config *cfg, const char *channel, size_t len);

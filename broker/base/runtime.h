@@ -17,6 +17,7 @@ struct runtime {
     const struct config *cfg;
     struct lws_context *ctx;      /* NULL before start and after stop */
     struct lws_vhost *vh;
+    bool draining;                /* SIGTERM came: /healthz 503, upgrades refused, clients still served */
     bool leaving;                 /* SIGTERM in a cluster: handing shards over before shutting down */
     bool shutting_down;           /* set once the drain begins (SIGTERM/SIGINT); never cleared */
     bool event_lib;               /* lws runs on libev (epoll) instead of its poll loop */

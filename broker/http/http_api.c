@@ -268,7 +268,8 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     return rc;
 }
 
-/* GET /healthz -> {"status","node","connections","channels","peers"?} (503 while shutting down) */
+/* GET /healthz -> {"status","node","connections","channels","peers"?}; 503 from SIGTERM on
+ * (status "draining" or "leaving" during the drain delay, then "shutting_down") */
 static int api_healthz(struct lws *wsi, struct http_session *s)
 {
     json_t *j = json_pack("{s:s, s:s, s:I, s:I}", "status",
@@ -288,6 +289,8 @@ static int api_healthz(struct lws *wsi, struct http_session *s)
     }
     if (j && rt.leaving && !rt.shutting_down)
         json_object_set_new(j, "status", json_string("leaving"));
+    else if (j && rt.draining && !rt.shutting_down)
+        json_object_set_new(j, "status", json_string("draining"));
     else if (j && !rt.shutting_down && !cluster_ready())
         json_object_set_new(j, "status",
                             json_string(cluster_lease_lost_ms() > 0 ? "cut_off" : "starting"));
@@ -295,7 +298,7 @@ static int api_healthz(struct lws *wsi, struct http_session *s)
         json_object_set_new(j, "lease", json_boolean(cluster_can_act()));
         json_object_set_new(j, "map_version", json_integer((json_int_t)cluster_map_version()));
     }
-    return respond_json(wsi, s, rt.shutting_down || rt.leaving || !cluster_ready() ? 503 : 200, j);
+    return respond_json(wsi, s, rt.draining || rt.shutting_down || rt.leaving || !cluster_ready() ? 503 : 200, j);
 }
 
 /* GET /metrics -> Prometheus text */

@@ -38,6 +38,19 @@ void conn_close_all(uint16_t code, const char *reason)
         conn_close_with(c, code, reason, false);
 }
 
+void conn_drain_all(uint16_t code, const char *reason)
+{
+    for (struct conn *c = conns; c; c = c->next) {
+        if (!c->pubs) {
+            conn_close_with(c, code, reason, false);
+            continue;
+        }
+        c->close_when_answered = true;
+        c->close_code = code;
+        c->close_reason = reason;
+    }
+}
+
 /* A node without a lease for twice its length is on the minority side of a
  * partition (or stalled): it can acknowledge nothing, so its clients are
  * better served by another node. They are told once per such spell (4013);

@@ -56,6 +56,7 @@ struct conn {
 
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */
+    bool close_when_answered;     /* shutdown: close once no publish is in flight */
     uint16_t close_code;
     const char *close_reason;     /* static string */
 };
@@ -81,8 +82,14 @@ int conn_flush(struct conn *c);
 void conn_list_add(struct conn *c);
 void conn_list_remove(struct conn *c);
 bool conn_list_empty(void);
-/* Asks every open connection to close once its queue drains (shutdown). */
+/* Asks every open connection to close once its queue drains. */
 void conn_close_all(uint16_t code, const char *reason);
+/* The same for shutdown, except that a connection with publishes in flight
+ * first gets their answers (ops.c closes it after the last one; no new
+ * publish is taken while shutting down, and each is bounded by
+ * cluster_timeout_ms): a client is never left not knowing whether its
+ * publish was sequenced. */
+void conn_drain_all(uint16_t code, const char *reason);
 /* Closes every client with 4013 when this node has been without a lease for
  * twice lease_ms (PROTOCOL.md 7.4); registered at start. */
 void conn_watch_cluster(void);

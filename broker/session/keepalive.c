@@ -121,10 +121,14 @@ void keepalive_conn_open(struct conn *c)
 {
     if (!ka.slots)
         return;
-    /* A random start within the first interval spreads the PINGs of
-     * connections opened together over a whole interval. */
+    /* The first PING comes at a random moment within the first interval:
+     * that spreads the PINGs of connections opened together over a whole
+     * interval, and never leaves a new connection silent for longer than
+     * one interval (a proxy's idle timeout above ping_interval holds it,
+     * docs/deploy.md). "Last seen" is put that far in the past; the tick
+     * counter wraps like every other time on the wheel. */
     ka.seed = ka.seed * 6364136223846793005ull + 1442695040888963407ull;
-    c->ka.seen = now_ticks() + (uint32_t)((ka.seed >> 33) % ka.interval);
+    c->ka.seen = now_ticks() - (uint32_t)((ka.seed >> 33) % ka.interval);
     c->ka.ping_at = 0;
     link_at(c, c->ka.seen + ka.interval);
 }

@@ -242,7 +242,12 @@ static void pub_done(struct pub_wait *w, enum chorus_err err, const char *msg, c
             conn_send_json(p->conn, j);
         }
     }
+    struct conn *c = p->conn;
     free(p);
+    /* Shutdown waits for a connection's publishes in flight, so that the
+     * client has every answer before its 1001 (conn_drain_all). */
+    if (c->close_when_answered && !c->pubs)
+        conn_close_with(c, c->close_code, c->close_reason, false);
 }
 
 void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,

@@ -6,6 +6,7 @@
 #include "ws.h"
 #include "auth_ws.h"
 #include "binmsg.h"
+#include "clientip.h"
 #include "cluster.h"
 #include "conn.h"
 #include "frame.h"
@@ -24,8 +25,18 @@
 
 static uint64_t conn_counter;
 static uint32_t conn_id_salt;
+static struct trusted_nets trusted;
 
 size_t ws_session_size(void) { return sizeof(struct conn); }
+
+int ws_set_trusted_proxies(char *const *cidrs, int n, char *err, size_t cap)
+{
+    struct trusted_nets t;
+    if (trusted_nets_parse(&t, cidrs, n, err, cap) < 0)
+        return -1;
+    trusted = t;
+    return 0;
+}
 
 /* ---------------------------------------------------------------- receive */
 
@@ -156,6 +167,46 @@ static bool origin_allowed(struct lws *wsi)
     return false;
 }
 
+/* A header's whole value (every occurrence, joined with ',' by lws), or
+ * NULL when absent; the caller frees it. Bounded by --max-header-bytes. */
+static char *header_dup(struct lws *wsi, enum lws_token_indexes h, size_t *len)
+{
+    int total = lws_hdr_total_length(wsi, h);
+    *len = 0;
+    if (total <= 0)
+        return NULL;
+    /* lws adds a ',' between occurrences, not counted in the total. */
+    size_t cap = (size_t)total * 2 + 2;
+    char *v = malloc(cap);
+    int n = v ? lws_hdr_copy(wsi, v, (int)cap, h) : -1;
+    if (n <= 0) {
+        free(v);
+        return NULL;
+    }
+    *len = (size_t)n;
+    return v;
+}
+
+/* The client's address: the TCP peer, or what a trusted proxy says it is
+ * (clientip.h). */
+static void client_ip(struct lws *wsi, char *out)
+{
+    char peer[CLIENTIP_LEN + 8] = "";
+    lws_get_peer_simple(wsi, peer, sizeof peer);
+    if (!trusted.n || !trusted_nets_match(&trusted, peer)) {
+        clientip_resolve(&trusted, peer, NULL, 0, NULL, 0, NULL, 0, out);
+        return;
+    }
+    size_t xl, rl, pl;
+    char *xff = header_dup(wsi, WSI_TOKEN_X_FORWARDED_FOR, &xl);
+    char *real = header_dup(wsi, WSI_TOKEN_HTTP_X_REAL_IP, &rl);
+    char *proxy = header_dup(wsi, WSI_TOKEN_PROXY, &pl);
+    clientip_resolve(&trusted, peer, xff, xl, real, rl, proxy, pl, out);
+    free(xff);
+    free(real);
+    free(proxy);
+}
+
 /* Answers a refused upgrade with an HTTP status and the reason before hanging
  * up, so clients and load balancers see why. */
 static int refuse(struct lws *wsi, enum reject_reason why, unsigned int status, const char *msg)
@@ -177,7 +228,7 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > AUTH_QUERY_MAX)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_REQ_URI_TOO_LONG,
                       "the query is longer than a token may be (8192 bytes)");
-    if (rt.shutting_down || rt.leaving)
+    if (rt.draining || rt.shutting_down || rt.leaving)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
         return refuse(wsi, REJECT_STARTING, HTTP_STATUS_SERVICE_UNAVAILABLE,
@@ -194,8 +245,8 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     if (metrics.connections >= rt.cfg->max_connections)
         return refuse(wsi, REJECT_MAX_CONNECTIONS, HTTP_STATUS_SERVICE_UNAVAILABLE,
                       "node is at max_connections");
-    char ip[48] = "";
-    lws_get_peer_simple(wsi, ip, sizeof ip);
+    char ip[CLIENTIP_LEN];
+    client_ip(wsi, ip);
     int status = ratelimit_upgrade(&c->limits, ip, lws_now_usecs());
     if (status) {
         log_info("event=upgrade_refused reason=ip_limit ip=%s status=%d", ip, status);
@@ -228,7 +279,7 @@ static void conn_open(struct conn *c, struct lws *wsi)
     if (hello)
         auth_ws_open(c, hello);
     conn_send_json(c, hello);
-    log_debug("event=conn_open client=%s", c->id);
+    log_info("event=conn_open client=%s ip=%s", c->id, c->limits.ip);
 }
 
 static void conn_closed(struct conn *c)
@@ -248,7 +299,10 @@ static void conn_closed(struct conn *c)
     c->rx = NULL;
     conn_list_remove(c);
     metrics.connections--;
-    log_debug("event=conn_close client=%s", c->id);
+    /* server_close: the code this node closed with; 0 when the client
+     * closed or the connection broke. */
+    log_info("event=conn_close client=%s ip=%s server_close=%d", c->id, c->limits.ip,
+             c->closing ? (int)c->close_code : 0);
 }
 
 /* lws 4.1.6 answers an Upgrade other than websocket or h2c with 403 and

@@ -214,6 +214,9 @@ static void start_node(void)
     char *argv[] = {"fuzz_http",   "--bind",      "127.0.0.1", "--port",        "1",
                     "--event-loop", "poll",       "--api-key", API_KEY,         "--log-level",
                     "error",        "--workers",  "1",         "--history-ttl", "1",
+                    /* The fuzzer's own address is a proxy: forwarding headers
+                     * and PROXY lines reach clientip.c on every upgrade. */
+                    "--trusted-proxy", "127.0.0.0/8", "--max-conns-per-ip", "1000",
                     NULL};
     /* Flags win over the environment; a config file could still add a cluster. */
     unsetenv("CHORUS_CONFIG");
