@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "owner.h"
+#include "shardsync.h"
 #include "presence.h"
 #include "replica.h"
 #include "workers.h"
@@ -262,6 +263,7 @@ int server_start(const struct config *cfg)
     owner_start();
     replica_start(cfg);
     mirror_start();
+    shardsync_start();
     presence_start();
     conn_watch_cluster();
     if (keepalive_start() < 0) {
@@ -379,6 +381,7 @@ void server_stop(void)
         keepalive_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     mirror_stop();
+    shardsync_stop();
     cluster_stop();
     owner_stop();
     lws_context_destroy(rt.ctx);

@@ -101,6 +101,26 @@ bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint
 /* The new owner continues the epoch of a replica it accepted REPL for at
  * repl_gen (it was the backup all along); otherwise a new epoch starts. */
 bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen);
+/* ------------------------------------------------------------ shards
+ * Channels are grouped in CLUSTER_SHARDS shards; the committed map places
+ * each shard (owner, backups). A node that becomes a backup fetches the
+ * state of the shard's channels from the owner (engine/shardsync.c) and
+ * says so with its lease requests: the leader moves a shard only to a node
+ * that holds its state, so a planned move keeps every channel's epoch. */
+#define CLUSTER_SHARDS 64
+enum cluster_role { CLUSTER_ROLE_NONE, CLUSTER_ROLE_OWNER, CLUSTER_ROLE_BACKUP };
+unsigned cluster_shard_of(const char *ch, size_t len);
+/* This node's role in the shard (OWNER without a cluster); for a backup,
+ * *since is the map version it has been one since. *owner is the owner's
+ * id, or NULL while the shard has none. */
+enum cluster_role cluster_shard_role(unsigned shard, uint64_t *since, const char **owner);
+/* Bit s set: this node holds the state of shard s for its current role. */
+void cluster_set_synced(uint64_t mask);
+/* Asks the shard's owner for the names of its channels in that shard that
+ * sort after `after` (sorted, at most limit; the reply's ENV_FLAG_MORE says
+ * more remain). Same contract as cluster_sync. */
+int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint32_t limit,
+                       struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* Sends one envelope addressed to `node`; -1 when it could not be queued. */
 int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
                     int nparts);

@@ -22,6 +22,8 @@ struct grant {
     bool superseded;          /* a newer incarnation of the same node asked */
     bool asked;               /* granted by this leader (else granted_ms is its start) */
     bool leaving;             /* it asked to hand its shards over (SIGTERM) */
+    uint64_t synced;          /* shards whose state it holds (bit per shard) ... */
+    uint64_t synced_version;  /* ... in the map of this version */
     UT_hash_handle hh;
 };
 
@@ -32,6 +34,7 @@ static struct {
     const struct config *cfg;
     char self_ref[SHARDMAP_REF_MAX + 1];
     bool leaving;
+    uint64_t synced;            /* this node's shards with state held (cluster_set_synced) */
     int64_t interval_ms, margin_ms;
     /* requester */
     int64_t until_ms, lost_since_ms, last_req_ms;
@@ -81,13 +84,15 @@ static struct grant *grant_get(const char *ref)
 }
 
 /* Grants ref a lease now; false when it must first apply the current map. */
-static bool grant(const char *ref, uint64_t applied, bool leaving)
+static bool grant(const char *ref, uint64_t applied, bool leaving, uint64_t synced)
 {
     if (applied < consensus_map()->version)
         return false;
     struct grant *g = grant_get(ref);
     if (!g)
         return false;
+    g->synced = synced;
+    g->synced_version = applied;
     if (leaving && !g->leaving)
         log_info("event=node_leaving node=%s msg=\"moving its shards to their backups\"", ref);
     g->leaving = leaving;
@@ -113,6 +118,15 @@ static enum node_state state_of(const char *ref, void *ud)
     if (age < ls.cfg->lease_ms && g->asked)
         return g->leaving ? NODE_LEAVING : NODE_LEASED;
     return age > ls.cfg->lease_ms + ls.margin_ms ? NODE_GONE : NODE_UNCERTAIN;
+}
+
+/* Does ref hold shard's state in the current map (it said so with a lease
+ * request made after applying it)? */
+static bool synced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)ud;
+    struct grant *g = grant_get(ref);
+    return g && g->synced_version == consensus_map()->version && (g->synced >> shard & 1);
 }
 
 static void place(int64_t now)
@@ -143,7 +157,7 @@ static void place(int64_t now)
     if (now - ls.quorum_since_ms < 3 * ls.interval_ms)
         return;
     static struct shardmap next;
-    if (placement_next(map, state_of, NULL, leased, n, ls.cfg->replication_factor, &next))
+    if (placement_next(map, state_of, synced_of, NULL, leased, n, ls.cfg->replication_factor, &next))
         consensus_propose(&next);
 }
 
@@ -156,11 +170,15 @@ static void on_lease_req(const struct cluster_part *topic, const struct envelope
     e.req_id = req->req_id;
     e.seq = consensus_map()->version;
     char ref[SHARDMAP_REF_MAX + 1];
-    if (n != 1 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0)
+    if (n < 1 || n > 2 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0 ||
+        (n == 2 && parts[1].len != 8))
         return;
     memcpy(ref, parts[0].data, parts[0].len);
     ref[parts[0].len] = '\0';
-    if (!consensus_is_leader() || !grant(ref, req->seq, req->status == LEASE_LEAVING))
+    uint64_t synced = 0;
+    for (size_t i = 0; n == 2 && i < 8; i++)
+        synced = synced << 8 | parts[1].data[i];
+    if (!consensus_is_leader() || !grant(ref, req->seq, req->status == LEASE_LEAVING, synced))
         e.status = 1;
     cluster_send_to(req->origin, &e, NULL, 0);
 }
@@ -203,7 +221,7 @@ static void request(int64_t now)
     ls.sent[id % SENT_RING].sent_ms = now;
     uint64_t applied = consensus_map()->version;
     if (leader == consensus_self_id()) {
-        if (consensus_is_leader() && grant(ls.self_ref, applied, ls.leaving))
+        if (consensus_is_leader() && grant(ls.self_ref, applied, ls.leaving, ls.synced))
             granted(id);
         return;
     }
@@ -215,8 +233,12 @@ static void request(int64_t now)
     e.req_id = id;
     e.seq = applied;
     e.status = ls.leaving ? LEASE_LEAVING : 0;
-    struct cluster_part p = {(const unsigned char *)ls.self_ref, strlen(ls.self_ref)};
-    cluster_send_to(node, &e, &p, 1);
+    unsigned char mask[8];
+    for (int i = 0; i < 8; i++)
+        mask[i] = (unsigned char)(ls.synced >> (56 - 8 * i));
+    struct cluster_part p[2] = {{(const unsigned char *)ls.self_ref, strlen(ls.self_ref)},
+                                {mask, sizeof mask}};
+    cluster_send_to(node, &e, p, 2);
 }
 
 static void lease_tick(int64_t wall_now)
@@ -263,6 +285,15 @@ void lease_leave(void)
     ls.leaving = true;
     log_info("event=leave_begin msg=\"asking the leader to move this node's shards\"");
     request(runtime_mono_ms()); /* at once, not at the next renewal */
+}
+
+void cluster_set_synced(uint64_t mask)
+{
+    if (mask & ~ls.synced) {
+        ls.synced = mask;
+        request(runtime_mono_ms()); /* news the leader waits for: tell it now */
+    }
+    ls.synced = mask;
 }
 
 void lease_stop(void)

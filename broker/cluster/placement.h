@@ -9,7 +9,17 @@
  * each goes at once to its first leased backup, which holds everything the
  * leaving owner delivered (delivery needs its ack), and whose acceptance of
  * REPL stops at the new gen; with no leased backup the shard stays until
- * the owner is gone. Pure: unit-tested alone. */
+ * the owner is gone.
+ *
+ * Planned moves go only to nodes that hold the shard's state (they fetched
+ * its channels as a backup, `synced`), so no channel changes epoch: a
+ * leaving owner waits for such a backup. When every node is leased, each
+ * shard drifts back to its rendezvous-preferred nodes (a node that
+ * restarted gets its shards back): the preferred node joins as an extra
+ * backup; once it holds the state the other backups leave and it takes
+ * ownership (the old owner stays its sole backup); then the preferred
+ * backups join and, once they hold the state, the others leave. One step
+ * per shard per map. Pure: unit-tested alone. */
 #ifndef CHORUS_PLACEMENT_H
 #define CHORUS_PLACEMENT_H
 
@@ -25,11 +35,14 @@ enum node_state {
 };
 
 typedef enum node_state placement_state_fn(const char *ref, void *ud);
+/* Does ref hold shard's state (as the map's backup or owner)? */
+typedef bool placement_synced_fn(const char *ref, unsigned shard, void *ud);
 
 /* Fills *next from cur; returns true when it differs (then next->version is
  * cur->version + 1 and every changed shard's gen is that version). `leased`
  * are the refs of leased nodes, in any order; rf is the replication factor. */
-bool placement_next(const struct shardmap *cur, placement_state_fn *state, void *ud,
+bool placement_next(const struct shardmap *cur, placement_state_fn *state,
+                    placement_synced_fn *synced, void *ud,
                     const char *const *leased, int nleased, int rf, struct shardmap *next);
 
 #endif

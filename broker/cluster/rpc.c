@@ -73,7 +73,7 @@ static void calls_fail_target(const char *node)
     }
 }
 
-/* PUB_REP, SYNC_REP: the reply to one of our calls. */
+/* PUB_REP, SYNC_REP, SHARD_REP: the reply to one of our calls. */
 static void on_reply(const struct cluster_part *topic, const struct envelope *env,
                      const struct cluster_part *parts, int n)
 {
@@ -139,6 +139,27 @@ int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, 
     return 0;
 }
 
+int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint32_t limit,
+                       struct cluster_call *call, cluster_call_cb *cb, void *ud)
+{
+    uint64_t since;
+    const char *owner;
+    if (cluster_shard_role(shard, &since, &owner) == CLUSTER_ROLE_OWNER || !owner)
+        return -1;
+    struct envelope e;
+    cluster_env_init(&e, ENV_SHARD_REQ);
+    e.seq = shard;
+    e.limit = limit;
+    call_start(call, owner, cb, ud);
+    e.req_id = call->id;
+    struct cluster_part p = {(const unsigned char *)after, after_len};
+    if (cluster_send_to(owner, &e, &p, 1) < 0) {
+        call_unlink(call);
+        return -1;
+    }
+    return 0;
+}
+
 void cluster_reply_status(const struct envelope *req, uint8_t type, enum chorus_err code,
                           const char *msg)
 {
@@ -176,6 +197,7 @@ void rpc_start(const struct config *cfg)
     rc.cfg = cfg;
     cluster_handle(ENV_PUB_REP, on_reply);
     cluster_handle(ENV_SYNC_REP, on_reply);
+    cluster_handle(ENV_SHARD_REP, on_reply);
     cluster_on_peer_down(calls_fail_target);
     cluster_on_tick(calls_expire);
 }

@@ -1,6 +1,6 @@
 /* owner.c - the owner's service to other nodes: publishes they forward
- * (PUB_REQ) and the position and history they ask for (SYNC_REQ), for the
- * channels this node owns. */
+ * (PUB_REQ), the position and history they ask for (SYNC_REQ) and the
+ * channels of a shard (SHARD_REQ), for what this node owns. */
 #include "owner.h"
 #include "channel.h"
 #include "cluster.h"
@@ -74,6 +74,8 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
                        const struct cluster_part *parts, int n);
 static void on_sync_req(const struct cluster_part *topic, const struct envelope *req,
                         const struct cluster_part *parts, int n);
+static void on_shard_req(const struct cluster_part *topic, const struct envelope *req,
+                         const struct cluster_part *parts, int n);
 
 /* True when the request was kept to be served again shortly. */
 static bool defer(const struct envelope *req, const struct cluster_part *parts, int n)
@@ -115,6 +117,8 @@ static void redispatch(void)
         last_chance = now >= d->deadline_ms;
         if (d->env.type == ENV_PUB_REQ)
             on_pub_req(NULL, &d->env, d->parts, d->n);
+        else if (d->env.type == ENV_SHARD_REQ)
+            on_shard_req(NULL, &d->env, d->parts, d->n);
         else
             on_sync_req(NULL, &d->env, d->parts, d->n);
         redispatching = last_chance = false;
@@ -260,10 +264,98 @@ static void on_sync_req(const struct cluster_part *topic, const struct envelope 
     free(s.buf);
 }
 
+/* ---------------------------------------------------------- shard list */
+
+#define SHARD_NAMES_MAX 512
+
+struct shard_collect {
+    unsigned shard;
+    const char *after;
+    size_t after_len;
+    struct channel **out;
+    size_t n, cap;
+};
+
+static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
+{
+    int c = memcmp(a, b, alen < blen ? alen : blen);
+    return c ? c : (alen > blen) - (alen < blen);
+}
+
+static void collect_shard(struct channel *ch, void *ud)
+{
+    struct shard_collect *c = ud;
+    if (ch->mirror || cluster_shard_of(ch->name, ch->len) != c->shard ||
+        name_cmp(ch->name, ch->len, c->after, c->after_len) <= 0)
+        return;
+    if (c->n == c->cap) {
+        size_t cap = c->cap ? 2 * c->cap : 64;
+        struct channel **p = realloc(c->out, cap * sizeof *p);
+        if (!p)
+            return;
+        c->out = p;
+        c->cap = cap;
+    }
+    c->out[c->n++] = ch;
+}
+
+static int by_name(const void *a, const void *b)
+{
+    const struct channel *x = *(struct channel *const *)a, *y = *(struct channel *const *)b;
+    return name_cmp(x->name, x->len, y->name, y->len);
+}
+
+/* SHARD_REQ [after] {seq: shard, limit} -> SHARD_REP {seq: shard, MORE?} [name...]:
+ * the channels this owner holds in the shard, in name order, after `after`;
+ * a new backup fetches each (engine/shardsync.c). Rare (a map change): the
+ * scan over every channel is fine here. */
+static void on_shard_req(const struct cluster_part *topic, const struct envelope *req,
+                         const struct cluster_part *parts, int n)
+{
+    (void)topic;
+    if (n != 1 || req->seq >= CLUSTER_SHARDS || parts[0].len > CODEC_CHANNEL_MAX) {
+        cluster_reply_status(req, ENV_SHARD_REP, CHORUS_ERR_BAD_REQUEST, "malformed shard request");
+        return;
+    }
+    uint64_t since;
+    const char *owner;
+    if (cluster_shard_role((unsigned)req->seq, &since, &owner) != CLUSTER_ROLE_OWNER ||
+        !cluster_can_act()) {
+        if (!defer(req, parts, n))
+            cluster_reply_status(req, ENV_SHARD_REP, CHORUS_ERR_UNAVAILABLE,
+                                 "shard ownership is moving; retry");
+        return;
+    }
+    struct shard_collect c = {(unsigned)req->seq, (const char *)parts[0].data, parts[0].len, NULL, 0, 0};
+    channel_foreach(collect_shard, &c);
+    if (c.n > 1)
+        qsort(c.out, c.n, sizeof *c.out, by_name);
+    size_t limit = req->limit && req->limit < SHARD_NAMES_MAX ? req->limit : SHARD_NAMES_MAX;
+    size_t k = c.n < limit ? c.n : limit;
+    struct cluster_part *names = calloc(k + 1, sizeof *names);
+    if (!names && k) {
+        free(c.out);
+        cluster_reply_status(req, ENV_SHARD_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < k; i++)
+        names[i] = (struct cluster_part){(const unsigned char *)c.out[i]->name, c.out[i]->len};
+    struct envelope e;
+    cluster_env_init(&e, ENV_SHARD_REP);
+    e.req_id = req->req_id;
+    e.seq = req->seq;
+    if (c.n > k)
+        e.flags |= ENV_FLAG_MORE;
+    cluster_send_to(req->origin, &e, names, (int)k);
+    free(names);
+    free(c.out);
+}
+
 void owner_start(void)
 {
     cluster_handle(ENV_PUB_REQ, on_pub_req);
     cluster_handle(ENV_SYNC_REQ, on_sync_req);
+    cluster_handle(ENV_SHARD_REQ, on_shard_req);
     cluster_on_map(owner_map_changed);
     cluster_on_tick(owner_tick);
 }

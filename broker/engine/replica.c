@@ -48,14 +48,20 @@ static const struct config *cfg;
 
 /* ----------------------------------------------------------------- owner */
 
+static void resubmit(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    replica_submit(ch, f, seq, ts_ms, NULL, NULL);
+}
+
 void replica_claim(struct channel *ch)
 {
     if (!ch->mirror)
         return;
     bool keep = ch->replica && cluster_continues(ch->name, ch->len, ch->repl_gen);
-    /* The old owner's last messages this backup held come first. */
-    mirror_release_tail(ch, keep);
     channel_claim(ch, keep);
+    /* The old owner's last messages this backup held come first, held by
+     * the new backups before they are shown. */
+    mirror_release_tail(ch, keep ? resubmit : NULL);
 }
 
 /* Answers a message's waiters, head first; each is unlinked before its done
@@ -344,8 +350,17 @@ static void demote(struct channel *ch, void *ud)
     bool owner = cluster_is_owner(ch->name, ch->len);
     if (!ch->mirror && !owner) {
         ch->mirror = true;
-        ch->replica = false;
         ch->live = false;
+        /* Handed to a backup on purpose, and this node stays one: it holds
+         * everything it delivered, and the new owner has nothing beyond that
+         * unless messages were pending here (the new owner may deliver those
+         * without this node's ack). Then only its next REPL makes it whole. */
+        uint64_t since;
+        const char *o;
+        ch->replica = ch->assigned == ch->seq &&
+                      cluster_shard_role(cluster_shard_of(ch->name, ch->len), &since, &o) ==
+                          CLUSTER_ROLE_BACKUP;
+        ch->repl_gen = ch->replica ? cluster_shard_gen(ch->name, ch->len) : 0;
     } else if (ch->mirror && owner && ch->ntail && cluster_can_act()) {
         /* Promoted with copies held back from local subscribers: deliver
          * them now rather than at the next publish. */
@@ -355,8 +370,9 @@ static void demote(struct channel *ch, void *ud)
 
 static void replica_map_changed(void)
 {
-    on_map();
+    /* Demotion first: it must see what was still pending here. */
     channel_foreach(demote, NULL);
+    on_map();
 }
 
 void replica_start(const struct config *config)

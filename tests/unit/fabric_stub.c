@@ -14,6 +14,7 @@ uint64_t stub_gen;
 const char *stub_owner;
 bool stub_no_lease;
 bool stub_continues;
+bool stub_is_backup;
 cluster_map_fn *stub_map_hook;
 cluster_interest_fn *stub_interest;
 struct stub_sync stub_syncs[STUB_SYNC_MAX];
@@ -31,6 +32,7 @@ void stub_reset(void)
     stub_owner = NULL;
     stub_no_lease = false;
     stub_continues = true;
+    stub_is_backup = false;
     stub_map_hook = NULL;
     stub_nsyncs = 0;
     stub_nsent = 0;
@@ -67,6 +69,15 @@ bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint
 {
     (void)ch, (void)len, (void)origin;
     return stub_not_owner && !stub_no_lease && gen == stub_gen;
+}
+unsigned cluster_shard_of(const char *ch, size_t len) { (void)ch, (void)len; return 0; }
+enum cluster_role cluster_shard_role(unsigned shard, uint64_t *since, const char **owner)
+{
+    (void)shard;
+    *since = stub_gen;
+    *owner = cluster_owner_of("", 0);
+    return !stub_not_owner ? CLUSTER_ROLE_OWNER : stub_is_backup ? CLUSTER_ROLE_BACKUP
+                                                                 : CLUSTER_ROLE_NONE;
 }
 void cluster_on_map(cluster_map_fn *fn) { stub_map_hook = fn; }
 void cluster_on_interest(cluster_interest_fn *fn) { stub_interest = fn; }

@@ -35,6 +35,20 @@ static enum node_state state_of(const char *ref, void *ud)
     return NODE_GONE;
 }
 
+/* Nodes that do not hold the state of any shard they back up (yet). */
+static const char *unsynced[8];
+static int nunsynced;
+
+static bool synced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)shard;
+    (void)ud;
+    for (int i = 0; i < nunsynced; i++)
+        if (!strcmp(unsynced[i], ref))
+            return false;
+    return true;
+}
+
 static void set_state(const char *ref, enum node_state st)
 {
     for (int i = 0; i < nnodes; i++)
@@ -54,7 +68,7 @@ static bool next(const struct shardmap *cur, struct shardmap *out, int rf)
     for (int i = 0; i < nnodes; i++)
         if (nodes[i].st == NODE_LEASED)
             leased[n++] = nodes[i].ref;
-    return placement_next(cur, state_of, NULL, leased, n, rf, out);
+    return placement_next(cur, state_of, synced_of, NULL, leased, n, rf, out);
 }
 
 static const char *owner(const struct shardmap *m, int s)
@@ -73,6 +87,7 @@ static int setup(void **state)
 {
     (void)state;
     nnodes = 0;
+    nunsynced = 0;
     set_state("a#1", NODE_LEASED);
     set_state("b#1", NODE_LEASED);
     set_state("c#1", NODE_LEASED);
@@ -197,6 +212,74 @@ static void a_leaving_owner_hands_its_shards_to_its_backups_at_once(void **state
             assert_string_equal(owner(&m3, s), "a#1");
 }
 
+static void a_leaving_owner_waits_for_a_backup_that_holds_the_state(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_LEAVING);
+    unsynced[nunsynced++] = "b#1";
+    unsynced[nunsynced++] = "c#1";
+    next(&m1, &m2, 2); /* it stops backing up others' shards at once */
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (!strcmp(owner(&m1, s), "a#1")) /* moving now would restart idle channels' epochs */
+            assert_string_equal(owner(&m2, s), "a#1");
+    nunsynced = 0;
+    assert_true(next(&m1, &m2, 2));
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        assert_string_not_equal(owner(&m2, s), "a#1");
+}
+
+/* The node id of a shard's owner ("a" for "a#2"). */
+static char owner_id(const struct shardmap *m, int s) { return owner(m, s)[0]; }
+
+static void a_restarted_node_gets_its_shards_back_once_it_holds_their_state(void **state)
+{
+    (void)state;
+    /* a#1 leaves, its successor a#2 starts and is not synced yet. */
+    set_state("a#1", NODE_LEAVING);
+    assert_true(next(&m1, &m2, 2));
+    set_state("a#1", NODE_GONE);
+    set_state("a#2", NODE_LEASED);
+    unsynced[nunsynced++] = "a#2";
+    struct shardmap *cur = &m2, *nx = &m3;
+    for (int round = 0; round < 10 && next(cur, nx, 2); round++) {
+        for (int s = 0; s < SHARDMAP_SHARDS; s++)
+            assert_string_not_equal(owner(nx, s), "a#2"); /* nothing moves to a node holding nothing */
+        struct shardmap *t = cur;
+        cur = nx;
+        nx = t;
+    }
+    /* It backs up every shard it is preferred for, as an extra backup. */
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (owner_id(&m1, s) == 'a') {
+            bool in = false;
+            for (int k = 0; k < cur->s[s].nbackups; k++)
+                in |= !strcmp(backup(cur, s, k), "a#2");
+            assert_true(in);
+        }
+    /* Once it holds the state, the shards come back, one step at a time:
+     * the switch happens only while it is the owner's sole backup. */
+    nunsynced = 0;
+    int rounds = 0;
+    for (; rounds < 10 && next(cur, nx, 2); rounds++) {
+        for (int s = 0; s < SHARDMAP_SHARDS; s++)
+            if (owner_id(nx, s) != owner_id(cur, s)) {
+                assert_int_equal(cur->s[s].nbackups, 1);
+                assert_string_equal(backup(cur, s, 0), owner(nx, s));
+                assert_string_equal(backup(nx, s, 0), owner(cur, s)); /* the old owner backs up */
+                assert_int_equal(nx->s[s].cont, cur->s[s].since[0]); /* same epochs */
+            }
+        struct shardmap *t = cur;
+        cur = nx;
+        nx = t;
+    }
+    assert_true(rounds < 10); /* it settles */
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_int_equal(owner_id(cur, s), owner_id(&m1, s)); /* the first map's owners again */
+        assert_int_equal(cur->s[s].nbackups, 1);
+        assert_int_equal(backup(cur, s, 0)[0], backup(&m1, s, 0)[0]);
+    }
+}
+
 static void replication_factor_three_places_two_backups(void **state)
 {
     (void)state;
@@ -258,6 +341,9 @@ int main(void)
         cmocka_unit_test_setup(owner_and_backup_gone_the_survivor_starts_new_epochs, setup),
         cmocka_unit_test_setup(a_restarted_node_owns_nothing_of_its_past_and_backs_up_again, setup),
         cmocka_unit_test_setup(a_leaving_owner_hands_its_shards_to_its_backups_at_once, setup),
+        cmocka_unit_test_setup(a_leaving_owner_waits_for_a_backup_that_holds_the_state, setup),
+        cmocka_unit_test_setup(a_restarted_node_gets_its_shards_back_once_it_holds_their_state,
+                               setup),
         cmocka_unit_test_setup(replication_factor_three_places_two_backups, setup),
         cmocka_unit_test_setup(entries_apply_only_to_the_map_they_were_based_on, setup),
         cmocka_unit_test_setup(channels_hash_to_the_same_shard_everywhere, setup),
