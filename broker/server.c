@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "owner.h"
+#include "publish.h"
 #include "shardsync.h"
 #include "presence.h"
 #include "replica.h"
@@ -261,6 +262,7 @@ int server_start(const struct config *cfg)
     }
     /* The layers above the cluster register what they serve to other nodes. */
     owner_start();
+    publish_start(cfg);
     replica_start(cfg);
     mirror_start();
     shardsync_start();
@@ -382,6 +384,7 @@ void server_stop(void)
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     mirror_stop();
     shardsync_stop();
+    publish_stop();
     cluster_stop();
     owner_stop();
     lws_context_destroy(rt.ctx);

@@ -374,6 +374,13 @@ void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
     ch->nkeys++;
 }
 
+void channel_keys_each(struct channel *ch, void (*fn)(const char *key, uint64_t seq, void *ud),
+                       void *ud)
+{
+    for (struct key_entry *k = ch->keys_age; k; k = k->next)
+        fn(k->key, k->seq, ud);
+}
+
 enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
                                 int64_t ts_ms, struct frame *f)
 {

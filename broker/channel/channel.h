@@ -165,6 +165,9 @@ void channel_unassign(struct channel *ch);
 #define CHANNEL_KEYS 1024
 uint64_t channel_key_seq(struct channel *ch, const char *key);
 void channel_key_record(struct channel *ch, const char *key, uint64_t seq);
+/* Calls fn for every key kept, oldest first (a new backup fetches them). */
+void channel_keys_each(struct channel *ch, void (*fn)(const char *key, uint64_t seq, void *ud),
+                       void *ud);
 
 /* Sequences, encodes, records and fans out one message at once, without
  * replication (single node, and tests); data is a parsed JSON value. `client` is the

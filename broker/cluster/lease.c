@@ -23,6 +23,7 @@ struct grant {
     bool asked;               /* granted by this leader (else granted_ms is its start) */
     bool leaving;             /* it asked to hand its shards over (SIGTERM) */
     uint64_t synced;          /* shards whose state it holds (bit per shard) ... */
+    uint64_t quiesced;        /* shards it hands off, with nothing pending ... */
     uint64_t synced_version;  /* ... in the map of this version */
     UT_hash_handle hh;
 };
@@ -35,6 +36,7 @@ static struct {
     char self_ref[SHARDMAP_REF_MAX + 1];
     bool leaving;
     uint64_t synced;            /* this node's shards with state held (cluster_set_synced) */
+    uint64_t quiesced;          /* ... handed off with nothing pending (cluster_set_quiesced) */
     int64_t interval_ms, margin_ms;
     /* requester */
     int64_t until_ms, lost_since_ms, last_req_ms;
@@ -84,7 +86,8 @@ static struct grant *grant_get(const char *ref)
 }
 
 /* Grants ref a lease now; false when it must first apply the current map. */
-static bool grant(const char *ref, uint64_t applied, bool leaving, uint64_t synced)
+static bool grant(const char *ref, uint64_t applied, bool leaving, uint64_t synced,
+                  uint64_t quiesced)
 {
     if (applied < consensus_map()->version)
         return false;
@@ -92,6 +95,7 @@ static bool grant(const char *ref, uint64_t applied, bool leaving, uint64_t sync
     if (!g)
         return false;
     g->synced = synced;
+    g->quiesced = quiesced;
     g->synced_version = applied;
     if (leaving && !g->leaving)
         log_info("event=node_leaving node=%s msg=\"moving its shards to their backups\"", ref);
@@ -120,23 +124,48 @@ static enum node_state state_of(const char *ref, void *ud)
     return age > ls.cfg->lease_ms + ls.margin_ms ? NODE_GONE : NODE_UNCERTAIN;
 }
 
-/* Does ref hold shard's state in the current map (it said so with a lease
- * request made after applying it)? */
+/* Does ref hold shard's state? Its lease requests say so for the map they
+ * applied; a report counts from a map where it already was the shard's
+ * backup without a break since (its `since`), so later maps that changed
+ * other things do not make it wait for the next report. */
 static bool synced_of(const char *ref, unsigned shard, void *ud)
 {
     (void)ud;
+    const struct shardmap *m = consensus_map();
+    int k = shardmap_backup_pos(m, shard, ref);
     struct grant *g = grant_get(ref);
-    return g && g->synced_version == consensus_map()->version && (g->synced >> shard & 1);
+    return g && k >= 0 && g->synced_version >= m->s[shard].since[k] && (g->synced >> shard & 1);
+}
+
+/* Has the owner ref stopped sequencing for the shard it hands off, with
+ * nothing pending? A report counts from the map that named the handoff. */
+static bool quiesced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)ud;
+    struct grant *g = grant_get(ref);
+    return g && g->synced_version >= consensus_map()->s[shard].gen &&
+           (g->quiesced >> shard & 1);
+}
+
+/* While a new majority settles nobody is called gone: only planned moves
+ * (a leaving node, a handoff) go on. */
+static enum node_state state_in_grace(const char *ref, void *ud)
+{
+    enum node_state st = state_of(ref, ud);
+    return st == NODE_GONE && !grant_get(ref)->superseded ? NODE_UNCERTAIN : st;
 }
 
 static void place(int64_t now)
 {
     const struct shardmap *map = consensus_map();
-    const char *leased[SHARDMAP_MAX_NODES];
-    int n = 0;
-    for (struct grant *g = ls.grants; g && n < SHARDMAP_MAX_NODES; g = g->hh.next)
+    const char *leased[SHARDMAP_MAX_NODES], *members[SHARDMAP_MAX_NODES];
+    int n = 0, nmembers = 0;
+    for (struct grant *g = ls.grants; g && n < SHARDMAP_MAX_NODES; g = g->hh.next) {
         if (state_of(g->ref, NULL) == NODE_LEASED)
             leased[n++] = g->ref;
+        if (!g->superseded)
+            members[nmembers++] = g->ref;
+    }
     /* The first map waits for every voter (or for a while), so the shards
      * spread over the whole cluster rather than over the first to ask. */
     if (map->version == 0 && n < consensus_voters() && now - ls.leader_since_ms < 2 * ls.cfg->lease_ms)
@@ -154,11 +183,23 @@ static void place(int64_t now)
      * moving their shards now would only restart epochs. */
     if (!ls.quorum_since_ms)
         ls.quorum_since_ms = now;
-    if (now - ls.quorum_since_ms < 3 * ls.interval_ms)
-        return;
+    bool grace = now - ls.quorum_since_ms < 3 * ls.interval_ms;
     static struct shardmap next;
-    if (placement_next(map, state_of, synced_of, NULL, leased, n, ls.cfg->replication_factor, &next))
+    struct placement_view view = {grace ? state_in_grace : state_of, synced_of, quiesced_of, NULL,
+                                  members, nmembers};
+    if (placement_next(map, &view, leased, n, ls.cfg->replication_factor, &next)) {
+        if (log_get_level() <= LOG_DEBUG)
+            for (unsigned i = 0; i < SHARDMAP_SHARDS; i++)
+                if (next.s[i].gen == next.version) {
+                    const struct shard_assign *a = &next.s[i];
+                    log_debug("event=shard_placed version=%llu shard=%u owner=%s backups=%d "
+                              "first=%s handoff=%s", (unsigned long long)next.version, i,
+                              a->owner >= 0 ? next.nodes[a->owner] : "-", a->nbackups,
+                              a->nbackups ? next.nodes[a->backup[0]] : "-",
+                              a->handoff >= 0 ? next.nodes[a->handoff] : "-");
+                }
         consensus_propose(&next);
+    }
 }
 
 static void on_lease_req(const struct cluster_part *topic, const struct envelope *req,
@@ -170,15 +211,17 @@ static void on_lease_req(const struct cluster_part *topic, const struct envelope
     e.req_id = req->req_id;
     e.seq = consensus_map()->version;
     char ref[SHARDMAP_REF_MAX + 1];
-    if (n < 1 || n > 2 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0 ||
-        (n == 2 && parts[1].len != 8))
+    if (n < 1 || n > 3 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0 ||
+        (n >= 2 && parts[1].len != 8) || (n == 3 && parts[2].len != 8))
         return;
     memcpy(ref, parts[0].data, parts[0].len);
     ref[parts[0].len] = '\0';
-    uint64_t synced = 0;
-    for (size_t i = 0; n == 2 && i < 8; i++)
-        synced = synced << 8 | parts[1].data[i];
-    if (!consensus_is_leader() || !grant(ref, req->seq, req->status == LEASE_LEAVING, synced))
+    uint64_t masks[2] = {0, 0};
+    for (int p = 1; p < n; p++)
+        for (size_t i = 0; i < 8; i++)
+            masks[p - 1] = masks[p - 1] << 8 | parts[p].data[i];
+    if (!consensus_is_leader() ||
+        !grant(ref, req->seq, req->status == LEASE_LEAVING, masks[0], masks[1]))
         e.status = 1;
     cluster_send_to(req->origin, &e, NULL, 0);
 }
@@ -221,7 +264,8 @@ static void request(int64_t now)
     ls.sent[id % SENT_RING].sent_ms = now;
     uint64_t applied = consensus_map()->version;
     if (leader == consensus_self_id()) {
-        if (consensus_is_leader() && grant(ls.self_ref, applied, ls.leaving, ls.synced))
+        if (consensus_is_leader() &&
+            grant(ls.self_ref, applied, ls.leaving, ls.synced, ls.quiesced))
             granted(id);
         return;
     }
@@ -233,12 +277,14 @@ static void request(int64_t now)
     e.req_id = id;
     e.seq = applied;
     e.status = ls.leaving ? LEASE_LEAVING : 0;
-    unsigned char mask[8];
-    for (int i = 0; i < 8; i++)
-        mask[i] = (unsigned char)(ls.synced >> (56 - 8 * i));
-    struct cluster_part p[2] = {{(const unsigned char *)ls.self_ref, strlen(ls.self_ref)},
-                                {mask, sizeof mask}};
-    cluster_send_to(node, &e, p, 2);
+    unsigned char mask[2][8];
+    for (int i = 0; i < 8; i++) {
+        mask[0][i] = (unsigned char)(ls.synced >> (56 - 8 * i));
+        mask[1][i] = (unsigned char)(ls.quiesced >> (56 - 8 * i));
+    }
+    struct cluster_part p[3] = {{(const unsigned char *)ls.self_ref, strlen(ls.self_ref)},
+                                {mask[0], 8}, {mask[1], 8}};
+    cluster_send_to(node, &e, p, 3);
 }
 
 static void lease_tick(int64_t wall_now)
@@ -294,6 +340,14 @@ void cluster_set_synced(uint64_t mask)
         request(runtime_mono_ms()); /* news the leader waits for: tell it now */
     }
     ls.synced = mask;
+}
+
+void cluster_set_quiesced(uint64_t mask)
+{
+    uint64_t news = mask & ~ls.quiesced;
+    ls.quiesced = mask;
+    if (news)
+        request(runtime_mono_ms());
 }
 
 void lease_stop(void)

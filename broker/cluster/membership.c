@@ -30,6 +30,7 @@ struct shard_view {
     int my_backup;                    /* this node's position among the backups, or -1 */
     uint64_t my_since;                /* ... and the map version it has been one since */
     uint64_t gen, cont;
+    bool handing_off;                 /* mine, and the map names a handoff target */
 };
 
 static struct {
@@ -151,6 +152,7 @@ static void refresh(const struct shardmap *m)
         if (a->owner >= 0) {
             shardmap_node_id(m->nodes[a->owner], v->owner, sizeof v->owner);
             v->mine = !strcmp(m->nodes[a->owner], ms.self_ref);
+            v->handing_off = v->mine && a->handoff >= 0;
         }
         v->nbackups = a->nbackups;
         for (int k = 0; k < a->nbackups; k++) {
@@ -244,6 +246,16 @@ enum cluster_role cluster_shard_role(unsigned shard, uint64_t *since, const char
     if (!ms.enabled || v->mine)
         return CLUSTER_ROLE_OWNER;
     return v->my_backup >= 0 ? CLUSTER_ROLE_BACKUP : CLUSTER_ROLE_NONE;
+}
+
+bool cluster_shard_handing_off(unsigned shard)
+{
+    return ms.enabled && ms.view[shard % SHARDMAP_SHARDS].handing_off;
+}
+
+bool cluster_handing_off(const char *ch, size_t len)
+{
+    return ms.enabled && view_of(ch, len)->handing_off;
 }
 
 uint64_t cluster_map_version(void) { return ms.version; }

@@ -92,18 +92,51 @@ static int backup_index(const struct shardmap *m, const struct shard_assign *a, 
     return -1;
 }
 
+/* A planned switch to backup k: first the map names it (handoff), then,
+ * once the owner said it has stopped sequencing with nothing pending, the
+ * switch; the old owner stays as a backup (keep_old) or goes. */
+static bool hand_over(struct shardmap *n, unsigned i, const struct placement_view *pv, int k,
+                      bool keep_old)
+{
+    struct shard_assign *a = &n->s[i];
+    if (a->handoff != a->backup[k]) {
+        a->handoff = a->backup[k];
+        return true;
+    }
+    if (!pv->quiesced(n->nodes[a->owner], i, pv->ud))
+        return false;
+    a->handoff = -1;
+    if (!keep_old) {
+        promote(a, k);
+        return true;
+    }
+    int old = a->owner;
+    a->owner = a->backup[k];
+    a->cont = a->since[k];
+    a->backup[k] = old;
+    a->since[k] = n->version;
+    return true;
+}
+
 /* One step toward the preferred nodes for a shard whose owner is leased
  * and staying; true when it changed. */
-static bool rebalance(struct shardmap *n, unsigned i, placement_synced_fn *synced, void *ud,
-                      const char *const *leased, int nleased, int rf)
+static bool rebalance(struct shardmap *n, unsigned i, const struct placement_view *pv, int rf)
 {
     struct shard_assign *a = &n->s[i];
     const char *want[SHARDMAP_MAX_BACKUPS + 1];
-    int nwant = preferred(i, leased, nleased, rf, want);
-    if (!nwant)
-        return false;
-    /* A preferred node outside the shard joins as a backup and fetches. */
-    for (int w = 0; w < nwant; w++)
+    int nwant = preferred(i, pv->members, pv->nmembers, rf, want);
+    bool all_leased = nwant > 0;
+    for (int w = 0; w < nwant && all_leased; w++)
+        all_leased = pv->state(want[w], pv->ud) == NODE_LEASED;
+    if (!all_leased) {
+        bool had = a->handoff >= 0;
+        a->handoff = -1;
+        return had;
+    }
+    /* A preferred node outside the shard joins as a backup and fetches: the
+     * preferred owner first, the other preferred backups once it owns. */
+    bool owns = !strcmp(n->nodes[a->owner], want[0]);
+    for (int w = 0; w < (owns ? nwant : 1); w++)
         if (!in_shard(n, a, want[w])) {
             int idx = a->nbackups < SHARDMAP_MAX_BACKUPS ? shardmap_node(n, want[w]) : -1;
             if (idx < 0)
@@ -118,29 +151,32 @@ static bool rebalance(struct shardmap *n, unsigned i, placement_synced_fn *synce
      * backups leave: a backup without local subscribers applies what it is
      * sent at once, so at the switch the new owner may hold messages the
      * old one never delivered, which only a sole backup is sure to share. */
-    if (strcmp(n->nodes[a->owner], want[0]) != 0) {
+    if (!owns) {
         int k = backup_index(n, a, want[0]);
-        if (k < 0 || !synced(want[0], i, ud))
-            return false;
+        if (k < 0 || !pv->synced(want[0], i, pv->ud)) {
+            bool had = a->handoff >= 0;
+            a->handoff = -1;
+            return had;
+        }
         if (a->nbackups > 1) {
             int keep = a->backup[k];
             uint64_t since = a->since[k];
             a->backup[0] = keep;
             a->since[0] = since;
             a->nbackups = 1;
+            a->handoff = -1;
             return true;
         }
-        int old = a->owner;
-        a->owner = a->backup[0];
-        a->cont = a->since[0];
-        a->backup[0] = old;
-        a->since[0] = n->version;
+        return hand_over(n, i, pv, 0, true);
+    }
+    if (a->handoff >= 0) {
+        a->handoff = -1;
         return true;
     }
     /* Backups no longer preferred leave once the preferred ones hold the
      * state, never before: redundancy does not dip during the move. */
     for (int w = 1; w < nwant; w++)
-        if (!synced(want[w], i, ud))
+        if (!pv->synced(want[w], i, pv->ud))
             return false;
     bool dropped = false;
     for (int k = a->nbackups - 1; k >= 0; k--) {
@@ -156,22 +192,32 @@ static bool rebalance(struct shardmap *n, unsigned i, placement_synced_fn *synce
 }
 
 /* Returns true when shard i's assignment changed. */
-static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *state,
-                        placement_synced_fn *synced, void *ud, const char *const *leased,
-                        int nleased, int rf, bool stable)
+static bool place_shard(struct shardmap *n, unsigned i, const struct placement_view *pv,
+                        const char *const *leased, int nleased, int rf, bool stable)
 {
     struct shard_assign *a = &n->s[i];
     uint64_t v = n->version;
     bool changed = false;
-    enum node_state ost = a->owner >= 0 ? state(n->nodes[a->owner], ud) : NODE_GONE;
+    enum node_state ost = a->owner >= 0 ? pv->state(n->nodes[a->owner], pv->ud) : NODE_GONE;
 
     /* Backups that certainly stopped acting leave; uncertain ones stay, since
      * they may still acknowledge what the owner sends. A leaving backup
      * leaves too: what it acknowledged is also held by the owner. */
     for (int k = a->nbackups - 1; k >= 0; k--) {
-        enum node_state bs = state(n->nodes[a->backup[k]], ud);
+        enum node_state bs = pv->state(n->nodes[a->backup[k]], pv->ud);
         if (bs == NODE_GONE || bs == NODE_LEAVING) {
             drop_backup(a, k);
+            changed = true;
+        }
+    }
+    /* A handoff stands only while its target is a leased backup and the
+     * owner is leaving or the cluster stable (else the owner would hold
+     * publishes back for a switch that is not coming). */
+    if (a->handoff >= 0) {
+        int k = backup_index(n, a, n->nodes[a->handoff]);
+        if (k < 0 || pv->state(n->nodes[a->handoff], pv->ud) != NODE_LEASED ||
+            !(ost == NODE_LEAVING || (ost == NODE_LEASED && stable))) {
+            a->handoff = -1;
             changed = true;
         }
     }
@@ -180,10 +226,9 @@ static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *stat
         /* Planned: only to a backup that holds the state, so no channel
          * restarts its epoch; a new backup is fetching it meanwhile. */
         for (int k = 0; k < a->nbackups; k++)
-            if (state(n->nodes[a->backup[k]], ud) == NODE_LEASED &&
-                synced(n->nodes[a->backup[k]], i, ud)) {
-                promote(a, k);
-                changed = true;
+            if (pv->state(n->nodes[a->backup[k]], pv->ud) == NODE_LEASED &&
+                pv->synced(n->nodes[a->backup[k]], i, pv->ud)) {
+                changed |= hand_over(n, i, pv, k, false);
                 break;
             }
     } else if (ost == NODE_GONE) {
@@ -191,8 +236,8 @@ static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *stat
         bool waiting = false;
         for (int pass = 0; pass < 2 && pick < 0; pass++)
             for (int k = 0; k < a->nbackups && pick < 0; k++) {
-                enum node_state bs = state(n->nodes[a->backup[k]], ud);
-                if (bs == NODE_LEASED && (pass || synced(n->nodes[a->backup[k]], i, ud)))
+                enum node_state bs = pv->state(n->nodes[a->backup[k]], pv->ud);
+                if (bs == NODE_LEASED && (pass || pv->synced(n->nodes[a->backup[k]], i, pv->ud)))
                     pick = k;
                 else if (bs != NODE_LEASED)
                     waiting = true;
@@ -201,6 +246,7 @@ static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *stat
             /* The backup holds all the gone owner delivered: promote it
              * (one that fetched the shard's state first). */
             promote(a, pick);
+            a->handoff = -1;
             changed = true;
         } else if (!waiting) {
             const char *ref = best_free(n, a, i, leased, nleased);
@@ -209,6 +255,7 @@ static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *stat
                 changed = true;
             a->owner = idx;
             a->cont = SHARDMAP_NEVER;
+            a->handoff = -1;
         }
         /* else: a backup may come back within its lease; wait for it. */
     }
@@ -225,14 +272,13 @@ static bool place_shard(struct shardmap *n, unsigned i, placement_state_fn *stat
             changed = true;
         }
     if (!changed && stable && a->owner >= 0)
-        changed = rebalance(n, i, synced, ud, leased, nleased, rf);
+        changed = rebalance(n, i, pv, rf);
     if (changed)
         a->gen = v;
     return changed;
 }
 
-bool placement_next(const struct shardmap *cur, placement_state_fn *state,
-                    placement_synced_fn *synced, void *ud,
+bool placement_next(const struct shardmap *cur, const struct placement_view *pv,
                     const char *const *leased, int nleased, int rf, struct shardmap *next)
 {
     *next = *cur;
@@ -242,13 +288,13 @@ bool placement_next(const struct shardmap *cur, placement_state_fn *state,
     bool stable = true;
     for (unsigned i = 0; i < SHARDMAP_SHARDS && stable; i++) {
         const struct shard_assign *a = &cur->s[i];
-        stable = a->owner < 0 || state(cur->nodes[a->owner], ud) == NODE_LEASED;
+        stable = a->owner < 0 || pv->state(cur->nodes[a->owner], pv->ud) == NODE_LEASED;
         for (int k = 0; k < a->nbackups && stable; k++)
-            stable = state(cur->nodes[a->backup[k]], ud) == NODE_LEASED;
+            stable = pv->state(cur->nodes[a->backup[k]], pv->ud) == NODE_LEASED;
     }
     bool changed = false;
     for (unsigned i = 0; i < SHARDMAP_SHARDS; i++)
-        changed |= place_shard(next, i, state, synced, ud, leased, nleased, rf, stable);
+        changed |= place_shard(next, i, pv, leased, nleased, rf, stable);
     if (changed)
         shardmap_compact(next);
     return changed;

@@ -86,7 +86,7 @@ static void on_reply(const struct cluster_part *topic, const struct envelope *en
 }
 
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            bool binary, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
@@ -94,8 +94,8 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
         return -1; /* no owner placed yet, or the map moved it here meanwhile */
     struct envelope e;
     cluster_env_init(&e, ENV_PUB_REQ);
-    if (binary)
-        e.flags |= ENV_FLAG_BINARY;
+    e.flags |= flags & ENV_FLAG_BINARY;
+    e.seq = cluster_map_version(); /* who is behind, when two nodes disagree on the owner */
     call_start(call, owner, cb, ud);
     e.req_id = call->id;
     struct cluster_part parts[4] = {
@@ -112,17 +112,33 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
     return 0;
 }
 
+static int sync_req(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
+                    uint32_t limit, uint8_t flags, struct cluster_call *call, cluster_call_cb *cb,
+                    void *ud);
+
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
                  void *ud)
+{
+    return sync_req(ch, len, has_since, epoch, seq, limit, join ? ENV_FLAG_JOIN : 0, call, cb, ud);
+}
+
+int cluster_sync_state(const char *ch, size_t len, struct cluster_call *call, cluster_call_cb *cb,
+                       void *ud)
+{
+    return sync_req(ch, len, false, "", 0, CLUSTER_SYNC_ALL, ENV_FLAG_KEYS, call, cb, ud);
+}
+
+static int sync_req(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
+                    uint32_t limit, uint8_t flags, struct cluster_call *call, cluster_call_cb *cb,
+                    void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
     if (!owner || owner == membership_self())
         return -1; /* no owner placed yet, or the map moved it here meanwhile */
     struct envelope e;
     cluster_env_init(&e, ENV_SYNC_REQ);
-    if (join)
-        e.flags |= ENV_FLAG_JOIN;
+    e.flags |= flags;
     if (has_since) {
         e.flags |= ENV_FLAG_HAS_SINCE;
         snprintf(e.epoch, sizeof e.epoch, "%s", epoch);

@@ -148,7 +148,13 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
     const char *name = (const char *)parts[0].data;
     const char *owner = cluster_owner_of(name, parts[0].len);
     bool proxy = owner && !cluster_is_owner(name, parts[0].len) && strcmp(owner, req->origin) != 0;
-    if (!proxy && (!cluster_is_owner(name, parts[0].len) || !cluster_can_act())) {
+    /* The requester owns it by this node's newer map (PUB_REQ's seq is the
+     * sender's map version): it applies that map in a moment, so the
+     * request goes back to it rather than wait here. A node whose map is
+     * older waits for its own to change instead, so nothing ping-pongs. */
+    bool bounce = owner && !proxy && !cluster_is_owner(name, parts[0].len) &&
+                  cluster_map_version() > req->seq && cluster_can_act();
+    if (!proxy && !bounce && (!cluster_is_owner(name, parts[0].len) || !cluster_can_act())) {
         if (!defer(req, parts, n))
             cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
                                  "channel ownership is moving; retry");
@@ -173,8 +179,9 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
     key[parts[3].len] = '\0';
     snprintf(rp->origin, sizeof rp->origin, "%s", req->origin);
     rp->req_id = req->req_id;
-    publish_submit(name, parts[0].len, (const char *)parts[1].data, parts[1].len, binary,
-                   *client ? client : NULL, *key ? key : NULL, &rp->w, remote_pub_done, rp);
+    (bounce ? publish_bounce : publish_submit)(name, parts[0].len, (const char *)parts[1].data,
+                                               parts[1].len, binary, *client ? client : NULL,
+                                               *key ? key : NULL, &rp->w, remote_pub_done, rp);
 }
 
 struct sync_collect {
@@ -191,6 +198,35 @@ static void collect(const struct hist_entry *h, void *ud)
     s->parts[1 + 2 * s->n] = (struct cluster_part){p, ENV_SYNC_ITEM_LEN};
     s->parts[2 + 2 * s->n] = (struct cluster_part){frame_payload(h->f), h->f->len};
     s->n++;
+}
+
+struct key_blob {
+    unsigned char *buf;
+    size_t len, cap;
+};
+
+/* Per key: seq (8 bytes, big-endian), length (1 byte), the key's bytes. */
+static void add_key(const char *key, uint64_t seq, void *ud)
+{
+    struct key_blob *b = ud;
+    size_t kl = strlen(key);
+    if (kl > 255)
+        return;
+    if (b->len + 9 + kl > b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 1024;
+        while (cap < b->len + 9 + kl)
+            cap *= 2;
+        unsigned char *p = realloc(b->buf, cap);
+        if (!p)
+            return;
+        b->buf = p;
+        b->cap = cap;
+    }
+    for (int i = 0; i < 8; i++)
+        b->buf[b->len++] = (unsigned char)(seq >> (56 - 8 * i));
+    b->buf[b->len++] = (unsigned char)kl;
+    memcpy(b->buf + b->len, key, kl);
+    b->len += kl;
 }
 
 /* SYNC_REQ [channel] {since?, limit} -> SYNC_REP {epoch, seq, recovered} [channel, (seq+ts, msg)...] */
@@ -247,7 +283,7 @@ static void on_sync_req(const struct cluster_part *topic, const struct envelope 
         e.flags |= ENV_FLAG_RECOVERED;
 
     uint32_t cap = ch->hist_count;
-    struct sync_collect s = {calloc(1 + 2 * (size_t)cap, sizeof *s.parts), malloc(ENV_SYNC_ITEM_LEN * (size_t)cap + 1), 0};
+    struct sync_collect s = {calloc(2 + 2 * (size_t)cap, sizeof *s.parts), malloc(ENV_SYNC_ITEM_LEN * (size_t)cap + 1), 0};
     if (!s.parts || !s.buf) {
         free(s.parts);
         free(s.buf);
@@ -259,7 +295,17 @@ static void on_sync_req(const struct cluster_part *topic, const struct envelope 
         channel_history_each(ch, 0, limit, now, collect, &s);
     else if (same_epoch)
         channel_history_each(ch, req->seq, -1, now, collect, &s);
-    cluster_send_to(req->origin, &e, s.parts, 1 + 2 * s.n);
+    int nparts = 1 + 2 * s.n;
+    struct key_blob kb = {NULL, 0, 0};
+    if (req->flags & ENV_FLAG_KEYS) {
+        /* A new backup: the keys come too, so a retry that reaches it once
+         * it owns the channel is still answered as a duplicate. */
+        channel_keys_each(ch, add_key, &kb);
+        e.flags |= ENV_FLAG_KEYS;
+        s.parts[nparts++] = (struct cluster_part){kb.buf ? kb.buf : (const unsigned char *)"", kb.len};
+    }
+    cluster_send_to(req->origin, &e, s.parts, nparts);
+    free(kb.buf);
     free(s.parts);
     free(s.buf);
 }
@@ -285,7 +331,9 @@ static int name_cmp(const char *a, size_t alen, const char *b, size_t blen)
 static void collect_shard(struct channel *ch, void *ud)
 {
     struct shard_collect *c = ud;
-    if (ch->mirror || cluster_shard_of(ch->name, ch->len) != c->shard ||
+    /* A channel of the shard that is still a mirror here (promoted, not yet
+     * claimed) is listed too: the backup's SYNC_REQ claims it. */
+    if (cluster_shard_of(ch->name, ch->len) != c->shard ||
         name_cmp(ch->name, ch->len, c->after, c->after_len) <= 0)
         return;
     if (c->n == c->cap) {

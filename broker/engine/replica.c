@@ -267,6 +267,20 @@ bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w)
     return false;
 }
 
+bool replica_wait_seq(struct channel *ch, uint64_t seq, struct pub_wait *w)
+{
+    if (!ch->repl)
+        return false;
+    for (struct pending_msg *pm = ch->repl->msgs; pm; pm = pm->next)
+        if (pm->seq == seq) {
+            w->duplicate = true;
+            w->pm = pm;
+            DL_PREPEND(pm->waiters, w);
+            return true;
+        }
+    return false;
+}
+
 void replica_cancel(struct pub_wait *w)
 {
     if (!w->pm)
@@ -301,6 +315,20 @@ static void on_ack(const struct cluster_part *topic, const struct envelope *env,
     try_deliver(r);
 }
 
+/* Shards this node hands off with nothing pending there: the leader may
+ * switch their owner now (cluster.h). */
+static void report_quiesced(void)
+{
+    uint64_t busy = 0, mask = 0;
+    for (struct chan_repl *r = repls; r; r = r->next)
+        if (r->msgs)
+            busy |= UINT64_C(1) << cluster_shard_of(r->ch->name, r->ch->len);
+    for (unsigned s = 0; s < CLUSTER_SHARDS; s++)
+        if (cluster_shard_handing_off(s) && !(busy >> s & 1))
+            mask |= UINT64_C(1) << s;
+    cluster_set_quiesced(mask);
+}
+
 static void replica_tick(int64_t now)
 {
     int64_t resend_ms = cfg->cluster_timeout_ms / 4 > 100 ? cfg->cluster_timeout_ms / 4 : 100;
@@ -326,6 +354,7 @@ static void replica_tick(int64_t now)
         }
         try_deliver(r);
     }
+    report_quiesced();
 }
 
 static void on_map(void)
@@ -373,6 +402,7 @@ static void replica_map_changed(void)
     /* Demotion first: it must see what was still pending here. */
     channel_foreach(demote, NULL);
     on_map();
+    report_quiesced();
 }
 
 void replica_start(const struct config *config)

@@ -91,7 +91,7 @@ static void done_if_complete(unsigned shard)
         return;
     st->synced = true;
     free_names(st);
-    log_info("event=shard_synced shard=%u channels=%u ms=%lld", shard, st->fetched,
+    log_debug("event=shard_synced shard=%u channels=%u ms=%lld", shard, st->fetched,
              (long long)(runtime_now_ms() - st->started_ms));
     report();
 }
@@ -107,6 +107,29 @@ static void mark_held(struct channel *ch)
 }
 
 /* ----------------------------------------------------------- channels */
+
+/* The owner's idempotency keys (owner.c's format), for the epoch they
+ * belong to. */
+static void take_keys(struct channel *ch, const char *epoch, const struct cluster_part *keys)
+{
+    if (!keys || strcmp(epoch, ch->epoch) != 0)
+        return;
+    const unsigned char *p = keys->data, *end = keys->data + keys->len;
+    char key[CODEC_KEY_MAX + 1];
+    while (end - p >= 9) {
+        uint64_t seq = 0;
+        for (int i = 0; i < 8; i++)
+            seq = seq << 8 | p[i];
+        size_t kl = p[8];
+        p += 9;
+        if (kl > CODEC_KEY_MAX || (size_t)(end - p) < kl)
+            return;
+        memcpy(key, p, kl);
+        key[kl] = '\0';
+        p += kl;
+        channel_key_record(ch, key, seq);
+    }
+}
 
 static void on_fetch(struct cluster_call *call, const struct envelope *rep,
                      const struct cluster_part *parts, int n)
@@ -128,6 +151,9 @@ static void on_fetch(struct cluster_call *call, const struct envelope *rep,
         return;
     }
     struct channel *ch = *rep->epoch ? channel_get(f->name, f->len) : NULL;
+    const struct cluster_part *keys = NULL;
+    if (rep->flags & ENV_FLAG_KEYS && n > 1)
+        keys = &parts[--n];
     if (ch && !ch->nsubs && !ch->sync) {
         int cap = n > 1 ? (n - 1) / 2 : 0;
         struct hist_entry *in = cap ? calloc((size_t)cap, sizeof *in) : NULL;
@@ -148,10 +174,12 @@ static void on_fetch(struct cluster_call *call, const struct envelope *rep,
         for (uint32_t i = 0; i < k; i++)
             frame_unref(in[i].f);
         free(in);
+        take_keys(ch, rep->epoch, keys);
         mark_held(ch);
         channel_release(ch);
     } else if (ch && ch->live && !ch->sync) {
         /* Local subscribers follow it: its state is the owner's stream. */
+        take_keys(ch, rep->epoch, keys);
         mark_held(ch);
     } else if (ch) {
         /* A join or repair is running: ask again once it is done. */
@@ -183,8 +211,7 @@ static void pump(unsigned shard)
             return;
         *f = (struct fetch){.shard = shard, .since = st->since, .len = len};
         memcpy(f->name, name, len + 1);
-        uint32_t limit = ch ? (uint32_t)ch->ns->history_size : CLUSTER_SYNC_ALL;
-        if (cluster_sync(name, len, false, "", 0, limit, false, &f->call, on_fetch, f) < 0) {
+        if (cluster_sync_state(name, len, &f->call, on_fetch, f) < 0) {
             free(f);
             restart(st);
             return;
