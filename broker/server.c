@@ -338,8 +338,10 @@ static void leave_check(lws_sorted_usec_list_t *sul)
     }
     /* Peers apply the new map a heartbeat or two after this node: until
      * then they still send it publishes, which it forwards to the new
-     * owners; it lingers that long before draining. */
-    if (now - left_ms < rt.cfg->lease_ms / 3) {
+     * owners; it lingers that long before draining, and until the answers
+     * to what it forwarded came back (bounded by the call timeout). */
+    if (now - left_ms < rt.cfg->lease_ms / 3 ||
+        (cluster_calls_outstanding() && now - left_ms < rt.cfg->cluster_timeout_ms)) {
         lws_sul_schedule(rt.ctx, 0, sul, leave_check, 20 * LWS_US_PER_MS);
         return;
     }

@@ -154,6 +154,9 @@ enum chorus_err cluster_reply_code(const struct envelope *rep);
 void cluster_reply_text(const struct envelope *rep, const struct cluster_part *parts, int n,
                         char *out, size_t cap);
 
+/* Calls waiting for a reply (a leaving node waits for them before it goes:
+ * some are publishes it forwarded for other nodes). */
+int cluster_calls_outstanding(void);
 /* Forgets an outstanding call; its cb will not be called. */
 void cluster_call_cancel(struct cluster_call *call);
 

@@ -23,6 +23,14 @@ static void call_unlink(struct cluster_call *c)
     c->id = 0;
 }
 
+int cluster_calls_outstanding(void)
+{
+    int n = 0;
+    struct cluster_call *c;
+    DL_COUNT(rc.calls, c, n);
+    return n;
+}
+
 void cluster_call_cancel(struct cluster_call *c)
 {
     if (c->id)

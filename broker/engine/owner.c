@@ -6,6 +6,7 @@
 #include "cluster.h"
 #include "codec.h"
 #include "frame.h"
+#include "log.h"
 #include "publish.h"
 #include "replica.h"
 #include "runtime.h"
@@ -155,6 +156,9 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
     bool bounce = owner && !proxy && !cluster_is_owner(name, parts[0].len) &&
                   cluster_map_version() > req->seq && cluster_can_act();
     if (!proxy && !bounce && (!cluster_is_owner(name, parts[0].len) || !cluster_can_act())) {
+        log_debug("event=pub_req_deferred ch=%.*s from=%s their_map=%llu owner=%s can_act=%d",
+                  (int)parts[0].len, name, req->origin, (unsigned long long)req->seq,
+                  owner ? owner : "-", cluster_can_act());
         if (!defer(req, parts, n))
             cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE,
                                  "channel ownership is moving; retry");

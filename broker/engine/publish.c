@@ -5,6 +5,7 @@
 #include "frame.h"
 #include "replica.h"
 #include "runtime.h"
+#include "log.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,7 @@ static bool park(const char *name, size_t len, const char *data, size_t data_len
     w->parked = p;
     DL_APPEND(parked, p);
     nparked++;
+    log_debug("event=publish_held ch=%s held=%d", p->bytes, nparked);
     return true;
 }
 
@@ -74,6 +76,8 @@ static void release(void)
             w->done(w, CHORUS_ERR_UNAVAILABLE, "the channel's shard is moving; retry", NULL, 0,
                     false);
         } else {
+            log_debug("event=publish_released ch=%s owner=%s", p->bytes,
+                      cluster_owner_of(p->bytes, p->len) ? cluster_owner_of(p->bytes, p->len) : "-");
             int64_t deadline = p->deadline_ms;
             publish_submit(p->bytes, p->len, p->bytes + p->len + 1, p->data_len, p->binary,
                            p->client, p->key, w, w->done, w->ud);

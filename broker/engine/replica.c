@@ -40,6 +40,7 @@ struct chan_repl {
     uint64_t acked[MAX_BACKUPS];        /* highest contiguous seq each holds, at gen */
     int64_t sent_ms;                    /* when they were last sent */
     int64_t oldest_ms;                  /* when the head was queued */
+    bool retry_soon;                    /* a backup refused (older map): re-send at the next tick */
     struct chan_repl *prev, *next;
 };
 
@@ -303,8 +304,10 @@ static void on_ack(const struct cluster_part *topic, const struct envelope *env,
     struct chan_repl *r = ch->repl;
     if (env->status) {
         /* The backup works from another map than ours for a moment. Keep the
-         * messages and retry; never hand their seqs out again. */
+         * messages and retry soon (at the next tick: it applies the map
+         * within a heartbeat); never hand their seqs out again. */
         metrics.replication_refused++;
+        r->retry_soon = true;
         return;
     }
     if (env->req_id != r->gen)
@@ -348,7 +351,8 @@ static void replica_tick(int64_t now)
                        NULL, 0);
             }
         }
-        if (now - r->sent_ms >= resend_ms) {
+        if (now - r->sent_ms >= resend_ms || r->retry_soon) {
+            r->retry_soon = false;
             metrics.replication_resends++;
             send_all(r, now);
         }

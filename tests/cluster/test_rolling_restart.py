@@ -35,7 +35,7 @@ from cluster_common import (H, await_until, dump_frames, filter_tests, make_mesh
 from checker import History, check                                                    # noqa: E402
 from workload import Publisher, Subscriber, settle                                    # noqa: E402
 
-NODES = make_mesh(3, prefix="rr-")
+NODES = make_mesh(3, prefix="rr-", extra=tuple(os.environ.get("CHORUS_RR_EXTRA", "").split()))
 ACTIVE = [f"ticker:rr-{k}" for k in range(6)]
 IDLE = [f"room:rr-idle-{k}" for k in range(12)]
 RATE = 240
