@@ -22,6 +22,8 @@
 #include "metrics.h"
 #include "mirror.h"
 #include "owner.h"
+#include "publish.h"
+#include "shardsync.h"
 #include "presence.h"
 #include "replica.h"
 #include "sdnotify.h"
@@ -321,8 +323,10 @@ int server_start(struct config *cfg)
     }
     /* The layers above the cluster register what they serve to other nodes. */
     owner_start();
+    publish_start(cfg);
     replica_start(cfg);
     mirror_start();
+    shardsync_start();
     presence_start();
     conn_watch_cluster();
     if (keepalive_start() < 0) {
@@ -396,8 +400,11 @@ static void drain_check(lws_sorted_usec_list_t *sul)
     }
     /* Peers apply the new map a heartbeat or two after this node: until
      * then they still send it publishes, which it forwards to the new
-     * owners; it lingers that long before draining. */
-    bool handed_over = !rt.leaving || (left_ms && now - left_ms >= rt.cfg->lease_ms / 3);
+     * owners; it lingers that long before draining, and until the answers
+     * to what it forwarded came back (bounded by the call timeout). */
+    bool handed_over = !rt.leaving ||
+                       (left_ms && now - left_ms >= rt.cfg->lease_ms / 3 &&
+                        (!cluster_calls_outstanding() || now - left_ms >= rt.cfg->cluster_timeout_ms));
     if (!handed_over || runtime_mono_ms() < drain_until_ms) {
         lws_sul_schedule(rt.ctx, 0, sul, drain_check, 20 * LWS_US_PER_MS);
         return;
@@ -457,6 +464,8 @@ void server_stop(void)
     sdnotify_stop();
     /* lws holds dups of the ZeroMQ fds, so the sockets may close first. */
     mirror_stop();
+    shardsync_stop();
+    publish_stop();
     cluster_stop();
     owner_stop();
     lws_context_destroy(rt.ctx);

@@ -81,7 +81,7 @@ bool envelope_decode(const unsigned char *in, size_t len, struct envelope *e)
     e->limit = (uint32_t)get_u(&r, 4);
     e->status = (uint16_t)get_u(&r, 2);
     e->flags = (uint8_t)get_u(&r, 1);
-    return r.ok && r.p == r.end && e->type >= ENV_MSG && e->type <= ENV_LEASE_GRANT;
+    return r.ok && r.p == r.end && e->type >= ENV_MSG && e->type < ENV_TYPE_COUNT;
 }
 
 void envelope_put_sync_item(unsigned char *out, uint64_t seq, int64_t ts_ms, uint8_t flags)

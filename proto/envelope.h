@@ -29,6 +29,9 @@ enum envelope_type {
     ENV_PRES = 10,     /* presence; status = join/leave/full/ask; payload: channel, (key, member)... */
     ENV_LEASE_REQ = 11,   /* to the Raft leader; seq = applied map version, req_id = request id; payload: node ref */
     ENV_LEASE_GRANT = 12, /* to the requester; req_id echoed, seq = leader's map version; status != 0: refused */
+    ENV_SHARD_REQ = 13,   /* backup to owner; seq = shard, limit = most names; payload: the last name already listed */
+    ENV_SHARD_REP = 14,   /* to the requester; seq = shard; flags MORE: another page follows; payload: channel names */
+    ENV_TYPE_COUNT        /* every type is below this */
 };
 
 #define ENV_FLAG_RECOVERED 0x01  /* SYNC_REP: every message after `since` is included */
@@ -36,6 +39,8 @@ enum envelope_type {
 #define ENV_FLAG_DUPLICATE 0x04  /* PUB_REP: the idempotency key matched an earlier publish */
 #define ENV_FLAG_BINARY 0x08     /* MSG, REPL, PUB_REQ: the payload is a binary message */
 #define ENV_FLAG_JOIN 0x10       /* SYNC_REQ: the requester is starting to follow the channel */
+#define ENV_FLAG_MORE 0x20       /* SHARD_REP: names after the last one listed remain */
+#define ENV_FLAG_KEYS 0x40       /* SYNC_REQ: send the idempotency keys too; SYNC_REP: the last frame holds them */
 
 /* In a SYNC_REP each message's frame is preceded by this one: seq and ts_ms
  * (8 bytes each, big-endian), then flags (ENV_FLAG_BINARY). */

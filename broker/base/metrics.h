@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "envelope.h"
 #include "errors.h"
 
 enum reject_reason { REJECT_ORIGIN, REJECT_PATH, REJECT_MAX_CONNECTIONS, REJECT_SHUTDOWN,
@@ -39,8 +40,8 @@ struct metrics {
     uint64_t published_binary;           /* binary messages sequenced (also in published_ws) */
 
     /* cluster */
-    uint64_t cluster_sent[13];           /* by envelope type */
-    uint64_t cluster_received[13];
+    uint64_t cluster_sent[ENV_TYPE_COUNT];     /* by envelope type */
+    uint64_t cluster_received[ENV_TYPE_COUNT];
     uint64_t replicated;                 /* REPL messages sent */
     uint64_t replication_resends;        /* rounds of re-sending pending messages */
     uint64_t replication_refused;        /* REPL_ACKs refusing (the backup thought it owned) */

@@ -374,6 +374,13 @@ void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
     ch->nkeys++;
 }
 
+void channel_keys_each(struct channel *ch, void (*fn)(const char *key, uint64_t seq, void *ud),
+                       void *ud)
+{
+    for (struct key_entry *k = ch->keys_age; k; k = k->next)
+        fn(k->key, k->seq, ud);
+}
+
 enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
                                 int64_t ts_ms, struct frame *f)
 {
@@ -409,6 +416,49 @@ void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool not
         return;
     }
     ch->seq = ch->assigned = seq;
+}
+
+static int by_seq(const void *a, const void *b)
+{
+    const struct hist_entry *x = a, *y = b;
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+void channel_merge(struct channel *ch, const char *epoch, uint64_t seq, const struct hist_entry *in,
+                   uint32_t n)
+{
+    ch->mirror = true;
+    if (strcmp(epoch, ch->epoch) != 0) {
+        channel_adopt(ch, epoch, seq, ch->nsubs > 0);
+        for (uint32_t i = 0; i < n; i++)
+            hist_push(ch, in[i].f, in[i].seq, in[i].ts_ms);
+        return;
+    }
+    /* The same epoch: what this node holds (REPL that came first) and what
+     * the owner sent, each seq once, oldest first. */
+    uint32_t total = ch->hist_count + n;
+    struct hist_entry *all = total ? malloc(total * sizeof *all) : NULL;
+    if (all) {
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < ch->hist_count; i++) {
+            all[k] = *hist_at(ch, i);
+            frame_ref(all[k++].f);
+        }
+        for (uint32_t i = 0; i < n; i++) {
+            all[k] = in[i];
+            frame_ref(all[k++].f);
+        }
+        qsort(all, total, sizeof *all, by_seq);
+        clear_history(ch);
+        for (uint32_t i = 0; i < total; i++) {
+            if (!i || all[i].seq != all[i - 1].seq)
+                hist_push(ch, all[i].f, all[i].seq, all[i].ts_ms);
+            frame_unref(all[i].f);
+        }
+        free(all);
+    }
+    if (seq > ch->seq)
+        ch->seq = ch->assigned = seq;
 }
 
 void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)

@@ -165,6 +165,9 @@ void channel_unassign(struct channel *ch);
 #define CHANNEL_KEYS 1024
 uint64_t channel_key_seq(struct channel *ch, const char *key);
 void channel_key_record(struct channel *ch, const char *key, uint64_t seq);
+/* Calls fn for every key kept, oldest first (a new backup fetches them). */
+void channel_keys_each(struct channel *ch, void (*fn)(const char *key, uint64_t seq, void *ud),
+                       void *ud);
 
 /* Sequences, encodes, records and fans out one message at once, without
  * replication (single node, and tests); data is a parsed JSON value. `client` is the
@@ -195,6 +198,13 @@ enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t 
 void channel_adopt(struct channel *ch, const char *epoch, uint64_t seq, bool notify);
 /* Sends every subscriber one event frame (epoch, gap). */
 void channel_broadcast(struct channel *ch, const char *json, size_t len);
+/* Backup, fetching a channel it holds no state of (engine/shardsync.c):
+ * takes the owner's position and history entries (seq order). Another epoch
+ * replaces what this node held; the same epoch keeps what it held, each seq
+ * once, and the higher position. Nothing is delivered: for channels
+ * without local subscribers. */
+void channel_merge(struct channel *ch, const char *epoch, uint64_t seq, const struct hist_entry *in,
+                   uint32_t n);
 /* Adds a message to history without delivering it (sync replies prime a
  * mirror's history). */
 void channel_record(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);

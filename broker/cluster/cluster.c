@@ -17,17 +17,21 @@
 #include "stream.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 
 static void render_metrics(struct sbuf *b);
 
-#define MAX_MAP_HOOKS 4
+#define MAX_MAP_HOOKS 8
 static cluster_map_fn *map_hooks[MAX_MAP_HOOKS];
 static int nmap_hooks;
 
 void cluster_on_map(cluster_map_fn *fn)
 {
-    if (nmap_hooks < MAX_MAP_HOOKS)
-        map_hooks[nmap_hooks++] = fn;
+    if (nmap_hooks == MAX_MAP_HOOKS) {
+        log_error("event=bug msg=\"too many cluster map hooks; raise MAX_MAP_HOOKS\"");
+        abort();
+    }
+    map_hooks[nmap_hooks++] = fn;
 }
 
 static void map_changed(const struct shardmap *before, const struct shardmap *now)
@@ -109,13 +113,13 @@ static void render_metrics(struct sbuf *b)
 {
     if (!cluster_enabled())
         return;
-    static const char *const types[13] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence", "lease_req", "lease_grant"};
+    static const char *const types[ENV_TYPE_COUNT] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence", "lease_req", "lease_grant", "shard_req", "shard_rep"};
     family(b, "chorus_cluster_messages_sent_total", "counter", "Node-to-node messages sent, by type.");
-    for (int i = 1; i < 13; i++)
+    for (int i = 1; i < ENV_TYPE_COUNT; i++)
         put(b, "chorus_cluster_messages_sent_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_sent[i]);
     family(b, "chorus_cluster_messages_received_total", "counter", "Node-to-node messages received, by type.");
-    for (int i = 1; i < 13; i++)
+    for (int i = 1; i < ENV_TYPE_COUNT; i++)
         put(b, "chorus_cluster_messages_received_total{type=\"%s\"} %llu\n", types[i],
             (unsigned long long)metrics.cluster_received[i]);
     family(b, "chorus_cluster_replication_total", "counter", "Replication to backup nodes, by event.");

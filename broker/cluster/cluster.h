@@ -76,10 +76,11 @@ bool cluster_is_owner(const char *ch, size_t len);
  * NULL when the shard has no owner yet. */
 const char *cluster_owner_of(const char *ch, size_t len);
 
-/* Sends a publish to the channel's owner. Returns 0 when the call was sent
+/* Sends a publish to the channel's owner (flags: ENV_FLAG_BINARY), stamped
+ * with this node's map version. Returns 0 when the call was sent
  * (cb follows later), or -1 when no owner is reachable (cb is never called). */
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            bool binary, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* cluster_sync's limit for "every message after since". */
 #define CLUSTER_SYNC_ALL 0xffffffffu
@@ -89,6 +90,10 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
                  void *ud);
+/* cluster_sync for a new backup: everything, with the idempotency keys (the
+ * reply's last frame: per key, seq as 8 bytes big-endian, length, bytes). */
+int cluster_sync_state(const char *ch, size_t len, struct cluster_call *call, cluster_call_cb *cb,
+                       void *ud);
 /* The channel's backups in the committed map (node ids, the first takes
  * over when the owner is gone), at most max, and the shard's gen, which
  * REPL carries and backups check. */
@@ -101,6 +106,34 @@ bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint
 /* The new owner continues the epoch of a replica it accepted REPL for at
  * repl_gen (it was the backup all along); otherwise a new epoch starts. */
 bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen);
+/* ------------------------------------------------------------ shards
+ * Channels are grouped in CLUSTER_SHARDS shards; the committed map places
+ * each shard (owner, backups). A node that becomes a backup fetches the
+ * state of the shard's channels from the owner (engine/shardsync.c) and
+ * says so with its lease requests: the leader moves a shard only to a node
+ * that holds its state, so a planned move keeps every channel's epoch. */
+#define CLUSTER_SHARDS 64
+enum cluster_role { CLUSTER_ROLE_NONE, CLUSTER_ROLE_OWNER, CLUSTER_ROLE_BACKUP };
+unsigned cluster_shard_of(const char *ch, size_t len);
+/* This node's role in the shard (OWNER without a cluster); for a backup,
+ * *since is the map version it has been one since. *owner is the owner's
+ * id, or NULL while the shard has none. */
+enum cluster_role cluster_shard_role(unsigned shard, uint64_t *since, const char **owner);
+/* Bit s set: this node holds the state of shard s for its current role. */
+void cluster_set_synced(uint64_t mask);
+/* Planned moves (PROTOCOL.md 7.4): true while the committed map has this
+ * node, the channel's owner, hand the channel's shard to a backup. It then
+ * sequences nothing new for the shard (publish.c holds publishes back) and,
+ * bit s set, says it has nothing pending there, after which the leader
+ * switches owners. */
+bool cluster_handing_off(const char *ch, size_t len);
+bool cluster_shard_handing_off(unsigned shard);
+void cluster_set_quiesced(uint64_t mask);
+/* Asks the shard's owner for the names of its channels in that shard that
+ * sort after `after` (sorted, at most limit; the reply's ENV_FLAG_MORE says
+ * more remain). Same contract as cluster_sync. */
+int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint32_t limit,
+                       struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* Sends one envelope addressed to `node`; -1 when it could not be queued. */
 int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
                     int nparts);
@@ -121,6 +154,9 @@ enum chorus_err cluster_reply_code(const struct envelope *rep);
 void cluster_reply_text(const struct envelope *rep, const struct cluster_part *parts, int n,
                         char *out, size_t cap);
 
+/* Calls waiting for a reply (a leaving node waits for them before it goes:
+ * some are publishes it forwarded for other nodes). */
+int cluster_calls_outstanding(void);
 /* Forgets an outstanding call; its cb will not be called. */
 void cluster_call_cancel(struct cluster_call *call);
 

@@ -23,8 +23,7 @@
 #define TICK_US (100 * LWS_US_PER_MS)
 #define DRAIN_BUDGET 20000          /* messages per wake-up before yielding to WebSockets */
 #define MAX_PARTS 4096              /* payload frames accepted in one message */
-#define MAX_HOOKS 8                 /* tick and peer-down handlers */
-#define ENV_TYPES 13                /* envelope types are below this (metrics.h counts them so) */
+#define MAX_HOOKS 16                /* tick and peer-down handlers */
 
 static struct {
     const struct config *cfg;
@@ -43,7 +42,7 @@ static struct {
 /* Registered by the cluster layer's own files and the layers above; kept
  * apart from fb so the sockets' state can be reset alone. */
 static struct {
-    cluster_handler_fn *by_type[ENV_TYPES];
+    cluster_handler_fn *by_type[ENV_TYPE_COUNT];
     cluster_tick_fn *tick[MAX_HOOKS];
     int ntick;
     cluster_peer_down_fn *down[MAX_HOOKS];
@@ -53,20 +52,30 @@ static struct {
 
 void cluster_handle(uint8_t type, cluster_handler_fn *fn)
 {
-    if (type < ENV_TYPES)
+    if (type < ENV_TYPE_COUNT)
         hooks.by_type[type] = fn;
+}
+
+/* A hook that does not fit is a bug of this program, found at start: say so
+ * and stop rather than run without it. */
+static void hooks_full(const char *what)
+{
+    log_error("event=bug msg=\"too many cluster %s hooks; raise MAX_HOOKS\"", what);
+    abort();
 }
 
 void cluster_on_tick(cluster_tick_fn *fn)
 {
-    if (hooks.ntick < MAX_HOOKS)
-        hooks.tick[hooks.ntick++] = fn;
+    if (hooks.ntick == MAX_HOOKS)
+        hooks_full("tick");
+    hooks.tick[hooks.ntick++] = fn;
 }
 
 void cluster_on_peer_down(cluster_peer_down_fn *fn)
 {
-    if (hooks.ndown < MAX_HOOKS)
-        hooks.down[hooks.ndown++] = fn;
+    if (hooks.ndown == MAX_HOOKS)
+        hooks_full("peer-down");
+    hooks.down[hooks.ndown++] = fn;
 }
 
 void fabric_on_subscription(fabric_subscription_fn *fn) { hooks.subscription = fn; }
@@ -136,7 +145,7 @@ static void handle_message(const struct cluster_part *topic, const struct envelo
     membership_seen(env->origin, runtime_now_ms());
     if (env->type == ENV_HEARTBEAT)
         membership_seen_raft(env->origin, env->seq);
-    cluster_handler_fn *fn = env->type < ENV_TYPES ? hooks.by_type[env->type] : NULL;
+    cluster_handler_fn *fn = env->type < ENV_TYPE_COUNT ? hooks.by_type[env->type] : NULL;
     if (fn)
         fn(topic, env, parts, n);
 }

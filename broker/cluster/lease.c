@@ -22,6 +22,9 @@ struct grant {
     bool superseded;          /* a newer incarnation of the same node asked */
     bool asked;               /* granted by this leader (else granted_ms is its start) */
     bool leaving;             /* it asked to hand its shards over (SIGTERM) */
+    uint64_t synced;          /* shards whose state it holds (bit per shard) ... */
+    uint64_t quiesced;        /* shards it hands off, with nothing pending ... */
+    uint64_t synced_version;  /* ... in the map of this version */
     UT_hash_handle hh;
 };
 
@@ -32,6 +35,8 @@ static struct {
     const struct config *cfg;
     char self_ref[SHARDMAP_REF_MAX + 1];
     bool leaving;
+    uint64_t synced;            /* this node's shards with state held (cluster_set_synced) */
+    uint64_t quiesced;          /* ... handed off with nothing pending (cluster_set_quiesced) */
     int64_t interval_ms, margin_ms;
     /* requester */
     int64_t until_ms, lost_since_ms, last_req_ms;
@@ -81,13 +86,17 @@ static struct grant *grant_get(const char *ref)
 }
 
 /* Grants ref a lease now; false when it must first apply the current map. */
-static bool grant(const char *ref, uint64_t applied, bool leaving)
+static bool grant(const char *ref, uint64_t applied, bool leaving, uint64_t synced,
+                  uint64_t quiesced)
 {
     if (applied < consensus_map()->version)
         return false;
     struct grant *g = grant_get(ref);
     if (!g)
         return false;
+    g->synced = synced;
+    g->quiesced = quiesced;
+    g->synced_version = applied;
     if (leaving && !g->leaving)
         log_info("event=node_leaving node=%s msg=\"moving its shards to their backups\"", ref);
     g->leaving = leaving;
@@ -115,14 +124,48 @@ static enum node_state state_of(const char *ref, void *ud)
     return age > ls.cfg->lease_ms + ls.margin_ms ? NODE_GONE : NODE_UNCERTAIN;
 }
 
+/* Does ref hold shard's state? Its lease requests say so for the map they
+ * applied; a report counts from a map where it already was the shard's
+ * backup without a break since (its `since`), so later maps that changed
+ * other things do not make it wait for the next report. */
+static bool synced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)ud;
+    const struct shardmap *m = consensus_map();
+    int k = shardmap_backup_pos(m, shard, ref);
+    struct grant *g = grant_get(ref);
+    return g && k >= 0 && g->synced_version >= m->s[shard].since[k] && (g->synced >> shard & 1);
+}
+
+/* Has the owner ref stopped sequencing for the shard it hands off, with
+ * nothing pending? A report counts from the map that named the handoff. */
+static bool quiesced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)ud;
+    struct grant *g = grant_get(ref);
+    return g && g->synced_version >= consensus_map()->s[shard].gen &&
+           (g->quiesced >> shard & 1);
+}
+
+/* While a new majority settles nobody is called gone: only planned moves
+ * (a leaving node, a handoff) go on. */
+static enum node_state state_in_grace(const char *ref, void *ud)
+{
+    enum node_state st = state_of(ref, ud);
+    return st == NODE_GONE && !grant_get(ref)->superseded ? NODE_UNCERTAIN : st;
+}
+
 static void place(int64_t now)
 {
     const struct shardmap *map = consensus_map();
-    const char *leased[SHARDMAP_MAX_NODES];
-    int n = 0;
-    for (struct grant *g = ls.grants; g && n < SHARDMAP_MAX_NODES; g = g->hh.next)
+    const char *leased[SHARDMAP_MAX_NODES], *members[SHARDMAP_MAX_NODES];
+    int n = 0, nmembers = 0;
+    for (struct grant *g = ls.grants; g && n < SHARDMAP_MAX_NODES; g = g->hh.next) {
         if (state_of(g->ref, NULL) == NODE_LEASED)
             leased[n++] = g->ref;
+        if (!g->superseded)
+            members[nmembers++] = g->ref;
+    }
     /* The first map waits for every voter (or for a while), so the shards
      * spread over the whole cluster rather than over the first to ask. */
     if (map->version == 0 && n < consensus_voters() && now - ls.leader_since_ms < 2 * ls.cfg->lease_ms)
@@ -140,11 +183,23 @@ static void place(int64_t now)
      * moving their shards now would only restart epochs. */
     if (!ls.quorum_since_ms)
         ls.quorum_since_ms = now;
-    if (now - ls.quorum_since_ms < 3 * ls.interval_ms)
-        return;
+    bool grace = now - ls.quorum_since_ms < 3 * ls.interval_ms;
     static struct shardmap next;
-    if (placement_next(map, state_of, NULL, leased, n, ls.cfg->replication_factor, &next))
+    struct placement_view view = {grace ? state_in_grace : state_of, synced_of, quiesced_of, NULL,
+                                  members, nmembers};
+    if (placement_next(map, &view, leased, n, ls.cfg->replication_factor, &next)) {
+        if (log_get_level() <= LOG_DEBUG)
+            for (unsigned i = 0; i < SHARDMAP_SHARDS; i++)
+                if (next.s[i].gen == next.version) {
+                    const struct shard_assign *a = &next.s[i];
+                    log_debug("event=shard_placed version=%llu shard=%u owner=%s backups=%d "
+                              "first=%s handoff=%s", (unsigned long long)next.version, i,
+                              a->owner >= 0 ? next.nodes[a->owner] : "-", a->nbackups,
+                              a->nbackups ? next.nodes[a->backup[0]] : "-",
+                              a->handoff >= 0 ? next.nodes[a->handoff] : "-");
+                }
         consensus_propose(&next);
+    }
 }
 
 static void on_lease_req(const struct cluster_part *topic, const struct envelope *req,
@@ -156,11 +211,17 @@ static void on_lease_req(const struct cluster_part *topic, const struct envelope
     e.req_id = req->req_id;
     e.seq = consensus_map()->version;
     char ref[SHARDMAP_REF_MAX + 1];
-    if (n != 1 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0)
+    if (n < 1 || n > 3 || parts[0].len > SHARDMAP_REF_MAX || parts[0].len == 0 ||
+        (n >= 2 && parts[1].len != 8) || (n == 3 && parts[2].len != 8))
         return;
     memcpy(ref, parts[0].data, parts[0].len);
     ref[parts[0].len] = '\0';
-    if (!consensus_is_leader() || !grant(ref, req->seq, req->status == LEASE_LEAVING))
+    uint64_t masks[2] = {0, 0};
+    for (int p = 1; p < n; p++)
+        for (size_t i = 0; i < 8; i++)
+            masks[p - 1] = masks[p - 1] << 8 | parts[p].data[i];
+    if (!consensus_is_leader() ||
+        !grant(ref, req->seq, req->status == LEASE_LEAVING, masks[0], masks[1]))
         e.status = 1;
     cluster_send_to(req->origin, &e, NULL, 0);
 }
@@ -203,7 +264,8 @@ static void request(int64_t now)
     ls.sent[id % SENT_RING].sent_ms = now;
     uint64_t applied = consensus_map()->version;
     if (leader == consensus_self_id()) {
-        if (consensus_is_leader() && grant(ls.self_ref, applied, ls.leaving))
+        if (consensus_is_leader() &&
+            grant(ls.self_ref, applied, ls.leaving, ls.synced, ls.quiesced))
             granted(id);
         return;
     }
@@ -215,8 +277,14 @@ static void request(int64_t now)
     e.req_id = id;
     e.seq = applied;
     e.status = ls.leaving ? LEASE_LEAVING : 0;
-    struct cluster_part p = {(const unsigned char *)ls.self_ref, strlen(ls.self_ref)};
-    cluster_send_to(node, &e, &p, 1);
+    unsigned char mask[2][8];
+    for (int i = 0; i < 8; i++) {
+        mask[0][i] = (unsigned char)(ls.synced >> (56 - 8 * i));
+        mask[1][i] = (unsigned char)(ls.quiesced >> (56 - 8 * i));
+    }
+    struct cluster_part p[3] = {{(const unsigned char *)ls.self_ref, strlen(ls.self_ref)},
+                                {mask[0], 8}, {mask[1], 8}};
+    cluster_send_to(node, &e, p, 3);
 }
 
 static void lease_tick(int64_t wall_now)
@@ -263,6 +331,23 @@ void lease_leave(void)
     ls.leaving = true;
     log_info("event=leave_begin msg=\"asking the leader to move this node's shards\"");
     request(runtime_mono_ms()); /* at once, not at the next renewal */
+}
+
+void cluster_set_synced(uint64_t mask)
+{
+    if (mask & ~ls.synced) {
+        ls.synced = mask;
+        request(runtime_mono_ms()); /* news the leader waits for: tell it now */
+    }
+    ls.synced = mask;
+}
+
+void cluster_set_quiesced(uint64_t mask)
+{
+    uint64_t news = mask & ~ls.quiesced;
+    ls.quiesced = mask;
+    if (news)
+        request(runtime_mono_ms());
 }
 
 void lease_stop(void)

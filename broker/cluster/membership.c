@@ -28,7 +28,9 @@ struct shard_view {
     int nbackups;
     char backup[SHARDMAP_MAX_BACKUPS][ENVELOPE_ID_MAX + 1];
     int my_backup;                    /* this node's position among the backups, or -1 */
+    uint64_t my_since;                /* ... and the map version it has been one since */
     uint64_t gen, cont;
+    bool handing_off;                 /* mine, and the map names a handoff target */
 };
 
 static struct {
@@ -150,12 +152,15 @@ static void refresh(const struct shardmap *m)
         if (a->owner >= 0) {
             shardmap_node_id(m->nodes[a->owner], v->owner, sizeof v->owner);
             v->mine = !strcmp(m->nodes[a->owner], ms.self_ref);
+            v->handing_off = v->mine && a->handoff >= 0;
         }
         v->nbackups = a->nbackups;
         for (int k = 0; k < a->nbackups; k++) {
             shardmap_node_id(m->nodes[a->backup[k]], v->backup[k], sizeof v->backup[k]);
-            if (!strcmp(m->nodes[a->backup[k]], ms.self_ref))
+            if (!strcmp(m->nodes[a->backup[k]], ms.self_ref)) {
                 v->my_backup = k;
+                v->my_since = a->since[k];
+            }
         }
     }
     ms.version = m->version;
@@ -229,6 +234,29 @@ bool cluster_continues(const char *ch, size_t len, uint64_t repl_gen)
     return v->cont != SHARDMAP_NEVER && repl_gen >= v->cont;
 }
 
+_Static_assert(CLUSTER_SHARDS == SHARDMAP_SHARDS, "one shard count");
+
+unsigned cluster_shard_of(const char *ch, size_t len) { return shardmap_shard_of(ch, len); }
+
+enum cluster_role cluster_shard_role(unsigned shard, uint64_t *since, const char **owner)
+{
+    const struct shard_view *v = &ms.view[shard % SHARDMAP_SHARDS];
+    *since = v->my_backup >= 0 ? v->my_since : 0;
+    *owner = v->mine ? ms.self : *v->owner ? v->owner : NULL;
+    if (!ms.enabled || v->mine)
+        return CLUSTER_ROLE_OWNER;
+    return v->my_backup >= 0 ? CLUSTER_ROLE_BACKUP : CLUSTER_ROLE_NONE;
+}
+
+bool cluster_shard_handing_off(unsigned shard)
+{
+    return ms.enabled && ms.view[shard % SHARDMAP_SHARDS].handing_off;
+}
+
+bool cluster_handing_off(const char *ch, size_t len)
+{
+    return ms.enabled && view_of(ch, len)->handing_off;
+}
 
 uint64_t cluster_map_version(void) { return ms.version; }
 

@@ -23,6 +23,14 @@ static void call_unlink(struct cluster_call *c)
     c->id = 0;
 }
 
+int cluster_calls_outstanding(void)
+{
+    int n = 0;
+    struct cluster_call *c;
+    DL_COUNT(rc.calls, c, n);
+    return n;
+}
+
 void cluster_call_cancel(struct cluster_call *c)
 {
     if (c->id)
@@ -73,7 +81,7 @@ static void calls_fail_target(const char *node)
     }
 }
 
-/* PUB_REP, SYNC_REP: the reply to one of our calls. */
+/* PUB_REP, SYNC_REP, SHARD_REP: the reply to one of our calls. */
 static void on_reply(const struct cluster_part *topic, const struct envelope *env,
                      const struct cluster_part *parts, int n)
 {
@@ -86,7 +94,7 @@ static void on_reply(const struct cluster_part *topic, const struct envelope *en
 }
 
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            bool binary, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
@@ -94,8 +102,8 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
         return -1; /* no owner placed yet, or the map moved it here meanwhile */
     struct envelope e;
     cluster_env_init(&e, ENV_PUB_REQ);
-    if (binary)
-        e.flags |= ENV_FLAG_BINARY;
+    e.flags |= flags & ENV_FLAG_BINARY;
+    e.seq = cluster_map_version(); /* who is behind, when two nodes disagree on the owner */
     call_start(call, owner, cb, ud);
     e.req_id = call->id;
     struct cluster_part parts[4] = {
@@ -112,17 +120,33 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
     return 0;
 }
 
+static int sync_req(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
+                    uint32_t limit, uint8_t flags, struct cluster_call *call, cluster_call_cb *cb,
+                    void *ud);
+
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
                  void *ud)
+{
+    return sync_req(ch, len, has_since, epoch, seq, limit, join ? ENV_FLAG_JOIN : 0, call, cb, ud);
+}
+
+int cluster_sync_state(const char *ch, size_t len, struct cluster_call *call, cluster_call_cb *cb,
+                       void *ud)
+{
+    return sync_req(ch, len, false, "", 0, CLUSTER_SYNC_ALL, ENV_FLAG_KEYS, call, cb, ud);
+}
+
+static int sync_req(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
+                    uint32_t limit, uint8_t flags, struct cluster_call *call, cluster_call_cb *cb,
+                    void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
     if (!owner || owner == membership_self())
         return -1; /* no owner placed yet, or the map moved it here meanwhile */
     struct envelope e;
     cluster_env_init(&e, ENV_SYNC_REQ);
-    if (join)
-        e.flags |= ENV_FLAG_JOIN;
+    e.flags |= flags;
     if (has_since) {
         e.flags |= ENV_FLAG_HAS_SINCE;
         snprintf(e.epoch, sizeof e.epoch, "%s", epoch);
@@ -132,6 +156,27 @@ int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, 
     call_start(call, owner, cb, ud);
     e.req_id = call->id;
     struct cluster_part p = {(const unsigned char *)ch, len};
+    if (cluster_send_to(owner, &e, &p, 1) < 0) {
+        call_unlink(call);
+        return -1;
+    }
+    return 0;
+}
+
+int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint32_t limit,
+                       struct cluster_call *call, cluster_call_cb *cb, void *ud)
+{
+    uint64_t since;
+    const char *owner;
+    if (cluster_shard_role(shard, &since, &owner) == CLUSTER_ROLE_OWNER || !owner)
+        return -1;
+    struct envelope e;
+    cluster_env_init(&e, ENV_SHARD_REQ);
+    e.seq = shard;
+    e.limit = limit;
+    call_start(call, owner, cb, ud);
+    e.req_id = call->id;
+    struct cluster_part p = {(const unsigned char *)after, after_len};
     if (cluster_send_to(owner, &e, &p, 1) < 0) {
         call_unlink(call);
         return -1;
@@ -176,6 +221,7 @@ void rpc_start(const struct config *cfg)
     rc.cfg = cfg;
     cluster_handle(ENV_PUB_REP, on_reply);
     cluster_handle(ENV_SYNC_REP, on_reply);
+    cluster_handle(ENV_SHARD_REP, on_reply);
     cluster_on_peer_down(calls_fail_target);
     cluster_on_tick(calls_expire);
 }

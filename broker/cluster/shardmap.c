@@ -13,6 +13,7 @@ void shardmap_init(struct shardmap *m)
     for (int i = 0; i < SHARDMAP_SHARDS; i++) {
         m->s[i].owner = -1;
         m->s[i].cont = SHARDMAP_NEVER;
+        m->s[i].handoff = -1;
     }
 }
 
@@ -72,6 +73,8 @@ void shardmap_compact(struct shardmap *m)
     for (int i = 0; i < SHARDMAP_SHARDS; i++) {
         if (m->s[i].owner >= 0)
             m->s[i].owner = remap[m->s[i].owner];
+        if (m->s[i].handoff >= 0)
+            m->s[i].handoff = remap[m->s[i].handoff];
         for (int k = 0; k < m->s[i].nbackups; k++)
             m->s[i].backup[k] = remap[m->s[i].backup[k]];
     }
@@ -90,8 +93,11 @@ static json_t *map_json(const struct shardmap *m)
         json_t *b = json_array();
         for (int k = 0; k < a->nbackups; k++)
             json_array_append_new(b, json_pack("[iI]", a->backup[k], (json_int_t)a->since[k]));
-        json_array_append_new(shards, json_pack("[IiIo]", (json_int_t)a->gen, a->owner,
-                                                a->cont == SHARDMAP_NEVER ? (json_int_t)-1 : (json_int_t)a->cont, b));
+        json_t *sh = json_pack("[IiIo]", (json_int_t)a->gen, a->owner,
+                               a->cont == SHARDMAP_NEVER ? (json_int_t)-1 : (json_int_t)a->cont, b);
+        if (sh && a->handoff >= 0)
+            json_array_append_new(sh, json_integer(a->handoff)); /* absent: none */
+        json_array_append_new(shards, sh);
     }
     return json_pack("{sIsoso}", "v", (json_int_t)m->version, "nodes", nodes, "s", shards);
 }
@@ -124,6 +130,11 @@ static int map_from_json(struct shardmap *m, json_t *j)
             return -1;
         a->gen = (uint64_t)gen;
         a->cont = cont < 0 ? SHARDMAP_NEVER : (uint64_t)cont;
+        json_t *h = json_array_get(e, 4);
+        if (h && (!json_is_integer(h) || json_integer_value(h) < -1 ||
+                  json_integer_value(h) >= out.nnodes))
+            return -1;
+        a->handoff = h ? (int)json_integer_value(h) : -1;
         size_t k;
         json_t *be;
         json_array_foreach(b, k, be) {

@@ -37,6 +37,11 @@ struct shard_assign {
      * for it at gen >= cont (it was the backup all along, so it holds all
      * the old owner delivered); other channels start a new epoch. */
     uint64_t cont;
+    /* A planned move in progress: the node (index in nodes[], one of the
+     * backups) the owner is handing the shard to; -1: none. The owner stops
+     * sequencing for the shard and says so when nothing is pending; only
+     * then does the leader switch owners, so no publish is refused. */
+    int handoff;
 };
 
 struct shardmap {

@@ -59,18 +59,14 @@ static void tail_trim(struct channel *ch)
 }
 
 /* Moves every held copy into the channel as delivered here (no local
- * subscriber any more, or promotion). */
-static void tail_apply(struct channel *ch, bool deliver_as_owner)
+ * subscriber is left to hold them back from). */
+static void tail_apply(struct channel *ch)
 {
     tail_trim(ch);
     struct held_msg *h;
     while ((h = ch->tail)) {
-        if (h->seq == ch->seq + 1) {
-            if (deliver_as_owner)
-                channel_deliver(ch, h->f, h->seq, h->ts_ms);
-            else
-                channel_apply(ch, ch->epoch, h->seq, h->ts_ms, h->f);
-        }
+        if (h->seq == ch->seq + 1)
+            channel_apply(ch, ch->epoch, h->seq, h->ts_ms, h->f);
         tail_free_one(ch, h);
     }
 }
@@ -90,14 +86,17 @@ static void tail_show_upto(struct channel *ch, const char *epoch, uint64_t upto)
     }
 }
 
-void mirror_release_tail(struct channel *ch, bool keep)
+void mirror_release_tail(struct channel *ch, mirror_resubmit_fn *resubmit)
 {
-    if (keep) {
-        tail_apply(ch, true);
-        return;
+    tail_trim(ch);
+    struct held_msg *h;
+    while ((h = ch->tail)) {
+        if (resubmit && h->seq == ch->assigned + 1) {
+            ch->assigned = h->seq;
+            resubmit(ch, h->f, h->seq, h->ts_ms);
+        }
+        tail_free_one(ch, h);
     }
-    while (ch->tail)
-        tail_free_one(ch, ch->tail);
 }
 
 struct chan_sync {
@@ -402,7 +401,7 @@ static void backup_apply(struct channel *ch, const struct envelope *env, struct 
         }
         r = env->seq <= top + 1 ? APPLY_OK : APPLY_GAP;
     } else {
-        tail_apply(ch, false); /* nobody here to hold back from, or another epoch */
+        tail_apply(ch); /* nobody here to hold back from, or another epoch */
         r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
         if (r == APPLY_GAP && !ch->nsubs) {
             /* Nobody here needs the messages before it: start the copy here. */
@@ -497,7 +496,7 @@ static void on_pos_env(const struct cluster_part *topic, const struct envelope *
 static void on_interest(struct channel *ch, bool on)
 {
     if (!on && ch->tail)
-        tail_apply(ch, false);
+        tail_apply(ch);
 }
 
 void mirror_start(void)

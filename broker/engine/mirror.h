@@ -13,8 +13,10 @@
 #include "errors.h"
 
 #include <stdbool.h>
+#include <stdint.h>
 
 struct channel;
+struct frame;
 struct mirror_wait;
 
 /* Called exactly once per mirror_join unless cancelled first: err ==
@@ -44,9 +46,13 @@ void mirror_wait_cancel(struct mirror_wait *w);
 void mirror_start(void);
 /* Frees every backup's held copies (the process is stopping). */
 void mirror_stop(void);
-/* Promotion: delivers, as the owner, the copies this backup held back from
- * its local subscribers (the old owner's last messages), in order; with
- * keep false (a new epoch starts) forgets them. */
-void mirror_release_tail(struct channel *ch, bool keep);
+/* Promotion: hands the copies this backup held back from its local
+ * subscribers (the old owner's last messages, which it acknowledged but
+ * the old owner may not have delivered) to resubmit, in seq order, after
+ * ch->assigned; they must be replicated to the new backups before anyone
+ * sees them (another backup may lack them). resubmit NULL (a new epoch
+ * starts): forgets them. */
+typedef void mirror_resubmit_fn(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);
+void mirror_release_tail(struct channel *ch, mirror_resubmit_fn *resubmit);
 
 #endif

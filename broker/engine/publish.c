@@ -5,9 +5,116 @@
 #include "frame.h"
 #include "replica.h"
 #include "runtime.h"
+#include "log.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <utlist.h>
+
+/* ------------------------------------------------------------- handoff
+ * While this node hands a shard to another (PROTOCOL.md 7.4, planned
+ * moves), publishes to its channels wait here instead of being sequenced,
+ * so that nothing is pending when the owners switch; once the map moved
+ * the shard they go to the new owner (or are sequenced here, if the move
+ * was withdrawn), in the order they came. Bounded in number and time. */
+
+#define PARKED_MAX 4096
+
+struct parked_pub {
+    struct pub_wait *w;
+    int64_t deadline_ms;
+    bool binary;
+    size_t len, data_len;
+    char *client, *key;          /* NULL when absent; point into bytes */
+    struct parked_pub *prev, *next;
+    char bytes[];                /* name, NUL, data, NUL, client, NUL, key, NUL */
+};
+
+static struct parked_pub *parked;
+static int nparked;
+static const struct config *cfg;
+
+static bool park(const char *name, size_t len, const char *data, size_t data_len, bool binary,
+                 const char *client, const char *key, struct pub_wait *w)
+{
+    size_t cl = client ? strlen(client) : 0, kl = key ? strlen(key) : 0;
+    struct parked_pub *p = nparked < PARKED_MAX ? malloc(sizeof *p + len + data_len + cl + kl + 4) : NULL;
+    if (!p)
+        return false;
+    char *b = p->bytes;
+    memcpy(b, name, len);
+    b[len] = '\0';
+    memcpy(b + len + 1, data, data_len);
+    b[len + 1 + data_len] = '\0';
+    char *c = b + len + data_len + 2;
+    memcpy(c, client ? client : "", cl + 1);
+    char *k = c + cl + 1;
+    memcpy(k, key ? key : "", kl + 1);
+    *p = (struct parked_pub){w, runtime_now_ms() + (cfg ? cfg->cluster_timeout_ms : 2000), binary, len, data_len,
+                             client ? c : NULL, key ? k : NULL, NULL, NULL};
+    w->parked = p;
+    DL_APPEND(parked, p);
+    nparked++;
+    log_debug("event=publish_held ch=%s held=%d", p->bytes, nparked);
+    return true;
+}
+
+/* Serves every held-back publish again, oldest first; those still held are
+ * kept (in order) unless their time is up. */
+static void release(void)
+{
+    struct parked_pub *list = parked, *p, *tmp;
+    parked = NULL;
+    nparked = 0;
+    int64_t now = runtime_now_ms();
+    DL_FOREACH_SAFE(list, p, tmp) {
+        DL_DELETE(list, p);
+        struct pub_wait *w = p->w;
+        w->parked = NULL;
+        if (now >= p->deadline_ms && cluster_handing_off(p->bytes, p->len)) {
+            w->done(w, CHORUS_ERR_UNAVAILABLE, "the channel's shard is moving; retry", NULL, 0,
+                    false);
+        } else {
+            log_debug("event=publish_released ch=%s owner=%s", p->bytes,
+                      cluster_owner_of(p->bytes, p->len) ? cluster_owner_of(p->bytes, p->len) : "-");
+            int64_t deadline = p->deadline_ms;
+            publish_submit(p->bytes, p->len, p->bytes + p->len + 1, p->data_len, p->binary,
+                           p->client, p->key, w, w->done, w->ud);
+            if (w->parked)
+                w->parked->deadline_ms = deadline; /* held again: keeps its first deadline */
+        }
+        free(p);
+    }
+}
+
+static void on_tick(int64_t now)
+{
+    (void)now;
+    if (parked)
+        release();
+}
+
+void publish_start(const struct config *config)
+{
+    cfg = config;
+    if (!cluster_enabled())
+        return;
+    cluster_on_map(release);
+    cluster_on_tick(on_tick);
+}
+
+void publish_stop(void)
+{
+    struct parked_pub *p, *tmp;
+    DL_FOREACH_SAFE(parked, p, tmp) {
+        DL_DELETE(parked, p);
+        p->w->parked = NULL;
+        p->w->done(p->w, CHORUS_ERR_UNAVAILABLE, "the node is stopping", NULL, 0, false);
+        free(p);
+    }
+    nparked = 0;
+}
 
 static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
                          const struct cluster_part *parts, int n)
@@ -27,6 +134,28 @@ static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
             false);
 }
 
+static void forward(const char *name, size_t len, const char *data, size_t data_len,
+                    uint8_t flags, const char *client, const char *key, struct pub_wait *w)
+{
+    if (cluster_forward_publish(name, len, data, data_len, flags, client, key, &w->call,
+                                on_forwarded, w) < 0) {
+        w->done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable", NULL, 0, false);
+        return;
+    }
+    w->forwarded = true;
+}
+
+void publish_bounce(const char *name, size_t len, const char *data, size_t data_len, bool binary,
+                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
+                    void *ud)
+{
+    memset(w, 0, sizeof *w);
+    w->done = done;
+    w->ud = ud;
+    snprintf(w->ch, sizeof w->ch, "%.*s", (int)len, name);
+    forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, key, w);
+}
+
 void publish_submit(const char *name, size_t len, const char *data, size_t data_len, bool binary,
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud)
@@ -37,12 +166,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     snprintf(w->ch, sizeof w->ch, "%.*s", (int)len, name);
 
     if (!cluster_is_owner(name, len)) {
-        if (cluster_forward_publish(name, len, data, data_len, binary, client, key, &w->call,
-                                    on_forwarded, w) < 0) {
-            done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable", NULL, 0, false);
-            return;
-        }
-        w->forwarded = true;
+        forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, key, w);
         return;
     }
 
@@ -53,6 +177,12 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
              "this node is cut off from the cluster majority (no lease); retry", NULL, 0, false);
         return;
     }
+    /* Later publishes queue behind held-back ones, so order holds. */
+    if (cluster_handing_off(name, len)) {
+        if (!park(name, len, data, data_len, binary, client, key, w))
+            done(w, CHORUS_ERR_UNAVAILABLE, "the channel's shard is moving; retry", NULL, 0, false);
+        return;
+    }
     struct channel *ch = channel_get(name, len);
     if (!ch) {
         done(w, CHORUS_ERR_UNAVAILABLE, "out of memory", NULL, 0, false);
@@ -61,6 +191,10 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     replica_claim(ch); /* keys a replica recorded count once it owns the channel */
     if (key) {
         uint64_t seq = channel_key_seq(ch, key);
+        /* A copy this node held as the backup may still be on its way to
+         * the new backups: answer once it is delivered. */
+        if (seq > ch->seq && replica_wait_seq(ch, seq, w))
+            return;
         if (seq) {
             done(w, CHORUS_ERR__COUNT, NULL, ch->epoch, seq, true);
             channel_release(ch);
@@ -86,6 +220,12 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
 
 void publish_cancel(struct pub_wait *w)
 {
+    if (w->parked) {
+        DL_DELETE(parked, w->parked);
+        nparked--;
+        free(w->parked);
+        w->parked = NULL;
+    }
     if (w->forwarded) {
         cluster_call_cancel(&w->call);
         w->forwarded = false;

@@ -16,6 +16,7 @@
 
 struct pub_wait;
 struct pending_msg;
+struct parked_pub;
 
 /* Called exactly once per submitted publish unless it is cancelled first:
  * err == CHORUS_ERR__COUNT means success with epoch and seq; otherwise msg
@@ -35,6 +36,7 @@ struct pub_wait {
     struct cluster_call call;      /* waiting for a remote owner */
     bool forwarded;
     bool duplicate;                /* waits for an earlier publish with the same key */
+    struct parked_pub *parked;     /* held back while the owner hands its shard off */
     char ch[256];
 };
 
@@ -45,8 +47,19 @@ struct pub_wait {
 void publish_submit(const char *ch, size_t len, const char *data, size_t data_len, bool binary,
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud);
+/* A publish another node forwarded here although this node's newer map
+ * makes that node the owner: it goes back to it (which serves it once it
+ * applied that map), and is answered with its reply (owner.c). */
+void publish_bounce(const char *ch, size_t len, const char *data, size_t data_len, bool binary,
+                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
+                    void *ud);
 /* Forgets w; its done will not be called. The message itself may still be
  * delivered. */
 void publish_cancel(struct pub_wait *w);
+/* Registers the map and tick hooks that release held-back publishes (after
+ * cluster_start); a no-op without a cluster. Stop answers what is still
+ * held (unavailable). */
+void publish_start(const struct config *cfg);
+void publish_stop(void);
 
 #endif

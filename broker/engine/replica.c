@@ -40,6 +40,7 @@ struct chan_repl {
     uint64_t acked[MAX_BACKUPS];        /* highest contiguous seq each holds, at gen */
     int64_t sent_ms;                    /* when they were last sent */
     int64_t oldest_ms;                  /* when the head was queued */
+    bool retry_soon;                    /* a backup refused (older map): re-send at the next tick */
     struct chan_repl *prev, *next;
 };
 
@@ -48,14 +49,20 @@ static const struct config *cfg;
 
 /* ----------------------------------------------------------------- owner */
 
+static void resubmit(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
+{
+    replica_submit(ch, f, seq, ts_ms, NULL, NULL);
+}
+
 void replica_claim(struct channel *ch)
 {
     if (!ch->mirror)
         return;
     bool keep = ch->replica && cluster_continues(ch->name, ch->len, ch->repl_gen);
-    /* The old owner's last messages this backup held come first. */
-    mirror_release_tail(ch, keep);
     channel_claim(ch, keep);
+    /* The old owner's last messages this backup held come first, held by
+     * the new backups before they are shown. */
+    mirror_release_tail(ch, keep ? resubmit : NULL);
 }
 
 /* Answers a message's waiters, head first; each is unlinked before its done
@@ -261,6 +268,20 @@ bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w)
     return false;
 }
 
+bool replica_wait_seq(struct channel *ch, uint64_t seq, struct pub_wait *w)
+{
+    if (!ch->repl)
+        return false;
+    for (struct pending_msg *pm = ch->repl->msgs; pm; pm = pm->next)
+        if (pm->seq == seq) {
+            w->duplicate = true;
+            w->pm = pm;
+            DL_PREPEND(pm->waiters, w);
+            return true;
+        }
+    return false;
+}
+
 void replica_cancel(struct pub_wait *w)
 {
     if (!w->pm)
@@ -283,8 +304,10 @@ static void on_ack(const struct cluster_part *topic, const struct envelope *env,
     struct chan_repl *r = ch->repl;
     if (env->status) {
         /* The backup works from another map than ours for a moment. Keep the
-         * messages and retry; never hand their seqs out again. */
+         * messages and retry soon (at the next tick: it applies the map
+         * within a heartbeat); never hand their seqs out again. */
         metrics.replication_refused++;
+        r->retry_soon = true;
         return;
     }
     if (env->req_id != r->gen)
@@ -293,6 +316,20 @@ static void on_ack(const struct cluster_part *topic, const struct envelope *env,
         if (!strcmp(r->backup[k], env->origin) && env->seq > r->acked[k])
             r->acked[k] = env->seq;
     try_deliver(r);
+}
+
+/* Shards this node hands off with nothing pending there: the leader may
+ * switch their owner now (cluster.h). */
+static void report_quiesced(void)
+{
+    uint64_t busy = 0, mask = 0;
+    for (struct chan_repl *r = repls; r; r = r->next)
+        if (r->msgs)
+            busy |= UINT64_C(1) << cluster_shard_of(r->ch->name, r->ch->len);
+    for (unsigned s = 0; s < CLUSTER_SHARDS; s++)
+        if (cluster_shard_handing_off(s) && !(busy >> s & 1))
+            mask |= UINT64_C(1) << s;
+    cluster_set_quiesced(mask);
 }
 
 static void replica_tick(int64_t now)
@@ -314,12 +351,14 @@ static void replica_tick(int64_t now)
                        NULL, 0);
             }
         }
-        if (now - r->sent_ms >= resend_ms) {
+        if (now - r->sent_ms >= resend_ms || r->retry_soon) {
+            r->retry_soon = false;
             metrics.replication_resends++;
             send_all(r, now);
         }
         try_deliver(r);
     }
+    report_quiesced();
 }
 
 static void on_map(void)
@@ -344,8 +383,17 @@ static void demote(struct channel *ch, void *ud)
     bool owner = cluster_is_owner(ch->name, ch->len);
     if (!ch->mirror && !owner) {
         ch->mirror = true;
-        ch->replica = false;
         ch->live = false;
+        /* Handed to a backup on purpose, and this node stays one: it holds
+         * everything it delivered, and the new owner has nothing beyond that
+         * unless messages were pending here (the new owner may deliver those
+         * without this node's ack). Then only its next REPL makes it whole. */
+        uint64_t since;
+        const char *o;
+        ch->replica = ch->assigned == ch->seq &&
+                      cluster_shard_role(cluster_shard_of(ch->name, ch->len), &since, &o) ==
+                          CLUSTER_ROLE_BACKUP;
+        ch->repl_gen = ch->replica ? cluster_shard_gen(ch->name, ch->len) : 0;
     } else if (ch->mirror && owner && ch->ntail && cluster_can_act()) {
         /* Promoted with copies held back from local subscribers: deliver
          * them now rather than at the next publish. */
@@ -355,8 +403,10 @@ static void demote(struct channel *ch, void *ud)
 
 static void replica_map_changed(void)
 {
-    on_map();
+    /* Demotion first: it must see what was still pending here. */
     channel_foreach(demote, NULL);
+    on_map();
+    report_quiesced();
 }
 
 void replica_start(const struct config *config)

@@ -27,6 +27,9 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
 /* Owner: w also waits for the pending message published with `key`; false
  * when no pending message has it. */
 bool replica_wait_key(struct channel *ch, const char *key, struct pub_wait *w);
+/* Owner: w waits for the pending message at seq (a key recorded for a copy
+ * a promoted backup is still replicating); false when none is pending. */
+bool replica_wait_seq(struct channel *ch, uint64_t seq, struct pub_wait *w);
 /* Detaches w from the message it waits for. */
 void replica_cancel(struct pub_wait *w);
 /* This node owns ch by the committed map: make it the sequencer, keeping

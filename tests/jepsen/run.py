@@ -37,7 +37,7 @@ from chorus_harness import t                                 # noqa: E402
 from netns_cluster import Topology                           # noqa: E402
 from checker import History, check                           # noqa: E402
 from scenarios import SCENARIOS, GROUPS, Ctx                 # noqa: E402
-from workload import Publisher, Subscriber                   # noqa: E402
+from workload import Publisher, Subscriber, settle           # noqa: E402
 
 HTTP_PORT, CLUSTER_PORT = 8080, 7000     # Raft on CLUSTER_PORT + 1 (raft-contract)
 CHANNELS = [f"jepsen:c{k}" for k in range(8)]
@@ -163,31 +163,6 @@ async def wait_recovered(nodes, timeout):
     except (AssertionError, OSError) as e:
         log(f"the cluster did not recover within {timeout}s: {str(e)[:300]}")
         return None
-
-
-async def settle(subs, history, timeout):
-    """Waits (bounded) until every subscriber whose connection is open has
-    received every acked message of its channels: what is late is late, not
-    lost, and the checker must not read it as lost."""
-    acked = {}
-    for r in history.records:
-        if r["t"] == "pub" and r.get("ack"):
-            acked.setdefault(r["ch"], set()).add(r["key"])
-
-    def missing():
-        return sum(len(acked.get(ch, set()) - s.got[ch]) for s in subs for ch in s.channels)
-    def received():
-        return sum(len(s.got[ch]) for s in subs for ch in s.channels)
-    deadline = time.monotonic() + timeout
-    last, still_since = received(), time.monotonic()
-    # Messages covered by a gap event never come: stop once nothing has
-    # arrived for 3 s.
-    while missing() and time.monotonic() < deadline and time.monotonic() - still_since < 3:
-        await asyncio.sleep(0.2)
-        now = received()
-        if now != last:
-            last, still_since = now, time.monotonic()
-    return missing()
 
 
 def ack_gaps(history):

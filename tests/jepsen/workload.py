@@ -156,7 +156,7 @@ class Publisher:
                              duplicate=bool(f.get("duplicate")))
                 self.finished += 1
             else:
-                self._record(item, err=f.get("code"))
+                self._record(item, err=f.get("code"), msg=f.get("msg"))
                 self._done_or_retry(item, f.get("code"))
             self._wake.set()
 
@@ -384,3 +384,28 @@ class Subscriber:
             await _close(self.ws)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def settle(subs, history, timeout):
+    """Waits (bounded) until every subscriber whose connection is open has
+    received every acked message of its channels: what is late is late, not
+    lost, and the checker must not read it as lost."""
+    acked = {}
+    for r in history.records:
+        if r["t"] == "pub" and r.get("ack"):
+            acked.setdefault(r["ch"], set()).add(r["key"])
+
+    def missing():
+        return sum(len(acked.get(ch, set()) - s.got[ch]) for s in subs for ch in s.channels)
+    def received():
+        return sum(len(s.got[ch]) for s in subs for ch in s.channels)
+    deadline = time.monotonic() + timeout
+    last, still_since = received(), time.monotonic()
+    # Messages covered by a gap event never come: stop once nothing has
+    # arrived for 3 s.
+    while missing() and time.monotonic() < deadline and time.monotonic() - still_since < 3:
+        await asyncio.sleep(0.2)
+        now = received()
+        if now != last:
+            last, still_since = now, time.monotonic()
+    return missing()

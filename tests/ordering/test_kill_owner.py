@@ -303,7 +303,11 @@ async def _():
         await wait_down((B, C), A, t(10))
         await CC.wait_failover((B, C), t(10))
         down = time.monotonic() - t_kill
-        # What the backup's subscriber holds now: the replicated, never confirmed messages.
+        # What the backup's subscriber gets from the new owner before any retry: the
+        # replicated, never confirmed messages (shown once its own new backup holds them).
+        deadline = time.monotonic() + t(5)
+        while not any(m["seq"] > 10 for m in subs[1].msgs(ch)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         held = [(m["seq"], ident(m)) for m in subs[1].msgs(ch) if m["seq"] > 10]
         retries = {i: await pub.resend(i) for i in range(10, 15)}
         fence = await Publisher(C, ch, "fence").connect()

@@ -14,6 +14,9 @@ uint64_t stub_gen;
 const char *stub_owner;
 bool stub_no_lease;
 bool stub_continues;
+bool stub_is_backup;
+bool stub_handing_off;
+uint64_t stub_quiesced;
 cluster_map_fn *stub_map_hook;
 cluster_interest_fn *stub_interest;
 struct stub_sync stub_syncs[STUB_SYNC_MAX];
@@ -31,6 +34,9 @@ void stub_reset(void)
     stub_owner = NULL;
     stub_no_lease = false;
     stub_continues = true;
+    stub_is_backup = false;
+    stub_handing_off = false;
+    stub_quiesced = 0;
     stub_map_hook = NULL;
     stub_nsyncs = 0;
     stub_nsent = 0;
@@ -68,6 +74,18 @@ bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint
     (void)ch, (void)len, (void)origin;
     return stub_not_owner && !stub_no_lease && gen == stub_gen;
 }
+unsigned cluster_shard_of(const char *ch, size_t len) { (void)ch, (void)len; return 0; }
+enum cluster_role cluster_shard_role(unsigned shard, uint64_t *since, const char **owner)
+{
+    (void)shard;
+    *since = stub_gen;
+    *owner = cluster_owner_of("", 0);
+    return !stub_not_owner ? CLUSTER_ROLE_OWNER : stub_is_backup ? CLUSTER_ROLE_BACKUP
+                                                                 : CLUSTER_ROLE_NONE;
+}
+bool cluster_handing_off(const char *ch, size_t len) { (void)ch, (void)len; return stub_handing_off; }
+bool cluster_shard_handing_off(unsigned shard) { return stub_handing_off && shard == 0; }
+void cluster_set_quiesced(uint64_t mask) { stub_quiesced = mask; }
 void cluster_on_map(cluster_map_fn *fn) { stub_map_hook = fn; }
 void cluster_on_interest(cluster_interest_fn *fn) { stub_interest = fn; }
 
@@ -104,10 +122,10 @@ void cluster_on_tick(cluster_tick_fn *fn) { stub_tick = fn; }
 
 /* A single "n1" owns everything: nothing is forwarded. */
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            bool binary, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
-    (void)ch, (void)len, (void)data, (void)data_len, (void)binary, (void)client, (void)key;
+    (void)ch, (void)len, (void)data, (void)data_len, (void)flags, (void)client, (void)key;
     (void)call, (void)cb, (void)ud;
     return -1;
 }

@@ -27,6 +27,9 @@ extern uint64_t stub_gen;         /* the shard gen of every channel (7 after res
 extern const char *stub_owner;    /* the owner when stub_not_owner ("n9" when NULL) */
 extern bool stub_no_lease;        /* this node holds no lease */
 extern bool stub_continues;       /* cluster_continues() answers this */
+extern bool stub_is_backup;
+extern bool stub_handing_off;     /* this node hands every channel's shard (0) off */
+extern uint64_t stub_quiesced;    /* what cluster_set_quiesced was told last */       /* with stub_not_owner: this node backs up every channel */
 extern cluster_map_fn *stub_map_hook;
 extern cluster_interest_fn *stub_interest;
 extern struct stub_sync stub_syncs[STUB_SYNC_MAX];

@@ -538,6 +538,38 @@ static void test_the_history_ring_keeps_the_newest_history_size_entries(void **s
     }
 }
 
+/* A backup fetching a channel (engine/shardsync.c) merges the owner's
+ * history with what REPL brought first: each seq once, the higher position. */
+static void test_merge_keeps_each_seq_once_and_the_higher_position(void **state)
+{
+    (void)state;
+    struct channel *ch = get("room:a"); /* history_size 4 */
+    struct frame *f[6];
+    for (int i = 0; i < 6; i++) {
+        char text[32];
+        int n = snprintf(text, sizeof text, "{\"seq\":%d,\"data\":%d}", i + 1, (i + 1) * 100);
+        f[i] = frame_from(text, (size_t)n);
+        assert_non_null(f[i]);
+    }
+    channel_adopt(ch, "E1", 4, false);
+    channel_record(ch, f[4], 5, T0); /* REPL brought 5 and 6 first */
+    channel_record(ch, f[5], 6, T0);
+    ch->seq = 6;
+    struct hist_entry owner[4] = {{f[2], 3, T0}, {f[3], 4, T0}, {f[4], 5, T0}, {NULL, 0, 0}};
+    channel_merge(ch, "E1", 5, owner, 3);
+    assert_string_equal(ch->epoch, "E1");
+    assert_int_equal(ch->seq, 6);
+    expect_seqs(history(ch, 0, -1, T0), 3, 4);
+    /* Another epoch replaces what was held. */
+    struct hist_entry other[2] = {{f[0], 1, T0}, {f[1], 2, T0}};
+    channel_merge(ch, "E2", 2, other, 2);
+    assert_string_equal(ch->epoch, "E2");
+    assert_int_equal(ch->seq, 2);
+    expect_seqs(history(ch, 0, -1, T0), 1, 2);
+    for (int i = 0; i < 6; i++)
+        frame_unref(f[i]);
+}
+
 /* --------------------------------------------------------------- history */
 
 static void test_history_each_returns_entries_after_a_position_oldest_first(void **state)
@@ -841,6 +873,7 @@ int main(void)
         T(test_successive_lives_of_a_channel_have_different_epochs),
         T(test_different_channels_have_different_epochs),
         T(test_idempotency_keys_evict_the_oldest_first),
+        T(test_merge_keeps_each_seq_once_and_the_higher_position),
     };
 #undef T
     return cmocka_run_group_tests_name("channel", tests, NULL, NULL);

@@ -35,6 +35,34 @@ static enum node_state state_of(const char *ref, void *ud)
     return NODE_GONE;
 }
 
+/* Nodes that do not hold the state of any shard they back up (yet). */
+static const char *unsynced[8];
+static int nunsynced;
+
+static bool synced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)shard;
+    (void)ud;
+    for (int i = 0; i < nunsynced; i++)
+        if (!strcmp(unsynced[i], ref))
+            return false;
+    return true;
+}
+
+/* Owners still sequencing for a shard they hand off (not quiesced). */
+static const char *busy[8];
+static int nbusy;
+
+static bool quiesced_of(const char *ref, unsigned shard, void *ud)
+{
+    (void)shard;
+    (void)ud;
+    for (int i = 0; i < nbusy; i++)
+        if (!strcmp(busy[i], ref))
+            return false;
+    return true;
+}
+
 static void set_state(const char *ref, enum node_state st)
 {
     for (int i = 0; i < nnodes; i++)
@@ -49,12 +77,26 @@ static void set_state(const char *ref, enum node_state st)
 /* The next map from the leased nodes; false when nothing changed. */
 static bool next(const struct shardmap *cur, struct shardmap *out, int rf)
 {
-    const char *leased[8];
-    int n = 0;
-    for (int i = 0; i < nnodes; i++)
+    const char *leased[8], *members[8];
+    int n = 0, nm = 0;
+    for (int i = 0; i < nnodes; i++) {
         if (nodes[i].st == NODE_LEASED)
             leased[n++] = nodes[i].ref;
-    return placement_next(cur, state_of, NULL, leased, n, rf, out);
+        if (nodes[i].st != NODE_GONE) /* gone here: a newer incarnation asked */
+            members[nm++] = nodes[i].ref;
+    }
+    const struct placement_view view = {state_of, synced_of, quiesced_of, NULL, members, nm};
+    return placement_next(cur, &view, leased, n, rf, out);
+}
+
+/* Applies next() until nothing changes (at most 10 maps); the result in *out. */
+static void settle(const struct shardmap *cur, struct shardmap *out, int rf)
+{
+    static struct shardmap a, b;
+    a = *cur;
+    for (int i = 0; i < 10 && next(&a, &b, rf); i++)
+        a = b;
+    *out = a;
 }
 
 static const char *owner(const struct shardmap *m, int s)
@@ -73,6 +115,8 @@ static int setup(void **state)
 {
     (void)state;
     nnodes = 0;
+    nunsynced = 0;
+    nbusy = 0;
     set_state("a#1", NODE_LEASED);
     set_state("b#1", NODE_LEASED);
     set_state("c#1", NODE_LEASED);
@@ -179,6 +223,13 @@ static void a_leaving_owner_hands_its_shards_to_its_backups_at_once(void **state
     (void)state;
     set_state("a#1", NODE_LEAVING); /* still leased: no waiting for its lease to run out */
     assert_true(next(&m1, &m2, 2));
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (!strcmp(owner(&m1, s), "a#1")) {
+            /* First the map names the backup it hands the shard to. */
+            assert_string_equal(owner(&m2, s), "a#1");
+            assert_string_equal(m2.nodes[m2.s[s].handoff], backup(&m1, s, 0));
+        }
+    settle(&m2, &m2, 2);
     for (int s = 0; s < SHARDMAP_SHARDS; s++) {
         assert_string_not_equal(owner(&m2, s), "a#1");
         for (int k = 0; k < m2.s[s].nbackups; k++)
@@ -195,6 +246,144 @@ static void a_leaving_owner_hands_its_shards_to_its_backups_at_once(void **state
     for (int s = 0; s < SHARDMAP_SHARDS; s++)
         if (!strcmp(owner(&m1, s), "a#1"))
             assert_string_equal(owner(&m3, s), "a#1");
+}
+
+static void a_leaving_owner_waits_for_a_backup_that_holds_the_state(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_LEAVING);
+    unsynced[nunsynced++] = "b#1";
+    unsynced[nunsynced++] = "c#1";
+    settle(&m1, &m2, 2); /* it stops backing up others' shards at once */
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (!strcmp(owner(&m1, s), "a#1")) { /* moving now would restart idle channels' epochs */
+            assert_string_equal(owner(&m2, s), "a#1");
+            assert_int_equal(m2.s[s].handoff, -1);
+        }
+    nunsynced = 0;
+    settle(&m1, &m2, 2);
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        assert_string_not_equal(owner(&m2, s), "a#1");
+}
+
+/* The node id of a shard's owner ("a" for "a#2"). */
+static char owner_id(const struct shardmap *m, int s) { return owner(m, s)[0]; }
+
+static void a_restarted_node_gets_its_shards_back_once_it_holds_their_state(void **state)
+{
+    (void)state;
+    /* a#1 leaves, its successor a#2 starts and is not synced yet. */
+    set_state("a#1", NODE_LEAVING);
+    settle(&m1, &m2, 2);
+    set_state("a#1", NODE_GONE);
+    set_state("a#2", NODE_LEASED);
+    unsynced[nunsynced++] = "a#2";
+    struct shardmap *cur = &m2, *nx = &m3;
+    for (int round = 0; round < 10 && next(cur, nx, 2); round++) {
+        for (int s = 0; s < SHARDMAP_SHARDS; s++)
+            assert_string_not_equal(owner(nx, s), "a#2"); /* nothing moves to a node holding nothing */
+        struct shardmap *t = cur;
+        cur = nx;
+        nx = t;
+    }
+    /* It backs up every shard it is preferred for, as an extra backup. */
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (owner_id(&m1, s) == 'a') {
+            bool in = false;
+            for (int k = 0; k < cur->s[s].nbackups; k++)
+                in |= !strcmp(backup(cur, s, k), "a#2");
+            assert_true(in);
+        }
+    /* Once it holds the state, the shards come back, one step at a time:
+     * the switch happens only while it is the owner's sole backup. */
+    nunsynced = 0;
+    int rounds = 0;
+    for (; rounds < 10 && next(cur, nx, 2); rounds++) {
+        for (int s = 0; s < SHARDMAP_SHARDS; s++)
+            if (owner_id(nx, s) != owner_id(cur, s)) {
+                assert_int_equal(cur->s[s].nbackups, 1);
+                assert_int_equal(cur->s[s].handoff, cur->s[s].backup[0]); /* named first */
+                assert_int_equal(nx->s[s].handoff, -1);
+                assert_string_equal(backup(cur, s, 0), owner(nx, s));
+                assert_string_equal(backup(nx, s, 0), owner(cur, s)); /* the old owner backs up */
+                assert_int_equal(nx->s[s].cont, cur->s[s].since[0]); /* same epochs */
+            }
+        struct shardmap *t = cur;
+        cur = nx;
+        nx = t;
+    }
+    assert_true(rounds < 10); /* it settles */
+    assert_true(rounds >= 3); /* drop the other backup, name the handoff, switch */
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_int_equal(owner_id(cur, s), owner_id(&m1, s)); /* the first map's owners again */
+        assert_int_equal(cur->s[s].nbackups, 1);
+        assert_int_equal(backup(cur, s, 0)[0], backup(&m1, s, 0)[0]);
+    }
+}
+
+static void an_owner_with_publishes_pending_keeps_the_shard_until_it_is_quiet(void **state)
+{
+    (void)state;
+    set_state("a#1", NODE_LEAVING);
+    busy[nbusy++] = "a#1";
+    settle(&m1, &m2, 2);
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        if (!strcmp(owner(&m1, s), "a#1")) {
+            assert_string_equal(owner(&m2, s), "a#1");
+            assert_true(m2.s[s].handoff >= 0);
+        }
+    nbusy = 0;
+    settle(&m2, &m3, 2);
+    for (int s = 0; s < SHARDMAP_SHARDS; s++)
+        assert_string_not_equal(owner(&m3, s), "a#1");
+    /* A handoff whose target is no longer leased is withdrawn. */
+    set_state("a#1", NODE_LEASED);
+    set_state("b#1", NODE_LEAVING);
+    busy[nbusy++] = "b#1";
+    settle(&m1, &m2, 2);
+    int s = 0;
+    while (strcmp(owner(&m2, s), "b#1") != 0)
+        s++;
+    assert_true(m2.s[s].handoff >= 0);
+    const char *target = m2.nodes[m2.s[s].handoff];
+    set_state(target, NODE_UNCERTAIN);
+    set_state("b#1", NODE_LEASED);
+    assert_true(next(&m2, &m3, 2));
+    assert_int_equal(m3.s[s].handoff, -1);
+}
+
+/* Applies next() until nothing changes; fails when it does not settle. */
+static void settle_strict(const struct shardmap *cur, struct shardmap *out, int rf)
+{
+    static struct shardmap a, b;
+    a = *cur;
+    int i = 0;
+    for (; i < 20 && next(&a, &b, rf); i++)
+        a = b;
+    assert_true(i < 20); /* no step undoes another */
+    *out = a;
+}
+
+static void a_rolling_restart_of_every_node_ends_where_it_began(void **state)
+{
+    (void)state;
+    const char *olds[3] = {"a#1", "b#1", "c#1"}, *news[3] = {"a#2", "b#2", "c#2"};
+    struct shardmap cur = m1;
+    for (int r = 0; r < 3; r++) {
+        set_state(olds[r], NODE_LEAVING);
+        settle_strict(&cur, &cur, 2);
+        for (int s = 0; s < SHARDMAP_SHARDS; s++)
+            assert_string_not_equal(owner(&cur, s), olds[r]);
+        set_state(olds[r], NODE_GONE);
+        set_state(news[r], NODE_LEASED);
+        settle_strict(&cur, &cur, 2);
+    }
+    for (int s = 0; s < SHARDMAP_SHARDS; s++) {
+        assert_int_equal(owner_id(&cur, s), owner_id(&m1, s));
+        assert_int_equal(cur.s[s].nbackups, 1);
+        assert_int_equal(backup(&cur, s, 0)[0], backup(&m1, s, 0)[0]);
+        assert_int_equal(cur.s[s].handoff, -1);
+    }
 }
 
 static void replication_factor_three_places_two_backups(void **state)
@@ -258,6 +447,12 @@ int main(void)
         cmocka_unit_test_setup(owner_and_backup_gone_the_survivor_starts_new_epochs, setup),
         cmocka_unit_test_setup(a_restarted_node_owns_nothing_of_its_past_and_backs_up_again, setup),
         cmocka_unit_test_setup(a_leaving_owner_hands_its_shards_to_its_backups_at_once, setup),
+        cmocka_unit_test_setup(a_leaving_owner_waits_for_a_backup_that_holds_the_state, setup),
+        cmocka_unit_test_setup(a_restarted_node_gets_its_shards_back_once_it_holds_their_state,
+                               setup),
+        cmocka_unit_test_setup(an_owner_with_publishes_pending_keeps_the_shard_until_it_is_quiet,
+                               setup),
+        cmocka_unit_test_setup(a_rolling_restart_of_every_node_ends_where_it_began, setup),
         cmocka_unit_test_setup(replication_factor_three_places_two_backups, setup),
         cmocka_unit_test_setup(entries_apply_only_to_the_map_they_were_based_on, setup),
         cmocka_unit_test_setup(channels_hash_to_the_same_shard_everywhere, setup),

@@ -223,6 +223,72 @@ static void when_the_map_moves_the_channel_away_pending_publishes_fail(void **st
     assert_int_equal(ndelivered, 0);
 }
 
+static void an_owner_that_becomes_the_backup_keeps_its_channel_as_a_replica(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("1", &o);
+    backup_acks(1, 0);
+    assert_int_equal(o.calls, 1);
+    stub_not_owner = true; /* handed to n2 on purpose; this node stays its backup */
+    stub_owner = "n2";
+    stub_is_backup = true;
+    stub_gen = 9;
+    stub_map_hook();
+    struct channel *ch = channel_find("room:1", 6);
+    assert_true(ch->mirror);
+    assert_true(ch->replica); /* it holds everything it delivered: a move back continues */
+    assert_int_equal(ch->repl_gen, 9);
+}
+
+static void an_owner_demoted_with_messages_pending_is_no_replica_until_its_next_repl(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("1", &o); /* pending: n2 may deliver it without this node's ack */
+    stub_not_owner = true;
+    stub_owner = "n2";
+    stub_is_backup = true;
+    stub_map_hook();
+    struct channel *ch = channel_find("room:1", 6);
+    assert_true(ch->mirror);
+    assert_false(ch->replica);
+}
+
+static void an_owner_that_leaves_the_shard_keeps_no_replica(void **state)
+{
+    (void)state;
+    struct outcome o;
+    publish("1", &o);
+    backup_acks(1, 0);
+    stub_not_owner = true;
+    stub_owner = "n2";
+    stub_map_hook();
+    assert_false(channel_find("room:1", 6)->replica);
+}
+
+static void a_shard_handed_off_holds_new_publishes_and_reports_quiet_once_nothing_is_pending(void **state)
+{
+    (void)state;
+    struct outcome before, held;
+    publish("1", &before);
+    stub_handing_off = true; /* the map names a handoff target for the shard */
+    stub_map_hook();
+    stub_tick(0);
+    assert_int_equal(stub_quiesced, 0); /* seq 1 is still pending */
+    publish("2", &held);
+    assert_int_equal(stub_nsent, 1);    /* held back: no REPL for it */
+    backup_acks(1, 0);
+    assert_int_equal(before.calls, 1);
+    stub_tick(0);
+    assert_int_equal(stub_quiesced, 1); /* shard 0: nothing pending, the switch may come */
+    assert_int_equal(held.calls, 0);
+    publish_cancel(&held.w);            /* a held publish can be cancelled */
+    stub_handing_off = false;
+    stub_tick(0);
+    assert_int_equal(stub_quiesced, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -241,6 +307,16 @@ int main(void)
         cmocka_unit_test_setup_teardown(
             when_the_channel_moves_to_the_backup_that_holds_a_message_it_is_acknowledged, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            an_owner_that_becomes_the_backup_keeps_its_channel_as_a_replica, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            an_owner_demoted_with_messages_pending_is_no_replica_until_its_next_repl, setup,
+            teardown),
+        cmocka_unit_test_setup_teardown(an_owner_that_leaves_the_shard_keeps_no_replica, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            a_shard_handed_off_holds_new_publishes_and_reports_quiet_once_nothing_is_pending,
+            setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
