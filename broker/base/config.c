@@ -155,7 +155,7 @@ static const struct opt opts[] = {
     {"trusted-proxy", OPT_LIST, F(trusted_proxy), F(n_trusted_proxy), "CIDR", 0, 0,
      "a reverse proxy's address or range (IPv4 or IPv6, repeatable): from it, X-Forwarded-For, "
      "X-Real-IP or a PROXY v1 line name the client IP used by per-IP limits and logs (default: none)", NULL},
-    {"drain-delay", OPT_INT, F(drain_delay), 0, "SECS", 0, 3600,
+    {"drain-delay", OPT_INT, F(drain_delay), 0, "SECONDS", 0, 3600,
      "on SIGTERM, keep serving clients this long while /healthz is 503 and new upgrades are "
      "refused, so load balancers stop sending new ones, before closing clients with 1001", "0"},
 };
