@@ -69,11 +69,25 @@ static void hist_expire(struct channel *ch, int64_t now_ms)
         hist_drop_oldest(ch);
 }
 
+static void clear_history(struct channel *ch);
+
+/* History holds consecutive seqs of one epoch, oldest first: recovery
+ * (channel_can_recover) only looks at its first entry, and every path that
+ * fills a mirror (join, repair, resume after a rejoin) may bring seqs this
+ * node already holds. A seq already held is skipped; one that would leave a
+ * hole drops the older entries, which can no longer serve a recovery. */
 static void hist_push(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
 {
     uint32_t size = (uint32_t)ch->ns->history_size;
     if (!size)
         return;
+    if (ch->hist_count) {
+        uint64_t last = hist_at(ch, ch->hist_count - 1)->seq;
+        if (seq <= last)
+            return;
+        if (seq != last + 1)
+            clear_history(ch);
+    }
     if (!ch->hist) {
         ch->hist = calloc(size, sizeof *ch->hist);
         if (!ch->hist)
@@ -128,7 +142,6 @@ static void idle_unlink(struct channel *ch)
     ch->idle = false;
 }
 
-static void clear_history(struct channel *ch);
 static void new_epoch(struct channel *ch);
 static void keys_clear(struct channel *ch);
 
