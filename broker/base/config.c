@@ -139,6 +139,12 @@ static const struct opt opts[] = {
      "open WebSocket connections per client IP, beyond it HTTP 429 (default 0 = no limit)", NULL},
     {"presence-max-members", OPT_INT, F(presence_max_members), 0, "N", 0, 10000000,
      "past this many members presence answers counts and join/leave stop", "1000"},
+    {"idempotency-window", OPT_INT, F(idempotency_window), 0, "SECS", 0, INT_MAX,
+     "seconds a publish's key is remembered; a key seen again later publishes anew, 0 = no time limit", "600"},
+    {"idempotency-keys", OPT_INT, F(idempotency_keys), 0, "N", 0, 1000000,
+     "publish keys remembered per channel (the newest), 0 = keys are ignored", "1024"},
+    {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
+     "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
 };
 #undef F
 
@@ -357,6 +363,12 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
             else if (!strcmp(k, "presence_max_members") && json_is_integer(v) &&
                      json_integer_value(v) >= 0 && json_integer_value(v) <= 10000000)
                 ns->presence_max_members = (int)json_integer_value(v);
+            else if (!strcmp(k, "idempotency_window") && json_is_integer(v) &&
+                     json_integer_value(v) >= 0 && json_integer_value(v) <= INT_MAX)
+                ns->idempotency_window = (int)json_integer_value(v);
+            else if (!strcmp(k, "idempotency_keys") && json_is_integer(v) &&
+                     json_integer_value(v) >= 0 && json_integer_value(v) <= 1000000)
+                ns->idempotency_keys = (int)json_integer_value(v);
             else {
                 fprintf(stderr, "chorusd: config %s: namespace '%s': bad or unknown key '%s'"
                         " (subscribe: anyone|authenticated|claim|token; publish: anyone|"
@@ -402,10 +414,12 @@ static void usage(void)
            "  \"namespaces\": {\"ticker\": {\"history_size\": 1, \"history_ttl\": 60,\n"
            "                 \"publish\": \"nobody\", \"presence\": false},\n"
            "                \"chat\": {\"subscribe\": \"authenticated\", \"publish\": \"members\",\n"
-           "                 \"presence\": true, \"presence_max_members\": 500},\n"
+           "                 \"presence\": true, \"presence_max_members\": 500,\n"
+           "                 \"idempotency_window\": 60, \"idempotency_keys\": 256},\n"
            "                \"user\": {\"personal\": true}}\n"
            "  A channel \"ticker:AAPL\" uses namespace \"ticker\"; other channels use the\n"
-           "  top-level history_size, history_ttl, client_publish and presence_max_members,\n"
+           "  top-level history_size, history_ttl, client_publish, presence_max_members,\n"
+           "  idempotency_window and idempotency_keys,\n"
            "  with presence off, subscribe \"anyone\" and publish \"anyone\".\n"
            "  subscribe: anyone | authenticated | claim (the token's \"channels\" claim matches)\n"
            "             | token (the sub request carries a token whose \"ch\" is the channel)\n"
@@ -569,6 +583,8 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->default_ns.publish = cfg->client_publish ? NS_PUB_ANYONE : NS_PUB_NOBODY;
     cfg->default_ns.personal = false;
     cfg->default_ns.presence_max_members = cfg->presence_max_members;
+    cfg->default_ns.idempotency_window = cfg->idempotency_window;
+    cfg->default_ns.idempotency_keys = cfg->idempotency_keys;
     if (!!cfg->tls_cert != !!cfg->tls_key) {
         fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
         goto out;

@@ -60,7 +60,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     }
     replica_claim(ch); /* keys a replica recorded count once it owns the channel */
     if (key) {
-        uint64_t seq = channel_key_seq(ch, key);
+        uint64_t seq = channel_key_seq(ch, key, runtime_now_ms());
         if (seq) {
             done(w, CHORUS_ERR__COUNT, NULL, ch->epoch, seq, true);
             channel_release(ch);
