@@ -479,6 +479,8 @@ static int64_t last_refresh_ms;
 static void send_presence(const char *to_node, const char *ch, int op,
                           const struct cluster_part *members, int n)
 {
+    if (!cluster_enabled())
+        return;
     struct cluster_part *parts = calloc((size_t)n + 1, sizeof *parts);
     if (!parts)
         return;
