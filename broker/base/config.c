@@ -158,6 +158,12 @@ static const struct opt opts[] = {
     {"drain-delay", OPT_INT, F(drain_delay), 0, "SECONDS", 0, 3600,
      "on SIGTERM, keep serving clients this long while /healthz is 503 and new upgrades are "
      "refused, so load balancers stop sending new ones, before closing clients with 1001", "0"},
+    {"idempotency-window", OPT_INT, F(idempotency_window), 0, "SECONDS", 0, INT_MAX,
+     "seconds a publish's key is remembered; a key seen again later publishes anew, 0 = no time limit", "600"},
+    {"idempotency-keys", OPT_INT, F(idempotency_keys), 0, "N", 0, 1000000,
+     "publish keys remembered per channel (the newest), 0 = keys are ignored", "1024"},
+    {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
+     "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
 };
 #undef F
 
@@ -404,10 +410,21 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
             ns->presence_max_members = (int)json_integer_value(v);
         else
             want = "an integer in [0, 10000000]";
+    } else if (!strcmp(k, "idempotency_window")) {
+        if (json_int_in(v, 0, INT_MAX))
+            ns->idempotency_window = (int)json_integer_value(v);
+        else
+            want = "an integer of seconds >= 0";
+    } else if (!strcmp(k, "idempotency_keys")) {
+        if (json_int_in(v, 0, 1000000))
+            ns->idempotency_keys = (int)json_integer_value(v);
+        else
+            want = "an integer in [0, 1000000]";
     } else {
         fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
                         "history_ttl, subscribe, publish, client_publish, presence, "
-                        "presence_max_members, personal)\n", path, ns->name, k);
+                        "presence_max_members, personal, idempotency_window, idempotency_keys)\n",
+                path, ns->name, k);
         return -1;
     }
     if (!want)
@@ -572,10 +589,12 @@ static void usage(void)
            "  \"namespaces\": {\"ticker\": {\"history_size\": 1, \"history_ttl\": 60,\n"
            "                 \"publish\": \"nobody\", \"presence\": false},\n"
            "                \"chat\": {\"subscribe\": \"authenticated\", \"publish\": \"members\",\n"
-           "                 \"presence\": true, \"presence_max_members\": 500},\n"
+           "                 \"presence\": true, \"presence_max_members\": 500,\n"
+           "                 \"idempotency_window\": 60, \"idempotency_keys\": 256},\n"
            "                \"user\": {\"personal\": true}}\n"
            "  A channel \"ticker:AAPL\" uses namespace \"ticker\"; other channels use the\n"
-           "  top-level history_size, history_ttl, client_publish and presence_max_members,\n"
+           "  top-level history_size, history_ttl, client_publish, presence_max_members,\n"
+           "  idempotency_window and idempotency_keys,\n"
            "  with presence off, subscribe \"anyone\" and publish \"anyone\".\n"
            "  history_ttl is in seconds, like --history-ttl.\n"
            "  subscribe: anyone | authenticated\n"
@@ -853,6 +872,8 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->default_ns.publish = cfg->client_publish ? NS_PUB_ANYONE : NS_PUB_NOBODY;
     cfg->default_ns.personal = false;
     cfg->default_ns.presence_max_members = cfg->presence_max_members;
+    cfg->default_ns.idempotency_window = cfg->idempotency_window;
+    cfg->default_ns.idempotency_keys = cfg->idempotency_keys;
     if (!!cfg->tls_cert != !!cfg->tls_key) {
         fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
         goto out;

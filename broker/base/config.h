@@ -43,6 +43,8 @@ struct ns_opts {
     enum ns_publish publish;
     bool personal;      /* "<ns>:<id>" (and "<ns>:<id>/...") belong to user <id> only */
     int presence_max_members; /* past this, presence gives counts and join/leave stop */
+    int idempotency_window;   /* seconds a publish key is remembered; 0 = no time limit */
+    int idempotency_keys;     /* keys remembered per channel; 0 = keys are not checked */
 };
 
 struct config {
@@ -108,6 +110,9 @@ struct config {
     int max_conn_rate_ip;         /* WebSocket upgrades per second per IP; 0 = no limit */
     int max_conns_per_ip;         /* open WebSocket connections per IP; 0 = no limit */
     int presence_max_members;
+    int idempotency_window;
+    int idempotency_keys;
+    int max_idempotency_keys;     /* keys remembered on this node, all channels; 0 = no bound */
 
     /* deployment behind proxies and balancers: clientip.c, server.c */
     char *trusted_proxy[CONFIG_MAX_ORIGINS]; /* CIDRs whose X-Forwarded-For we believe */

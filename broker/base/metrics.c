@@ -139,6 +139,14 @@ size_t metrics_render(char **out, const char *node_id)
     put(&b, "chorus_presence_events_total %llu\n", (unsigned long long)metrics.presence_events);
     family(&b, "chorus_messages_published_binary_total", "counter", "Binary messages sequenced (also counted in source=ws).");
     put(&b, "chorus_messages_published_binary_total %llu\n", (unsigned long long)metrics.published_binary);
+    family(&b, "chorus_idempotency_keys", "gauge", "Publish keys remembered for deduplication, all channels.");
+    put(&b, "chorus_idempotency_keys %lld\n", (long long)metrics.idempotency_keys);
+    family(&b, "chorus_idempotency_keys_dropped_total", "counter",
+           "Publish keys forgotten before their channel's epoch ended, by reason.");
+    static const char *const drop_reasons[3] = {"window", "channel_limit", "node_limit"};
+    for (int i = 0; i < 3; i++)
+        put(&b, "chorus_idempotency_keys_dropped_total{reason=\"%s\"} %llu\n", drop_reasons[i],
+            (unsigned long long)metrics.idempotency_dropped[i]);
     family(&b, "chorus_frames_live", "gauge", "Encoded frames currently held in queues and history.");
     put(&b, "chorus_frames_live %ld\n", frame_live);
     family(&b, "chorus_http_requests_total", "counter", "HTTP API requests, by path and status.");

@@ -38,6 +38,8 @@ struct metrics {
     uint64_t auth_expired_closes;        /* connections closed 4001 when their token expired */
     uint64_t presence_events;            /* join/leave events fanned out */
     uint64_t published_binary;           /* binary messages sequenced (also in published_ws) */
+    int64_t idempotency_keys;            /* publish keys remembered (channel.c) */
+    uint64_t idempotency_dropped[3];     /* by enum key_drop (channel.c): window, channel, node */
 
     /* cluster */
     uint64_t cluster_sent[ENV_TYPE_COUNT];     /* by envelope type */

@@ -5,6 +5,7 @@
 #include "channel.h"
 #include "codec.h"
 #include "frame.h"
+#include "keys.h"
 #include "metrics.h"
 
 #include <stdio.h>
@@ -30,6 +31,7 @@ void channel_registry_init(const struct config *config)
     if (getrandom(&rnd, sizeof rnd, 0) != sizeof rnd)
         rnd = (uint32_t)time(NULL) * 2654435761u;
     snprintf(boot_id, sizeof boot_id, "%08x", rnd ^ (uint32_t)time(NULL));
+    keys_init(config);
 }
 
 void channel_set_deliver(channel_deliver_fn *fn) { deliver = fn; }
@@ -69,11 +71,25 @@ static void hist_expire(struct channel *ch, int64_t now_ms)
         hist_drop_oldest(ch);
 }
 
+static void clear_history(struct channel *ch);
+
+/* History holds consecutive seqs of one epoch, oldest first: recovery
+ * (channel_can_recover) only looks at its first entry, and every path that
+ * fills a mirror (join, repair, resume after a rejoin) may bring seqs this
+ * node already holds. A seq already held is skipped; one that would leave a
+ * hole drops the older entries, which can no longer serve a recovery. */
 static void hist_push(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
 {
     uint32_t size = (uint32_t)ch->ns->history_size;
     if (!size)
         return;
+    if (ch->hist_count) {
+        uint64_t last = hist_at(ch, ch->hist_count - 1)->seq;
+        if (seq <= last)
+            return;
+        if (seq != last + 1)
+            clear_history(ch);
+    }
     if (!ch->hist) {
         ch->hist = calloc(size, sizeof *ch->hist);
         if (!ch->hist)
@@ -128,9 +144,7 @@ static void idle_unlink(struct channel *ch)
     ch->idle = false;
 }
 
-static void clear_history(struct channel *ch);
 static void new_epoch(struct channel *ch);
-static void keys_clear(struct channel *ch);
 
 static void channel_delete(struct channel *ch)
 {
@@ -202,6 +216,7 @@ void channel_registry_free(void)
         /* Connections are gone by now; their subscriptions were unlinked. */
         channel_delete(ch);
     }
+    keys_free();
 }
 
 /* ---------------------------------------------------------- subscriptions */
@@ -320,65 +335,6 @@ static void new_epoch(struct channel *ch)
     ch->seq = ch->assigned = 0;
     clear_history(ch);
     keys_clear(ch);
-}
-
-/* ------------------------------------------------------- idempotency keys */
-
-struct key_entry {
-    char key[CODEC_KEY_MAX + 1];
-    uint64_t seq;
-    struct key_entry *prev, *next;  /* ch->keys_age, oldest first (utlist DL) */
-    UT_hash_handle hh;
-};
-
-static void keys_clear(struct channel *ch)
-{
-    struct key_entry *k, *tmp;
-    HASH_ITER(hh, ch->keys, k, tmp) {
-        HASH_DEL(ch->keys, k);
-        free(k);
-    }
-    ch->keys_age = NULL;
-    ch->nkeys = 0;
-}
-
-uint64_t channel_key_seq(struct channel *ch, const char *key)
-{
-    struct key_entry *k;
-    HASH_FIND_STR(ch->keys, key, k);
-    return k ? k->seq : 0;
-}
-
-void channel_key_record(struct channel *ch, const char *key, uint64_t seq)
-{
-    struct key_entry *k;
-    if (!key || !*key || strlen(key) > CODEC_KEY_MAX)
-        return;
-    HASH_FIND_STR(ch->keys, key, k);
-    if (k)
-        return;
-    if (ch->nkeys >= CHANNEL_KEYS) {
-        struct key_entry *old = ch->keys_age;
-        DL_DELETE(ch->keys_age, old);   /* the head: O(1) */
-        HASH_DEL(ch->keys, old);
-        free(old);
-        ch->nkeys--;
-    }
-    k = calloc(1, sizeof *k);
-    if (!k)
-        return;
-    snprintf(k->key, sizeof k->key, "%s", key);
-    k->seq = seq;
-    HASH_ADD_STR(ch->keys, key, k);
-    DL_APPEND(ch->keys_age, k);         /* O(1): the tail is head->prev */
-    ch->nkeys++;
-}
-
-void channel_keys_each(struct channel *ch, void (*fn)(const char *key, uint64_t seq, void *ud),
-                       void *ud)
-{
-    for (struct key_entry *k = ch->keys_age; k; k = k->next)
-        fn(k->key, k->seq, ud);
 }
 
 enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t seq,
@@ -549,6 +505,7 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
 void channel_sweep(int64_t now_ms)
 {
     struct channel *ch, *next;
+    keys_expire(now_ms);
     DL_FOREACH_SAFE2(idle_head, ch, next, idle_next) {
         hist_expire(ch, now_ms);
         if (!ch->hist_count)

@@ -80,7 +80,7 @@ struct channel {
     struct channel *beacon_prev, *beacon_next; /* cluster/stream.c: channels to announce (utlist DL) */
     bool beacon;
     int64_t last_sequenced_ms;
-    struct key_entry *keys;              /* idempotency keys of recent publishes (uthash) */
+    struct key_entry *keys;              /* keys.c: idempotency keys of recent publishes (uthash) */
     struct key_entry *keys_age;          /* the same keys, oldest first (utlist DL); evicted from the head */
     uint32_t nkeys;
     struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
@@ -159,15 +159,8 @@ void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t 
 /* Drops handed-out but undelivered seqs (their replication failed). */
 void channel_unassign(struct channel *ch);
 
-/* Idempotency keys (PROTOCOL.md 2.3): the seq a key was published with, 0
- * when unknown; keys are kept for the channel's last CHANNEL_KEYS publishes
- * that carried one, within the current epoch. */
-#define CHANNEL_KEYS 1024
-uint64_t channel_key_seq(struct channel *ch, const char *key);
-void channel_key_record(struct channel *ch, const char *key, uint64_t seq);
-/* Calls fn for every key kept, oldest first (a new backup fetches them). */
-void channel_keys_each(struct channel *ch, void (*fn)(const char *key, uint64_t seq, void *ud),
-                       void *ud);
+/* Idempotency keys (PROTOCOL.md 2.3): keys.h. */
+#include "keys.h"
 
 /* Sequences, encodes, records and fans out one message at once, without
  * replication (single node, and tests); data is a parsed JSON value. `client` is the

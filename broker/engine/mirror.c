@@ -12,6 +12,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -417,7 +418,7 @@ static void backup_apply(struct channel *ch, const struct envelope *env, struct 
         return;
     }
     if (*key)
-        channel_key_record(ch, key, env->seq);
+        channel_key_record(ch, key, env->seq, runtime_now_ms());
     send_ack(env, ch, &name, CHORUS_ERR__COUNT);
 }
 

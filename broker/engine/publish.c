@@ -190,7 +190,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     }
     replica_claim(ch); /* keys a replica recorded count once it owns the channel */
     if (key) {
-        uint64_t seq = channel_key_seq(ch, key);
+        uint64_t seq = channel_key_seq(ch, key, runtime_now_ms());
         /* A copy this node held as the backup may still be on its way to
          * the new backups: answer once it is delivered. */
         if (seq > ch->seq && replica_wait_seq(ch, seq, w))

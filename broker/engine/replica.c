@@ -105,7 +105,7 @@ static void deliver_upto(struct chan_repl *r, uint64_t upto)
         struct pending_msg *pm = r->msgs;
         channel_deliver(ch, pm->f, pm->seq, pm->ts_ms);
         if (*pm->key)
-            channel_key_record(ch, pm->key, pm->seq);
+            channel_key_record(ch, pm->key, pm->seq, runtime_now_ms());
         notify(&pm->waiters, CHORUS_ERR__COUNT, NULL, ch->epoch, pm->seq);
         pending_free(r, pm);
         r->oldest_ms = runtime_now_ms();
@@ -212,7 +212,7 @@ void replica_submit(struct channel *ch, struct frame *f, uint64_t seq, int64_t t
     if (!cluster_enabled()) {
         channel_deliver(ch, f, seq, ts_ms);
         if (key)
-            channel_key_record(ch, key, seq);
+            channel_key_record(ch, key, seq, ts_ms);
         if (w)
             w->done(w, CHORUS_ERR__COUNT, NULL, ch->epoch, seq, false);
         return;

@@ -127,7 +127,7 @@ static void take_keys(struct channel *ch, const char *epoch, const struct cluste
         memcpy(key, p, kl);
         key[kl] = '\0';
         p += kl;
-        channel_key_record(ch, key, seq);
+        channel_key_record(ch, key, seq, runtime_now_ms());
     }
 }
 

@@ -25,16 +25,19 @@ struct pres_member {
     json_t *info;                 /* from the token of the first connection, may be NULL */
     uint32_t conns;               /* this node's connections */
     char nodes[PRESENCE_MAX_NODES][ENVELOPE_ID_MAX + 1]; /* other nodes where it is present */
+    int64_t heard_ms[PRESENCE_MAX_NODES]; /* when each node last listed it (JOIN or FULL) */
     uint8_t nnodes;
     bool seen;                    /* scratch for a full refresh */
     UT_hash_handle hh;
 };
 
-/* One per channel with at least one member on this node. */
+/* One per channel with at least one member, here or on a node this one
+ * hears (it follows the channel). */
 struct pres_room {
     char *name;
     struct pres_member *members;  /* uthash by key */
     uint32_t count;
+    uint32_t local;               /* members with a connection to this node */
     UT_hash_handle hh;
 };
 
@@ -49,6 +52,7 @@ struct pres_link {
 static struct pres_room *rooms;
 
 static void presence_send(const char *ch, bool join, const char *key, const json_t *member);
+static void send_presence_full(const char *to_node, const char *ch);
 
 static json_t *member_json(const struct pres_member *m)
 {
@@ -149,6 +153,7 @@ void presence_join(struct conn *c, struct channel *ch)
     link->member = m;
     DL_PREPEND(c->presence.links, link);
     if (m->conns == 1) {
+        room->local++;
         json_t *mj = member_json(m);
         presence_send(room->name, true, m->key, mj);
         json_decref(mj);
@@ -195,6 +200,11 @@ static void drop_link(struct conn *c, struct pres_link *link, int max_members)
     if (--m->conns)
         return;
     presence_send(room->name, false, m->key, NULL);
+    if (!--room->local)
+        /* This node's list is empty now: say so as a full list too, which
+         * also clears whatever a lost leave would have left on the others
+         * (they no longer get this node's periodic lists). */
+        send_presence_full(NULL, room->name);
     if (!m->nnodes)
         member_gone(room, m, c, max_members);
     room_release(room);
@@ -318,8 +328,13 @@ static void remote_join(struct pres_room *room, const char *node, const char *ke
         HASH_ADD_KEYPTR(hh, room->members, m->key, strlen(m->key), m);
         room->count++;
     }
-    if (node_index(m, node) < 0 && m->nnodes < PRESENCE_MAX_NODES)
-        snprintf(m->nodes[m->nnodes++], sizeof m->nodes[0], "%s", node);
+    int i = node_index(m, node);
+    if (i < 0 && m->nnodes < PRESENCE_MAX_NODES) {
+        i = m->nnodes++;
+        snprintf(m->nodes[i], sizeof m->nodes[0], "%s", node);
+    }
+    if (i >= 0)
+        m->heard_ms[i] = runtime_now_ms();
     if (first && room->count <= (uint32_t)max_members)
         announce("join", room, m, NULL);
 }
@@ -330,8 +345,10 @@ static void remote_leave(struct pres_room *room, struct pres_member *m, const ch
     int i = node_index(m, node);
     if (i < 0)
         return;
-    if (i != m->nnodes - 1)
+    if (i != m->nnodes - 1) {
         memcpy(m->nodes[i], m->nodes[m->nnodes - 1], sizeof m->nodes[0]);
+        m->heard_ms[i] = m->heard_ms[m->nnodes - 1];
+    }
     m->nnodes--;
     if (!m->conns && !m->nnodes)
         member_gone(room, m, NULL, max_members);
@@ -442,18 +459,18 @@ static int presence_local_members(const char *name, struct cluster_part **out, c
 static void presence_each_local_room(void (*fn)(const char *name, void *ud), void *ud)
 {
     for (struct pres_room *r = rooms; r; r = r->hh.next)
-        for (struct pres_member *m = r->members; m; m = m->hh.next)
-            if (m->conns) {
-                fn(r->name, ud);
-                break;
-            }
+        if (r->local)
+            fn(r->name, ud);
 }
 
 /* ----------------------------------------------------------------- wire */
 
 /* Deltas can be lost at the high-water mark; full lists every few seconds
- * converge. */
+ * converge. A node that lists a member no more for PRESENCE_EXPIRE_MS (its
+ * leave and its later full lists were all lost, or it stopped sending them
+ * because its last member left) is taken to have dropped it. */
 #define PRESENCE_REFRESH_MS 5000
+#define PRESENCE_EXPIRE_MS (3 * PRESENCE_REFRESH_MS)
 
 static int64_t last_refresh_ms;
 
@@ -462,6 +479,8 @@ static int64_t last_refresh_ms;
 static void send_presence(const char *to_node, const char *ch, int op,
                           const struct cluster_part *members, int n)
 {
+    if (!cluster_enabled())
+        return;
     struct cluster_part *parts = calloc((size_t)n + 1, sizeof *parts);
     if (!parts)
         return;
@@ -527,11 +546,62 @@ static void on_pres(const struct cluster_part *topic, const struct envelope *env
     presence_remote(env->origin, name, parts[0].len, env->status, parts + 1, n - 1);
 }
 
-/* Local subscribers appeared: learn who is already here on other nodes. */
+/* This node stopped following the room (its last local subscriber left):
+ * it will hear no more joins, leaves or lists of the others, so what it holds
+ * of them would go stale. It forgets them; nobody here is left to tell. */
+static void forget_remote(const char *name)
+{
+    struct pres_room *room;
+    HASH_FIND_STR(rooms, name, room);
+    if (!room)
+        return;
+    struct pres_member *m, *tmp;
+    HASH_ITER(hh, room->members, m, tmp) {
+        m->nnodes = 0;
+        if (m->conns)
+            continue;
+        HASH_DEL(room->members, m);
+        room->count--;
+        member_free(m);
+    }
+    room_release(room);
+}
+
+/* Local subscribers appeared: learn who is already here on other nodes (the
+ * room starts from their lists, the union). They left: stop holding others'. */
 static void on_interest(struct channel *ch, bool on)
 {
-    if (on && ch->ns->presence)
+    if (!ch->ns->presence)
+        return;
+    if (on)
         send_presence(NULL, ch->name, PRESENCE_ASK, NULL, 0);
+    else
+        forget_remote(ch->name);
+}
+
+/* Drops every node's listing of a member that node has not confirmed for
+ * PRESENCE_EXPIRE_MS. Once per refresh period: O(remote listings). */
+static void expire_remote(int64_t now)
+{
+    struct pres_room *room, *rtmp;
+    HASH_ITER(hh, rooms, room, rtmp) {
+        const struct ns_opts *ns = config_ns_for(rt.cfg, room->name, strlen(room->name));
+        struct pres_member *m, *tmp;
+        HASH_ITER(hh, room->members, m, tmp) {
+            /* Downwards: remote_leave moves the last listing into slot i. */
+            for (int i = m->nnodes - 1; i >= 0; i--) {
+                if (now - m->heard_ms[i] < PRESENCE_EXPIRE_MS)
+                    continue;
+                char node[ENVELOPE_ID_MAX + 1];
+                memcpy(node, m->nodes[i], sizeof node);
+                bool last = m->nnodes == 1 && !m->conns;
+                remote_leave(room, m, node, ns->presence_max_members);
+                if (last)
+                    break; /* m is freed */
+            }
+        }
+        room_release(room);
+    }
 }
 
 static void on_tick(int64_t now)
@@ -539,6 +609,7 @@ static void on_tick(int64_t now)
     if (now - last_refresh_ms >= PRESENCE_REFRESH_MS) {
         last_refresh_ms = now;
         presence_each_local_room(refresh_one, NULL);
+        expire_remote(now);
     }
 }
 

@@ -11,7 +11,9 @@
  * In a cluster a room also holds the members other nodes announced (join and
  * leave deltas, a full list on request and every few seconds, and everything
  * of a node that goes down is dropped), so presence is cluster-wide
- * (PROTOCOL.md section 8.4). One room exists per channel with members; each
+ * (PROTOCOL.md section 8.4). A node that stops following a room forgets the
+ * others' members (it hears none of their leaves any more), and a node's
+ * listing of a member expires unless that node repeats it. One room exists per channel with members; each
  * connection keeps a list of the rooms it joined, so leaving never depends on
  * anything but this file's own state. */
 #ifndef CHORUS_PRESENCE_H

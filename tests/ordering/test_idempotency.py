@@ -1,5 +1,6 @@
 """Idempotency keys (PROTOCOL.md 2.3 and 6): a publish carrying a key already
-used in the channel's current epoch, among its last 1024 keyed publishes,
+used in the channel's current epoch, among its last 1024 keyed publishes
+(the default --idempotency-keys) and within --idempotency-window (600 s),
 publishes nothing; its ack repeats the first publish's seq and adds
 "duplicate": true.
 

@@ -28,7 +28,9 @@ void engine_fixture_setup(int history_size, int history_ttl, struct conn *conns,
 {
     memset(&engine_cfg, 0, sizeof engine_cfg);
     engine_cfg.default_ns = (struct ns_opts){.name = "", .history_size = history_size,
-                                             .history_ttl = history_ttl, .client_publish = true};
+                                             .history_ttl = history_ttl, .client_publish = true,
+                                             .idempotency_window = 600,
+                                             .idempotency_keys = 1024};
     rt.cfg = &engine_cfg;
     memset(&metrics, 0, sizeof metrics);
     memset(conns, 0, (size_t)n * sizeof *conns);

@@ -57,8 +57,10 @@ static void deliveries_release(void)
 
 /* ------------------------------------------------------------- fixture */
 
-/* Default namespace: 4 messages for 10 s. "nohist": no history at all.
- * "forever": 3 messages with no age limit. */
+/* Default namespace: 4 messages for 10 s, NKEYS keys for 60 s. "nohist":
+ * no history and no keys at all. "forever": 3 messages and NKEYS keys with
+ * no age limit. */
+#define NKEYS 16
 static struct ns_opts namespaces[2];
 static struct config cfg;
 
@@ -69,9 +71,11 @@ static int setup(void **state)
     (void)state;
     memset(&cfg, 0, sizeof cfg);
     cfg.default_ns = (struct ns_opts){.name = "", .history_size = 4, .history_ttl = 10,
-                                      .client_publish = true};
+                                      .client_publish = true, .idempotency_window = 60,
+                                      .idempotency_keys = NKEYS};
     namespaces[0] = (struct ns_opts){.name = "nohist", .history_size = 0, .history_ttl = 10};
-    namespaces[1] = (struct ns_opts){.name = "forever", .history_size = 3, .history_ttl = 0};
+    namespaces[1] = (struct ns_opts){.name = "forever", .history_size = 3, .history_ttl = 0,
+                                     .idempotency_keys = NKEYS};
     cfg.namespaces = namespaces;
     cfg.n_namespaces = 2;
     for (int i = 0; i < NCONNS; i++)
@@ -816,26 +820,103 @@ static void test_idempotency_keys_evict_the_oldest_first(void **state)
     (void)state;
     struct channel *ch = get("room:keys");
     char key[32];
-    for (int i = 1; i <= CHANNEL_KEYS + 10; i++) {
+    for (int i = 1; i <= NKEYS + 10; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        channel_key_record(ch, key, (uint64_t)i);
+        channel_key_record(ch, key, (uint64_t)i, T0);
         if (i == 5)
-            channel_key_record(ch, "k1", 999); /* known key: kept with its seq, not renewed */
+            channel_key_record(ch, "k1", 999, T0); /* known key: kept with its seq, not renewed */
     }
-    assert_int_equal(ch->nkeys, CHANNEL_KEYS);
+    assert_int_equal(ch->nkeys, NKEYS);
     for (int i = 1; i <= 10; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        assert_int_equal(channel_key_seq(ch, key), 0);
+        assert_int_equal(channel_key_seq(ch, key, T0), 0);
     }
-    for (int i = 11; i <= CHANNEL_KEYS + 10; i++) {
+    for (int i = 11; i <= NKEYS + 10; i++) {
         snprintf(key, sizeof key, "k%d", i);
-        assert_int_equal(channel_key_seq(ch, key), i);
+        assert_int_equal(channel_key_seq(ch, key, T0), i);
     }
     /* Evicted keys can be recorded again, as the newest. */
-    channel_key_record(ch, "k1", 7);
-    assert_int_equal(channel_key_seq(ch, "k1"), 7);
-    assert_int_equal(channel_key_seq(ch, "k11"), 0);
-    assert_int_equal(ch->nkeys, CHANNEL_KEYS);
+    channel_key_record(ch, "k1", 7, T0);
+    assert_int_equal(channel_key_seq(ch, "k1", T0), 7);
+    assert_int_equal(channel_key_seq(ch, "k11", T0), 0);
+    assert_int_equal(ch->nkeys, NKEYS);
+    assert_int_equal(metrics.idempotency_keys, NKEYS);
+    assert_int_equal(metrics.idempotency_dropped[1], 11); /* channel_limit */
+}
+
+static void test_a_key_past_its_window_is_unknown_and_publishes_anew(void **state)
+{
+    (void)state;
+    struct channel *ch = get("room:keys"); /* window: 60 s */
+    channel_key_record(ch, "a", 1, T0);
+    channel_key_record(ch, "b", 2, T0 + 30000);
+    assert_int_equal(channel_key_seq(ch, "a", T0 + 59999), 1);
+    assert_int_equal(channel_key_seq(ch, "a", T0 + 60000), 0); /* the window ends */
+    assert_int_equal(channel_key_seq(ch, "b", T0 + 60000), 2);
+    assert_int_equal(ch->nkeys, 1);
+    channel_key_record(ch, "a", 9, T0 + 60000); /* seen again: a new publish */
+    assert_int_equal(channel_key_seq(ch, "a", T0 + 60001), 9);
+    assert_int_equal(channel_key_seq(ch, "b", T0 + 90000), 0);
+    assert_int_equal(channel_key_seq(ch, "a", T0 + 90000), 9);
+    assert_int_equal(metrics.idempotency_dropped[0], 2); /* window */
+    assert_int_equal(metrics.idempotency_keys, 1);
+}
+
+static void test_sweep_expires_keys_of_channels_nobody_publishes_to(void **state)
+{
+    (void)state;
+    struct channel *a = get("room:a"), *b = get("room:b"), *f = get("forever:c");
+    /* Subscribers keep a and b, history keeps f; nobody publishes. */
+    assert_non_null(channel_subscribe(a, &conns[0], &conns[0].subs));
+    assert_non_null(channel_subscribe(b, &conns[0], &conns[0].subs));
+    publish_int(f, 1, T0);
+    channel_key_record(a, "x", 1, T0);
+    channel_key_record(b, "x", 1, T0 + 1000);
+    channel_key_record(f, "x", 1, T0);  /* "forever": no window */
+    assert_int_equal(metrics.idempotency_keys, 3);
+    channel_sweep(T0 + 60500);
+    assert_int_equal(metrics.idempotency_keys, 2);
+    assert_int_equal(b->nkeys, 1);
+    channel_sweep(T0 + 61000);
+    assert_int_equal(metrics.idempotency_keys, 1);
+    assert_int_equal(channel_key_seq(f, "x", T0 + 86400000), 1);
+}
+
+static void test_the_node_bound_drops_the_oldest_key_of_any_channel(void **state)
+{
+    (void)state;
+    cfg.max_idempotency_keys = 4;
+    struct channel *a = get("room:a"), *b = get("room:b"), *f = get("forever:c");
+    channel_key_record(f, "f1", 1, T0);        /* oldest, in another namespace */
+    channel_key_record(a, "a1", 1, T0 + 1);
+    channel_key_record(b, "b1", 1, T0 + 2);
+    channel_key_record(a, "a2", 2, T0 + 3);
+    channel_key_record(b, "b2", 2, T0 + 4);   /* fifth: f1 goes */
+    assert_int_equal(metrics.idempotency_keys, 4);
+    assert_int_equal(channel_key_seq(f, "f1", T0 + 5), 0);
+    channel_key_record(f, "f2", 2, T0 + 5);   /* a1 goes */
+    assert_int_equal(channel_key_seq(a, "a1", T0 + 6), 0);
+    assert_int_equal(channel_key_seq(a, "a2", T0 + 6), 2);
+    assert_int_equal(channel_key_seq(b, "b1", T0 + 6), 1);
+    assert_int_equal(channel_key_seq(f, "f2", T0 + 6), 2);
+    assert_int_equal(metrics.idempotency_dropped[2], 2); /* node_limit */
+    assert_int_equal(metrics.idempotency_keys, 4);
+}
+
+static void test_keys_end_with_the_epoch_and_a_namespace_may_turn_them_off(void **state)
+{
+    (void)state;
+    struct channel *ch = get("room:keys");
+    channel_key_record(ch, "a", 1, T0);
+    channel_adopt(ch, "another-epoch", 0, false);
+    assert_int_equal(channel_key_seq(ch, "a", T0), 0);
+    assert_int_equal(metrics.idempotency_keys, 0);
+    assert_int_equal(metrics.idempotency_dropped[0] + metrics.idempotency_dropped[1] +
+                     metrics.idempotency_dropped[2], 0); /* not a drop: the epoch ended */
+    struct channel *n = get("nohist:x"); /* idempotency_keys 0 */
+    channel_key_record(n, "a", 1, T0);
+    assert_int_equal(channel_key_seq(n, "a", T0), 0);
+    assert_int_equal(metrics.idempotency_keys, 0);
 }
 
 int main(void)
@@ -874,6 +955,10 @@ int main(void)
         T(test_different_channels_have_different_epochs),
         T(test_idempotency_keys_evict_the_oldest_first),
         T(test_merge_keeps_each_seq_once_and_the_higher_position),
+        T(test_a_key_past_its_window_is_unknown_and_publishes_anew),
+        T(test_sweep_expires_keys_of_channels_nobody_publishes_to),
+        T(test_the_node_bound_drops_the_oldest_key_of_any_channel),
+        T(test_keys_end_with_the_epoch_and_a_namespace_may_turn_them_off),
     };
 #undef T
     return cmocka_run_group_tests_name("channel", tests, NULL, NULL);

@@ -226,6 +226,10 @@ static void test_defaults_apply_when_nothing_is_given(void **state)
     assert_true(cfg.default_ns.client_publish);
     assert_false(cfg.default_ns.presence);
     assert_int_equal(cfg.n_namespaces, 0);
+    /* Publish keys: 10 minutes, 1024 per channel, 200000 per node. */
+    assert_int_equal(cfg.default_ns.idempotency_window, 600);
+    assert_int_equal(cfg.default_ns.idempotency_keys, 1024);
+    assert_int_equal(cfg.max_idempotency_keys, 200000);
     config_free(&cfg);
 }
 
@@ -625,6 +629,27 @@ static void test_namespaces_inherit_top_level_options_set_by_env_and_flags(void 
     config_free(&cfg);
 }
 
+static void test_the_idempotency_window_comes_from_flags_env_or_a_namespace(void **state)
+{
+    (void)state;
+    const char *path = write_file(
+        "{\"idempotency_keys\": 64,"
+        " \"namespaces\": {\"orders\": {\"idempotency_window\": 86400, \"idempotency_keys\": 4096},"
+        "                  \"chat\": {}}}");
+    setenv("CHORUS_MAX_IDEMPOTENCY_KEYS", "5000", 1);
+    struct config cfg;
+    struct loaded l;
+    LOAD_OK(&cfg, &l, "--config", path, "--idempotency-window", "30", NULL);
+    assert_int_equal(cfg.max_idempotency_keys, 5000);
+    const struct ns_opts *orders = config_ns_for(&cfg, "orders:1", 8);
+    assert_int_equal(orders->idempotency_window, 86400);
+    assert_int_equal(orders->idempotency_keys, 4096);
+    const struct ns_opts *chat = config_ns_for(&cfg, "chat:1", 6);
+    assert_int_equal(chat->idempotency_window, 30);
+    assert_int_equal(chat->idempotency_keys, 64);
+    config_free(&cfg);
+}
+
 static void test_ns_for_picks_the_namespace_or_the_default(void **state)
 {
     (void)state;
@@ -768,6 +793,7 @@ int main(void)
         T(test_bad_config_files_return_minus_1),
         T(test_namespaces_from_the_file_override_the_top_level_options),
         T(test_namespaces_inherit_top_level_options_set_by_env_and_flags),
+        T(test_the_idempotency_window_comes_from_flags_env_or_a_namespace),
         T(test_ns_for_picks_the_namespace_or_the_default),
         T(test_bad_namespaces_return_minus_1),
         T(test_namespace_rules_parse_and_client_publish_stays_an_alias),

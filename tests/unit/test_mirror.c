@@ -155,6 +155,56 @@ static void a_gap_holds_later_messages_until_the_repair(void **state)
     assert_int_equal(seqs[4], 10);
 }
 
+/* History seqs, oldest first, must be exactly first..last. */
+static void assert_history(uint64_t first, uint64_t last)
+{
+    assert_int_equal(ch->hist_count, last - first + 1);
+    for (uint32_t i = 0; i < ch->hist_count; i++)
+        assert_int_equal(ch->hist[(ch->hist_head + i) % 8].seq, first + i);
+}
+
+/* The last local subscriber left (the stream is dropped, history kept: a
+ * backup, or a node that was one) and one subscribes again: the second join
+ * brings seqs this node still holds. */
+static void rejoin(uint64_t seq, uint64_t first)
+{
+    ch->replica = true;
+    channel_unsubscribe(sub.subs.head, &sub.subs);
+    assert_ptr_equal(channel_find("room:1", 6), ch);
+    ch->live = false; /* cluster/stream.c, on losing local interest */
+    assert_non_null(channel_subscribe(ch, &sub, &sub.subs));
+    struct mirror_wait w;
+    int before = stub_nsyncs;
+    assert_int_equal(mirror_join(ch, &w, on_current, NULL), 0);
+    assert_int_equal(stub_nsyncs, before + 1);
+    owner_answers(before, seq, first, seq, false);
+    assert_int_equal(join_err, CHORUS_ERR__COUNT);
+}
+
+static void a_rejoin_takes_only_the_seqs_it_misses(void **state)
+{
+    (void)state;
+    join();
+    assert_history(1, 5);
+    rejoin(5, 1); /* nothing new: the same five, not ten */
+    assert_history(1, 5);
+    rejoin(7, 1);
+    assert_history(1, 7);
+    assert_int_equal(ch->seq, 7);
+    owner_sends(8);
+    assert_history(1, 8);
+}
+
+static void a_rejoin_past_the_owners_history_keeps_no_hole(void **state)
+{
+    (void)state;
+    join();
+    rejoin(12, 9); /* the owner only holds 9..12 now: 6..8 are gone */
+    assert_history(9, 12);
+    assert_false(channel_can_recover(ch, "E1", 5, runtime_now_ms()));
+    assert_true(channel_can_recover(ch, "E1", 8, runtime_now_ms()));
+}
+
 /* The owner replicates seq to this node (its backup) at the stub's gen. */
 static void owner_replicates(uint64_t seq)
 {
@@ -216,6 +266,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_gap_holds_later_messages_until_the_repair, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_cancelled_wait_is_never_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_rejoin_takes_only_the_seqs_it_misses, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_rejoin_past_the_owners_history_keeps_no_hole, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(a_backup_shows_its_copies_only_once_the_owner_delivers_them,
                                         setup, teardown),
     };
