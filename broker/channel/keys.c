@@ -47,7 +47,8 @@ void keys_free(void)
 static struct key_entry **queue_of(const struct channel *ch)
 {
     const struct ns_opts *ns = ch->ns;
-    if (cfg && ns >= cfg->namespaces && ns < cfg->namespaces + cfg->n_namespaces &&
+    if (cfg && cfg->n_namespaces > 0 && ns >= cfg->namespaces &&
+        ns < cfg->namespaces + cfg->n_namespaces &&
         ns - cfg->namespaces < nqueues - 1)
         return &queues[ns - cfg->namespaces];
     return nqueues ? &queues[nqueues - 1] : NULL;

@@ -90,6 +90,12 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
 int cluster_sync(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                  uint32_t limit, bool join, struct cluster_call *call, cluster_call_cb *cb,
                  void *ud);
+/* Calls fn for each message of a SYNC_REP's payload (parts after the
+ * channel name, up to n), oldest first, as a frame fn may take a reference
+ * to. */
+struct frame;
+typedef void cluster_sync_item_fn(struct frame *f, uint64_t seq, int64_t ts_ms, void *ud);
+void cluster_sync_each(const struct cluster_part *parts, int n, cluster_sync_item_fn *fn, void *ud);
 /* cluster_sync for a new backup: everything, with the idempotency keys (the
  * reply's last frame: per key, seq as 8 bytes big-endian, length, bytes). */
 int cluster_sync_state(const char *ch, size_t len, struct cluster_call *call, cluster_call_cb *cb,

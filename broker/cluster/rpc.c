@@ -47,6 +47,20 @@ static void call_start(struct cluster_call *c, const char *target, cluster_call_
     DL_APPEND(rc.calls, c);
 }
 
+/* Starts call toward owner and sends e (its req_id set to the call's id);
+ * -1, with the call forgotten, when it could not be queued. */
+static int call_send(struct cluster_call *call, const char *owner, cluster_call_cb *cb, void *ud,
+                     struct envelope *e, const struct cluster_part *parts, int nparts)
+{
+    call_start(call, owner, cb, ud);
+    e->req_id = call->id;
+    if (cluster_send_to(owner, e, parts, nparts) < 0) {
+        call_unlink(call);
+        return -1;
+    }
+    return 0;
+}
+
 static struct cluster_call *call_find(uint64_t id)
 {
     /* Replies come back roughly in order: the match is near the head. */
@@ -104,18 +118,14 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
     cluster_env_init(&e, ENV_PUB_REQ);
     e.flags |= flags & ENV_FLAG_BINARY;
     e.seq = cluster_map_version(); /* who is behind, when two nodes disagree on the owner */
-    call_start(call, owner, cb, ud);
-    e.req_id = call->id;
     struct cluster_part parts[4] = {
         {(const unsigned char *)ch, len},
         {(const unsigned char *)data, data_len},
         {(const unsigned char *)(client ? client : ""), client ? strlen(client) : 0},
         {(const unsigned char *)(key ? key : ""), key ? strlen(key) : 0},
     };
-    if (cluster_send_to(owner, &e, parts, 4) < 0) {
-        call_unlink(call);
+    if (call_send(call, owner, cb, ud, &e, parts, 4) < 0)
         return -1;
-    }
     metrics.cluster_forwarded_publishes++;
     return 0;
 }
@@ -153,14 +163,8 @@ static int sync_req(const char *ch, size_t len, bool has_since, const char *epoc
         e.seq = seq;
     }
     e.limit = limit;
-    call_start(call, owner, cb, ud);
-    e.req_id = call->id;
     struct cluster_part p = {(const unsigned char *)ch, len};
-    if (cluster_send_to(owner, &e, &p, 1) < 0) {
-        call_unlink(call);
-        return -1;
-    }
-    return 0;
+    return call_send(call, owner, cb, ud, &e, &p, 1);
 }
 
 int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint32_t limit,
@@ -174,14 +178,8 @@ int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint
     cluster_env_init(&e, ENV_SHARD_REQ);
     e.seq = shard;
     e.limit = limit;
-    call_start(call, owner, cb, ud);
-    e.req_id = call->id;
     struct cluster_part p = {(const unsigned char *)after, after_len};
-    if (cluster_send_to(owner, &e, &p, 1) < 0) {
-        call_unlink(call);
-        return -1;
-    }
-    return 0;
+    return call_send(call, owner, cb, ud, &e, &p, 1);
 }
 
 void cluster_reply_status(const struct envelope *req, uint8_t type, enum chorus_err code,

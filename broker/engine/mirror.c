@@ -126,27 +126,28 @@ static void waiters_done(struct chan_sync *s, enum chorus_err code, const char *
     }
 }
 
+struct take {
+    struct channel *ch;
+    const char *epoch;
+    bool deliver;
+};
+
+static void take_one(struct frame *f, uint64_t seq, int64_t ts, void *ud)
+{
+    struct take *t = ud;
+    if (t->deliver)
+        channel_apply(t->ch, t->epoch, seq, ts, f);
+    else
+        channel_record(t->ch, f, seq, ts);
+}
+
 /* Records the (seq+ts, msg) pairs of a sync reply, oldest first; applies them
  * as deliveries when `deliver`, else only into history. */
 static void take_messages(struct channel *ch, const struct envelope *rep,
                           const struct cluster_part *parts, int n, bool deliver)
 {
-    for (int i = 1; i + 1 < n; i += 2) {
-        uint64_t seq;
-        int64_t ts;
-        uint8_t flags;
-        if (!envelope_get_sync_item(parts[i].data, parts[i].len, &seq, &ts, &flags))
-            continue;
-        struct frame *f = frame_from(parts[i + 1].data, parts[i + 1].len);
-        if (!f)
-            continue;
-        f->binary = flags & ENV_FLAG_BINARY;
-        if (deliver)
-            channel_apply(ch, rep->epoch, seq, ts, f);
-        else
-            channel_record(ch, f, seq, ts);
-        frame_unref(f);
-    }
+    struct take t = {ch, rep->epoch, deliver};
+    cluster_sync_each(parts, n, take_one, &t);
 }
 
 static void backup_apply(struct channel *ch, const struct envelope *env, struct frame *f,

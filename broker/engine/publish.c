@@ -145,14 +145,20 @@ static void forward(const char *name, size_t len, const char *data, size_t data_
     w->forwarded = true;
 }
 
-void publish_bounce(const char *name, size_t len, const char *data, size_t data_len, bool binary,
-                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
-                    void *ud)
+static void wait_init(struct pub_wait *w, const char *name, size_t len, pub_done_cb *done,
+                      void *ud)
 {
     memset(w, 0, sizeof *w);
     w->done = done;
     w->ud = ud;
     snprintf(w->ch, sizeof w->ch, "%.*s", (int)len, name);
+}
+
+void publish_bounce(const char *name, size_t len, const char *data, size_t data_len, bool binary,
+                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
+                    void *ud)
+{
+    wait_init(w, name, len, done, ud);
     forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, key, w);
 }
 
@@ -160,10 +166,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud)
 {
-    memset(w, 0, sizeof *w);
-    w->done = done;
-    w->ud = ud;
-    snprintf(w->ch, sizeof w->ch, "%.*s", (int)len, name);
+    wait_init(w, name, len, done, ud);
 
     if (!cluster_is_owner(name, len)) {
         forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, key, w);

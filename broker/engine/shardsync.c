@@ -96,6 +96,18 @@ static void done_if_complete(unsigned shard)
     report();
 }
 
+struct collected {
+    struct hist_entry *in;
+    uint32_t n, cap;
+};
+
+static void collect_one(struct frame *f, uint64_t seq, int64_t ts, void *ud)
+{
+    struct collected *c = ud;
+    if (c->n < c->cap)
+        c->in[c->n++] = (struct hist_entry){frame_ref(f), seq, ts};
+}
+
 /* A backup holds this channel now: a promotion continues its epoch. */
 static void mark_held(struct channel *ch)
 {
@@ -156,20 +168,11 @@ static void on_fetch(struct cluster_call *call, const struct envelope *rep,
         keys = &parts[--n];
     if (ch && !ch->nsubs && !ch->sync) {
         int cap = n > 1 ? (n - 1) / 2 : 0;
-        struct hist_entry *in = cap ? calloc((size_t)cap, sizeof *in) : NULL;
-        uint32_t k = 0;
-        for (int i = 1; in && i + 1 < n; i += 2) {
-            uint64_t seq;
-            int64_t ts;
-            uint8_t flags;
-            if (!envelope_get_sync_item(parts[i].data, parts[i].len, &seq, &ts, &flags))
-                continue;
-            struct frame *fr = frame_from(parts[i + 1].data, parts[i + 1].len);
-            if (!fr)
-                continue;
-            fr->binary = flags & ENV_FLAG_BINARY;
-            in[k++] = (struct hist_entry){fr, seq, ts};
-        }
+        struct collected c = {cap ? calloc((size_t)cap, sizeof *c.in) : NULL, 0, (uint32_t)cap};
+        if (c.in)
+            cluster_sync_each(parts, n, collect_one, &c);
+        struct hist_entry *in = c.in;
+        uint32_t k = c.n;
         channel_merge(ch, rep->epoch, rep->seq, in, k);
         for (uint32_t i = 0; i < k; i++)
             frame_unref(in[i].f);
