@@ -17,6 +17,7 @@ import subprocess
 import time
 
 import chorus_harness as h
+from cluster_common import alloc_ports
 
 SRC = os.environ["CHORUS_SRC"]
 BUILD = os.environ["CHORUS_BUILD"]
@@ -189,8 +190,11 @@ def _():
     log_path = os.path.join(WORK, "forwarder.log")
     seen = []
     with open(log_path, "wb") as log:
+        # It binds the port and the next one: both must be free (below the
+        # ephemeral range, where other tests' outgoing connections never land).
+        port = alloc_ports(1, consecutive=2)[0][0]
         p = subprocess.Popen([os.path.join(STAGE, "bin/chorusd"), "--forwarder", "--cluster-bind",
-                              f"tcp://127.0.0.1:{h.free_port()}", "--cluster-insecure", "true"],
+                              f"tcp://127.0.0.1:{port}", "--cluster-insecure", "true"],
                              env=h.clean_env({"NOTIFY_SOCKET": path}), stdout=log,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                              preexec_fn=h._die_with_parent)
