@@ -46,6 +46,8 @@ static struct {
     bool leading;
     int64_t leader_since_ms;
     int64_t quorum_since_ms;    /* since when a majority holds leases (0: it does not) */
+    uint64_t leased_sig;        /* which nodes hold leases (a hash of the set) ... */
+    int64_t leased_since_ms;    /* ... unchanged since then */
     struct grant *grants;
 } ls;
 
@@ -184,6 +186,21 @@ static void place(int64_t now)
     if (!ls.quorum_since_ms)
         ls.quorum_since_ms = now;
     bool grace = now - ls.quorum_since_ms < 3 * ls.interval_ms;
+    /* Shards drift back only once the same nodes have held leases for a
+     * lease's length: a node just back from a stall or a partition, or just
+     * restarted, first catches up (and may go again) before work moves. */
+    uint64_t sig = (uint64_t)n;
+    for (int i = 0; i < n; i++) {
+        unsigned h;
+        HASH_JEN(leased[i], strlen(leased[i]), h);
+        sig ^= (uint64_t)h * 0x9e3779b97f4a7c15ull;
+    }
+    if (sig != ls.leased_sig || !ls.leased_since_ms) {
+        ls.leased_sig = sig;
+        ls.leased_since_ms = now;
+    }
+    if (now - ls.leased_since_ms < ls.cfg->lease_ms)
+        nmembers = 0;
     static struct shardmap next;
     struct placement_view view = {grace ? state_in_grace : state_of, synced_of, quiesced_of, NULL,
                                   members, nmembers};
@@ -302,6 +319,7 @@ static void lease_tick(int64_t wall_now)
         forget_grants();
         ls.leader_since_ms = now;
         ls.quorum_since_ms = 0;
+        ls.leased_since_ms = 0;
         if (leading)
             log_info("event=raft_leader msg=\"this node places shards now\"");
     }

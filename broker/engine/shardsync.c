@@ -202,13 +202,9 @@ static void pump(unsigned shard)
     while (st->next < st->nnames && ss.inflight < FETCH_WINDOW) {
         const char *name = st->names[st->next];
         size_t len = strlen(name);
-        struct channel *ch = channel_find(name, len);
-        if (ch && ch->nsubs && ch->live && !ch->sync) {
-            mark_held(ch);
-            st->next++;
-            st->fetched++;
-            continue;
-        }
+        /* Every channel is fetched, a live mirror's too: its stream gave it
+         * the messages, but only the owner has the keys published before
+         * this node became a backup (a retry must still find them). */
         struct fetch *f = malloc(sizeof *f + len + 1);
         if (!f)
             return;
