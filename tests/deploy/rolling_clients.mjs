@@ -157,6 +157,7 @@ const report = {
   errors: all.flatMap((x) => x.errors.map((e) => ({ client: x.name, ...e }))),
   reconnects: Object.fromEntries(all.map((x) => [x.name, x.connects.length - 1])),
   closes: Object.fromEntries(all.map((x) => [x.name, x.closes.map((e) => e.code)])),
+  timeline: Object.fromEntries(all.map((x) => [x.name, { connects: x.connects, closes: x.closes }])),
   nodes: Object.fromEntries(all.map((x) => [x.name, x.connects.map((e) => e.node)])),
   resumes: Object.fromEntries(subs.map((s) => [s.name, s.resumes])),
   max_ack_pause_ms: Object.fromEntries(pubs.map((p) => [p.ch, p.maxPause])),

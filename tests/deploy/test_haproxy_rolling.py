@@ -37,8 +37,9 @@ import time
 
 import chorus_harness as H
 import proxy_common as P
-from cluster_common import (alloc_ports, channel_owned_by, make_mesh, node_log_tails,
-                            owned_shards, restart_and_wait_back, t, test, wait_mesh_up)
+from cluster_common import (alloc_ports, channel_owned_by, dump_frames, make_mesh,
+                            node_log_tails, owned_shards, restart_and_wait_back, t, test,
+                            wait_mesh_up)
 
 DRAIN_DELAY = 2
 NODES = make_mesh(3, prefix="hr-", extra=["--trusted-proxy", "127.0.0.1",
@@ -159,6 +160,12 @@ async def rolling_restart_through_haproxy():
         problems.append(f"upgrades refused: {prober.refused[:5]}")
     if fives:
         problems.append(f"haproxy answered {len(fives)} 5xx:\n{hp.log()[-3000:]}")
+    if problems:
+        kept = dump_frames([], "haproxy-rolling")
+        shutil.copy(hp.log_path, kept)
+        with open(os.path.join(kept, "clients.json"), "w") as f:
+            json.dump(report, f, indent=1)
+        problems.append(f"client report, haproxy and node logs kept in {kept}")
     assert not problems, "\n".join(problems) + "\n" + node_log_tails(NODES)
 
 
