@@ -30,8 +30,18 @@ const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
 
 /** A client with the SDK's own handling; `errors` are what the application saw. */
 function client(name) {
-  const c = new Chorus(cfg.url, { WebSocket, minReconnectDelay: 50, maxReconnectDelay: 500 });
-  const me = { name, c, errors: [], connects: [], closes: [] };
+  const me = { name, errors: [], connects: [], closes: [], wsErrors: [] };
+  // What the socket itself reports (the SDK sinks it: a close follows), kept
+  // to tell a close without a close frame (1006) from a broken frame.
+  class RecordingWebSocket extends WebSocket {
+    constructor(...args) {
+      super(...args);
+      this.on('error', (e) => me.wsErrors.push({ at: ms(), msg: String(e && e.message) }));
+    }
+  }
+  const c = new Chorus(cfg.url, { WebSocket: RecordingWebSocket, minReconnectDelay: 50,
+    maxReconnectDelay: 500 });
+  me.c = c;
   const bad = (what, detail) => me.errors.push({ at: ms(), what, detail });
   c.on('connected', (e) => me.connects.push({ at: ms(), node: e.node }));
   c.on('disconnected', (e) => me.closes.push({ at: ms(), code: e.code, reason: e.reason }));
@@ -157,7 +167,7 @@ const report = {
   errors: all.flatMap((x) => x.errors.map((e) => ({ client: x.name, ...e }))),
   reconnects: Object.fromEntries(all.map((x) => [x.name, x.connects.length - 1])),
   closes: Object.fromEntries(all.map((x) => [x.name, x.closes.map((e) => e.code)])),
-  timeline: Object.fromEntries(all.map((x) => [x.name, { connects: x.connects, closes: x.closes }])),
+  timeline: Object.fromEntries(all.map((x) => [x.name, { connects: x.connects, closes: x.closes, wsErrors: x.wsErrors }])),
   nodes: Object.fromEntries(all.map((x) => [x.name, x.connects.map((e) => e.node)])),
   resumes: Object.fromEntries(subs.map((s) => [s.name, s.resumes])),
   max_ack_pause_ms: Object.fromEntries(pubs.map((p) => [p.ch, p.maxPause])),

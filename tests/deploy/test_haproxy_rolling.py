@@ -20,6 +20,15 @@ upgrade refused (prober, haproxy's log: no 5xx). A reconnect after a node's
 1001 is the SDK's business, not an error: the figures count them (and the
 publishes, the longest pause between two acks, the longest publish).
 
+KNOWN (about 1 run in 15, reported, not fixed here): a publisher on the
+stopping node sees its connection end without the 1001 close frame (1006,
+while the node logged server_close=1001 and haproxy a normal end) just as
+it sent a few publishes; the SDK then fails those as `disconnected` (their
+outcome unknown), which this test counts as errors. Suspected: the node
+closes its socket right after the close frame, without waiting for the
+client's close reply, and the publishes arriving then make its kernel
+answer with a RST, which can discard the close frame at haproxy.
+
 Run: CHORUSD=build/broker/chorusd PYTHONPATH=tests/lib \
      /usr/bin/python3 tests/deploy/test_haproxy_rolling.py
 (needs `cd tests && npm ci` for the ws package; node on PATH or $NODE).
