@@ -39,6 +39,12 @@ export const CloseCodes = Object.freeze({
    * their keys the publishes the node did not answer before closing.
    */
   SHUTDOWN: 1001,
+  /**
+   * The connection was lost without a close frame (a dropped TCP connection,
+   * a node that closed with data still unread). The SDK reconnects, resumes,
+   * and retries with their keys the publishes that got no answer.
+   */
+  LOST: 1006,
   /** Authentication failed after the upgrade; get a new token. */
   AUTH: 4001,
   /** The connection could not keep up with its messages; the SDK reconnects and resumes. */
@@ -1457,11 +1463,14 @@ export class Chorus extends Emitter {
         /* ignore */
       }
     }
-    if ((code === CloseCodes.CUT_OFF || code === CloseCodes.SHUTDOWN) && this._wantConnected) {
-      // A node cut off from the majority acknowledges nothing, and a node that
+    if ((code === CloseCodes.CUT_OFF || code === CloseCodes.SHUTDOWN ||
+         code === CloseCodes.LOST) && this._wantConnected) {
+      // A node cut off from the majority acknowledges nothing, a node that
       // shuts down answers what it took before its 1001 and drops what came
-      // after (PROTOCOL.md 5): what it did not answer is retried elsewhere
-      // with its key, like an `unavailable`.
+      // after (PROTOCOL.md 5), and a lost connection says nothing (a close
+      // frame can be lost to a TCP reset when the node closes with publishes
+      // still unread): what got no answer is retried elsewhere with its key,
+      // like an `unavailable`, which the key makes safe within the epoch.
       for (const r of [...this._inflight.values()]) {
         if (r.frame && this._retryPublish(r)) this._inflight.delete(r.id);
       }
