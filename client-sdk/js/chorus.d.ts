@@ -8,7 +8,10 @@ export const PROTOCOL_VERSION: 1;
 /** WebSocket close codes of the broker (PROTOCOL.md section 5) seen in `disconnected` / `reconnecting`. */
 export const CloseCodes: Readonly<{
   NORMAL: 1000;
+  /** The node is shutting down; the SDK reconnects, resumes and retries with their keys the publishes it did not answer. */
   SHUTDOWN: 1001;
+  /** The connection was lost without a close frame; keyed publishes that got no answer are retried. */
+  LOST: 1006;
   AUTH: 4001;
   SLOW_CONSUMER: 4008;
   /** The backend disconnected this user (`POST /api/disconnect`); the SDK does not reconnect. */

@@ -34,8 +34,17 @@ export const PROTOCOL_VERSION = 1;
 export const CloseCodes = Object.freeze({
   /** Normal close (also what `close()` reports). */
   NORMAL: 1000,
-  /** The node is shutting down; the SDK reconnects and resumes. */
+  /**
+   * The node is shutting down; the SDK reconnects, resumes, and retries with
+   * their keys the publishes the node did not answer before closing.
+   */
   SHUTDOWN: 1001,
+  /**
+   * The connection was lost without a close frame (a dropped TCP connection,
+   * a node that closed with data still unread). The SDK reconnects, resumes,
+   * and retries with their keys the publishes that got no answer.
+   */
+  LOST: 1006,
   /** Authentication failed after the upgrade; get a new token. */
   AUTH: 4001,
   /** The connection could not keep up with its messages; the SDK reconnects and resumes. */
@@ -1004,8 +1013,9 @@ export class Chorus extends Emitter {
   /**
    * Settles what was sent on a connection that is gone. Reads that are safe to
    * repeat (history, presence) go back to the front of the queue when
-   * `requeueReads`, keeping their original deadline; a publish is never
-   * repeated, since the broker may have sequenced it already.
+   * `requeueReads`, keeping their original deadline; a publish is not
+   * repeated here, since the broker may have sequenced it already (after 4013
+   * and 1001 `_drop` has taken the keyed ones out for a retry).
    */
   _failInflight(errFn, requeueReads = false) {
     const list = [...this._inflight.values()];
@@ -1453,9 +1463,14 @@ export class Chorus extends Emitter {
         /* ignore */
       }
     }
-    if (code === CloseCodes.CUT_OFF && this._wantConnected) {
-      // A node cut off from the majority acknowledges nothing: what it did not
-      // answer is retried elsewhere with its key, like an `unavailable`.
+    if ((code === CloseCodes.CUT_OFF || code === CloseCodes.SHUTDOWN ||
+         code === CloseCodes.LOST) && this._wantConnected) {
+      // A node cut off from the majority acknowledges nothing, a node that
+      // shuts down answers what it took before its 1001 and drops what came
+      // after (PROTOCOL.md 5), and a lost connection says nothing (a close
+      // frame can be lost to a TCP reset when the node closes with publishes
+      // still unread): what got no answer is retried elsewhere with its key,
+      // like an `unavailable`, which the key makes safe within the epoch.
       for (const r of [...this._inflight.values()]) {
         if (r.frame && this._retryPublish(r)) this._inflight.delete(r.id);
       }

@@ -30,8 +30,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "jepsen"))
 
-from cluster_common import (H, await_until, dump_frames, filter_tests, make_mesh,  # noqa: E402
-                            shard_state, t, test, wait_mesh_up)
+from cluster_common import (H, dump_frames, filter_tests, make_mesh, owned_shards,  # noqa: E402
+                            restart_and_wait_back, t, test)
 from checker import History, check                                                    # noqa: E402
 from workload import Publisher, Subscriber, settle                                    # noqa: E402
 
@@ -43,19 +43,6 @@ RATE = 240
 
 def log(msg):
     print(f"    {msg}", flush=True)
-
-
-def owned():
-    return {n.name: shard_state(n)[1] for n in NODES}
-
-
-async def wait_settled(want, timeout):
-    """Every node leased, on one map version, owning what it owned before."""
-    def done():
-        st = [shard_state(n) for n in NODES]
-        return len({v for v, _o, _l in st}) == 1 and all(lv for _v, _o, lv in st) and \
-            owned() == want
-    await await_until(done, timeout, f"shards back to {want}", interval=0.1)
 
 
 def history_of(node, ch):
@@ -74,7 +61,7 @@ async def rolling_restart():
             st, _h, body = await asyncio.to_thread(NODES[i].publish_http, ch, {"idle": i})
             assert st == 200, f"publish to {ch}: {st} {body[:200]!r}"
     before = {ch: history_of(NODES[0], ch) for ch in IDLE}
-    want = await asyncio.to_thread(owned)
+    want = await asyncio.to_thread(owned_shards, NODES)
     log(f"shards owned: {want}")
 
     hist = History()
@@ -91,17 +78,9 @@ async def rolling_restart():
         await asyncio.sleep(2)
         for n in NODES:
             log(f"{n.name}: SIGTERM at {time.monotonic() - pubs[0].t0:.2f}s of the load")
-            began = time.monotonic()
-            code = await asyncio.to_thread(n.terminate, t(20))
-            stopped = time.monotonic() - began
-            assert code == 0, f"{n.name} exited {code} on SIGTERM\n{n.log_tail(30)}"
-            n.start(wait=False)
-            await asyncio.to_thread(n.wait_started, t(30))
-            ready = time.monotonic() - began
-            await asyncio.to_thread(wait_mesh_up, NODES, t(20))
-            await wait_settled(want, t(30))
-            log(f"{n.name}: stopped in {stopped:.1f}s, ready after {ready:.1f}s, shards back "
-                f"after {time.monotonic() - began:.1f}s")
+            took = await restart_and_wait_back(n, NODES, want)
+            log(f"{n.name}: stopped in {took['stopped_s']:.1f}s, ready after "
+                f"{took['ready_s']:.1f}s, shards back after {took['shards_back_s']:.1f}s")
             await asyncio.sleep(1)
         await asyncio.sleep(2)
         for p in pubs:

@@ -27,13 +27,9 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 import asyncio
 import json
 import os
-import re
 import signal
-import socket
 import subprocess
 import time
-
-import websockets
 
 import chorus_harness as H
 import proxy_common as P
@@ -68,57 +64,17 @@ def agent_path():
 # ---------------------------------------------------------------------------
 
 def start_haproxy():
-    with open(os.path.join(H.REPO, "deploy", "haproxy", "haproxy.cfg")) as f:
-        text = f.read()
-    text = P.substitute(text, [
-        (r"^(\s*)log /dev/log local0", rf"\1log stdout format raw local0\n\1stats socket {ADMIN} level admin"),
-        (r"^(\s*)maxconn 100000", r"\1maxconn 2000"),   # this machine's fd limit
-        (r"^(\s*)bind :443 ssl crt \S+", rf"\1bind 127.0.0.1:{HP_TLS} ssl crt {BOTH}"),
-        (r"^(\s*)bind :80$", rf"\1bind 127.0.0.1:{HP_PLAIN}"),
-        (r"^(\s*)server node1 \S+", rf"\1server {N1.node_id} 127.0.0.1:{N1.port}"),
-        (r"^(\s*)server node2 \S+", rf"\1server {N2.node_id} 127.0.0.1:{N2.port}"),
-        (r"^(\s*)server node3 \S+", rf"\1server {N3.node_id} 127.0.0.1:{N3.port}"),
-    ])
-    proc = P.haproxy(text, TMP).start()
-    P.wait_port(HP_PLAIN, proc, "haproxy")
+    proc = P.shipped_haproxy(NODES, TMP, HP_PLAIN, HP_TLS, BOTH, ADMIN)
     STATE["haproxy"] = proc
     return proc
 
 
 def server_states():
-    """{server: status} from haproxy's admin socket ("UP", "DOWN", "UP 1/2"...)."""
-    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    s.settimeout(2)
-    try:
-        s.connect(ADMIN)
-        s.sendall(b"show stat\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        s.close()
-    lines = data.decode().splitlines()
-    head = lines[0].lstrip("# ").split(",")
-    out = {}
-    for line in lines[1:]:
-        row = dict(zip(head, line.split(",")))
-        if row.get("pxname") == "chorus_nodes" and row.get("svname") not in ("BACKEND", None):
-            out[row["svname"]] = row["status"]
-    return out
+    return P.haproxy_server_states(ADMIN)
 
 
 async def wait_servers(want, timeout):
-    deadline = time.monotonic() + timeout
-    while True:
-        st = server_states()
-        if all(st.get(n) == s for n, s in want.items()):
-            return st
-        if time.monotonic() > deadline:
-            raise AssertionError(f"haproxy servers {st}, wanted {want}")
-        await asyncio.sleep(0.05)
+    return await P.wait_haproxy_servers(ADMIN, want, timeout)
 
 
 # ---------------------------------------------------------------------------
@@ -178,28 +134,6 @@ class Agent:
                 self.proc.kill()
                 await self.proc.wait()
         self.err.close()
-
-
-class Prober:
-    """Opens (and closes) a new WebSocket through haproxy every 50 ms; counts
-    every upgrade that does not succeed."""
-
-    def __init__(self):
-        self.tried = 0
-        self.refused = []
-        self.stop = False
-
-    async def run(self):
-        while not self.stop:
-            self.tried += 1
-            try:
-                ws = await asyncio.wait_for(websockets.connect(
-                    f"ws://127.0.0.1:{HP_PLAIN}/ws", compression=None, ping_interval=None), t(5))
-                await asyncio.wait_for(ws.recv(), t(5))   # hello
-                await ws.close()
-            except Exception as e:  # noqa: BLE001 - every failure counts
-                self.refused.append((round(time.monotonic() - STATE.get("t0", 0), 3), repr(e)))
-            await asyncio.sleep(0.05)
 
 
 async def publisher(agent, ch, base, stop, period=0.025):
@@ -402,7 +336,7 @@ async def test_drain_and_crash_through_haproxy():
         spread[node] = spread.get(node, 0) + 1
     print(f"# clients per node through haproxy (leastconn): {spread}", flush=True)
 
-    prober = Prober()
+    prober = P.Prober(f"ws://127.0.0.1:{HP_PLAIN}/ws")
     ptask = asyncio.ensure_future(prober.run())
     timeline = {}
 
@@ -420,7 +354,7 @@ async def test_drain_and_crash_through_haproxy():
                     return
                 time.sleep(0.005)
         t0 = time.monotonic()
-        STATE["t0"] = t0
+        STATE["t0"] = prober.t0 = t0
         N2.signal(signal.SIGTERM)
         await asyncio.to_thread(poll_healthz)
         down = None
@@ -448,9 +382,7 @@ async def test_drain_and_crash_through_haproxy():
                       if not e["was_connected"]]
     timeline.update({"probe_upgrades": prober.tried, "probe_refused": len(prober.refused),
                      "sdk_connects_refused": len(reconnect_fail)})
-    # httplog: "... backend/server TR/Tw/Tc/Tr/Ta STATUS BYTES ...", the
-    # status the client got (after haproxy's own retries).
-    statuses = re.findall(r" -?\d+/-?\d+/-?\d+/-?\d+/\+?-?\d+ (\d{3}) ", hp.log())
+    statuses = P.haproxy_statuses(hp.log())
     hp_503 = sum(1 for s in statuses if s.startswith("5"))
     timeline["haproxy_requests_logged"] = len(statuses)
     timeline["haproxy_503_to_clients"] = hp_503

@@ -259,6 +259,40 @@ async def wait_failover(survivors, timeout=None, what=None):
                       interval=0.05)
 
 
+def owned_shards(nodes):
+    """{node name: shards it owns}, from each node's /metrics."""
+    return {n.name: shard_state(n)[1] for n in nodes}
+
+
+async def wait_shards_back(nodes, want, timeout):
+    """Waits until every node holds a lease, all on one map version, each
+    owning what `want` (an earlier owned_shards) says: a restarted node has
+    its shards back (PROTOCOL.md 7.4, Shards come back)."""
+    def done():
+        st = [shard_state(n) for n in nodes]
+        return len({v for v, _o, _l in st}) == 1 and all(lv for _v, _o, lv in st) and \
+            owned_shards(nodes) == want
+    await await_until(done, timeout, f"shards back to {want}", interval=0.1)
+
+
+async def restart_and_wait_back(node, nodes, want, stop_timeout=None):
+    """One step of a rolling restart (docs/deploy.md): SIGTERM, exit 0, start
+    again with the same id, ports and data dir, healthy, the mesh up, and the
+    shards back as in `want`. Returns the seconds from the signal to its exit,
+    to /healthz 200 and to its shards being back."""
+    began = time.monotonic()
+    code = await asyncio.to_thread(node.terminate, stop_timeout or t(20))
+    stopped = time.monotonic() - began
+    assert code == 0, f"{node.name} exited {code} on SIGTERM\n{node.log_tail(30)}"
+    node.start(wait=False)
+    await asyncio.to_thread(node.wait_started, t(30))
+    ready = time.monotonic() - began
+    await asyncio.to_thread(wait_mesh_up, nodes, t(20))
+    await wait_shards_back(nodes, want, t(30))
+    return {"stopped_s": round(stopped, 2), "ready_s": round(ready, 2),
+            "shards_back_s": round(time.monotonic() - began, 2)}
+
+
 def node_log_tails(nodes, n=25):
     out = []
     for s in nodes:

@@ -9,6 +9,8 @@ Every process started here dies with the test (the harness's parent-death
 signal and atexit); every wait is bounded.
 """
 
+import asyncio
+import atexit
 import os
 import re
 import shutil
@@ -17,8 +19,6 @@ import ssl
 import subprocess
 import tempfile
 import time
-
-import atexit
 
 import chorus_harness as H
 from chorus_harness import t
@@ -185,3 +185,96 @@ def tmpdir(prefix):
     d = tempfile.mkdtemp(prefix=prefix)
     atexit.register(shutil.rmtree, d, True)
     return d
+
+
+# ---------------------------------------------------------------------------
+# haproxy from deploy/haproxy/haproxy.cfg in front of cluster nodes
+# ---------------------------------------------------------------------------
+
+def shipped_haproxy(nodes, tmp, plain_port, tls_port, pem, admin):
+    """haproxy from deploy/haproxy/haproxy.cfg as shipped, with the nodes'
+    addresses (in order: node1, node2, node3), the listen ports, the
+    certificate and the log target substituted, and an admin socket added to
+    read the servers' states. Started and listening."""
+    with open(os.path.join(REPO, "deploy", "haproxy", "haproxy.cfg")) as f:
+        text = f.read()
+    pairs = [
+        (r"^(\s*)log /dev/log local0", rf"\1log stdout format raw local0\n\1stats socket {admin} level admin"),
+        (r"^(\s*)maxconn 100000", r"\1maxconn 2000"),   # this machine's fd limit
+        (r"^(\s*)bind :443 ssl crt \S+", rf"\1bind 127.0.0.1:{tls_port} ssl crt {pem}"),
+        (r"^(\s*)bind :80$", rf"\1bind 127.0.0.1:{plain_port}"),
+    ]
+    pairs += [(rf"^(\s*)server node{k + 1} \S+", rf"\1server {n.node_id} 127.0.0.1:{n.port}")
+              for k, n in enumerate(nodes)]
+    proc = haproxy(substitute(text, pairs), tmp).start()
+    wait_port(plain_port, proc, "haproxy")
+    return proc
+
+
+def haproxy_server_states(admin, backend="chorus_nodes"):
+    """{server: status} from haproxy's admin socket ("UP", "DOWN", "UP 1/2"...)."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(2)
+    try:
+        s.connect(admin)
+        s.sendall(b"show stat\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        s.close()
+    lines = data.decode().splitlines()
+    head = lines[0].lstrip("# ").split(",")
+    out = {}
+    for line in lines[1:]:
+        row = dict(zip(head, line.split(",")))
+        if row.get("pxname") == backend and row.get("svname") not in ("BACKEND", None):
+            out[row["svname"]] = row["status"]
+    return out
+
+
+async def wait_haproxy_servers(admin, want, timeout):
+    """Until every server in want ({server: status}) has that status."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = haproxy_server_states(admin)
+        if all(st.get(n) == s for n, s in want.items()):
+            return st
+        if time.monotonic() > deadline:
+            raise AssertionError(f"haproxy servers {st}, wanted {want}")
+        await asyncio.sleep(0.05)
+
+
+def haproxy_statuses(log):
+    """The HTTP statuses haproxy's httplog lines report, in order: "... backend/server
+    TR/Tw/Tc/Tr/Ta STATUS BYTES ...", what the client got (after haproxy's own
+    retries)."""
+    return re.findall(r" -?\d+/-?\d+/-?\d+/-?\d+/\+?-?\d+ (\d{3}) ", log)
+
+
+class Prober:
+    """Opens (and closes) a new WebSocket to url every 50 ms until stop is
+    set; keeps every upgrade that did not succeed (seconds after t0, error)."""
+
+    def __init__(self, url):
+        self.url = url
+        self.tried = 0
+        self.refused = []
+        self.stop = False
+        self.t0 = time.monotonic()
+
+    async def run(self):
+        import websockets  # Debian's python3-websockets, only where probing
+        while not self.stop:
+            self.tried += 1
+            try:
+                ws = await asyncio.wait_for(websockets.connect(
+                    self.url, compression=None, ping_interval=None), t(5))
+                await asyncio.wait_for(ws.recv(), t(5))   # hello
+                await ws.close()
+            except Exception as e:  # noqa: BLE001 - every failure counts
+                self.refused.append((round(time.monotonic() - self.t0, 3), repr(e)))
+            await asyncio.sleep(0.05)

@@ -234,6 +234,52 @@ describe('close code 4013 (node cut off from the majority)', () => {
     assert.deepEqual(got.map((m) => m.seq), [1, 2, 3, 4, 5, 6], 'each once, in order');
   });
 
+  test('1001 (node shutting down): the unanswered publish is retried with its key, once', async () => {
+    // A node shutting down answers what it took before its 1001 and drops
+    // what came after (PROTOCOL.md 5): the dropped publish goes again.
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    await c.subscribe('t:shutdown', h);
+    await c.publish('t:shutdown', 1);
+    let dropping = true;
+    broker.intercept = (conn, f) => f.op === 'pub' && f.ch === 't:shutdown' && dropping;
+    const held = c.publish('t:shutdown', 'held', { key: 'held-key' });
+    await waitFor(() => pubsOf('t:shutdown').length === 2, { what: 'the dropped publish at the broker' });
+    const disconnected = nextEvent(c, 'disconnected', 3000);
+    broker.closeAll(CloseCodes.SHUTDOWN, 'shutdown');
+    dropping = false;
+    assert.equal((await disconnected).code, 1001);
+    const seq = await within(held, 5000, 'the dropped publish');
+    const frames = pubsOf('t:shutdown').slice(1);
+    assert.ok(frames.length >= 2 && frames.every((f) => f.key === 'held-key'), 'sent again with its key');
+    await waitFor(() => got.length === 2, { what: 'both messages' });
+    assert.deepEqual(got.map((m) => [m.seq, m.data]), [[1, 1], [2, 'held']]);
+    assert.equal(seq, 2);
+  });
+
+  test('1006 (connection lost, no close frame): the unanswered publish is retried with its key', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    await c.subscribe('t:lost', h);
+    await c.publish('t:lost', 1);
+    let dropping = true;
+    broker.intercept = (conn, f) => f.op === 'pub' && f.ch === 't:lost' && dropping;
+    const held = c.publish('t:lost', 'held', { key: 'lost-key' });
+    await waitFor(() => pubsOf('t:lost').length === 2, { what: 'the dropped publish at the broker' });
+    const disconnected = nextEvent(c, 'disconnected', 3000);
+    broker.killAll();
+    dropping = false;
+    assert.equal((await disconnected).code, 1006);
+    const seq = await within(held, 5000, 'the dropped publish');
+    const frames = pubsOf('t:lost').slice(1);
+    assert.ok(frames.length >= 2 && frames.every((f) => f.key === 'lost-key'), 'sent again with its key');
+    await waitFor(() => got.length === 2, { what: 'both messages' });
+    assert.deepEqual(got.map((m) => [m.seq, m.data]), [[1, 1], [2, 'held']]);
+    assert.equal(seq, 2);
+  });
+
   test('other close codes still reject the publish in flight with disconnected', async () => {
     const c = client();
     c.connect();
