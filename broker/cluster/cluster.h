@@ -2,8 +2,8 @@
  * PUB/SUB (fabric.h), who is up and who owns each channel (membership.h),
  * requests to owners, and the handlers the layers above register.
  *
- * Every channel has one owner, chosen by rendezvous hashing over the live
- * members; only the owner sequences. Other nodes forward publishes to it and
+ * Every channel has one owner, named by the shard map the nodes agree on
+ * through Raft (consensus.h, placement.h); only the owner sequences. Other nodes forward publishes to it and
  * mirror its stream for their local subscribers, repairing gaps from the
  * owner's history (PROTOCOL.md section 7). This layer knows channels (it
  * carries their streams) but nothing above them: the engine and session

@@ -1,5 +1,5 @@
-/* membership.c - members, liveness and rendezvous-hash ownership
- * (membership.h). */
+/* membership.c - members, liveness, and the committed shard map as the
+ * data path reads it (membership.h). */
 #include "membership.h"
 #include "cluster.h"
 #include "log.h"

@@ -4,7 +4,7 @@
 #ifndef CHORUS_OWNER_H
 #define CHORUS_OWNER_H
 
-/* Registers the PUB_REQ and SYNC_REQ handlers (after cluster_start). */
+/* Registers the PUB_REQ, SYNC_REQ and SHARD_REQ handlers (after cluster_start). */
 void owner_start(void);
 /* Frees the requests waiting to be served again. */
 void owner_stop(void);

@@ -88,10 +88,12 @@ static void release(void)
     }
 }
 
+/* A map change releases everything; the tick only answers what waited its
+ * whole time (oldest first: deadlines are in arrival order). */
 static void on_tick(int64_t now)
 {
     (void)now;
-    if (parked)
+    if (parked && runtime_now_ms() >= parked->deadline_ms)
         release();
 }
 

@@ -24,7 +24,6 @@ sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 
 import asyncio
 import collections
-import json
 import os
 import time
 
@@ -45,13 +44,6 @@ def log(msg):
     print(f"    {msg}", flush=True)
 
 
-def history_of(node, ch):
-    st, _h, body = node.http("GET", f"/api/history?ch={ch}",
-                             headers={"X-API-Key": node.api_key})
-    assert st == 200, f"history of {ch} on {node.name}: {st} {body[:200]!r}"
-    return json.loads(body)
-
-
 @test("rolling restart of every node under 240 keyed publishes/s: nothing refused, lost, "
       "duplicated or reordered, no epoch change, idle channels keep epoch and history, "
       "every node gets its shards back", timeout=300)
@@ -60,7 +52,7 @@ async def rolling_restart():
         for i in range(3):
             st, _h, body = await asyncio.to_thread(NODES[i].publish_http, ch, {"idle": i})
             assert st == 200, f"publish to {ch}: {st} {body[:200]!r}"
-    before = {ch: history_of(NODES[0], ch) for ch in IDLE}
+    before = {ch: NODES[0].history(ch) for ch in IDLE}
     want = await asyncio.to_thread(owned_shards, NODES)
     log(f"shards owned: {want}")
 
@@ -125,7 +117,7 @@ async def rolling_restart():
         problems.append(f"channels with more than one epoch: {moved}")
     for ch in IDLE:
         for n in NODES:
-            h = await asyncio.to_thread(history_of, n, ch)
+            h = await asyncio.to_thread(n.history, ch)
             seqs = [m["seq"] for m in h["msgs"]]
             if h["epoch"] != before[ch]["epoch"] or seqs != [1, 2, 3]:
                 problems.append(f"idle {ch} on {n.name}: epoch {h['epoch']} (was "

@@ -14,6 +14,7 @@ Everything is bounded: every wait has a deadline and says what it waited for.
 
 import asyncio
 import json
+import urllib.parse
 import os
 import random
 import signal
@@ -229,6 +230,13 @@ class Node(H.Server):
         return self.http("POST", "/api/publish", {"ch": ch, "data": data},
                          {"X-API-Key": self.api_key, "Content-Type": "application/json"},
                          timeout=timeout)
+
+    def history(self, ch, **q):
+        """GET /api/history (PROTOCOL.md 6) for ch with query q, parsed; asserts 200."""
+        qs = urllib.parse.urlencode({"ch": ch, **q})
+        st, _h, body = self.http("GET", f"/api/history?{qs}", headers={"X-API-Key": self.api_key})
+        assert st == 200, f"GET /api/history?{qs} on {self.name}: {st} {body[:200]!r}"
+        return json.loads(body)
 
     def peers_up(self):
         """{peer: up?} from /metrics."""

@@ -19,11 +19,9 @@ Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/ordering/test_recovery_any_node
 """
 
 import asyncio
-import json
 import time
-import urllib.parse
 
-from ordering_common import (API_KEY, Publisher, Sub, channel_with_roles, check_streams, close_all,
+from ordering_common import (Publisher, Sub, channel_with_roles, check_streams, close_all,
                              consecutive_problems, http_publish, ident, log, make_cluster,
                              run, t, test, RoleCheck, CC)
 
@@ -138,11 +136,7 @@ async def _():
 
 
 async def api_history(node, ch, **q):
-    qs = urllib.parse.urlencode({"ch": ch, **q})
-    st, _h, body = await asyncio.to_thread(node.http, "GET", f"/api/history?{qs}", None,
-                                           {"X-API-Key": API_KEY})
-    assert st == 200, f"GET /api/history?{qs} on {node.name}: {st} {body[:200]!r}"
-    return json.loads(body)
+    return await asyncio.to_thread(node.history, ch, **q)
 
 
 @test("history and GET /api/history on nodes without local subscribers (the backup and a node "
