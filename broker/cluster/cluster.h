@@ -77,10 +77,11 @@ bool cluster_is_owner(const char *ch, size_t len);
 const char *cluster_owner_of(const char *ch, size_t len);
 
 /* Sends a publish to the channel's owner (flags: ENV_FLAG_BINARY), stamped
- * with this node's map version. Returns 0 when the call was sent
+ * with this node's map version; attr (may be NULL) is the publisher's
+ * attested identity (codec_attr). Returns 0 when the call was sent
  * (cb follows later), or -1 when no owner is reachable (cb is never called). */
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            uint8_t flags, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *attr, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* cluster_sync's limit for "every message after since". */
 #define CLUSTER_SYNC_ALL 0xffffffffu

@@ -239,6 +239,8 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     json_t *ch = json_object_get(root, "ch");
     json_t *data = json_object_get(root, "data");
     json_t *key = json_object_get(root, "key");
+    json_t *user = json_object_get(root, "user");
+    char *attr = NULL;
     int rc;
     if (!json_is_string(ch) || !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
@@ -247,6 +249,11 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     } else if (key && (!json_is_string(key) || json_string_length(key) == 0 ||
                        json_string_length(key) > CODEC_KEY_MAX)) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
+    } else if (user && (!json_is_string(user) || json_string_length(user) == 0 ||
+                        json_string_length(user) > 128 ||
+                        !(attr = codec_attr(json_string_value(user), json_object_get(root, "info"))))) {
+        /* The backend is trusted to name the user (PROTOCOL.md 6); "info" only with it. */
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'user' must be a string of 1-128 bytes");
     } else {
         const char *raw;
         size_t raw_len;
@@ -259,9 +266,10 @@ static int api_publish(struct lws *wsi, struct http_session *s)
         }
         s->wsi = wsi;
         s->publishing = true;
-        publish_submit(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
-                       key ? json_string_value(key) : NULL, &s->pub, on_published, s);
+        publish_submit_as(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
+                          attr, key ? json_string_value(key) : NULL, &s->pub, on_published, s);
         free(owned);
+        free(attr);
         rc = 0;
     }
     json_decref(root);

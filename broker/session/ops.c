@@ -262,7 +262,8 @@ void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size
     p->has_id = has_id;
     p->id = id;
     DL_PREPEND(c->pubs, p);
-    publish_submit(ch, len, data, data_len, binary, c->id, key, &p->w, pub_done, p);
+    publish_submit_as(ch, len, data, data_len, binary, c->id, auth_ws_attr(c, ch, len), key, &p->w,
+                      pub_done, p);
 }
 
 /* {"op":"pub","id"?,"ch","data","key"?} -> ack {ch,epoch,seq,duplicate?} once delivered */
