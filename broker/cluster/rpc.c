@@ -133,6 +133,12 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
     return 0;
 }
 
+int cluster_call_node(const char *node, struct envelope *e, const struct cluster_part *parts,
+                      int nparts, struct cluster_call *call, cluster_call_cb *cb, void *ud)
+{
+    return call_send(call, node, cb, ud, e, parts, nparts);
+}
+
 static int sync_req(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
                     uint32_t limit, uint8_t flags, struct cluster_call *call, cluster_call_cb *cb,
                     void *ud);
@@ -223,6 +229,7 @@ void rpc_start(const struct config *cfg)
     cluster_handle(ENV_PUB_REP, on_reply);
     cluster_handle(ENV_SYNC_REP, on_reply);
     cluster_handle(ENV_SHARD_REP, on_reply);
+    cluster_handle(ENV_API_REP, on_reply);
     cluster_on_peer_down(calls_fail_target);
     cluster_on_tick(calls_expire);
 }
