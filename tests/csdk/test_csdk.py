@@ -558,6 +558,77 @@ async def scenario_cli():
         await srv.stop()
 
 
+def _hs256(secret, claims):
+    """A connection token (PROTOCOL.md 8.1), HS256."""
+    import base64, hashlib, hmac
+
+    def b64(b):
+        return base64.urlsafe_b64encode(b).rstrip(b"=").decode()
+    head = b64(json.dumps({"alg": "HS256"}).encode()) + "." + b64(json.dumps(claims).encode())
+    sig = hmac.new(secret.encode(), head.encode(), hashlib.sha256).digest()
+    return head + "." + b64(sig)
+
+
+async def scenario_server_api():
+    """`chorus info|channels|broadcast|subscribe|unsubscribe|disconnect`; `user` in the SDK's msgs."""
+    secret = "csdk-test-secret-of-32-bytes-len"
+    srv = await Server("--jwt-secret", secret).start()
+    u = ["--url", srv.url, "--api-key", API_KEY]
+    token = _hs256(secret, {"sub": "42", "exp": int(time.time()) + 600})
+    agent = await Agent().start(srv.url, "--token", token)
+    other = await Foreign().connect(srv.url)
+    try:
+        await agent.wait("connected")
+        await agent.send("sub room:a")
+        await agent.wait("subscribed", ch="room:a")
+        rc, out, err = await run(CLI, *u, "info")
+        info = json.loads(out)
+        check(rc == 0 and [n["node"] for n in info["nodes"]] == ["csdk-node"] and info["missing"] == [],
+              f"info: {rc} {out!r} {err!r}")
+        check(info["nodes"][0]["connections"] == 2, f"info connections: {info}")
+        rc, out, err = await run(CLI, *u, "channels", "room:")
+        check(rc == 0 and json.loads(out)["channels"] == [{"ch": "room:a", "subscribers": 1}],
+              f"channels: {rc} {out!r} {err!r}")
+        rc, out, err = await run(CLI, *u, "broadcast", "room:a", "room:b", '{"x":1}')
+        res = json.loads(out)["results"]
+        check(rc == 0 and [r["seq"] for r in res] == [1, 1], f"broadcast: {rc} {out!r} {err!r}")
+        m = await agent.wait("msg", ch="room:a")
+        check(m["data"] == {"x": 1} and m.get("user") is None, f"broadcast without user: {m}")
+        # The SDK's user: a token user's publish, then an HTTP publish naming one.
+        await agent.send('pub room:a {"me":1}')
+        m = await agent.wait("msg", ch="room:a", seq=2)
+        check(m.get("user") == "42", f"the SDK's msg user for its own token publish: {m}")
+        req = urllib.request.Request(f"http://127.0.0.1:{srv.port}/api/publish", method="POST",
+                                     data=json.dumps({"ch": "room:a", "data": 3, "user": "ops"}).encode(),
+                                     headers={"X-API-Key": API_KEY})
+        await asyncio.to_thread(urllib.request.urlopen, req, timeout=t(10))
+        m = await agent.wait("msg", ch="room:a", seq=3)
+        check(m.get("user") == "ops", f"the SDK's msg user for an HTTP publish: {m}")
+
+        rc, out, err = await run(CLI, *u, "subscribe", "42", "room:c")
+        check(rc == 0 and json.loads(out)["subscribed"] == 1, f"subscribe: {rc} {out!r} {err!r}")
+        rc, out, err = await run(CLI, *u, "unsubscribe", "42", "room:a", "--reason", "muted")
+        check(rc == 0 and json.loads(out)["unsubscribed"] == 1, f"unsubscribe: {rc} {out!r} {err!r}")
+        rc, out, err = await run(CLI, *u, "disconnect", "42", "--reason", "bye")
+        check(rc == 0 and json.loads(out) == {"disconnected": 1, "missing": []},
+              f"disconnect: {rc} {out!r} {err!r}")
+        await other.request({"op": "ping"})
+
+        rc, out, err = await run(CLI, "--url", srv.url, "info")
+        check(rc == 2 and "--api-key" in err, f"info without a key: {rc} {err!r}")
+        rc, out, err = await run(CLI, "--url", srv.url, "--api-key", "wrong", "channels")
+        check(rc == 1 and "unauthorized" in err, f"wrong key: {rc} {err!r}")
+        rc, out, err = await run(CLI, *u, "unsubscribe", "42")
+        check(rc == 2 and "USER CH" in err, f"unsubscribe without CH: {rc} {err!r}")
+        rc, out, err = await run(CLI, *u, "subscribe", "42", "bad channel")
+        check(rc == 1 and "bad_request" in err, f"bad channel: {rc} {err!r}")
+    finally:
+        await other.close()
+        if agent.proc.returncode is None:
+            agent.proc.kill()
+        await srv.stop()
+
+
 async def _epoch(srv, ch):
     py = await Foreign().connect(srv.url)
     try:
@@ -1133,6 +1204,7 @@ SCENARIOS = {
     "retry": scenario_retry,
     "retry_off": scenario_retry_off,
     "ticker": scenario_ticker,
+    "server_api": scenario_server_api,
 }
 
 

@@ -39,7 +39,7 @@ function(chorus_csdk_register_tests)
     "CHORUS_CLI=$<TARGET_FILE:chorus_cli>"
     "CHORUS_TICKER=$<TARGET_FILE:chorus_ticker>"
     "CSDK_AGENT=$<TARGET_FILE:csdk_agent>")
-  foreach(scenario roundtrip cli reconnect resume fake retry retry_off ticker)
+  foreach(scenario roundtrip cli reconnect resume fake retry retry_off ticker server_api)
     add_test(NAME csdk.${scenario}
       COMMAND ${CSDK_PYTHON} ${dir}/test_csdk.py ${scenario}
       WORKING_DIRECTORY ${dir})

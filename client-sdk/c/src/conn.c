@@ -448,6 +448,7 @@ static void chorus__on_msg(chorus_client_t *cl, json_t *j, const char *raw, size
         .ts = json_is_integer(ts) ? (int64_t)json_integer_value(ts) : 0,
         .epoch = epoch,
         .client = chorus__jstr(j, "client"),
+        .user = chorus__jstr(j, "user"),
         .data = json_object_get(j, "data"),
         .frame = j,
         .raw = raw,
@@ -540,6 +541,7 @@ static void chorus__on_history(chorus_client_t *cl, json_t *j)
         m[i].ts = json_is_integer(ts) ? (int64_t)json_integer_value(ts) : 0;
         m[i].epoch = epoch;
         m[i].client = chorus__jstr(e, "client");
+        m[i].user = chorus__jstr(e, "user");
         m[i].data = json_object_get(e, "data");
         m[i].frame = e;
         m[i].raw = raw ? raw : "";

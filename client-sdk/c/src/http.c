@@ -259,6 +259,69 @@ bad:
     return CHORUS__RX_BAD;
 }
 
+/* Sends req (hl bytes) and reads the response: 0 with *resp (free it),
+ * *body, *body_len and *http_status set, or -1 with res filled. A request
+ * that could not be sent on a reused idle connection is retried once on a
+ * new one. */
+static int chorus__http_roundtrip(chorus_http_t *h, const char *req, size_t hl, int timeout_ms,
+                                  chorus_http_result_t *res, char **resp, const char **body,
+                                  size_t *body_len, int *http_status)
+{
+    int close_after = 1;
+    int64_t deadline = chorus__http_now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
+    *resp = NULL;
+    for (int attempt = 0;; attempt++) {
+        bool reused = h->fd >= 0;
+        if (!reused && chorus__http_connect(h, deadline) < 0) {
+            chorus__http_fail(res, CHORUS_E_CONNECT, "cannot connect: %s", strerror(errno));
+            return -1;
+        }
+        if (chorus__http_send_all(h->fd, req, hl, deadline) < 0) {
+            int e = errno;
+            chorus__http_drop(h);
+            if (reused && attempt == 0 && e != ETIMEDOUT)
+                continue;
+            chorus__http_fail(res, e == ETIMEDOUT ? CHORUS_E_TIMEOUT : CHORUS_E_CONNECT,
+                              "cannot send the request: %s", strerror(e));
+            return -1;
+        }
+        int rx = chorus__http_read(h, deadline, resp, http_status, body, body_len, &close_after);
+        if (rx == CHORUS__RX_OK)
+            break;
+        chorus__http_drop(h);
+        /* A kept-alive connection the node had closed: nothing was read, so
+         * the request was not processed; one retry on a new connection. */
+        if (rx == CHORUS__RX_EMPTY && reused && attempt == 0)
+            continue;
+        if (rx == CHORUS__RX_TIMEOUT)
+            chorus__http_fail(res, CHORUS_E_TIMEOUT, "no response in time%s", NULL);
+        else
+            chorus__http_fail(res, rx == CHORUS__RX_EMPTY ? CHORUS_E_CONNECT : CHORUS_E_PROTOCOL,
+                              "%s", rx == CHORUS__RX_EMPTY ? "connection closed without a response"
+                                                           : "unreadable HTTP response");
+        return -1;
+    }
+    if (close_after)
+        chorus__http_drop(h);
+    res->http_status = *http_status;
+    return 0;
+}
+
+/* A non-200 answer's {"code","msg"} into res. */
+static void chorus__http_refused(chorus_http_result_t *res, int http_status, const json_t *reply)
+{
+    const char *code = json_string_value(json_object_get(reply, "code"));
+    const char *msg = json_string_value(json_object_get(reply, "msg"));
+    char fallback[32];
+    res->status = code ? chorus__status_from_wire(code) : CHORUS_E_SERVER;
+    if (!code) {
+        snprintf(fallback, sizeof fallback, "http_%d", http_status);
+        code = fallback;
+    }
+    snprintf(res->err_code, sizeof res->err_code, "%s", code);
+    snprintf(res->err_msg, sizeof res->err_msg, "%s", msg ? msg : "HTTP error");
+}
+
 int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data, int timeout_ms,
                         chorus_http_result_t *res)
 {
@@ -268,8 +331,7 @@ int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data,
     char *req = NULL, *resp = NULL;
     const char *body;
     size_t body_len, blen;
-    int hl, close_after = 1, http_status = 0;
-    int64_t deadline;
+    int hl, http_status = 0;
 
     if (!res)
         res = &dummy;
@@ -303,42 +365,9 @@ int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data,
                  "{\"ch\":\"%s\",\"data\":%s}",
                  h->host_hdr, h->api_key, blen, ch, json_data);
 
-    deadline = chorus__http_now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
-    for (int attempt = 0;; attempt++) {
-        bool reused = h->fd >= 0;
-        if (!reused && chorus__http_connect(h, deadline) < 0) {
-            chorus__http_fail(res, CHORUS_E_CONNECT, "cannot connect: %s", strerror(errno));
-            goto out;
-        }
-        if (chorus__http_send_all(h->fd, req, (size_t)hl, deadline) < 0) {
-            int e = errno;
-            chorus__http_drop(h);
-            if (reused && attempt == 0 && e != ETIMEDOUT)
-                continue;
-            chorus__http_fail(res, e == ETIMEDOUT ? CHORUS_E_TIMEOUT : CHORUS_E_CONNECT,
-                              "cannot send the request: %s", strerror(e));
-            goto out;
-        }
-        int rx = chorus__http_read(h, deadline, &resp, &http_status, &body, &body_len, &close_after);
-        if (rx == CHORUS__RX_OK)
-            break;
-        chorus__http_drop(h);
-        /* A kept-alive connection the node had closed: nothing was read, so
-         * the request was not processed; one retry on a new connection. */
-        if (rx == CHORUS__RX_EMPTY && reused && attempt == 0)
-            continue;
-        if (rx == CHORUS__RX_TIMEOUT)
-            chorus__http_fail(res, CHORUS_E_TIMEOUT, "no response in time%s", NULL);
-        else
-            chorus__http_fail(res, rx == CHORUS__RX_EMPTY ? CHORUS_E_CONNECT : CHORUS_E_PROTOCOL,
-                              "%s", rx == CHORUS__RX_EMPTY ? "connection closed without a response"
-                                                           : "unreadable HTTP response");
+    if (chorus__http_roundtrip(h, req, (size_t)hl, timeout_ms, res, &resp, &body, &body_len,
+                               &http_status) < 0)
         goto out;
-    }
-    if (close_after)
-        chorus__http_drop(h);
-
-    res->http_status = http_status;
     reply = json_loadb(body, body_len, 0, &jerr);
     if (http_status == 200) {
         const char *epoch = json_string_value(json_object_get(reply, "epoch"));
@@ -351,16 +380,60 @@ int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data,
         res->seq = (uint64_t)json_integer_value(seq);
         res->status = CHORUS_OK;
     } else {
-        const char *code = json_string_value(json_object_get(reply, "code"));
-        const char *msg = json_string_value(json_object_get(reply, "msg"));
-        char fallback[32];
-        res->status = code ? chorus__status_from_wire(code) : CHORUS_E_SERVER;
-        if (!code) {
-            snprintf(fallback, sizeof fallback, "http_%d", http_status);
-            code = fallback;
-        }
-        snprintf(res->err_code, sizeof res->err_code, "%s", code);
-        snprintf(res->err_msg, sizeof res->err_msg, "%s", msg ? msg : "HTTP error");
+        chorus__http_refused(res, http_status, reply);
+    }
+
+out:
+    json_decref(reply);
+    free(resp);
+    free(req);
+    return res->status;
+}
+
+int chorus_http_call(chorus_http_t *h, const char *method, const char *path, const char *json_body,
+                     int timeout_ms, chorus_http_result_t *res, char **answer)
+{
+    chorus_http_result_t dummy;
+    json_t *reply = NULL;
+    char *req = NULL, *resp = NULL;
+    const char *body;
+    size_t body_len, blen = json_body ? strlen(json_body) : 0;
+    int hl, http_status = 0;
+
+    if (!res)
+        res = &dummy;
+    memset(res, 0, sizeof *res);
+    if (answer)
+        *answer = NULL;
+    if (!h || !method || !path || path[0] != '/' || strpbrk(path, " \r\n") ||
+        (strcmp(method, "GET") && strcmp(method, "POST"))) {
+        chorus__http_fail(res, CHORUS_E_INVALID, "invalid argument%s", NULL);
+        return res->status;
+    }
+    req = malloc(blen + strlen(path) + strlen(h->api_key) + strlen(h->host_hdr) + 200);
+    if (!req) {
+        chorus__http_fail(res, CHORUS_E_NOMEM, "out of memory%s", NULL);
+        return res->status;
+    }
+    hl = sprintf(req, "%s %s HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\n", method, path,
+                 h->host_hdr, h->api_key);
+    if (json_body)
+        hl += sprintf(req + hl, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
+    hl += sprintf(req + hl, "\r\n");
+    if (json_body) {
+        memcpy(req + hl, json_body, blen);
+        hl += (int)blen;
+    }
+    if (chorus__http_roundtrip(h, req, (size_t)hl, timeout_ms, res, &resp, &body, &body_len,
+                               &http_status) < 0)
+        goto out;
+    if (http_status == 200) {
+        res->status = CHORUS_OK;
+        if (answer && !(*answer = strndup(body, body_len)))
+            chorus__http_fail(res, CHORUS_E_NOMEM, "out of memory%s", NULL);
+    } else {
+        reply = json_loadb(body, body_len, 0, NULL);
+        chorus__http_refused(res, http_status, reply);
     }
 
 out:

@@ -3,6 +3,8 @@
  *   chorus [options] sub CH...        one JSON line per message (the msg frame)
  *   chorus [options] pub CH DATA      publish DATA (JSON), print the ack's seq
  *   chorus [options] history CH       one JSON line per message kept
+ *   chorus --api-key KEY info|channels|disconnect|unsubscribe|subscribe|broadcast ...
+ *                                     the server API (PROTOCOL.md 6): one JSON line
  *
  * stdout carries only data, one JSON document per line, flushed per line;
  * notices and errors go to stderr. Exit status: 0 success, 1 server error,
@@ -28,12 +30,21 @@ static const char usage_text[] =
     "usage: chorus [options] sub CH... [--count N] [--since EPOCH:SEQ]\n"
     "       chorus [options] pub CH DATA [--text] [--api-key KEY]\n"
     "       chorus [options] history CH [--limit N] [--since EPOCH:SEQ]\n"
+    "       chorus --api-key KEY info\n"
+    "       chorus --api-key KEY channels [PREFIX]\n"
+    "       chorus --api-key KEY disconnect USER [--reason TEXT]\n"
+    "       chorus --api-key KEY unsubscribe USER CH [--reason TEXT]\n"
+    "       chorus --api-key KEY subscribe USER CH\n"
+    "       chorus --api-key KEY broadcast CH... DATA [--text]\n"
     "\n"
     "  sub      print every message of the channels as one JSON line (the msg frame)\n"
     "  pub      publish DATA, which must be JSON ('{\"a\":1}', '\"text\"', 42, true);\n"
     "           --text sends DATA as a JSON string instead; DATA '-' reads stdin;\n"
     "           prints the seq the node gave the message\n"
     "  history  print the messages the node keeps for CH, oldest first\n"
+    "  info, channels, disconnect, unsubscribe, subscribe, broadcast: the server API,\n"
+    "           acting on every node of the cluster; print its JSON answer on one line\n"
+    "           and name on stderr the nodes that did not answer\n"
     "\n"
     "options:\n"
     "  --url URL        node WebSocket URL (default $CHORUS_URL or " DEFAULT_URL ")\n"
@@ -43,7 +54,9 @@ static const char usage_text[] =
     "  --count N        sub: exit 0 after N messages\n"
     "  --since E:S      sub (one channel) / history: only messages after epoch E, seq S\n"
     "  --limit N        history: at most the newest N messages\n"
-    "  --api-key KEY    pub: publish through POST /api/publish instead of WebSocket\n"
+    "  --api-key KEY    pub: publish through POST /api/publish instead of WebSocket;\n"
+    "                   required by the server API commands (default $CHORUS_API_KEY)\n"
+    "  --reason TEXT    disconnect/unsubscribe: the reason the clients are given\n"
     "  --text           pub: send DATA as a JSON string\n"
     "  --quiet          no notices on stderr (errors still)\n"
     "  --verbose        also show libwebsockets' own log\n"
@@ -61,10 +74,11 @@ static struct {
     long long limit;
     const char *since;
     const char *api_key;
+    const char *reason;
     bool text;
     bool quiet;
     bool verbose;
-} opt = {NULL, NULL, -1, 0, 0, NULL, NULL, false, false, false};
+} opt = {NULL, NULL, -1, 0, 0, NULL, NULL, NULL, false, false, false};
 
 /* The state one command run shares with its callbacks. */
 struct run {
@@ -508,6 +522,105 @@ static int cmd_history(char **args, int n)
     return rc;
 }
 
+/* ------------------------------------------------------------ server API */
+
+/* One server API call; prints the answer on one line. */
+static int admin_call(const char *method, const char *path, json_t *body)
+{
+    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(body);
+    chorus_http_t *h = chorus_http_new(opt.url, opt.api_key);
+    if (!h) {
+        free(text);
+        return usage_error("bad URL '%s' for the HTTP API (http:// or ws:// only)", opt.url);
+    }
+    chorus_http_result_t res;
+    char *answer = NULL;
+    double timeout = opt.timeout >= 0 ? opt.timeout : 10;
+    chorus_http_call(h, method, path, text, (int)(timeout * 1000), &res, &answer);
+    chorus_http_free(h);
+    free(text);
+    if (res.status != CHORUS_OK) {
+        fprintf(stderr, "chorus: error: %s: %s\n", res.err_code, res.err_msg);
+        return 1;
+    }
+    json_t *j = json_loads(answer, 0, NULL);
+    json_t *missing = json_object_get(j, "missing");
+    if (json_array_size(missing) && !opt.quiet) {
+        char *m = json_dumps(missing, JSON_COMPACT);
+        fprintf(stderr, "chorus: these nodes did not answer: %s\n", m ? m : "?");
+        free(m);
+    }
+    json_decref(j);
+    printf("%s\n", answer);
+    free(answer);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
+/* Percent-encodes s for a query string. */
+static void url_encode(const char *s, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (; *s && n + 4 < cap; s++) {
+        unsigned char c = (unsigned char)*s;
+        if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+            strchr("-_.~:/@", c)) {
+            out[n++] = (char)c;
+        } else {
+            out[n++] = '%';
+            out[n++] = hex[c >> 4];
+            out[n++] = hex[c & 15];
+        }
+    }
+    out[n] = '\0';
+}
+
+static int cmd_admin(const char *cmd, char **args, int n)
+{
+    if (!opt.api_key || !*opt.api_key)
+        return usage_error("%s needs --api-key KEY (or $CHORUS_API_KEY)", cmd);
+    if (!strcmp(cmd, "info")) {
+        if (n)
+            return usage_error("info takes no arguments%s", "");
+        return admin_call("GET", "/api/info", NULL);
+    }
+    if (!strcmp(cmd, "channels")) {
+        char path[1024] = "/api/channels", enc[900];
+        if (n > 1)
+            return usage_error("channels takes at most one PREFIX%s", "");
+        if (n) {
+            url_encode(args[0], enc, sizeof enc);
+            snprintf(path, sizeof path, "/api/channels?prefix=%s", enc);
+        }
+        return admin_call("GET", path, NULL);
+    }
+    if (!strcmp(cmd, "broadcast")) {
+        if (n < 2)
+            return usage_error("broadcast needs CH... DATA%s", "");
+        json_t *data = opt.text ? json_string(args[n - 1])
+                                : json_loads(args[n - 1], JSON_DECODE_ANY, NULL);
+        if (!data)
+            return usage_error("DATA is not JSON: '%s' (use --text for a string)", args[n - 1]);
+        json_t *chs = json_array();
+        for (int i = 0; i < n - 1; i++)
+            json_array_append_new(chs, json_string(args[i]));
+        return admin_call("POST", "/api/broadcast",
+                          json_pack("{s:o, s:o}", "channels", chs, "data", data));
+    }
+    bool disconnect = !strcmp(cmd, "disconnect");
+    if (n != (disconnect ? 1 : 2))
+        return usage_error(disconnect ? "%s needs USER" : "%s needs USER CH", cmd);
+    json_t *body = json_pack("{s:s}", "user", args[0]);
+    if (!disconnect)
+        json_object_set_new(body, "ch", json_string(args[1]));
+    if (opt.reason)
+        json_object_set_new(body, "reason", json_string(opt.reason));
+    char path[32];
+    snprintf(path, sizeof path, "/api/%s", cmd);
+    return admin_call("POST", path, body);
+}
+
 static bool parse_count(const char *s, long long *out)
 {
     char *end;
@@ -522,7 +635,7 @@ static bool parse_count(const char *s, long long *out)
 int main(int argc, char **argv)
 {
     enum { O_URL = 1, O_TOKEN, O_TIMEOUT, O_COUNT, O_LIMIT, O_SINCE, O_API_KEY, O_TEXT, O_QUIET,
-           O_VERBOSE, O_HELP };
+           O_VERBOSE, O_HELP, O_REASON };
     static const struct option longopts[] = {
         {"url", required_argument, NULL, O_URL},
         {"token", required_argument, NULL, O_TOKEN},
@@ -531,6 +644,7 @@ int main(int argc, char **argv)
         {"limit", required_argument, NULL, O_LIMIT},
         {"since", required_argument, NULL, O_SINCE},
         {"api-key", required_argument, NULL, O_API_KEY},
+        {"reason", required_argument, NULL, O_REASON},
         {"text", no_argument, NULL, O_TEXT},
         {"quiet", no_argument, NULL, O_QUIET},
         {"verbose", no_argument, NULL, O_VERBOSE},
@@ -560,6 +674,7 @@ int main(int argc, char **argv)
             break;
         case O_SINCE: opt.since = optarg; break;
         case O_API_KEY: opt.api_key = optarg; break;
+        case O_REASON: opt.reason = optarg; break;
         case O_TEXT: opt.text = true; break;
         case O_QUIET: opt.quiet = true; break;
         case O_VERBOSE: opt.verbose = true; break;
@@ -576,7 +691,7 @@ int main(int argc, char **argv)
     if (!opt.url)
         opt.url = getenv("CHORUS_URL") && *getenv("CHORUS_URL") ? getenv("CHORUS_URL") : DEFAULT_URL;
     if (optind >= argc)
-        return usage_error("missing command (sub, pub or history)%s", "");
+        return usage_error("missing command (sub, pub, history or a server API command)%s", "");
 
     /* lws logs to stderr by itself; keep it for --verbose. */
     lws_set_log_level(opt.verbose ? LLL_ERR | LLL_WARN | LLL_NOTICE : 0, NULL);
@@ -592,6 +707,18 @@ int main(int argc, char **argv)
     int nrest = argc - optind - 1;
     if (strcmp(cmd, "sub") && (opt.count))
         return usage_error("--count is for sub%s", "");
+    static const char *const admin_cmds[] = {"info", "channels", "disconnect", "unsubscribe",
+                                              "subscribe", "broadcast"};
+    for (size_t i = 0; i < sizeof admin_cmds / sizeof admin_cmds[0]; i++)
+        if (!strcmp(cmd, admin_cmds[i])) {
+            if (!opt.api_key && getenv("CHORUS_API_KEY"))
+                opt.api_key = getenv("CHORUS_API_KEY");
+            if (opt.text && strcmp(cmd, "broadcast"))
+                return usage_error("--text is for pub and broadcast%s", "");
+            return cmd_admin(cmd, rest, nrest);
+        }
+    if (opt.reason)
+        return usage_error("--reason is for disconnect and unsubscribe%s", "");
     if (strcmp(cmd, "pub") && (opt.api_key || opt.text))
         return usage_error("--api-key and --text are for pub%s", "");
     if (!strcmp(cmd, "sub"))
@@ -600,5 +727,6 @@ int main(int argc, char **argv)
         return cmd_pub(rest, nrest);
     if (!strcmp(cmd, "history"))
         return cmd_history(rest, nrest);
-    return usage_error("unknown command '%s' (sub, pub or history)", cmd);
+    return usage_error("unknown command '%s' (sub, pub, history, info, channels, disconnect, "
+                       "unsubscribe, subscribe or broadcast)", cmd);
 }

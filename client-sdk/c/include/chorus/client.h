@@ -115,6 +115,8 @@ typedef struct chorus_msg {
     const char *raw;              /* the frame as JSON text, NUL-terminated: as received for live
                                    * messages, re-encoded compactly for history entries */
     size_t raw_len;
+    const char *user;             /* the publisher's user as the node attests it (its token's
+                                   * sub, or an HTTP publish's "user"); NULL when anonymous */
 } chorus_msg_t;
 
 /* Receives the messages of one subscribed channel, in seq order, each once. */

@@ -1,6 +1,6 @@
 /* chorus/http.h - publishing through the node's HTTP API (POST /api/publish,
- * PROTOCOL.md section 6) for backends that hold an API key and do not want a
- * WebSocket connection.
+ * PROTOCOL.md section 6), and its server API, for backends that hold an API
+ * key and do not want a WebSocket connection.
  *
  * This is a small blocking HTTP/1.1 client over a plain TCP socket: it keeps
  * one keep-alive connection per chorus_http_t and reconnects when the node
@@ -41,6 +41,15 @@ chorus_http_t *chorus_http_new(const char *url, const char *api_key);
  * sent on a reused idle connection is retried once on a new one. */
 int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data, int timeout_ms,
                         chorus_http_result_t *res);
+
+/* Calls any endpoint of the HTTP API with the key, such as the server API
+ * (PROTOCOL.md 6: "GET" "/api/info", "GET" "/api/channels?prefix=chat:",
+ * "POST" "/api/disconnect" with {"user":"42"}). json_body (POST, may be NULL)
+ * is sent as it is. On HTTP 200 returns CHORUS_OK and, when answer is not
+ * NULL, *answer is the response body (JSON text, NUL-terminated; free() it);
+ * otherwise res says why, like chorus_http_publish. */
+int chorus_http_call(chorus_http_t *h, const char *method, const char *path, const char *json_body,
+                     int timeout_ms, chorus_http_result_t *res, char **answer);
 
 void chorus_http_free(chorus_http_t *h);
 
