@@ -3,7 +3,8 @@
 # http://localhost:8080/ (chat) and http://localhost:8080/ticker.html (stock
 # ticker, fed by the chorus-ticker example at 2 updates/s per symbol). Extra
 # arguments go to chorusd; CHORUS_PORT or --port changes the port. Ctrl-C
-# stops both.
+# stops both. The chat rooms (namespace "chat") have presence on, so the page
+# shows who is online; a --config of your own replaces that.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 deploy/setup.sh
@@ -15,9 +16,16 @@ for ((i = 1; i <= $#; i++)); do
   [ "${!i}" = "--port" ] && { j=$((i + 1)); port="${!j}"; }
 done
 
-build/broker/chorusd "$@" &
+config=()
+if [[ " $* " != *" --config "* && " $* " != *" --config="* ]]; then
+  demo_conf="$(mktemp --suffix=.json)"
+  echo '{"namespaces": {"chat": {"presence": true}}}' > "$demo_conf"
+  config=(--config "$demo_conf")
+fi
+
+build/broker/chorusd "${config[@]}" "$@" &
 node=$!
-trap 'kill "$feed" "$node" 2>/dev/null; wait "$node" 2>/dev/null' EXIT INT TERM
+trap 'kill "$feed" "$node" 2>/dev/null; wait "$node" 2>/dev/null; rm -f "${demo_conf:-}"' EXIT INT TERM
 for _ in $(seq 50); do
   curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
   kill -0 "$node" 2>/dev/null || exit 1

@@ -13,6 +13,14 @@
 // node the page is connected to sees them (PROTOCOL.md 8.4: per node in
 // protocol v1). Where presence is off the broker answers `forbidden` and the
 // list stays hidden.
+//
+// Who wrote a message: with a connection token (`?token=<jwt>` in the page's
+// URL, PROTOCOL.md 8.1) the node stamps every message the page publishes
+// with the token's user (`msg.user`, and `msg.info` where the namespace has
+// publish_info); the page shows that name as verified. A name that only comes
+// from the message's data (`data.from`, anyone can write anything there) is
+// marked "unverified". The room's `gap` events (messages lost between nodes)
+// are shown as a notice.
 
 import { Chorus } from '/sdk/chorus.js';
 
@@ -39,7 +47,8 @@ const HISTORY_LIMIT = 50;
 const ROOM_RE = /^[A-Za-z0-9_.@/-]{1,200}$/;
 
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-const client = new Chorus(wsUrl);
+const pageToken = new URLSearchParams(location.search).get('token') || undefined;
+const client = new Chorus(wsUrl, pageToken ? { token: pageToken } : {});
 
 const myClientIds = new Set(); // every connection id this page has had
 let current = null; // {room, ch, sub, joinId}
@@ -119,17 +128,25 @@ function clearLog(text) {
   ui.empty.hidden = false;
 }
 
-/** Pulls displayable fields out of any JSON value a publisher may have sent. */
+/** Pulls displayable fields out of any JSON value a publisher may have sent;
+ * `verified` when the name is the user the node attested (msg.user). */
 function describe(data, msg) {
   let from = msg.client ? 'anonymous' : 'server';
   let text;
+  if (typeof msg.user === 'string') {
+    const info = msg.info && typeof msg.info === 'object' ? msg.info : {};
+    const name = typeof info.name === 'string' && info.name.trim() ? info.name.trim().slice(0, 32) : msg.user;
+    const t = data && typeof data === 'object' && !Array.isArray(data) && typeof data.text === 'string'
+      ? data.text : typeof data === 'string' ? data : JSON.stringify(data);
+    return { from: name, text: t, verified: true, user: msg.user };
+  }
   if (data && typeof data === 'object' && !Array.isArray(data)) {
     if (typeof data.from === 'string' && data.from.trim()) from = data.from.trim().slice(0, 32);
     text = typeof data.text === 'string' ? data.text : JSON.stringify(data);
   } else {
     text = typeof data === 'string' ? data : JSON.stringify(data);
   }
-  return { from, text };
+  return { from, text, verified: false };
 }
 
 function timeOf(ts) {
@@ -159,8 +176,8 @@ function renderMessage(msg, epoch) {
 }
 
 function buildMessage(msg, epoch) {
-  const { from, text } = describe(msg.data, msg);
-  if (msg.client && from !== 'anonymous') learnNick(msg.client, from);
+  const { from, text, verified, user } = describe(msg.data, msg);
+  if (msg.client && from !== 'anonymous' && !verified) learnNick(msg.client, from);
   const art = document.createElement('article');
   art.className = 'msg';
   if (msg.client && myClientIds.has(msg.client)) art.classList.add('mine');
@@ -170,11 +187,24 @@ function buildMessage(msg, epoch) {
   const who = document.createElement('span');
   who.className = 'from';
   who.textContent = from;
+  if (verified) {
+    who.classList.add('verified');
+    who.title = `signed in as ${user} (attested by the server)`;
+  }
   const when = document.createElement('time');
   when.textContent = timeOf(msg.ts);
   if (typeof msg.ts === 'number') when.dateTime = new Date(msg.ts).toISOString();
   when.title = `seq ${msg.seq}`;
-  meta.append(who, when);
+  meta.append(who);
+  if (!verified && msg.client) {
+    // Only data.from names this sender: anyone can type any name there.
+    const tag = document.createElement('span');
+    tag.className = 'unverified';
+    tag.textContent = 'unverified';
+    tag.title = 'not signed in: the name is whatever the sender typed';
+    meta.append(tag);
+  }
+  meta.append(when);
   const body = document.createElement('div');
   body.className = 'text';
   body.textContent = text;
@@ -322,6 +352,11 @@ async function join(room, nick) {
     sub.on('error', (e) => {
       if (joinId === joinSeq) notice(`Subscription ended: ${e.message}`, 'error');
       setSendEnabled(false);
+    });
+    sub.on('gap', (ev) => {
+      if (joinId !== joinSeq) return;
+      const n = ev.to - ev.from + 1;
+      notice(`${n} message${n === 1 ? ' was' : 's were'} lost between servers and cannot be shown (seq ${ev.from}–${ev.to}).`, 'warn');
     });
     sub.on('join', (ev) => onPresenceEvent(ev, joinId));
     sub.on('leave', (ev) => onPresenceEvent(ev, joinId));

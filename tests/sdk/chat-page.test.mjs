@@ -6,6 +6,7 @@
 
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { WebSocket } from 'ws';
@@ -96,6 +97,71 @@ describe('chat demo page in headless Chromium', { skip }, () => {
     await b.fill('#text', 'bob after restart');
     await b.click('#send-btn');
     await a.waitForFunction(() => [...document.querySelectorAll('#log .text')].some((t) => t.textContent === 'bob after restart'), null, { timeout: T });
+    assert.deepEqual(pageErrors, []);
+  });
+});
+
+// Sender identity on the page (PROTOCOL.md 2.7): a page opened with a token
+// shows its messages under the node-attested user; a name typed by a page
+// without one is marked unverified; a `gap` becomes a notice.
+describe('chat demo page: verified names and gaps', { skip }, () => {
+  const secret = 'chat-page-test-secret-32-bytes!!';
+  let srv, browser;
+  const pageErrors = [];
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const token = (sub) => {
+    const head = `${b64({ alg: 'HS256' })}.${b64({ sub, exp: Math.floor(Date.now() / 1000) + 600 })}`;
+    return `${head}.${crypto.createHmac('sha256', secret).update(head).digest('base64url')}`;
+  };
+
+  before(async () => {
+    srv = await startChorusd({ args: [...brokerArgs, '--jwt-secret', secret] });
+    browser = await playwright.chromium.launch({
+      executablePath: chromiumPath,
+      args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update'],
+      timeout: 30000,
+    });
+  });
+  after(async () => {
+    await browser?.close();
+    await srv?.stop();
+  });
+
+  async function openPage(room, nick, query = '') {
+    const page = await browser.newPage();
+    page.on('pageerror', (e) => pageErrors.push(String(e)));
+    page.on('console', (m) => { if (m.type() === 'error') pageErrors.push(m.text()); });
+    await page.addInitScript((n) => localStorage.setItem('chorus.nick', n), nick);
+    await page.goto(`${srv.httpUrl}/${query}#${room}`);
+    await page.waitForSelector('#text:not([disabled])', { timeout: T });
+    return page;
+  }
+  const last = (page) => page.$eval('#log article.msg:last-of-type', (a) => ({
+    from: a.querySelector('.from').textContent,
+    verified: a.querySelector('.from').classList.contains('verified'),
+    unverified: !!a.querySelector('.unverified'),
+    text: a.querySelector('.text').textContent,
+  }));
+
+  test('a token user is shown verified, a typed name unverified, and a gap is told', async () => {
+    const room = `v${process.pid}`;
+    const ann = await openPage(room, 'whatever', `?token=${token('ann')}`);
+    const guest = await openPage(room, 'ann');
+    assert.equal(await guest.$eval('#room', (e) => e.hasAttribute('pattern')), false, 'no pattern attribute on the room field');
+
+    await ann.fill('#text', 'signed');
+    await ann.press('#text', 'Enter');
+    await guest.waitForFunction(() => document.querySelector('#log article.msg:last-of-type .text')?.textContent === 'signed', null, { timeout: T });
+    assert.deepEqual(await last(guest), { from: 'ann', verified: true, unverified: false, text: 'signed' });
+
+    await guest.fill('#text', 'forged');
+    await guest.press('#text', 'Enter');
+    await ann.waitForFunction(() => document.querySelector('#log article.msg:last-of-type .text')?.textContent === 'forged', null, { timeout: T });
+    assert.deepEqual(await last(ann), { from: 'ann', verified: false, unverified: true, text: 'forged' });
+
+    // A broker `gap` reaches the page as the subscription's gap event.
+    await guest.evaluate((ch) => window.chorus.getSubscription(ch).emit('gap', { channel: ch, epoch: 'e', from: 5, to: 7, source: 'broker' }), `chat:${room}`);
+    await guest.waitForFunction(() => /3 messages were lost/.test(document.querySelector('#log').textContent), null, { timeout: T });
     assert.deepEqual(pageErrors, []);
   });
 });
