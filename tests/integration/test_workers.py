@@ -12,7 +12,15 @@ import time
 
 import chorus_harness as h
 
-node = h.Server("--workers", 2, "--api-key", "k", node_id="wk", name="workers")
+from chorus_tokens import SECRET, claims, hs256
+
+node = h.Server("--workers", 2, "--api-key", "k", "--jwt-secret", SECRET, node_id="wk",
+                name="workers")
+
+
+def api(method, path, body=None):
+    st, _h, raw = node.http(method, path, body, {"X-API-Key": "k", "Content-Type": "application/json"})
+    return st, json.loads(raw)
 
 
 @h.test("Connections land on both workers, and 40 subscribers spread over them receive the same 300 messages in one order")
@@ -50,6 +58,31 @@ async def _():
         assert s == streams[0], "two subscribers on the workers saw different streams"
     for c in clients:
         await c.close()
+
+
+@h.test("The server API acts on every worker whichever one takes the request: info lists both, "
+        "channels sums them, disconnect closes the user's connections on both")
+async def _():
+    st, info = api("GET", "/api/info")
+    assert st == 200 and sorted(n["node"] for n in info["nodes"]) == ["wk-w0", "wk-w1"], info
+    url = f"{node.ws_url}?token={hs256(claims(sub='wuser'))}"
+    conns = []
+    for _ in range(40):
+        c = await h.Client.connect(url)
+        conns.append(c)
+        if len({x.hello["node"] for x in conns}) == 2 and len(conns) >= 6:
+            break
+    assert len({c.hello["node"] for c in conns}) == 2, "the connections did not reach both workers"
+    for c in conns:
+        await c.sub("wk:api")
+    for _ in range(3):  # each request may land on either worker
+        st, body = api("GET", "/api/channels?prefix=wk:api")
+        assert body == {"channels": [{"ch": "wk:api", "subscribers": len(conns)}], "missing": []}, body
+    st, body = api("POST", "/api/disconnect", {"user": "wuser", "reason": "bye"})
+    assert st == 200 and body == {"disconnected": len(conns), "missing": []}, body
+    for c in conns:
+        await asyncio.wait_for(c.ws.wait_closed(), h.t(5))
+        assert c.ws.close_code == 4009, c.ws.close_code
 
 
 @h.test("SIGTERM to the parent stops every worker and the parent exits 0")
