@@ -493,7 +493,9 @@ static void test_free_from_a_callback_is_deferred_until_run_returns(void)
 static void test_http_helper_reports_connection_failures(void)
 {
     chorus_http_result_t res;
-    CHECK(chorus_http_new("wss://h/ws", "k") == NULL);
+    chorus_http_t *tls = chorus_http_new("wss://h/ws", "k"); /* https through libcurl */
+    CHECK(tls != NULL);
+    chorus_http_free(tls);
     CHECK(chorus_http_new(dead_url, "") == NULL);
     CHECK(chorus_http_new(dead_url, "a\r\nb") == NULL);
     chorus_http_t *h = chorus_http_new(dead_url, "key");

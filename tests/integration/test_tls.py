@@ -6,6 +6,7 @@ must go through the TLS layer intact: thousands of small frames batched,
 frames larger than a batch, binary frames. ALPN offers only http/1.1 so
 WebSocket never runs over HTTP/2."""
 
+import json
 import os
 import shutil
 import socket
@@ -37,7 +38,11 @@ def make_pki():
 CERT, KEY, CA = make_pki()
 CTX = ssl.create_default_context(cafile=CA)
 srv = h.Server("--tls-cert", CERT, "--tls-key", KEY, "--max-frame-bytes", 1 << 20,
-               "--max-queue-bytes", 4 << 20, node_id="node-tls", ssl_context=CTX)
+               "--max-queue-bytes", 4 << 20, "--api-key", "tls-key", node_id="node-tls",
+               ssl_context=CTX)
+# `chorus` beside chorusd in the build tree (client-sdk/c/chorus), or $CHORUS_CLI.
+CLI = os.environ.get("CHORUS_CLI") or os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(h.chorusd_path()))), "client-sdk", "c", "chorus")
 
 
 async def connect(s):
@@ -112,6 +117,26 @@ async def _():
         r.close()
     status, body = srv.healthz()   # and the node is still fine
     assert status == 200
+
+
+@h.test("the C SDK's HTTP calls (`chorus info`, `chorus pub --api-key`) go over https and "
+        "verify the node's certificate")
+def _():
+    if not os.path.exists(CLI):
+        raise AssertionError(f"chorus not found at {CLI} (set CHORUS_CLI)")
+    url = srv.ws_url
+    env = dict(h.clean_env(), CHORUS_CA_FILE=CA)
+    r = subprocess.run([CLI, "--url", url, "--api-key", "tls-key", "info"], env=env,
+                       capture_output=True, text=True, timeout=h.t(20))
+    assert r.returncode == 0, (r.returncode, r.stderr)
+    assert json.loads(r.stdout)["nodes"][0]["node"] == "node-tls", r.stdout
+    r = subprocess.run([CLI, "--url", url, "--api-key", "tls-key", "pub", "tls:cli", "1"], env=env,
+                       capture_output=True, text=True, timeout=h.t(20))
+    assert r.returncode == 0 and r.stdout.strip() == "1", (r.returncode, r.stdout, r.stderr)
+    # Without the test CA the certificate does not verify: refused, not sent.
+    r = subprocess.run([CLI, "--url", url, "--api-key", "tls-key", "info"], env=h.clean_env(),
+                       capture_output=True, text=True, timeout=h.t(20))
+    assert r.returncode == 1 and "certificate" in r.stderr.lower(), (r.returncode, r.stderr)
 
 
 if __name__ == "__main__":

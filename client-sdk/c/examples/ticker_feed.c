@@ -252,7 +252,7 @@ static int run_http(struct feed *f, const char *url, const char *key, double rat
     chorus_http_t *h = chorus_http_new(url, key);
 
     if (!h) {
-        fprintf(stderr, "chorus-ticker: bad URL '%s' for the HTTP API (http:// or ws:// only)\n", url);
+        fprintf(stderr, "chorus-ticker: bad URL '%s' for the HTTP API\n", url);
         return 2;
     }
     while (!g_stop && (!count || f->published < count)) {

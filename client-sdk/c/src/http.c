@@ -1,74 +1,56 @@
-/* http.c - blocking POST /api/publish over one keep-alive HTTP/1.1
- * connection (see chorus/http.h).
- *
- * Deliberately small: Content-Length responses only (what chorusd sends),
- * no TLS, no redirects, no proxies. Every wait is bounded by the caller's
- * timeout through poll(). */
+/* http.c - the HTTP API (see chorus/http.h) through libcurl's easy
+ * interface: one easy handle per chorus_http_t keeps its connection alive
+ * between calls, https:// (wss:// URLs) verifies the node's certificate
+ * against the system trust store (or $CHORUS_CA_FILE), and every call is
+ * bounded by the caller's timeout. */
 #include "chorus/http.h"
 #include "status.h"
 #include "url.h"
 
 #include "codec.h"
 
-#include <errno.h>
-#include <fcntl.h>
+#include <curl/curl.h>
 #include <jansson.h>
-#include <netdb.h>
-#include <poll.h>
+#include <pthread.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 
 #define CHORUS__HTTP_MAX_RESPONSE ((size_t)1 << 20)
 
 struct chorus_http {
-    char host[256];
-    char host_hdr[300];
-    int port;
-    char *api_key;
-    int fd;                       /* the kept-alive connection, -1 when none */
+    char base[320];               /* scheme://host:port, without a path */
+    char *key_hdr;                /* "X-API-Key: KEY" */
+    CURL *curl;
 };
 
-static int64_t chorus__http_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static pthread_once_t chorus__curl_once = PTHREAD_ONCE_INIT;
+static bool chorus__curl_ok;
 
-static int chorus__http_left(int64_t deadline)
-{
-    int64_t left = deadline - chorus__http_now_ms();
-    return left > 0 ? (int)left : 0;
-}
+/* libcurl's global init is not thread-safe everywhere: once per process. */
+static void chorus__curl_init(void) { chorus__curl_ok = curl_global_init(CURL_GLOBAL_DEFAULT) == 0; }
 
 chorus_http_t *chorus_http_new(const char *url, const char *api_key)
 {
     struct chorus__url u;
     chorus_http_t *h;
 
-    if (!api_key || !*api_key || strpbrk(api_key, "\r\n") || chorus__url_parse(url, &u) != 0 ||
-        u.tls)
+    if (!api_key || !*api_key || strpbrk(api_key, "\r\n") || chorus__url_parse(url, &u) != 0)
         return NULL;
-    h = calloc(1, sizeof *h);
-    if (!h)
+    pthread_once(&chorus__curl_once, chorus__curl_init);
+    if (!chorus__curl_ok || !(h = calloc(1, sizeof *h)))
         return NULL;
-    h->api_key = strdup(api_key);
-    if (!h->api_key) {
-        free(h);
+    size_t kl = strlen(api_key) + sizeof "X-API-Key: ";
+    h->key_hdr = malloc(kl);
+    h->curl = curl_easy_init();
+    if (!h->key_hdr || !h->curl) {
+        chorus_http_free(h);
         return NULL;
     }
-    snprintf(h->host, sizeof h->host, "%s", u.host);
-    if (strchr(u.host, ':'))
-        snprintf(h->host_hdr, sizeof h->host_hdr, "[%s]:%d", u.host, u.port);
-    else
-        snprintf(h->host_hdr, sizeof h->host_hdr, "%s:%d", u.host, u.port);
-    h->port = u.port;
-    h->fd = -1;
+    snprintf(h->key_hdr, kl, "X-API-Key: %s", api_key);
+    snprintf(h->base, sizeof h->base, strchr(u.host, ':') ? "%s://[%s]:%d" : "%s://%s:%d",
+             u.tls ? "https" : "http", u.host, u.port);
     return h;
 }
 
@@ -76,17 +58,10 @@ void chorus_http_free(chorus_http_t *h)
 {
     if (!h)
         return;
-    if (h->fd >= 0)
-        close(h->fd);
-    free(h->api_key);
+    if (h->curl)
+        curl_easy_cleanup(h->curl);
+    free(h->key_hdr);
     free(h);
-}
-
-static void chorus__http_drop(chorus_http_t *h)
-{
-    if (h->fd >= 0)
-        close(h->fd);
-    h->fd = -1;
 }
 
 static void chorus__http_fail(chorus_http_result_t *res, int status, const char *fmt, const char *arg)
@@ -96,214 +71,93 @@ static void chorus__http_fail(chorus_http_result_t *res, int status, const char 
     snprintf(res->err_msg, sizeof res->err_msg, fmt, arg ? arg : "");
 }
 
-/* Non-blocking connect bounded by the deadline; 0 or -1 (errno set). */
-static int chorus__http_connect(chorus_http_t *h, int64_t deadline)
-{
-    struct addrinfo hints, *ai = NULL, *a;
-    char port[8];
-    int fd = -1, rc;
+struct chorus__body {
+    char *buf;
+    size_t len;
+    bool too_large;
+};
 
-    memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    snprintf(port, sizeof port, "%d", h->port);
-    if ((rc = getaddrinfo(h->host, port, &hints, &ai)) != 0) {
-        errno = EHOSTUNREACH;
-        return -1;
+static size_t chorus__http_collect(char *p, size_t size, size_t n, void *ud)
+{
+    struct chorus__body *b = ud;
+    size_t add = size * n;
+    if (b->len + add > CHORUS__HTTP_MAX_RESPONSE) {
+        b->too_large = true;
+        return 0; /* makes libcurl fail the transfer */
     }
-    for (a = ai; a; a = a->ai_next) {
-        fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-        if (fd < 0)
-            continue;
-        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0)
-            break;
-        if (errno == EINPROGRESS) {
-            struct pollfd p = {fd, POLLOUT, 0};
-            int err = 0;
-            socklen_t el = sizeof err;
-            if (poll(&p, 1, chorus__http_left(deadline)) == 1 &&
-                getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &el) == 0 && err == 0)
-                break;
-            errno = err ? err : ETIMEDOUT;
-        }
-        int keep = errno;
-        close(fd);
-        fd = -1;
-        errno = keep;
-    }
-    freeaddrinfo(ai);
-    if (fd < 0)
-        return -1;
-    h->fd = fd;
-    return 0;
+    char *nb = realloc(b->buf, b->len + add + 1);
+    if (!nb)
+        return 0;
+    memcpy(nb + b->len, p, add);
+    b->buf = nb;
+    b->len += add;
+    b->buf[b->len] = '\0';
+    return add;
 }
 
-static int chorus__http_send_all(int fd, const char *buf, size_t len, int64_t deadline)
+/* One request: 0 with *resp (NUL-terminated, free it), *body_len and
+ * *http_status set, or -1 with res filled. libcurl reuses the kept-alive
+ * connection and retries a request that hit one the node had closed. */
+static int chorus__http_roundtrip(chorus_http_t *h, const char *method, const char *path,
+                                  const char *json_body, int timeout_ms, chorus_http_result_t *res,
+                                  char **resp, size_t *body_len, int *http_status)
 {
-    while (len) {
-        ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
-        if (n > 0) {
-            buf += n;
-            len -= (size_t)n;
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd p = {fd, POLLOUT, 0};
-            if (poll(&p, 1, chorus__http_left(deadline)) <= 0) {
-                errno = ETIMEDOUT;
-                return -1;
-            }
-            continue;
-        }
-        return -1;
-    }
-    return 0;
-}
-
-/* Finds a header's value in the header block (case-insensitive name). */
-static const char *chorus__http_header(const char *hdrs, const char *name, size_t *vlen)
-{
-    size_t nl = strlen(name);
-    for (const char *p = strstr(hdrs, "\r\n"); p && p[2]; p = strstr(p + 2, "\r\n")) {
-        const char *line = p + 2;
-        if (!strncasecmp(line, name, nl) && line[nl] == ':') {
-            const char *v = line + nl + 1, *e = strstr(v, "\r\n");
-            while (*v == ' ' || *v == '\t')
-                v++;
-            *vlen = e ? (size_t)(e - v) : strlen(v);
-            return v;
-        }
-    }
-    return NULL;
-}
-
-enum { CHORUS__RX_OK, CHORUS__RX_EMPTY, CHORUS__RX_TIMEOUT, CHORUS__RX_BAD };
-
-/* Reads one response into *out (NUL-terminated); sets *body and *close_after. */
-static int chorus__http_read(chorus_http_t *h, int64_t deadline, char **out, int *status,
-                             const char **body, size_t *body_len, int *close_after)
-{
-    size_t cap = 4096, len = 0, hdr_end = 0, need = 0;
-    bool have_len = false, conn_close = false;
-    char *buf = malloc(cap);
-
-    *out = NULL;
-    if (!buf)
-        return CHORUS__RX_BAD;
-    for (;;) {
-        if (hdr_end && have_len && len >= hdr_end + need)
-            break;
-        if (len + 1 >= cap) {
-            if (cap >= CHORUS__HTTP_MAX_RESPONSE)
-                goto bad;
-            char *n = realloc(buf, cap * 2);
-            if (!n)
-                goto bad;
-            buf = n;
-            cap *= 2;
-        }
-        struct pollfd p = {h->fd, POLLIN, 0};
-        int pr = poll(&p, 1, chorus__http_left(deadline));
-        if (pr == 0) {
-            free(buf);
-            return CHORUS__RX_TIMEOUT;
-        }
-        if (pr < 0 && errno == EINTR)
-            continue;
-        ssize_t n = pr < 0 ? -1 : recv(h->fd, buf + len, cap - len - 1, 0);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN))
-            continue;
-        if (n <= 0) {
-            if (hdr_end && !have_len)
-                break; /* body delimited by the end of the connection */
-            free(buf);
-            return len ? CHORUS__RX_BAD : CHORUS__RX_EMPTY;
-        }
-        len += (size_t)n;
-        buf[len] = '\0';
-        if (!hdr_end) {
-            char *e = strstr(buf, "\r\n\r\n");
-            if (!e)
-                continue;
-            hdr_end = (size_t)(e - buf) + 4;
-            /* Look at the header block only, not at the body after it. */
-            char keep = buf[hdr_end];
-            size_t vl;
-            buf[hdr_end] = '\0';
-            const char *v = chorus__http_header(buf, "content-length", &vl);
-            if (v) {
-                need = strtoul(v, NULL, 10);
-                have_len = true;
-            }
-            v = chorus__http_header(buf, "connection", &vl);
-            conn_close = v && vl >= 5 && !strncasecmp(v, "close", 5);
-            bool chunked = chorus__http_header(buf, "transfer-encoding", &vl) != NULL;
-            buf[hdr_end] = keep;
-            if (chunked || need > CHORUS__HTTP_MAX_RESPONSE)
-                goto bad; /* chunked: not something chorusd sends */
-        }
-    }
-    buf[hdr_end + (have_len ? need : len - hdr_end)] = '\0';
-    if (sscanf(buf, "HTTP/1.%*d %d", status) != 1)
-        goto bad;
-    *close_after = !have_len || conn_close;
-    *out = buf;
-    *body = buf + hdr_end;
-    *body_len = have_len ? need : len - hdr_end;
-    return CHORUS__RX_OK;
-
-bad:
-    free(buf);
-    return CHORUS__RX_BAD;
-}
-
-/* Sends req (hl bytes) and reads the response: 0 with *resp (free it),
- * *body, *body_len and *http_status set, or -1 with res filled. A request
- * that could not be sent on a reused idle connection is retried once on a
- * new one. */
-static int chorus__http_roundtrip(chorus_http_t *h, const char *req, size_t hl, int timeout_ms,
-                                  chorus_http_result_t *res, char **resp, const char **body,
-                                  size_t *body_len, int *http_status)
-{
-    int close_after = 1;
-    int64_t deadline = chorus__http_now_ms() + (timeout_ms > 0 ? timeout_ms : 10000);
+    char url[2048];
+    struct chorus__body b = {0};
+    struct curl_slist *hdrs = curl_slist_append(NULL, h->key_hdr);
+    if (json_body && hdrs)
+        hdrs = curl_slist_append(hdrs, "Content-Type: application/json");
+    /* No "Expect: 100-continue" round trip for larger bodies. */
+    if (hdrs)
+        hdrs = curl_slist_append(hdrs, "Expect:");
     *resp = NULL;
-    for (int attempt = 0;; attempt++) {
-        bool reused = h->fd >= 0;
-        if (!reused && chorus__http_connect(h, deadline) < 0) {
-            chorus__http_fail(res, CHORUS_E_CONNECT, "cannot connect: %s", strerror(errno));
-            return -1;
-        }
-        if (chorus__http_send_all(h->fd, req, hl, deadline) < 0) {
-            int e = errno;
-            chorus__http_drop(h);
-            if (reused && attempt == 0 && e != ETIMEDOUT)
-                continue;
-            chorus__http_fail(res, e == ETIMEDOUT ? CHORUS_E_TIMEOUT : CHORUS_E_CONNECT,
-                              "cannot send the request: %s", strerror(e));
-            return -1;
-        }
-        int rx = chorus__http_read(h, deadline, resp, http_status, body, body_len, &close_after);
-        if (rx == CHORUS__RX_OK)
-            break;
-        chorus__http_drop(h);
-        /* A kept-alive connection the node had closed: nothing was read, so
-         * the request was not processed; one retry on a new connection. */
-        if (rx == CHORUS__RX_EMPTY && reused && attempt == 0)
-            continue;
-        if (rx == CHORUS__RX_TIMEOUT)
-            chorus__http_fail(res, CHORUS_E_TIMEOUT, "no response in time%s", NULL);
-        else
-            chorus__http_fail(res, rx == CHORUS__RX_EMPTY ? CHORUS_E_CONNECT : CHORUS_E_PROTOCOL,
-                              "%s", rx == CHORUS__RX_EMPTY ? "connection closed without a response"
-                                                           : "unreadable HTTP response");
+    if (!hdrs || snprintf(url, sizeof url, "%s%s", h->base, path) >= (int)sizeof url) {
+        curl_slist_free_all(hdrs);
+        chorus__http_fail(res, CHORUS_E_INVALID, "invalid argument%s", NULL);
         return -1;
     }
-    if (close_after)
-        chorus__http_drop(h);
-    res->http_status = *http_status;
+    CURL *c = h->curl;
+    curl_easy_reset(c);
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(timeout_ms > 0 ? timeout_ms : 10000));
+    curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, chorus__http_collect);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &b);
+    const char *ca = getenv("CHORUS_CA_FILE");
+    if (ca && *ca)
+        curl_easy_setopt(c, CURLOPT_CAINFO, ca);
+    if (json_body) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, json_body);
+        curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)strlen(json_body));
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    }
+    CURLcode rc = curl_easy_perform(c);
+    curl_slist_free_all(hdrs);
+    if (rc != CURLE_OK) {
+        free(b.buf);
+        if (b.too_large)
+            chorus__http_fail(res, CHORUS_E_PROTOCOL, "response larger than 1 MiB%s", NULL);
+        else if (rc == CURLE_OPERATION_TIMEDOUT)
+            chorus__http_fail(res, CHORUS_E_TIMEOUT, "no response in time%s", NULL);
+        else if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST)
+            chorus__http_fail(res, CHORUS_E_CONNECT, "cannot connect: %s", curl_easy_strerror(rc));
+        else
+            chorus__http_fail(res, CHORUS_E_CONNECT, "request failed: %s", curl_easy_strerror(rc));
+        return -1;
+    }
+    long code = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &code);
+    *http_status = (int)code;
+    res->http_status = (int)code;
+    *resp = b.buf ? b.buf : strdup("");
+    *body_len = b.len;
+    if (!*resp) {
+        chorus__http_fail(res, CHORUS_E_NOMEM, "out of memory%s", NULL);
+        return -1;
+    }
     return 0;
 }
 
@@ -329,9 +183,8 @@ int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data,
     json_error_t jerr;
     json_t *data = NULL, *reply = NULL;
     char *req = NULL, *resp = NULL;
-    const char *body;
     size_t body_len, blen;
-    int hl, http_status = 0;
+    int http_status = 0;
 
     if (!res)
         res = &dummy;
@@ -353,22 +206,16 @@ int chorus_http_publish(chorus_http_t *h, const char *ch, const char *json_data,
 
     /* {"ch":"...","data":...}: the channel needs no escaping once valid. */
     blen = strlen(ch) + strlen(json_data) + 20;
-    req = malloc(blen + strlen(h->api_key) + strlen(h->host_hdr) + 200);
+    req = malloc(blen);
     if (!req) {
         chorus__http_fail(res, CHORUS_E_NOMEM, "out of memory%s", NULL);
         return res->status;
     }
-    blen = (size_t)snprintf(NULL, 0, "{\"ch\":\"%s\",\"data\":%s}", ch, json_data);
-    hl = sprintf(req,
-                 "POST /api/publish HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\n"
-                 "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n"
-                 "{\"ch\":\"%s\",\"data\":%s}",
-                 h->host_hdr, h->api_key, blen, ch, json_data);
-
-    if (chorus__http_roundtrip(h, req, (size_t)hl, timeout_ms, res, &resp, &body, &body_len,
+    snprintf(req, blen, "{\"ch\":\"%s\",\"data\":%s}", ch, json_data);
+    if (chorus__http_roundtrip(h, "POST", "/api/publish", req, timeout_ms, res, &resp, &body_len,
                                &http_status) < 0)
         goto out;
-    reply = json_loadb(body, body_len, 0, &jerr);
+    reply = json_loadb(resp, body_len, 0, &jerr);
     if (http_status == 200) {
         const char *epoch = json_string_value(json_object_get(reply, "epoch"));
         json_t *seq = json_object_get(reply, "seq");
@@ -395,10 +242,9 @@ int chorus_http_call(chorus_http_t *h, const char *method, const char *path, con
 {
     chorus_http_result_t dummy;
     json_t *reply = NULL;
-    char *req = NULL, *resp = NULL;
-    const char *body;
-    size_t body_len, blen = json_body ? strlen(json_body) : 0;
-    int hl, http_status = 0;
+    char *resp = NULL;
+    size_t body_len;
+    int http_status = 0;
 
     if (!res)
         res = &dummy;
@@ -410,35 +256,20 @@ int chorus_http_call(chorus_http_t *h, const char *method, const char *path, con
         chorus__http_fail(res, CHORUS_E_INVALID, "invalid argument%s", NULL);
         return res->status;
     }
-    req = malloc(blen + strlen(path) + strlen(h->api_key) + strlen(h->host_hdr) + 200);
-    if (!req) {
-        chorus__http_fail(res, CHORUS_E_NOMEM, "out of memory%s", NULL);
-        return res->status;
-    }
-    hl = sprintf(req, "%s %s HTTP/1.1\r\nHost: %s\r\nX-API-Key: %s\r\n", method, path,
-                 h->host_hdr, h->api_key);
-    if (json_body)
-        hl += sprintf(req + hl, "Content-Type: application/json\r\nContent-Length: %zu\r\n", blen);
-    hl += sprintf(req + hl, "\r\n");
-    if (json_body) {
-        memcpy(req + hl, json_body, blen);
-        hl += (int)blen;
-    }
-    if (chorus__http_roundtrip(h, req, (size_t)hl, timeout_ms, res, &resp, &body, &body_len,
+    if (chorus__http_roundtrip(h, method, path, json_body, timeout_ms, res, &resp, &body_len,
                                &http_status) < 0)
-        goto out;
+        return res->status;
     if (http_status == 200) {
         res->status = CHORUS_OK;
-        if (answer && !(*answer = strndup(body, body_len)))
-            chorus__http_fail(res, CHORUS_E_NOMEM, "out of memory%s", NULL);
+        if (answer) {
+            *answer = resp;
+            resp = NULL;
+        }
     } else {
-        reply = json_loadb(body, body_len, 0, NULL);
+        reply = json_loadb(resp, body_len, 0, NULL);
         chorus__http_refused(res, http_status, reply);
     }
-
-out:
     json_decref(reply);
     free(resp);
-    free(req);
     return res->status;
 }

@@ -454,7 +454,7 @@ static int cmd_pub(char **args, int n)
         chorus_http_t *h = chorus_http_new(opt.url, opt.api_key);
         if (!h) {
             free(data);
-            return usage_error("bad URL '%s' for the HTTP API (http:// or ws:// only)", opt.url);
+            return usage_error("bad URL '%s' for the HTTP API", opt.url);
         }
         chorus_http_publish(h, ch, data, (int)(timeout * 1000), &res);
         chorus_http_free(h);
@@ -532,7 +532,7 @@ static int admin_call(const char *method, const char *path, json_t *body)
     chorus_http_t *h = chorus_http_new(opt.url, opt.api_key);
     if (!h) {
         free(text);
-        return usage_error("bad URL '%s' for the HTTP API (http:// or ws:// only)", opt.url);
+        return usage_error("bad URL '%s' for the HTTP API", opt.url);
     }
     chorus_http_result_t res;
     char *answer = NULL;

@@ -2,11 +2,12 @@
  * PROTOCOL.md section 6), and its server API, for backends that hold an API
  * key and do not want a WebSocket connection.
  *
- * This is a small blocking HTTP/1.1 client over a plain TCP socket: it keeps
- * one keep-alive connection per chorus_http_t and reconnects when the node
- * closed it. It has no TLS (http:// and ws:// URLs only) and is independent of
- * chorus_client_t and of libwebsockets. One chorus_http_t must not be used by
- * two threads at once; separate objects are independent. */
+ * Calls block, through libcurl's easy interface: one kept-alive connection
+ * per chorus_http_t, reopened when the node closed it. https:// (and wss://
+ * URLs) verify the node's certificate against the system trust store, or
+ * the PEM file named by $CHORUS_CA_FILE. Independent of chorus_client_t and
+ * of libwebsockets. One chorus_http_t must not be used by two threads at
+ * once; separate objects are independent. */
 #ifndef CHORUS_HTTP_H
 #define CHORUS_HTTP_H
 
@@ -30,10 +31,10 @@ typedef struct chorus_http_result {
     char err_msg[256];
 } chorus_http_result_t;
 
-/* `url` is the node's address in any of these forms: http://host:port,
- * ws://host:port/ws (the path is ignored: requests go to /api/publish).
+/* `url` is the node's address in any of these forms: http(s)://host:port,
+ * ws(s)://host:port/ws (the path is ignored: requests go to /api/...).
  * `api_key` is sent as X-API-Key. Both are copied. Connects lazily.
- * Returns NULL for a bad or TLS URL, an empty key, or out of memory. */
+ * Returns NULL for a bad URL, an empty key, or out of memory. */
 chorus_http_t *chorus_http_new(const char *url, const char *api_key);
 
 /* POSTs {"ch": ch, "data": <json_data>} and waits up to timeout_ms (<= 0:
