@@ -37,12 +37,13 @@ set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION net)
-# Depends: from the libraries chorusd and the tools link (dpkg-shlibdeps).
+# Depends: from the libraries chorusd and the tools link (dpkg-shlibdeps; libcurl4
+# comes in through `chorus` and `chorus-ticker`).
 set(CPACK_DEBIAN_PACKAGE_SHLIBDEPS ON)
 # Not seen by dpkg-shlibdeps: lws loads its libev plugin at run time, and
 # chorusd's default event loop (epoll) is that plugin.
 set(CPACK_DEBIAN_PACKAGE_DEPENDS "libwebsockets-evlib-ev")
 # The C SDK is static: a program linked against it needs these headers and
 # libraries (chorus-client.pc's Requires).
-set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libjansson-dev, libwebsockets-dev, pkg-config")
+set(CPACK_DEBIAN_PACKAGE_SUGGESTS "libjansson-dev, libwebsockets-dev, libcurl4-openssl-dev, pkg-config")
 include(CPack)
