@@ -103,6 +103,11 @@ export interface Message<T = Json> {
   ts?: number;
   /** Id of the publishing connection; absent for HTTP API publishes. */
   client?: string;
+  /** The publisher's user as the node attests it (its token's `sub`, or the `user` an HTTP
+   * publish named); absent for anonymous publishes. A client cannot set it. */
+  user?: string;
+  /** The publisher's token `info`, in namespaces with `publish_info: true`. */
+  info?: unknown;
   data: T;
   /** History replies only: a binary message's payload in base64 (also decoded into `data`). */
   bin?: string;
