@@ -70,6 +70,23 @@ async def forwarder_restart():
         await asyncio.gather(*(r.close() for r in recs + old), return_exceptions=True)
 
 
+@test("the server API works through the forwarder: /api/info on one node lists all three, "
+      "and /api/channels counts a subscriber of another node")
+async def server_api_through_forwarder():
+    import json
+    wait_mesh_up(NODES)
+    hdr = {"X-API-Key": NODES[0].api_key, "Content-Type": "application/json"}
+    st, _h, body = NODES[0].http("GET", "/api/info", headers=hdr)
+    info = json.loads(body)
+    assert st == 200 and sorted(n["node"] for n in info["nodes"]) == ["fwd-1", "fwd-2", "fwd-3"], info
+    assert info["missing"] == [], info
+    c = await H.Client.connect(NODES[2])
+    await c.sub("room:fwd-api")
+    st, _h, body = NODES[0].http("GET", "/api/channels?prefix=room:fwd-api", headers=hdr)
+    assert json.loads(body)["channels"] == [{"ch": "room:fwd-api", "subscribers": 1}], body
+    await c.close()
+
+
 if __name__ == "__main__":
     delivery.use(NODES)
     delivery.register()
