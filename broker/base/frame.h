@@ -24,6 +24,10 @@ struct frame {
     uint8_t opcode;                   /* a control frame's opcode (FRAME_OP_PING); 0 for data */
     struct frame *alt;                /* binary: its JSON form for history replies, made on
                                        * demand by history.c; one reference, dropped with f */
+    int64_t arrived_us;               /* a channel message: when it was sequenced here or
+                                       * received from its owner (runtime_mono_us); 0 for
+                                       * replies and control frames, which are not timed */
+    int64_t queued_us;                /* when its last fan-out queued it to subscribers */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 

@@ -85,10 +85,14 @@ void conn_watch_cluster(void) { cluster_on_tick(cutoff_tick); }
  * waits for WRITEABLE as before. */
 static lws_dll2_owner_t flush_list;
 static lws_sorted_usec_list_t flush_timer;
+/* The clock read once for every write of one flush_all() (0 outside it):
+ * the latency histograms need no finer time than a loop turn. */
+static int64_t turn_now_us;
 
 static void flush_all(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
+    turn_now_us = runtime_mono_us();
     while (flush_list.head) {
         struct conn *c = lws_container_of(flush_list.head, struct conn, flush);
         lws_dll2_remove(&c->flush);
@@ -101,6 +105,7 @@ static void flush_all(lws_sorted_usec_list_t *sul)
         if (conn_flush(c) < 0)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
+    turn_now_us = 0;
 }
 
 void conn_enqueue(struct conn *c, struct frame *f)
@@ -146,9 +151,22 @@ void conn_send_json(struct conn *c, json_t *j)
     }
 }
 
+/* The channel of the op being answered, for the per-namespace error count;
+ * its namespace is looked up only when an error is sent. */
+static const char *err_ch;
+static size_t err_ch_len;
+
+void conn_err_channel(const char *ch, size_t len)
+{
+    err_ch = ch;
+    err_ch_len = len;
+}
+
 void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err code,
                    const char *msg)
 {
+    if (err_ch)
+        metrics_ns(config_ns_for(rt.cfg, err_ch, err_ch_len)->name)->errors++;
     json_t *j = json_pack("{s:s, s:s, s:s}", "op", "err", "code", chorus_err_str(code), "msg", msg);
     if (j && has_id)
         json_object_set_new(j, "id", json_integer(id));
@@ -173,10 +191,24 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* ------------------------------------------------------------------ write */
 
+/* A message frame is about to reach the socket: its latencies go into the
+ * histograms. The clock is read at most once per write batch, at its first
+ * timed frame (*now is 0 until then), and not at all within flush_all(). */
+static void observe(const struct frame *f, int64_t *now)
+{
+    if (!f->arrived_us)
+        return;
+    if (!*now)
+        *now = runtime_mono_us();
+    histogram_observe_us(&metrics.delivery_latency, *now - f->arrived_us);
+    histogram_observe_us(&metrics.queue_wait, *now - f->queued_us);
+}
+
 int conn_flush(struct conn *c)
 {
     unsigned char *out = write_buf + LWS_PRE;
     size_t used = 0;
+    int64_t now = turn_now_us;
     struct frame *f;
 
     while ((f = outq_peek(&c->q))) {
@@ -189,12 +221,14 @@ int conn_flush(struct conn *c)
                           f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
                 return -1;
             metrics.bytes_sent += h + f->len;
+            observe(f, &now);
             outq_pop(&c->q);
             break;
         }
         used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
         memcpy(out + used, frame_payload(f), f->len);
         used += f->len;
+        observe(f, &now);
         outq_pop(&c->q);
     }
     if (used) {
