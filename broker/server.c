@@ -25,6 +25,7 @@
 #include "publish.h"
 #include "shardsync.h"
 #include "presence.h"
+#include "admin.h"
 #include "replica.h"
 #include "sdnotify.h"
 #include "workers.h"
@@ -328,6 +329,7 @@ int server_start(struct config *cfg)
     mirror_start();
     shardsync_start();
     presence_start();
+    admin_start();
     conn_watch_cluster();
     if (keepalive_start() < 0) {
         cluster_stop();

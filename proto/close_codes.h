@@ -12,6 +12,7 @@
     X(INVALID_PAYLOAD,    1007,  "invalid UTF-8")             \
     X(AUTH,               4001,  "authentication required")   \
     X(SLOW_CONSUMER,      4008,  "slow consumer")              \
+    X(DISCONNECTED,       4009,  "disconnected by the server")  \
     X(CUT_OFF,            4013,  "this node is cut off from the cluster majority; reconnect")
 
 enum chorus_close {

@@ -277,41 +277,65 @@ static size_t msg_head(char head[MSG_HEAD_MAX], const char *ch, size_t ch_len, u
     return n < 0 || n >= MSG_HEAD_MAX ? 0 : (size_t)n;
 }
 
-size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
-                            int64_t ts_ms, const char *client, const char *data_raw,
-                            size_t data_len)
+/* Writes head, attr (may be NULL) and data's bytes, closed by `close` when
+ * it is not NUL; returns the size needed, like json_dumpb(). */
+static size_t splice(unsigned char *out, size_t cap, const char *head, size_t hl, const char *attr,
+                     const void *data, size_t dl, char close)
 {
-    char head[MSG_HEAD_MAX];
-    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, ",\"data\":");
-    if (!hl || data_len == 0)
-        return 0;
-    size_t need = hl + data_len + 1;
+    size_t al = attr ? strlen(attr) : 0;
+    size_t need = hl + al + dl + (close ? 1 : 0);
     if (need > cap)
         return need;
     memcpy(out, head, hl);
-    memcpy(out + hl, data_raw, data_len);
-    out[hl + data_len] = '}';
+    if (al)
+        memcpy(out + hl, attr, al);
+    if (dl)
+        memcpy(out + hl + al, data, dl);
+    if (close)
+        out[hl + al + dl] = (unsigned char)close;
+    return need;
+}
+
+size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
+                            int64_t ts_ms, const char *client, const char *attr,
+                            const char *data_raw, size_t data_len)
+{
+    char head[MSG_HEAD_MAX];
+    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, "");
+    if (!hl || data_len == 0)
+        return 0;
+    /* ,"data": goes after attr: the head is cut where attr is spliced in */
+    static const char d[] = ",\"data\":";
+    size_t al = attr ? strlen(attr) : 0;
+    size_t need = hl + al + sizeof d - 1 + data_len + 1;
+    if (need > cap)
+        return need;
+    splice((unsigned char *)out, cap, head, hl, attr, d, sizeof d - 1, 0);
+    memcpy(out + hl + al + sizeof d - 1, data_raw, data_len);
+    out[need - 1] = '}';
     return need;
 }
 
 size_t codec_encode_binmsg(unsigned char *out, size_t cap, const char *ch, size_t ch_len,
-                           uint64_t seq, int64_t ts_ms, const char *client,
+                           uint64_t seq, int64_t ts_ms, const char *client, const char *attr,
                            const unsigned char *bytes, size_t n)
 {
     char head[MSG_HEAD_MAX];
-    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, "}");
+    size_t hl = msg_head(head, ch, ch_len, seq, ts_ms, client, "");
     if (!hl)
         return 0;
-    size_t need = 4 + hl + n;
+    size_t al = attr ? strlen(attr) : 0;
+    size_t jl = hl + al + 1;       /* the JSON header, closed by '}' */
+    size_t need = 4 + jl + n;
     if (need > cap)
         return need;
-    out[0] = (unsigned char)(hl >> 24);
-    out[1] = (unsigned char)(hl >> 16);
-    out[2] = (unsigned char)(hl >> 8);
-    out[3] = (unsigned char)hl;
-    memcpy(out + 4, head, hl);
+    out[0] = (unsigned char)(jl >> 24);
+    out[1] = (unsigned char)(jl >> 16);
+    out[2] = (unsigned char)(jl >> 8);
+    out[3] = (unsigned char)jl;
+    splice(out + 4, cap - 4, head, hl, attr, NULL, 0, '}');
     if (n)
-        memcpy(out + 4 + hl, bytes, n);
+        memcpy(out + 4 + jl, bytes, n);
     return need;
 }
 
@@ -332,4 +356,43 @@ size_t codec_encode_msg(char *out, size_t cap, const char *ch, size_t ch_len, ui
     memcpy(out, head, hl);
     out[hl + dl] = '}';
     return need;
+}
+
+/* ------------------------------------------------------------ attribution */
+
+char *codec_attr(const char *user, const json_t *info)
+{
+    json_t *o = json_object();
+    if (!o || json_object_set_new(o, "user", json_string(user)) < 0 ||
+        (info && json_object_set(o, "info", (json_t *)info) < 0)) {
+        json_decref(o);
+        return NULL;
+    }
+    /* {"user":..,"info":..} becomes ,"user":..,"info":.. : members ready to splice */
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    s[0] = ',';
+    s[n - 1] = '\0';
+    return s;
+}
+
+bool codec_attr_valid(const char *attr, size_t len)
+{
+    if (len < 2 || attr[0] != ',')
+        return false;
+    char *buf = malloc(len + 1);
+    if (!buf)
+        return false;
+    buf[0] = '{';
+    memcpy(buf + 1, attr + 1, len - 1);
+    buf[len] = '}';
+    json_t *o = json_loadb(buf, len + 1, JSON_REJECT_DUPLICATES, NULL);
+    free(buf);
+    bool ok = json_is_object(o) && json_is_string(json_object_get(o, "user")) &&
+              json_object_size(o) == 1 + (json_object_get(o, "info") != NULL);
+    json_decref(o);
+    return ok;
 }

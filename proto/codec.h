@@ -75,17 +75,28 @@ bool codec_find_member(const char *buf, size_t len, const char *key, const char 
                        size_t *vlen);
 
 /* As codec_encode_msg, with data given as JSON text spliced in unchanged
- * (numbers keep their digits); data_raw must be one valid JSON value. */
+ * (numbers keep their digits); data_raw must be one valid JSON value.
+ * `attr` (may be NULL) is the publisher's attested identity as JSON object
+ * members, each preceded by a comma (`,"user":"42","info":{...}`), spliced
+ * in after "client"; the node builds it (codec_attr), never a client. */
 size_t codec_encode_msg_raw(char *out, size_t cap, const char *ch, size_t ch_len, uint64_t seq,
-                            int64_t ts_ms, const char *client, const char *data_raw,
-                            size_t data_len);
+                            int64_t ts_ms, const char *client, const char *attr,
+                            const char *data_raw, size_t data_len);
 
 /* Encodes a binary msg (PROTOCOL.md section 9): a 4-byte big-endian header
- * length, the header {"op":"msg","ch","seq","ts"[,"client"]}, then the bytes.
+ * length, the header {"op":"msg","ch","seq","ts"[,"client"][,"user"[,"info"]]},
+ * then the bytes.
  * Returns the size needed, like codec_encode_msg_raw. */
 size_t codec_encode_binmsg(unsigned char *out, size_t cap, const char *ch, size_t ch_len,
-                           uint64_t seq, int64_t ts_ms, const char *client,
+                           uint64_t seq, int64_t ts_ms, const char *client, const char *attr,
                            const unsigned char *bytes, size_t n);
+
+/* Builds the `attr` of an attested publisher: `,"user":USER` and, when info
+ * is not NULL, `,"info":INFO`, escaped by jansson. Returns a malloc'd
+ * string the caller frees, or NULL when it cannot be encoded. */
+char *codec_attr(const char *user, const json_t *info);
+/* True when attr is well-formed attr text (what another node sent). */
+bool codec_attr_valid(const char *attr, size_t len);
 
 /* Encodes {"op":"msg","ch":..,"seq":..,"ts":..[,"client":..],"data":..} into
  * out[0..cap). Like json_dumpb(), returns the size needed: when it is larger

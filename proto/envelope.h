@@ -31,6 +31,8 @@ enum envelope_type {
     ENV_LEASE_GRANT = 12, /* to the requester; req_id echoed, seq = leader's map version; status != 0: refused */
     ENV_SHARD_REQ = 13,   /* backup to owner; seq = shard, limit = most names; payload: the last name already listed */
     ENV_SHARD_REP = 14,   /* to the requester; seq = shard; flags MORE: another page follows; payload: channel names */
+    ENV_API_REQ = 15,     /* server API, to every peer; payload: the request as JSON text */
+    ENV_API_REP = 16,     /* to the requester; req_id echoed; payload: what this node did, JSON text */
     ENV_TYPE_COUNT        /* every type is below this */
 };
 

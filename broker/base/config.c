@@ -405,6 +405,11 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
             ns->personal = json_is_true(v);
         else
             want = "true or false";
+    } else if (!strcmp(k, "publish_info")) {
+        if (json_is_boolean(v))
+            ns->publish_info = json_is_true(v);
+        else
+            want = "true or false";
     } else if (!strcmp(k, "presence_max_members")) {
         if (json_int_in(v, 0, 10000000))
             ns->presence_max_members = (int)json_integer_value(v);
@@ -423,7 +428,8 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
     } else {
         fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
                         "history_ttl, subscribe, publish, client_publish, presence, "
-                        "presence_max_members, personal, idempotency_window, idempotency_keys)\n",
+                        "presence_max_members, personal, publish_info, idempotency_window, "
+                        "idempotency_keys)\n",
                 path, ns->name, k);
         return -1;
     }
@@ -602,7 +608,8 @@ static void usage(void)
            "             | token (the sub request carries a token for the channel)\n"
            "  publish:   anyone | authenticated | members (subscribers) | nobody\n"
            "             (client_publish true/false is the older spelling of anyone/nobody)\n"
-           "  personal:  \"user:42\" and \"user:42/...\" are open only to the token with sub 42\n");
+           "  personal:  \"user:42\" and \"user:42/...\" are open only to the token with sub 42\n"
+           "  publish_info: true adds the token's info to msgs of authenticated publishers\n");
 }
 
 static const struct opt *find_flag(const char *arg, const char **inline_val)
@@ -719,6 +726,8 @@ static void print_effective(const struct config *cfg)
                                       sub_rules[ns->subscribe], "publish", pub_rules[ns->publish],
                                       "presence", ns->presence, "personal", ns->personal,
                                       "presence_max_members", ns->presence_max_members));
+        if (ns->publish_info)
+            json_object_set_new(json_object_get(nss, ns->name), "publish_info", json_true());
     }
     json_object_set_new(root, "namespaces", nss);
     json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

@@ -42,6 +42,7 @@ struct ns_opts {
     enum ns_subscribe subscribe;
     enum ns_publish publish;
     bool personal;      /* "<ns>:<id>" (and "<ns>:<id>/...") belong to user <id> only */
+    bool publish_info;  /* msgs of authenticated publishers carry the token's info too */
     int presence_max_members; /* past this, presence gives counts and join/leave stop */
     int idempotency_window;   /* seconds a publish key is remembered; 0 = no time limit */
     int idempotency_keys;     /* keys remembered per channel; 0 = keys are not checked */

@@ -26,7 +26,8 @@ void metrics_http_request(const char *path, int status)
 {
     /* Only known paths become label values so a scanner cannot grow the table. */
     static const char *const known[] = {"/api/publish", "/api/history", "/api/presence", "/healthz",
-                                        "/metrics"};
+                                        "/metrics", "/api/info", "/api/channels", "/api/broadcast",
+                                        "/api/disconnect", "/api/unsubscribe", "/api/subscribe"};
     const char *p = "other";
     for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
         if (!strcmp(path, known[i]))

@@ -461,7 +461,8 @@ void channel_claim(struct channel *ch, bool keep_epoch)
 }
 
 int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
-                     const char *client, int64_t now_ms, struct frame **out, uint64_t *seq_out)
+                     const char *client, const char *attr, int64_t now_ms, struct frame **out,
+                     uint64_t *seq_out)
 {
     if (ch->mirror)
         channel_claim(ch, false); /* the engine claims first; a new epoch is the safe default */
@@ -469,16 +470,17 @@ int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool
         ch->assigned = ch->seq;
     uint64_t seq = ch->assigned + 1;
     const unsigned char *bytes = (const unsigned char *)data;
-    size_t need = binary ? codec_encode_binmsg(NULL, 0, ch->name, ch->len, seq, now_ms, client, bytes, data_len)
-                         : codec_encode_msg_raw(NULL, 0, ch->name, ch->len, seq, now_ms, client, data, data_len);
+    size_t need = binary ? codec_encode_binmsg(NULL, 0, ch->name, ch->len, seq, now_ms, client, attr, bytes, data_len)
+                         : codec_encode_msg_raw(NULL, 0, ch->name, ch->len, seq, now_ms, client, attr, data, data_len);
     struct frame *f = need ? frame_new(need) : NULL;
     if (!f)
         return -1;
     if (binary)
-        codec_encode_binmsg(frame_payload(f), need, ch->name, ch->len, seq, now_ms, client, bytes, data_len);
+        codec_encode_binmsg(frame_payload(f), need, ch->name, ch->len, seq, now_ms, client, attr, bytes,
+                            data_len);
     else
         codec_encode_msg_raw((char *)frame_payload(f), need, ch->name, ch->len, seq, now_ms, client,
-                             data, data_len);
+                             attr, data, data_len);
     f->binary = binary;
     f->arrived_us = runtime_mono_us();
     ch->nsm->published++;
@@ -507,7 +509,7 @@ int channel_publish(struct channel *ch, const json_t *data, const char *client, 
     struct frame *f;
     uint64_t seq;
     char *text = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-    int rc = text ? channel_sequence(ch, text, strlen(text), false, client, now_ms, &f, &seq) : -1;
+    int rc = text ? channel_sequence(ch, text, strlen(text), false, client, NULL, now_ms, &f, &seq) : -1;
     free(text);
     if (rc < 0) {
         /* A channel created for this publish must not outlive the failure. */

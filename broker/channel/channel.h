@@ -152,9 +152,11 @@ void channel_foreach(void (*fn)(struct channel *ch, void *ud), void *ud);
  * frame (one reference returned in *f): data is JSON text, or the bytes of a
  * binary message when `binary`. Nothing is delivered yet. A channel
  * that was a replica continues its epoch; a plain mirror starts a new one.
+ * `attr` (may be NULL) is the publisher's attested identity (codec_attr).
  * Returns -1 when data cannot be encoded. */
 int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool binary,
-                     const char *client, int64_t now_ms, struct frame **f, uint64_t *seq);
+                     const char *client, const char *attr, int64_t now_ms, struct frame **f,
+                     uint64_t *seq);
 /* Owner, second half: records f in history, fans it out locally and hands it
  * to the cluster. Messages must be delivered in seq order. */
 void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms);

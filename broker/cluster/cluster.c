@@ -113,7 +113,7 @@ static void render_metrics(struct sbuf *b)
 {
     if (!cluster_enabled())
         return;
-    static const char *const types[ENV_TYPE_COUNT] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence", "lease_req", "lease_grant", "shard_req", "shard_rep"};
+    static const char *const types[ENV_TYPE_COUNT] = {"", "msg", "heartbeat", "pub_req", "pub_rep", "sync_req", "sync_rep", "repl", "repl_ack", "pos", "presence", "lease_req", "lease_grant", "shard_req", "shard_rep", "api_req", "api_rep"};
     family(b, "chorus_cluster_messages_sent_total", "counter", "Node-to-node messages sent, by type.");
     for (int i = 1; i < ENV_TYPE_COUNT; i++)
         put(b, "chorus_cluster_messages_sent_total{type=\"%s\"} %llu\n", types[i],

@@ -77,10 +77,11 @@ bool cluster_is_owner(const char *ch, size_t len);
 const char *cluster_owner_of(const char *ch, size_t len);
 
 /* Sends a publish to the channel's owner (flags: ENV_FLAG_BINARY), stamped
- * with this node's map version. Returns 0 when the call was sent
+ * with this node's map version; attr (may be NULL) is the publisher's
+ * attested identity (codec_attr). Returns 0 when the call was sent
  * (cb follows later), or -1 when no owner is reachable (cb is never called). */
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            uint8_t flags, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *attr, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* cluster_sync's limit for "every message after since". */
 #define CLUSTER_SYNC_ALL 0xffffffffu
@@ -140,6 +141,13 @@ void cluster_set_quiesced(uint64_t mask);
  * more remain). Same contract as cluster_sync. */
 int cluster_shard_list(unsigned shard, const char *after, size_t after_len, uint32_t limit,
                        struct cluster_call *call, cluster_call_cb *cb, void *ud);
+/* Sends e to `node` as a call (its req_id set to the call's id): cb gets
+ * the reply whose req_id matches (a handler registered for the reply type
+ * routes it here), or NULL after cluster_timeout_ms or when the node goes
+ * down. Same contract as cluster_sync. Only reply types rpc.c routes:
+ * ENV_API_REQ -> ENV_API_REP. */
+int cluster_call_node(const char *node, struct envelope *e, const struct cluster_part *parts,
+                      int nparts, struct cluster_call *call, cluster_call_cb *cb, void *ud);
 /* Sends one envelope addressed to `node`; -1 when it could not be queued. */
 int cluster_send_to(const char *node, const struct envelope *env, const struct cluster_part *parts,
                     int nparts);

@@ -108,7 +108,7 @@ static void on_reply(const struct cluster_part *topic, const struct envelope *en
 }
 
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            uint8_t flags, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *attr, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
     const char *owner = cluster_owner_of(ch, len);
@@ -118,16 +118,25 @@ int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t
     cluster_env_init(&e, ENV_PUB_REQ);
     e.flags |= flags & ENV_FLAG_BINARY;
     e.seq = cluster_map_version(); /* who is behind, when two nodes disagree on the owner */
-    struct cluster_part parts[4] = {
+    struct cluster_part parts[5] = {
         {(const unsigned char *)ch, len},
         {(const unsigned char *)data, data_len},
         {(const unsigned char *)(client ? client : ""), client ? strlen(client) : 0},
         {(const unsigned char *)(key ? key : ""), key ? strlen(key) : 0},
+        {(const unsigned char *)attr, attr ? strlen(attr) : 0},
     };
-    if (call_send(call, owner, cb, ud, &e, parts, 4) < 0)
+    /* The fifth frame only when there is an identity: anonymous publishes
+     * keep the four-frame PUB_REQ of nodes before it. */
+    if (call_send(call, owner, cb, ud, &e, parts, attr ? 5 : 4) < 0)
         return -1;
     metrics.cluster_forwarded_publishes++;
     return 0;
+}
+
+int cluster_call_node(const char *node, struct envelope *e, const struct cluster_part *parts,
+                      int nparts, struct cluster_call *call, cluster_call_cb *cb, void *ud)
+{
+    return call_send(call, node, cb, ud, e, parts, nparts);
 }
 
 static int sync_req(const char *ch, size_t len, bool has_since, const char *epoch, uint64_t seq,
@@ -220,6 +229,7 @@ void rpc_start(const struct config *cfg)
     cluster_handle(ENV_PUB_REP, on_reply);
     cluster_handle(ENV_SYNC_REP, on_reply);
     cluster_handle(ENV_SHARD_REP, on_reply);
+    cluster_handle(ENV_API_REP, on_reply);
     cluster_on_peer_down(calls_fail_target);
     cluster_on_tick(calls_expire);
 }

@@ -53,7 +53,7 @@ static void remote_pub_done(struct pub_wait *w, enum chorus_err err, const char 
 
 #define DEFER_MS 300
 #define DEFER_MAX 1024
-#define DEFER_PARTS 4
+#define DEFER_PARTS 5
 
 struct deferred {
     struct envelope env;
@@ -136,13 +136,14 @@ static void owner_tick(int64_t now)
         redispatch();
 }
 
-/* PUB_REQ [channel, data JSON, client id, key] -> PUB_REP {epoch, seq} once delivered */
+/* PUB_REQ [channel, data JSON, client id, key, attr?] -> PUB_REP {epoch, seq} once delivered */
 static void on_pub_req(const struct cluster_part *topic, const struct envelope *req,
                        const struct cluster_part *parts, int n)
 {
     (void)topic;
-    if (n != 4 || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
-        parts[2].len >= 64 || parts[3].len > CODEC_KEY_MAX) {
+    if ((n != 4 && n != 5) || !codec_channel_valid((const char *)parts[0].data, parts[0].len) ||
+        parts[2].len >= 64 || parts[3].len > CODEC_KEY_MAX ||
+        (n == 5 && !codec_attr_valid((const char *)parts[4].data, parts[4].len))) {
         cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish request");
         return;
     }
@@ -176,16 +177,22 @@ static void on_pub_req(const struct cluster_part *topic, const struct envelope *
         cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_BAD_REQUEST, "malformed publish data");
         return;
     }
-    char client[64], key[CODEC_KEY_MAX + 1];
+    char client[64], key[CODEC_KEY_MAX + 1], *attr = NULL;
+    if (n == 5 && !(attr = strndup((const char *)parts[4].data, parts[4].len))) {
+        free(rp);
+        cluster_reply_status(req, ENV_PUB_REP, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
     memcpy(client, parts[2].data, parts[2].len);
     client[parts[2].len] = '\0';
     memcpy(key, parts[3].data, parts[3].len);
     key[parts[3].len] = '\0';
     snprintf(rp->origin, sizeof rp->origin, "%s", req->origin);
     rp->req_id = req->req_id;
-    (bounce ? publish_bounce : publish_submit)(name, parts[0].len, (const char *)parts[1].data,
-                                               parts[1].len, binary, *client ? client : NULL,
-                                               *key ? key : NULL, &rp->w, remote_pub_done, rp);
+    (bounce ? publish_bounce : publish_submit_as)(name, parts[0].len, (const char *)parts[1].data,
+                                                  parts[1].len, binary, *client ? client : NULL,
+                                                  attr, *key ? key : NULL, &rp->w, remote_pub_done, rp);
+    free(attr); /* the frame was encoded, or the publish copied it (parked, forwarded) */
 }
 
 struct sync_collect {

@@ -26,9 +26,9 @@ struct parked_pub {
     int64_t deadline_ms;
     bool binary;
     size_t len, data_len;
-    char *client, *key;          /* NULL when absent; point into bytes */
+    char *client, *key, *attr;   /* NULL when absent; point into bytes */
     struct parked_pub *prev, *next;
-    char bytes[];                /* name, NUL, data, NUL, client, NUL, key, NUL */
+    char bytes[];                /* name, NUL, data, NUL, client, NUL, key, NUL, attr, NUL */
 };
 
 static struct parked_pub *parked;
@@ -36,10 +36,12 @@ static int nparked;
 static const struct config *cfg;
 
 static bool park(const char *name, size_t len, const char *data, size_t data_len, bool binary,
-                 const char *client, const char *key, struct pub_wait *w)
+                 const char *client, const char *key, const char *attr, struct pub_wait *w)
 {
     size_t cl = client ? strlen(client) : 0, kl = key ? strlen(key) : 0;
-    struct parked_pub *p = nparked < PARKED_MAX ? malloc(sizeof *p + len + data_len + cl + kl + 4) : NULL;
+    size_t al = attr ? strlen(attr) : 0;
+    struct parked_pub *p =
+        nparked < PARKED_MAX ? malloc(sizeof *p + len + data_len + cl + kl + al + 5) : NULL;
     if (!p)
         return false;
     char *b = p->bytes;
@@ -51,8 +53,10 @@ static bool park(const char *name, size_t len, const char *data, size_t data_len
     memcpy(c, client ? client : "", cl + 1);
     char *k = c + cl + 1;
     memcpy(k, key ? key : "", kl + 1);
+    char *a = k + kl + 1;
+    memcpy(a, attr ? attr : "", al + 1);
     *p = (struct parked_pub){w, runtime_now_ms() + (cfg ? cfg->cluster_timeout_ms : 2000), binary, len, data_len,
-                             client ? c : NULL, key ? k : NULL, NULL, NULL};
+                             client ? c : NULL, key ? k : NULL, attr ? a : NULL, NULL, NULL};
     w->parked = p;
     DL_APPEND(parked, p);
     nparked++;
@@ -79,8 +83,8 @@ static void release(void)
             log_debug("event=publish_released ch=%s owner=%s", p->bytes,
                       cluster_owner_of(p->bytes, p->len) ? cluster_owner_of(p->bytes, p->len) : "-");
             int64_t deadline = p->deadline_ms;
-            publish_submit(p->bytes, p->len, p->bytes + p->len + 1, p->data_len, p->binary,
-                           p->client, p->key, w, w->done, w->ud);
+            publish_submit_as(p->bytes, p->len, p->bytes + p->len + 1, p->data_len, p->binary,
+                              p->client, p->attr, p->key, w, w->done, w->ud);
             if (w->parked)
                 w->parked->deadline_ms = deadline; /* held again: keeps its first deadline */
         }
@@ -137,9 +141,10 @@ static void on_forwarded(struct cluster_call *call, const struct envelope *rep,
 }
 
 static void forward(const char *name, size_t len, const char *data, size_t data_len,
-                    uint8_t flags, const char *client, const char *key, struct pub_wait *w)
+                    uint8_t flags, const char *client, const char *attr, const char *key,
+                    struct pub_wait *w)
 {
-    if (cluster_forward_publish(name, len, data, data_len, flags, client, key, &w->call,
+    if (cluster_forward_publish(name, len, data, data_len, flags, client, attr, key, &w->call,
                                 on_forwarded, w) < 0) {
         w->done(w, CHORUS_ERR_UNAVAILABLE, "the channel's owner is unreachable", NULL, 0, false);
         return;
@@ -157,21 +162,28 @@ static void wait_init(struct pub_wait *w, const char *name, size_t len, pub_done
 }
 
 void publish_bounce(const char *name, size_t len, const char *data, size_t data_len, bool binary,
-                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
-                    void *ud)
+                    const char *client, const char *attr, const char *key, struct pub_wait *w,
+                    pub_done_cb *done, void *ud)
 {
     wait_init(w, name, len, done, ud);
-    forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, key, w);
+    forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, attr, key, w);
 }
 
 void publish_submit(const char *name, size_t len, const char *data, size_t data_len, bool binary,
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud)
 {
+    publish_submit_as(name, len, data, data_len, binary, client, NULL, key, w, done, ud);
+}
+
+void publish_submit_as(const char *name, size_t len, const char *data, size_t data_len, bool binary,
+                       const char *client, const char *attr, const char *key, struct pub_wait *w,
+                       pub_done_cb *done, void *ud)
+{
     wait_init(w, name, len, done, ud);
 
     if (!cluster_is_owner(name, len)) {
-        forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, key, w);
+        forward(name, len, data, data_len, binary ? ENV_FLAG_BINARY : 0, client, attr, key, w);
         return;
     }
 
@@ -184,7 +196,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     }
     /* Later publishes queue behind held-back ones, so order holds. */
     if (cluster_handing_off(name, len)) {
-        if (!park(name, len, data, data_len, binary, client, key, w))
+        if (!park(name, len, data, data_len, binary, client, key, attr, w))
             done(w, CHORUS_ERR_UNAVAILABLE, "the channel's shard is moving; retry", NULL, 0, false);
         return;
     }
@@ -211,7 +223,7 @@ void publish_submit(const char *name, size_t len, const char *data, size_t data_
     int64_t now = runtime_now_ms();
     struct frame *f;
     uint64_t seq;
-    if (channel_sequence(ch, data, data_len, binary, client, now, &f, &seq) < 0) {
+    if (channel_sequence(ch, data, data_len, binary, client, attr, now, &f, &seq) < 0) {
         channel_release(ch);
         done(w, CHORUS_ERR_BAD_REQUEST, "data cannot be encoded", NULL, 0, false);
         return;

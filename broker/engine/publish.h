@@ -47,12 +47,19 @@ struct pub_wait {
 void publish_submit(const char *ch, size_t len, const char *data, size_t data_len, bool binary,
                     const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
                     void *ud);
+/* publish_submit for an attested publisher: `attr` (codec_attr: its user,
+ * and its token's info when the namespace asks for it) goes into the msg
+ * frame after "client", on every node, in history and recovery alike. NULL
+ * is publish_submit (anonymous and HTTP publishes without "user"). */
+void publish_submit_as(const char *ch, size_t len, const char *data, size_t data_len, bool binary,
+                       const char *client, const char *attr, const char *key, struct pub_wait *w,
+                       pub_done_cb *done, void *ud);
 /* A publish another node forwarded here although this node's newer map
  * makes that node the owner: it goes back to it (which serves it once it
  * applied that map), and is answered with its reply (owner.c). */
 void publish_bounce(const char *ch, size_t len, const char *data, size_t data_len, bool binary,
-                    const char *client, const char *key, struct pub_wait *w, pub_done_cb *done,
-                    void *ud);
+                    const char *client, const char *attr, const char *key, struct pub_wait *w,
+                    pub_done_cb *done, void *ud);
 /* Forgets w; its done will not be called. The message itself may still be
  * delivered. */
 void publish_cancel(struct pub_wait *w);

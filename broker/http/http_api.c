@@ -15,6 +15,7 @@
  * lws' buffer. Requests with a body are answered only once the body is read,
  * so the next request always starts where lws thinks it does. */
 #include "http_api.h"
+#include "admin.h"
 #include "channel.h"
 #include "cluster.h"
 #include "codec.h"
@@ -50,7 +51,11 @@ struct http_session {
     bool rx_paused;             /* input held back until the answer is out */
     bool in_request;            /* inside this request's own lws callback */
     bool waits_for_body;        /* answered at BODY_COMPLETION */
+    struct admin_call *admin;   /* a server API call waiting for the other nodes */
+    struct broadcast *bcast;    /* POST /api/broadcast's publishes in flight */
 };
+
+static void broadcast_cancel(struct broadcast *b);
 
 size_t http_api_session_size(void) { return sizeof(struct http_session); }
 
@@ -64,6 +69,10 @@ static void session_free(struct http_session *s)
         history_fetch_cancel(&s->hist);
         s->hist_pending = false;
     }
+    admin_cancel(s->admin);
+    s->admin = NULL;
+    broadcast_cancel(s->bcast);
+    s->bcast = NULL;
     free(s->body);
     s->body = NULL;
     s->body_len = 0;
@@ -239,6 +248,8 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     json_t *ch = json_object_get(root, "ch");
     json_t *data = json_object_get(root, "data");
     json_t *key = json_object_get(root, "key");
+    json_t *user = json_object_get(root, "user");
+    char *attr = NULL;
     int rc;
     if (!json_is_string(ch) || !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
@@ -247,6 +258,11 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     } else if (key && (!json_is_string(key) || json_string_length(key) == 0 ||
                        json_string_length(key) > CODEC_KEY_MAX)) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
+    } else if (user && (!json_is_string(user) || json_string_length(user) == 0 ||
+                        json_string_length(user) > 128 ||
+                        !(attr = codec_attr(json_string_value(user), json_object_get(root, "info"))))) {
+        /* The backend is trusted to name the user (PROTOCOL.md 6); "info" only with it. */
+        rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'user' must be a string of 1-128 bytes");
     } else {
         const char *raw;
         size_t raw_len;
@@ -259,9 +275,10 @@ static int api_publish(struct lws *wsi, struct http_session *s)
         }
         s->wsi = wsi;
         s->publishing = true;
-        publish_submit(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
-                       key ? json_string_value(key) : NULL, &s->pub, on_published, s);
+        publish_submit_as(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
+                          attr, key ? json_string_value(key) : NULL, &s->pub, on_published, s);
         free(owned);
+        free(attr);
         rc = 0;
     }
     json_decref(root);
@@ -382,6 +399,218 @@ static int api_presence(struct lws *wsi, struct http_session *s)
     return respond_json(wsi, s, 200, j);
 }
 
+/* ------------------------------------------------------------ server API
+ * PROTOCOL.md 6, "Server API": the same key as /api/publish; each call acts
+ * on every node of the cluster (admin.c gathers them). */
+
+static void on_admin_done(json_t *answer, void *ud)
+{
+    struct http_session *s = ud;
+    bool later = s->admin != NULL;
+    s->admin = NULL;
+    if (answer)
+        respond_json(s->wsi, s, 200, answer);
+    else
+        respond_err(s->wsi, s, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    if (later && !s->in_request)
+        finish_async(s->wsi, s);
+}
+
+static int admin_start_call(struct lws *wsi, struct http_session *s, json_t *req)
+{
+    char why[160];
+    struct admin_call *a;
+    s->wsi = wsi;
+    if (admin_run(req, on_admin_done, s, &a, why, sizeof why) < 0) {
+        json_decref(req);
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, why);
+    }
+    json_decref(req);
+    s->admin = a;
+    return 0;
+}
+
+/* GET /api/info -> {"nodes":[{node,version,uptime_s,status,connections,channels,peers}],"missing"}
+ * GET /api/channels?prefix=P&limit=N -> {"channels":[{"ch","subscribers"}],"missing","truncated"?} */
+static int api_server_get(struct lws *wsi, struct http_session *s, const char *op)
+{
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    json_t *req = json_pack("{s:s}", "op", op);
+    char buf[320];
+    const char *v;
+    if (req && !strcmp(op, "channels")) {
+        if ((v = lws_get_urlarg_by_name(wsi, "prefix=", buf, sizeof buf)))
+            json_object_set_new(req, "prefix", json_string(v));
+        if ((v = lws_get_urlarg_by_name(wsi, "limit=", buf, sizeof buf)))
+            json_object_set_new(req, "limit", json_integer(atoll(v)));
+    }
+    if (!req)
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    return admin_start_call(wsi, s, req);
+}
+
+/* POST /api/broadcast {"channels":[..],"data","key"?,"user"?,"info"?}
+ *   -> {"results":[{"ch","epoch","seq","duplicate"?} | {"ch","error":{"code","msg"}}]}
+ * One publish per channel (each goes to its channel's owner), answered once
+ * every one is delivered or refused. */
+#define BROADCAST_MAX 1000
+
+struct broadcast_pub {
+    struct pub_wait w;
+    struct broadcast *b;
+    size_t i;
+    bool pending;
+};
+
+struct broadcast {
+    struct http_session *s;
+    json_t *results;
+    int waiting;
+    size_t n;
+    struct broadcast_pub pubs[];
+};
+
+static void broadcast_free(struct broadcast *b)
+{
+    json_decref(b->results);
+    free(b);
+}
+
+static void broadcast_cancel(struct broadcast *b)
+{
+    if (!b)
+        return;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->pubs[i].pending)
+            publish_cancel(&b->pubs[i].w);
+    broadcast_free(b);
+}
+
+static void broadcast_answer(struct broadcast *b)
+{
+    struct http_session *s = b->s;
+    bool later = s->bcast != NULL;
+    s->bcast = NULL;
+    respond_json(s->wsi, s, 200, json_pack("{s:O}", "results", b->results));
+    broadcast_free(b);
+    if (later && !s->in_request)
+        finish_async(s->wsi, s);
+}
+
+static void on_broadcast_pub(struct pub_wait *w, enum chorus_err err, const char *msg,
+                             const char *epoch, uint64_t seq, bool duplicate)
+{
+    struct broadcast_pub *p = (struct broadcast_pub *)w;
+    struct broadcast *b = p->b;
+    json_t *r = json_array_get(b->results, p->i);
+    p->pending = false;
+    if (err == CHORUS_ERR__COUNT) {
+        metrics.published_http++;
+        json_object_set_new(r, "epoch", json_string(epoch));
+        json_object_set_new(r, "seq", json_integer((json_int_t)seq));
+        if (duplicate)
+            json_object_set_new(r, "duplicate", json_true());
+    } else {
+        json_object_set_new(r, "error", json_pack("{s:s, s:s}", "code", chorus_err_str(err), "msg",
+                                                  msg ? msg : ""));
+    }
+    if (--b->waiting == 0)
+        broadcast_answer(b);
+}
+
+static int api_broadcast(struct lws *wsi, struct http_session *s, json_t *root)
+{
+    json_t *chs = json_object_get(root, "channels"), *data = json_object_get(root, "data");
+    json_t *key = json_object_get(root, "key"), *user = json_object_get(root, "user");
+    size_t n = json_array_size(chs), i;
+    json_t *v;
+    if (!json_is_array(chs) || n < 1 || n > BROADCAST_MAX)
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'channels' must be an array of 1-1000 channel names");
+    json_array_foreach(chs, i, v)
+        if (!json_is_string(v) || !codec_channel_valid(json_string_value(v), json_string_length(v)))
+            return respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL,
+                               "each channel must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
+    if (!data)
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'data' is required");
+    if (key && (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > CODEC_KEY_MAX))
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
+    char *attr = NULL;
+    if (user && (!json_is_string(user) || json_string_length(user) == 0 || json_string_length(user) > 128 ||
+                 !(attr = codec_attr(json_string_value(user), json_object_get(root, "info")))))
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'user' must be a string of 1-128 bytes");
+    if (rt.shutting_down || !cluster_ready()) {
+        free(attr);
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "node is not serving publishes now");
+    }
+    const char *raw;
+    size_t raw_len;
+    char *owned = NULL;
+    if (!codec_find_member((const char *)s->body, s->body_len, "data", &raw, &raw_len)) {
+        owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+        raw = owned;
+        raw_len = owned ? strlen(owned) : 0;
+    }
+    struct broadcast *b = raw ? calloc(1, sizeof *b + n * sizeof b->pubs[0]) : NULL;
+    if (!b) {
+        free(owned);
+        free(attr);
+        return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "out of memory");
+    }
+    b->s = s;
+    b->n = n;
+    b->results = json_array();
+    s->wsi = wsi;
+    b->waiting = 1; /* held while submitting: a publish may be answered at once */
+    json_array_foreach(chs, i, v)
+        json_array_append_new(b->results, json_pack("{s:O}", "ch", v));
+    s->bcast = b;
+    json_array_foreach(chs, i, v) {
+        struct broadcast_pub *p = &b->pubs[i];
+        p->b = b;
+        p->i = i;
+        p->pending = true;
+        b->waiting++;
+        publish_submit_as(json_string_value(v), json_string_length(v), raw, raw_len, false, NULL, attr,
+                          key ? json_string_value(key) : NULL, &p->w, on_broadcast_pub, p);
+    }
+    free(owned);
+    free(attr);
+    s->bcast = NULL; /* answered synchronously unless publishes are still in flight */
+    if (--b->waiting == 0) {
+        broadcast_answer(b);
+        return 0;
+    }
+    s->bcast = b;
+    return 0;
+}
+
+/* POST /api/disconnect {"user","reason"?} -> {"disconnected":N,"missing"}
+ * POST /api/unsubscribe {"user","ch","reason"?} -> {"unsubscribed":N,"missing"}
+ * POST /api/subscribe {"user","ch"} -> {"subscribed":N,"missing"} */
+static int api_server_post(struct lws *wsi, struct http_session *s, const char *op)
+{
+    int status = check_api_key(wsi);
+    if (status)
+        return respond_auth_failure(wsi, s, status);
+    json_error_t jerr;
+    json_t *root = s->body_len ? json_loadb((const char *)s->body, s->body_len,
+                                            JSON_REJECT_DUPLICATES | JSON_ALLOW_NUL, &jerr)
+                               : NULL;
+    if (!json_is_object(root)) {
+        json_decref(root);
+        return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "a JSON object body is required");
+    }
+    if (!strcmp(op, "broadcast")) {
+        int rc = api_broadcast(wsi, s, root);
+        json_decref(root);
+        return rc;
+    }
+    json_object_set_new(root, "op", json_string(op));
+    return admin_start_call(wsi, s, root);
+}
+
 /* Answers the request now, or starts what will answer it (publish, history
  * at the owner). Every request with a body comes here only once the body is
  * read. */
@@ -406,6 +635,17 @@ static int route(struct lws *wsi, struct http_session *s)
             return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
         return api_presence(wsi, s);
     }
+    if (!strcmp(uri, "/api/info") || !strcmp(uri, "/api/channels")) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return api_server_get(wsi, s, uri + 5);
+    }
+    if (!strcmp(uri, "/api/disconnect") || !strcmp(uri, "/api/unsubscribe") ||
+        !strcmp(uri, "/api/subscribe") || !strcmp(uri, "/api/broadcast")) {
+        if (!post)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use POST");
+        return api_server_post(wsi, s, uri + 5);
+    }
     if (strcmp(uri, "/api/publish") != 0)
         return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such endpoint");
     if (!post)
@@ -422,7 +662,7 @@ static int routed(struct lws *wsi, struct http_session *s, int rc)
         return -1;
     if (s->responded)
         return finish(wsi, s);
-    if (!s->publishing && !s->hist_pending)
+    if (!s->publishing && !s->hist_pending && !s->admin && !s->bcast)
         return -1; /* nothing will answer: never leave a request hanging */
     s->wsi = wsi;
     pause_rx(wsi, s);

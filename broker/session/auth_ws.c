@@ -87,8 +87,20 @@ static const char *upgrade_token(struct lws *wsi, char *buf, size_t cap)
     return NULL;
 }
 
+static void attr_free(struct conn *c)
+{
+    free(c->auth.attr);
+    free(c->auth.attr_info);
+    c->auth.attr = c->auth.attr_info = NULL;
+}
+
 static void set_identity(struct conn *c, struct auth_claims *who)
 {
+    /* A refresh keeps the user (same sub) and the first info, as presence does. */
+    if (!c->auth.attr) {
+        c->auth.attr = codec_attr(who->user, NULL);
+        c->auth.attr_info = who->info ? codec_attr(who->user, who->info) : NULL;
+    }
     auth_claims_free(&c->auth.who);
     c->auth.who = *who;
     memset(who, 0, sizeof *who);
@@ -164,7 +176,17 @@ void auth_ws_closed(struct conn *c)
         lws_sul_cancel(&c->auth.timer);
     c->auth.timer_armed = false;
     auth_claims_free(&c->auth.who);
+    attr_free(c);
     c->auth.authenticated = false;
+}
+
+const char *auth_ws_attr(const struct conn *c, const char *ch, size_t len)
+{
+    if (!c->auth.attr)
+        return NULL;
+    if (c->auth.attr_info && config_ns_for(rt.cfg, ch, len)->publish_info)
+        return c->auth.attr_info;
+    return c->auth.attr;
 }
 
 /* ---------------------------------------------------------------- the ops */

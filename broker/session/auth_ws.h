@@ -22,6 +22,8 @@ struct conn;
 /* Embedded in each connection; zeroed by lws with the rest of it. */
 struct conn_auth {
     struct auth_claims who;       /* valid while authenticated */
+    char *attr;                   /* ,"user":SUB for this connection's msgs (codec_attr) */
+    char *attr_info;              /* the same with ,"info":INFO; NULL when the token has none */
     bool authenticated;
     bool need_auth;               /* tokenless with anonymous access off */
     bool timer_armed;
@@ -47,6 +49,10 @@ void auth_ws_closed(struct conn *c);
 
 /* The connection's claims, NULL while it is anonymous. */
 const struct auth_claims *auth_ws_who(const struct conn *c);
+/* What the node attests about the publisher in its msgs on channel ch
+ * (PROTOCOL.md 2.7: "user", and "info" in namespaces with publish_info),
+ * encoded once per connection and token; NULL while it is anonymous. */
+const char *auth_ws_attr(const struct conn *c, const char *ch, size_t len);
 
 /* Before any op (req NULL: a binary message): false when the request must
  * not be served (the connection is waiting for auth and was asked to close

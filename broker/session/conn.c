@@ -28,7 +28,40 @@ static struct conn *conns;        /* every established connection (utlist DL) */
 
 void conn_list_add(struct conn *c) { DL_PREPEND(conns, c); }
 
-void conn_list_remove(struct conn *c) { DL_DELETE(conns, c); }
+void conn_list_remove(struct conn *c)
+{
+    DL_DELETE(conns, c);
+    free(c->close_reason_owned);
+    c->close_reason_owned = NULL;
+}
+
+void conn_foreach(void (*fn)(struct conn *c, void *ud), void *ud)
+{
+    struct conn *c, *tmp;
+    DL_FOREACH_SAFE(conns, c, tmp)
+        fn(c, ud);
+}
+
+void conn_close_reason(struct conn *c, uint16_t code, const char *reason)
+{
+    if (c->closing)
+        return;
+    /* A close reason is at most 123 bytes (RFC 6455 5.5); cut at a UTF-8 boundary. */
+    size_t n = strlen(reason);
+    if (n > 123) {
+        n = 123;
+        while (n && ((unsigned char)reason[n] & 0xc0) == 0x80)
+            n--;
+    }
+    char *r = strndup(reason, n);
+    if (!r) {
+        conn_close_with(c, code, "", false);
+        return;
+    }
+    free(c->close_reason_owned);
+    c->close_reason_owned = r;
+    conn_close_with(c, code, r, false);
+}
 
 bool conn_list_empty(void) { return conns == NULL; }
 

@@ -58,7 +58,8 @@ struct conn {
     bool closing;                 /* close requested; accept nothing more */
     bool close_when_answered;     /* shutdown: close once no publish is in flight */
     uint16_t close_code;
-    const char *close_reason;     /* static string */
+    const char *close_reason;     /* static string, or close_reason_owned */
+    char *close_reason_owned;     /* conn_close_reason's copy; freed when unlisted */
 };
 
 /* Queues f (takes its own reference) and schedules the write; a queue over
@@ -76,6 +77,9 @@ void conn_err_channel(const char *ch, size_t len);
 /* Asks for an orderly close with code and reason once the queue has drained;
  * `drop` discards what is queued first (slow consumers). */
 void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool drop);
+/* conn_close_with for a reason built at run time (the server API's): the
+ * connection keeps a copy, cut to what a close frame can carry. */
+void conn_close_reason(struct conn *c, uint16_t code, const char *reason);
 /* Writes what is queued, as many frames per write as fit in a batch (from
  * the WRITEABLE callback or the end of a loop turn). -1 when the connection
  * failed. */
@@ -85,6 +89,9 @@ int conn_flush(struct conn *c);
 void conn_list_add(struct conn *c);
 void conn_list_remove(struct conn *c);
 bool conn_list_empty(void);
+/* Calls fn for every open connection (O(connections): server API calls
+ * only); fn may close c, which stays listed until its CLOSED. */
+void conn_foreach(void (*fn)(struct conn *c, void *ud), void *ud);
 /* Asks every open connection to close once its queue drains. */
 void conn_close_all(uint16_t code, const char *reason);
 /* The same for shutdown, except that a connection with publishes in flight

@@ -56,6 +56,7 @@ struct conn_call {
     bool has_id;
     long long id;
     bool is_history;
+    bool server;                  /* a server API subscribe: "subscribed", no ack */
     struct history_fetch hist;    /* is_history */
     struct mirror_wait wait;      /* a subscribe: */
     struct channel *ch;
@@ -99,15 +100,25 @@ static void ack_sub(struct conn *c, struct channel *ch, bool has_id, long long i
         channel_history_each(ch, since_seq, -1, now, queue_history_entry, c);
 }
 
+/* {"op":"subscribed","ch","epoch","seq"}: the server API subscribed c (PROTOCOL.md 6). */
+static void send_subscribed(struct conn *c, struct channel *ch)
+{
+    conn_send_json(c, json_pack("{s:s, s:s, s:s, s:I}", "op", "subscribed", "ch", ch->name, "epoch",
+                                ch->epoch, "seq", (json_int_t)ch->seq));
+}
+
 static void on_mirror_current(struct mirror_wait *w, enum chorus_err err, const char *msg)
 {
     struct conn_call *cc = w->ud;
     struct conn *c = cc->conn;
     struct channel *ch = cc->ch;
-    if (err == CHORUS_ERR__COUNT) {
+    if (err == CHORUS_ERR__COUNT && cc->server) {
+        send_subscribed(c, ch);
+    } else if (err == CHORUS_ERR__COUNT) {
         ack_sub(c, ch, cc->has_id, cc->id, cc->has_since, cc->since_epoch, cc->since_seq);
     } else {
-        conn_send_err(c, cc->has_id, cc->id, err, msg);
+        if (!cc->server)
+            conn_send_err(c, cc->has_id, cc->id, err, msg);
         struct sub *sub = channel_sub_find(&c->subs, ch);
         if (sub)
             channel_unsubscribe(sub, &c->subs); /* a join keeps ch pinned until it returns */
@@ -196,6 +207,55 @@ static void op_sub(struct conn *c, const struct codec_request *req)
     presence_join(c, ch);
 }
 
+/* ------------------------------------------------ the server API's (admin.c) */
+
+int ops_server_subscribe(struct conn *c, const char *name, size_t len)
+{
+    struct channel *ch = channel_find(name, len);
+    if (ch && channel_sub_find(&c->subs, ch))
+        return 0;
+    if (c->closing || c->subs.n >= (uint32_t)rt.cfg->max_channels_per_conn)
+        return -1;
+    if (!(ch = channel_get(name, len)))
+        return -1;
+    if (!channel_subscribe(ch, c, &c->subs)) {
+        channel_release(ch);
+        return -1;
+    }
+    presence_join(c, ch);
+    if (cluster_is_owner(name, len)) {
+        send_subscribed(c, ch);
+        return 1;
+    }
+    struct codec_request none = {0};
+    struct conn_call *cc = conn_call_new(c, &none);
+    if (cc) {
+        cc->server = true;
+        cc->ch = ch;
+        if (mirror_join(ch, &cc->wait, on_mirror_current, cc) == 0)
+            return 1;
+        conn_call_free(cc);
+    }
+    presence_leave(c, ch);
+    channel_unsubscribe(channel_sub_find(&c->subs, ch), &c->subs);
+    return -1;
+}
+
+int ops_server_unsubscribe(struct conn *c, const char *name, size_t len, const char *reason)
+{
+    struct channel *ch = channel_find(name, len);
+    struct sub *s = ch ? channel_sub_find(&c->subs, ch) : NULL;
+    if (!s)
+        return 0;
+    presence_leave(c, ch);
+    calls_cancel(c, ch);
+    /* The event is queued after every msg already queued, and none follows. */
+    conn_send_json(c, json_pack("{s:s, s:s, s:s}", "op", "unsubscribed", "ch", ch->name, "reason",
+                                reason));
+    channel_unsubscribe(s, &c->subs);
+    return 1;
+}
+
 /* {"op":"unsub","id"?,"ch"} -> ack {ch} | err not_subscribed */
 static void op_unsub(struct conn *c, const struct codec_request *req)
 {
@@ -264,7 +324,8 @@ void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size
     p->has_id = has_id;
     p->id = id;
     DL_PREPEND(c->pubs, p);
-    publish_submit(ch, len, data, data_len, binary, c->id, key, &p->w, pub_done, p);
+    publish_submit_as(ch, len, data, data_len, binary, c->id, auth_ws_attr(c, ch, len), key, &p->w,
+                      pub_done, p);
 }
 
 /* {"op":"pub","id"?,"ch","data","key"?} -> ack {ch,epoch,seq,duplicate?} once delivered */

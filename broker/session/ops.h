@@ -14,6 +14,13 @@ void ops_handle(struct conn *c, const char *buf, size_t len);
  * text, or the bytes of a binary message. */
 void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
                  const char *data, size_t data_len, bool binary, const char *key);
+/* Server API (PROTOCOL.md 6): subscribes c to a channel without the
+ * namespace's rules (the backend is trusted) and sends it "subscribed" once
+ * it is current; or unsubscribes it with "unsubscribed" and the reason.
+ * 1 when done (or started), 0 when there was nothing to do, -1 when it could
+ * not be done (max_channels_per_conn, memory). */
+int ops_server_subscribe(struct conn *c, const char *ch, size_t len);
+int ops_server_unsubscribe(struct conn *c, const char *ch, size_t len, const char *reason);
 /* Forgets the connection's requests in flight: publishes (they may still be
  * delivered), subscribes waiting for a mirror, history from an owner. */
 void ops_conn_closed(struct conn *c);

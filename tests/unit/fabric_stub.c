@@ -122,10 +122,10 @@ void cluster_on_tick(cluster_tick_fn *fn) { stub_tick = fn; }
 
 /* A single "n1" owns everything: nothing is forwarded. */
 int cluster_forward_publish(const char *ch, size_t len, const char *data, size_t data_len,
-                            uint8_t flags, const char *client, const char *key,
+                            uint8_t flags, const char *client, const char *attr, const char *key,
                             struct cluster_call *call, cluster_call_cb *cb, void *ud)
 {
-    (void)ch, (void)len, (void)data, (void)data_len, (void)flags, (void)client, (void)key;
+    (void)ch, (void)len, (void)data, (void)data_len, (void)flags, (void)client, (void)key, (void)attr;
     (void)call, (void)cb, (void)ud;
     return -1;
 }

@@ -843,10 +843,10 @@ static void test_encode_msg_raw_splices_data_unchanged(void **state)
 {
     (void)state;
     char out[256];
-    size_t n = codec_encode_msg_raw(out, sizeof out, "t", 1, 3, 9, NULL, "1.10", 4);
+    size_t n = codec_encode_msg_raw(out, sizeof out, "t", 1, 3, 9, NULL, NULL, "1.10", 4);
     assert_int_equal(n, strlen("{\"op\":\"msg\",\"ch\":\"t\",\"seq\":3,\"ts\":9,\"data\":1.10}"));
     assert_memory_equal(out, "{\"op\":\"msg\",\"ch\":\"t\",\"seq\":3,\"ts\":9,\"data\":1.10}", n);
-    assert_int_equal(codec_encode_msg_raw(out, 10, "t", 1, 3, 9, NULL, "1.10", 4), n);
+    assert_int_equal(codec_encode_msg_raw(out, 10, "t", 1, 3, 9, NULL, NULL, "1.10", 4), n);
 }
 
 static void test_encode_binmsg_is_header_length_header_then_bytes(void **state)
@@ -855,13 +855,44 @@ static void test_encode_binmsg_is_header_length_header_then_bytes(void **state)
     const char *head = "{\"op\":\"msg\",\"ch\":\"b\",\"seq\":7,\"ts\":5,\"client\":\"c1\"}";
     const unsigned char bytes[3] = {0, 0xff, 'x'};
     unsigned char out[128];
-    size_t n = codec_encode_binmsg(out, sizeof out, "b", 1, 7, 5, "c1", bytes, 3);
+    size_t n = codec_encode_binmsg(out, sizeof out, "b", 1, 7, 5, "c1", NULL, bytes, 3);
     size_t hl = strlen(head);
     assert_int_equal(n, 4 + hl + 3);
     assert_int_equal((size_t)out[0] << 24 | (size_t)out[1] << 16 | (size_t)out[2] << 8 | out[3], hl);
     assert_memory_equal(out + 4, head, hl);
     assert_memory_equal(out + 4 + hl, bytes, 3);
-    assert_int_equal(codec_encode_binmsg(out, 8, "b", 1, 7, 5, "c1", bytes, 3), n);
+    assert_int_equal(codec_encode_binmsg(out, 8, "b", 1, 7, 5, "c1", NULL, bytes, 3), n);
+}
+
+static void test_attested_user_goes_after_client_in_text_and_binary_msgs(void **state)
+{
+    (void)state;
+    json_t *info = json_pack("{s:s}", "name", "A\"nn");
+    char *attr = codec_attr("4\"2", info);
+    json_decref(info);
+    assert_non_null(attr);
+    assert_string_equal(attr, ",\"user\":\"4\\\"2\",\"info\":{\"name\":\"A\\\"nn\"}");
+    assert_true(codec_attr_valid(attr, strlen(attr)));
+    char out[256];
+    size_t n = codec_encode_msg_raw(out, sizeof out, "t", 1, 3, 9, "c1", attr, "1", 1);
+    json_t *m = json_loadb(out, n, 0, NULL);
+    assert_non_null(m);
+    assert_string_equal(json_string_value(json_object_get(m, "user")), "4\"2");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(m, "info"), "name")), "A\"nn");
+    assert_int_equal(json_integer_value(json_object_get(m, "data")), 1);
+    json_decref(m);
+    unsigned char bin[256];
+    n = codec_encode_binmsg(bin, sizeof bin, "b", 1, 7, 5, NULL, attr, (const unsigned char *)"xy", 2);
+    size_t hl = (size_t)bin[0] << 24 | (size_t)bin[1] << 16 | (size_t)bin[2] << 8 | bin[3];
+    assert_int_equal(n, 4 + hl + 2);
+    m = json_loadb((const char *)bin + 4, hl, 0, NULL);
+    assert_non_null(m);
+    assert_string_equal(json_string_value(json_object_get(m, "user")), "4\"2");
+    json_decref(m);
+    free(attr);
+    assert_false(codec_attr_valid(",\"data\":1", 9));
+    assert_false(codec_attr_valid("\"user\":\"x\"", 10));
+    assert_false(codec_attr_valid(",\"user\":\"x\"}, {", 15));
 }
 
 static void test_sync_item_round_trips_and_checks_its_length(void **state)
@@ -944,6 +975,7 @@ int main(void)
         cmocka_unit_test(test_error_codes_map_to_their_wire_strings_and_http_statuses),
         cmocka_unit_test(test_error_strings_are_distinct),
         cmocka_unit_test(test_out_of_range_error_code_is_internal_500),
+        cmocka_unit_test(test_attested_user_goes_after_client_in_text_and_binary_msgs),
     };
     return cmocka_run_group_tests_name("codec", tests, NULL, NULL);
 }
