@@ -17,6 +17,7 @@ struct frame *frame_new(size_t len)
     f->opcode = 0;
     f->alt = NULL;
     f->arrived_us = f->queued_us = 0;
+    f->obs_turn = f->obs_n = 0;
     frame_live++;
     return f;
 }

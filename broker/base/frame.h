@@ -28,6 +28,8 @@ struct frame {
                                        * received from its owner (runtime_mono_us); 0 for
                                        * replies and control frames, which are not timed */
     int64_t queued_us;                /* when its last fan-out queued it to subscribers */
+    uint32_t obs_turn;                /* session/latency.h: the write turn it was last counted in */
+    uint32_t obs_n;                   /* deliveries counted in that turn */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 

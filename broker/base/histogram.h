@@ -3,8 +3,8 @@
  * One bucket table serves every histogram: powers of two of 128 us, from
  * 128 us to 8.4 s, so an observation finds its bucket with one shift and a
  * count of leading zeros (no scan, no division, no clock read) and is two
- * additions. It runs once per delivery, in the write path (conn.c); the
- * exposition makes the counts cumulative. */
+ * additions. The write path (session/latency.h) adds a frame's deliveries of
+ * one loop turn at once; the exposition makes the counts cumulative. */
 #ifndef CHORUS_HISTOGRAM_H
 #define CHORUS_HISTOGRAM_H
 
@@ -18,15 +18,16 @@ struct histogram {
     uint64_t sum_us;
 };
 
-static inline void histogram_observe_us(struct histogram *h, int64_t us)
+/* Adds n observations of us microseconds. */
+static inline void histogram_observe_us_n(struct histogram *h, int64_t us, uint64_t n)
 {
     if (us < 0)
         us = 0; /* a frame stamped after the clock read of its write batch */
     uint64_t v = (uint64_t)(us > 0 ? us - 1 : 0) >> HISTOGRAM_SHIFT;
     /* bucket i holds (2^(i-1+SHIFT), 2^(i+SHIFT)] us; bucket 0 up to 2^SHIFT */
     int i = v ? 64 - __builtin_clzll(v) : 0;
-    h->counts[i < HISTOGRAM_BUCKETS ? i : HISTOGRAM_BUCKETS]++;
-    h->sum_us += (uint64_t)us;
+    h->counts[i < HISTOGRAM_BUCKETS ? i : HISTOGRAM_BUCKETS] += n;
+    h->sum_us += (uint64_t)us * n;
 }
 
 struct sbuf;

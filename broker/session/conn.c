@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "cluster.h"
 #include "frame.h"
+#include "latency.h"
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
@@ -118,14 +119,10 @@ void conn_watch_cluster(void) { cluster_on_tick(cutoff_tick); }
  * waits for WRITEABLE as before. */
 static lws_dll2_owner_t flush_list;
 static lws_sorted_usec_list_t flush_timer;
-/* The clock read once for every write of one flush_all() (0 outside it):
- * the latency histograms need no finer time than a loop turn. */
-static int64_t turn_now_us;
-
 static void flush_all(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
-    turn_now_us = runtime_mono_us();
+    latency_turn_begin();
     while (flush_list.head) {
         struct conn *c = lws_container_of(flush_list.head, struct conn, flush);
         lws_dll2_remove(&c->flush);
@@ -138,7 +135,7 @@ static void flush_all(lws_sorted_usec_list_t *sul)
         if (conn_flush(c) < 0)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
-    turn_now_us = 0;
+    latency_turn_end();
 }
 
 void conn_enqueue(struct conn *c, struct frame *f)
@@ -224,24 +221,11 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* ------------------------------------------------------------------ write */
 
-/* A message frame is about to reach the socket: its latencies go into the
- * histograms. The clock is read at most once per write batch, at its first
- * timed frame (*now is 0 until then), and not at all within flush_all(). */
-static void observe(const struct frame *f, int64_t *now)
-{
-    if (!f->arrived_us)
-        return;
-    if (!*now)
-        *now = runtime_mono_us();
-    histogram_observe_us(&metrics.delivery_latency, *now - f->arrived_us);
-    histogram_observe_us(&metrics.queue_wait, *now - f->queued_us);
-}
-
 int conn_flush(struct conn *c)
 {
     unsigned char *out = write_buf + LWS_PRE;
     size_t used = 0;
-    int64_t now = turn_now_us;
+    int64_t now = 0; /* latency.h: read at most once per batch */
     struct frame *f;
 
     while ((f = outq_peek(&c->q))) {
@@ -254,14 +238,14 @@ int conn_flush(struct conn *c)
                           f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
                 return -1;
             metrics.bytes_sent += h + f->len;
-            observe(f, &now);
+            latency_observe(f, &now);
             outq_pop(&c->q);
             break;
         }
         used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
         memcpy(out + used, frame_payload(f), f->len);
         used += f->len;
-        observe(f, &now);
+        latency_observe(f, &now);
         outq_pop(&c->q);
     }
     if (used) {
