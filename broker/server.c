@@ -65,7 +65,7 @@ static struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
-static struct lws_http_mount mounts[5];
+static struct lws_http_mount mounts[6];
 
 /* --workers: this worker's own SO_REUSEPORT listener, adopted as a raw fd;
  * each connection it accepts is handed to lws as if lws had accepted it.
@@ -242,7 +242,8 @@ int server_start(struct config *cfg)
     mount_files(&mounts[3], "/sdk", cfg->sdk_dir, "chorus.js", &mounts[4]);
     mounts[3].protocol = "chorus-sdk"; /* CORS, sdk_files.h */
     mounts[3].extra_mimetypes = sdk_files_mimetypes;
-    mount_files(&mounts[4], "/", cfg->static_dir, "index.html", NULL);
+    mount_callback(&mounts[4], "/admin", &mounts[5]); /* admin_page.h */
+    mount_files(&mounts[5], "/", cfg->static_dir, "index.html", NULL);
 
     memset(&info, 0, sizeof info);
     /* Workers listen themselves (SO_REUSEPORT, workers.h). */

@@ -55,6 +55,8 @@ static const struct opt opts[] = {
     {"bind", OPT_STR, F(bind), 0, "ADDR", 0, 0, "address to listen on", "0.0.0.0"},
     {"api-key", OPT_STR, F(api_key), 0, "KEY", 0, 0,
      "key for POST /api/publish; without one the HTTP publish API is disabled", NULL},
+    {"admin-secret", OPT_STR, F(admin_secret), 0, "SECRET", 0, 0,
+     "password of the read-only /admin page (HTTP Basic); without one /admin is disabled", NULL},
     {"config", OPT_STR, F(config_file), 0, "FILE", 0, 0, "JSON config file (keys as below, with '_')", NULL},
     {"node-id", OPT_STR, F(node_id), 0, "ID", 0, 0, "this node's id (default: host name)", NULL},
     {"static-dir", OPT_STR, F(static_dir), 0, "DIR", 0, 0, "files served at / (default: the demo)", NULL},
@@ -494,7 +496,7 @@ static const struct {
     {"General", "config node-id log-level event-loop workers "},
     {"Listening and serving", "port bind tls-cert tls-key allowed-origin static-dir sdk-dir "
                               "max-header-bytes trusted-proxy "},
-    {"Authentication and permissions", "api-key jwt-secret jwt-public-key jwt-leeway "
+    {"Authentication and permissions", "api-key admin-secret jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
                "max-queue-bytes max-queue-frames max-pub-rate pub-burst max-pub-rate-user "
@@ -677,7 +679,7 @@ static int check_deep(const struct config *cfg)
 /* Printed by --check-config as "<set>" when set: never echo a secret. */
 static bool is_secret(const char *name)
 {
-    return !strcmp(name, "api-key") || !strcmp(name, "jwt-secret") ||
+    return !strcmp(name, "api-key") || !strcmp(name, "admin-secret") || !strcmp(name, "jwt-secret") ||
            !strcmp(name, "cluster-curve-secret");
 }
 
@@ -892,6 +894,11 @@ int config_load(struct config *cfg, int argc, char **argv)
                         "(no connection could ever authenticate)\n");
         goto out;
     }
+    if (cfg->admin_secret && cfg->api_key && !strcmp(cfg->admin_secret, cfg->api_key)) {
+        fprintf(stderr, "chorusd: --admin-secret must differ from --api-key (the admin page is "
+                        "read-only; the API key publishes)\n");
+        goto out;
+    }
     struct trusted_nets nets;
     char err[200];
     if (trusted_nets_parse(&nets, cfg->trusted_proxy, cfg->n_trusted_proxy, err, sizeof err) < 0) {
@@ -920,6 +927,7 @@ void config_free(struct config *cfg)
 {
     free(cfg->bind);
     free(cfg->api_key);
+    free(cfg->admin_secret);
     free(cfg->config_file);
     free(cfg->node_id);
     free(cfg->static_dir);

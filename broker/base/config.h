@@ -52,6 +52,7 @@ struct config {
     int port;
     char *bind;
     char *api_key;
+    char *admin_secret;           /* HTTP Basic password of /admin (admin_page.h); NULL: disabled */
     char *config_file;
     char *node_id;
     char *static_dir;

@@ -16,6 +16,8 @@ struct frame *frame_new(size_t len)
     f->binary = false;
     f->opcode = 0;
     f->alt = NULL;
+    f->arrived_us = f->queued_us = 0;
+    f->obs_turn = f->obs_n = 0;
     frame_live++;
     return f;
 }

@@ -24,6 +24,12 @@ struct frame {
     uint8_t opcode;                   /* a control frame's opcode (FRAME_OP_PING); 0 for data */
     struct frame *alt;                /* binary: its JSON form for history replies, made on
                                        * demand by history.c; one reference, dropped with f */
+    int64_t arrived_us;               /* a channel message: when it was sequenced here or
+                                       * received from its owner (runtime_mono_us); 0 for
+                                       * replies and control frames, which are not timed */
+    int64_t queued_us;                /* when its last fan-out queued it to subscribers */
+    uint32_t obs_turn;                /* session/latency.h: the write turn it was last counted in */
+    uint32_t obs_n;                   /* deliveries counted in that turn */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 

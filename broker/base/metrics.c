@@ -2,12 +2,16 @@
 #include "metrics.h"
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "frame.h"
+#include "procstat.h"
+#include "runtime.h"
 
 struct metrics metrics;
 
@@ -42,47 +46,66 @@ void metrics_http_request(const char *path, int status)
     }
 }
 
-static void (*extra_render)(struct sbuf *b);
+static struct ns_metrics ns_rows[METRICS_NS_MAX];
+static int ns_used;
 
-void metrics_set_extra(void (*render)(struct sbuf *b)) { extra_render = render; }
-
-void put(struct sbuf *b, const char *fmt, ...)
+struct ns_metrics *metrics_ns(const char *name)
 {
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0)
-            return;
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
+    for (int i = 0; i < ns_used; i++)
+        if (!strcmp(ns_rows[i].name, name))
+            return &ns_rows[i];
+    if (ns_used == METRICS_NS_MAX - 1) {
+        struct ns_metrics *other = &ns_rows[METRICS_NS_MAX - 1];
+        snprintf(other->name, sizeof other->name, "_other");
+        return other;
+    }
+    snprintf(ns_rows[ns_used].name, sizeof ns_rows[ns_used].name, "%s", name);
+    return &ns_rows[ns_used++];
+}
+
+static void render_ns(struct sbuf *b)
+{
+    static const struct {
+        const char *name, *type, *help;
+        size_t off;
+        bool gauge;
+    } fams[] = {
+        {"chorus_namespace_published_total", "counter", "Messages sequenced on this node (as owner), by namespace.",
+         offsetof(struct ns_metrics, published), false},
+        {"chorus_namespace_delivered_total", "counter", "msg frames queued to subscribers, by namespace.",
+         offsetof(struct ns_metrics, delivered), false},
+        {"chorus_namespace_subscriptions", "gauge", "Subscriptions, by namespace.",
+         offsetof(struct ns_metrics, subscriptions), true},
+        {"chorus_namespace_errors_total", "counter", "err replies to ops on the namespace's channels.",
+         offsetof(struct ns_metrics, errors), false},
+    };
+    /* Every configured namespace has its series from the start, before its
+     * first channel, so that rate() and absent-series alerts see zeros. */
+    if (rt.cfg) {
+        metrics_ns(rt.cfg->default_ns.name);
+        for (int i = 0; i < rt.cfg->n_namespaces; i++)
+            metrics_ns(rt.cfg->namespaces[i].name);
+    }
+    int rows = ns_rows[METRICS_NS_MAX - 1].name[0] ? METRICS_NS_MAX : ns_used;
+    for (size_t f = 0; f < sizeof fams / sizeof fams[0]; f++) {
+        family(b, fams[f].name, fams[f].type, fams[f].help);
+        for (int i = 0; i < rows; i++) {
+            const char *v = (const char *)&ns_rows[i] + fams[f].off;
+            if (!ns_rows[i].name[0] && i >= ns_used)
+                continue;
+            if (fams[f].gauge)
+                put(b, "%s{namespace=\"%s\"} %lld\n", fams[f].name, ns_rows[i].name,
+                    (long long)*(const int64_t *)(const void *)v);
+            else
+                put(b, "%s{namespace=\"%s\"} %llu\n", fams[f].name, ns_rows[i].name,
+                    (unsigned long long)*(const uint64_t *)(const void *)v);
         }
-        size_t ncap = b->cap * 2 + (size_t)n;
-        char *np = realloc(b->p, ncap);
-        if (!np)
-            return;
-        b->p = np;
-        b->cap = ncap;
     }
 }
 
-void family(struct sbuf *b, const char *name, const char *type, const char *help)
-{
-    put(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
-}
+static void (*extra_render)(struct sbuf *b);
 
-static long rss_bytes(void)
-{
-    long pages_total, pages_rss;
-    FILE *f = fopen("/proc/self/statm", "r");
-    if (!f)
-        return 0;
-    int ok = fscanf(f, "%ld %ld", &pages_total, &pages_rss) == 2;
-    fclose(f);
-    return ok ? pages_rss * sysconf(_SC_PAGESIZE) : 0;
-}
+void metrics_set_extra(void (*render)(struct sbuf *b)) { extra_render = render; }
 
 size_t metrics_render(char **out, const char *node_id)
 {
@@ -154,10 +177,17 @@ size_t metrics_render(char **out, const char *node_id)
     for (int i = 0; i < HTTP_ROWS && http_rows[i].n; i++)
         put(&b, "chorus_http_requests_total{path=\"%s\",status=\"%d\"} %llu\n", http_rows[i].path,
             http_rows[i].status, (unsigned long long)http_rows[i].n);
+    histogram_render(&b, "chorus_delivery_latency_seconds",
+                     "From a message's arrival on this node (sequenced here, or received from its owner) "
+                     "to its frame being handed to a subscriber's socket.",
+                     &metrics.delivery_latency);
+    histogram_render(&b, "chorus_queue_wait_seconds",
+                     "Time a message frame waited in a subscriber's outbound queue before being handed to its socket.",
+                     &metrics.queue_wait);
+    render_ns(&b);
     if (extra_render)
         extra_render(&b);
-    family(&b, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");
-    put(&b, "process_resident_memory_bytes %ld\n", rss_bytes());
+    procstat_render(&b);
 
     *out = b.p;
     return b.len;

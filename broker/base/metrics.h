@@ -10,6 +10,8 @@
 
 #include "envelope.h"
 #include "errors.h"
+#include "expo.h"
+#include "histogram.h"
 
 enum reject_reason { REJECT_ORIGIN, REJECT_PATH, REJECT_MAX_CONNECTIONS, REJECT_SHUTDOWN,
                      REJECT_AUTH, REJECT_IP_LIMIT, REJECT_STARTING, REJECT__COUNT };
@@ -57,20 +59,32 @@ struct metrics {
     uint64_t gaps_detected;
     uint64_t gaps_repaired;
     uint64_t gaps_unrepaired;
+
+    /* latency (conn.c, from the stamps channel.c and the engine put on message frames) */
+    struct histogram delivery_latency;   /* received or sequenced here -> handed to the socket */
+    struct histogram queue_wait;         /* queued for the subscriber -> handed to the socket */
 };
 
 extern struct metrics metrics;
 
+/* Per-namespace counters. Namespaces come from the configuration, so the
+ * label's values are bounded; past METRICS_NS_MAX distinct names (a reload
+ * that keeps adding them) every further one shares the row "_other". */
+#define METRICS_NS_MAX 64
+struct ns_metrics {
+    char name[64];                       /* "" for channels without a configured namespace */
+    uint64_t published;                  /* messages sequenced here as the channel's owner */
+    uint64_t delivered;                  /* msg frames queued to subscribers here */
+    int64_t subscriptions;
+    uint64_t errors;                     /* err replies to ops on its channels */
+};
+/* The row for namespace `name`, made on first use; never NULL. Look it up
+ * once per channel (channel.c keeps it), not per message. */
+struct ns_metrics *metrics_ns(const char *name);
+
 /* Appends an HTTP API request to the per-path/status counters. */
 void metrics_http_request(const char *path, int status);
 
-/* A growing text buffer for the exposition. */
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-void put(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void family(struct sbuf *b, const char *name, const char *type, const char *help);
 /* Lets a module that is not always linked (the cluster) add its families. */
 void metrics_set_extra(void (*render)(struct sbuf *b));
 

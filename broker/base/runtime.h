@@ -31,5 +31,7 @@ int64_t runtime_now_ms(void);
  * wall-clock step must not stretch. It keeps running while the process is
  * stopped (SIGSTOP), so a resumed node sees how long it was gone. */
 int64_t runtime_mono_ms(void);
+/* The same clock in microseconds: latency metrics (frame.h's stamps). */
+int64_t runtime_mono_us(void);
 
 #endif

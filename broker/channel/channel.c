@@ -7,6 +7,7 @@
 #include "frame.h"
 #include "keys.h"
 #include "metrics.h"
+#include "runtime.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -199,6 +200,7 @@ struct channel *channel_get(const char *name, size_t len)
     ch->name[len] = '\0';
     ch->len = len;
     ch->ns = config_ns_for(cfg, name, len);
+    ch->nsm = metrics_ns(ch->ns->name);
     new_epoch(ch);
     HASH_ADD_KEYPTR(hh, registry, ch->name, ch->len, ch);
     metrics.channels++;
@@ -249,6 +251,7 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
     list->n++;
     idle_unlink(ch);
     metrics.subscriptions++;
+    ch->nsm->subscriptions++;
     if (ch->nsubs == 1 && hooks.interest)
         hooks.interest(ch, true);
     return s;
@@ -264,6 +267,7 @@ void channel_unsubscribe(struct sub *s, struct sub_list *list)
     list->n--;
     free(s);
     metrics.subscriptions--;
+    ch->nsm->subscriptions--;
     /* A big room that emptied gives its array back. */
     if (ch->nsubs == 0 && ch->subs_cap > 64) {
         free(ch->subs);
@@ -290,6 +294,20 @@ static void fanout(struct channel *ch, struct frame *f)
     channel_deliver_fn *fn = deliver;
     for (uint32_t i = 0; i < ch->nsubs; i++)
         fn(ch->subs[i]->conn, f);
+}
+
+/* A message's fan-out: its frame is stamped for the latency histograms
+ * (conn.c observes them when it writes the frame), one clock read per
+ * message however many subscribers it has. */
+static void fanout_msg(struct channel *ch, struct frame *f)
+{
+    ch->nsm->delivered += ch->nsubs;
+    if (!ch->nsubs)
+        return;
+    f->queued_us = runtime_mono_us();
+    if (!f->arrived_us)
+        f->arrived_us = f->queued_us;
+    fanout(ch, f);
 }
 
 static void clear_history(struct channel *ch)
@@ -354,7 +372,7 @@ enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t 
     ch->seq = seq;
     hist_expire(ch, ts_ms);
     hist_push(ch, f, seq, ts_ms);
-    fanout(ch, f);
+    fanout_msg(ch, f);
     metrics.delivered += ch->nsubs;
     return APPLY_OK;
 }
@@ -464,6 +482,8 @@ int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool
         codec_encode_msg_raw((char *)frame_payload(f), need, ch->name, ch->len, seq, now_ms, client,
                              attr, data, data_len);
     f->binary = binary;
+    f->arrived_us = runtime_mono_us();
+    ch->nsm->published++;
     ch->assigned = seq;
     *out = f;
     *seq_out = seq;
@@ -475,7 +495,7 @@ void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t 
     ch->seq = seq;
     hist_expire(ch, ts_ms);
     hist_push(ch, f, seq, ts_ms);
-    fanout(ch, f);
+    fanout_msg(ch, f);
     metrics.delivered += ch->nsubs;
     if (hooks.sequenced)
         hooks.sequenced(ch, f, seq, ts_ms);

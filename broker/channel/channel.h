@@ -24,6 +24,7 @@ struct chan_sync;
 struct chan_repl;
 struct key_entry;
 struct held_msg;
+struct ns_metrics;
 
 /* A channel's epoch travels in cluster envelopes and comes back from clients
  * in `since`, so its bound is the envelope's (with room for the NUL here). */
@@ -57,6 +58,7 @@ struct channel {
     char *name;                          /* NUL-terminated, validated */
     size_t len;
     const struct ns_opts *ns;            /* read-only, owned by the config */
+    struct ns_metrics *nsm;              /* its namespace's counters (metrics.h) */
     char epoch[CHANNEL_EPOCH_MAX];
     uint64_t seq;                        /* last sequence number delivered */
     uint64_t assigned;                   /* last handed out; > seq while replication is pending */

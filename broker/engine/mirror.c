@@ -183,6 +183,7 @@ static bool hold_repl(struct channel *ch, const struct envelope *env, const unsi
         return false;
     }
     h->f->binary = env->flags & ENV_FLAG_BINARY;
+    h->f->arrived_us = runtime_mono_us();
     h->env = *env;
     snprintf(h->key, sizeof h->key, "%s", key);
     DL_APPEND(s->held, h);
@@ -346,6 +347,7 @@ static void on_msg(struct channel *ch, const struct envelope *env, const unsigne
     if (!f)
         return;
     f->binary = env->flags & ENV_FLAG_BINARY;
+    f->arrived_us = runtime_mono_us();
     if (delivered)
         tail_show_upto(ch, env->epoch, env->seq - 1);
     enum apply_result r = channel_apply(ch, env->epoch, env->seq, env->ts_ms, f);
@@ -459,6 +461,7 @@ static void on_repl(const struct cluster_part *topic, const struct envelope *env
     struct frame *f = frame_from(parts[1].data, parts[1].len);
     if (f) {
         f->binary = env->flags & ENV_FLAG_BINARY;
+        f->arrived_us = runtime_mono_us();
         backup_apply(ch, env, f, key);
         frame_unref(f);
     }

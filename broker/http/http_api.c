@@ -15,6 +15,7 @@
  * lws' buffer. Requests with a body are answered only once the body is read,
  * so the next request always starts where lws thinks it does. */
 #include "http_api.h"
+#include "admin_page.h"
 #include "admin.h"
 #include "channel.h"
 #include "cluster.h"
@@ -51,6 +52,8 @@ struct http_session {
     bool rx_paused;             /* input held back until the answer is out */
     bool in_request;            /* inside this request's own lws callback */
     bool waits_for_body;        /* answered at BODY_COMPLETION */
+    bool admin_ok;              /* /admin/api/...: the admin secret stands in for the API key */
+    const char *challenge;      /* WWW-Authenticate of a 401 (static string) */
     struct admin_call *admin;   /* a server API call waiting for the other nodes */
     struct broadcast *bcast;    /* POST /api/broadcast's publishes in flight */
 };
@@ -95,6 +98,10 @@ static int respond(struct lws *wsi, struct http_session *s, int status, const ch
         return -1;
     if (lws_add_http_header_by_name(wsi, (const unsigned char *)"cache-control:",
                                     (const unsigned char *)"no-store", 8, &p, end))
+        return -1;
+    if (s->challenge && lws_add_http_header_by_name(wsi, (const unsigned char *)"www-authenticate:",
+                                                    (const unsigned char *)s->challenge,
+                                                    (int)strlen(s->challenge), &p, end))
         return -1;
     if (lws_finalize_write_http_header(wsi, start, &p, end))
         return -1;
@@ -434,7 +441,7 @@ static int admin_start_call(struct lws *wsi, struct http_session *s, json_t *req
  * GET /api/channels?prefix=P&limit=N -> {"channels":[{"ch","subscribers"}],"missing","truncated"?} */
 static int api_server_get(struct lws *wsi, struct http_session *s, const char *op)
 {
-    int status = check_api_key(wsi);
+    int status = s->admin_ok ? 0 : check_api_key(wsi);
     if (status)
         return respond_auth_failure(wsi, s, status);
     json_t *req = json_pack("{s:s}", "op", op);
@@ -449,6 +456,37 @@ static int api_server_get(struct lws *wsi, struct http_session *s, const char *o
     if (!req)
         return respond_err(wsi, s, CHORUS_ERR_UNAVAILABLE, "out of memory");
     return admin_start_call(wsi, s, req);
+}
+
+/* GET /admin[/...] (admin_page.h): the page's files and its read-only views
+ * of the server API, behind the admin secret. */
+static int admin_page(struct lws *wsi, struct http_session *s, const char *uri)
+{
+    char *body;
+    size_t len;
+    const char *ctype;
+    switch (admin_page_route(wsi, uri)) {
+    case ADMIN_PAGE_DISABLED:
+        return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND,
+                           "the admin page is disabled: start chorusd with --admin-secret");
+    case ADMIN_PAGE_UNAUTHORIZED:
+        s->challenge = ADMIN_PAGE_CHALLENGE;
+        return respond_err(wsi, s, CHORUS_ERR_UNAUTHORIZED,
+                           "the admin page needs the admin secret as the HTTP Basic password");
+    case ADMIN_PAGE_INFO:
+    case ADMIN_PAGE_CHANNELS:
+        s->admin_ok = true;
+        return api_server_get(wsi, s, strrchr(uri, '/') + 1);
+    case ADMIN_PAGE_FILE:
+        if (admin_page_file(uri, &body, &len, &ctype) < 0)
+            return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "the admin page's files are missing");
+        int rc = respond(wsi, s, 200, ctype, body, len);
+        free(body);
+        return rc;
+    case ADMIN_PAGE_NOT_FOUND:
+        break;
+    }
+    return respond_err(wsi, s, CHORUS_ERR_NOT_FOUND, "no such admin page");
 }
 
 /* POST /api/broadcast {"channels":[..],"data","key"?,"user"?,"info"?}
@@ -620,6 +658,11 @@ static int route(struct lws *wsi, struct http_session *s)
     bool get = lws_hdr_total_length(wsi, WSI_TOKEN_GET_URI) > 0;
     const char *uri = s->path;
 
+    if (admin_page_owns(uri)) {
+        if (!get)
+            return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");
+        return admin_page(wsi, s, uri);
+    }
     if (!strcmp(uri, "/healthz") || !strcmp(uri, "/metrics")) {
         if (!get)
             return respond_err(wsi, s, CHORUS_ERR_METHOD_NOT_ALLOWED, "use GET");

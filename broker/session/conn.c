@@ -12,6 +12,7 @@
 #include "conn.h"
 #include "cluster.h"
 #include "frame.h"
+#include "latency.h"
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
@@ -118,10 +119,10 @@ void conn_watch_cluster(void) { cluster_on_tick(cutoff_tick); }
  * waits for WRITEABLE as before. */
 static lws_dll2_owner_t flush_list;
 static lws_sorted_usec_list_t flush_timer;
-
 static void flush_all(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
+    latency_turn_begin();
     while (flush_list.head) {
         struct conn *c = lws_container_of(flush_list.head, struct conn, flush);
         lws_dll2_remove(&c->flush);
@@ -134,6 +135,7 @@ static void flush_all(lws_sorted_usec_list_t *sul)
         if (conn_flush(c) < 0)
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
     }
+    latency_turn_end();
 }
 
 void conn_enqueue(struct conn *c, struct frame *f)
@@ -179,9 +181,22 @@ void conn_send_json(struct conn *c, json_t *j)
     }
 }
 
+/* The channel of the op being answered, for the per-namespace error count;
+ * its namespace is looked up only when an error is sent. */
+static const char *err_ch;
+static size_t err_ch_len;
+
+void conn_err_channel(const char *ch, size_t len)
+{
+    err_ch = ch;
+    err_ch_len = len;
+}
+
 void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err code,
                    const char *msg)
 {
+    if (err_ch)
+        metrics_ns(config_ns_for(rt.cfg, err_ch, err_ch_len)->name)->errors++;
     json_t *j = json_pack("{s:s, s:s, s:s}", "op", "err", "code", chorus_err_str(code), "msg", msg);
     if (j && has_id)
         json_object_set_new(j, "id", json_integer(id));
@@ -210,6 +225,7 @@ int conn_flush(struct conn *c)
 {
     unsigned char *out = write_buf + LWS_PRE;
     size_t used = 0;
+    int64_t now = 0; /* latency.h: read at most once per batch */
     struct frame *f;
 
     while ((f = outq_peek(&c->q))) {
@@ -222,12 +238,14 @@ int conn_flush(struct conn *c)
                           f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
                 return -1;
             metrics.bytes_sent += h + f->len;
+            latency_observe(f, &now);
             outq_pop(&c->q);
             break;
         }
         used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
         memcpy(out + used, frame_payload(f), f->len);
         used += f->len;
+        latency_observe(f, &now);
         outq_pop(&c->q);
     }
     if (used) {

@@ -71,6 +71,9 @@ void conn_send_json(struct conn *c, json_t *j);
 /* Queues an err reply; id is included when has_id. */
 void conn_send_err(struct conn *c, bool has_id, long long id, enum chorus_err code,
                    const char *msg);
+/* Errors sent until the next call count against channel ch's namespace
+ * (ch NULL: none); ch must stay valid until then. */
+void conn_err_channel(const char *ch, size_t len);
 /* Asks for an orderly close with code and reason once the queue has drained;
  * `drop` discards what is queued first (slow consumers). */
 void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool drop);

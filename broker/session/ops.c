@@ -291,7 +291,9 @@ static void pub_done(struct pub_wait *w, enum chorus_err err, const char *msg, c
     struct conn_pub *p = w->ud;
     conn_pub_unlink(p);
     if (err != CHORUS_ERR__COUNT) {
+        conn_err_channel(w->ch, strlen(w->ch));
         conn_send_err(p->conn, p->has_id, p->id, err, msg);
+        conn_err_channel(NULL, 0);
     } else {
         metrics.published_ws++;
         if (p->has_id) {
@@ -407,6 +409,7 @@ void ops_handle(struct conn *c, const char *buf, size_t len)
         codec_request_free(&req);
         return;
     }
+    conn_err_channel(req.ch, req.ch_len);
     switch (req.op) {
     case CODEC_OP_SUB: op_sub(c, &req); break;
     case CODEC_OP_UNSUB: op_unsub(c, &req); break;
@@ -416,5 +419,6 @@ void ops_handle(struct conn *c, const char *buf, size_t len)
     case CODEC_OP_PING: op_ping(c, &req); break;
     case CODEC_OP_AUTH: auth_ws_op(c, &req); break;
     }
+    conn_err_channel(NULL, 0);
     codec_request_free(&req);
 }
