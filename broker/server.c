@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "ws.h"
 #include "http_api.h"
+#include "httpc.h"
 #include "sdk_files.h"
 #include "log.h"
 #include "metrics.h"
@@ -61,6 +62,7 @@ static struct lws_protocols protocols[] = {
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-raft", consensus_lws_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
+    {"chorus-httpc", httpc_lws_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
@@ -329,6 +331,16 @@ int server_start(struct config *cfg)
     shardsync_start();
     presence_start();
     conn_watch_cluster();
+    /* The backend hooks' HTTP client; the answers it waits for are bounded
+     * by max_frame_bytes plus room for the envelope. */
+    if ((cfg->proxy_connect || cfg->proxy_subscribe || cfg->proxy_publish || cfg->webhook ||
+         cfg->n_namespaces) &&
+        httpc_start(rt.ctx, rt.vh, cfg->hook_max_connections, (size_t)cfg->max_frame_bytes * 2 + 4096) < 0) {
+        cluster_stop();
+        lws_context_destroy(rt.ctx);
+        rt.ctx = NULL;
+        return -1;
+    }
     if (keepalive_start() < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);
@@ -470,6 +482,8 @@ void server_stop(void)
     owner_stop();
     lws_context_destroy(rt.ctx);
     rt.ctx = NULL;
+    /* After the connections' CLOSED, which cancel their own hooks. */
+    httpc_stop();
     keepalive_free();
     channel_registry_free();
     presence_free();

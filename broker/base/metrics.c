@@ -1,5 +1,6 @@
 /* metrics.c - Prometheus text exposition (format 0.0.4) of struct metrics. */
 #include "metrics.h"
+#include "hookstats.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -153,6 +154,7 @@ size_t metrics_render(char **out, const char *node_id)
     for (int i = 0; i < HTTP_ROWS && http_rows[i].n; i++)
         put(&b, "chorus_http_requests_total{path=\"%s\",status=\"%d\"} %llu\n", http_rows[i].path,
             http_rows[i].status, (unsigned long long)http_rows[i].n);
+    hookstats_render(&b);
     if (extra_render)
         extra_render(&b);
     family(&b, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");

@@ -14,6 +14,9 @@ void ops_handle(struct conn *c, const char *buf, size_t len);
  * text, or the bytes of a binary message. */
 void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
                  const char *data, size_t data_len, bool binary, const char *key);
+/* Subscribes c to ch as a backend asked (the connect hook): no rule is
+ * checked and no ack is sent. */
+void ops_server_subscribe(struct conn *c, const char *ch, size_t len);
 /* Forgets the connection's requests in flight: publishes (they may still be
  * delivered), subscribes waiting for a mirror, history from an owner. */
 void ops_conn_closed(struct conn *c);
