@@ -36,6 +36,12 @@ class Backend:
             def log_message(self, *a):
                 pass
 
+            def handle(self):
+                try:
+                    super().handle()
+                except OSError:
+                    pass  # chorusd closed a kept-alive connection (timeout, exit)
+
             def do_POST(self):
                 n = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(n)
