@@ -18,6 +18,8 @@
 #include "ws.h"
 #include "http_api.h"
 #include "httpc.h"
+#include "webhook.h"
+#include "occupancy.h"
 #include "sdk_files.h"
 #include "log.h"
 #include "metrics.h"
@@ -205,6 +207,15 @@ static void raise_fd_limit(int want)
                  (unsigned long long)rl.rlim_cur, want);
 }
 
+/* Does any hook or webhook need the HTTP client? */
+static bool hooks_wanted(const struct config *cfg)
+{
+    bool any = cfg->proxy_connect || cfg->proxy_subscribe || cfg->proxy_publish || cfg->webhook;
+    for (int i = 0; i < cfg->n_namespaces; i++)
+        any = any || cfg->namespaces[i].proxy_subscribe || cfg->namespaces[i].proxy_publish;
+    return any;
+}
+
 int server_start(struct config *cfg)
 {
     struct lws_context_creation_info info;
@@ -333,14 +344,20 @@ int server_start(struct config *cfg)
     conn_watch_cluster();
     /* The backend hooks' HTTP client; the answers it waits for are bounded
      * by max_frame_bytes plus room for the envelope. */
-    if ((cfg->proxy_connect || cfg->proxy_subscribe || cfg->proxy_publish || cfg->webhook ||
-         cfg->n_namespaces) &&
+    if (hooks_wanted(cfg) &&
         httpc_start(rt.ctx, rt.vh, cfg->hook_max_connections, (size_t)cfg->max_frame_bytes * 2 + 4096) < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);
         rt.ctx = NULL;
         return -1;
     }
+    if (webhook_start(rt.ctx, cfg) < 0) {
+        cluster_stop();
+        lws_context_destroy(rt.ctx);
+        rt.ctx = NULL;
+        return -1;
+    }
+    occupancy_start();
     if (keepalive_start() < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);
@@ -484,6 +501,8 @@ void server_stop(void)
     rt.ctx = NULL;
     /* After the connections' CLOSED, which cancel their own hooks. */
     httpc_stop();
+    webhook_stop();
+    occupancy_stop();
     keepalive_free();
     channel_registry_free();
     presence_free();

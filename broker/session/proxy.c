@@ -101,7 +101,7 @@ static bool post(struct proxy_call *p, const char *url, json_t *j, const char *r
         if (!body)
             return false;
     }
-    p->started_ms = runtime_now_ms();
+    p->started_ms = runtime_mono_ms();
     p->req = httpc_post(url, body, blen, NULL, rt.cfg->proxy_timeout_ms, on_answer, p);
     free(body);
     if (!p->req)
@@ -261,7 +261,7 @@ static void on_answer(void *ud, long status, const char *body, size_t len, const
         keep = true;
     }
     if (out == HOOK_FAILED) {
-        bool timed_out = !status && runtime_now_ms() - p->started_ms >= rt.cfg->proxy_timeout_ms - 5;
+        bool timed_out = !status && runtime_mono_ms() - p->started_ms >= rt.cfg->proxy_timeout_ms - 5;
         out = timed_out ? HOOK_TIMEOUT : HOOK_FAILED;
         log_warn("event=proxy_hook_failed kind=%d client=%s status=%ld error=\"%s\"", (int)p->kind,
                  c->id, status, err ? err : (ans ? "unexpected answer" : "answer is not JSON"));
