@@ -1,4 +1,4 @@
-/* webhook.h - events for the backend (--webhook, PROTOCOL.md 10.2):
+/* webhook.h - events for the backend (--webhook, PROTOCOL.md 11.2):
  * queued in a bounded queue, POSTed in batches as {"events":[...]}, signed
  * with HMAC-SHA256 (X-Chorus-Signature), retried with backoff.
  *

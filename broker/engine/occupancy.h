@@ -1,5 +1,5 @@
 /* occupancy.h - channel_occupied and channel_vacated webhooks, once per
- * cluster (PROTOCOL.md 10.2). */
+ * cluster (PROTOCOL.md 11.2). */
 #ifndef CHORUS_OCCUPANCY_H
 #define CHORUS_OCCUPANCY_H
 

@@ -2,7 +2,7 @@
  *
  * The request is JSON about the connection (client id, user, IP, node) and
  * the op; the answer is one of {"result":{...}}, {"error":{code,message}}
- * or {"disconnect":{code,reason}} (PROTOCOL.md 10.1). Everything else - no
+ * or {"disconnect":{code,reason}} (PROTOCOL.md 11.1). Everything else - no
  * answer, a non-2xx status, a body that is not one of those - refuses. */
 #include "proxy.h"
 #include "auth_ws.h"

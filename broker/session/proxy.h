@@ -1,4 +1,4 @@
-/* proxy.h - synchronous backend hooks (PROTOCOL.md 10.1): before a
+/* proxy.h - synchronous backend hooks (PROTOCOL.md 11.1): before a
  * connection is greeted, a sub is served or a pub is sequenced, the node
  * POSTs a description to the backend named by --proxy-connect,
  * --proxy-subscribe or --proxy-publish (or the namespace's own) and goes on

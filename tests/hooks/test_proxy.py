@@ -1,4 +1,4 @@
-"""Proxy hooks (PROTOCOL.md 10.1): the node asks a backend before a
+"""Proxy hooks (PROTOCOL.md 11.1): the node asks a backend before a
 connection is greeted, a sub is served or a pub is sequenced, and goes on
 only when the backend allows; a backend that refuses, is down or is slower
 than --proxy-timeout refuses (fail closed) while the node keeps serving

@@ -1,4 +1,4 @@
-"""Webhooks on one node (PROTOCOL.md 10.2): channel_occupied/vacated and
+"""Webhooks on one node (PROTOCOL.md 11.2): channel_occupied/vacated and
 member_added/removed reach the receiver in signed batches, and a receiver
 answering 500 gets the same events again, with backoff, until it takes them."""
 

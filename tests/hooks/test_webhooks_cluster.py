@@ -1,4 +1,4 @@
-"""Webhooks in a 3-node cluster (PROTOCOL.md 10.2): occupancy is
+"""Webhooks in a 3-node cluster (PROTOCOL.md 11.2): occupancy is
 cluster-wide and each channel_occupied / channel_vacated reaches the
 receiver once, from the channel's owner, however the subscribers are spread
 over the nodes and in whatever order they come and go."""
