@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "ws.h"
 #include "http_api.h"
+#include "hookstats.h"
 #include "httpc.h"
 #include "webhook.h"
 #include "occupancy.h"
@@ -358,6 +359,7 @@ int server_start(struct config *cfg)
         return -1;
     }
     occupancy_start();
+    metrics_set_extra(hookstats_render);
     if (keepalive_start() < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);

@@ -1,6 +1,5 @@
 /* metrics.c - Prometheus text exposition (format 0.0.4) of struct metrics. */
 #include "metrics.h"
-#include "hookstats.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -42,9 +41,18 @@ void metrics_http_request(const char *path, int status)
     }
 }
 
-static void (*extra_render)(struct sbuf *b);
+#define MAX_EXTRA 4
+static void (*extra_render[MAX_EXTRA])(struct sbuf *b);
+static int n_extra;
 
-void metrics_set_extra(void (*render)(struct sbuf *b)) { extra_render = render; }
+void metrics_set_extra(void (*render)(struct sbuf *b))
+{
+    for (int i = 0; i < n_extra; i++)
+        if (extra_render[i] == render)
+            return;
+    if (n_extra < MAX_EXTRA)
+        extra_render[n_extra++] = render;
+}
 
 void put(struct sbuf *b, const char *fmt, ...)
 {
@@ -154,9 +162,8 @@ size_t metrics_render(char **out, const char *node_id)
     for (int i = 0; i < HTTP_ROWS && http_rows[i].n; i++)
         put(&b, "chorus_http_requests_total{path=\"%s\",status=\"%d\"} %llu\n", http_rows[i].path,
             http_rows[i].status, (unsigned long long)http_rows[i].n);
-    hookstats_render(&b);
-    if (extra_render)
-        extra_render(&b);
+    for (int i = 0; i < n_extra; i++)
+        extra_render[i](&b);
     family(&b, "process_resident_memory_bytes", "gauge", "Resident memory of the process.");
     put(&b, "process_resident_memory_bytes %ld\n", rss_bytes());
 

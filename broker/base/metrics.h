@@ -71,7 +71,8 @@ struct sbuf {
 };
 void put(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void family(struct sbuf *b, const char *name, const char *type, const char *help);
-/* Lets a module that is not always linked (the cluster) add its families. */
+/* Lets a module that is not always linked (the cluster, the hooks) add its
+ * families; each renderer is added once, in the order given. */
 void metrics_set_extra(void (*render)(struct sbuf *b));
 
 /* Renders the text exposition into a malloc'd buffer; returns its length

@@ -116,9 +116,11 @@ static bool post(struct proxy_call *p, const char *url, json_t *j, const char *r
 
 /* Too many hooks pending on the node, or the request could not be queued:
  * refused at once, like a backend that is down. */
-static bool busy(enum hook_kind kind)
+static bool busy(const struct conn *c, enum hook_kind kind)
 {
-    if (hookstats.proxy_pending < rt.cfg->proxy_max_pending)
+    /* c->proxy: a second op while one waits would mean lws delivered a
+     * frame despite the paused reads; refused rather than reordered. */
+    if (!c->proxy && hookstats.proxy_pending < rt.cfg->proxy_max_pending)
         return false;
     hookstats.proxy[kind][HOOK_BUSY]++;
     return true;
@@ -285,7 +287,7 @@ bool proxy_subscribe(struct conn *c, const struct codec_request *req, proxy_sub_
     const char *url = config_ns_for(rt.cfg, req->ch, req->ch_len)->proxy_subscribe;
     if (!url)
         return false;
-    if (busy(HOOK_SUBSCRIBE)) {
+    if (busy(c, HOOK_SUBSCRIBE)) {
         conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "too many backend hooks pending");
         return true;
     }
@@ -328,7 +330,7 @@ bool proxy_publish(struct conn *c, bool has_id, long long id, const char *ch, si
     const char *url = config_ns_for(rt.cfg, ch, len)->proxy_publish;
     if (!url)
         return false;
-    if (busy(HOOK_PUBLISH)) {
+    if (busy(c, HOOK_PUBLISH)) {
         conn_send_err(c, has_id, id, CHORUS_ERR_UNAVAILABLE, "too many backend hooks pending");
         return true;
     }
@@ -381,7 +383,7 @@ bool proxy_connect(struct conn *c, proxy_hello_fn *hello, proxy_server_sub_fn *s
     const char *url = rt.cfg->proxy_connect;
     if (!url)
         return false;
-    struct proxy_call *p = busy(HOOK_CONNECT) ? NULL : calloc(1, sizeof *p);
+    struct proxy_call *p = busy(c, HOOK_CONNECT) ? NULL : calloc(1, sizeof *p);
     if (p) {
         p->conn = c;
         p->kind = HOOK_CONNECT;
