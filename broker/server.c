@@ -346,7 +346,7 @@ int server_start(struct config *cfg)
     /* The backend hooks' HTTP client; the answers it waits for are bounded
      * by max_frame_bytes plus room for the envelope. */
     if (hooks_wanted(cfg) &&
-        httpc_start(rt.ctx, rt.vh, cfg->hook_max_connections, (size_t)cfg->max_frame_bytes * 2 + 4096) < 0) {
+        httpc_start(rt.vh, cfg->hook_max_connections, (size_t)cfg->max_frame_bytes * 2 + 4096) < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);
         rt.ctx = NULL;

@@ -1,9 +1,17 @@
 /* httpc.c - libcurl's multi interface driven by the lws loop (httpc.h).
  *
  * curl tells us which sockets to watch (socket callback) and when to wake it
- * (timer callback); we keep the sockets in an epoll set whose fd lws polls,
- * and the timer as an lws_sul. Every curl call happens on the loop thread
- * and none of them blocks: DNS goes through curl's threaded resolver. */
+ * (timer callback); we keep the sockets, and a timerfd for the timer, in an
+ * epoll set whose fd lws polls. Every curl call happens on the loop thread
+ * and none of them blocks: DNS goes through curl's threaded resolver.
+ *
+ * Why a timerfd and not an lws_sul: curl often finishes a transfer from its
+ * timer ("run again now"), and what the answer schedules (a connection's
+ * flush, a 1 us sul) was then scheduled from inside lws' sul service. With
+ * the libev loop lws 4.1.6 then re-arms its one ev_timer with
+ * ev_timer_start(), a no-op on an active timer, so that sul waited for the
+ * next timer already armed: publishes through a hook took up to 250 ms
+ * more in 5% of cases. Everything here now runs from an fd event. */
 #include "httpc.h"
 #include "log.h"
 
@@ -13,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 #include <utlist.h>
 
@@ -32,12 +41,11 @@ static struct {
     CURLM *multi;
     int epfd;
     struct lws *wsi;              /* the adopted dup of epfd */
-    struct lws_context *ctx;
-    lws_sorted_usec_list_t timer;
+    int tfd;                      /* curl's timer, in the epoll set */
     size_t max_body;
     struct httpc_req *all;
     bool started;
-} hc = {.epfd = -1};
+} hc = {.epfd = -1, .tfd = -1};
 
 static void req_free(struct httpc_req *r)
 {
@@ -73,24 +81,18 @@ static void check_done(void)
     }
 }
 
-static void on_timer(lws_sorted_usec_list_t *sul)
-{
-    (void)sul;
-    int running;
-    curl_multi_socket_action(hc.multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done();
-}
-
-/* curl: wake me in timeout_ms (-1: never). */
+/* curl: wake me in timeout_ms (-1: never; 0: as soon as the loop can). */
 static int timer_cb(CURLM *multi, long timeout_ms, void *ud)
 {
     (void)multi;
     (void)ud;
-    if (timeout_ms < 0)
-        lws_sul_cancel(&hc.timer);
-    else /* 0 means "now": still from the loop, never inside a curl call */
-        lws_sul_schedule(hc.ctx, 0, &hc.timer, on_timer,
-                         timeout_ms ? (lws_usec_t)timeout_ms * LWS_US_PER_MS : 1);
+    struct itimerspec its = {0};
+    if (timeout_ms >= 0) {
+        /* An all-zero it_value disarms: "now" is 1 ns. */
+        its.it_value.tv_sec = timeout_ms / 1000;
+        its.it_value.tv_nsec = timeout_ms ? (timeout_ms % 1000) * 1000000L : 1;
+    }
+    timerfd_settime(hc.tfd, 0, &its, NULL);
     return 0;
 }
 
@@ -119,10 +121,16 @@ static void on_ready(void)
     struct epoll_event evs[64];
     int n = epoll_wait(hc.epfd, evs, 64, 0);
     for (int i = 0; i < n; i++) {
+        int running;
+        if (evs[i].data.fd == hc.tfd) {
+            uint64_t ticks;
+            if (read(hc.tfd, &ticks, sizeof ticks) == (ssize_t)sizeof ticks)
+                curl_multi_socket_action(hc.multi, CURL_SOCKET_TIMEOUT, 0, &running);
+            continue;
+        }
         int mask = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                    (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                    (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
-        int running;
         curl_multi_socket_action(hc.multi, evs[i].data.fd, mask, &running);
     }
     check_done();
@@ -227,15 +235,16 @@ void httpc_cancel(struct httpc_req *r)
     req_free(r);
 }
 
-int httpc_start(struct lws_context *ctx, struct lws_vhost *vh, long max_conns, size_t max_body)
+int httpc_start(struct lws_vhost *vh, long max_conns, size_t max_body)
 {
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
         return -1;
-    hc.ctx = ctx;
     hc.max_body = max_body;
     hc.epfd = epoll_create1(EPOLL_CLOEXEC);
+    hc.tfd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);
     hc.multi = curl_multi_init();
-    if (hc.epfd < 0 || !hc.multi)
+    struct epoll_event tev = {.events = EPOLLIN, .data.fd = hc.tfd};
+    if (hc.epfd < 0 || hc.tfd < 0 || !hc.multi || epoll_ctl(hc.epfd, EPOLL_CTL_ADD, hc.tfd, &tev) < 0)
         goto fail;
     curl_multi_setopt(hc.multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
     curl_multi_setopt(hc.multi, CURLMOPT_TIMERFUNCTION, timer_cb);
@@ -260,8 +269,10 @@ fail:
         curl_multi_cleanup(hc.multi);
     if (hc.epfd >= 0)
         close(hc.epfd);
+    if (hc.tfd >= 0)
+        close(hc.tfd);
     hc.multi = NULL;
-    hc.epfd = -1;
+    hc.epfd = hc.tfd = -1;
     curl_global_cleanup();
     return -1;
 }
@@ -271,13 +282,12 @@ void httpc_stop(void)
     if (!hc.started)
         return;
     hc.started = false;
-    /* The lws context (and its timer list) is gone by now: hc.timer is
-     * simply not used again. */
     while (hc.all)
         req_free(hc.all);
     curl_multi_cleanup(hc.multi);
     hc.multi = NULL;
     close(hc.epfd);
-    hc.epfd = -1;
+    close(hc.tfd);
+    hc.epfd = hc.tfd = -1;
     curl_global_cleanup();
 }

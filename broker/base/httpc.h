@@ -5,7 +5,7 @@
  *
  * curl's sockets sit in one epoll set of this module's; the epoll fd itself
  * is adopted into lws as a raw file (as the cluster adopts ZeroMQ's and
- * Raft's fds), and curl's single timer is an lws_sul. */
+ * Raft's fds), and curl's single timer is a timerfd in that set. */
 #ifndef CHORUS_HTTPC_H
 #define CHORUS_HTTPC_H
 
@@ -24,7 +24,7 @@ typedef void httpc_done_fn(void *ud, long status, const char *body, size_t len, 
  * backends at once (more requests queue inside curl), max_body the answer
  * kept (a longer one fails as "answer too long"). -1 when curl or epoll
  * cannot start. */
-int httpc_start(struct lws_context *ctx, struct lws_vhost *vh, long max_conns, size_t max_body);
+int httpc_start(struct lws_vhost *vh, long max_conns, size_t max_body);
 /* Cancels every request without calling its done; then stops the client. */
 void httpc_stop(void);
 

@@ -276,9 +276,8 @@ static void on_answer(void *ud, long status, const char *body, size_t len, const
         return; /* the connection is closing with p->reason; CLOSED frees p */
     c->proxy = NULL;
     call_free(p);
-    /* From outside the connection's own callback: applied now, or lws
-     * would leave its reads off until something else serviced it (with
-     * libev that was up to a quarter of a second, the next timer). */
+    /* From outside the connection's own callback, as lws-misc.h asks:
+     * applied at once. */
     if (!c->closing)
         lws_rx_flow_control(c->wsi, 1 | LWS_RXFLOW_REASON_FLAG_PROCESS_NOW);
 }
