@@ -711,7 +711,7 @@ static int check_deep(const struct config *cfg)
 static bool is_secret(const char *name)
 {
     return !strcmp(name, "api-key") || !strcmp(name, "jwt-secret") ||
-           !strcmp(name, "cluster-curve-secret");
+           !strcmp(name, "cluster-curve-secret") || !strcmp(name, "webhook-secret");
 }
 
 /* The effective configuration, keyed as in the config file. */
@@ -759,6 +759,11 @@ static void print_effective(const struct config *cfg)
                                       sub_rules[ns->subscribe], "publish", pub_rules[ns->publish],
                                       "presence", ns->presence, "personal", ns->personal,
                                       "presence_max_members", ns->presence_max_members));
+        json_t *pj = json_object_get(nss, ns->name);
+        if (pj && ns->proxy_subscribe)
+            json_object_set_new(pj, "proxy_subscribe", json_string(ns->proxy_subscribe));
+        if (pj && ns->proxy_publish)
+            json_object_set_new(pj, "proxy_publish", json_string(ns->proxy_publish));
     }
     json_object_set_new(root, "namespaces", nss);
     json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
