@@ -156,6 +156,22 @@ async def _():
         assert any(x[1].get("key") == "k-1" for x in b.seen("/allow"))
 
 
+@h.test("A binary publish goes through the hook too, its payload as data_b64")
+async def _():
+    import base64
+    import json
+    import struct
+    async with h.Session(srv) as s:
+        c = await s.connect()
+        head = json.dumps({"op": "pub", "id": 5, "ch": "p:bin"}).encode()
+        payload = bytes([0, 1, 255]) + b"bin"
+        await c.send(struct.pack(">I", len(head)) + head + payload)
+        ack = await c.expect(lambda f: f.get("id") == 5)
+        assert ack["op"] == "ack" and ack["seq"] == 1, ack
+        req = [x for x in b.seen("/allow") if x[1].get("ch") == "p:bin"][-1][1]
+        assert base64.b64decode(req["data_b64"]) == payload and "data" not in req, req
+
+
 @h.test("1,000 concurrent hooked publishes (100 connections x 10 pipelined) are all sequenced once")
 async def _():
     async with h.Session(srv) as s:
