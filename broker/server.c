@@ -17,6 +17,10 @@
 #include "conn.h"
 #include "ws.h"
 #include "http_api.h"
+#include "hookstats.h"
+#include "httpc.h"
+#include "webhook.h"
+#include "occupancy.h"
 #include "sdk_files.h"
 #include "log.h"
 #include "metrics.h"
@@ -62,6 +66,7 @@ static struct lws_protocols protocols[] = {
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-raft", consensus_lws_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
+    {"chorus-httpc", httpc_lws_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
@@ -204,6 +209,15 @@ static void raise_fd_limit(int want)
                  (unsigned long long)rl.rlim_cur, want);
 }
 
+/* Does any hook or webhook need the HTTP client? */
+static bool hooks_wanted(const struct config *cfg)
+{
+    bool any = cfg->proxy_connect || cfg->proxy_subscribe || cfg->proxy_publish || cfg->webhook;
+    for (int i = 0; i < cfg->n_namespaces; i++)
+        any = any || cfg->namespaces[i].proxy_subscribe || cfg->namespaces[i].proxy_publish;
+    return any;
+}
+
 int server_start(struct config *cfg)
 {
     struct lws_context_creation_info info;
@@ -332,6 +346,23 @@ int server_start(struct config *cfg)
     presence_start();
     admin_start();
     conn_watch_cluster();
+    /* The backend hooks' HTTP client; the answers it waits for are bounded
+     * by max_frame_bytes plus room for the envelope. */
+    if (hooks_wanted(cfg) &&
+        httpc_start(rt.vh, cfg->hook_max_connections, (size_t)cfg->max_frame_bytes * 2 + 4096) < 0) {
+        cluster_stop();
+        lws_context_destroy(rt.ctx);
+        rt.ctx = NULL;
+        return -1;
+    }
+    if (webhook_start(rt.ctx, cfg) < 0) {
+        cluster_stop();
+        lws_context_destroy(rt.ctx);
+        rt.ctx = NULL;
+        return -1;
+    }
+    occupancy_start();
+    metrics_set_extra(hookstats_render);
     if (keepalive_start() < 0) {
         cluster_stop();
         lws_context_destroy(rt.ctx);
@@ -473,6 +504,10 @@ void server_stop(void)
     owner_stop();
     lws_context_destroy(rt.ctx);
     rt.ctx = NULL;
+    /* After the connections' CLOSED, which cancel their own hooks. */
+    httpc_stop();
+    webhook_stop();
+    occupancy_stop();
     keepalive_free();
     channel_registry_free();
     presence_free();

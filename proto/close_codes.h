@@ -13,7 +13,9 @@
     X(AUTH,               4001,  "authentication required")   \
     X(SLOW_CONSUMER,      4008,  "slow consumer")              \
     X(DISCONNECTED,       4009,  "disconnected by the server")  \
-    X(CUT_OFF,            4013,  "this node is cut off from the cluster majority; reconnect")
+    X(CUT_OFF,            4013,  "this node is cut off from the cluster majority; reconnect") \
+    X(HOOK_UNAVAILABLE,   1013,  "backend unavailable; try again later") \
+    X(HOOK_REFUSED,       4003,  "refused by the backend")
 
 enum chorus_close {
 #define CHORUS__CLOSE_ENUM(name, code, reason) CHORUS_CLOSE_##name = code,

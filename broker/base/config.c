@@ -166,6 +166,30 @@ static const struct opt opts[] = {
      "publish keys remembered per channel (the newest), 0 = keys are ignored", "1024"},
     {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
      "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
+    {"proxy-connect", OPT_STR, F(proxy_connect), 0, "URL", 0, 0,
+     "ask this backend (POST JSON) whether a new connection may stay, and as whom (default: no hook)", NULL},
+    {"proxy-subscribe", OPT_STR, F(proxy_subscribe), 0, "URL", 0, 0,
+     "ask this backend whether a sub may go ahead; namespaces may set their own (default: no hook)", NULL},
+    {"proxy-publish", OPT_STR, F(proxy_publish), 0, "URL", 0, 0,
+     "ask this backend whether a pub may go ahead, and with what data; namespaces may set their own (default: no hook)", NULL},
+    {"proxy-timeout", OPT_INT, F(proxy_timeout_ms), 0, "MS", 10, 600000,
+     "a proxy hook not answered within this is a refusal (fail closed)", "3000"},
+    {"proxy-max-pending", OPT_INT, F(proxy_max_pending), 0, "N", 1, 10000000,
+     "proxy hooks waiting for the backend on this node; past it ops are refused unavailable", "10000"},
+    {"hook-max-connections", OPT_INT, F(hook_max_connections), 0, "N", 1, 100000,
+     "connections open to hook and webhook backends at once (more requests wait their turn)", "64"},
+    {"webhook", OPT_STR, F(webhook), 0, "URL", 0, 0,
+     "POST batches of channel_occupied/vacated and member_added/removed events here (default: none)", NULL},
+    {"webhook-secret", OPT_STR, F(webhook_secret), 0, "SECRET", 0, 0,
+     "sign webhook bodies with HMAC-SHA256 in X-Chorus-Signature (default: unsigned)", NULL},
+    {"webhook-timeout", OPT_INT, F(webhook_timeout_ms), 0, "MS", 10, 600000,
+     "time a webhook POST may take before it is retried", "5000"},
+    {"webhook-max-queue", OPT_INT, F(webhook_max_queue), 0, "N", 1, 10000000,
+     "webhook events waiting to be sent; past it new ones are dropped and counted", "10000"},
+    {"webhook-batch", OPT_INT, F(webhook_batch), 0, "N", 1, 10000,
+     "most events in one webhook POST", "100"},
+    {"webhook-retries", OPT_INT, F(webhook_retries), 0, "N", 0, 100,
+     "times a failed webhook POST is retried (backoff 0.5 s doubling to 30 s) before its events are dropped", "8"},
 };
 #undef F
 
@@ -427,11 +451,22 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
             ns->idempotency_keys = (int)json_integer_value(v);
         else
             want = "an integer in [0, 1000000]";
+    } else if (!strcmp(k, "proxy_subscribe") || !strcmp(k, "proxy_publish")) {
+        int i = k[6] == 'p';
+        const char **slot = i ? &ns->proxy_publish : &ns->proxy_subscribe;
+        if (json_is_string(v)) {
+            /* "" turns off a global hook for this namespace. */
+            const char *u = json_string_value(v);
+            *slot = *u ? strdup(u) : NULL;
+            ns->proxy_owned[i] = *slot != NULL;
+        } else {
+            want = "a URL string (\"\" for none)";
+        }
     } else {
         fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
                         "history_ttl, subscribe, publish, client_publish, presence, "
                         "presence_max_members, personal, publish_info, idempotency_window, "
-                        "idempotency_keys)\n",
+                        "idempotency_keys, proxy_subscribe, proxy_publish)\n",
                 path, ns->name, k);
         return -1;
     }
@@ -459,6 +494,7 @@ static int load_namespaces(struct config *cfg, json_t *root, const char *path)
     json_object_foreach(nss, name, o) {
         struct ns_opts *ns = &cfg->namespaces[cfg->n_namespaces];
         *ns = cfg->default_ns;
+        ns->proxy_owned[0] = ns->proxy_owned[1] = false;
         if (!json_is_object(o) || strlen(name) == 0 || strlen(name) >= sizeof ns->name ||
             strchr(name, ':')) {
             fprintf(stderr, "chorusd: config %s: namespace '%s' must be an object named without ':'\n",
@@ -506,6 +542,9 @@ static const struct {
     {"Cluster", "cluster-bind peer forwarder-connect forwarder cluster-curve-secret curve-keygen "
                 "cluster-insecure heartbeat-ms peer-timeout-ms cluster-timeout-ms "
                 "peer-resolve-interval cluster-hwm "},
+    {"Backend hooks", "proxy-connect proxy-subscribe proxy-publish proxy-timeout proxy-max-pending "
+                      "hook-max-connections webhook webhook-secret webhook-timeout "
+                      "webhook-max-queue webhook-batch webhook-retries "},
     {"Cluster membership (Raft)", "data-dir raft-bind raft-peer lease-ms election-timeout-ms "
                                   "replication-factor "},
 };
@@ -680,7 +719,7 @@ static int check_deep(const struct config *cfg)
 static bool is_secret(const char *name)
 {
     return !strcmp(name, "api-key") || !strcmp(name, "admin-secret") || !strcmp(name, "jwt-secret") ||
-           !strcmp(name, "cluster-curve-secret");
+           !strcmp(name, "cluster-curve-secret") || !strcmp(name, "webhook-secret");
 }
 
 /* The effective configuration, keyed as in the config file. */
@@ -730,6 +769,11 @@ static void print_effective(const struct config *cfg)
                                       "presence_max_members", ns->presence_max_members));
         if (ns->publish_info)
             json_object_set_new(json_object_get(nss, ns->name), "publish_info", json_true());
+        json_t *pj = json_object_get(nss, ns->name);
+        if (pj && ns->proxy_subscribe)
+            json_object_set_new(pj, "proxy_subscribe", json_string(ns->proxy_subscribe));
+        if (pj && ns->proxy_publish)
+            json_object_set_new(pj, "proxy_publish", json_string(ns->proxy_publish));
     }
     json_object_set_new(root, "namespaces", nss);
     json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
@@ -885,6 +929,8 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->default_ns.presence_max_members = cfg->presence_max_members;
     cfg->default_ns.idempotency_window = cfg->idempotency_window;
     cfg->default_ns.idempotency_keys = cfg->idempotency_keys;
+    cfg->default_ns.proxy_subscribe = cfg->proxy_subscribe;
+    cfg->default_ns.proxy_publish = cfg->proxy_publish;
     if (!!cfg->tls_cert != !!cfg->tls_key) {
         fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
         goto out;
@@ -944,6 +990,17 @@ void config_free(struct config *cfg)
     free(cfg->jwt_public_key);
     free(cfg->tls_cert);
     free(cfg->tls_key);
+    free(cfg->proxy_connect);
+    free(cfg->proxy_subscribe);
+    free(cfg->proxy_publish);
+    free(cfg->webhook);
+    free(cfg->webhook_secret);
+    for (int i = 0; cfg->namespaces && i < cfg->n_namespaces; i++) {
+        if (cfg->namespaces[i].proxy_owned[0])
+            free((char *)cfg->namespaces[i].proxy_subscribe);
+        if (cfg->namespaces[i].proxy_owned[1])
+            free((char *)cfg->namespaces[i].proxy_publish);
+    }
     free(cfg->namespaces);
     memset(cfg, 0, sizeof *cfg);
 }

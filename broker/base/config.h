@@ -46,6 +46,11 @@ struct ns_opts {
     int presence_max_members; /* past this, presence gives counts and join/leave stop */
     int idempotency_window;   /* seconds a publish key is remembered; 0 = no time limit */
     int idempotency_keys;     /* keys remembered per channel; 0 = keys are not checked */
+    /* backend hooks (session/proxy.c): NULL = none. The default namespace's
+     * point at the config's global URLs; a namespace's own are its copies. */
+    const char *proxy_subscribe;
+    const char *proxy_publish;
+    bool proxy_owned[2];      /* namespace: proxy_subscribe / proxy_publish are its own */
 };
 
 struct config {
@@ -120,6 +125,18 @@ struct config {
     char *trusted_proxy[CONFIG_MAX_ORIGINS]; /* CIDRs whose X-Forwarded-For we believe */
     int n_trusted_proxy;
     int drain_delay;              /* seconds between SIGTERM and the 1001 closes */
+
+    /* backend hooks: session/proxy.c (synchronous), base/webhook.c (events) */
+    char *proxy_connect, *proxy_subscribe, *proxy_publish; /* URLs; NULL = no hook */
+    int proxy_timeout_ms;         /* past it a hook counts as a refusal */
+    int proxy_max_pending;        /* hooks waiting for an answer, whole node */
+    int hook_max_connections;     /* connections open to backends at once */
+    char *webhook;                /* URL for channel and presence events */
+    char *webhook_secret;         /* HMAC-SHA256 key of X-Chorus-Signature */
+    int webhook_timeout_ms;
+    int webhook_max_queue;        /* events waiting to be sent; past it they are dropped */
+    int webhook_batch;            /* events per POST at most */
+    int webhook_retries;          /* attempts after the first, with backoff */
 
     struct ns_opts default_ns;
     struct ns_opts *namespaces;

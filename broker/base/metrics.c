@@ -103,9 +103,18 @@ static void render_ns(struct sbuf *b)
     }
 }
 
-static void (*extra_render)(struct sbuf *b);
+#define MAX_EXTRA 4
+static void (*extra_render[MAX_EXTRA])(struct sbuf *b);
+static int n_extra;
 
-void metrics_set_extra(void (*render)(struct sbuf *b)) { extra_render = render; }
+void metrics_set_extra(void (*render)(struct sbuf *b))
+{
+    for (int i = 0; i < n_extra; i++)
+        if (extra_render[i] == render)
+            return;
+    if (n_extra < MAX_EXTRA)
+        extra_render[n_extra++] = render;
+}
 
 size_t metrics_render(char **out, const char *node_id)
 {
@@ -185,8 +194,8 @@ size_t metrics_render(char **out, const char *node_id)
                      "Time a message frame waited in a subscriber's outbound queue before being handed to its socket.",
                      &metrics.queue_wait);
     render_ns(&b);
-    if (extra_render)
-        extra_render(&b);
+    for (int i = 0; i < n_extra; i++)
+        extra_render[i](&b);
     procstat_render(&b);
 
     *out = b.p;

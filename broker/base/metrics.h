@@ -85,7 +85,8 @@ struct ns_metrics *metrics_ns(const char *name);
 /* Appends an HTTP API request to the per-path/status counters. */
 void metrics_http_request(const char *path, int status);
 
-/* Lets a module that is not always linked (the cluster) add its families. */
+/* Lets a module that is not always linked (the cluster, the hooks) add its
+ * families; each renderer is added once, in the order given. */
 void metrics_set_extra(void (*render)(struct sbuf *b));
 
 /* Renders the text exposition into a malloc'd buffer; returns its length

@@ -37,6 +37,10 @@ void channel_registry_init(const struct config *config)
 
 void channel_set_deliver(channel_deliver_fn *fn) { deliver = fn; }
 
+static channel_occupancy_fn *occupancy;
+
+void channel_on_occupancy(channel_occupancy_fn *fn) { occupancy = fn; }
+
 void channel_set_hooks(const struct channel_hooks *h)
 {
     if (h)
@@ -254,6 +258,8 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
     ch->nsm->subscriptions++;
     if (ch->nsubs == 1 && hooks.interest)
         hooks.interest(ch, true);
+    if (ch->nsubs == 1 && occupancy)
+        occupancy(ch, true);
     return s;
 }
 
@@ -276,6 +282,8 @@ void channel_unsubscribe(struct sub *s, struct sub_list *list)
     }
     if (ch->nsubs == 0 && hooks.interest)
         hooks.interest(ch, false);
+    if (ch->nsubs == 0 && occupancy)
+        occupancy(ch, false);
     channel_maybe_delete(ch);
 }
 

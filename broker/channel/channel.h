@@ -112,6 +112,11 @@ struct channel_hooks {
     void (*created)(struct channel *ch);
 };
 
+/* Local subscribers went 0 -> 1 (on) or 1 -> 0, in a cluster or not: the
+ * webhooks' occupancy (engine/occupancy.c); after the cluster's hook. */
+typedef void channel_occupancy_fn(struct channel *ch, bool on);
+void channel_on_occupancy(channel_occupancy_fn *fn);
+
 void channel_registry_init(const struct config *cfg);
 void channel_set_hooks(const struct channel_hooks *hooks);
 void channel_registry_free(void);

@@ -194,6 +194,11 @@ void cluster_on_peer_down(cluster_peer_down_fn *fn);
  * subscribes to or drops the channel's stream. */
 typedef void cluster_interest_fn(struct channel *ch, bool on);
 void cluster_on_interest(cluster_interest_fn *fn);
+/* Some other node started following ch (on: its first subscriber among
+ * the peers this node hears) or the last one stopped, as this node's XPUB
+ * reports it. */
+typedef void cluster_remote_interest_fn(const char *ch, size_t len, bool on);
+void cluster_on_remote_interest(cluster_remote_interest_fn *fn);
 /* The committed shard map changed; is_owner() and friends already answer
  * from the new one. */
 typedef void cluster_map_fn(void);

@@ -98,10 +98,17 @@ static void on_interest(struct channel *ch, bool on)
     fabric_subscribe(ch->name, ch->len + 1, on);
 }
 
+/* Kept apart from st, which stream_stop clears: set once at start. */
+static cluster_remote_interest_fn *remote_interest_fn;
+
+void cluster_on_remote_interest(cluster_remote_interest_fn *fn) { remote_interest_fn = fn; }
+
 /* Another node started or stopped following a channel. */
 static void on_subscription(const char *name, size_t nl, bool on)
 {
     struct remote_topic *t;
+    if (remote_interest_fn)
+        remote_interest_fn(name, nl, on);
     struct channel *ch = channel_find(name, nl);
     HASH_FIND(hh, st.remote, name, nl, t);
     if (on && !t) {

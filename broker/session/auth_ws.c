@@ -150,7 +150,7 @@ static void arm(struct conn *c)
     int64_t due_ms;
     if (c->auth.need_auth)
         due_ms = runtime_now_ms() + (int64_t)rt.cfg->auth_timeout * 1000;
-    else if (c->auth.authenticated)
+    else if (c->auth.authenticated && c->auth.who.exp) /* 0: the connect hook's, no expiry */
         due_ms = (c->auth.who.exp + keys.leeway) * 1000;
     else
         return;
@@ -168,6 +168,20 @@ void auth_ws_open(struct conn *c, json_t *hello)
         ratelimit_set_user(&c->limits, c->auth.who.user);
     }
     arm(c);
+}
+
+void auth_ws_set_user(struct conn *c, const char *user, json_t *info)
+{
+    struct auth_claims who = {0};
+    who.user = strdup(user);
+    if (!who.user)
+        return;
+    if (info)
+        who.info = json_incref(info);
+    if (c->auth.timer_armed)
+        lws_sul_cancel(&c->auth.timer);
+    c->auth.timer_armed = false;
+    set_identity(c, &who);
 }
 
 void auth_ws_closed(struct conn *c)

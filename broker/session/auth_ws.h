@@ -44,6 +44,9 @@ int auth_ws_confirm_upgrade(struct lws *wsi);
 int auth_ws_filter(struct conn *c, struct lws *wsi);
 /* ESTABLISHED: arms the expiry or auth-deadline timer; adds "user" to hello. */
 void auth_ws_open(struct conn *c, json_t *hello);
+/* The connect hook named the user (proxy.c): c is authenticated as user,
+ * with info (may be NULL), without expiry, in place of any token's. */
+void auth_ws_set_user(struct conn *c, const char *user, json_t *info);
 /* CLOSED (established or not): forgets the claims, disarms the timer. */
 void auth_ws_closed(struct conn *c);
 

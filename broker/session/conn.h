@@ -40,6 +40,7 @@ struct conn {
     struct conn *prev, *next;     /* the list of open connections (conn.c) */
     struct conn_call *calls;      /* requests waiting for a channel owner (ops.c) */
     struct conn_pub *pubs;        /* publishes not yet acknowledged (ops.c) */
+    struct proxy_call *proxy;     /* the backend hook it waits for; reads paused (proxy.c) */
     lws_dll2_t flush;             /* on the end-of-turn flush list while attached */
 
     unsigned char *rx;            /* message being assembled across fragments */

@@ -11,6 +11,7 @@
 #include "history_fetch.h"
 #include "metrics.h"
 #include "mirror.h"
+#include "proxy.h"
 #include "publish.h"
 #include "runtime.h"
 
@@ -161,11 +162,9 @@ static void calls_cancel(struct conn *c, struct channel *ch)
     }
 }
 
-/* {"op":"sub","id"?,"ch","since"?:{"epoch","seq"}} -> ack {ch,epoch,seq,recovered?}, then missed msgs */
-static void op_sub(struct conn *c, const struct codec_request *req)
+/* A sub the namespace's rules (and the subscribe hook, if any) allowed. */
+static void sub_allowed(struct conn *c, const struct codec_request *req)
 {
-    if (!auth_ws_may_read(c, req))
-        return;
     struct channel *ch = channel_find(req->ch, req->ch_len);
     /* Refuse before creating anything, so refused requests cannot leave
      * empty channels behind. */
@@ -256,6 +255,23 @@ int ops_server_unsubscribe(struct conn *c, const char *name, size_t len, const c
     return 1;
 }
 
+/* {"op":"sub","id"?,"ch","since"?:{"epoch","seq"}} -> ack {ch,epoch,seq,recovered?}, then missed msgs */
+static void op_sub(struct conn *c, const struct codec_request *req)
+{
+    if (!auth_ws_may_read(c, req) || proxy_subscribe(c, req, sub_allowed))
+        return;
+    sub_allowed(c, req);
+}
+
+void ops_hook_subscribe(struct conn *c, const char *ch, size_t len)
+{
+    struct codec_request req = {0};
+    req.op = CODEC_OP_SUB;
+    req.ch = ch;
+    req.ch_len = len;
+    sub_allowed(c, &req);
+}
+
 /* {"op":"unsub","id"?,"ch"} -> ack {ch} | err not_subscribed */
 static void op_unsub(struct conn *c, const struct codec_request *req)
 {
@@ -312,8 +328,9 @@ static void pub_done(struct pub_wait *w, enum chorus_err err, const char *msg, c
         conn_close_with(c, c->close_code, c->close_reason, false);
 }
 
-void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
-                 const char *data, size_t data_len, bool binary, const char *key)
+/* A publish the rules (and the publish hook, if any) allowed. */
+static void pub_allowed(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
+                        const char *data, size_t data_len, bool binary, const char *key)
 {
     struct conn_pub *p = calloc(1, sizeof *p);
     if (!p) {
@@ -326,6 +343,13 @@ void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size
     DL_PREPEND(c->pubs, p);
     publish_submit_as(ch, len, data, data_len, binary, c->id, auth_ws_attr(c, ch, len), key, &p->w,
                       pub_done, p);
+}
+
+void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
+                 const char *data, size_t data_len, bool binary, const char *key)
+{
+    if (!proxy_publish(c, has_id, id, ch, len, data, data_len, binary, key, pub_allowed))
+        pub_allowed(c, has_id, id, ch, len, data, data_len, binary, key);
 }
 
 /* {"op":"pub","id"?,"ch","data","key"?} -> ack {ch,epoch,seq,duplicate?} once delivered */

@@ -21,6 +21,9 @@ void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size
  * not be done (max_channels_per_conn, memory). */
 int ops_server_subscribe(struct conn *c, const char *ch, size_t len);
 int ops_server_unsubscribe(struct conn *c, const char *ch, size_t len, const char *reason);
+/* Subscribes c to ch as a backend asked (the connect hook): no rule is
+ * checked and no ack is sent. */
+void ops_hook_subscribe(struct conn *c, const char *ch, size_t len);
 /* Forgets the connection's requests in flight: publishes (they may still be
  * delivered), subscribes waiting for a mirror, history from an owner. */
 void ops_conn_closed(struct conn *c);

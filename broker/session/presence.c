@@ -11,6 +11,7 @@
 #include "metrics.h"
 #include "cluster.h"
 #include "runtime.h"
+#include "webhook.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,6 +91,17 @@ static void announce(const char *op, struct pres_room *room, struct pres_member 
     frame_unref(f);
 }
 
+/* member_added / member_removed for the backend. Sent by the node where
+ * the member's connection joined or left, when no other node it hears
+ * lists the member: once per cluster, except when the same user joins (or
+ * leaves) on two nodes within the time presence takes to cross the
+ * cluster, when both may send it. */
+static void member_webhook(const char *event, struct pres_room *room, struct pres_member *m)
+{
+    if (webhook_enabled())
+        webhook_emit(event, room->name, member_json(m));
+}
+
 static void member_key(struct conn *c, char *out, size_t cap, const struct auth_claims *who)
 {
     if (who && who->user)
@@ -160,6 +172,8 @@ void presence_join(struct conn *c, struct channel *ch)
     }
     if (first && room->count <= (uint32_t)ch->ns->presence_max_members)
         announce("join", room, m, c);
+    if (first)
+        member_webhook("member_added", room, m);
 }
 
 static void member_free(struct pres_member *m)
@@ -205,8 +219,10 @@ static void drop_link(struct conn *c, struct pres_link *link, int max_members)
          * also clears whatever a lost leave would have left on the others
          * (they no longer get this node's periodic lists). */
         send_presence_full(NULL, room->name);
-    if (!m->nnodes)
+    if (!m->nnodes) {
+        member_webhook("member_removed", room, m);
         member_gone(room, m, c, max_members);
+    }
     room_release(room);
 }
 

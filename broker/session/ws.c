@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "ops.h"
 #include "presence.h"
+#include "proxy.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -260,6 +261,19 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     return 0;
 }
 
+/* Greets the client, once the connect hook (if any) allowed it; `extra`
+ * adds the hook's fields (channels). */
+static void conn_hello(struct conn *c, json_t *extra)
+{
+    json_t *hello = json_pack("{s:s, s:i, s:s, s:s}", "op", "hello", "v", 1, "node",
+                              rt.cfg->node_id, "client", c->id);
+    if (hello && extra)
+        json_object_update(hello, extra);
+    if (hello)
+        auth_ws_open(c, hello);
+    conn_send_json(c, hello);
+}
+
 static void conn_open(struct conn *c, struct lws *wsi)
 {
     if (!conn_id_salt)
@@ -272,14 +286,10 @@ static void conn_open(struct conn *c, struct lws *wsi)
     metrics.connections_accepted++;
 
     keepalive_conn_open(c);
-
-    json_t *hello = json_pack("{s:s, s:i, s:s, s:s}", "op", "hello", "v", 1, "node",
-                              rt.cfg->node_id, "client", c->id);
     ratelimit_conn_open(&c->limits);
-    if (hello)
-        auth_ws_open(c, hello);
-    conn_send_json(c, hello);
     log_info("event=conn_open client=%s ip=%s", c->id, c->limits.ip);
+    if (!proxy_connect(c, conn_hello, ops_hook_subscribe))
+        conn_hello(c, NULL);
 }
 
 static void conn_closed(struct conn *c)
@@ -290,6 +300,7 @@ static void conn_closed(struct conn *c)
     c->established = false;
     lws_dll2_remove(&c->flush);
     keepalive_conn_closed(c);
+    proxy_conn_closed(c);
     ops_conn_closed(c);
     presence_conn_closed(c);
     ratelimit_conn_closed(&c->limits);
