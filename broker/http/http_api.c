@@ -1,5 +1,5 @@
 /* http_api.c - the HTTP endpoints on the WebSocket port (PROTOCOL.md section 6):
- * POST /api/publish, GET /healthz, GET /metrics.
+ * POST /api/publish, history, presence, the server API, GET /healthz, GET /metrics.
  *
  * One http_session per HTTP request, allocated zeroed by lws when the request
  * binds to this protocol and cleaned up on DROP_PROTOCOL.

@@ -1,7 +1,9 @@
 /* http_api.h - the HTTP endpoints on the WebSocket port (PROTOCOL.md
- * section 6): POST /api/publish, GET /api/history, GET /api/presence,
- * GET /healthz, GET /metrics. The top layer: it uses the session layer
- * (presence) and the engine (publish, history_fetch); nothing calls it but
+ * section 6): POST /api/publish, GET /api/history, GET /api/presence, the
+ * server API (GET /api/info, /api/channels; POST /api/broadcast,
+ * /api/disconnect, /api/unsubscribe, /api/subscribe), GET /healthz,
+ * GET /metrics. The top layer: it uses the session layer (presence, admin)
+ * and the engine (publish, history_fetch); nothing calls it but
  * lws, through the protocol server.c mounts. */
 #ifndef CHORUS_HTTP_API_H
 #define CHORUS_HTTP_API_H
