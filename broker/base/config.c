@@ -110,14 +110,22 @@ static const struct opt opts[] = {
      "wait this long for a channel owner's answer before replying unavailable", "2000"},
     {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECONDS", 1, 86400,
      "re-resolve peer DNS names this often", "10"},
+    {"peer-resolve-fast-ms", OPT_INT, F(peer_resolve_fast_ms), 0, "MS", 100, 600000,
+     "re-resolve peer DNS names this often while a peer is down or not heard yet", "1000"},
+    {"peer-max-addresses", OPT_INT, F(peer_max_addresses), 0, "N", 1, 1024,
+     "addresses kept per peer name (more are dropped, with a warning)", "64"},
+    {"join-wait-ms", OPT_INT, F(join_wait_ms), 0, "MS", 0, 600000,
+     "a starting node reports ready once every peer it hears hears it too, or after this long", "10000"},
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
      "ZeroMQ high-water mark, messages per link", "100000"},
     {"data-dir", OPT_STR, F(data_dir), 0, "DIR", 0, 0,
      "where a cluster node keeps its Raft log and vote; keep it across restarts (default: chorus-data/NODE-ID)", NULL},
     {"raft-bind", OPT_STR, F(raft_bind), 0, "IPV4:PORT", 0, 0,
      "agreed membership (Raft) listens here (default: the cluster-bind address, port + 1)", NULL},
-    {"raft-peer", OPT_LIST, F(raft_peer), F(n_raft_peer), "IPV4:PORT", 0, 0,
-     "another node's raft-bind address (repeatable; default: each --peer's address, port + 1)", NULL},
+    {"raft-peer", OPT_LIST, F(raft_peer), F(n_raft_peer), "HOST:PORT", 0, 0,
+     "another node's Raft address, a name or IPv4 (repeatable; default: each --peer's host, port + 1)", NULL},
+    {"raft-advertise", OPT_STR, F(raft_advertise), 0, "HOST:PORT", 0, 0,
+     "the Raft address the peers know this node by (default: the --peer entry naming this node, else raft-bind)", NULL},
     {"lease-ms", OPT_INT, F(lease_ms), 0, "MS", 200, 60000,
      "an owner or backup acts only this long after the Raft leader last confirmed it", "1500"},
     {"election-timeout-ms", OPT_INT, F(election_timeout_ms), 0, "MS", 100, 60000,
@@ -497,8 +505,10 @@ static const struct {
     {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},
     {"Cluster", "cluster-bind peer forwarder-connect forwarder cluster-curve-secret curve-keygen "
                 "cluster-insecure heartbeat-ms peer-timeout-ms cluster-timeout-ms "
-                "peer-resolve-interval cluster-hwm "},
-    {"Cluster membership (Raft)", "data-dir raft-bind raft-peer lease-ms election-timeout-ms "
+                "peer-resolve-interval peer-resolve-fast-ms peer-max-addresses join-wait-ms "
+                "cluster-hwm "},
+    {"Cluster membership (Raft)", "data-dir raft-bind raft-peer raft-advertise lease-ms "
+                                  "election-timeout-ms "
                                   "replication-factor "},
 };
 #define N_TOPICS (sizeof topics / sizeof topics[0])
@@ -622,33 +632,42 @@ static const struct opt *find_flag(const char *arg, const char **inline_val)
     return NULL;
 }
 
-/* "IPV4:PORT", as libraft 0.15 needs (consensus.c refuses anything else at start). */
-static bool raft_addr_ok(const char *addr)
+/* "IPV4:PORT" (a bind address, as libraft 0.15 listens), or with
+ * names_ok "HOST:PORT" too (peers: consensus.c resolves names at each
+ * connection). */
+static bool raft_addr_ok(const char *addr, bool names_ok)
 {
-    char ip[INET_ADDRSTRLEN];
+    char ip[256];
     const char *colon = strrchr(addr, ':');
     struct in_addr a;
-    if (!colon || (size_t)(colon - addr) >= sizeof ip)
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof ip)
         return false;
     snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    return inet_pton(AF_INET, ip, &a) == 1 && a.s_addr != 0 && isdigit((unsigned char)colon[1]) &&
-           !*end && port > 0 && port < 65536;
+    if (!isdigit((unsigned char)colon[1]) || *end || port <= 0 || port >= 65536)
+        return false;
+    if (inet_pton(AF_INET, ip, &a) == 1)
+        return a.s_addr != 0;
+    return names_ok && !strpbrk(ip, ":[]/ ");
 }
 
 /* --check-config: what a start would refuse later, checked now. */
 static int check_deep(const struct config *cfg)
 {
-    if (cfg->raft_bind && !raft_addr_ok(cfg->raft_bind)) {
+    if (cfg->raft_bind && !raft_addr_ok(cfg->raft_bind, false)) {
         fprintf(stderr, "chorusd: raft-bind must be IPV4:PORT, got '%s'\n", cfg->raft_bind);
         return -1;
     }
     for (int i = 0; i < cfg->n_raft_peer; i++)
-        if (!raft_addr_ok(cfg->raft_peer[i])) {
-            fprintf(stderr, "chorusd: raft-peer must be IPV4:PORT, got '%s'\n", cfg->raft_peer[i]);
+        if (!raft_addr_ok(cfg->raft_peer[i], true)) {
+            fprintf(stderr, "chorusd: raft-peer must be HOST:PORT, got '%s'\n", cfg->raft_peer[i]);
             return -1;
         }
+    if (cfg->raft_advertise && !raft_addr_ok(cfg->raft_advertise, true)) {
+        fprintf(stderr, "chorusd: raft-advertise must be HOST:PORT, got '%s'\n", cfg->raft_advertise);
+        return -1;
+    }
     const char *files[][2] = {{"tls-cert", cfg->tls_cert}, {"tls-key", cfg->tls_key},
                               {"jwt-public-key", cfg->jwt_public_key}};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
