@@ -972,8 +972,51 @@ const struct ns_opts *config_ns_for(const struct config *cfg, const char *channe
 static const char *const reloadable[] = {
     "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "max-pub-rate",
     "pub-burst", "max-pub-rate-user", "max-conn-rate-ip", "max-conns-per-ip", "allowed-origin",
-    "trusted-proxy", "drain-delay", "shutdown-timeout", NULL,
+    "trusted-proxy", "drain-delay", "shutdown-timeout",
+    /* Token keys: the session layer loads them again (server.c, auth_ws_reload). */
+    "jwt-secret", "jwt-public-key", "jwt-leeway",
+    /* The default namespace's rules, applied in place below (not history-size:
+     * every channel's history ring is sized by it). */
+    "history-ttl", "client-publish", "presence-max-members", "idempotency-window",
+    "idempotency-keys", NULL,
 };
+
+/* Namespace rules are read at each use through the channel's or the op's
+ * namespace (config_ns_for), so a rule changed in place applies from the
+ * next op on. Channels point into the namespaces array, and each channel's
+ * history ring is sized by its namespace's history_size: the set of
+ * namespaces and their history sizes stay until a restart. */
+static int ns_update(struct ns_opts *live, const struct ns_opts *fresh)
+{
+    char fields[200] = "";
+    size_t n = 0;
+#define NS_FIELD(f)                                                                         \
+    if (live->f != fresh->f)                                                                \
+        n += (size_t)snprintf(fields + n, n < sizeof fields ? sizeof fields - n : 0, "%s%s", \
+                              n ? "," : "", #f);
+    NS_FIELD(history_ttl)
+    NS_FIELD(client_publish)
+    NS_FIELD(presence)
+    NS_FIELD(subscribe)
+    NS_FIELD(publish)
+    NS_FIELD(personal)
+    NS_FIELD(presence_max_members)
+    NS_FIELD(idempotency_window)
+    NS_FIELD(idempotency_keys)
+#undef NS_FIELD
+    const char *name = *live->name ? live->name : "(default)";
+    if (live->history_size != fresh->history_size)
+        log_warn("event=reload_refused key=namespaces.%s.history_size old=%d new=%d msg=\"history "
+                 "rings are sized at start; only a restart applies it\"", name, live->history_size,
+                 fresh->history_size);
+    if (!n)
+        return 0;
+    int keep = live->history_size;
+    *live = *fresh;
+    live->history_size = keep;
+    log_info("event=reload_changed key=namespaces.%s fields=%s", name, fields);
+    return 1;
+}
 
 static bool opt_equal(const struct config *a, const struct config *b, const struct opt *o)
 {
@@ -1041,8 +1084,10 @@ int config_reload(struct config *live, int argc, char **argv)
                      "the running value stays\"", o->name);
             continue;
         }
-        /* Only limits, times and address lists: no secret is logged. */
-        if (o->type == OPT_INT)
+        /* Limits, times, address lists; a secret is named, never shown. */
+        if (is_secret(o->name))
+            log_info("event=reload_changed key=%s value=\"<hidden>\"", o->name);
+        else if (o->type == OPT_INT)
             log_info("event=reload_changed key=%s old=%d new=%d", o->name,
                      *(int *)((char *)live + o->off), *(int *)((char *)&fresh + o->off));
         else if (o->type == OPT_STR)
@@ -1054,13 +1099,18 @@ int config_reload(struct config *live, int argc, char **argv)
         opt_move(live, &fresh, o);
         changed++;
     }
-    bool ns_same = live->n_namespaces == fresh.n_namespaces &&
-                   (!live->n_namespaces || !memcmp(live->namespaces, fresh.namespaces,
-                                                   (size_t)live->n_namespaces * sizeof *live->namespaces));
-    /* The default namespace follows top-level keys, reported above. */
-    if (!ns_same)
-        log_warn("event=reload_refused key=namespaces msg=\"changed, but only a restart applies "
-                 "namespaces and their rules in this version; the running ones stay\"");
+    /* The default namespace follows the top-level keys moved above. */
+    changed += ns_update(&live->default_ns, &fresh.default_ns);
+    bool same_set = live->n_namespaces == fresh.n_namespaces;
+    for (int i = 0; same_set && i < live->n_namespaces; i++)
+        same_set = !strcmp(live->namespaces[i].name, fresh.namespaces[i].name);
+    if (!same_set)
+        log_warn("event=reload_refused key=namespaces msg=\"namespaces added, removed, renamed or "
+                 "reordered: only a restart applies that; the rules of the running ones are "
+                 "reloaded only while the list of names stays the same\"");
+    else
+        for (int i = 0; i < live->n_namespaces; i++)
+            changed += ns_update(&live->namespaces[i], &fresh.namespaces[i]);
     config_free(&fresh);
     return changed;
 }
