@@ -940,6 +940,7 @@ void config_free(struct config *cfg)
     free(cfg->cluster_bind);
     free(cfg->data_dir);
     free(cfg->raft_bind);
+    free(cfg->raft_advertise);
     free(cfg->forwarder_connect);
     free(cfg->cluster_curve_secret);
     free(cfg->jwt_secret);
