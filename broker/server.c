@@ -32,6 +32,7 @@
 #include "admin.h"
 #include "replica.h"
 #include "sdnotify.h"
+#include "tls_reload.h"
 #include "workers.h"
 
 #include <arpa/inet.h>
@@ -108,14 +109,26 @@ static void on_signal(int sig)
         lws_cancel_service(rt.ctx);
 }
 
-/* Applies what changed in the live config to those who copied it. */
-static void apply_reloaded(void)
+/* Applies what changed in the live config to those who copied it. Returns
+ * how many more things changed (files read again under the same names). */
+static int apply_reloaded(void)
 {
-    char err[200];
+    char err[300];
+    int more = 0;
     log_set_level((enum log_level)log_level_parse(rt.cfg->log_level));
     log_install_lws(log_get_level());
     if (ws_set_trusted_proxies(rt.cfg->trusted_proxy, rt.cfg->n_trusted_proxy, err, sizeof err) < 0)
         log_error("event=reload_failed msg=\"%s\"", err); /* config_load checked it: not reached */
+    /* Token keys, always loaded again: the PEM file may have new text under its old name. */
+    bool pem_changed = false;
+    if (auth_ws_reload(rt.cfg, &pem_changed, err, sizeof err) < 0)
+        log_error("event=reload_failed key=jwt msg=\"%s; the running token keys stay\"", err);
+    else if (pem_changed && rt.cfg->jwt_public_key) {
+        log_info("event=reload_changed key=jwt-public-key file=%s", rt.cfg->jwt_public_key);
+        more++;
+    }
+    more += tls_reload(rt.ctx, rt.cfg) > 0;
+    return more;
 }
 
 void server_reload_if_asked(void)
@@ -131,7 +144,7 @@ void server_reload_if_asked(void)
     }
     int changed = config_reload(live_cfg, saved_argc, saved_argv);
     if (changed >= 0) {
-        apply_reloaded();
+        changed += apply_reloaded();
         log_info("event=reload_done changed=%d", changed);
     }
 }
@@ -309,6 +322,7 @@ int server_start(struct config *cfg)
         return -1;
     }
     rt.vh = lws_get_vhost_by_name(rt.ctx, "chorus");
+    tls_reload_init(cfg);
     if (cfg->workers > 1) {
         lws_sock_file_fd_type u;
         u.filefd = workers_listen(cfg);
@@ -513,4 +527,5 @@ void server_stop(void)
     presence_free();
     ratelimit_free();
     auth_ws_free();
+    tls_reload_free();
 }

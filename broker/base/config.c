@@ -112,14 +112,22 @@ static const struct opt opts[] = {
      "wait this long for a channel owner's answer before replying unavailable", "2000"},
     {"peer-resolve-interval", OPT_INT, F(peer_resolve_interval), 0, "SECONDS", 1, 86400,
      "re-resolve peer DNS names this often", "10"},
+    {"peer-resolve-fast-ms", OPT_INT, F(peer_resolve_fast_ms), 0, "MS", 100, 600000,
+     "re-resolve peer DNS names this often while a peer is down or not heard yet", "1000"},
+    {"peer-max-addresses", OPT_INT, F(peer_max_addresses), 0, "N", 1, 1024,
+     "addresses kept per peer name (more are dropped, with a warning)", "64"},
+    {"join-wait-ms", OPT_INT, F(join_wait_ms), 0, "MS", 0, 600000,
+     "a starting node reports ready once every peer it hears hears it too, or after this long", "10000"},
     {"cluster-hwm", OPT_INT, F(cluster_hwm), 0, "N", 100, 10000000,
      "ZeroMQ high-water mark, messages per link", "100000"},
     {"data-dir", OPT_STR, F(data_dir), 0, "DIR", 0, 0,
      "where a cluster node keeps its Raft log and vote; keep it across restarts (default: chorus-data/NODE-ID)", NULL},
     {"raft-bind", OPT_STR, F(raft_bind), 0, "IPV4:PORT", 0, 0,
      "agreed membership (Raft) listens here (default: the cluster-bind address, port + 1)", NULL},
-    {"raft-peer", OPT_LIST, F(raft_peer), F(n_raft_peer), "IPV4:PORT", 0, 0,
-     "another node's raft-bind address (repeatable; default: each --peer's address, port + 1)", NULL},
+    {"raft-peer", OPT_LIST, F(raft_peer), F(n_raft_peer), "HOST:PORT", 0, 0,
+     "another node's Raft address, a name or IPv4 (repeatable; default: each --peer's host, port + 1)", NULL},
+    {"raft-advertise", OPT_STR, F(raft_advertise), 0, "HOST:PORT", 0, 0,
+     "the Raft address the peers know this node by (default: the --peer entry naming this node, else raft-bind)", NULL},
     {"lease-ms", OPT_INT, F(lease_ms), 0, "MS", 200, 60000,
      "an owner or backup acts only this long after the Raft leader last confirmed it", "1500"},
     {"election-timeout-ms", OPT_INT, F(election_timeout_ms), 0, "MS", 100, 60000,
@@ -541,11 +549,13 @@ static const struct {
     {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},
     {"Cluster", "cluster-bind peer forwarder-connect forwarder cluster-curve-secret curve-keygen "
                 "cluster-insecure heartbeat-ms peer-timeout-ms cluster-timeout-ms "
-                "peer-resolve-interval cluster-hwm "},
+                "peer-resolve-interval peer-resolve-fast-ms peer-max-addresses join-wait-ms "
+                "cluster-hwm "},
     {"Backend hooks", "proxy-connect proxy-subscribe proxy-publish proxy-timeout proxy-max-pending "
                       "hook-max-connections webhook webhook-secret webhook-timeout "
                       "webhook-max-queue webhook-batch webhook-retries "},
-    {"Cluster membership (Raft)", "data-dir raft-bind raft-peer lease-ms election-timeout-ms "
+    {"Cluster membership (Raft)", "data-dir raft-bind raft-peer raft-advertise lease-ms "
+                                  "election-timeout-ms "
                                   "replication-factor "},
 };
 #define N_TOPICS (sizeof topics / sizeof topics[0])
@@ -670,33 +680,42 @@ static const struct opt *find_flag(const char *arg, const char **inline_val)
     return NULL;
 }
 
-/* "IPV4:PORT", as libraft 0.15 needs (consensus.c refuses anything else at start). */
-static bool raft_addr_ok(const char *addr)
+/* "IPV4:PORT" (a bind address, as libraft 0.15 listens), or with
+ * names_ok "HOST:PORT" too (peers: consensus.c resolves names at each
+ * connection). */
+static bool raft_addr_ok(const char *addr, bool names_ok)
 {
-    char ip[INET_ADDRSTRLEN];
+    char ip[256];
     const char *colon = strrchr(addr, ':');
     struct in_addr a;
-    if (!colon || (size_t)(colon - addr) >= sizeof ip)
+    if (!colon || colon == addr || (size_t)(colon - addr) >= sizeof ip)
         return false;
     snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
     char *end;
     long port = strtol(colon + 1, &end, 10);
-    return inet_pton(AF_INET, ip, &a) == 1 && a.s_addr != 0 && isdigit((unsigned char)colon[1]) &&
-           !*end && port > 0 && port < 65536;
+    if (!isdigit((unsigned char)colon[1]) || *end || port <= 0 || port >= 65536)
+        return false;
+    if (inet_pton(AF_INET, ip, &a) == 1)
+        return a.s_addr != 0;
+    return names_ok && !strpbrk(ip, ":[]/ ");
 }
 
 /* --check-config: what a start would refuse later, checked now. */
 static int check_deep(const struct config *cfg)
 {
-    if (cfg->raft_bind && !raft_addr_ok(cfg->raft_bind)) {
+    if (cfg->raft_bind && !raft_addr_ok(cfg->raft_bind, false)) {
         fprintf(stderr, "chorusd: raft-bind must be IPV4:PORT, got '%s'\n", cfg->raft_bind);
         return -1;
     }
     for (int i = 0; i < cfg->n_raft_peer; i++)
-        if (!raft_addr_ok(cfg->raft_peer[i])) {
-            fprintf(stderr, "chorusd: raft-peer must be IPV4:PORT, got '%s'\n", cfg->raft_peer[i]);
+        if (!raft_addr_ok(cfg->raft_peer[i], true)) {
+            fprintf(stderr, "chorusd: raft-peer must be HOST:PORT, got '%s'\n", cfg->raft_peer[i]);
             return -1;
         }
+    if (cfg->raft_advertise && !raft_addr_ok(cfg->raft_advertise, true)) {
+        fprintf(stderr, "chorusd: raft-advertise must be HOST:PORT, got '%s'\n", cfg->raft_advertise);
+        return -1;
+    }
     const char *files[][2] = {{"tls-cert", cfg->tls_cert}, {"tls-key", cfg->tls_key},
                               {"jwt-public-key", cfg->jwt_public_key}};
     for (size_t i = 0; i < sizeof files / sizeof files[0]; i++)
@@ -984,6 +1003,7 @@ void config_free(struct config *cfg)
     free(cfg->cluster_bind);
     free(cfg->data_dir);
     free(cfg->raft_bind);
+    free(cfg->raft_advertise);
     free(cfg->forwarder_connect);
     free(cfg->cluster_curve_secret);
     free(cfg->jwt_secret);
@@ -1027,8 +1047,51 @@ const struct ns_opts *config_ns_for(const struct config *cfg, const char *channe
 static const char *const reloadable[] = {
     "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "max-pub-rate",
     "pub-burst", "max-pub-rate-user", "max-conn-rate-ip", "max-conns-per-ip", "allowed-origin",
-    "trusted-proxy", "drain-delay", "shutdown-timeout", NULL,
+    "trusted-proxy", "drain-delay", "shutdown-timeout",
+    /* Token keys: the session layer loads them again (server.c, auth_ws_reload). */
+    "jwt-secret", "jwt-public-key", "jwt-leeway",
+    /* The default namespace's rules, applied in place below (not history-size:
+     * every channel's history ring is sized by it). */
+    "history-ttl", "client-publish", "presence-max-members", "idempotency-window",
+    "idempotency-keys", NULL,
 };
+
+/* Namespace rules are read at each use through the channel's or the op's
+ * namespace (config_ns_for), so a rule changed in place applies from the
+ * next op on. Channels point into the namespaces array, and each channel's
+ * history ring is sized by its namespace's history_size: the set of
+ * namespaces and their history sizes stay until a restart. */
+static int ns_update(struct ns_opts *live, const struct ns_opts *fresh)
+{
+    char fields[200] = "";
+    size_t n = 0;
+#define NS_FIELD(f)                                                                         \
+    if (live->f != fresh->f)                                                                \
+        n += (size_t)snprintf(fields + n, n < sizeof fields ? sizeof fields - n : 0, "%s%s", \
+                              n ? "," : "", #f);
+    NS_FIELD(history_ttl)
+    NS_FIELD(client_publish)
+    NS_FIELD(presence)
+    NS_FIELD(subscribe)
+    NS_FIELD(publish)
+    NS_FIELD(personal)
+    NS_FIELD(presence_max_members)
+    NS_FIELD(idempotency_window)
+    NS_FIELD(idempotency_keys)
+#undef NS_FIELD
+    const char *name = *live->name ? live->name : "(default)";
+    if (live->history_size != fresh->history_size)
+        log_warn("event=reload_refused key=namespaces.%s.history_size old=%d new=%d msg=\"history "
+                 "rings are sized at start; only a restart applies it\"", name, live->history_size,
+                 fresh->history_size);
+    if (!n)
+        return 0;
+    int keep = live->history_size;
+    *live = *fresh;
+    live->history_size = keep;
+    log_info("event=reload_changed key=namespaces.%s fields=%s", name, fields);
+    return 1;
+}
 
 static bool opt_equal(const struct config *a, const struct config *b, const struct opt *o)
 {
@@ -1096,8 +1159,10 @@ int config_reload(struct config *live, int argc, char **argv)
                      "the running value stays\"", o->name);
             continue;
         }
-        /* Only limits, times and address lists: no secret is logged. */
-        if (o->type == OPT_INT)
+        /* Limits, times, address lists; a secret is named, never shown. */
+        if (is_secret(o->name))
+            log_info("event=reload_changed key=%s value=\"<hidden>\"", o->name);
+        else if (o->type == OPT_INT)
             log_info("event=reload_changed key=%s old=%d new=%d", o->name,
                      *(int *)((char *)live + o->off), *(int *)((char *)&fresh + o->off));
         else if (o->type == OPT_STR)
@@ -1109,13 +1174,18 @@ int config_reload(struct config *live, int argc, char **argv)
         opt_move(live, &fresh, o);
         changed++;
     }
-    bool ns_same = live->n_namespaces == fresh.n_namespaces &&
-                   (!live->n_namespaces || !memcmp(live->namespaces, fresh.namespaces,
-                                                   (size_t)live->n_namespaces * sizeof *live->namespaces));
-    /* The default namespace follows top-level keys, reported above. */
-    if (!ns_same)
-        log_warn("event=reload_refused key=namespaces msg=\"changed, but only a restart applies "
-                 "namespaces and their rules in this version; the running ones stay\"");
+    /* The default namespace follows the top-level keys moved above. */
+    changed += ns_update(&live->default_ns, &fresh.default_ns);
+    bool same_set = live->n_namespaces == fresh.n_namespaces;
+    for (int i = 0; same_set && i < live->n_namespaces; i++)
+        same_set = !strcmp(live->namespaces[i].name, fresh.namespaces[i].name);
+    if (!same_set)
+        log_warn("event=reload_refused key=namespaces msg=\"namespaces added, removed, renamed or "
+                 "reordered: only a restart applies that; the rules of the running ones are "
+                 "reloaded only while the list of names stays the same\"");
+    else
+        for (int i = 0; i < live->n_namespaces; i++)
+            changed += ns_update(&live->namespaces[i], &fresh.namespaces[i]);
     config_free(&fresh);
     return changed;
 }

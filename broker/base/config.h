@@ -79,11 +79,15 @@ struct config {
     int peer_timeout_ms;
     int cluster_timeout_ms;
     int peer_resolve_interval;
+    int peer_resolve_fast_ms;     /* while a peer is down or unheard */
+    int peer_max_addresses;       /* per --peer name */
+    int join_wait_ms;             /* longest wait for peers to hear a starting node */
     int cluster_hwm;
     char *data_dir;               /* Raft log and vote (cluster nodes) */
     char *raft_bind;              /* IPv4:port for Raft; NULL: derived from cluster_bind */
     char *raft_peer[CONFIG_MAX_PEERS]; /* peers' raft_bind; empty: derived from peer[] */
     int n_raft_peer;
+    char *raft_advertise;         /* HOST:PORT the peers name this node's Raft by */
     int lease_ms;
     int election_timeout_ms;
     int replication_factor;

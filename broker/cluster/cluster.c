@@ -62,7 +62,8 @@ void cluster_step_down(void)
 
 bool cluster_ready(void)
 {
-    return !cluster_enabled() || (membership_map_current() && lease_valid());
+    return !cluster_enabled() ||
+           (membership_map_current() && lease_valid() && membership_joined(runtime_now_ms()));
 }
 
 bool cluster_backup_accepts(const char *ch, size_t len, const char *origin, uint64_t gen)

@@ -8,6 +8,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <raft.h>
 #include <raft/uv.h>
 #include <stdio.h>
@@ -20,7 +22,7 @@
 #include <uv.h>
 
 #define MAX_HOOKS 4
-#define ADDR_MAX 64
+#define ADDR_MAX 280 /* a DNS name (253), ":", a port */
 /* uv registers new watchers with epoll only at its next run, which its
  * backend fd cannot announce: run it at least this often. */
 #define UV_POLL_US (50 * LWS_US_PER_MS)
@@ -112,24 +114,79 @@ static int fsm_restore(struct raft_fsm *fsm, struct raft_buffer *buf)
 
 /* ----------------------------------------------------------- addresses */
 
-/* "tcp://HOST:PORT" -> "IPV4:PORT+1" (Raft 0.15 connects to numeric IPv4 only). */
-static int derive(const char *endpoint, char out[ADDR_MAX])
+/* A node's Raft address is a string in the Raft configuration, and its
+ * Raft id is derived from it; libraft 0.15 can change neither for a
+ * server (src/uv_send.c asserts the address of a known id never changes).
+ * So a peer given by name keeps its name there, "HOST:PORT", and the
+ * transport resolves it at each connection attempt (resolving_connect):
+ * a node that comes back on a new address keeps its id and is reached
+ * there. Raft 0.15's TCP transport connects to numeric IPv4 only. */
+
+/* HOST of "HOST:PORT" resolved to one IPv4 address; -1 when it does not. */
+static int resolve4(const char *addr, struct in_addr *out, int *port)
+{
+    char host[ADDR_MAX];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof host || atoi(colon + 1) <= 0 ||
+        atoi(colon + 1) > 65535)
+        return -1;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+    *port = atoi(colon + 1);
+    if (inet_pton(AF_INET, host, out) == 1)
+        return out->s_addr != 0 ? 0 : -1;
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+        return -1;
+    *out = ((struct sockaddr_in *)res->ai_addr)->sin_addr;
+    freeaddrinfo(res);
+    return out->s_addr != 0 ? 0 : -1;
+}
+
+/* Does the name in "HOST:PORT" resolve to ip:port (any of its addresses)? */
+static bool names_self(const char *addr, const char *self_numeric)
+{
+    char host[ADDR_MAX], want[ADDR_MAX];
+    const char *colon = strrchr(addr, ':');
+    if (!colon || (size_t)(colon - addr) >= sizeof host)
+        return false;
+    snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
+    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
+    if (getaddrinfo(host, NULL, &hints, &res) != 0)
+        return false;
+    bool hit = false;
+    for (struct addrinfo *a = res; a && !hit; a = a->ai_next) {
+        char ip[INET_ADDRSTRLEN];
+        inet_ntop(AF_INET, &((struct sockaddr_in *)a->ai_addr)->sin_addr, ip, sizeof ip);
+        snprintf(want, sizeof want, "%s:%s", ip, colon + 1);
+        hit = !strcmp(want, self_numeric);
+    }
+    freeaddrinfo(res);
+    return hit;
+}
+
+/* "tcp://HOST:PORT" -> "HOST:PORT+1", the name kept (see above). */
+static int derive_name(const char *endpoint, char out[ADDR_MAX])
 {
     char host[256], portstr[16];
-    if (!endpoint_split(endpoint, host, sizeof host, portstr, sizeof portstr))
+    if (!endpoint_split(endpoint, host, sizeof host, portstr, sizeof portstr) || strchr(host, ':'))
         return -1;
     int port = atoi(portstr);
     if (port <= 0 || port >= 65535)
         return -1;
-    struct addrinfo hints = {.ai_family = AF_INET, .ai_socktype = SOCK_STREAM}, *res = NULL;
-    if (getaddrinfo(host, NULL, &hints, &res) != 0 || !res)
+    return snprintf(out, ADDR_MAX, "%s:%d", host, port + 1) < ADDR_MAX ? 0 : -1;
+}
+
+/* "tcp://HOST:PORT" -> "IPV4:PORT+1": this node's own listening address. */
+static int derive(const char *endpoint, char out[ADDR_MAX])
+{
+    char name[ADDR_MAX];
+    struct in_addr a;
+    int port;
+    if (derive_name(endpoint, name) < 0 || resolve4(name, &a, &port) < 0)
         return -1;
     char ip[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip, sizeof ip);
-    freeaddrinfo(res);
-    if (!strcmp(ip, "0.0.0.0"))
-        return -1;
-    snprintf(out, ADDR_MAX, "%s:%d", ip, port + 1);
+    inet_ntop(AF_INET, &a, ip, sizeof ip);
+    snprintf(out, ADDR_MAX, "%s:%d", ip, port);
     return 0;
 }
 
@@ -142,6 +199,85 @@ static int numeric(const char *addr)
         return -1;
     snprintf(ip, sizeof ip, "%.*s", (int)(colon - addr), addr);
     return inet_pton(AF_INET, ip, &a) == 1 && a.s_addr != 0 ? 0 : -1;
+}
+
+/* HOST:PORT with a HOST that is a name or an IPv4 address. */
+static int well_formed(const char *addr)
+{
+    const char *colon = strrchr(addr, ':');
+    if (!colon || colon == addr || atoi(colon + 1) <= 0 || atoi(colon + 1) > 65535)
+        return -1;
+    for (const char *c = addr; c < colon; c++)
+        if (*c == ':' || *c == '[' || *c == '/' || *c == ' ')
+            return -1;
+    return 0;
+}
+
+/* The last address each named peer resolved to, to log a change once. */
+static struct {
+    char name[ADDR_MAX];
+    struct in_addr ip;
+} seen_addr[CONFIG_MAX_PEERS + 1];
+
+static int (*tcp_connect)(struct raft_uv_transport *, struct raft_uv_connect *, raft_id,
+                          const char *, raft_uv_connect_cb);
+static raft_uv_connect_cb raft_connected;   /* libraft's own callback: one function */
+static unsigned user_timeout_ms;
+
+/* A peer whose address vanished (a pod gone with its IP) answers nothing,
+ * not even a reset: libraft's client keeps writing into the kernel buffer
+ * for the many minutes TCP retransmits, or (dialling the old address
+ * before the name changed) sends SYNs for two minutes, and never dials the
+ * new address. Every TCP socket of Raft's loop (only Raft uses it) gets a
+ * bound instead: unacknowledged data older than user_timeout_ms, or a SYN
+ * unanswered after one retry (about 3 s), ends the attempt; libraft then
+ * reconnects, resolving the name again. libraft gives no hook before its
+ * connect(), so the sockets are found right after it. */
+static void bound_timeouts(uv_handle_t *h, void *arg)
+{
+    (void)arg;
+    uv_os_fd_t fd;
+    int syncnt = 1;
+    if (h->type != UV_TCP || uv_is_closing(h) || uv_fileno(h, &fd) != 0)
+        return;
+    setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout_ms, sizeof user_timeout_ms);
+    setsockopt(fd, IPPROTO_TCP, TCP_SYNCNT, &syncnt, sizeof syncnt);
+}
+
+static void connected(struct raft_uv_connect *req, struct uv_stream_s *stream, int status)
+{
+    if (status == 0 && stream)
+        bound_timeouts((uv_handle_t *)stream, NULL); /* accepted ones inherit the listener's */
+    raft_connected(req, stream, status);
+}
+
+static int resolving_connect(struct raft_uv_transport *t, struct raft_uv_connect *req, raft_id id,
+                             const char *address, raft_uv_connect_cb cb)
+{
+    struct in_addr a;
+    int port;
+    char numeric_addr[ADDR_MAX], ip[INET_ADDRSTRLEN];
+    if (resolve4(address, &a, &port) < 0) {
+        log_debug("event=raft_resolve_failed addr=%s", address);
+        return RAFT_NOCONNECTION; /* libraft tries again after its retry delay */
+    }
+    inet_ntop(AF_INET, &a, ip, sizeof ip);
+    snprintf(numeric_addr, sizeof numeric_addr, "%s:%d", ip, port);
+    if (strcmp(numeric_addr, address) != 0)
+        for (size_t i = 0; i < sizeof seen_addr / sizeof seen_addr[0]; i++) {
+            if (*seen_addr[i].name && strcmp(seen_addr[i].name, address) != 0)
+                continue;
+            if (!*seen_addr[i].name || seen_addr[i].ip.s_addr != a.s_addr)
+                log_info("event=raft_peer_address addr=%s ip=%s", address, ip);
+            snprintf(seen_addr[i].name, sizeof seen_addr[i].name, "%s", address);
+            seen_addr[i].ip = a;
+            break;
+        }
+    raft_connected = cb;
+    int rv = tcp_connect(t, req, id, numeric_addr, connected);
+    if (rv == 0)
+        uv_walk(&cs.loop, bound_timeouts, NULL);
+    return rv;
 }
 
 static int mkdirs(const char *path)
@@ -215,13 +351,19 @@ int consensus_lws_callback(struct lws *wsi, enum lws_callback_reasons reason, vo
 
 int consensus_start(const struct config *cfg, struct lws_vhost *vh)
 {
-    char self[ADDR_MAX], addrs[CONFIG_MAX_PEERS][ADDR_MAX], dir[1024];
+    /* bind: where this node listens (numeric); self: the address its peers
+     * know it by (the same string as in their configurations). */
+    char bind[ADDR_MAX], self[ADDR_MAX], addrs[CONFIG_MAX_PEERS][ADDR_MAX], dir[1024];
     int n = 0;
     if (cfg->raft_bind)
-        snprintf(self, sizeof self, "%s", cfg->raft_bind);
-    else if (!cfg->cluster_bind || derive(cfg->cluster_bind, self) < 0) {
+        snprintf(bind, sizeof bind, "%s", cfg->raft_bind);
+    else if (!cfg->cluster_bind || derive(cfg->cluster_bind, bind) < 0) {
         log_error("event=raft_failed msg=\"give --raft-bind IPV4:PORT: this node's Raft address "
                   "cannot be derived from --cluster-bind (a wildcard or unresolvable host)\"");
+        return -1;
+    }
+    if (numeric(bind) < 0) {
+        log_error("event=raft_failed addr=%s msg=\"a Raft bind address must be IPV4:PORT\"", bind);
         return -1;
     }
     if (cfg->n_raft_peer) {
@@ -229,23 +371,44 @@ int consensus_start(const struct config *cfg, struct lws_vhost *vh)
             snprintf(addrs[n++], ADDR_MAX, "%s", cfg->raft_peer[i]);
     } else {
         for (int i = 0; i < cfg->n_peer; i++)
-            if (derive(cfg->peer[i], addrs[n]) < 0) {
+            if (derive_name(cfg->peer[i], addrs[n]) < 0) {
                 log_error("event=raft_failed peer=%s msg=\"cannot derive its Raft address; give "
-                          "--raft-peer IPV4:PORT for every peer\"", cfg->peer[i]);
+                          "--raft-peer HOST:PORT for every peer\"", cfg->peer[i]);
                 return -1;
-            } else if (strcmp(addrs[n], self) != 0) {
+            } else {
                 n++;
             }
     }
-    if (numeric(self) < 0) {
-        log_error("event=raft_failed addr=%s msg=\"a Raft address must be IPV4:PORT\"", self);
-        return -1;
+    /* This node among the peers: the entry that is its bind address, or a
+     * name that resolves to it; peers name it so in their configurations. */
+    snprintf(self, sizeof self, "%s", cfg->raft_advertise ? cfg->raft_advertise : bind);
+    int named = 0;
+    for (int i = 0; i < n; i++) {
+        bool is_self = !strcmp(addrs[i], self) || !strcmp(addrs[i], bind) ||
+                       (!cfg->raft_advertise && numeric(addrs[i]) < 0 && names_self(addrs[i], bind));
+        named += numeric(addrs[i]) < 0;
+        if (is_self) {
+            if (!cfg->raft_advertise)
+                snprintf(self, sizeof self, "%s", addrs[i]);
+            memmove(addrs[i], addrs[n - 1], ADDR_MAX);
+            n--;
+            i--;
+        }
     }
+    if (named && !cfg->raft_advertise && !strcmp(self, bind))
+        log_warn("event=raft_self_unnamed addr=%s msg=\"peers are named by DNS but none of the "
+                 "names resolves to this node's Raft address: if the peers name this node, give "
+                 "--raft-advertise HOST:PORT (their name for it), or it joins under another id\"",
+                 self);
     for (int i = 0; i < n; i++)
-        if (numeric(addrs[i]) < 0) {
-            log_error("event=raft_failed addr=%s msg=\"a Raft address must be IPV4:PORT\"", addrs[i]);
+        if (well_formed(addrs[i]) < 0) {
+            log_error("event=raft_failed addr=%s msg=\"a Raft address must be HOST:PORT\"", addrs[i]);
             return -1;
         }
+    if (well_formed(self) < 0) {
+        log_error("event=raft_failed addr=%s msg=\"a Raft address must be HOST:PORT\"", self);
+        return -1;
+    }
     if (cfg->data_dir)
         snprintf(dir, sizeof dir, "%s", cfg->data_dir);
     else
@@ -279,6 +442,13 @@ int consensus_start(const struct config *cfg, struct lws_vhost *vh)
     if ((rv = raft_uv_tcp_init(&cs.transport, &cs.loop)) != 0)
         goto fail;
     cs.transport_inited = true;
+    memset(seen_addr, 0, sizeof seen_addr);
+    tcp_connect = cs.transport.connect;
+    user_timeout_ms = (unsigned)(2 * cfg->election_timeout_ms > 1000 ? 2 * cfg->election_timeout_ms : 1000);
+    cs.transport.connect = resolving_connect;
+    /* It listens on the bind address; self (maybe a name) is what it tells the peers it dials. */
+    if ((rv = raft_uv_tcp_set_bind_address(&cs.transport, bind)) != 0)
+        goto fail;
     if ((rv = raft_uv_init(&cs.io, &cs.loop, dir, &cs.transport)) != 0)
         goto fail;
     cs.io_inited = true;
@@ -316,8 +486,8 @@ int consensus_start(const struct config *cfg, struct lws_vhost *vh)
         return -1;
     }
     run_uv();
-    log_info("event=raft_started id=%llx addr=%s voters=%d dir=%s", (unsigned long long)cs.self_id,
-             self, cs.voters, dir);
+    log_info("event=raft_started id=%llx addr=%s bind=%s voters=%d dir=%s",
+             (unsigned long long)cs.self_id, self, bind, cs.voters, dir);
     if (cs.voters == 2)
         log_warn("event=raft_two_voters msg=\"a 2-node cluster needs both nodes for every change "
                  "and every lease: losing either stops publishes; run 3 or more\"");

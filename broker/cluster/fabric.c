@@ -214,7 +214,15 @@ static bool recv_one(void *sock, bool *bad)
 /* XPUB delivers subscriptions: byte 1 = subscribe, 0 = unsubscribe, then the topic. */
 static void handle_subscription(const unsigned char *d, size_t len)
 {
-    if (len < 3 || d[len - 1] != '\0' || d[1] == '!')
+    if (len < 3 || d[len - 1] != '\0')
+        return;
+    /* "!to:ID": node ID's SUB follows us; XPUB reports the first subscriber
+     * and the last one leaving, so a restarted node's two links count once. */
+    if (len > 6 && !memcmp(d + 1, "!to:", 4) && len - 6 <= ENVELOPE_ID_MAX && (d[0] == 0 || d[0] == 1)) {
+        membership_heard_by((const char *)d + 5, d[0] == 1);
+        return;
+    }
+    if (d[1] == '!')
         return;
     const char *name = (const char *)d + 1;
     size_t nl = len - 2;
@@ -381,6 +389,8 @@ static void common_options(void *sock)
     set_int(sock, ZMQ_HEARTBEAT_TIMEOUT, 3000);
     set_int(sock, ZMQ_HEARTBEAT_TTL, 3000);
     set_int(sock, ZMQ_TCP_KEEPALIVE, 1);
+    /* IPv6 endpoints (peers resolved to IPv6, a [::] bind) need this; IPv4 ones still work. */
+    set_int(sock, ZMQ_IPV6, 1);
 }
 
 int fabric_start(const struct config *cfg, struct lws_vhost *vh)

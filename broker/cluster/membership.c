@@ -18,6 +18,7 @@ struct member {
     uint64_t raft_id;                 /* from its heartbeats */
     int64_t last_seen_ms;
     bool up;
+    bool hears_us;                    /* its SUB follows our XPUB ("!to:ID" subscribed) */
     UT_hash_handle hh;
 };
 
@@ -40,6 +41,7 @@ static struct {
     char self_ref[SHARDMAP_REF_MAX + 1];
     struct member *members;
     int64_t started_ms;
+    bool joined;                      /* every peer heard once heard us (membership_joined) */
     uint64_t version;
     bool past_self;                   /* the map names an earlier incarnation of this node */
     bool in_map;                      /* the map names this incarnation (owner or backup) */
@@ -81,17 +83,25 @@ bool cluster_enabled(void) { return ms.enabled; }
 
 
 
-void membership_seen(const char *id, int64_t now)
+static struct member *member_get(const char *id)
 {
     struct member *m;
     HASH_FIND_STR(ms.members, id, m);
     if (!m) {
         m = calloc(1, sizeof *m);
         if (!m)
-            return;
+            return NULL;
         snprintf(m->id, sizeof m->id, "%s", id);
         HASH_ADD_STR(ms.members, id, m);
     }
+    return m;
+}
+
+void membership_seen(const char *id, int64_t now)
+{
+    struct member *m = member_get(id);
+    if (!m)
+        return;
     m->last_seen_ms = now;
     if (!m->up) {
         m->up = true;
@@ -108,6 +118,61 @@ void membership_sweep(int64_t now, void (*down)(const char *id))
                      (long long)(now - m->last_seen_ms));
             down(m->id);
         }
+}
+
+void membership_heard_by(const char *id, bool on)
+{
+    if (!strcmp(id, ms.self))
+        return; /* our own SUB, when this node lists itself among its peers */
+    struct member *m = member_get(id);
+    if (m && m->hears_us != on) {
+        m->hears_us = on;
+        log_info("event=peer_hears_us peer=%s on=%s", m->id, on ? "yes" : "no");
+    }
+}
+
+bool membership_any_down(void)
+{
+    if (!ms.members)
+        return true;
+    for (struct member *m = ms.members; m; m = m->hh.next)
+        if (!m->up || !m->hears_us)
+            return true;
+    return false;
+}
+
+/* A node that comes back on a new address hears its peers at once, but
+ * they link to it only when they resolve its name again: until then what
+ * they forward to it (or it answers them) is lost. So it counts as started
+ * until every peer it hears hears it too; join_wait_ms bounds the wait (a
+ * link that works one way only must not keep it out forever). Once
+ * joined, stays joined: later link trouble is the lease's business. */
+bool membership_joined(int64_t now)
+{
+    if (ms.joined)
+        return true;
+    int heard = 0, missing = 0;
+    const char *first_missing = NULL;
+    for (struct member *m = ms.members; m; m = m->hh.next)
+        if (m->up) {
+            heard++;
+            if (!m->hears_us) {
+                missing++;
+                first_missing = first_missing ? first_missing : m->id;
+            }
+        }
+    if (!missing) {
+        log_info("event=cluster_joined peers_hearing=%d after_ms=%lld", heard,
+                 (long long)(now - ms.started_ms));
+    } else if (now - ms.started_ms >= ms.cfg->join_wait_ms) {
+        log_warn("event=cluster_joined peers_hearing=%d not_hearing=%d e.g.=%s after_ms=%lld "
+                 "msg=\"join-wait-ms passed: ready although some peers do not follow this node\"",
+                 heard - missing, missing, first_missing, (long long)(now - ms.started_ms));
+    } else {
+        return false;
+    }
+    ms.joined = true;
+    return true;
 }
 
 int cluster_peers(struct cluster_peer_info *out, int max)

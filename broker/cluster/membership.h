@@ -45,6 +45,15 @@ const char *membership_node_of_raft(uint64_t raft_id);
 
 /* A message from node id arrived at now_ms. */
 void membership_seen(const char *id, int64_t now_ms);
+/* Node id's SUB socket subscribed (on) to its "!to:ID" topic on our XPUB,
+ * i.e. it hears us, or dropped it. */
+void membership_heard_by(const char *id, bool on);
+/* Some member is down or does not hear us (or none is known yet): the
+ * peer names are worth resolving again soon. */
+bool membership_any_down(void);
+/* Every member that is up hears us, or join_wait_ms passed since start;
+ * true from then on. */
+bool membership_joined(int64_t now_ms);
 /* Marks down every member silent for longer than peer_timeout and calls
  * down(id) for each. */
 void membership_sweep(int64_t now_ms, void (*down)(const char *id));

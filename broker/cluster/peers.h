@@ -1,8 +1,10 @@
 /* peers.h - finding the other nodes: each --peer tcp://HOST:PORT is
- * resolved again every peer_resolve_interval, and the SUB socket follows
- * exactly the addresses it resolves to now, so a Kubernetes headless
- * service's pods come and go by themselves. ipc:// peers (--workers) are
- * connected once. Internal to the cluster layer. */
+ * resolved again every peer_resolve_interval (every peer_resolve_fast_ms
+ * while a peer is down or not heard yet), and the SUB socket follows
+ * exactly the addresses it resolves to now (IPv4, or IPv6 for a name with
+ * no IPv4 address; at most peer_max_addresses per name, with a warning), so
+ * a Kubernetes headless service's pods come and go by themselves. ipc://
+ * peers (--workers) are connected once. Internal to the cluster layer. */
 #ifndef CHORUS_PEERS_H
 #define CHORUS_PEERS_H
 

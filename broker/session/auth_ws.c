@@ -26,6 +26,19 @@ int auth_ws_init(const struct config *cfg, char *err, size_t errlen)
 
 void auth_ws_free(void) { auth_keys_free(&keys); }
 
+int auth_ws_reload(const struct config *cfg, bool *pem_changed, char *err, size_t errlen)
+{
+    struct auth_keys fresh;
+    memset(&fresh, 0, sizeof fresh);
+    if (auth_keys_load(&fresh, cfg->jwt_secret, cfg->jwt_public_key, cfg->jwt_leeway, err, errlen) < 0)
+        return -1;
+    *pem_changed = fresh.pem_len != keys.pem_len ||
+                   (fresh.pem_len && memcmp(fresh.pem, keys.pem, fresh.pem_len) != 0);
+    auth_keys_free(&keys);
+    keys = fresh;
+    return 0;
+}
+
 const struct auth_claims *auth_ws_who(const struct conn *c)
 {
     return c->auth.authenticated ? &c->auth.who : NULL;

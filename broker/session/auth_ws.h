@@ -33,6 +33,12 @@ struct conn_auth {
 /* Loads the keys named by the config. Returns -1 with a reason in err. */
 int auth_ws_init(const struct config *cfg, char *err, size_t errlen);
 void auth_ws_free(void);
+/* SIGHUP: loads the keys cfg names now (the PEM file is read again even
+ * under the same name; *pem_changed says whether its text changed) and
+ * uses them for every token verified from now on. Connections already
+ * authenticated keep what their token granted. -1 (reason in err): the
+ * running keys stay. */
+int auth_ws_reload(const struct config *cfg, bool *pem_changed, char *err, size_t errlen);
 
 /* LWS_CALLBACK_HTTP_CONFIRM_UPGRADE: refuses (HTTP 431, returns 1) an upgrade
  * whose Sec-WebSocket-Protocol header lws 4.1.6 could not parse; 0 otherwise. */

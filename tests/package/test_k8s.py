@@ -221,7 +221,8 @@ def _():
         assert sum("READY=1" in d for d in seen) == 1, f"chorus-2 sent {seen}"
         with open(os.path.join(tmp, "chorus-0.log")) as f:
             first = f.read()
-        assert f"raft {ips[1]}:{ports['raft']},{ips[2]}:{ports['raft']}" in first, first[:2000]
+        assert f"raft {names[1]}:{ports['raft']},{names[2]}:{ports['raft']}" in first, first[:2000]
+        assert f"addr={names[0]}:{ports['raft']} bind={ips[0]}:{ports['raft']}" in first, first[:2000]
         for p in procs:
             p.terminate()
         for i, p in enumerate(procs):

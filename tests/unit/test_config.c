@@ -487,11 +487,21 @@ static void test_check_config_prints_the_effective_configuration_without_secrets
     assert_int_equal(l.rc, -2);
     assert_non_null(strstr(l.err, "/nonexistent.pem"));
     config_free(&cfg);
-    /* Raft takes numeric IPv4 only: a name is refused before any start. */
+    /* Raft peers may be names (resolved at each connection); a bind address
+     * must be numeric IPv4, and an IPv6 literal is refused before any start. */
     load(&cfg, &l, "--check-config", "--cluster-insecure", "true", "--cluster-bind", "tcp://10.0.0.1:7000",
-         "--raft-peer", "chorus-1.example:7001", NULL);
+         "--raft-peer", "chorus-1.example:7001", "--raft-advertise", "chorus-0.example:7001", NULL);
+    assert_int_equal(l.rc, 1);
+    config_free(&cfg);
+    load(&cfg, &l, "--check-config", "--cluster-insecure", "true", "--cluster-bind", "tcp://10.0.0.1:7000",
+         "--raft-peer", "[fd00::1]:7001", NULL);
     assert_int_equal(l.rc, -2);
-    assert_non_null(strstr(l.err, "got 'chorus-1.example:7001'"));
+    assert_non_null(strstr(l.err, "got '[fd00::1]:7001'"));
+    config_free(&cfg);
+    load(&cfg, &l, "--check-config", "--cluster-insecure", "true", "--cluster-bind", "tcp://10.0.0.1:7000",
+         "--raft-bind", "chorus-0.example:7001", NULL);
+    assert_int_equal(l.rc, -2);
+    assert_non_null(strstr(l.err, "got 'chorus-0.example:7001'"));
     config_free(&cfg);
     load(&cfg, &l, "--check-config", "--cluster-insecure", "true", "--cluster-bind", "tcp://10.0.0.1:7000",
          "--raft-bind", "10.0.0.1:7001", "--raft-peer", "10.0.0.2:7001", NULL);
