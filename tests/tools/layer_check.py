@@ -35,13 +35,18 @@ def source_name(obj, top):
     return "/".join(rel[:i] + rel[i + 2:])[:-2], rel[i + 1][:-len(".dir")]
 
 
-def symbols(obj):
-    out = subprocess.run(["nm", "--defined-only", "-g", obj], check=True,
-                         capture_output=True, text=True).stdout
-    defined = {l.split()[-1] for l in out.splitlines() if l.strip()}
-    out = subprocess.run(["nm", "-u", obj], check=True, capture_output=True, text=True).stdout
-    used = {l.split()[-1] for l in out.splitlines() if l.strip()}
-    return defined, used
+def symbols(objs):
+    """{obj: (defined, used)} for every object, with two nm runs in all
+    (one per object made the check take a minute on a loaded machine)."""
+    res = {o: (set(), set()) for o in objs}
+    for k, flags in ((0, ["--defined-only", "-g"]), (1, ["-u"])):
+        out = subprocess.run(["nm", "-A"] + flags + list(objs), check=True,
+                             capture_output=True, text=True).stdout
+        for l in out.splitlines():
+            path, _, rest = l.partition(":")
+            if rest.strip() and path in res:
+                res[path][k].add(rest.split()[-1])
+    return res
 
 
 TARGET = {}  # source file -> the target that built it
@@ -118,8 +123,9 @@ def main():
         print(f"layer_check: no object files under {top}", file=sys.stderr)
         return 2
     defs, uses = {}, {}
+    syms = symbols(objs.values())
     for name, obj in objs.items():
-        d, u = symbols(obj)
+        d, u = syms[obj]
         uses[name] = u
         for s in d:
             defs.setdefault(s, name)
