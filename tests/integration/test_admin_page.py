@@ -67,6 +67,26 @@ async def _():
     assert status == 200, status
 
 
+@h.test("On a kept-alive connection the admin secret of one request opens nothing for the next")
+async def _():
+    import http.client
+    conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=h.t(10))
+    try:
+        for path, headers, want in (("/admin/api/info", basic("a", SECRET), 200), ("/api/info", {}, 401),
+                                    ("/admin/api/channels", basic("a", SECRET), 200), ("/admin/api/info", {}, 401),
+                                    ("/api/channels", {}, 401)):
+            conn.request("GET", path, headers=headers)
+            r = conn.getresponse()
+            r.read()
+            assert r.status == want, f"{path}: {r.status}, expected {want}"
+            if want == 401 and path.startswith("/admin"):
+                assert r.getheader("www-authenticate"), path
+            elif want != 401:
+                assert r.getheader("www-authenticate") is None, path
+    finally:
+        conn.close()
+
+
 @h.test("Without --admin-secret every /admin path is 404, whatever credentials come")
 async def _():
     for path in ("/admin", "/admin/", "/admin/api/info"):
