@@ -315,7 +315,7 @@ int server_start(struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     channel_registry_init(cfg);
-    channel_set_deliver(conn_enqueue);
+    channel_set_deliver(conn_deliver);
     if (cluster_start(cfg, rt.vh) < 0) {
         lws_context_destroy(rt.ctx);
         rt.ctx = NULL;

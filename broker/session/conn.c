@@ -11,6 +11,7 @@
  * owns TLS and any partial-send buffering. */
 #include "conn.h"
 #include "cluster.h"
+#include "conflate.h"
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
@@ -103,17 +104,23 @@ static void flush_all(lws_sorted_usec_list_t *sul)
     }
 }
 
-void conn_enqueue(struct conn *c, struct frame *f)
+static void slow_consumer(struct conn *c)
+{
+    metrics.slow_consumer_closes++;
+    log_info("event=slow_consumer client=%s queued_frames=%u queued_bytes=%zu", c->id,
+             c->q.count, c->q.bytes);
+    conn_close_with(c, CHORUS_CLOSE_SLOW_CONSUMER, CHORUS_CLOSE_REASON_SLOW_CONSUMER, true);
+}
+
+static void enqueue(struct conn *c, struct frame *f, uint32_t tag)
 {
     const struct config *cfg = rt.cfg;
     if (c->closing)
         return;
     bool was_empty = outq_empty(&c->q);
-    if (outq_push(&c->q, f, (uint32_t)cfg->max_queue_frames, (size_t)cfg->max_queue_bytes) < 0) {
-        metrics.slow_consumer_closes++;
-        log_info("event=slow_consumer client=%s queued_frames=%u queued_bytes=%zu", c->id,
-                 c->q.count, c->q.bytes);
-        conn_close_with(c, CHORUS_CLOSE_SLOW_CONSUMER, CHORUS_CLOSE_REASON_SLOW_CONSUMER, true);
+    if (outq_push_tag(&c->q, f, tag, (uint32_t)cfg->max_queue_frames,
+                      (size_t)cfg->max_queue_bytes) < 0) {
+        slow_consumer(c);
         return;
     }
     if (was_empty && lws_dll2_is_detached(&c->flush)) {
@@ -121,6 +128,29 @@ void conn_enqueue(struct conn *c, struct frame *f)
             lws_sul_schedule(rt.ctx, 0, &flush_timer, flush_all, 1);
         lws_dll2_add_head(&c->flush, &flush_list);
     }
+}
+
+void conn_enqueue(struct conn *c, struct frame *f) { enqueue(c, f, 0); }
+
+void conn_deliver(struct sub *s, struct frame *f)
+{
+    struct conn *c = s->conn;
+    if (c->closing)
+        return;
+    /* An event (epoch, gap) ends what a later msg may replace: nothing of
+     * the channel moves ahead of it. */
+    if (!f->seq) {
+        s->queued = 0;
+    } else {
+        int rc = conflate_replace(&c->q, s, f);
+        if (rc < 0)
+            slow_consumer(c);
+        if (rc)
+            return;
+    }
+    enqueue(c, f, s->slot + 1);
+    if (f->seq && !c->closing)
+        s->queued = outq_last_pos(&c->q) + 1;
 }
 
 void conn_send_json(struct conn *c, json_t *j)
@@ -173,28 +203,47 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* ------------------------------------------------------------------ write */
 
+/* A conflated msg larger than a batch: its own copy with "skipped" in it
+ * (rare: only a lagging reader of large messages pays for it). */
+static int write_big_conflated(struct conn *c, const struct outq_entry *e, size_t plen)
+{
+    unsigned char *b = malloc(LWS_PRE + plen);
+    if (!b)
+        return -1;
+    conflate_payload(b + LWS_PRE, e->f, e->skipped);
+    int n = lws_write(c->wsi, b + LWS_PRE, plen, e->f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    free(b);
+    return n < (int)plen ? -1 : 0;
+}
+
 int conn_flush(struct conn *c)
 {
     unsigned char *out = write_buf + LWS_PRE;
     size_t used = 0;
-    struct frame *f;
+    struct outq_entry *e;
 
-    while ((f = outq_peek(&c->q))) {
-        size_t h = frame_ws_header_len(f->len);
-        if (used + h + f->len > CONN_WRITE_BATCH) {
+    while ((e = outq_head(&c->q))) {
+        struct frame *f = e->f;
+        size_t plen = e->skipped ? conflate_payload_len(f, e->skipped) : f->len;
+        size_t h = frame_ws_header_len(plen);
+        if (used + h + plen > CONN_WRITE_BATCH) {
             if (used)
                 break;
             /* Larger than a batch: let lws frame it straight from the shared buffer. */
-            if (lws_write(c->wsi, frame_payload(f), f->len,
-                          f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
+            if (e->skipped ? write_big_conflated(c, e, plen) < 0
+                           : lws_write(c->wsi, frame_payload(f), f->len,
+                                       f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
                 return -1;
-            metrics.bytes_sent += h + f->len;
+            metrics.bytes_sent += h + plen;
             outq_pop(&c->q);
             break;
         }
-        used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
-        memcpy(out + used, frame_payload(f), f->len);
-        used += f->len;
+        used += frame_ws_header_op(out + used, plen, frame_opcode(f));
+        if (e->skipped)
+            conflate_payload(out + used, f, e->skipped);
+        else
+            memcpy(out + used, frame_payload(f), f->len);
+        used += plen;
         outq_pop(&c->q);
     }
     if (used) {

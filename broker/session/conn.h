@@ -62,9 +62,12 @@ struct conn {
 };
 
 /* Queues f (takes its own reference) and schedules the write; a queue over
- * its bounds closes the connection as a slow consumer. The channel layer's
- * delivery hook (channel_set_deliver). */
+ * its bounds closes the connection as a slow consumer. */
 void conn_enqueue(struct conn *c, struct frame *f);
+/* The same for a frame of subscription s's channel: a msg may take the place
+ * of the channel's queued one (conflate.h). The channel layer's delivery
+ * hook (channel_set_deliver); history replays come this way too. */
+void conn_deliver(struct sub *s, struct frame *f);
 /* Queues a reply built as JSON; takes ownership of j. */
 void conn_send_json(struct conn *c, json_t *j);
 /* Queues an err reply; id is included when has_id. */

@@ -40,9 +40,10 @@ static void send_ack(struct conn *c, const struct codec_request *req, json_t *fi
     conn_send_json(c, j);
 }
 
+/* A recovery replays through the subscription, like live messages. */
 static void queue_history_entry(const struct hist_entry *e, void *ud)
 {
-    conn_enqueue(ud, e->f);
+    conn_deliver(ud, e->f);
 }
 
 /* ------------------------------------------------ waiting for an owner */
@@ -95,8 +96,9 @@ static void ack_sub(struct conn *c, struct channel *ch, bool has_id, long long i
             json_object_set_new(j, "recovered", json_boolean(recovered));
         conn_send_json(c, j);
     }
-    if (recovered)
-        channel_history_each(ch, since_seq, -1, now, queue_history_entry, c);
+    struct sub *s = recovered ? channel_sub_find(&c->subs, ch) : NULL;
+    if (s)
+        channel_history_each(ch, since_seq, -1, now, queue_history_entry, s);
 }
 
 static void on_mirror_current(struct mirror_wait *w, enum chorus_err err, const char *msg)
@@ -191,8 +193,9 @@ static void op_sub(struct conn *c, const struct codec_request *req)
     if (f && req->has_since)
         json_object_set_new(f, "recovered", json_boolean(recovered));
     send_ack(c, req, f);
-    if (recovered)
-        channel_history_each(ch, req->since_seq, -1, now, queue_history_entry, c);
+    struct sub *s = recovered ? channel_sub_find(&c->subs, ch) : NULL;
+    if (s)
+        channel_history_each(ch, req->since_seq, -1, now, queue_history_entry, s);
     presence_join(c, ch);
 }
 

@@ -103,6 +103,12 @@ export interface Message<T = Json> {
   ts?: number;
   /** Id of the publishing connection; absent for HTTP API publishes. */
   client?: string;
+  /**
+   * Namespaces with `"slow_consumer": "conflate"`: this message replaced that many
+   * older ones of the channel while the connection lagged (seq jumped by skipped + 1;
+   * not a gap). Absent otherwise.
+   */
+  skipped?: number;
   data: T;
   /** History replies only: a binary message's payload in base64 (also decoded into `data`). */
   bin?: string;

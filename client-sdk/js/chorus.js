@@ -1251,9 +1251,12 @@ export class Chorus extends Emitter {
     const seq = m.seq;
     if (typeof seq === 'number') {
       if (seq <= sub.seq) return; // duplicate (e.g. replayed after a resume)
-      if (seq !== sub.seq + 1 && sub.epoch !== null) {
+      // A conflated msg (slow_consumer "conflate") stands for `skipped` older
+      // ones the server replaced on purpose: that jump is not a gap.
+      const skipped = Number.isInteger(m.skipped) && m.skipped > 0 ? m.skipped : 0;
+      if (seq > sub.seq + 1 + skipped && sub.epoch !== null) {
         const from = sub.seq + 1;
-        this._emitGap(sub, { channel: sub.channel, epoch: sub.epoch, from, to: seq - 1, source: 'sdk', expected: from, got: seq });
+        this._emitGap(sub, { channel: sub.channel, epoch: sub.epoch, from, to: seq - 1 - skipped, source: 'sdk', expected: from, got: seq });
       }
       sub.seq = seq;
     }

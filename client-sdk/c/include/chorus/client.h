@@ -115,6 +115,8 @@ typedef struct chorus_msg {
     const char *raw;              /* the frame as JSON text, NUL-terminated: as received for live
                                    * messages, re-encoded compactly for history entries */
     size_t raw_len;
+    uint64_t skipped;             /* slow_consumer "conflate": older msgs of the channel the
+                                   * server replaced by this one (seq jumped by skipped + 1) */
 } chorus_msg_t;
 
 /* Receives the messages of one subscribed channel, in seq order, each once. */
