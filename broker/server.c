@@ -15,6 +15,7 @@
 #include "cluster.h"
 #include "consensus.h"
 #include "conn.h"
+#include "sse.h"
 #include "ws.h"
 #include "http_api.h"
 #include "sdk_files.h"
@@ -58,13 +59,14 @@ static struct lws_protocols protocols[] = {
     {"chorus.v1", ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-sdk", sdk_files_callback, 0, 0, 0, NULL, 0},
+    {"chorus-sse", sse_callback, 0, 0, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-raft", consensus_lws_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
-static struct lws_http_mount mounts[5];
+static struct lws_http_mount mounts[6];
 
 /* --workers: this worker's own SO_REUSEPORT listener, adopted as a raw fd;
  * each connection it accepts is handed to lws as if lws had accepted it.
@@ -234,6 +236,7 @@ int server_start(struct config *cfg)
     protocols[0].per_session_data_size = ws_session_size();
     protocols[0].rx_buffer_size = (size_t)cfg->rx_buffer_bytes;
     protocols[1].per_session_data_size = http_api_session_size();
+    protocols[3].per_session_data_size = sse_session_size();
 
     mount_callback(&mounts[0], "/api", &mounts[1]);
     mount_callback(&mounts[1], "/healthz", &mounts[2]);
@@ -241,7 +244,9 @@ int server_start(struct config *cfg)
     mount_files(&mounts[3], "/sdk", cfg->sdk_dir, "chorus.js", &mounts[4]);
     mounts[3].protocol = "chorus-sdk"; /* CORS, sdk_files.h */
     mounts[3].extra_mimetypes = sdk_files_mimetypes;
-    mount_files(&mounts[4], "/", cfg->static_dir, "index.html", NULL);
+    mount_files(&mounts[4], "/", cfg->static_dir, "index.html", &mounts[5]);
+    mount_callback(&mounts[5], "/sse", NULL);
+    mounts[5].protocol = "chorus-sse"; /* sse.h */
 
     memset(&info, 0, sizeof info);
     /* Workers listen themselves (SO_REUSEPORT, workers.h). */
@@ -316,6 +321,7 @@ int server_start(struct config *cfg)
 
     channel_registry_init(cfg);
     channel_set_deliver(conn_deliver);
+    sse_start();
     if (cluster_start(cfg, rt.vh) < 0) {
         lws_context_destroy(rt.ctx);
         rt.ctx = NULL;

@@ -36,7 +36,7 @@ struct sub {
     struct channel *ch;
     struct conn *conn;
     uint32_t idx;                        /* slot in ch->subs */
-    uint32_t slot;                       /* the session layer's: an SSE stream's channel index */
+    uint32_t slot;                       /* the session layer's: an SSE stream's channel index + 1 */
     struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list (utlist DL) */
     uint64_t queued;                     /* the session layer's: queue position + 1 of this
                                           * channel's newest unsent msg (conflation); 0: none */

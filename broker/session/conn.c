@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
+#include "sse.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,7 +149,12 @@ void conn_deliver(struct sub *s, struct frame *f)
         if (rc)
             return;
     }
-    enqueue(c, f, s->slot + 1);
+    /* An SSE stream marks each msg with its channel's place in the stream
+     * (the event id names every channel's position, sse.c); found once per
+     * subscription. */
+    if (c->sse && !s->slot)
+        s->slot = sse_slot_of(c->sse, s->ch);
+    enqueue(c, f, s->slot);
     if (f->seq && !c->closing)
         s->queued = outq_last_pos(&c->q) + 1;
 }
@@ -216,11 +222,18 @@ static int write_big_conflated(struct conn *c, const struct outq_entry *e, size_
     return n < (int)plen ? -1 : 0;
 }
 
+static conn_writer_fn *sse_writer;
+
+void conn_set_sse_writer(conn_writer_fn *fn) { sse_writer = fn; }
+
 int conn_flush(struct conn *c)
 {
     unsigned char *out = write_buf + LWS_PRE;
     size_t used = 0;
     struct outq_entry *e;
+
+    if (c->sse)
+        return sse_writer(c);
 
     while ((e = outq_head(&c->q))) {
         struct frame *f = e->f;

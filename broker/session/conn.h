@@ -53,6 +53,7 @@ struct conn {
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
     struct conn_presence presence; /* presence.c: rooms joined */
     struct conn_keepalive ka;     /* keepalive.c: when it is next PINGed */
+    struct sse_stream *sse;       /* sse.c: an SSE stream, not a WebSocket; NULL for WS */
 
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */
@@ -80,6 +81,11 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
  * the WRITEABLE callback or the end of a loop turn). -1 when the connection
  * failed. */
 int conn_flush(struct conn *c);
+
+/* What conn_flush does for an SSE stream (c->sse): sse.c registers its
+ * writer at start, so this file never calls up into it. */
+typedef int conn_writer_fn(struct conn *c);
+void conn_set_sse_writer(conn_writer_fn *fn);
 
 /* The list of open connections: added at ESTABLISHED, removed at CLOSED. */
 void conn_list_add(struct conn *c);

@@ -199,6 +199,8 @@ static void op_sub(struct conn *c, const struct codec_request *req)
     presence_join(c, ch);
 }
 
+void ops_subscribe(struct conn *c, const struct codec_request *req) { op_sub(c, req); }
+
 /* {"op":"unsub","id"?,"ch"} -> ack {ch} | err not_subscribed */
 static void op_unsub(struct conn *c, const struct codec_request *req)
 {

@@ -14,6 +14,10 @@ void ops_handle(struct conn *c, const char *buf, size_t len);
  * text, or the bytes of a binary message. */
 void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
                  const char *data, size_t data_len, bool binary, const char *key);
+struct codec_request;
+/* A `sub` request (2.1) made for c by the server itself (an SSE stream's
+ * channels, sse.h): acked, or answered err, exactly as if c had sent it. */
+void ops_subscribe(struct conn *c, const struct codec_request *req);
 /* Forgets the connection's requests in flight: publishes (they may still be
  * delivered), subscribes waiting for a mirror, history from an owner. */
 void ops_conn_closed(struct conn *c);

@@ -101,7 +101,7 @@ export class Server {
   async start(timeoutMs = t(20000)) {
     let last = '';
     for (let attempt = 0; attempt < 5; attempt++) {
-      this.port = await freePort();
+      this.port = this.fixedPort || await freePort();
       this.log = '';
       this.exitCode = null;
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHORUS_')));
