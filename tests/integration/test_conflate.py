@@ -110,5 +110,35 @@ async def _():
         assert not any("skipped" in f for f in got)
 
 
+@h.test("Conflated binary messages carry skipped in their header, whose length grows with it, and the payload intact")
+async def _():
+    import json
+    async with h.Session(srv) as s:
+        slow = s.raw(rcvbuf=4096)
+        slow.open()
+        assert slow.request({"op": "sub", "ch": "tick:bin"}).get("op") == "ack"
+        pub = h.RawWS(srv.port)
+        pub.open()
+        n = 1500
+        for i in range(n):
+            header = json.dumps({"op": "pub", "id": 900000 + i, "ch": "tick:bin"}).encode()
+            pub.send_frame(pub.OP_BIN, len(header).to_bytes(4, "big") + header + i.to_bytes(4, "big") + b"x" * 4000)
+            if i % 32 == 31 or i == n - 1:
+                last = 900000 + i
+                assert pub.expect(lambda f: f.get("id") == last, timeout=h.t(30))["op"] == "ack"
+        seq, skipped = 0, 0
+        while seq < n:
+            op, payload = await asyncio.to_thread(slow.recv_message, h.t(20))
+            assert op == slow.OP_BIN, op
+            hl = int.from_bytes(payload[:4], "big")
+            head = json.loads(payload[4:4 + hl])
+            body = payload[4 + hl:]
+            assert head["seq"] == seq + 1 + head.get("skipped", 0), (seq, head)
+            assert int.from_bytes(body[:4], "big") == head["seq"] - 1 and body[4:] == b"x" * 4000
+            seq, skipped = head["seq"], skipped + head.get("skipped", 0)
+        assert skipped > 0, "nothing was conflated"
+        pub.close()
+
+
 if __name__ == "__main__":
     h.main([srv])
