@@ -133,7 +133,9 @@ static void enqueue(struct conn *c, struct frame *f, uint32_t tag)
 
 void conn_enqueue(struct conn *c, struct frame *f) { enqueue(c, f, 0); }
 
-void conn_deliver(struct sub *s, struct frame *f)
+/* What only conflating namespaces and SSE streams need: the queue position
+ * of the channel's newest msg, its replacement, the stream's slot. */
+static void deliver_tracked(struct sub *s, struct frame *f)
 {
     struct conn *c = s->conn;
     if (c->closing)
@@ -157,6 +159,15 @@ void conn_deliver(struct sub *s, struct frame *f)
     enqueue(c, f, s->slot);
     if (f->seq && !c->closing)
         s->queued = outq_last_pos(&c->q) + 1;
+}
+
+void conn_deliver(struct sub *s, struct frame *f)
+{
+    /* The common case costs what a plain enqueue does. */
+    if (s->ch->ns->slow_consumer == NS_SLOW_CONFLATE || s->conn->sse)
+        deliver_tracked(s, f);
+    else
+        enqueue(s->conn, f, 0);
 }
 
 void conn_send_json(struct conn *c, json_t *j)
@@ -209,17 +220,36 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* ------------------------------------------------------------------ write */
 
-/* A conflated msg larger than a batch: its own copy with "skipped" in it
- * (rare: only a lagging reader of large messages pays for it). */
-static int write_big_conflated(struct conn *c, const struct outq_entry *e, size_t plen)
+/* A conflated msg, with "skipped" spliced into its copy: appended to the
+ * batch at out + *used (1), left for the next write when the batch is full
+ * (0), or, larger than a whole batch, written from its own copy (0; rare:
+ * only a lagging reader of large messages pays for it). -1 on failure. */
+static int put_conflated(struct conn *c, const struct outq_entry *e, unsigned char *out,
+                         size_t *used)
 {
+    struct frame *f = e->f;
+    size_t plen = conflate_payload_len(f, e->skipped);
+    size_t h = frame_ws_header_len(plen);
+    if (*used + h + plen <= CONN_WRITE_BATCH) {
+        *used += frame_ws_header_op(out + *used, plen, frame_opcode(f));
+        conflate_payload(out + *used, f, e->skipped);
+        *used += plen;
+        outq_pop(&c->q);
+        return 1;
+    }
+    if (*used)
+        return 0;
     unsigned char *b = malloc(LWS_PRE + plen);
     if (!b)
         return -1;
-    conflate_payload(b + LWS_PRE, e->f, e->skipped);
-    int n = lws_write(c->wsi, b + LWS_PRE, plen, e->f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    conflate_payload(b + LWS_PRE, f, e->skipped);
+    int n = lws_write(c->wsi, b + LWS_PRE, plen, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
     free(b);
-    return n < (int)plen ? -1 : 0;
+    if (n < (int)plen)
+        return -1;
+    metrics.bytes_sent += h + plen;
+    outq_pop(&c->q);
+    return 0;
 }
 
 static conn_writer_fn *sse_writer;
@@ -234,29 +264,31 @@ int conn_flush(struct conn *c)
 
     if (c->sse)
         return sse_writer(c);
-
     while ((e = outq_head(&c->q))) {
         struct frame *f = e->f;
-        size_t plen = e->skipped ? conflate_payload_len(f, e->skipped) : f->len;
-        size_t h = frame_ws_header_len(plen);
-        if (used + h + plen > CONN_WRITE_BATCH) {
+        if (e->skipped) {
+            int rc = put_conflated(c, e, out, &used);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                break;
+            continue;
+        }
+        size_t h = frame_ws_header_len(f->len);
+        if (used + h + f->len > CONN_WRITE_BATCH) {
             if (used)
                 break;
             /* Larger than a batch: let lws frame it straight from the shared buffer. */
-            if (e->skipped ? write_big_conflated(c, e, plen) < 0
-                           : lws_write(c->wsi, frame_payload(f), f->len,
-                                       f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
+            if (lws_write(c->wsi, frame_payload(f), f->len,
+                          f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
                 return -1;
-            metrics.bytes_sent += h + plen;
+            metrics.bytes_sent += h + f->len;
             outq_pop(&c->q);
             break;
         }
-        used += frame_ws_header_op(out + used, plen, frame_opcode(f));
-        if (e->skipped)
-            conflate_payload(out + used, f, e->skipped);
-        else
-            memcpy(out + used, frame_payload(f), f->len);
-        used += plen;
+        used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
+        memcpy(out + used, frame_payload(f), f->len);
+        used += f->len;
         outq_pop(&c->q);
     }
     if (used) {

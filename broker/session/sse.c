@@ -467,6 +467,7 @@ static int sse_open(struct conn *c, struct lws *wsi)
     }
     read_since(wsi, st);
     if (send_headers(wsi) < 0) {
+        auth_ws_closed(c); /* the claims ws_admit() stored */
         free(st);
         return -1;
     }
