@@ -134,8 +134,9 @@ static void enqueue(struct conn *c, struct frame *f, uint32_t tag)
 void conn_enqueue(struct conn *c, struct frame *f) { enqueue(c, f, 0); }
 
 /* What only conflating namespaces and SSE streams need: the queue position
- * of the channel's newest msg, its replacement, the stream's slot. */
-static void deliver_tracked(struct sub *s, struct frame *f)
+ * of the channel's newest msg, its replacement, the stream's slot. Not
+ * inlined: it would make every delivery save the registers it needs. */
+__attribute__((noinline)) static void deliver_tracked(struct sub *s, struct frame *f)
 {
     struct conn *c = s->conn;
     if (c->closing)

@@ -89,7 +89,9 @@ static void move_apply(struct sse_stream *st, const struct move *m)
 }
 
 /* "id: E1:S1,E2:S2\n" for the stream's current positions (an unknown one is
- * empty); its length when out is NULL. */
+ * empty); its length when out is NULL. Its cost grows with the stream's
+ * channel count: fine for the few channels of a fallback client, and the
+ * price of letting a plain EventSource resume every channel. */
 static size_t id_line(const struct sse_stream *st, char *out)
 {
     char tmp[CHANNEL_EPOCH_MAX + 24];
@@ -305,8 +307,10 @@ static void parse_since(struct sse_stream *st, char *text)
         count += *p == ',';
     if (count != st->n)
         return;
-    struct sse_slot tmp[st->n];
+    struct sse_slot *tmp = calloc(st->n, sizeof *tmp);
     char *tok = text;
+    if (!tmp)
+        return;
     for (uint32_t i = 0; i < st->n; i++) {
         char *end = strchr(tok, ',');
         if (end)
@@ -317,10 +321,10 @@ static void parse_since(struct sse_stream *st, char *text)
             char *stop;
             if (!colon || colon == tok || (size_t)(colon - tok) >= sizeof tmp[i].epoch ||
                 !colon[1] || colon[1] < '0' || colon[1] > '9')
-                return;
+                goto out;
             unsigned long long seq = strtoull(colon + 1, &stop, 10);
             if (*stop)
-                return;
+                goto out;
             memcpy(tmp[i].epoch, tok, (size_t)(colon - tok));
             tmp[i].seq = seq;
             tmp[i].known = true;
@@ -332,6 +336,8 @@ static void parse_since(struct sse_stream *st, char *text)
         st->slot[i].seq = tmp[i].seq;
         memcpy(st->slot[i].epoch, tmp[i].epoch, sizeof tmp[i].epoch);
     }
+out:
+    free(tmp);
 }
 
 /* The ch parameters, checked like a sub's (bad_channel, limit_reached, and
