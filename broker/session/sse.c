@@ -315,7 +315,6 @@ static void parse_since(struct sse_stream *st, char *text)
         char *end = strchr(tok, ',');
         if (end)
             *end = '\0';
-        memset(&tmp[i], 0, sizeof tmp[i]);
         if (*tok) {
             char *colon = strrchr(tok, ':');
             char *stop;
