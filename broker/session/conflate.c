@@ -11,13 +11,15 @@
 #include <stdio.h>
 #include <string.h>
 
-/* A connection lags once its queue passes the threshold, or half its frame
- * bound (tiny messages would reach that first). Below it, every message is
- * delivered as usual: a reader that keeps up never sees "skipped". */
+/* A connection lags once its queue passes the threshold, or half of either
+ * bound (tiny messages, or a threshold set above the bound, would reach that
+ * first), so conflation always starts before a 4008. Below it, every message
+ * is delivered as usual: a reader that keeps up never sees "skipped". */
 static bool lagging(const struct outq *q)
 {
     const struct config *cfg = rt.cfg;
     return q->bytes >= (size_t)cfg->conflate_queue_bytes ||
+           q->bytes >= (size_t)cfg->max_queue_bytes / 2 ||
            q->count >= (uint32_t)cfg->max_queue_frames / 2;
 }
 
