@@ -90,6 +90,8 @@ export class Server {
     this.args = args.map(String);
     this.nodeId = nodeId;
     this.extraEnv = env;
+    /** Set to restart on the same port (clients that reconnect by URL, e.g. EventSource). */
+    this.fixedPort = null;
     this.proc = null;
     this.port = null;
     this.log = '';
