@@ -15,6 +15,7 @@
 #include "cluster.h"
 #include "consensus.h"
 #include "conn.h"
+#include "sse.h"
 #include "ws.h"
 #include "http_api.h"
 #include "hookstats.h"
@@ -64,6 +65,7 @@ static struct lws_protocols protocols[] = {
     {"chorus.v1", ws_callback, 0, 512, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-http", http_api_callback, 0, 0, 0, NULL, 0},
     {"chorus-sdk", sdk_files_callback, 0, 0, 0, NULL, 0},
+    {"chorus-sse", sse_callback, 0, 0, 0, NULL, CONN_WRITE_BATCH + LWS_PRE},
     {"chorus-zmq", cluster_zmq_callback, 0, 0, 0, NULL, 0},
     {"chorus-raft", consensus_lws_callback, 0, 0, 0, NULL, 0},
     {"chorus-listen", listener_callback, 0, 0, 0, NULL, 0},
@@ -71,7 +73,7 @@ static struct lws_protocols protocols[] = {
     {NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
-static struct lws_http_mount mounts[6];
+static struct lws_http_mount mounts[7];
 
 /* --workers: this worker's own SO_REUSEPORT listener, adopted as a raw fd;
  * each connection it accepts is handed to lws as if lws had accepted it.
@@ -262,6 +264,7 @@ int server_start(struct config *cfg)
     protocols[0].per_session_data_size = ws_session_size();
     protocols[0].rx_buffer_size = (size_t)cfg->rx_buffer_bytes;
     protocols[1].per_session_data_size = http_api_session_size();
+    protocols[3].per_session_data_size = sse_session_size();
 
     mount_callback(&mounts[0], "/api", &mounts[1]);
     mount_callback(&mounts[1], "/healthz", &mounts[2]);
@@ -270,7 +273,9 @@ int server_start(struct config *cfg)
     mounts[3].protocol = "chorus-sdk"; /* CORS, sdk_files.h */
     mounts[3].extra_mimetypes = sdk_files_mimetypes;
     mount_callback(&mounts[4], "/admin", &mounts[5]); /* admin_page.h */
-    mount_files(&mounts[5], "/", cfg->static_dir, "index.html", NULL);
+    mount_callback(&mounts[5], "/sse", &mounts[6]);
+    mounts[5].protocol = "chorus-sse"; /* sse.h */
+    mount_files(&mounts[6], "/", cfg->static_dir, "index.html", NULL);
 
     memset(&info, 0, sizeof info);
     /* Workers listen themselves (SO_REUSEPORT, workers.h). */
@@ -345,7 +350,8 @@ int server_start(struct config *cfg)
     signal(SIGPIPE, SIG_IGN);
 
     channel_registry_init(cfg);
-    channel_set_deliver(conn_enqueue);
+    channel_set_deliver(conn_deliver);
+    sse_start();
     if (cluster_start(cfg, rt.vh) < 0) {
         lws_context_destroy(rt.ctx);
         rt.ctx = NULL;

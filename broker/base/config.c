@@ -79,6 +79,9 @@ static const struct opt opts[] = {
      "outbound queue bound per connection; past it the client is closed 4008", "1048576"},
     {"max-queue-frames", OPT_INT, F(max_queue_frames), 0, "N", 4, 1 << 24,
      "outbound queue bound per connection in frames", "4096"},
+    {"conflate-queue-bytes", OPT_INT, F(conflate_queue_bytes), 0, "BYTES", 0, INT_MAX,
+     "in namespaces with slow_consumer \"conflate\": once a connection's queue holds this much, "
+     "a channel's new message replaces its queued one", "16384"},
     {"ping-interval", OPT_INT, F(ping_interval), 0, "SECONDS", 1, 65000,
      "idle time before the server PINGs a client", "25"},
     {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECONDS", 1, 65000,
@@ -383,6 +386,8 @@ static int load_file(struct config *cfg, const char *path, json_t **root_out)
 static const char *const sub_rules[] = {"anyone", "authenticated", "claim", "token", NULL};
 static const char *const pub_rules[] = {"anyone", "authenticated", "members", "nobody", NULL};
 
+static const char *const slow_rules[] = {"close", "conflate", NULL};
+
 static int name_index(const char *const *names, const char *v)
 {
     for (int i = 0; names[i]; i++)
@@ -470,11 +475,16 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
         } else {
             want = "a URL string (\"\" for none)";
         }
+    } else if (!strcmp(k, "slow_consumer")) {
+        if (json_is_string(v) && (n = name_index(slow_rules, json_string_value(v))) >= 0)
+            ns->slow_consumer = (enum ns_slow_consumer)n;
+        else
+            want = "\"close\" or \"conflate\"";
     } else {
         fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
                         "history_ttl, subscribe, publish, client_publish, presence, "
                         "presence_max_members, personal, publish_info, idempotency_window, "
-                        "idempotency_keys, proxy_subscribe, proxy_publish)\n",
+                        "idempotency_keys, proxy_subscribe, proxy_publish, slow_consumer)\n",
                 path, ns->name, k);
         return -1;
     }
@@ -543,7 +553,7 @@ static const struct {
     {"Authentication and permissions", "api-key admin-secret jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
-               "max-queue-bytes max-queue-frames max-pub-rate pub-burst max-pub-rate-user "
+               "max-queue-bytes max-queue-frames conflate-queue-bytes max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
     {"History", "history-size history-ttl "},
     {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},
@@ -781,11 +791,12 @@ static void print_effective(const struct config *cfg)
     for (int i = 0; i < cfg->n_namespaces; i++) {
         const struct ns_opts *ns = &cfg->namespaces[i];
         json_object_set_new(nss, ns->name,
-                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i}", "history_size",
+                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i, s:s}", "history_size",
                                       ns->history_size, "history_ttl", ns->history_ttl, "subscribe",
                                       sub_rules[ns->subscribe], "publish", pub_rules[ns->publish],
                                       "presence", ns->presence, "personal", ns->personal,
-                                      "presence_max_members", ns->presence_max_members));
+                                      "presence_max_members", ns->presence_max_members,
+                                      "slow_consumer", slow_rules[ns->slow_consumer]));
         if (ns->publish_info)
             json_object_set_new(json_object_get(nss, ns->name), "publish_info", json_true());
         json_t *pj = json_object_get(nss, ns->name);
@@ -1045,7 +1056,8 @@ const struct ns_opts *config_ns_for(const struct config *cfg, const char *channe
  * token keys, namespaces' history rules held by channels) and needs a
  * restart. */
 static const char *const reloadable[] = {
-    "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "max-pub-rate",
+    "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "conflate-queue-bytes",
+    "max-pub-rate",
     "pub-burst", "max-pub-rate-user", "max-conn-rate-ip", "max-conns-per-ip", "allowed-origin",
     "trusted-proxy", "drain-delay", "shutdown-timeout",
     /* Token keys: the session layer loads them again (server.c, auth_ws_reload). */

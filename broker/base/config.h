@@ -30,6 +30,13 @@ enum ns_publish {
     NS_PUB_NOBODY,          /* tickers: only the HTTP API publishes */
 };
 
+/* What happens to a connection whose outbound queue fills (PROTOCOL.md 5). */
+enum ns_slow_consumer {
+    NS_SLOW_CLOSE,          /* closed with 4008 once the queue is full */
+    NS_SLOW_CONFLATE,       /* past conflate_queue_bytes a channel's queued msg is replaced
+                             * by its newest ("skipped"); closed only when even that fails */
+};
+
 /* Per-namespace options (the part of a channel name before the first ':').
  * One of these exists for each namespace in the config file, plus the default
  * one for channels without a configured namespace. */
@@ -51,6 +58,7 @@ struct ns_opts {
     const char *proxy_subscribe;
     const char *proxy_publish;
     bool proxy_owned[2];      /* namespace: proxy_subscribe / proxy_publish are its own */
+    enum ns_slow_consumer slow_consumer;
 };
 
 struct config {
@@ -99,6 +107,7 @@ struct config {
     int max_channels_per_conn;
     int max_queue_bytes;
     int max_queue_frames;
+    int conflate_queue_bytes;     /* queue size where conflation starts (ns slow_consumer) */
     int ping_interval;
     int ping_timeout;
     int history_size;

@@ -15,6 +15,7 @@ struct frame *frame_new(size_t len)
     f->len = (uint32_t)len;
     f->binary = false;
     f->opcode = 0;
+    f->seq = 0;
     f->alt = NULL;
     f->arrived_us = f->queued_us = 0;
     f->obs_turn = f->obs_n = 0;

@@ -22,6 +22,8 @@ struct frame {
     uint32_t len;                     /* payload bytes */
     bool binary;                      /* sent as a binary frame (opcode 2); false after frame_new */
     uint8_t opcode;                   /* a control frame's opcode (FRAME_OP_PING); 0 for data */
+    uint64_t seq;                     /* a channel's msg: its seq (set by the channel layer
+                                       * before fan-out); 0 for every other frame */
     struct frame *alt;                /* binary: its JSON form for history replies, made on
                                        * demand by history.c; one reference, dropped with f */
     int64_t arrived_us;               /* a channel message: when it was sequenced here or

@@ -159,6 +159,10 @@ size_t metrics_render(char **out, const char *node_id)
     put(&b, "chorus_queue_drops_total %llu\n", (unsigned long long)metrics.queue_drops);
     family(&b, "chorus_slow_consumer_closes_total", "counter", "Connections closed with 4008 slow consumer.");
     put(&b, "chorus_slow_consumer_closes_total %llu\n", (unsigned long long)metrics.slow_consumer_closes);
+    family(&b, "chorus_sse_streams", "gauge", "Open Server-Sent Events streams (GET /sse), also counted in chorus_connections.");
+    put(&b, "chorus_sse_streams %lld\n", (long long)metrics.sse_streams);
+    family(&b, "chorus_conflated_total", "counter", "Queued messages replaced by their channel's newer one (slow_consumer conflate).");
+    put(&b, "chorus_conflated_total %llu\n", (unsigned long long)metrics.conflated);
     family(&b, "chorus_pings_sent_total", "counter", "WebSocket PINGs sent to clients.");
     put(&b, "chorus_pings_sent_total %llu\n", (unsigned long long)metrics.pings_sent);
     family(&b, "chorus_ping_timeouts_total", "counter", "Connections dropped for not answering a PING in time.");

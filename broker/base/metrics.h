@@ -31,6 +31,8 @@ struct metrics {
     uint64_t errors[CHORUS_ERR__COUNT];
     uint64_t queue_drops;
     uint64_t slow_consumer_closes;
+    int64_t sse_streams;          /* open GET /sse streams (also counted in connections) */
+    uint64_t conflated;           /* queued msgs replaced by a newer one (slow_consumer conflate) */
     uint64_t pings_sent;
     uint64_t ping_timeouts;              /* connections dropped for not answering a PING */
 

@@ -103,6 +103,7 @@ static void hist_push(struct channel *ch, struct frame *f, uint64_t seq, int64_t
     if (ch->hist_count == size)
         hist_drop_oldest(ch);
     struct hist_entry *e = hist_at(ch, ch->hist_count);
+    f->seq = seq; /* replays conflate like live messages (conn.c) */
     e->f = frame_ref(f);
     e->seq = seq;
     e->ts_ms = ts_ms;
@@ -249,6 +250,8 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
         return NULL;
     s->ch = ch;
     s->conn = c;
+    s->slot = 0;
+    s->queued = 0;
     s->idx = ch->nsubs;
     ch->subs[ch->nsubs++] = s;
     DL_PREPEND2(list->head, s, conn_prev, conn_next);
@@ -301,7 +304,7 @@ static void fanout(struct channel *ch, struct frame *f)
 {
     channel_deliver_fn *fn = deliver;
     for (uint32_t i = 0; i < ch->nsubs; i++)
-        fn(ch->subs[i]->conn, f);
+        fn(ch->subs[i], f);
 }
 
 /* A message's fan-out: its frame is stamped for the latency histograms
@@ -378,6 +381,7 @@ enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t 
         return APPLY_GAP;
     ch->live = true;
     ch->seq = seq;
+    f->seq = seq;
     hist_expire(ch, ts_ms);
     hist_push(ch, f, seq, ts_ms);
     fanout_msg(ch, f);
@@ -501,6 +505,7 @@ int channel_sequence(struct channel *ch, const char *data, size_t data_len, bool
 void channel_deliver(struct channel *ch, struct frame *f, uint64_t seq, int64_t ts_ms)
 {
     ch->seq = seq;
+    f->seq = seq;
     hist_expire(ch, ts_ms);
     hist_push(ch, f, seq, ts_ms);
     fanout_msg(ch, f);

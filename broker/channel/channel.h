@@ -37,7 +37,10 @@ struct sub {
     struct channel *ch;
     struct conn *conn;
     uint32_t idx;                        /* slot in ch->subs */
+    uint32_t slot;                       /* the session layer's: an SSE stream's channel index + 1 */
     struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list (utlist DL) */
+    uint64_t queued;                     /* the session layer's: queue position + 1 of this
+                                          * channel's newest unsent msg (conflation); 0: none */
 };
 
 /* The connection side of the index, embedded in each connection. */
@@ -94,12 +97,13 @@ struct channel {
     UT_hash_handle hh;
 };
 
-/* Delivery of a frame to one subscriber: the session layer registers
- * conn_enqueue at start (tests register their own), so this layer never
- * calls up into connections. It takes its own reference to f if it keeps
- * it. Must not unsubscribe anything synchronously: the fan-out loop is
- * iterating the subscriber array when it is called. */
-typedef void channel_deliver_fn(struct conn *c, struct frame *f);
+/* Delivery of a frame to one subscription (s->conn): the session layer
+ * registers conn_deliver at start (tests register their own), so this layer
+ * never calls up into connections. f->seq is the message's seq, or 0 for an
+ * event (epoch, gap). It takes its own reference to f if it keeps it. Must
+ * not unsubscribe anything synchronously: the fan-out loop is iterating the
+ * subscriber array when it is called. */
+typedef void channel_deliver_fn(struct sub *s, struct frame *f);
 void channel_set_deliver(channel_deliver_fn *fn);
 
 /* What the cluster wants to hear about; every member may be NULL. */

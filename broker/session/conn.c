@@ -11,11 +11,13 @@
  * owns TLS and any partial-send buffering. */
 #include "conn.h"
 #include "cluster.h"
+#include "conflate.h"
 #include "frame.h"
 #include "latency.h"
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
+#include "sse.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,17 +140,23 @@ static void flush_all(lws_sorted_usec_list_t *sul)
     latency_turn_end();
 }
 
-void conn_enqueue(struct conn *c, struct frame *f)
+static void slow_consumer(struct conn *c)
+{
+    metrics.slow_consumer_closes++;
+    log_info("event=slow_consumer client=%s queued_frames=%u queued_bytes=%zu", c->id,
+             c->q.count, c->q.bytes);
+    conn_close_with(c, CHORUS_CLOSE_SLOW_CONSUMER, CHORUS_CLOSE_REASON_SLOW_CONSUMER, true);
+}
+
+static void enqueue(struct conn *c, struct frame *f, uint32_t tag)
 {
     const struct config *cfg = rt.cfg;
     if (c->closing)
         return;
     bool was_empty = outq_empty(&c->q);
-    if (outq_push(&c->q, f, (uint32_t)cfg->max_queue_frames, (size_t)cfg->max_queue_bytes) < 0) {
-        metrics.slow_consumer_closes++;
-        log_info("event=slow_consumer client=%s queued_frames=%u queued_bytes=%zu", c->id,
-                 c->q.count, c->q.bytes);
-        conn_close_with(c, CHORUS_CLOSE_SLOW_CONSUMER, CHORUS_CLOSE_REASON_SLOW_CONSUMER, true);
+    if (outq_push_tag(&c->q, f, tag, (uint32_t)cfg->max_queue_frames,
+                      (size_t)cfg->max_queue_bytes) < 0) {
+        slow_consumer(c);
         return;
     }
     if (was_empty && lws_dll2_is_detached(&c->flush)) {
@@ -156,6 +164,46 @@ void conn_enqueue(struct conn *c, struct frame *f)
             lws_sul_schedule(rt.ctx, 0, &flush_timer, flush_all, 1);
         lws_dll2_add_head(&c->flush, &flush_list);
     }
+}
+
+void conn_enqueue(struct conn *c, struct frame *f) { enqueue(c, f, 0); }
+
+/* What only conflating namespaces and SSE streams need: the queue position
+ * of the channel's newest msg, its replacement, the stream's slot. Not
+ * inlined: it would make every delivery save the registers it needs. */
+__attribute__((noinline)) static void deliver_tracked(struct sub *s, struct frame *f)
+{
+    struct conn *c = s->conn;
+    if (c->closing)
+        return;
+    /* An event (epoch, gap) ends what a later msg may replace: nothing of
+     * the channel moves ahead of it. */
+    if (!f->seq) {
+        s->queued = 0;
+    } else {
+        int rc = conflate_replace(&c->q, s, f);
+        if (rc < 0)
+            slow_consumer(c);
+        if (rc)
+            return;
+    }
+    /* An SSE stream marks each msg with its channel's place in the stream
+     * (the event id names every channel's position, sse.c); found once per
+     * subscription. */
+    if (c->sse && !s->slot)
+        s->slot = sse_slot_of(c->sse, s->ch);
+    enqueue(c, f, s->slot);
+    if (f->seq && !c->closing)
+        s->queued = outq_last_pos(&c->q) + 1;
+}
+
+void conn_deliver(struct sub *s, struct frame *f)
+{
+    /* The common case costs what a plain enqueue does. */
+    if (s->ch->ns->slow_consumer == NS_SLOW_CONFLATE || s->conn->sse)
+        deliver_tracked(s, f);
+    else
+        enqueue(s->conn, f, 0);
 }
 
 void conn_send_json(struct conn *c, json_t *j)
@@ -221,14 +269,61 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
 
 /* ------------------------------------------------------------------ write */
 
+/* A conflated msg, with "skipped" spliced into its copy: appended to the
+ * batch at out + *used (1), left for the next write when the batch is full
+ * (0), or, larger than a whole batch, written from its own copy (0; rare:
+ * only a lagging reader of large messages pays for it). -1 on failure. */
+static int put_conflated(struct conn *c, const struct outq_entry *e, unsigned char *out,
+                         size_t *used)
+{
+    struct frame *f = e->f;
+    size_t plen = conflate_payload_len(f, e->skipped);
+    size_t h = frame_ws_header_len(plen);
+    if (*used + h + plen <= CONN_WRITE_BATCH) {
+        *used += frame_ws_header_op(out + *used, plen, frame_opcode(f));
+        conflate_payload(out + *used, f, e->skipped);
+        *used += plen;
+        outq_pop(&c->q);
+        return 1;
+    }
+    if (*used)
+        return 0;
+    unsigned char *b = malloc(LWS_PRE + plen);
+    if (!b)
+        return -1;
+    conflate_payload(b + LWS_PRE, f, e->skipped);
+    int n = lws_write(c->wsi, b + LWS_PRE, plen, f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT);
+    free(b);
+    if (n < (int)plen)
+        return -1;
+    metrics.bytes_sent += h + plen;
+    outq_pop(&c->q);
+    return 0;
+}
+
+static conn_writer_fn *sse_writer;
+
+void conn_set_sse_writer(conn_writer_fn *fn) { sse_writer = fn; }
+
 int conn_flush(struct conn *c)
 {
     unsigned char *out = write_buf + LWS_PRE;
     size_t used = 0;
     int64_t now = 0; /* latency.h: read at most once per batch */
-    struct frame *f;
+    struct outq_entry *e;
 
-    while ((f = outq_peek(&c->q))) {
+    if (c->sse)
+        return sse_writer(c);
+    while ((e = outq_head(&c->q))) {
+        struct frame *f = e->f;
+        if (e->skipped) {
+            int rc = put_conflated(c, e, out, &used);
+            if (rc < 0)
+                return -1;
+            if (rc == 0)
+                break;
+            continue;
+        }
         size_t h = frame_ws_header_len(f->len);
         if (used + h + f->len > CONN_WRITE_BATCH) {
             if (used)

@@ -54,6 +54,7 @@ struct conn {
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
     struct conn_presence presence; /* presence.c: rooms joined */
     struct conn_keepalive ka;     /* keepalive.c: when it is next PINGed */
+    struct sse_stream *sse;       /* sse.c: an SSE stream, not a WebSocket; NULL for WS */
 
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */
@@ -64,9 +65,12 @@ struct conn {
 };
 
 /* Queues f (takes its own reference) and schedules the write; a queue over
- * its bounds closes the connection as a slow consumer. The channel layer's
- * delivery hook (channel_set_deliver). */
+ * its bounds closes the connection as a slow consumer. */
 void conn_enqueue(struct conn *c, struct frame *f);
+/* The same for a frame of subscription s's channel: a msg may take the place
+ * of the channel's queued one (conflate.h). The channel layer's delivery
+ * hook (channel_set_deliver); history replays come this way too. */
+void conn_deliver(struct sub *s, struct frame *f);
 /* Queues a reply built as JSON; takes ownership of j. */
 void conn_send_json(struct conn *c, json_t *j);
 /* Queues an err reply; id is included when has_id. */
@@ -85,6 +89,11 @@ void conn_close_reason(struct conn *c, uint16_t code, const char *reason);
  * the WRITEABLE callback or the end of a loop turn). -1 when the connection
  * failed. */
 int conn_flush(struct conn *c);
+
+/* What conn_flush does for an SSE stream (c->sse): sse.c registers its
+ * writer at start, so this file never calls up into it. */
+typedef int conn_writer_fn(struct conn *c);
+void conn_set_sse_writer(conn_writer_fn *fn);
 
 /* The list of open connections: added at ESTABLISHED, removed at CLOSED. */
 void conn_list_add(struct conn *c);

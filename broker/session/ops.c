@@ -41,9 +41,10 @@ static void send_ack(struct conn *c, const struct codec_request *req, json_t *fi
     conn_send_json(c, j);
 }
 
+/* A recovery replays through the subscription, like live messages. */
 static void queue_history_entry(const struct hist_entry *e, void *ud)
 {
-    conn_enqueue(ud, e->f);
+    conn_deliver(ud, e->f);
 }
 
 /* ------------------------------------------------ waiting for an owner */
@@ -97,8 +98,9 @@ static void ack_sub(struct conn *c, struct channel *ch, bool has_id, long long i
             json_object_set_new(j, "recovered", json_boolean(recovered));
         conn_send_json(c, j);
     }
-    if (recovered)
-        channel_history_each(ch, since_seq, -1, now, queue_history_entry, c);
+    struct sub *s = recovered ? channel_sub_find(&c->subs, ch) : NULL;
+    if (s)
+        channel_history_each(ch, since_seq, -1, now, queue_history_entry, s);
 }
 
 /* {"op":"subscribed","ch","epoch","seq"}: the server API subscribed c (PROTOCOL.md 6). */
@@ -201,8 +203,9 @@ static void sub_allowed(struct conn *c, const struct codec_request *req)
     if (f && req->has_since)
         json_object_set_new(f, "recovered", json_boolean(recovered));
     send_ack(c, req, f);
-    if (recovered)
-        channel_history_each(ch, req->since_seq, -1, now, queue_history_entry, c);
+    struct sub *s = recovered ? channel_sub_find(&c->subs, ch) : NULL;
+    if (s)
+        channel_history_each(ch, req->since_seq, -1, now, queue_history_entry, s);
     presence_join(c, ch);
 }
 
@@ -271,6 +274,8 @@ void ops_hook_subscribe(struct conn *c, const char *ch, size_t len)
     req.ch_len = len;
     sub_allowed(c, &req);
 }
+
+void ops_subscribe(struct conn *c, const struct codec_request *req) { op_sub(c, req); }
 
 /* {"op":"unsub","id"?,"ch"} -> ack {ch} | err not_subscribed */
 static void op_unsub(struct conn *c, const struct codec_request *req)

@@ -24,6 +24,10 @@ int ops_server_unsubscribe(struct conn *c, const char *ch, size_t len, const cha
 /* Subscribes c to ch as a backend asked (the connect hook): no rule is
  * checked and no ack is sent. */
 void ops_hook_subscribe(struct conn *c, const char *ch, size_t len);
+struct codec_request;
+/* A `sub` request (2.1) made for c by the server itself (an SSE stream's
+ * channels, sse.h): acked, or answered err, exactly as if c had sent it. */
+void ops_subscribe(struct conn *c, const struct codec_request *req);
 /* Forgets the connection's requests in flight: publishes (they may still be
  * delivered), subscribes waiting for a mirror, history from an owner. */
 void ops_conn_closed(struct conn *c);

@@ -229,6 +229,11 @@ static int conn_filter(struct conn *c, struct lws *wsi)
     if (lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_URI_ARGS) > AUTH_QUERY_MAX)
         return refuse(wsi, REJECT_PATH, HTTP_STATUS_REQ_URI_TOO_LONG,
                       "the query is longer than a token may be (8192 bytes)");
+    return ws_admit(c, wsi, false);
+}
+
+int ws_admit(struct conn *c, struct lws *wsi, bool origin_optional)
+{
     if (rt.draining || rt.shutting_down || rt.leaving)
         return refuse(wsi, REJECT_SHUTDOWN, HTTP_STATUS_SERVICE_UNAVAILABLE, "node is shutting down");
     if (!cluster_ready())
@@ -236,7 +241,8 @@ static int conn_filter(struct conn *c, struct lws *wsi)
                       cluster_lease_lost_ms() > 0
                           ? "node is cut off from the cluster majority (no lease): try another node"
                           : "node is starting: waiting for the cluster to agree on its shard map");
-    if (!origin_allowed(wsi)) {
+    if (!origin_allowed(wsi) &&
+        !(origin_optional && lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)) {
         char origin[256] = "", q[300];
         int n = lws_hdr_copy(wsi, origin, sizeof origin, WSI_TOKEN_ORIGIN);
         log_info("event=upgrade_refused reason=origin origin=%s",
@@ -274,7 +280,7 @@ static void conn_hello(struct conn *c, json_t *extra)
     conn_send_json(c, hello);
 }
 
-static void conn_open(struct conn *c, struct lws *wsi)
+void ws_conn_open(struct conn *c, struct lws *wsi)
 {
     if (!conn_id_salt)
         conn_id_salt = (uint32_t)lws_now_usecs() & 0xffffff;
@@ -292,7 +298,7 @@ static void conn_open(struct conn *c, struct lws *wsi)
         conn_hello(c, NULL);
 }
 
-static void conn_closed(struct conn *c)
+void ws_conn_closed(struct conn *c)
 {
     auth_ws_closed(c); /* FILTER may have stored claims even if it refused */
     if (!c->established)
@@ -369,7 +375,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return conn_filter(c, wsi);
     case LWS_CALLBACK_ESTABLISHED:
-        conn_open(c, wsi);
+        ws_conn_open(c, wsi);
         return 0;
     case LWS_CALLBACK_RECEIVE:
         if (c->closing)
@@ -389,7 +395,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
         }
         return 0;
     case LWS_CALLBACK_CLOSED:
-        conn_closed(c);
+        ws_conn_closed(c);
         return 0;
     case LWS_CALLBACK_RECEIVE_PONG:
         if (c->established)

@@ -30,6 +30,7 @@ export const ErrorCodes: Readonly<{
   PROTOCOL: 'protocol_error';
   /** `getToken` or a subscription token callback gave no token. */
   TOKEN: 'token_error';
+  RECEIVE_ONLY: 'receive_only';
 }>;
 
 /** Error codes of the broker (PROTOCOL.md section 3). */
@@ -108,6 +109,12 @@ export interface Message<T = Json> {
   user?: string;
   /** The publisher's token `info`, in namespaces with `publish_info: true`. */
   info?: unknown;
+  /**
+   * Namespaces with `"slow_consumer": "conflate"`: this message replaced that many
+   * older ones of the channel while the connection lagged (seq jumped by skipped + 1;
+   * not a gap). Absent otherwise.
+   */
+  skipped?: number;
   data: T;
   /** History replies only: a binary message's payload in base64 (also decoded into `data`). */
   bin?: string;
@@ -197,6 +204,14 @@ export interface ChorusOptions {
   WebSocket?: WebSocketConstructor | (new (...args: any[]) => any);
   /** WebSocket sub-protocols to offer, e.g. `'chorus.v1'`. None by default. */
   protocols?: string | string[];
+  /**
+   * Transports in order of preference (default `['websocket']`). With `['websocket', 'sse']`
+   * a WebSocket that cannot open is followed by Server-Sent Events (`GET /sse`, receive
+   * only: publish, history, presence and token refresh reject with `receive_only`).
+   */
+  transports?: Array<'websocket' | 'sse'>;
+  /** EventSource constructor for the SSE transport; default `globalThis.EventSource`. */
+  EventSource?: new (url: string) => any;
   /** ms; base of the exponential reconnect backoff (default 500). */
   minReconnectDelay?: number;
   /** ms; cap of the reconnect backoff (default 20000). */
@@ -417,6 +432,8 @@ export class Chorus extends TypedEmitter<ChorusEvents> {
   readonly clientId: string | null;
   /** Node id from the current connection's hello. */
   readonly nodeId: string | null;
+  /** The transport of the current or last connection. */
+  readonly transport: 'websocket' | 'sse';
 
   /** Starts connecting (and reconnecting until close()). Resolves at the next `connected`. */
   connect(): Promise<void>;

@@ -89,6 +89,8 @@ export const ErrorCodes = Object.freeze({
   PROTOCOL: 'protocol_error',
   /** `getToken` or a subscription token callback gave no token (threw a non-Error, or returned nothing). */
   TOKEN: 'token_error',
+  /** The client is connected over SSE (the `transports` fallback), which only receives. */
+  RECEIVE_ONLY: 'receive_only',
 });
 
 /**
@@ -521,6 +523,16 @@ function refreshDelay(remainingMs, marginMs) {
  * @property {Function} [WebSocket] WebSocket constructor; defaults to `globalThis.WebSocket`
  *   (in Node.js 20 pass `WebSocket` from the `ws` package).
  * @property {string|string[]} [protocols] WebSocket sub-protocols to offer (e.g. `'chorus.v1'`); none by default.
+ * @property {Array<'websocket'|'sse'>} [transports] how to reach the broker, in order of preference
+ *   (default `['websocket']`). With `['websocket', 'sse']` a WebSocket that cannot open (a proxy
+ *   that strips the upgrade) is followed by an attempt over Server-Sent Events (`GET /sse`,
+ *   PROTOCOL.md 10), and each later reconnect tries the WebSocket first again. Over SSE the
+ *   client only receives: subscriptions, resume and `unsubscribe` work (a new channel reopens
+ *   the stream), while `publish`, `history`, `presence` and token refresh reject with
+ *   `receive_only` (publish from your backend with `POST /api/publish`). `client.transport`
+ *   says which one is in use.
+ * @property {Function} [EventSource] EventSource constructor for the SSE transport; defaults
+ *   to `globalThis.EventSource`.
  * @property {number} [minReconnectDelay=500] ms; base of the exponential backoff.
  * @property {number} [maxReconnectDelay=20000] ms; cap of the backoff.
  * @property {number} [pingInterval=25000] ms between application pings; 0 disables them.
@@ -632,6 +644,11 @@ export class Chorus extends Emitter {
     this.clientId = null;
     /** Node id given by the server's hello. @type {string|null} */
     this.nodeId = null;
+    /** The transport of the current or last connection. @type {'websocket'|'sse'} */
+    this.transport = 'websocket';
+    this._EventSource = options.EventSource || globalThis.EventSource;
+    /** The next attempt goes over SSE: the last WebSocket could not open. */
+    this._sseNext = false;
 
     this._ws = null;
     this._nextId = 1;
@@ -1251,9 +1268,12 @@ export class Chorus extends Emitter {
     const seq = m.seq;
     if (typeof seq === 'number') {
       if (seq <= sub.seq) return; // duplicate (e.g. replayed after a resume)
-      if (seq !== sub.seq + 1 && sub.epoch !== null) {
+      // A conflated msg (slow_consumer "conflate") stands for `skipped` older
+      // ones the server replaced on purpose: that jump is not a gap.
+      const skipped = Number.isInteger(m.skipped) && m.skipped > 0 ? m.skipped : 0;
+      if (seq > sub.seq + 1 + skipped && sub.epoch !== null) {
         const from = sub.seq + 1;
-        this._emitGap(sub, { channel: sub.channel, epoch: sub.epoch, from, to: seq - 1, source: 'sdk', expected: from, got: seq });
+        this._emitGap(sub, { channel: sub.channel, epoch: sub.epoch, from, to: seq - 1 - skipped, source: 'sdk', expected: from, got: seq });
       }
       sub.seq = seq;
     }
@@ -1325,10 +1345,15 @@ export class Chorus extends Emitter {
       this._scheduleReconnect(0, 'token callback failed');
       return;
     }
-    this.emit('connecting', { url: this.url, attempt });
+    const transports = Array.isArray(this._opts.transports) && this._opts.transports.length ? this._opts.transports : ['websocket'];
+    const canSse = transports.includes('sse') && typeof this._EventSource === 'function';
+    const sse = canSse && (this._sseNext || !transports.includes('websocket'));
+    this.transport = sse ? 'sse' : 'websocket';
+    this.emit('connecting', { url: this.url, attempt, transport: this.transport });
     let ws;
     try {
-      ws = this._opts.protocols ? new this._WebSocket(url, this._opts.protocols) : new this._WebSocket(url);
+      if (sse) ws = new SseSocket(this._EventSource, this._sseUrl(), [...this._subs.keys()]);
+      else ws = this._opts.protocols ? new this._WebSocket(url, this._opts.protocols) : new this._WebSocket(url);
       // Binary messages arrive as ArrayBuffers (browsers default to Blob, `ws` to Buffer).
       ws.binaryType = 'arraybuffer';
     } catch (e) {
@@ -1337,10 +1362,17 @@ export class Chorus extends Emitter {
       return;
     }
     this._ws = ws;
-    ws.onopen = null;
+    let opened = false;
+    ws.onopen = () => {
+      opened = true;
+    };
     ws.onmessage = (ev) => this._onFrame(ws, ev.data);
     ws.onclose = (ev) => {
       if (this._ws !== ws) return;
+      // A WebSocket that never opened (a proxy refusing the upgrade) is
+      // followed by SSE when allowed; after SSE, or after a transport that
+      // worked, the WebSocket is tried first again.
+      this._sseNext = canSse && !sse && !opened;
       this._drop(ev.code || 1006, ev.reason || '', true);
     };
     ws.onerror = () => {
@@ -1349,6 +1381,23 @@ export class Chorus extends Emitter {
     this._connectTimer = setTimeout(() => {
       if (this._ws === ws) this._drop(4000, `no hello within ${this._opts.connectTimeout} ms`);
     }, this._opts.connectTimeout);
+  }
+
+  /** `/sse?ch=...` for every subscription, with their positions and the token. */
+  _sseUrl() {
+    const u = this.url.replace(/^ws(s?):/i, 'http$1:').replace(/\/ws(\?.*)?$/, '/sse');
+    const q = [];
+    let since = false;
+    const pos = [];
+    for (const sub of this._subs.values()) {
+      q.push('ch=' + encodeURIComponent(sub.channel));
+      const p = sub.position;
+      pos.push(p ? `${p.epoch}:${p.seq}` : '');
+      since = since || !!p;
+    }
+    if (since) q.push('since=' + encodeURIComponent(pos.join(',')));
+    if (this._token) q.push('token=' + encodeURIComponent(this._token));
+    return q.length ? `${u}?${q.join('&')}` : u;
   }
 
   /**
@@ -1408,6 +1457,9 @@ export class Chorus extends Emitter {
       this._scheduleRefresh();
     } catch (e) {
       // `forbidden`: the node has no keys, so nothing ever expires; stop there.
+      // `receive_only`: over SSE the token cannot be refreshed in band; the
+      // stream is closed (4001) at its expiry and the reconnect takes a new one.
+      if (e && e.code === ErrorCodes.RECEIVE_ONLY) return;
       if (e && e.code === 'forbidden') this.emit('error', e);
       else if (e && e.code !== ErrorCodes.DISCONNECTED && e.code !== ErrorCodes.CLOSED) retry(e);
     }
@@ -1527,7 +1579,8 @@ export class Chorus extends Emitter {
       case 'hello':
         return this._onHello(m);
       case 'msg':
-        return this._onMsg(m);
+        // Over SSE a binary message comes in its JSON form, payload in `bin`.
+        return this._onMsg(typeof m.bin === 'string' ? decodeHistoryMsg(m) : m);
       case 'epoch':
         return this._onEpoch(m);
       case 'gap':
@@ -1628,6 +1681,113 @@ export class Chorus extends Emitter {
       }, pingTimeout);
       this._send({ op: 'ping', id });
     }, pingInterval);
+  }
+}
+
+/**
+ * The SSE transport (PROTOCOL.md 10) behind the interface the client uses
+ * for a WebSocket, so the rest of the client does not know which one it
+ * has. The stream's channels are fixed when it opens: a `sub` for another
+ * channel closes it (4000) so the client reconnects with the new set, and
+ * the stream's own acks (ids 1..n, one per channel) are answered to the
+ * client's `sub` requests. EventSource's own reconnect is not used: an
+ * error ends the stream (1006) and the client resumes with `since` as it
+ * does over WebSocket. Requests that need to send (publish, history,
+ * presence, auth) are answered `receive_only` here.
+ */
+class SseSocket {
+  constructor(EventSourceImpl, url, channels) {
+    this.readyState = 0;
+    this.binaryType = 'arraybuffer';
+    this.onopen = this.onmessage = this.onclose = this.onerror = null;
+    this._channels = channels;
+    this._gone = new Set(); // unsubscribed while the stream lasts
+    this._ids = new Map(); // channel -> the client's sub request id
+    this._held = new Map(); // channel -> the stream's reply, until the client's sub is sent
+    if (!channels.length) {
+      // Nothing to stream yet: a stream needs a channel. Look connected;
+      // the first subscribe opens the real stream.
+      this._es = null;
+      setTimeout(() => this._frame({ op: 'hello', v: 1, node: null, client: null }), 0);
+      return;
+    }
+    this._es = new EventSourceImpl(url);
+    this._es.onmessage = (ev) => this._onData(ev.data);
+    this._es.onerror = () => this._end(1006, 'SSE stream failed');
+  }
+
+  _frame(m) {
+    if (this.readyState === 3) return;
+    if (m.op === 'hello') {
+      this.readyState = 1;
+      if (this.onopen) this.onopen();
+    }
+    if (this.onmessage) this.onmessage({ data: JSON.stringify(m) });
+  }
+
+  _onData(text) {
+    let m;
+    try {
+      m = JSON.parse(text);
+    } catch (_) {
+      if (this.onmessage) this.onmessage({ data: text });
+      return;
+    }
+    if (m && m.op === 'close') return this._end(typeof m.code === 'number' ? m.code : 1006, m.reason || '');
+    // The stream's replies carry its own ids: n + 1 for its n-th channel.
+    if (m && (m.op === 'ack' || m.op === 'err') && Number.isInteger(m.id)) {
+      const ch = this._channels[m.id - 1];
+      if (ch === undefined) return;
+      if (!this._ids.has(ch)) {
+        this._held.set(ch, m);
+        return;
+      }
+      m.id = this._ids.get(ch);
+    }
+    if (m && m.op === 'msg' && this._gone.has(m.ch)) return;
+    this._frame(m);
+  }
+
+  send(data) {
+    let f = null;
+    if (typeof data === 'string') {
+      try {
+        f = JSON.parse(data);
+      } catch (_) {
+        /* answered below */
+      }
+    }
+    const reply = (m) => setTimeout(() => this._frame(m), 0);
+    if (f && f.op === 'sub' && this._channels.includes(f.ch) && !this._gone.has(f.ch)) {
+      this._ids.set(f.ch, f.id);
+      const held = this._held.get(f.ch);
+      if (held) {
+        this._held.delete(f.ch);
+        held.id = f.id;
+        reply(held);
+      }
+    } else if (f && f.op === 'sub') {
+      setTimeout(() => this._end(4000, 'SSE stream reopened for another channel'), 0);
+    } else if (f && f.op === 'unsub') {
+      this._gone.add(f.ch);
+      reply({ op: 'ack', id: f.id, ch: f.ch });
+    } else if (f && f.op === 'ping') {
+      reply({ op: 'pong', id: f.id });
+    } else {
+      const id = f && Number.isInteger(f.id) ? f.id : undefined;
+      reply({ op: 'err', id, code: ErrorCodes.RECEIVE_ONLY, msg: `'${(f && f.op) || 'binary'}' needs the WebSocket transport: this client is connected over SSE, which only receives` });
+    }
+  }
+
+  close() {
+    this.readyState = 3;
+    if (this._es) this._es.close();
+  }
+
+  _end(code, reason) {
+    if (this.readyState === 3) return;
+    this.close();
+    if (this.onclose) this.onclose({ code, reason });
   }
 }
 

@@ -117,9 +117,10 @@ static void on_msg(chorus_client_t *cl, const chorus_msg_t *m, void *ud)
     (void)ud;
     check_thread();
     json_t *raw = json_loads(m->raw, 0, NULL);
-    emit(json_pack("{s:s, s:s, s:I, s:I, s:s, s:O, s:s?, s:s?, s:b}", "ev", "msg", "ch", m->ch, "seq",
-                   (json_int_t)m->seq, "ts", (json_int_t)m->ts, "epoch", m->epoch, "data", m->data,
-                   "client", m->client, "user", m->user, "raw_ok", raw && json_equal(raw, m->frame)));
+    emit(json_pack("{s:s, s:s, s:I, s:I, s:s, s:O, s:s?, s:s?, s:b, s:I}", "ev", "msg", "ch", m->ch,
+                   "seq", (json_int_t)m->seq, "ts", (json_int_t)m->ts, "epoch", m->epoch, "data",
+                   m->data, "client", m->client, "user", m->user, "raw_ok",
+                   raw && json_equal(raw, m->frame), "skipped", (json_int_t)m->skipped));
     json_decref(raw);
 }
 

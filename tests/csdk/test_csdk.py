@@ -826,6 +826,8 @@ async def scenario_fake():
                 await ws.send(msg(15, "c"))                       # gap 13..14
                 await ws.send(json.dumps({"op": "gap", "ch": ch, "epoch": "e1", "from": 16, "to": 18}))
                 await ws.send(msg(19, "d"))                       # continues after the gap
+                await ws.send(json.dumps({"op": "msg", "ch": ch, "seq": 23, "skipped": 3, "ts": 1,
+                                          "data": {"v": "conflated"}}))  # 20..22 replaced: no gap
                 await ws.send(json.dumps({"op": "msg", "ch": "room:other", "seq": 1, "data": 0}))
                 await ws.send(json.dumps({"op": "future-op", "x": 1}))  # ignored
                 await ws.send(json.dumps({"op": "epoch", "ch": ch, "epoch": "e2", "seq": 0}))
@@ -857,8 +859,10 @@ async def scenario_fake():
         await agent.wait("msg", ch="room:f", seq=1)
         got = [(m["seq"], m["epoch"], m["data"]["v"]) for m in agent.msgs("room:f")]
         check(got == [(11, "e1", "a"), (12, "e1", "b"), (15, "e1", "c"), (19, "e1", "d"),
-                      (1, "e2", "new epoch")],
+                      (23, "e1", "conflated"), (1, "e2", "new epoch")],
               f"before-ack and duplicate dropped, epochs tracked: {got}")
+        check([m["skipped"] for m in agent.msgs("room:f")] == [0, 0, 0, 0, 3, 0],
+              f"skipped as the server sent it: {agent.msgs('room:f')}")
         gaps = [(g["from"], g["to"], g["seq"]) for g in agent.find("gap")]
         check(gaps == [(13, 14, 15), (16, 18, 18)], f"gap events (seen, then announced): {gaps}")
         ep = agent.find("epoch")

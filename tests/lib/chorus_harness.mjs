@@ -90,6 +90,8 @@ export class Server {
     this.args = args.map(String);
     this.nodeId = nodeId;
     this.extraEnv = env;
+    /** Set to restart on the same port (clients that reconnect by URL, e.g. EventSource). */
+    this.fixedPort = null;
     this.proc = null;
     this.port = null;
     this.log = '';
@@ -101,7 +103,7 @@ export class Server {
   async start(timeoutMs = t(20000)) {
     let last = '';
     for (let attempt = 0; attempt < 5; attempt++) {
-      this.port = await freePort();
+      this.port = this.fixedPort || await freePort();
       this.log = '';
       this.exitCode = null;
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHORUS_')));

@@ -165,6 +165,26 @@ describe('ordering and deduplication', () => {
     await waitFor(() => got.length === 1);
   });
 
+  test('a conflated msg whose seq jumps by skipped + 1 is delivered without a gap', async () => {
+    const c = client();
+    c.connect();
+    const [h, got] = collector();
+    const sub = await c.subscribe('t:conflated', h);
+    const gaps = [];
+    sub.on('gap', (g) => gaps.push(g));
+    const conn = [...broker.conns].find((x) => x.id === c.clientId);
+    broker.sendRaw(conn, { op: 'msg', ch: 't:conflated', seq: 1, ts: Date.now(), data: 'a' });
+    broker.sendRaw(conn, { op: 'msg', ch: 't:conflated', seq: 5, skipped: 3, ts: Date.now(), data: 'e' });
+    // More than skipped accounts for: the rest is still a gap.
+    broker.sendRaw(conn, { op: 'msg', ch: 't:conflated', seq: 9, skipped: 1, ts: Date.now(), data: 'i' });
+    await waitFor(() => got.length === 3, { what: 'three messages' });
+    assert.deepEqual(got.map((m) => m.seq), [1, 5, 9]);
+    assert.equal(got[1].skipped, 3);
+    assert.equal(gaps.length, 1);
+    assert.equal(gaps[0].from, 6);
+    assert.equal(gaps[0].to, 7);
+  });
+
   test("the broker's gap event is reported once, and delivery continues after it", async () => {
     const c = client();
     c.connect();

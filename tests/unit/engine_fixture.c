@@ -16,9 +16,9 @@ struct config engine_cfg;
 struct frame *delivered[ENGINE_DELIVERED_MAX];
 int ndelivered;
 
-void engine_record_delivery(struct conn *c, struct frame *f)
+void engine_record_delivery(struct sub *s, struct frame *f)
 {
-    (void)c;
+    (void)s;
     assert_true(ndelivered < ENGINE_DELIVERED_MAX);
     delivered[ndelivered++] = frame_ref(f);
 }

@@ -22,7 +22,7 @@ extern struct frame *delivered[ENGINE_DELIVERED_MAX]; /* referenced until teardo
 extern int ndelivered;
 
 /* Keeps a reference to each frame delivered, in delivery order. */
-void engine_record_delivery(struct conn *c, struct frame *f);
+void engine_record_delivery(struct sub *s, struct frame *f);
 
 /* Zeroes engine_cfg, metrics, the frame count, the recorder and conns[0..n),
  * gives the default namespace history_size messages kept history_ttl seconds

@@ -41,8 +41,9 @@ struct delivery {
 static struct delivery deliveries[MAX_DELIVERIES];
 static size_t n_deliveries;
 
-static void record_delivery(struct conn *c, struct frame *f)
+static void record_delivery(struct sub *s, struct frame *f)
 {
+    struct conn *c = s->conn;
     if (n_deliveries == MAX_DELIVERIES)
         fail_msg("more than %d deliveries", MAX_DELIVERIES);
     deliveries[n_deliveries++] = (struct delivery){c, frame_ref(f)};

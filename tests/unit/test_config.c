@@ -701,6 +701,8 @@ static void test_bad_namespaces_return_minus_1(void **state)
                     write_file("{\"namespaces\": {\"ns\": {\"subscribe\": \"everyone\"}}}"), NULL);
     expect_rejected("got \"everyone\"", "--config",
                     write_file("{\"namespaces\": {\"ns\": {\"publish\": \"everyone\"}}}"), NULL);
+    expect_rejected("slow_consumer must be \"close\" or \"conflate\", got \"drop\"", "--config",
+                    write_file("{\"namespaces\": {\"ns\": {\"slow_consumer\": \"drop\"}}}"), NULL);
 }
 
 static void test_namespace_rules_parse_and_client_publish_stays_an_alias(void **state)
@@ -712,7 +714,7 @@ static void test_namespace_rules_parse_and_client_publish_stays_an_alias(void **
         "   \"chat\": {\"subscribe\": \"authenticated\", \"publish\": \"members\"},"
         "   \"vip\": {\"subscribe\": \"claim\", \"presence_max_members\": 3},"
         "   \"secret\": {\"subscribe\": \"token\", \"publish\": \"nobody\"},"
-        "   \"ticker\": {\"client_publish\": false},"
+        "   \"ticker\": {\"client_publish\": false, \"slow_consumer\": \"conflate\"},"
         "   \"user\": {\"personal\": true}}}");
     struct config cfg;
     struct loaded l;
@@ -734,6 +736,10 @@ static void test_namespace_rules_parse_and_client_publish_stays_an_alias(void **
     ns = config_ns_for(&cfg, "ticker:a", 8);
     assert_int_equal(ns->publish, NS_PUB_NOBODY);
     assert_false(ns->client_publish);
+    assert_int_equal(ns->slow_consumer, NS_SLOW_CONFLATE);
+    assert_int_equal(config_ns_for(&cfg, "chat:a", 6)->slow_consumer, NS_SLOW_CLOSE);
+    assert_int_equal(config_ns_for(&cfg, "plain", 5)->slow_consumer, NS_SLOW_CLOSE);
+    assert_int_equal(cfg.conflate_queue_bytes, 16384);
     assert_true(config_ns_for(&cfg, "user:42", 7)->personal);
     ns = config_ns_for(&cfg, "plain", 5);
     assert_int_equal(ns->subscribe, NS_SUB_ANYONE);

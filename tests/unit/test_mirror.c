@@ -25,9 +25,9 @@ static uint64_t seqs[32];   /* the seq in each delivered msg frame; 0: an event 
 static int nseqs;
 static int joined, join_err;
 
-static void record_seq(struct conn *c, struct frame *f)
+static void record_seq(struct sub *s, struct frame *f)
 {
-    (void)c;
+    (void)s;
     unsigned long long seq = 0;
     char text[64] = "";
     memcpy(text, frame_payload(f), f->len < sizeof text - 1 ? f->len : sizeof text - 1);

@@ -353,6 +353,66 @@ static void test_ws_header_uses_the_shortest_length_form(void **state)
     }
 }
 
+/* Conflation (conn.c) finds a queued entry again by its position and
+ * replaces its frame in place, counting what was replaced. */
+static void test_a_position_finds_its_entry_until_it_is_popped_even_across_growth(void **state)
+{
+    (void)state;
+    struct outq q = {0};
+    for (unsigned i = 0; i < 5; i++)
+        assert_int_equal(push_owned(&q, i, 20, 100, 1 << 20), 0);
+    uint64_t pos2 = q.popped + 2;
+    expect_pop(&q, 0);
+    for (unsigned i = 5; i < 40; i++) /* grows the ring while pos2 is queued */
+        assert_int_equal(push_owned(&q, i, 20, 100, 1 << 20), 0);
+    struct outq_entry *e = outq_at(&q, pos2);
+    assert_non_null(e);
+    assert_int_equal(number_of(e->f), 2);
+    assert_int_equal(outq_last_pos(&q), q.popped + q.count - 1);
+    assert_non_null(outq_at(&q, outq_last_pos(&q)));
+    assert_null(outq_at(&q, outq_last_pos(&q) + 1));
+    expect_pop(&q, 1);
+    expect_pop(&q, 2);
+    assert_null(outq_at(&q, pos2));
+    outq_clear(&q);
+    /* Positions keep counting across a clear: an old one names nothing. */
+    assert_null(outq_at(&q, pos2));
+    assert_int_equal(push_owned(&q, 99, 20, 100, 1 << 20), 0);
+    assert_null(outq_at(&q, pos2));
+    outq_clear(&q);
+    assert_int_equal(frame_live, 0);
+}
+
+static void test_replace_swaps_the_frame_in_place_counts_skipped_and_keeps_the_byte_bound(void **state)
+{
+    (void)state;
+    struct outq q = {0};
+    assert_int_equal(push_owned(&q, 0, 20, 100, 100), 0);
+    assert_int_equal(push_owned(&q, 1, 20, 100, 100), 0);
+    assert_int_equal(push_owned(&q, 2, 20, 100, 100), 0);
+    struct outq_entry *e = outq_at(&q, q.popped + 1);
+    struct frame *f = numbered(7, 40);
+    assert_int_equal(outq_replace(&q, e, f, 100), 0);
+    frame_unref(f);
+    assert_int_equal(e->skipped, 1);
+    assert_int_equal(q.bytes, 80);
+    f = numbered(8, 20);
+    assert_int_equal(outq_replace(&q, e, f, 100), 0);
+    frame_unref(f);
+    assert_int_equal(e->skipped, 2);
+    assert_int_equal(q.bytes, 60);
+    /* Past the byte bound: refused, nothing changes. */
+    f = numbered(9, 70);
+    assert_int_equal(outq_replace(&q, e, f, 100), -1);
+    frame_unref(f);
+    assert_int_equal(e->skipped, 2);
+    assert_int_equal(q.bytes, 60);
+    expect_pop(&q, 0);
+    expect_pop(&q, 8); /* the replacement keeps the replaced one's place */
+    expect_pop(&q, 2);
+    assert_int_equal(frame_live, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -376,6 +436,10 @@ int main(void)
                                setup),
         cmocka_unit_test_setup(test_frame_from_copies_the_payload_behind_the_headroom, setup),
         cmocka_unit_test_setup(test_ws_header_uses_the_shortest_length_form, setup),
+        cmocka_unit_test_setup(
+            test_a_position_finds_its_entry_until_it_is_popped_even_across_growth, setup),
+        cmocka_unit_test_setup(
+            test_replace_swaps_the_frame_in_place_counts_skipped_and_keeps_the_byte_bound, setup),
     };
     return cmocka_run_group_tests_name("outq", tests, NULL, NULL);
 }

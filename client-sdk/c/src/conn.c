@@ -428,9 +428,14 @@ static void chorus__on_msg(chorus_client_t *cl, json_t *j, const char *raw, size
         return; /* not ours, or sent before our sub's ack on this connection */
     if (s->has_pos && seq <= s->seq)
         return; /* already delivered (a resume overlapping what we had) */
-    if (s->has_pos && seq != s->seq + 1) {
+    /* A conflated msg (slow_consumer "conflate") stands for `skipped` older
+     * ones the server replaced on purpose: that jump is not a gap. */
+    uint64_t skipped = 0;
+    if (!chorus__juint(j, "skipped", &skipped))
+        skipped = 0;
+    if (s->has_pos && seq > s->seq + 1 + skipped) {
         chorus_sub_event_t ev = {CHORUS_SUB_GAP, s->ch, s->epoch, seq, false, false,
-                                 s->seq + 1, seq - 1, CHORUS_OK, NULL, NULL};
+                                 s->seq + 1, seq - 1 - skipped, CHORUS_OK, NULL, NULL};
         s->seq = seq;
         chorus__sub_event(cl, &ev);
         /* The event handler may have unsubscribed. */
@@ -446,6 +451,7 @@ static void chorus__on_msg(chorus_client_t *cl, json_t *j, const char *raw, size
         .ch = ch,
         .seq = seq,
         .ts = json_is_integer(ts) ? (int64_t)json_integer_value(ts) : 0,
+        .skipped = skipped,
         .epoch = epoch,
         .client = chorus__jstr(j, "client"),
         .user = chorus__jstr(j, "user"),

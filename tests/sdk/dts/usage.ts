@@ -60,7 +60,7 @@ function exact<A, B>(_proof: Equal<A, B>): void {}
 const version: string = VERSION;
 const protocol: 1 = PROTOCOL_VERSION;
 exact<typeof ErrorCodes.TIMEOUT, 'timeout'>(true);
-exact<ClientErrorCode, 'timeout' | 'disconnected' | 'closed' | 'queue_full' | 'already_subscribed' | 'protocol_error' | 'token_error'>(true);
+exact<ClientErrorCode, 'timeout' | 'disconnected' | 'closed' | 'queue_full' | 'already_subscribed' | 'protocol_error' | 'token_error' | 'receive_only'>(true);
 // @ts-expect-error ErrorCodes is read-only
 ErrorCodes.TIMEOUT = 'x';
 const brokerCode: BrokerErrorCode = 'rate_limited';
@@ -103,6 +103,7 @@ const options: ChorusOptions = {
   tokenRefreshMargin: 5000,
   WebSocket: socketCtor,
   protocols: ['chorus.v1'],
+  transports: ['websocket', 'sse'],
   minReconnectDelay: 500,
   maxReconnectDelay: 20000,
   pingInterval: 25000,
@@ -126,6 +127,7 @@ const url: string = client.url;
 const state: ConnectionState = client.state;
 const clientId: string | null = client.clientId;
 const nodeId: string | null = client.nodeId;
+const transport: 'websocket' | 'sse' = client.transport;
 // @ts-expect-error the state is the SDK's to change
 client.state = 'connected';
 
@@ -260,5 +262,5 @@ async function useClient(): Promise<void> {
   client.close();
 }
 
-void [exp, version, protocol, closeCodes, retryOff, retryOptions, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId,
+void [exp, version, protocol, closeCodes, retryOff, retryOptions, errName, errCode, errReply, asError, fromOptions, url, state, clientId, nodeId, transport,
   hadListener, listeners, useClient];

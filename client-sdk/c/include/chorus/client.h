@@ -117,6 +117,8 @@ typedef struct chorus_msg {
     size_t raw_len;
     const char *user;             /* the publisher's user as the node attests it (its token's
                                    * sub, or an HTTP publish's "user"); NULL when anonymous */
+    uint64_t skipped;             /* slow_consumer "conflate": older msgs of the channel the
+                                   * server replaced by this one (seq jumped by skipped + 1) */
 } chorus_msg_t;
 
 /* Receives the messages of one subscribed channel, in seq order, each once. */

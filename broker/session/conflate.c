@@ -1,0 +1,81 @@
+/* conflate.c - replacing a lagging connection's queued msg by its
+ * channel's newest, and writing the "skipped" count into the copy that goes
+ * to the socket. */
+#include "conflate.h"
+#include "channel.h"
+#include "frame.h"
+#include "metrics.h"
+#include "outq.h"
+#include "runtime.h"
+
+#include <stdio.h>
+#include <string.h>
+
+/* A connection lags once its queue passes the threshold, or half of either
+ * bound (tiny messages, or a threshold set above the bound, would reach that
+ * first), so conflation always starts before a 4008. Below it, every message
+ * is delivered as usual: a reader that keeps up never sees "skipped". */
+static bool lagging(const struct outq *q)
+{
+    const struct config *cfg = rt.cfg;
+    return q->bytes >= (size_t)cfg->conflate_queue_bytes ||
+           q->bytes >= (size_t)cfg->max_queue_bytes / 2 ||
+           q->count >= (uint32_t)cfg->max_queue_frames / 2;
+}
+
+int conflate_replace(struct outq *q, struct sub *s, struct frame *f)
+{
+    if (s->ch->ns->slow_consumer != NS_SLOW_CONFLATE || !s->queued || !lagging(q))
+        return 0;
+    struct outq_entry *e = outq_at(q, s->queued - 1);
+    /* Gone (written), or not older than f (a replay racing a live msg). */
+    if (!e || !e->f->seq || e->f->seq >= f->seq)
+        return 0;
+    if (outq_replace(q, e, f, (size_t)rt.cfg->max_queue_bytes) < 0)
+        return -1;
+    metrics.conflated++;
+    return 1;
+}
+
+/* Where the field goes: after the leading {"op":"msg", when the encoder put
+ * it first (it always does), else right after the '{'. */
+static size_t splice_at(const unsigned char *json, size_t len)
+{
+    static const char lead[] = "{\"op\":\"msg\",";
+    return len >= sizeof lead - 1 && !memcmp(json, lead, sizeof lead - 1) ? sizeof lead - 1 : 1;
+}
+
+static int field(char *buf, size_t cap, uint32_t skipped)
+{
+    return snprintf(buf, cap, "\"skipped\":%u,", skipped);
+}
+
+size_t conflate_payload_len(const struct frame *f, uint32_t skipped)
+{
+    char buf[32];
+    return f->len + (size_t)field(buf, sizeof buf, skipped);
+}
+
+void conflate_payload(unsigned char *out, const struct frame *f, uint32_t skipped)
+{
+    const unsigned char *p = f->buf + FRAME_PRE;
+    char fld[32];
+    size_t n = (size_t)field(fld, sizeof fld, skipped);
+    size_t off = 0, jlen = f->len;
+    if (f->binary) {
+        /* [4-byte header length H][H bytes of JSON header][payload]: the
+         * field goes into the header, whose length grows by n. */
+        size_t h = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | p[3];
+        size_t nh = h + n;
+        out[0] = (unsigned char)(nh >> 24);
+        out[1] = (unsigned char)(nh >> 16);
+        out[2] = (unsigned char)(nh >> 8);
+        out[3] = (unsigned char)nh;
+        off = 4;
+        jlen = h;
+    }
+    size_t at = splice_at(p + off, jlen);
+    memcpy(out + off, p + off, at);
+    memcpy(out + off + at, fld, n);
+    memcpy(out + off + at + n, p + off + at, f->len - off - at);
+}

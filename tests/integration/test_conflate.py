@@ -1,0 +1,144 @@
+"""Conflation (PROTOCOL.md 5.1): in a namespace with "slow_consumer":
+"conflate", a subscriber that stops reading is not closed; once its queue
+passes --conflate-queue-bytes, each channel's queued msg is replaced by the
+channel's newest, which carries "skipped" (how many it replaced), so when it
+reads again it gets every channel's newest value with seqs that jump by
+exactly skipped + 1. The same stall in a namespace with the default policy
+("close") still ends in 4008."""
+
+import asyncio
+
+import chorus_harness as h
+
+CONFIG = {"namespaces": {"tick": {"slow_consumer": "conflate", "history_size": 10},
+                         "chat": {}}}
+srv = h.Server("--max-queue-bytes", 65536, "--conflate-queue-bytes", 8192,
+               node_id="node-conflate", config=CONFIG)
+
+N = 1000                 # messages per channel
+PAYLOAD = "p" * 4000     # 2 channels x 1000 x 4 KB = 8 MB: far past the stalled
+                         # socket's kernel buffers plus the 64 KiB queue bound
+CHANNELS = ["tick:A", "tick:B"]
+
+
+async def publish(pub, chans, n, pad=PAYLOAD):
+    """n messages on each channel, interleaved, acked in windows of 32."""
+    i = 0
+    for k in range(n):
+        for ch in chans:
+            await pub.send({"op": "pub", "id": 500000 + i, "ch": ch,
+                            "data": {"k": k, "ch": ch, "pad": pad}})
+            i += 1
+        if i % 32 == 0 or k == n - 1:
+            last = 500000 + i - 1
+            a = await pub.expect(lambda f: f.get("id") == last, timeout=h.t(30))
+            assert a.get("op") == "ack", a
+
+
+@h.test("A stalled subscriber in a conflate namespace stays open and then gets each channel's newest value, with skipped counting what it replaced")
+async def _():
+    async with h.Session(srv) as s:
+        slow = s.raw(rcvbuf=4096)
+        slow.open()
+        for ch in CHANNELS:
+            r = slow.request({"op": "sub", "ch": ch})
+            assert r.get("op") == "ack" and r.get("seq") == 0, r
+        pub = await s.connect()
+        m0 = srv.metrics()
+        await publish(pub, CHANNELS, N)
+        m1 = srv.metrics()
+        assert m1.get("chorus_slow_consumer_closes_total") == m0.get("chorus_slow_consumer_closes_total"), \
+            "the stalled reader of a conflate namespace was closed"
+        assert m1.get("chorus_conflated_total") > m0.get("chorus_conflated_total"), \
+            "nothing was conflated: the reader was never behind"
+
+        # Read again: every msg of a channel follows the one before it by
+        # exactly skipped + 1, and the last one is the channel's newest.
+        last = {ch: 0 for ch in CHANNELS}
+        skipped_total = {ch: 0 for ch in CHANNELS}
+        while any(v < N for v in last.values()):
+            f = await asyncio.to_thread(slow.recv_json, h.t(20))
+            if f.get("op") != "msg":
+                continue
+            ch, seq, sk = f["ch"], f["seq"], f.get("skipped", 0)
+            assert seq == last[ch] + 1 + sk, f"{ch}: after {last[ch]} came {seq} with skipped {sk}"
+            assert f["data"]["k"] == seq - 1 and f["data"]["ch"] == ch, f
+            last[ch] = seq
+            skipped_total[ch] += sk
+        print(f"# skipped per channel: {skipped_total}", flush=True)
+        assert sum(skipped_total.values()) > 0, "no msg carried skipped"
+        # Still open and served.
+        r = slow.request({"op": "ping"})
+        assert r.get("op") == "pong", r
+
+
+@h.test("The same stall in a namespace with the default slow_consumer (close) ends in 4008")
+async def _():
+    async with h.Session(srv) as s:
+        slow = s.raw(rcvbuf=4096)
+        slow.open()
+        r = slow.request({"op": "sub", "ch": "chat:room"})
+        assert r.get("op") == "ack", r
+        pub = await s.connect()
+        m0 = srv.metrics()
+        await publish(pub, ["chat:room"], 2 * N)
+        await h.await_until(lambda: srv.metrics().get("chorus_slow_consumer_closes_total")
+                            > m0.get("chorus_slow_consumer_closes_total"),
+                            h.t(20), "the chat reader to be closed as a slow consumer")
+        frames = await asyncio.to_thread(slow.read_until_closed, h.t(30))
+        assert not any("skipped" in f for f in frames), "a close namespace conflated"
+        if slow.close_code is not None:
+            assert slow.close_code == 4008, slow.close_code
+
+
+@h.test("A reader that keeps up in a conflate namespace gets every message and never skipped")
+async def _():
+    async with h.Session(srv) as s:
+        fast = await s.connect()
+        await fast.sub("tick:C")
+        pub = await s.connect()
+        got = []
+
+        async def consume():
+            while len(got) < 200:
+                got.append(await fast.expect(lambda f: f.get("op") == "msg", timeout=h.t(20)))
+
+        task = asyncio.create_task(consume())
+        await publish(pub, ["tick:C"], 200, pad="x")
+        await asyncio.wait_for(task, h.t(30))
+        assert [f["seq"] for f in got] == list(range(1, 201))
+        assert not any("skipped" in f for f in got)
+
+
+@h.test("Conflated binary messages carry skipped in their header, whose length grows with it, and the payload intact")
+async def _():
+    import json
+    async with h.Session(srv) as s:
+        slow = s.raw(rcvbuf=4096)
+        slow.open()
+        assert slow.request({"op": "sub", "ch": "tick:bin"}).get("op") == "ack"
+        pub = h.RawWS(srv.port)
+        pub.open()
+        n = 1500
+        for i in range(n):
+            header = json.dumps({"op": "pub", "id": 900000 + i, "ch": "tick:bin"}).encode()
+            pub.send_frame(pub.OP_BIN, len(header).to_bytes(4, "big") + header + i.to_bytes(4, "big") + b"x" * 4000)
+            if i % 32 == 31 or i == n - 1:
+                last = 900000 + i
+                assert pub.expect(lambda f: f.get("id") == last, timeout=h.t(30))["op"] == "ack"
+        seq, skipped = 0, 0
+        while seq < n:
+            op, payload = await asyncio.to_thread(slow.recv_message, h.t(20))
+            assert op == slow.OP_BIN, op
+            hl = int.from_bytes(payload[:4], "big")
+            head = json.loads(payload[4:4 + hl])
+            body = payload[4 + hl:]
+            assert head["seq"] == seq + 1 + head.get("skipped", 0), (seq, head)
+            assert int.from_bytes(body[:4], "big") == head["seq"] - 1 and body[4:] == b"x" * 4000
+            seq, skipped = head["seq"], skipped + head.get("skipped", 0)
+        assert skipped > 0, "nothing was conflated"
+        pub.close()
+
+
+if __name__ == "__main__":
+    h.main([srv])
