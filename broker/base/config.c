@@ -162,6 +162,11 @@ static const struct opt opts[] = {
      "seconds a publish's key is remembered; a key seen again later publishes anew, 0 = no time limit", "600"},
     {"idempotency-keys", OPT_INT, F(idempotency_keys), 0, "N", 0, 1000000,
      "publish keys remembered per channel (the newest), 0 = keys are ignored", "1024"},
+    {"compression", OPT_BOOL, F(compression), 0, "true|false", 0, 0,
+     "permessage-deflate (RFC 7692) for clients that offer it: each message compressed once and "
+     "shared; a namespace's \"compression\" overrides it", "false"},
+    {"compression-min-bytes", OPT_INT, F(compression_min_bytes), 0, "BYTES", 0, 64 << 20,
+     "messages smaller than this are sent uncompressed", "64"},
     {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
      "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
 };
@@ -415,6 +420,11 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
             ns->idempotency_window = (int)json_integer_value(v);
         else
             want = "an integer of seconds >= 0";
+    } else if (!strcmp(k, "compression")) {
+        if (json_is_boolean(v))
+            ns->compression = json_is_true(v);
+        else
+            want = "true or false";
     } else if (!strcmp(k, "idempotency_keys")) {
         if (json_int_in(v, 0, 1000000))
             ns->idempotency_keys = (int)json_integer_value(v);
@@ -423,7 +433,7 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
     } else {
         fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
                         "history_ttl, subscribe, publish, client_publish, presence, "
-                        "presence_max_members, personal, idempotency_window, idempotency_keys)\n",
+                        "presence_max_members, personal, idempotency_window, idempotency_keys, compression)\n",
                 path, ns->name, k);
         return -1;
     }
@@ -490,6 +500,7 @@ static const struct {
                               "max-header-bytes trusted-proxy "},
     {"Authentication and permissions", "api-key jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
+    {"Compression", "compression compression-min-bytes "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
                "max-queue-bytes max-queue-frames max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
@@ -874,6 +885,7 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->default_ns.presence_max_members = cfg->presence_max_members;
     cfg->default_ns.idempotency_window = cfg->idempotency_window;
     cfg->default_ns.idempotency_keys = cfg->idempotency_keys;
+    cfg->default_ns.compression = cfg->compression;
     if (!!cfg->tls_cert != !!cfg->tls_key) {
         fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
         goto out;
@@ -929,6 +941,14 @@ void config_free(struct config *cfg)
     free(cfg->tls_key);
     free(cfg->namespaces);
     memset(cfg, 0, sizeof *cfg);
+}
+
+bool config_compression_any(const struct config *cfg)
+{
+    for (int i = 0; i < cfg->n_namespaces; i++)
+        if (cfg->namespaces[i].compression)
+            return true;
+    return cfg->compression;
 }
 
 const struct ns_opts *config_ns_for(const struct config *cfg, const char *channel, size_t len)

@@ -16,6 +16,9 @@ struct frame *frame_new(size_t len)
     f->binary = false;
     f->opcode = 0;
     f->alt = NULL;
+    f->plain = false;
+    f->z_tried = false;
+    f->z = NULL;
     frame_live++;
     return f;
 }
@@ -32,6 +35,7 @@ void frame_unref(struct frame *f)
 {
     if (f && --f->refs == 0) {
         frame_unref(f->alt);
+        frame_unref(f->z);
         frame_live--;
         free(f);
     }

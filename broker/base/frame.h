@@ -24,6 +24,12 @@ struct frame {
     uint8_t opcode;                   /* a control frame's opcode (FRAME_OP_PING); 0 for data */
     struct frame *alt;                /* binary: its JSON form for history replies, made on
                                        * demand by history.c; one reference, dropped with f */
+    bool plain;                       /* never compressed (its namespace has compression off) */
+    bool z_tried;                     /* deflate.c has tried to compress it: z is the result */
+    struct frame *z;                  /* its permessage-deflate form, made once by deflate.c
+                                       * for the first connection that negotiated it and
+                                       * shared by all of them; NULL when compressing did not
+                                       * pay; one reference, dropped with f */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 
@@ -37,6 +43,7 @@ static inline struct frame *frame_ref(struct frame *f) { f->refs++; return f; }
 void frame_unref(struct frame *f);
 
 #define FRAME_OP_PING 0x9
+#define FRAME_RSV1 0x40
 
 /* The WebSocket opcode f is sent with. */
 static inline uint8_t frame_opcode(const struct frame *f)
@@ -48,7 +55,8 @@ static inline uint8_t frame_opcode(const struct frame *f)
 static inline size_t frame_ws_header_len(size_t len) { return len < 126 ? 2 : len < 65536 ? 4 : 10; }
 /* Writes that header (FIN + text opcode) into out; returns its length. */
 size_t frame_ws_header(unsigned char *out, size_t len);
-/* The same with another opcode (frame_opcode()). */
+/* The same with another opcode (frame_opcode()); a compressed frame ORs in
+ * RSV1 (FRAME_RSV1, RFC 7692 6). */
 size_t frame_ws_header_op(unsigned char *out, size_t len, uint8_t opcode);
 
 /* Frames currently allocated (for tests and metrics). */
