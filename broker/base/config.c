@@ -725,11 +725,12 @@ static void print_effective(const struct config *cfg)
     for (int i = 0; i < cfg->n_namespaces; i++) {
         const struct ns_opts *ns = &cfg->namespaces[i];
         json_object_set_new(nss, ns->name,
-                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i}", "history_size",
+                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i, s:b}", "history_size",
                                       ns->history_size, "history_ttl", ns->history_ttl, "subscribe",
                                       sub_rules[ns->subscribe], "publish", pub_rules[ns->publish],
                                       "presence", ns->presence, "personal", ns->personal,
-                                      "presence_max_members", ns->presence_max_members));
+                                      "presence_max_members", ns->presence_max_members,
+                                      "compression", ns->compression));
     }
     json_object_set_new(root, "namespaces", nss);
     json_dumpf(root, stdout, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

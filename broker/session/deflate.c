@@ -41,9 +41,14 @@
 /* Sliding window, memory level and level of the shared compressor: it works
  * once per message, not per delivery, so zlib's default level. The window
  * is the full 32 KB that every client accepts unless it offers
- * server_max_window_bits (declined, below). */
+ * server_max_window_bits (declined, below). deflateReset() clears the hash
+ * table, 2^(memLevel + 8) bytes, for every message: at zlib's default 8 that
+ * 64 KB memset cost more than compressing a ticker quote, while level 4
+ * (4 KB) compresses messages up to tens of KB as well (docs/benchmarks.md).
+ * Even so zlib spends ~70,000 instructions on a 190-byte message, most of
+ * it building Huffman trees whatever the size. */
 #define Z_WINDOW_BITS 15
-#define Z_MEM_LEVEL 8
+#define Z_MEM_LEVEL 4
 #define Z_LEVEL 6
 
 /* ------------------------------------------------------------ negotiation */
@@ -188,10 +193,8 @@ int deflate_add_headers(struct conn *c, void *in)
 static z_stream zc;
 static bool zc_ready;
 
-struct frame *deflate_frame(struct frame *f)
+struct frame *deflate_frame_make(struct frame *f)
 {
-    if (f->z_tried)
-        return f->z;
     f->z_tried = true;
     if (f->plain || f->opcode || f->len < (uint32_t)rt.cfg->compression_min_bytes)
         return NULL;

@@ -2,7 +2,7 @@
  * message: the negotiation through lws' extension hooks, the shared
  * compressor that gives a frame its compressed form once for every
  * connection that negotiated it, and the inflation of what clients send,
- * bounded by --max-frame-bytes. PROTOCOL.md section 1.2 is the contract. */
+ * bounded by --max-frame-bytes. PROTOCOL.md section 1.1 is the contract. */
 #ifndef CHORUS_DEFLATE_H
 #define CHORUS_DEFLATE_H
 
@@ -10,8 +10,9 @@
 #include <stdbool.h>
 #include <stddef.h>
 
+#include "frame.h"
+
 struct conn;
-struct frame;
 
 /* The extension table for the vhost (info.extensions), when
  * config_compression_any(). Its callback passes every payload through: lws
@@ -29,8 +30,13 @@ int deflate_add_headers(struct conn *c, void *args);
 /* The compressed form of f for a connection that negotiated the extension,
  * made on the first call and kept on f; NULL when f goes as it is (a control
  * frame, small, its namespace says no, or compressing did not make it
- * smaller). The result lives as long as f. */
-struct frame *deflate_frame(struct frame *f);
+ * smaller). The result lives as long as f. Inline: every delivery to such a
+ * connection asks, and only the first one compresses. */
+struct frame *deflate_frame_make(struct frame *f);
+static inline struct frame *deflate_frame(struct frame *f)
+{
+    return f->z_tried ? f->z : deflate_frame_make(f);
+}
 
 /* Inflates one compressed message (the payload with the 00 00 ff ff tail
  * stripped, RFC 7692 7.2.2) into a buffer shared by every connection, valid
