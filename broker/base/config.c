@@ -166,7 +166,7 @@ static const struct opt opts[] = {
      "permessage-deflate (RFC 7692) for clients that offer it: each message compressed once and "
      "shared; a namespace's \"compression\" overrides it", "false"},
     {"compression-min-bytes", OPT_INT, F(compression_min_bytes), 0, "BYTES", 0, 64 << 20,
-     "messages smaller than this are sent uncompressed", "64"},
+     "frames smaller than this are sent uncompressed (replies such as acks mostly are)", "128"},
     {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
      "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
 };
