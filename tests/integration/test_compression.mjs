@@ -3,15 +3,17 @@
 // channel receiving byte-identical messages (text, binary, and larger than
 // one write batch) while the compressed one reads far fewer bytes, a
 // namespace with compression off, a client that offers nothing, a server
-// started without --compression, a deflate bomb answered with too_large on
-// a connection that goes on working, and invalid compressed data failing
-// the connection with 1002.
+// started without --compression, which offers are declined, a compressed
+// message sent in two frames, a deflate bomb answered with too_large on a
+// connection that goes on working, and invalid compressed data failing the
+// connection with 1002.
 
 import net from 'node:net';
 import crypto from 'node:crypto';
+import zlib from 'node:zlib';
 import fs from 'node:fs';
 import path from 'node:path';
-import { Client, Server, assert, run, t, test, tmpdir } from '../lib/chorus_harness.mjs';
+import { Client, Server, assert, run, sleep, t, test, tmpdir } from '../lib/chorus_harness.mjs';
 
 const dir = tmpdir();
 const conf = path.join(dir, 'chorus.json');
@@ -32,6 +34,37 @@ async function connect(server, deflate) {
   return c;
 }
 const extOf = (c) => c.ws.extensions; // what the server's 101 said, as ws read it
+
+// A raw upgrade offering `offer`; resolves to { ext, sock, rest } (ext: the
+// response's Sec-WebSocket-Extensions or null), the socket left open.
+function rawUpgrade(offer) {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(srv.port, '127.0.0.1', () => s.write(
+      'GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n' +
+      'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n' +
+      (offer === null ? '' : `Sec-WebSocket-Extensions: ${offer}\r\n`) + '\r\n'));
+    let buf = Buffer.alloc(0);
+    const onData = (d) => {
+      buf = Buffer.concat([buf, d]);
+      const e = buf.indexOf('\r\n\r\n');
+      if (e < 0) return;
+      s.off('data', onData);
+      const head = buf.subarray(0, e).toString();
+      if (!head.startsWith('HTTP/1.1 101')) reject(new Error(head));
+      resolve({ ext: /\r\nSec-WebSocket-Extensions: ([^\r]*)/i.exec(head)?.[1] ?? null, sock: s, rest: buf.subarray(e + 4) });
+    };
+    s.on('data', onData);
+    s.on('error', reject);
+    setTimeout(() => reject(new Error('no 101')), t(5000));
+  });
+}
+
+// A masked client frame (zero mask key) with the given first byte.
+const clientFrame = (b0, payload) => {
+  const n = payload.length;
+  const head = n < 126 ? Buffer.from([b0, 0x80 | n]) : Buffer.from([b0, 0x80 | 126, n >> 8, n & 0xff]);
+  return Buffer.concat([head, Buffer.alloc(4), payload]);
+};
 const bytesRead = (c) => c.ws._socket.bytesRead;
 
 // Ticker-like JSON with some noise, so it compresses as real data does.
@@ -187,6 +220,43 @@ test('Invalid compressed data fails the connection with 1002', async () => {
   // Not lws' "rsv bits" (what RSV1 gets without the extension): the inflater's.
   assert(code === 1002 && reason === 'invalid compressed data', `closed with ${code} ${reason}`);
   assert(srv.alive(), 'server died');
+});
+
+test('Offers are checked: unknown, repeated or window-limiting parameters are declined, a later offer may be taken', async () => {
+  const cases = [
+    ['permessage-deflate', PARAMS],
+    ['permessage-deflate; client_max_window_bits=10; client_no_context_takeover', PARAMS],
+    ['permessage-deflate; server_no_context_takeover; server_no_context_takeover', null],
+    ['permessage-deflate; server_max_window_bits=15', null],
+    ['permessage-deflate; x_unknown', null],
+    ['permessage-deflate; client_max_window_bits=7', null],
+    ['permessage-deflate; server_max_window_bits=10, permessage-deflate; client_max_window_bits', PARAMS],
+    ['x-webkit-deflate-frame', null],
+    [null, null],
+  ];
+  for (const [offer, want] of cases) {
+    const { ext, sock } = await rawUpgrade(offer);
+    sock.destroy();
+    assert(ext === want, `offer ${JSON.stringify(offer)}: answered ${JSON.stringify(ext)}`);
+  }
+});
+
+test('A compressed message in two frames (RSV1 on the first only) is inflated whole', async () => {
+  const { ext, sock } = await rawUpgrade('permessage-deflate');
+  assert(ext === PARAMS, `negotiated ${ext}`);
+  let got = '';
+  sock.on('data', (d) => { got += d.toString('latin1'); });
+  const text = JSON.stringify({ op: 'pub', id: 31, ch: 'feed:frag', data: { s: 'fragment '.repeat(500) } });
+  const z = zlib.deflateRawSync(Buffer.from(text), { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+  assert(z.subarray(-4).equals(Buffer.from([0, 0, 0xff, 0xff])), 'zlib did not end with a sync flush');
+  const body = z.subarray(0, -4);
+  const half = body.length >> 1;
+  sock.write(clientFrame(0x41, body.subarray(0, half)));  // text, RSV1, no FIN
+  sock.write(clientFrame(0x80, body.subarray(half)));     // continuation, FIN
+  const deadline = Date.now() + t(5000);
+  while (!/"op":"ack","id":31/.test(got) && !/"op":"err"/.test(got) && Date.now() < deadline) await sleep(20);
+  sock.destroy();
+  assert(/"op":"ack","id":31/.test(got), `no ack: ${got.slice(-300)}`);
 });
 
 test('Without --compression the offer is declined and ws goes on uncompressed', async () => {
