@@ -16,6 +16,7 @@
 #include "consensus.h"
 #include "conn.h"
 #include "sse.h"
+#include "deflate.h"
 #include "ws.h"
 #include "http_api.h"
 #include "hookstats.h"
@@ -285,6 +286,8 @@ int server_start(struct config *cfg)
     info.protocols = protocols;
     info.mounts = &mounts[0];
     info.vhost_name = "chorus";
+    if (config_compression_any(cfg))
+        info.extensions = deflate_extensions; /* permessage-deflate, deflate.h */
     /* keepalive.c PINGs and hangs up. lws' own validity timers would cost a
      * walk of one sorted list of every connection per PONG; a policy without
      * a hangup time turns them off (lws' default policy has one). */

@@ -18,7 +18,7 @@ export DEBIAN_FRONTEND=noninteractive
 
 PACKAGES=(
   build-essential cmake pkg-config
-  libwebsockets-dev libwebsockets-evlib-ev libzmq3-dev libjansson-dev libcmocka-dev uthash-dev libjwt-dev libssl-dev libraft-dev libuv1-dev libsystemd-dev libcurl4-openssl-dev
+  libwebsockets-dev libwebsockets-evlib-ev libzmq3-dev libjansson-dev libcmocka-dev uthash-dev libjwt-dev libssl-dev libraft-dev libuv1-dev libsystemd-dev libcurl4-openssl-dev zlib1g-dev
   clang libclang-rt-14-dev
   python3 python3-websockets python3-zmq python3-yaml
   nodejs npm

@@ -175,6 +175,11 @@ static const struct opt opts[] = {
      "seconds a publish's key is remembered; a key seen again later publishes anew, 0 = no time limit", "600"},
     {"idempotency-keys", OPT_INT, F(idempotency_keys), 0, "N", 0, 1000000,
      "publish keys remembered per channel (the newest), 0 = keys are ignored", "1024"},
+    {"compression", OPT_BOOL, F(compression), 0, "true|false", 0, 0,
+     "permessage-deflate (RFC 7692) for clients that offer it: each message compressed once and "
+     "shared; a namespace's \"compression\" overrides it", "false"},
+    {"compression-min-bytes", OPT_INT, F(compression_min_bytes), 0, "BYTES", 0, 64 << 20,
+     "frames smaller than this are sent uncompressed (replies such as acks mostly are)", "128"},
     {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
      "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
     {"proxy-connect", OPT_STR, F(proxy_connect), 0, "URL", 0, 0,
@@ -459,6 +464,11 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
             ns->idempotency_window = (int)json_integer_value(v);
         else
             want = "an integer of seconds >= 0";
+    } else if (!strcmp(k, "compression")) {
+        if (json_is_boolean(v))
+            ns->compression = json_is_true(v);
+        else
+            want = "true or false";
     } else if (!strcmp(k, "idempotency_keys")) {
         if (json_int_in(v, 0, 1000000))
             ns->idempotency_keys = (int)json_integer_value(v);
@@ -484,7 +494,7 @@ static int ns_key(struct ns_opts *ns, json_t *o, const char *k, json_t *v, const
         fprintf(stderr, "chorusd: config %s: namespace '%s': unknown key '%s' (known: history_size, "
                         "history_ttl, subscribe, publish, client_publish, presence, "
                         "presence_max_members, personal, publish_info, idempotency_window, "
-                        "idempotency_keys, proxy_subscribe, proxy_publish, slow_consumer)\n",
+                        "idempotency_keys, proxy_subscribe, proxy_publish, slow_consumer, compression)\n",
                 path, ns->name, k);
         return -1;
     }
@@ -552,6 +562,7 @@ static const struct {
                               "max-header-bytes trusted-proxy "},
     {"Authentication and permissions", "api-key admin-secret jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
+    {"Compression", "compression compression-min-bytes "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
                "max-queue-bytes max-queue-frames conflate-queue-bytes max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
@@ -791,12 +802,13 @@ static void print_effective(const struct config *cfg)
     for (int i = 0; i < cfg->n_namespaces; i++) {
         const struct ns_opts *ns = &cfg->namespaces[i];
         json_object_set_new(nss, ns->name,
-                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i, s:s}", "history_size",
+                            json_pack("{s:i, s:i, s:s, s:s, s:b, s:b, s:i, s:s, s:b}", "history_size",
                                       ns->history_size, "history_ttl", ns->history_ttl, "subscribe",
                                       sub_rules[ns->subscribe], "publish", pub_rules[ns->publish],
                                       "presence", ns->presence, "personal", ns->personal,
                                       "presence_max_members", ns->presence_max_members,
-                                      "slow_consumer", slow_rules[ns->slow_consumer]));
+                                      "slow_consumer", slow_rules[ns->slow_consumer],
+                                      "compression", ns->compression));
         if (ns->publish_info)
             json_object_set_new(json_object_get(nss, ns->name), "publish_info", json_true());
         json_t *pj = json_object_get(nss, ns->name);
@@ -961,6 +973,7 @@ int config_load(struct config *cfg, int argc, char **argv)
     cfg->default_ns.idempotency_keys = cfg->idempotency_keys;
     cfg->default_ns.proxy_subscribe = cfg->proxy_subscribe;
     cfg->default_ns.proxy_publish = cfg->proxy_publish;
+    cfg->default_ns.compression = cfg->compression;
     if (!!cfg->tls_cert != !!cfg->tls_key) {
         fprintf(stderr, "chorusd: --tls-cert and --tls-key go together\n");
         goto out;
@@ -1034,6 +1047,14 @@ void config_free(struct config *cfg)
     }
     free(cfg->namespaces);
     memset(cfg, 0, sizeof *cfg);
+}
+
+bool config_compression_any(const struct config *cfg)
+{
+    for (int i = 0; i < cfg->n_namespaces; i++)
+        if (cfg->namespaces[i].compression)
+            return true;
+    return cfg->compression;
 }
 
 const struct ns_opts *config_ns_for(const struct config *cfg, const char *channel, size_t len)

@@ -59,6 +59,7 @@ struct ns_opts {
     const char *proxy_publish;
     bool proxy_owned[2];      /* namespace: proxy_subscribe / proxy_publish are its own */
     enum ns_slow_consumer slow_consumer;
+    bool compression;         /* its messages go compressed to permessage-deflate clients */
 };
 
 struct config {
@@ -133,6 +134,8 @@ struct config {
     int idempotency_window;
     int idempotency_keys;
     int max_idempotency_keys;     /* keys remembered on this node, all channels; 0 = no bound */
+    bool compression;             /* permessage-deflate: the default namespace's setting */
+    int compression_min_bytes;    /* frames smaller than this go uncompressed */
 
     /* deployment behind proxies and balancers: clientip.c, server.c */
     char *trusted_proxy[CONFIG_MAX_ORIGINS]; /* CIDRs whose X-Forwarded-For we believe */
@@ -172,6 +175,10 @@ void config_free(struct config *cfg);
  * Returns the number of settings changed, or -1 (logged) when the new
  * configuration does not load: then nothing changes. */
 int config_reload(struct config *live, int argc, char **argv);
+
+/* Is permessage-deflate offered at all: --compression or any namespace's
+ * "compression": true. */
+bool config_compression_any(const struct config *cfg);
 
 /* The options of the namespace that `channel` belongs to; never NULL. */
 const struct ns_opts *config_ns_for(const struct config *cfg, const char *channel, size_t len);

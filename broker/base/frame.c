@@ -19,6 +19,9 @@ struct frame *frame_new(size_t len)
     f->alt = NULL;
     f->arrived_us = f->queued_us = 0;
     f->obs_turn = f->obs_n = 0;
+    f->plain = false;
+    f->z_tried = false;
+    f->z = NULL;
     frame_live++;
     return f;
 }
@@ -35,6 +38,7 @@ void frame_unref(struct frame *f)
 {
     if (f && --f->refs == 0) {
         frame_unref(f->alt);
+        frame_unref(f->z);
         frame_live--;
         free(f);
     }

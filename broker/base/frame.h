@@ -32,6 +32,12 @@ struct frame {
     int64_t queued_us;                /* when its last fan-out queued it to subscribers */
     uint32_t obs_turn;                /* session/latency.h: the write turn it was last counted in */
     uint32_t obs_n;                   /* deliveries counted in that turn */
+    bool plain;                       /* never compressed (its namespace has compression off) */
+    bool z_tried;                     /* deflate.c has tried to compress it: z is the result */
+    struct frame *z;                  /* its permessage-deflate form, made once by deflate.c
+                                       * for the first connection that negotiated it and
+                                       * shared by all of them; NULL when compressing did not
+                                       * pay; one reference, dropped with f */
     unsigned char buf[];              /* FRAME_PRE headroom, then the payload */
 };
 
@@ -45,6 +51,7 @@ static inline struct frame *frame_ref(struct frame *f) { f->refs++; return f; }
 void frame_unref(struct frame *f);
 
 #define FRAME_OP_PING 0x9
+#define FRAME_RSV1 0x40
 
 /* The WebSocket opcode f is sent with. */
 static inline uint8_t frame_opcode(const struct frame *f)
@@ -56,7 +63,8 @@ static inline uint8_t frame_opcode(const struct frame *f)
 static inline size_t frame_ws_header_len(size_t len) { return len < 126 ? 2 : len < 65536 ? 4 : 10; }
 /* Writes that header (FIN + text opcode) into out; returns its length. */
 size_t frame_ws_header(unsigned char *out, size_t len);
-/* The same with another opcode (frame_opcode()). */
+/* The same with another opcode (frame_opcode()); a compressed frame ORs in
+ * RSV1 (FRAME_RSV1, RFC 7692 6). */
 size_t frame_ws_header_op(unsigned char *out, size_t len, uint8_t opcode);
 
 /* Frames currently allocated (for tests and metrics). */

@@ -303,6 +303,8 @@ void channel_unsubscribe_all(struct sub_list *list)
 static void fanout(struct channel *ch, struct frame *f)
 {
     channel_deliver_fn *fn = deliver;
+    /* Read by the write path when a subscriber negotiated compression. */
+    f->plain = !ch->ns->compression;
     for (uint32_t i = 0; i < ch->nsubs; i++)
         fn(ch->subs[i], f);
 }

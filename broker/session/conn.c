@@ -6,12 +6,15 @@
  * as possible. When the connection becomes writable, the queued frames are
  * laid out as complete WebSocket frames (header + payload) in one scratch
  * buffer and handed to lws in a single LWS_WRITE_RAW write. This is valid
- * because connections are plain HTTP/1.1 WebSocket without extensions
- * (no permessage-deflate is offered and HTTP/2 is not used for /ws); lws still
+ * because connections are plain HTTP/1.1 WebSocket (HTTP/2 is not used for
+ * /ws) and the one extension, permessage-deflate, is ours: a connection that
+ * negotiated it gets the frame's shared compressed form with RSV1 set
+ * (deflate.h), and lws passes RAW writes by its extension hooks. lws still
  * owns TLS and any partial-send buffering. */
 #include "conn.h"
 #include "cluster.h"
 #include "conflate.h"
+#include "deflate.h"
 #include "frame.h"
 #include "latency.h"
 #include "log.h"
@@ -324,22 +327,28 @@ int conn_flush(struct conn *c)
                 break;
             continue;
         }
-        size_t h = frame_ws_header_len(f->len);
-        if (used + h + f->len > CONN_WRITE_BATCH) {
+        /* s is what goes on the wire: f, or its compressed form. */
+        struct frame *z = c->deflate ? deflate_frame(f) : NULL, *s = z ? z : f;
+        uint8_t op = (uint8_t)(frame_opcode(f) | (z ? FRAME_RSV1 : 0));
+        size_t h = frame_ws_header_len(s->len);
+        if (used + h + s->len > CONN_WRITE_BATCH) {
             if (used)
                 break;
-            /* Larger than a batch: let lws frame it straight from the shared buffer. */
-            if (lws_write(c->wsi, frame_payload(f), f->len,
-                          f->binary ? LWS_WRITE_BINARY : LWS_WRITE_TEXT) < (int)f->len)
+            /* Larger than a batch: the header goes in the shared frame's
+             * headroom (the same bytes for every connection) and lws copies
+             * whatever the socket does not take at once. */
+            unsigned char *p = frame_payload(s) - h;
+            frame_ws_header_op(p, s->len, op);
+            if (lws_write(c->wsi, p, h + s->len, LWS_WRITE_RAW) < (int)(h + s->len))
                 return -1;
-            metrics.bytes_sent += h + f->len;
+            metrics.bytes_sent += h + s->len;
             latency_observe(f, &now);
             outq_pop(&c->q);
             break;
         }
-        used += frame_ws_header_op(out + used, f->len, frame_opcode(f));
-        memcpy(out + used, frame_payload(f), f->len);
-        used += f->len;
+        used += frame_ws_header_op(out + used, s->len, op);
+        memcpy(out + used, frame_payload(s), s->len);
+        used += s->len;
         latency_observe(f, &now);
         outq_pop(&c->q);
     }

@@ -48,6 +48,7 @@ struct conn {
     bool rx_in_msg;               /* a message has started and not yet ended */
     bool rx_discard;              /* current message is over the limit: drop it */
     bool rx_binary;
+    bool rx_deflated;             /* RSV1: the message is compressed (deflate.h) */
     struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
 
     struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
@@ -56,6 +57,8 @@ struct conn {
     struct conn_keepalive ka;     /* keepalive.c: when it is next PINGed */
     struct sse_stream *sse;       /* sse.c: an SSE stream, not a WebSocket; NULL for WS */
 
+    bool deflate;                 /* permessage-deflate negotiated at the upgrade */
+    uint8_t deflate_offers;       /* offers deflate_confirm() has looked at */
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */
     bool close_when_answered;     /* shutdown: close once no publish is in flight */

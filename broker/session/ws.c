@@ -9,6 +9,7 @@
 #include "clientip.h"
 #include "cluster.h"
 #include "conn.h"
+#include "deflate.h"
 #include "frame.h"
 #include "http_reply.h"
 #include "keepalive.h"
@@ -50,6 +51,33 @@ static int conn_fail(struct conn *c, enum chorus_close code, const char *reason)
     return -1;
 }
 
+/* Hands one whole message to the ops (text) or binmsg (binary). A
+ * compressed one is inflated first (at most max bytes: past that it gets
+ * too_large) and its text checked as UTF-8 then. -1 fails the connection. */
+static int conn_dispatch(struct conn *c, const unsigned char *in, size_t len, uint32_t max)
+{
+    metrics.frames_received++;
+    if (c->rx_deflated) {
+        int rc = deflate_inflate(in, len, max, &in, &len);
+        if (rc < 0)
+            return conn_fail(c, CHORUS_CLOSE_PROTOCOL_ERROR, "invalid compressed data");
+        if (rc > 0) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "frame exceeds %u bytes", max);
+            conn_send_err(c, false, 0, CHORUS_ERR_TOO_LARGE, msg);
+            return 0;
+        }
+        struct utf8_check u = {0};
+        if (!c->rx_binary && (!utf8_feed(&u, in, len) || !utf8_complete(&u)))
+            return conn_fail(c, CHORUS_CLOSE_INVALID_PAYLOAD, CHORUS_CLOSE_REASON_INVALID_PAYLOAD);
+    }
+    if (c->rx_binary)
+        binmsg_handle(c, in, len);
+    else
+        ops_handle(c, (const char *)in, len);
+    return 0;
+}
+
 /* Returns -1 when the connection must be failed. */
 static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
 {
@@ -62,35 +90,36 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
         c->rx_len = 0;
         c->rx_discard = false;
         c->rx_binary = lws_frame_is_binary(c->wsi);
+        /* lws accepts RSV1 only where the extension was negotiated. */
+        c->rx_deflated = c->deflate && (lws_get_reserved_bits(c->wsi) & FRAME_RSV1);
         memset(&c->rx_utf8, 0, sizeof c->rx_utf8);
     }
-    /* Checked as it arrives, also for a message being discarded as too large. */
-    if (!c->rx_binary &&
+    /* What is gathered: a compressed message may be a little longer than
+     * what it inflates to. */
+    const uint32_t lim = c->rx_deflated ? (uint32_t)deflate_input_max(max) : max;
+    /* Checked as it arrives, also for a message being discarded as too large
+     * (a compressed one once inflated). */
+    if (!c->rx_binary && !c->rx_deflated &&
         (!utf8_feed(&c->rx_utf8, in, len) || (final && !utf8_complete(&c->rx_utf8))))
         return conn_fail(c, CHORUS_CLOSE_INVALID_PAYLOAD, CHORUS_CLOSE_REASON_INVALID_PAYLOAD);
 
     /* The common case: a whole message in one callback needs no copy. */
-    if (final && c->rx_len == 0 && !c->rx_discard && len <= max) {
+    if (final && c->rx_len == 0 && !c->rx_discard && len <= lim) {
         c->rx_in_msg = false;
-        metrics.frames_received++;
-        if (c->rx_binary)
-            binmsg_handle(c, in, len);
-        else
-            ops_handle(c, (const char *)in, len);
-        return 0;
+        return conn_dispatch(c, in, len, max);
     }
 
     /* An empty fragment adds nothing (and c->rx may still be NULL). */
     if (!c->rx_discard && len) {
-        if ((size_t)c->rx_len + len > max) {
+        if ((size_t)c->rx_len + len > lim) {
             c->rx_discard = true; /* keep reading, stop storing */
         } else {
             if (c->rx_len + len > c->rx_cap) {
                 uint32_t ncap = c->rx_cap ? c->rx_cap : 1024;
                 while (ncap < c->rx_len + len)
                     ncap *= 2;
-                if (ncap > max)
-                    ncap = max;
+                if (ncap > lim)
+                    ncap = lim;
                 unsigned char *n = realloc(c->rx, ncap);
                 if (!n) {
                     c->rx_discard = true;
@@ -109,21 +138,20 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
         return 0;
 
     c->rx_in_msg = false;
-    metrics.frames_received++;
+    int rc = 0;
     if (c->rx_discard) {
         char msg[64];
+        metrics.frames_received++;
         snprintf(msg, sizeof msg, "frame exceeds %u bytes", max);
         conn_send_err(c, false, 0, CHORUS_ERR_TOO_LARGE, msg);
-    } else if (c->rx_binary) {
-        binmsg_handle(c, c->rx, c->rx_len);
     } else {
-        ops_handle(c, (const char *)c->rx, c->rx_len);
+        rc = conn_dispatch(c, c->rx, c->rx_len, max);
     }
     /* Idle connections should hold no assembly buffer. */
     free(c->rx);
     c->rx = NULL;
     c->rx_cap = c->rx_len = 0;
-    return 0;
+    return rc;
 }
 
 /* A close frame from the client (RFC 6455 5.5.1, 7.4). lws 4.1.6 echoes
@@ -374,6 +402,12 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
         return 0;
     case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
         return conn_filter(c, wsi);
+    case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
+        return deflate_confirm(c, wsi, in);
+    case LWS_CALLBACK_ADD_HEADERS:
+        if (c && c->deflate && deflate_add_headers(c, in) < 0)
+            return -1;
+        break;
     case LWS_CALLBACK_ESTABLISHED:
         ws_conn_open(c, wsi);
         return 0;

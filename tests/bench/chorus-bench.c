@@ -42,6 +42,7 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #ifndef IP_BIND_ADDRESS_NO_PORT
 #define IP_BIND_ADDRESS_NO_PORT 24
@@ -94,6 +95,8 @@ struct opts {
     bool realtime, quiet, allow_remote;
     char prefix[96];
     bool nchan;                        /* --proto nchan: a peer, not chorusd */
+    bool deflate;                      /* --deflate: offer permessage-deflate, inflate */
+    bool ticker;                       /* --ticker: data is a ticker quote, not padding */
     const char *sub_path, *pub_path, *pubsub_path;   /* nchan: URL prefixes */
 };
 
@@ -169,6 +172,12 @@ static void usage(FILE *f)
 "                         (default 100)\n"
 "  --publish-via ws|http  publish over WebSocket (default) or POST /api/publish\n"
 "                         on --pubs keep-alive HTTP connections (default 4)\n"
+"  --ticker               data is a ticker quote like chorus-ticker's,\n"
+"                         {\"t\":...,\"sym\":\"S123\",\"price\":187.23,\"change\":-0.41,\n"
+"                         \"ts\":...} (about 90 bytes), instead of --size padding\n"
+"  --deflate              offer permessage-deflate (RFC 7692, no context\n"
+"                         takeover) and inflate compressed frames; bytes_in\n"
+"                         then shows what compression saves on the wire\n"
 "  --api-key KEY          key for POST /api/publish (X-API-Key)\n"
 "  --tick-ms MS           publishers send what the rate asks for every MS\n"
 "                         milliseconds, as one burst (default 1). How many\n"
@@ -335,6 +344,8 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         FLAG("--step", step)
         FLAG("--quiet", quiet)
         FLAG("--allow-remote", allow_remote)
+        FLAG("--deflate", deflate)
+        FLAG("--ticker", ticker)
 #undef FLAG
         if (!val) {
             if (i + 1 >= argc) {
@@ -852,6 +863,10 @@ struct worker {
     unsigned char *scratch;              /* outgoing frames are built here */
     size_t scap;
     char *pad;                           /* 'x' * size */
+    z_stream zi;                         /* --deflate: the inflater, reset per message */
+    bool zi_ready;
+    char *zbuf;                          /* an inflated message */
+    size_t zcap;
 };
 
 static void note(struct worker *W, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -1385,6 +1400,48 @@ static void on_close_frame(struct worker *W, struct conn *c, const unsigned char
 
 /* Consumes the complete frames at the start of buf. Returns bytes consumed,
  * or -1 when c was closed. */
+/* --deflate: one compressed message (its 00 00 ff ff tail stripped) into
+ * the worker's buffer; NULL when it is not valid DEFLATE data. */
+static const char *inflate_message(struct worker *W, const unsigned char *in, size_t len, size_t *out_len)
+{
+    static const unsigned char tail[4] = {0, 0, 0xff, 0xff};
+    if (!W->zi_ready) {
+        if (inflateInit2(&W->zi, -15) != Z_OK)
+            return NULL;
+        W->zi_ready = true;
+    } else if (inflateReset(&W->zi) != Z_OK) {
+        return NULL;
+    }
+    size_t done = 0;
+    for (int part = 0; part < 2; part++) {
+        W->zi.next_in = (unsigned char *)(part ? tail : in);
+        W->zi.avail_in = (uInt)(part ? 4 : len);
+        for (;;) {
+            if (done + 1 >= W->zcap) {
+                size_t ncap = W->zcap ? W->zcap * 2 : 65536;
+                if (ncap > MAX_MESSAGE + 2)
+                    return NULL;
+                char *n = realloc(W->zbuf, ncap);
+                if (!n)
+                    return NULL;
+                W->zbuf = n;
+                W->zcap = ncap;
+            }
+            W->zi.next_out = (unsigned char *)W->zbuf + done;
+            W->zi.avail_out = (uInt)(W->zcap - 1 - done);
+            int rc = inflate(&W->zi, Z_SYNC_FLUSH);
+            done = W->zcap - 1 - W->zi.avail_out;
+            if (rc == Z_BUF_ERROR || (rc == Z_OK && !W->zi.avail_in && W->zi.avail_out))
+                break;
+            if (rc != Z_OK)
+                return NULL;
+        }
+    }
+    W->zbuf[done] = 0;
+    *out_len = done;
+    return W->zbuf;
+}
+
 static long ws_consume(struct worker *W, struct conn *c, unsigned char *buf, size_t len, int64_t now)
 {
     size_t off = 0;
@@ -1411,7 +1468,9 @@ static long ws_consume(struct worker *W, struct conn *c, unsigned char *buf, siz
         if (masked)
             hl += 4;
         int op = b0 & 0x0f;
-        if (pl > MAX_MESSAGE || (b0 & 0x70) || (op >= 3 && op <= 7) || op > 0xA) {
+        /* RSV1 marks a compressed message (--deflate), never fragmented by chorusd. */
+        bool z = g_o.deflate && (b0 & 0x40) && (op == 1 || op == 2) && (b0 & 0x80);
+        if (pl > MAX_MESSAGE || ((b0 & 0x70) && !z) || (op >= 3 && op <= 7) || op > 0xA) {
             BUMP(W->st->c[ST_PROTO_ERRORS], 1);
             note(W, "bad frame from server: byte0 0x%02x, length %" PRIu64, b0, pl);
             conn_close(W, c);
@@ -1436,7 +1495,18 @@ static long ws_consume(struct worker *W, struct conn *c, unsigned char *buf, siz
                 conn_close(W, c);
                 return -1;
             }
-            if (fin) {
+            if (z) {
+                size_t zl;
+                const char *text = inflate_message(W, pay, (size_t)pl, &zl);
+                if (!text) {
+                    BUMP(W->st->c[ST_PROTO_ERRORS], 1);
+                    note(W, "compressed frame that does not inflate");
+                    conn_close(W, c);
+                    return -1;
+                }
+                if (on_message(W, c, text, zl, now) < 0)
+                    return -1;
+            } else if (fin) {
                 if (on_message(W, c, (const char *)pay, (size_t)pl, now) < 0)
                     return -1;
             } else {
@@ -1580,9 +1650,12 @@ static void on_connected(struct worker *W, struct conn *c)
     }
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n"
+                     "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s"
                      "User-Agent: chorus-bench\r\n\r\n",
-                     path, g_o.host, c->port, c->key);
+                     path, g_o.host, c->port, c->key,
+                     g_o.deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                                   "client_no_context_takeover; server_no_context_takeover\r\n"
+                                 : "");
     c->state = CS_HANDSHAKE;
     conn_send(W, c, req, (size_t)n);
 }
@@ -1798,6 +1871,20 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
     if (pad < 0)
         pad = 0;
     int n;
+    if (g_o.ticker && !g_o.nchan) {
+        /* A quote as chorus-ticker publishes one, with "t" for the latency. */
+        uint32_t r = rng_next(&W->rng);
+        const char *head = c->kind == K_HTTP ? "" : "\"op\":\"pub\",";
+        char id[32] = "";
+        if (c->kind != K_HTTP)
+            snprintf(id, sizeof id, "\"id\":%" PRIu64 ",", ++c->next_id + SUB_ID);
+        n = snprintf(out, 512,
+                     "{%s%s\"ch\":\"%s\",\"data\":{\"t\":%s,\"sym\":\"S%03u\",\"price\":%u.%02u,"
+                     "\"change\":%s%u.%02u,\"ts\":%" PRId64 "}}",
+                     head, id, name, tbuf, r % 500, 20 + (r >> 9) % 400, (r >> 3) % 100,
+                     (r & 4) ? "-" : "", (r >> 17) % 5, (r >> 20) % 100, t / 1000000);
+        goto built;
+    }
     if (g_o.nchan) /* the body is data itself */
         n = snprintf(out, 256, "{\"t\":%s,\"p\":\"", tbuf);
     else if (c->kind == K_HTTP)
@@ -1809,7 +1896,9 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
     n += (int)pad;
     size_t closing = g_o.nchan ? 2 : 3;
     memcpy(out + n, "\"}}", closing);
-    size_t len = (size_t)n + closing;
+    n += (int)closing;
+built:;
+    size_t len = (size_t)n;
     int rc;
     if (c->kind == K_HTTP) {
         char hdr[512];
@@ -2520,7 +2609,7 @@ static void result_print(const struct result *r, const char *extra)
     printf(",\"tick_ms\":%g,\"nap_us\":%ld", g_o.tick_ms, g_o.nap_us);
     json_num("wall_s", r->wall, ",\"%s\":%.3f");
     for (int i = ST_CONNECT_RETRIES; i < NSTAT; i++) {
-        if (i == ST_PUBLISHED || i == ST_RECEIVED || i == ST_BYTES_IN)
+        if (i == ST_PUBLISHED || i == ST_RECEIVED)
             continue;
         printf(",\"%s\":%" PRIu64, stat_names[i], r->d.c[i]);
     }

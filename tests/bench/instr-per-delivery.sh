@@ -4,6 +4,7 @@
 #
 #   tests/bench/instr-per-delivery.sh [--chorusd PATH] [--bench PATH]
 #       [--subs N] [--rate R] [--tick-ms MS] [--duration S] [--top N]
+#       [--server-args "ARGS"] [--bench-args "ARGS"]
 #
 # Two fanout runs against a fresh chorusd under callgrind, alike in
 # everything (subscribers, connect, duration, drain, shutdown) except the
@@ -15,6 +16,8 @@
 # messages, as a client would batch them; report the tick with the figure.
 # Prints one JSON line, then the --top (default 12) functions that account for
 # most of the difference (exclusive instructions, busy minus quiet).
+# --server-args and --bench-args add words to chorusd's and to chorus-bench
+# fanout's command lines, e.g. "--compression true" and "--ticker --deflate".
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -22,6 +25,7 @@ root=$(cd "$here/../.." && pwd)
 chorusd="$root/build/broker/chorusd"
 bench="$root/build/tests/bench/chorus-bench"
 subs=1000 rate=10 tick=500 duration=6 top=12
+server_args="" bench_args=""
 while [ $# -gt 0 ]; do
     case "$1" in
     --chorusd) chorusd=$2; shift 2 ;;
@@ -31,7 +35,9 @@ while [ $# -gt 0 ]; do
     --tick-ms) tick=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
     --top) top=$2; shift 2 ;;
-    -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --server-args) server_args=$2; shift 2 ;;
+    --bench-args) bench_args=$2; shift 2 ;;
+    -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "instr-per-delivery: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -57,12 +63,12 @@ run() {
     local name=$1 r=$2 port
     port=$("$bench" free-port) || return 1
     valgrind --tool=callgrind --callgrind-out-file="$work/$name.cg" \
-        "$chorusd" --port "$port" --bind 127.0.0.1 --log-level warn \
+        "$chorusd" --port "$port" --bind 127.0.0.1 --log-level warn $server_args \
         >"$work/$name.log" 2>&1 &
     pid=$!
     "$bench" wait-ready --port "$port" --timeout 120 || { cat "$work/$name.log" >&2; return 1; }
     "$bench" fanout --port "$port" --subs "$subs" --rate "$r" --tick-ms "$tick" \
-        --duration "$duration" --drain 20 --connect-timeout 120 --quiet \
+        --duration "$duration" --drain 20 --connect-timeout 120 --quiet $bench_args \
         >"$work/$name.json" || return 1
     stop_server
     [ -s "$work/$name.cg" ] || { echo "instr-per-delivery: no callgrind output" >&2; return 1; }
@@ -71,9 +77,9 @@ run() {
 run quiet 1 || exit 1
 run busy "$rate" || exit 1
 
-python3 - "$work" "$chorusd" "$subs" "$rate" "$tick" "$duration" <<'EOF'
+python3 - "$work" "$chorusd" "$subs" "$rate" "$tick" "$duration" "$server_args" "$bench_args" <<'EOF'
 import json, re, sys
-work, chorusd, subs, rate, tick, duration = sys.argv[1:]
+work, chorusd, subs, rate, tick, duration, server_args, bench_args = sys.argv[1:]
 
 def load(name):
     line = open(f"{work}/{name}.json").read().strip().splitlines()[-1]
@@ -89,12 +95,15 @@ q, qir = load("quiet")
 b, bir = load("busy")
 extra = b["received"] - q["received"]
 out = {
-    "chorusd": chorusd, "subs": int(subs), "rate": float(rate), "tick_ms": int(tick),
+    "chorusd": chorusd, "server_args": server_args, "bench_args": bench_args, "subs": int(subs), "rate": float(rate), "tick_ms": int(tick),
     "duration_s": float(duration),
     "busy_published": b["published"], "busy_received": b["received"], "busy_loss": b["loss"],
     "quiet_published": q["published"], "quiet_received": q["received"],
     "busy_instructions": bir, "quiet_instructions": qir,
     "instructions_per_delivery": round((bir - qir) / extra, 1) if extra > 0 else None,
+    # What the extra deliveries cost on the wire, as the subscribers read it.
+    "bytes_per_delivery": round((b.get("bytes_in", 0) - q.get("bytes_in", 0)) / extra, 1)
+        if extra > 0 and "bytes_in" in b else None,
     "instructions_per_publish": round((bir - qir) / (b["published"] - q["published"]))
         if b["published"] > q["published"] else None,
 }
