@@ -61,9 +61,12 @@ export function freePort() {
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// A new connection per request (agent: false): Node 20's global agent keeps
+// sockets alive, and reusing one the node is closing for idleness fails with
+// "socket hang up" (seen after room_burst's long burst on a loaded machine).
 export function httpGet(port, p, timeoutMs = 2000) {
   return new Promise((resolve, reject) => {
-    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: timeoutMs }, (res) => {
+    const req = http.get({ host: '127.0.0.1', port, path: p, timeout: timeoutMs, agent: false }, (res) => {
       const chunks = [];
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => resolve({ status: res.statusCode, body: Buffer.concat(chunks).toString() }));
