@@ -25,11 +25,14 @@
 #include "runtime.h"
 #include "ws.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <utlist.h>
 
 static unsigned char write_buf[LWS_PRE + CONN_WRITE_BATCH];
 
@@ -276,6 +279,49 @@ static int sse_write(struct conn *c)
 
 void sse_start(void) { conn_set_sse_writer(sse_write); }
 
+/* ------------------------------------------------------ the hang-up watch */
+
+/* lws reads nothing from an HTTP connection while its transaction lasts, and
+ * an SSE stream is one endless transaction: a client that closes would be
+ * noticed only when a keep-alive comment fails, up to two ping intervals
+ * later, holding a connection slot (and the per-IP count) meanwhile. So once
+ * a second each open stream's socket is peeked at: EOF or an error means the
+ * client is gone. Bytes from a plain-text client are a request pipelined
+ * behind a stream that never ends: it is closed too. (Under TLS the bytes are
+ * records the peek cannot read; the keep-alive still catches that client.)
+ * O(streams) per second: SSE is the fallback transport, not the bulk. */
+static struct sse_stream *streams;
+static lws_sorted_usec_list_t watch_timer;
+
+static bool hung_up(struct lws *wsi)
+{
+    char b;
+    ssize_t n = recv(lws_get_socket_fd(wsi), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+        return true;
+    if (n < 0)
+        return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+    return !lws_is_ssl(wsi);
+}
+
+static void watch(lws_sorted_usec_list_t *sul)
+{
+    struct sse_stream *st;
+    DL_FOREACH(streams, st)
+        if (st->c->wsi && hung_up(st->c->wsi))
+            lws_set_timeout(st->c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+    if (streams)
+        lws_sul_schedule(rt.ctx, 0, sul, watch, LWS_US_PER_SEC);
+}
+
+static void watch_add(struct sse_stream *st, struct conn *c)
+{
+    st->c = c;
+    if (!streams)
+        lws_sul_schedule(rt.ctx, 0, &watch_timer, watch, LWS_US_PER_SEC);
+    DL_APPEND(streams, st);
+}
+
 /* The last event of a stream the server closes: the WebSocket close code
  * and reason (PROTOCOL.md 5) as {"op":"close","code","reason"}. */
 static int write_close(struct conn *c)
@@ -477,6 +523,7 @@ static int sse_open(struct conn *c, struct lws *wsi)
         return -1;
     }
     c->sse = st;
+    watch_add(st, c);
     ws_conn_open(c, wsi);
     metrics.sse_streams++;
     for (uint32_t i = 0; i < st->n && !c->closing; i++) {
@@ -505,6 +552,7 @@ static void sse_closed(struct conn *c)
     if (c->established)
         metrics.sse_streams--;
     ws_conn_closed(c);
+    DL_DELETE(streams, c->sse);
     free(c->sse);
     c->sse = NULL;
 }

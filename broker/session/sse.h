@@ -34,6 +34,8 @@ struct sse_slot {
 struct sse_stream {
     uint32_t n;
     bool close_sent;                   /* the closing event is written; hang up next */
+    struct conn *c;                    /* the stream's connection */
+    struct sse_stream *prev, *next;    /* every open stream, for the hang-up watch */
     struct sse_slot slot[];
 };
 
