@@ -227,6 +227,32 @@ static void on_published(struct pub_wait *w, enum chorus_err err, const char *ms
 }
 
 /* POST /api/publish {"ch","data"} -> {"ch","epoch","seq"} */
+/* An HTTP publish's "user" (and "info"): NULL when absent; sets *bad when
+ * present but not a string of 1-128 bytes (PROTOCOL.md 6: the backend is
+ * trusted to name the user). Else the encoded identity, caller frees. */
+static char *body_user(json_t *root, bool *bad)
+{
+    json_t *user = json_object_get(root, "user");
+    char *attr = NULL;
+    *bad = user && (!json_is_string(user) || json_string_length(user) == 0 ||
+                    json_string_length(user) > 128 ||
+                    !(attr = codec_attr(json_string_value(user), json_object_get(root, "info"))));
+    return attr;
+}
+
+/* The body's "data" as the backend wrote it (re-encoding would rewrite its
+ * numbers), or re-encoded when it cannot be found; returns what the caller
+ * frees (NULL when nothing was allocated). */
+static char *body_data(const struct http_session *s, json_t *data, const char **raw, size_t *raw_len)
+{
+    if (codec_find_member((const char *)s->body, s->body_len, "data", raw, raw_len))
+        return NULL;
+    char *owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
+    *raw = owned;
+    *raw_len = owned ? strlen(owned) : 0;
+    return owned;
+}
+
 static int api_publish(struct lws *wsi, struct http_session *s)
 {
     json_error_t jerr;
@@ -255,8 +281,8 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     json_t *ch = json_object_get(root, "ch");
     json_t *data = json_object_get(root, "data");
     json_t *key = json_object_get(root, "key");
-    json_t *user = json_object_get(root, "user");
-    char *attr = NULL;
+    bool bad_user;
+    char *attr = body_user(root, &bad_user);
     int rc;
     if (!json_is_string(ch) || !codec_channel_valid(json_string_value(ch), json_string_length(ch))) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_CHANNEL, "'ch' must be 1-255 bytes of [A-Za-z0-9_.:@/-]");
@@ -265,29 +291,20 @@ static int api_publish(struct lws *wsi, struct http_session *s)
     } else if (key && (!json_is_string(key) || json_string_length(key) == 0 ||
                        json_string_length(key) > CODEC_KEY_MAX)) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
-    } else if (user && (!json_is_string(user) || json_string_length(user) == 0 ||
-                        json_string_length(user) > 128 ||
-                        !(attr = codec_attr(json_string_value(user), json_object_get(root, "info"))))) {
-        /* The backend is trusted to name the user (PROTOCOL.md 6); "info" only with it. */
+    } else if (bad_user) {
         rc = respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'user' must be a string of 1-128 bytes");
     } else {
         const char *raw;
         size_t raw_len;
-        char *owned = NULL;
-        /* Deliver the backend's own text: re-encoding would rewrite numbers. */
-        if (!codec_find_member((const char *)s->body, s->body_len, "data", &raw, &raw_len)) {
-            owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-            raw = owned;
-            raw_len = owned ? strlen(owned) : 0;
-        }
+        char *owned = body_data(s, data, &raw, &raw_len);
         s->wsi = wsi;
         s->publishing = true;
         publish_submit_as(json_string_value(ch), json_string_length(ch), raw, raw_len, false, NULL,
                           attr, key ? json_string_value(key) : NULL, &s->pub, on_published, s);
         free(owned);
-        free(attr);
         rc = 0;
     }
+    free(attr);
     json_decref(root);
     return rc;
 }
@@ -561,7 +578,7 @@ static void on_broadcast_pub(struct pub_wait *w, enum chorus_err err, const char
 static int api_broadcast(struct lws *wsi, struct http_session *s, json_t *root)
 {
     json_t *chs = json_object_get(root, "channels"), *data = json_object_get(root, "data");
-    json_t *key = json_object_get(root, "key"), *user = json_object_get(root, "user");
+    json_t *key = json_object_get(root, "key");
     size_t n = json_array_size(chs), i;
     json_t *v;
     if (!json_is_array(chs) || n < 1 || n > BROADCAST_MAX)
@@ -574,9 +591,9 @@ static int api_broadcast(struct lws *wsi, struct http_session *s, json_t *root)
         return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'data' is required");
     if (key && (!json_is_string(key) || json_string_length(key) == 0 || json_string_length(key) > CODEC_KEY_MAX))
         return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'key' must be a string of 1-64 bytes");
-    char *attr = NULL;
-    if (user && (!json_is_string(user) || json_string_length(user) == 0 || json_string_length(user) > 128 ||
-                 !(attr = codec_attr(json_string_value(user), json_object_get(root, "info")))))
+    bool bad_user;
+    char *attr = body_user(root, &bad_user);
+    if (bad_user)
         return respond_err(wsi, s, CHORUS_ERR_BAD_REQUEST, "'user' must be a string of 1-128 bytes");
     if (rt.shutting_down || !cluster_ready()) {
         free(attr);
@@ -584,12 +601,7 @@ static int api_broadcast(struct lws *wsi, struct http_session *s, json_t *root)
     }
     const char *raw;
     size_t raw_len;
-    char *owned = NULL;
-    if (!codec_find_member((const char *)s->body, s->body_len, "data", &raw, &raw_len)) {
-        owned = json_dumps(data, JSON_COMPACT | JSON_ENCODE_ANY);
-        raw = owned;
-        raw_len = owned ? strlen(owned) : 0;
-    }
+    char *owned = body_data(s, data, &raw, &raw_len);
     struct broadcast *b = raw ? calloc(1, sizeof *b + n * sizeof b->pubs[0]) : NULL;
     if (!b) {
         free(owned);
