@@ -457,3 +457,12 @@ bool auth_may_publish(const struct ns_opts *ns, const struct auth_claims *who, c
     snprintf(why, whylen, "publishing from clients is disabled in namespace '%s'", ns->name);
     return false;
 }
+
+bool auth_secret_equal(const char *a, size_t alen, const char *b)
+{
+    size_t blen = strlen(b);
+    unsigned char diff = alen != blen;
+    for (size_t i = 0; i < alen; i++)
+        diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
+    return diff == 0;
+}

@@ -89,6 +89,10 @@ void auth_claims_free(struct auth_claims *c);
 /* The reason text sent with close code 4001 or err forbidden ("token expired"). */
 const char *auth_result_str(enum auth_result r);
 
+/* a (alen bytes) == the NUL-terminated secret b, in time that depends only
+ * on alen: response timing does not reveal the API key or admin secret. */
+bool auth_secret_equal(const char *a, size_t alen, const char *b);
+
 /* A "channels" pattern: an exact channel name, or a prefix ending in '*'
  * ("chat:*" matches every channel of namespace chat; "*" matches all). */
 bool auth_pattern_match(const char *pattern, const char *ch, size_t len);

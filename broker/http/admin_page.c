@@ -1,6 +1,7 @@
 /* admin_page.c - /admin: its Basic authentication, its routes and its files
  * (admin_page.h). */
 #include "admin_page.h"
+#include "auth.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -11,16 +12,6 @@
 bool admin_page_owns(const char *uri)
 {
     return !strncmp(uri, "/admin", 6) && (uri[6] == '\0' || uri[6] == '/');
-}
-
-/* Constant-time comparison so response timing does not reveal the secret. */
-static bool secret_equal(const char *a, size_t alen, const char *b)
-{
-    size_t blen = strlen(b);
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i < alen; i++)
-        diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
-    return diff == 0;
 }
 
 /* "Authorization: Basic base64(user:password)" with password == secret. */
@@ -41,7 +32,7 @@ static bool authorized(struct lws *wsi, const char *secret)
     if (!colon)
         return false;
     const char *pw = colon + 1;
-    bool ok = secret_equal(pw, (size_t)(creds + n - pw), secret);
+    bool ok = auth_secret_equal(pw, (size_t)(creds + n - pw), secret);
     explicit_bzero(creds, sizeof creds);
     return ok;
 }

@@ -14,6 +14,7 @@
  * reading with rx flow control until then, so the next request waits in
  * lws' buffer. Requests with a body are answered only once the body is read,
  * so the next request always starts where lws thinks it does. */
+#include "auth.h"
 #include "http_api.h"
 #include "admin_page.h"
 #include "admin.h"
@@ -165,16 +166,6 @@ static int respond_err(struct lws *wsi, struct http_session *s, enum chorus_err 
                         json_pack("{s:s, s:s}", "code", chorus_err_str(code), "msg", msg));
 }
 
-/* Constant-time comparison so response timing does not reveal the key. */
-static bool key_equal(const char *a, size_t alen, const char *b)
-{
-    size_t blen = strlen(b);
-    unsigned char diff = alen != blen;
-    for (size_t i = 0; i < alen; i++)
-        diff |= (unsigned char)a[i] ^ (unsigned char)b[i % (blen ? blen : 1)];
-    return diff == 0;
-}
-
 /* Returns 0 when the request carries the right key, else the HTTP status to answer. */
 static int check_api_key(struct lws *wsi)
 {
@@ -189,11 +180,11 @@ static int check_api_key(struct lws *wsi)
         const char *v = buf + 7;
         while (*v == ' ')
             v++;
-        if (key_equal(v, strlen(v), key))
+        if (auth_secret_equal(v, strlen(v), key))
             return 0;
     }
     n = lws_hdr_custom_copy(wsi, buf, sizeof buf, "x-api-key:", 10);
-    if (n > 0 && key_equal(buf, (size_t)n, key))
+    if (n > 0 && auth_secret_equal(buf, (size_t)n, key))
         return 0;
     return 401;
 }
@@ -317,17 +308,8 @@ static int api_healthz(struct lws *wsi, struct http_session *s)
                           rt.shutting_down ? "shutting_down" : "ok", "node", rt.cfg->node_id,
                           "connections", (json_int_t)metrics.connections, "channels",
                           (json_int_t)metrics.channels);
-    if (j && cluster_enabled()) {
-        struct cluster_peer_info peers[64];
-        int n = cluster_peers(peers, 64);
-        json_t *arr = json_array();
-        int64_t now = runtime_now_ms();
-        for (int i = 0; i < n; i++)
-            json_array_append_new(arr, json_pack("{s:s, s:s, s:I}", "node", peers[i].node, "state",
-                                                 peers[i].up ? "up" : "down", "last_seen_ms_ago",
-                                                 (json_int_t)(now - peers[i].last_seen_ms)));
-        json_object_set_new(j, "peers", arr);
-    }
+    if (j && cluster_enabled())
+        json_object_set_new(j, "peers", admin_peers_json());
     if (j && rt.leaving && !rt.shutting_down)
         json_object_set_new(j, "status", json_string("leaving"));
     else if (j && rt.draining && !rt.shutting_down)

@@ -77,13 +77,8 @@ static const char *node_status(void)
     return "ok";
 }
 
-static json_t *info_local(void)
+json_t *admin_peers_json(void)
 {
-    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I}", "node", rt.cfg->node_id, "version",
-                          CHORUS_VERSION, "uptime_s",
-                          (json_int_t)((runtime_mono_ms() - started_mono_ms) / 1000), "status",
-                          node_status(), "connections", (json_int_t)metrics.connections,
-                          "channels", (json_int_t)metrics.channels);
     json_t *peers = json_array();
     struct cluster_peer_info p[ADMIN_PEERS_MAX];
     int n = cluster_enabled() ? cluster_peers(p, ADMIN_PEERS_MAX) : 0;
@@ -92,6 +87,17 @@ static json_t *info_local(void)
         json_array_append_new(peers, json_pack("{s:s, s:s, s:I}", "node", p[i].node, "state",
                                                p[i].up ? "up" : "down", "last_seen_ms_ago",
                                                (json_int_t)(now - p[i].last_seen_ms)));
+    return peers;
+}
+
+static json_t *info_local(void)
+{
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:I, s:I}", "node", rt.cfg->node_id, "version",
+                          CHORUS_VERSION, "uptime_s",
+                          (json_int_t)((runtime_mono_ms() - started_mono_ms) / 1000), "status",
+                          node_status(), "connections", (json_int_t)metrics.connections,
+                          "channels", (json_int_t)metrics.channels);
+    json_t *peers = admin_peers_json();
     json_object_set_new(j, "peers", peers);
     return j;
 }

@@ -30,5 +30,8 @@ void admin_cancel(struct admin_call *a);
 /* Registers the ENV_API_REQ handler (after cluster_start); notes the start
  * time for "uptime_s". */
 void admin_start(void);
+/* This node's view of its peers, [{"node","state","last_seen_ms_ago"}]: the
+ * "peers" of /healthz and of /api/info. */
+json_t *admin_peers_json(void);
 
 #endif
