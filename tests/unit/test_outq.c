@@ -410,6 +410,7 @@ static void test_replace_swaps_the_frame_in_place_counts_skipped_and_keeps_the_b
     expect_pop(&q, 0);
     expect_pop(&q, 8); /* the replacement keeps the replaced one's place */
     expect_pop(&q, 2);
+    outq_clear(&q); /* the ring */
     assert_int_equal(frame_live, 0);
 }
 
