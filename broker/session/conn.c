@@ -14,6 +14,7 @@
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
+#include "readmore.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -89,6 +90,8 @@ static lws_sorted_usec_list_t flush_timer;
 static void flush_all(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
+    /* Busy publishers first, so this turn's writes carry all they sent. */
+    readmore_run();
     while (flush_list.head) {
         struct conn *c = lws_container_of(flush_list.head, struct conn, flush);
         lws_dll2_remove(&c->flush);

@@ -16,6 +16,7 @@
 #include "metrics.h"
 #include "ops.h"
 #include "presence.h"
+#include "readmore.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -56,6 +57,7 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
     bool final = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
 
     metrics.bytes_received += len;
+    readmore_note(c, len);
     if (!c->rx_in_msg) {
         c->rx_in_msg = true;
         c->rx_len = 0;
@@ -289,6 +291,7 @@ static void conn_closed(struct conn *c)
         return; /* refused in FILTER: never linked */
     c->established = false;
     lws_dll2_remove(&c->flush);
+    readmore_conn_closed(c);
     keepalive_conn_closed(c);
     ops_conn_closed(c);
     presence_conn_closed(c);
