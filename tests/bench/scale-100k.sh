@@ -69,14 +69,21 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 work=$(mktemp -d /tmp/chorus-scale.XXXXXX)
 [ -n "$out" ] && mkdir -p "$out"
 
-sup= sampler=
+sup= sampler= pids=
 stop_all() {
+    local p
     [ -n "$sampler" ] && kill "$sampler" 2>/dev/null && wait "$sampler" 2>/dev/null
     sampler=
     if [ -n "$sup" ]; then
+        # A worker that is a channel's owner hands it over before it exits
+        # (up to 3 leases): allow a minute, then kill the workers too, or
+        # they would outlive their supervisor.
         kill -TERM "$sup" 2>/dev/null
-        for _ in $(seq 100); do kill -0 "$sup" 2>/dev/null || break; sleep 0.1; done
-        kill -0 "$sup" 2>/dev/null && kill -KILL "$sup" 2>/dev/null
+        for _ in $(seq 600); do kill -0 "$sup" 2>/dev/null || break; sleep 0.1; done
+        if kill -0 "$sup" 2>/dev/null; then
+            for p in ${pids//,/ }; do kill -KILL "$p" 2>/dev/null; done
+            kill -KILL "$sup" 2>/dev/null
+        fi
         wait "$sup" 2>/dev/null
     fi
     sup=
