@@ -3,8 +3,10 @@
  * lws allocates rx_buffer_size bytes for every WebSocket connection for its
  * whole life and reads at most that much from it per event-loop turn
  * (lws 4.1.6 roles/ws/ops-ws.c). A large buffer costs every idle connection
- * that memory; a small one caps how fast one publisher is read, and with it
- * how many messages each fan-out write can batch. So the buffer is small
+ * that memory; a small one costs a loop turn per buffer read and, where the
+ * turn's writes follow every read (--event-loop poll; with libev they wait
+ * until no socket is readable), how many messages each fan-out write can
+ * batch (docs/benchmarks.md, "Idle memory"). So the buffer is small
  * (--rx-buffer-bytes) and a connection that filled it in a turn is read
  * again at the end of that turn, before the turn's writes, by servicing its
  * socket once more per buffer's worth of bytes waiting in the kernel, up to
