@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -108,6 +109,11 @@ static pid_t spawn(struct config *cfg, int i, pid_t parent)
 {
     pid_t pid = fork();
     if (pid == 0) {
+        /* A supervisor killed outright (SIGKILL, OOM) must not leave its
+         * workers serving the port on their own: they get its SIGTERM. */
+        prctl(PR_SET_PDEATHSIG, SIGTERM);
+        if (getppid() != parent)
+            _exit(1);
         signal(SIGTERM, SIG_DFL);
         signal(SIGINT, SIG_DFL);
         /* A worker's SIGHUP (the process group's) is the parent's to report. */

@@ -70,7 +70,9 @@ static const struct opt opts[] = {
     {"workers", OPT_INT, F(workers), 0, "N", 1, 64,
      "worker processes sharing the port, one per core, joined as a cluster over ipc://", "1"},
     {"rx-buffer-bytes", OPT_INT, F(rx_buffer_bytes), 0, "BYTES", 128, 1 << 20,
-     "read from a connection per loop turn; larger lets one publisher feed more fan-out, smaller saves memory per connection", "4096"},
+     "receive buffer lws keeps for each connection (memory per connection); longer messages arrive in pieces", "256"},
+    {"rx-turn-bytes", OPT_INT, F(rx_turn_bytes), 0, "BYTES", 128, 1 << 20,
+     "read from one connection per loop turn at most, in rx-buffer-bytes reads; larger lets one publisher feed more fan-out", "4096"},
     {"max-header-bytes", OPT_INT, F(max_header_bytes), 0, "BYTES", 4096, 65535,
      "request line and headers kept per HTTP request or upgrade, room for an 8192-byte ?token=", "16384"},
     {"max-channels-per-conn", OPT_INT, F(max_channels_per_conn), 0, "N", 1, 1000000,
@@ -563,7 +565,7 @@ static const struct {
     {"Authentication and permissions", "api-key admin-secret jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
     {"Compression", "compression compression-min-bytes "},
-    {"Limits", "max-connections max-frame-bytes rx-buffer-bytes max-channels-per-conn "
+    {"Limits", "max-connections max-frame-bytes rx-buffer-bytes rx-turn-bytes max-channels-per-conn "
                "max-queue-bytes max-queue-frames conflate-queue-bytes max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
     {"History", "history-size history-ttl "},

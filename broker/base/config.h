@@ -103,6 +103,7 @@ struct config {
 
     int max_frame_bytes;
     int rx_buffer_bytes;
+    int rx_turn_bytes;            /* read from one connection per loop turn (readmore.h) */
     int max_header_bytes;         /* lws' header table per request (server.c) */
     int workers;                  /* processes sharing the port (workers.h) */          /* lws reads at most this much per connection per loop turn */
     int max_channels_per_conn;

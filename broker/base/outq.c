@@ -5,11 +5,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int grow(struct outq *q, uint32_t max_frames)
+static int grow(struct outq *q)
 {
-    uint32_t ncap = q->cap ? q->cap * 2 : 8;
-    while (ncap < max_frames && ncap < 8)
-        ncap *= 2;
+    /* Two slots first: an idle subscriber holds at most a reply or two, and
+     * every idle connection keeps its ring (docs/benchmarks.md, idle memory). */
+    uint32_t ncap = q->cap ? q->cap * 2 : 2;
     struct outq_entry *nr = malloc(sizeof *nr * ncap);
     if (!nr)
         return -1;
@@ -31,7 +31,7 @@ int outq_push_tag(struct outq *q, struct frame *f, uint32_t tag, uint32_t max_fr
      * bound (a long history) is still deliverable to a reader that keeps up. */
     if (q->count && (q->count >= max_frames || q->bytes + f->len > max_bytes))
         return -1;
-    if (q->count == q->cap && grow(q, max_frames) < 0)
+    if (q->count == q->cap && grow(q) < 0)
         return -1;
     q->ring[(q->head + q->count) & (q->cap - 1)] = (struct outq_entry){frame_ref(f), 0, tag};
     q->count++;

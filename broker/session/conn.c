@@ -19,6 +19,7 @@
 #include "latency.h"
 #include "log.h"
 #include "metrics.h"
+#include "readmore.h"
 #include "runtime.h"
 #include "sse.h"
 
@@ -128,6 +129,8 @@ static void flush_all(lws_sorted_usec_list_t *sul)
 {
     (void)sul;
     latency_turn_begin();
+    /* Busy publishers first, so this turn's writes carry all they sent. */
+    readmore_run();
     while (flush_list.head) {
         struct conn *c = lws_container_of(flush_list.head, struct conn, flush);
         lws_dll2_remove(&c->flush);

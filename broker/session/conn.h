@@ -50,6 +50,7 @@ struct conn {
     bool rx_binary;
     bool rx_deflated;             /* RSV1: the message is compressed (deflate.h) */
     struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
+    uint16_t rx_turn_bytes;       /* readmore.c: payload read in turn rx_turn (saturates) */
 
     struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
@@ -62,7 +63,9 @@ struct conn {
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
     bool closing;                 /* close requested; accept nothing more */
     bool close_when_answered;     /* shutdown: close once no publish is in flight */
+    bool rx_more;                 /* readmore.c: to be read again at the end of this turn */
     uint16_t close_code;
+    uint16_t rx_turn;             /* readmore.c: the turn rx_turn_bytes counts */
     const char *close_reason;     /* static string, or close_reason_owned */
     char *close_reason_owned;     /* conn_close_reason's copy; freed when unlisted */
 };

@@ -18,6 +18,7 @@
 #include "ops.h"
 #include "presence.h"
 #include "proxy.h"
+#include "readmore.h"
 #include "runtime.h"
 
 #include <stdio.h>
@@ -85,6 +86,7 @@ static int conn_receive(struct conn *c, const unsigned char *in, size_t len)
     bool final = lws_is_final_fragment(c->wsi) && !lws_remaining_packet_payload(c->wsi);
 
     metrics.bytes_received += len;
+    readmore_note(c, len);
     if (!c->rx_in_msg) {
         c->rx_in_msg = true;
         c->rx_len = 0;
@@ -333,6 +335,7 @@ void ws_conn_closed(struct conn *c)
         return; /* refused in FILTER: never linked */
     c->established = false;
     lws_dll2_remove(&c->flush);
+    readmore_conn_closed(c);
     keepalive_conn_closed(c);
     proxy_conn_closed(c);
     ops_conn_closed(c);

@@ -21,6 +21,12 @@
 #               rate is stepped up as in fanout-1k, then a fresh cluster runs
 #               at half the sustained rate (10 s) for the p99 of subscribers on
 #               the publisher's node against those one hop away
+#   idle-100k, broadcast-100k
+#               not in the default run (minutes of connecting; the machine
+#               must be otherwise idle): 100,000 connections on chorusd
+#               --workers 7, by tests/bench/scale-100k.sh (see there); the
+#               JSON lines go to raw/, the figures into docs/benchmarks.md by
+#               hand ("100,000 connections")
 #
 # Peers (default: chorus chorus-rx512 chorus-w2 nchan node-ws tornado; also
 # chorus-noping).
@@ -128,7 +134,8 @@ if [ "$mode" = smoke ]; then
 fi
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(fanout-1k rooms idle fanout-10k cross-node)
 for s in "${scenarios[@]}"; do
-    case "$s" in fanout-1k|rooms|idle|fanout-10k|cross-node|smoke) ;; *) die "unknown scenario $s" ;; esac
+    case "$s" in fanout-1k|rooms|idle|fanout-10k|cross-node|smoke|idle-100k|broadcast-100k) ;;
+        *) die "unknown scenario $s" ;; esac
 done
 peers=${peers_opt:-$default_peers}
 peers=${peers//,/ }
@@ -516,6 +523,16 @@ printf '%s\t%s\n' "$(date -u '+%Y-%m-%d %H:%M UTC')" "$cmdline" >>"$out/invocati
 log "results in $out; peers: $peers; scenarios: ${scenarios[*]}; chorusd $chorus_rev"
 failures=0
 for s in "${scenarios[@]}"; do
+    case "$s" in idle-100k|broadcast-100k)
+        # Chorus only, its own script: workers, several generator processes.
+        [ "$quiet_wait" -gt 0 ] && log "$s: machine busy before: $(wait_quiet)%"
+        log "$s: tests/bench/scale-100k.sh $s"
+        "$here/scale-100k.sh" --chorusd "$chorusd" --bench "$bench" --out "$out/logs/$s" "$s" \
+            >>"$out/raw/$s.chorus.1.jsonl" 2>>"$out/logs/$s.log" || failures=$((failures + 1))
+        last=$(tail -n 1 "$out/raw/$s.chorus.1.jsonl")
+        log "$s: $(json_field "$last" subscribed) subscribed, p99 $(json_field "$last" p99_ms) ms, loss $(json_field "$last" loss), server RSS $(json_field "$last" server_rss_kib) KiB"
+        continue ;;
+    esac
     for peer in $peers; do
         peer_runs "$peer" "$s" || continue
         scenario_args "$s"
