@@ -13,10 +13,14 @@
 # markdown table; docs/benchmarks.md ("Ticker scenario") explains the figures.
 #
 # usage: tests/bench/ticker-suite.sh [--smoke] [--peers a,b,...] [--out DIR]
+#                                     [--chorusd PATH] [--bench PATH]
 #                                     [-- chorus-bench ticker options...]
 #   --smoke   50 subscribers on 5 of 20 symbols, 2 s, chorus-conflate and
 #             node-ws (unless --peers): checks the script and the scenario,
-#             not the figures
+#             not the figures: fails unless every subscriber subscribed,
+#             the healthy readers lost nothing and nobody was closed, and the
+#             slow readers took in messages and were sampled (ctest
+#             bench.ticker_smoke)
 # Needs a build in build/ (chorusd, chorus-bench), nginx with
 # libnginx-mod-nchan and node with tests/node_modules (npm ci) for the peers.
 set -uo pipefail
@@ -34,6 +38,8 @@ while [ $# -gt 0 ]; do
         --smoke) smoke=1 ;;
         --peers) peers=$2; shift ;;
         --out) out=$2; shift ;;
+        --chorusd) chorusd=$2; shift ;;
+        --bench) bench=$2; shift ;;
         --) shift; args=("$@"); break ;;
         *) echo "ticker-suite: unknown option $1" >&2; exit 2 ;;
     esac
@@ -124,10 +130,11 @@ for peer in "${list[@]}"; do
     echo "${line%\}},\"server\":\"$peer\",\"server_survived\":$alive}" | tee -a "$out/ticker.jsonl"
 done
 
-# the table
-/usr/bin/python3 - "$out/ticker.jsonl" <<'EOF'
+# the table (--smoke: and the checks)
+touch "$out/ticker.jsonl"
+/usr/bin/python3 - "$out/ticker.jsonl" "$smoke" <<'EOF' || failures=$((failures + 1))
 import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])] if len(sys.argv) > 1 else []
+rows = [json.loads(l) for l in open(sys.argv[1])]
 def f(v, d=1):
     return "–" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
 print("\n| server | healthy p50 / p99 ms | healthy loss | slow: staleness p50 / p99 / max ms | "
@@ -141,6 +148,18 @@ for r in rows:
           f"{t['slow_received']} | {t['skipped']} | {t['healthy_closed']} / {t['slow_closed']} | "
           f"{mib(t['server_rss_start_kib'])} → {mib(r['server_rss_kib'])} ({mib(t['server_rss_peak_kib'])}) | "
           f"{f(r['server_cpu_pct'])} | {f(r['other_cpu_pct'])} |")
+bad = []
+for r in rows if sys.argv[2] == "1" else []:
+    t = r["ticker"]
+    if r["subscribed"] != t["subscribers"] or r["loss"] != 0 or r["received"] == 0:
+        bad.append(f"{r['server']}: subscribed {r['subscribed']}/{t['subscribers']}, loss {r['loss']}")
+    if t["healthy_closed"] or t["slow_closed"] or not r["server_survived"]:
+        bad.append(f"{r['server']}: closed {t['healthy_closed']}/{t['slow_closed']}")
+    if not t["slow_received"] or not t["stale_samples"]:
+        bad.append(f"{r['server']}: slow readers took in {t['slow_received']}, {t['stale_samples']} samples")
+for b in bad:
+    print("ticker-suite: smoke check failed:", b, file=sys.stderr)
+sys.exit(1 if bad else 0)
 EOF
 echo "ticker-suite: results in $out" >&2
 [ "$failures" = 0 ]
