@@ -22,7 +22,8 @@
 #             slow readers took in messages and were sampled (ctest
 #             bench.ticker_smoke)
 # Needs a build in build/ (chorusd, chorus-bench), nginx with
-# libnginx-mod-nchan and node with tests/node_modules (npm ci) for the peers.
+# libnginx-mod-nchan and node with tests/node_modules (npm ci) for the peers
+# (run-suite.sh installs them).
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
