@@ -66,8 +66,8 @@
 /* Options                                                                   */
 /* ------------------------------------------------------------------------- */
 
-enum scenario { SC_FANOUT, SC_ROOMS, SC_IDLE };
-static const char *const scenario_names[] = {"fanout", "rooms", "idle"};
+enum scenario { SC_FANOUT, SC_ROOMS, SC_IDLE, SC_TICKER };
+static const char *const scenario_names[] = {"fanout", "rooms", "idle", "ticker"};
 
 struct opts {
     enum scenario sc;
@@ -98,6 +98,11 @@ struct opts {
     bool deflate;                      /* --deflate: offer permessage-deflate, inflate */
     bool ticker;                       /* --ticker: data is a ticker quote, not padding */
     const char *sub_path, *pub_path, *pubsub_path;   /* nchan: URL prefixes */
+    const char *msub_path;             /* nchan, ticker: multiplexed subscriber prefix */
+    long per_sub;                      /* ticker: symbols per subscriber */
+    double slow_pct, slow_factor;      /* ticker: share of slow readers, their slowdown */
+    long slow_tick_ms, slow_rcvbuf, slow_chunk;  /* ticker: how slow readers read */
+    double warmup;                     /* ticker: seconds before staleness is sampled */
 };
 
 static void usage(FILE *f)
@@ -121,6 +126,23 @@ static void usage(FILE *f)
 "  rooms    --clients connections (default 5000) in --rooms rooms (default 500);\n"
 "           client i joins room i %% rooms and the clients themselves publish\n"
 "           into their room, --rate msgs/s in total (default 5000).\n"
+"  ticker   --subs subscribers (default 5000), each on --symbols-per-sub\n"
+"           channels (default 20) of --channels symbols (default 500); the\n"
+"           publishers send --rate ticker quotes/s (default 5000: 10/s per\n"
+"           symbol) for --duration s (default 30). --slow-pct %% of the\n"
+"           subscribers (default 10) are slow readers: they read from their\n"
+"           socket only every --slow-tick-ms (default 100), then in\n"
+"           --slow-chunk-bytes recv() calls (default 256) only until they have\n"
+"           taken 1/--slow-factor (default 10) of their symbols' message rate,\n"
+"           with SO_RCVBUF --slow-rcvbuf-bytes (default 4096) so that the\n"
+"           TCP window stays small; the rest waits in the kernel's buffers\n"
+"           (the server's send buffer may grow to tcp_wmem's max before the\n"
+"           server itself sees a backlog). Latency percentiles\n"
+"           are the healthy readers'; \"ticker\" adds the slow readers'\n"
+"           staleness (age of the newest value seen per symbol, sampled every\n"
+"           slow tick after --warmup s), closes per group and server memory.\n"
+"           With --proto nchan a subscriber opens <msub-path>A,B,... (one\n"
+"           multiplexed WebSocket, --msub-path default /msub/).\n"
 "  idle     --conns subscribed connections (default 10000), each on its own\n"
 "           channel (or one channel with --shared-channel); waits --settle\n"
 "           seconds and, with --server-pid, reports the server's memory per\n"
@@ -295,6 +317,15 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     o->sub_path = "/sub/";
     o->pub_path = "/pub/";
     o->pubsub_path = "/pubsub/";
+    o->msub_path = "/msub/";
+    o->per_sub = 20;
+    o->slow_pct = 10;
+    o->slow_factor = 10;
+    o->slow_tick_ms = 100;
+    o->slow_rcvbuf = 4096;
+    o->slow_chunk = 256;
+    o->warmup = 2;
+    bool subs_set = false, ch_set = false;
 
     if (argc < 2) {
         usage(stderr);
@@ -305,11 +336,11 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         exit(0);
     }
     int sc = -1;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (!strcmp(argv[1], scenario_names[i]))
             sc = i;
     if (sc < 0) {
-        fprintf(stderr, "chorus-bench: unknown scenario '%s' (fanout, rooms, idle; see --help)\n", argv[1]);
+        fprintf(stderr, "chorus-bench: unknown scenario '%s' (fanout, rooms, idle, ticker; see --help)\n", argv[1]);
         return 2;
     }
     o->sc = (enum scenario)sc;
@@ -367,6 +398,10 @@ static int opts_parse(struct opts *o, int argc, char **argv)
     }
         NUM("--port", port, 1, 65535, int)
         NUM("--pub-port", pub_port, 1, 65535, long)
+        if (!strcmp(name, "--subs"))
+            subs_set = true;
+        if (!strcmp(name, "--channels"))
+            ch_set = true;
         NUM("--subs", subs, 1, 1e7, long)
         NUM("--channels", channels, 1, 1e7, long)
         NUM("--pubs", pubs, 1, 1e6, long)
@@ -391,6 +426,13 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         NUM("--concurrency", concurrency, 1, 1e6, int)
         NUM("--connect-timeout", connect_timeout, 0.1, 86400, double)
         NUM("--conn-timeout", conn_timeout, 0.1, 3600, double)
+        NUM("--symbols-per-sub", per_sub, 1, 100, long)
+        NUM("--slow-pct", slow_pct, 0, 100, double)
+        NUM("--slow-factor", slow_factor, 1, 1e6, double)
+        NUM("--slow-tick-ms", slow_tick_ms, 1, 10000, long)
+        NUM("--slow-rcvbuf-bytes", slow_rcvbuf, 0, 1 << 24, long)
+        NUM("--slow-chunk-bytes", slow_chunk, 16, READ_CHUNK, long)
+        NUM("--warmup", warmup, 0, 3600, double)
 #undef NUM
         if (!strcmp(name, "--host")) {
             o->host = val;
@@ -420,7 +462,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
                 return 2;
             }
         } else if (!strcmp(name, "--sub-path") || !strcmp(name, "--pub-path") ||
-                   !strcmp(name, "--pubsub-path")) {
+                   !strcmp(name, "--pubsub-path") || !strcmp(name, "--msub-path")) {
             if (val[0] != '/' || strlen(val) > 200 || strpbrk(val, " \r\n")) {
                 fprintf(stderr, "chorus-bench: %s wants a URL path starting with /\n", name);
                 return 2;
@@ -429,6 +471,8 @@ static int opts_parse(struct opts *o, int argc, char **argv)
                 o->sub_path = val;
             else if (!strcmp(name, "--pub-path"))
                 o->pub_path = val;
+            else if (!strcmp(name, "--msub-path"))
+                o->msub_path = val;
             else
                 o->pubsub_path = val;
         } else if (!strcmp(name, "--channel-prefix")) {
@@ -471,6 +515,24 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         fprintf(stderr, "chorus-bench: --pub-port goes with --ports\n");
         return 2;
     }
+    if (o->sc == SC_TICKER) {
+        o->ticker = true;
+        if (!subs_set)
+            o->subs = 5000;
+        if (!ch_set)
+            o->channels = 500;
+        if (o->rate < 0)
+            o->rate = 5000;
+        if (o->duration < 0)
+            o->duration = 30;
+        if (o->pubs < 0)
+            o->pubs = o->nchan && !o->via_http ? o->channels : 4;
+        if (o->per_sub > o->channels) {
+            fprintf(stderr, "chorus-bench: --symbols-per-sub %ld is more than --channels %ld\n", o->per_sub,
+                    o->channels);
+            return 2;
+        }
+    }
     if (o->nports)
         o->port = (int)(o->pub_port ? o->pub_port : o->ports[0]);
     if (!o->port)
@@ -485,7 +547,7 @@ static int opts_parse(struct opts *o, int argc, char **argv)
         fprintf(stderr, "chorus-bench: --step is for the fanout scenario\n");
         return 2;
     }
-    if (o->nchan && o->sc == SC_FANOUT && !o->via_http && o->pubs < o->channels) {
+    if (o->nchan && (o->sc == SC_FANOUT || o->sc == SC_TICKER) && !o->via_http && o->pubs < o->channels) {
         fprintf(stderr, "chorus-bench: with --proto nchan a WebSocket publisher is bound to one channel: "
                         "--pubs %ld is less than --channels %ld\n", o->pubs, o->channels);
         return 2;
@@ -615,7 +677,12 @@ static double hist_quantile_ms(const uint64_t *h, double q)
     X(PINGS, "pings")                     /* WebSocket PINGs answered */                     \
     X(DISCONNECTS, "disconnects")         /* established connections lost */                \
     X(PROTO_ERRORS, "protocol_errors")    /* malformed frames or HTTP from the server */    \
-    X(BYTES_IN, "bytes_in")               /* bytes read from sockets */
+    X(BYTES_IN, "bytes_in")               /* bytes read from sockets */                      \
+    X(SLOW_RECEIVED, "slow_received")     /* ticker: msg objects the slow readers took in */ \
+    X(SKIPPED, "skipped")                 /* ticker: sum of "skipped" (conflated away) */    \
+    X(HEALTHY_CLOSED, "healthy_closed")   /* ticker: healthy readers that lost the server */ \
+    X(SLOW_CLOSED, "slow_closed")         /* ticker: slow readers that lost the server */    \
+    X(STALE_UNSEEN, "stale_unseen")       /* ticker: staleness samples of a symbol never seen */
 
 #define ERR_CODES(X)                                                                         \
     X(bad_request) X(unknown_op) X(bad_channel) X(too_large) X(forbidden) X(not_subscribed)  \
@@ -672,6 +739,8 @@ struct wstats {
     _Atomic uint64_t close[NCLOSE];
     _Atomic uint64_t hist[HIST_N];
     _Atomic uint64_t lat_max;      /* ns, since the current pub_gen was seen */
+    _Atomic uint64_t stale_hist[HIST_N];   /* ticker: slow readers' staleness samples, ns */
+    _Atomic uint64_t stale_max;
     /* --ports only: received, subscribed (gauge), hist and lat_max per group */
     _Atomic uint64_t grp_recv[NGRP], grp_subscribed[NGRP], grp_lat_max[NGRP];
     _Atomic uint64_t grp_hist[NGRP][HIST_N];
@@ -718,6 +787,30 @@ static _Atomic int64_t *g_ch_subs_local; /* [nch] of those, on the publishers' p
 static void channel_name(char *out, size_t cap, uint32_t ch)
 {
     snprintf(out, cap, "%s-%" PRIu32, g_o.prefix, ch);
+}
+
+/* ticker: subscriber i takes symbols (i + k * stride) mod nch, k < per_sub,
+ * stride = nch / per_sub, so that they are distinct and every symbol gets
+ * the same number of subscribers. */
+static uint32_t ticker_stride(void) { return (uint32_t)(g_plan.nch / g_o.per_sub); }
+static uint32_t ticker_ch(uint32_t gidx, long k)
+{
+    return (uint32_t)((gidx + (uint64_t)k * ticker_stride()) % (uint64_t)g_plan.nch);
+}
+/* which k of gidx's symbols ch is, or -1 */
+static long ticker_slot(uint32_t gidx, int64_t ch)
+{
+    if (ch < 0 || ch >= g_plan.nch)
+        return -1;
+    uint32_t st = ticker_stride();
+    uint64_t d = ((uint64_t)ch + (uint64_t)g_plan.nch - gidx % (uint64_t)g_plan.nch) % (uint64_t)g_plan.nch;
+    return d % st || d / st >= (uint64_t)g_o.per_sub ? -1 : (long)(d / st);
+}
+/* ticker: client i is slow when the count of slow clients up to it rises,
+ * so that slow_pct % of them are slow, spread evenly */
+static bool ticker_is_slow(long i)
+{
+    return g_o.sc == SC_TICKER && (long)((double)(i + 1) * g_o.slow_pct / 100) > (long)((double)i * g_o.slow_pct / 100);
 }
 
 /* ------------------------------------------------------------------------- */
@@ -815,6 +908,8 @@ struct conn {
     int fd;
     uint8_t kind, state, attempts;
     uint8_t grp;         /* GRP_LOCAL or GRP_REMOTE (--ports) */
+    uint8_t nacks;       /* ticker: sub acks received */
+    bool slow;           /* ticker: a slow reader */
     uint16_t port;       /* the server port it connects to */
     bool queued;         /* in the worker's connect queue */
     bool inflight;       /* counted in the worker's handshakes in flight */
@@ -838,6 +933,9 @@ struct conn {
     unsigned char *frag; /* fragmented message so far */
     uint32_t fraglen, fragcap;
     char key[28];        /* Sec-WebSocket-Key sent */
+    double credit;       /* ticker, slow: messages it may still take in */
+    uint64_t rx_msgs;    /* ticker, slow: messages taken in */
+    int64_t *newest;     /* ticker, slow: [per_sub] newest "t" seen per symbol */
 };
 
 /* One per process that holds connections. */
@@ -867,6 +965,10 @@ struct worker {
     bool zi_ready;
     char *zbuf;                          /* an inflated message */
     size_t zcap;
+    uint32_t *slow, nslow;               /* ticker: indices of slow readers */
+    int64_t slow_next;                   /* ticker: time of the next slow read */
+    size_t read_limit;                   /* ws_read: bytes asked of recv(), 0 = all */
+    ssize_t read_n;                      /* ws_read: what recv() returned (-1: nothing) */
 };
 
 static void note(struct worker *W, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -906,8 +1008,26 @@ static bool grow(unsigned char **buf, uint32_t *cap, size_t need)
     return true;
 }
 
+/* Counts c's subscriptions in g_ch_subs: its one channel, or in the ticker
+ * its symbols, healthy readers only (expected deliveries are theirs). */
+static void ch_subs_add(const struct conn *c, int64_t d)
+{
+    if (g_o.sc != SC_TICKER) {
+        atomic_fetch_add_explicit(&g_ch_subs[c->ch], d, memory_order_relaxed);
+        return;
+    }
+    if (c->slow)
+        return;
+    for (long k = 0; k < g_o.per_sub; k++)
+        atomic_fetch_add_explicit(&g_ch_subs[ticker_ch(c->gidx, k)], d, memory_order_relaxed);
+}
+
 static void conn_set_events(struct worker *W, struct conn *c, uint32_t ev)
 {
+    /* A subscribed slow reader is read only on its schedule (slow_tick), but
+     * a close from the server (FIN: EPOLLRDHUP) is seen at once. */
+    if (c->slow && c->subscribed)
+        ev = (ev & ~(uint32_t)EPOLLIN) | EPOLLRDHUP;
     if (c->events == ev)
         return;
     struct epoll_event e = {.events = ev, .data.u32 = (uint32_t)(c - W->conns)};
@@ -948,7 +1068,9 @@ static void conn_close(struct worker *W, struct conn *c)
     }
     if (c->subscribed) {
         BUMP(W->st->c[ST_SUBSCRIBED], -1);
-        atomic_fetch_sub_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+        ch_subs_add(c, -1);
+        if (g_o.sc == SC_TICKER && !LOAD(g_ctl->quit))
+            BUMP(W->st->c[c->slow ? ST_SLOW_CLOSED : ST_HEALTHY_CLOSED], 1);
         if (g_plan.split) {
             BUMP(W->st->grp_subscribed[c->grp], -1);
             if (c->grp == GRP_LOCAL)
@@ -962,6 +1084,7 @@ static void conn_close(struct worker *W, struct conn *c)
     c->state = CS_CLOSED;
     c->events = 0;
     c->sub_pending = c->subscribed = c->have_seq = c->in_frag = c->got_close = false;
+    c->nacks = 0;
     c->need = 0;
     free(c->rbuf), c->rbuf = NULL, c->rlen = c->rcap = 0;
     free(c->wbuf), c->wbuf = NULL, c->woff = c->wlen = c->wcap = 0;
@@ -1045,6 +1168,10 @@ static void conn_open(struct worker *W, struct conn *c, int64_t now)
     }
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (c->slow && g_o.slow_rcvbuf > 0) { /* before connect(): it sets the window */
+        int rb = (int)g_o.slow_rcvbuf;
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof rb);
+    }
     if (g_plan.src_ips > 0) {
         struct sockaddr_in src = {.sin_family = AF_INET};
         src.sin_addr.s_addr = htonl(0x7f000002u + c->gidx % (uint32_t)g_plan.src_ips);
@@ -1137,10 +1264,15 @@ static int ws_send(struct worker *W, struct conn *c, int opcode, const void *pay
 static void ws_send_sub(struct worker *W, struct conn *c)
 {
     char name[128], buf[256];
-    channel_name(name, sizeof name, c->ch);
-    int n = snprintf(buf, sizeof buf, "{\"op\":\"sub\",\"id\":%d,\"ch\":\"%s\"}", SUB_ID, name);
+    long nsub = g_o.sc == SC_TICKER ? g_o.per_sub : 1;
     c->sub_pending = true;
-    ws_send(W, c, 0x1, buf, (size_t)n);
+    c->nacks = 0;
+    for (long k = 0; k < nsub; k++) {
+        channel_name(name, sizeof name, g_o.sc == SC_TICKER ? ticker_ch(c->gidx, k) : c->ch);
+        int n = snprintf(buf, sizeof buf, "{\"op\":\"sub\",\"id\":%d,\"ch\":\"%s\"}", SUB_ID, name);
+        if (ws_send(W, c, 0x1, buf, (size_t)n) < 0)
+            return;
+    }
 }
 
 /* ------------------------------------------------------------------------- */
@@ -1152,7 +1284,8 @@ struct fields {
     const char *op, *code;     /* string values, not NUL-terminated */
     size_t oplen, codelen;
     int64_t seq, id, t;        /* t: data's "t", the publisher's send time */
-    bool has_seq, has_id, has_t;
+    int64_t c, skipped;        /* ticker: data's "c" (the symbol), "skipped" */
+    bool has_seq, has_id, has_t, has_c;
 };
 
 static bool json_int(const char *v, const char *end, int64_t *out)
@@ -1222,6 +1355,8 @@ static void scan_object(const char *p, const char *end, struct fields *f)
         if (depth == 2) {
             if (in_data && KEY("t") && !f->has_t)
                 f->has_t = json_int(v, end, &f->t);
+            else if (in_data && KEY("c") && !f->has_c)
+                f->has_c = json_int(v, end, &f->c);
         } else if (depth == 1) {
             in_data = KEY("data");
             if (KEY("op") || KEY("code")) {
@@ -1236,6 +1371,8 @@ static void scan_object(const char *p, const char *end, struct fields *f)
                 f->has_seq = json_int(v, end, &f->seq);
             } else if (KEY("id")) {
                 f->has_id = json_int(v, end, &f->id);
+            } else if (KEY("skipped")) {
+                json_int(v, end, &f->skipped);
             }
         }
 #undef KEY
@@ -1246,10 +1383,22 @@ static void scan_object(const char *p, const char *end, struct fields *f)
 static void on_msg(struct worker *W, struct conn *c, const struct fields *f, int64_t now)
 {
     struct wstats *s = W->st;
+    if (g_o.sc == SC_TICKER) {
+        if (f->skipped > 0)
+            BUMP(s->c[ST_SKIPPED], f->skipped);
+        if (c->slow) { /* staleness, not latency: slow_tick samples newest[] */
+            BUMP(s->c[ST_SLOW_RECEIVED], 1);
+            c->rx_msgs++;
+            long k = f->has_c && f->has_t && c->newest ? ticker_slot(c->gidx, f->c) : -1;
+            if (k >= 0 && f->t > c->newest[k])
+                c->newest[k] = f->t;
+            return;
+        }
+    }
     BUMP(s->c[ST_RECEIVED], 1);
     if (g_plan.split)
         BUMP(s->grp_recv[c->grp], 1);
-    if (f->has_seq && f->seq >= 0) {
+    if (f->has_seq && f->seq >= 0 && g_o.sc != SC_TICKER) { /* ticker: seq is per symbol */
         uint64_t seq = (uint64_t)f->seq;
         if (!c->have_seq) {
             if (!c->subscribed)
@@ -1289,7 +1438,9 @@ static void conn_subscribed(struct worker *W, struct conn *c)
     c->sub_pending = false;
     c->subscribed = true;
     BUMP(W->st->c[ST_SUBSCRIBED], 1);
-    atomic_fetch_add_explicit(&g_ch_subs[c->ch], 1, memory_order_relaxed);
+    ch_subs_add(c, 1);
+    if (c->slow)
+        conn_set_events(W, c, c->events);
     if (g_plan.split) {
         BUMP(W->st->grp_subscribed[c->grp], 1);
         if (c->grp == GRP_LOCAL)
@@ -1310,7 +1461,10 @@ static int on_object(struct worker *W, struct conn *c, const char *p, const char
     if (OPIS("msg")) {
         on_msg(W, c, &f, now);
     } else if (OPIS("ack")) {
-        if (f.has_id && f.id == SUB_ID && c->sub_pending) {
+        if (f.has_id && f.id == SUB_ID && c->sub_pending && g_o.sc == SC_TICKER) {
+            if (++c->nacks >= g_o.per_sub)
+                conn_subscribed(W, c);
+        } else if (f.has_id && f.id == SUB_ID && c->sub_pending) {
             if (f.has_seq && f.seq >= 0 && (!c->have_seq || (uint64_t)f.seq > c->last_seq)) {
                 c->last_seq = (uint64_t)f.seq;
                 c->have_seq = true;
@@ -1354,6 +1508,9 @@ static int on_nchan_message(struct worker *W, struct conn *c, const char *p, siz
         memset(&f, 0, sizeof f);
         if (len > 5 && !memcmp(p, "{\"t\":", 5))
             f.has_t = json_int(p + 5, p + len, &f.t);
+        const char *cf = g_o.sc == SC_TICKER ? memmem(p, len, ",\"c\":", 5) : NULL;
+        if (cf)
+            f.has_c = json_int(cf + 5, p + len, &f.c);
         on_msg(W, c, &f, now);
     } else if (c->kind == K_PUB) {
         BUMP(W->st->c[ST_PUB_ACKED], 1);
@@ -1577,8 +1734,13 @@ static void ws_read(struct worker *W, struct conn *c, bool do_recv)
     if (have)
         memcpy(W->gbuf, c->rbuf, have);
     size_t total = have;
+    W->read_n = -1;
     if (do_recv) {
-        ssize_t n = recv(c->fd, W->gbuf + have, W->gcap - have, 0);
+        size_t room = W->gcap - have;
+        if (W->read_limit && room > W->read_limit)
+            room = W->read_limit;
+        ssize_t n = recv(c->fd, W->gbuf + have, room, 0);
+        W->read_n = n;
         if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
             if (!c->got_close)
                 BUMP(W->st->close[CLOSE_1006], 1);
@@ -1639,8 +1801,15 @@ static void on_connected(struct worker *W, struct conn *c)
         memcpy(raw + i, &r, 4);
     }
     base64(raw, 16, c->key);
-    char req[1024], path[400];
-    if (g_o.nchan) { /* one URL per channel */
+    char req[8192], path[6144];
+    if (g_o.nchan && g_o.sc == SC_TICKER && c->kind == K_SUB) { /* one multiplexed URL: A,B,C */
+        size_t pl = (size_t)snprintf(path, sizeof path, "%s", g_o.msub_path);
+        for (long k = 0; k < g_o.per_sub && pl < sizeof path; k++) {
+            char name[128];
+            channel_name(name, sizeof name, ticker_ch(c->gidx, k));
+            pl += (size_t)snprintf(path + pl, sizeof path - pl, "%s%s", k ? "," : "", name);
+        }
+    } else if (g_o.nchan) { /* one URL per channel */
         char name[128];
         channel_name(name, sizeof name, c->ch);
         snprintf(path, sizeof path, "%s%s",
@@ -1871,18 +2040,26 @@ static int publish_one(struct worker *W, struct conn *c, uint32_t ch)
     if (pad < 0)
         pad = 0;
     int n;
-    if (g_o.ticker && !g_o.nchan) {
-        /* A quote as chorus-ticker publishes one, with "t" for the latency. */
+    if (g_o.ticker) {
+        /* A quote as chorus-ticker publishes one, with "t" for the latency;
+         * the ticker scenario adds "c", the symbol's channel index. */
         uint32_t r = rng_next(&W->rng);
-        const char *head = c->kind == K_HTTP ? "" : "\"op\":\"pub\",";
-        char id[32] = "";
-        if (c->kind != K_HTTP)
-            snprintf(id, sizeof id, "\"id\":%" PRIu64 ",", ++c->next_id + SUB_ID);
-        n = snprintf(out, 512,
-                     "{%s%s\"ch\":\"%s\",\"data\":{\"t\":%s,\"sym\":\"S%03u\",\"price\":%u.%02u,"
-                     "\"change\":%s%u.%02u,\"ts\":%" PRId64 "}}",
-                     head, id, name, tbuf, r % 500, 20 + (r >> 9) % 400, (r >> 3) % 100,
-                     (r & 4) ? "-" : "", (r >> 17) % 5, (r >> 20) % 100, t / 1000000);
+        char data[256], cfield[24] = "";
+        if (g_o.sc == SC_TICKER)
+            snprintf(cfield, sizeof cfield, "\"c\":%" PRIu32 ",", ch);
+        snprintf(data, sizeof data,
+                 "{\"t\":%s,%s\"sym\":\"S%03u\",\"price\":%u.%02u,\"change\":%s%u.%02u,\"ts\":%" PRId64 "}",
+                 tbuf, cfield, g_o.sc == SC_TICKER ? ch % 1000 : r % 500, 20 + (r >> 9) % 400, (r >> 3) % 100,
+                 (r & 4) ? "-" : "", (r >> 17) % 5, (r >> 20) % 100, t / 1000000);
+        if (g_o.nchan) { /* the body is data itself */
+            n = snprintf(out, 512, "%s", data);
+        } else {
+            const char *head = c->kind == K_HTTP ? "" : "\"op\":\"pub\",";
+            char id[32] = "";
+            if (c->kind != K_HTTP)
+                snprintf(id, sizeof id, "\"id\":%" PRIu64 ",", ++c->next_id + SUB_ID);
+            n = snprintf(out, 512, "{%s%s\"ch\":\"%s\",\"data\":%s}", head, id, name, data);
+        }
         goto built;
     }
     if (g_o.nchan) /* the body is data itself */
@@ -2032,6 +2209,51 @@ static void worker_connect(struct worker *W, int64_t now)
     }
 }
 
+/* ticker: the slow readers' turn, every --slow-tick-ms. First a staleness
+ * sample: for each of a reader's symbols, the age of the newest value it has
+ * taken in (since publishing began, when it has none yet). Then it reads in
+ * --slow-chunk-bytes recv() calls until it has taken in its share of
+ * messages: its symbols' rate / --slow-factor. The rest stays in its socket
+ * buffer (SO_RCVBUF --slow-rcvbuf-bytes), then in the server's. */
+static void slow_tick(struct worker *W, int64_t now)
+{
+    double tick_s = (double)g_o.slow_tick_ms / 1000;
+    double per_tick = (double)g_o.per_sub * g_o.rate / (double)g_plan.nch / g_o.slow_factor * tick_s;
+    bool sample = W->pub_active && now >= W->pub_start + (int64_t)(g_o.warmup * 1e9) && now < W->pub_end;
+    int64_t st = stamp_ns();
+    for (uint32_t i = 0; i < W->nslow; i++) {
+        struct conn *c = &W->conns[W->slow[i]];
+        if (c->state != CS_OPEN || !c->subscribed)
+            continue;
+        for (long k = 0; sample && k < g_o.per_sub; k++) {
+            int64_t age;
+            if (c->newest[k] == 0) {
+                BUMP(W->st->c[ST_STALE_UNSEEN], 1);
+                age = now - W->pub_start;
+            } else {
+                age = st - c->newest[k];
+            }
+            uint64_t v = age > 0 ? (uint64_t)age : 0;
+            BUMP(W->st->stale_hist[hist_index(v)], 1);
+            if (v > LOAD(W->st->stale_max))
+                STORE(W->st->stale_max, v);
+        }
+        /* an allowance unused for want of messages is not saved up */
+        c->credit += per_tick;
+        if (c->credit > 2 * per_tick + 1)
+            c->credit = 2 * per_tick + 1;
+        W->read_limit = (size_t)g_o.slow_chunk;
+        for (int guard = 0; guard < 100000 && c->credit >= 1 && c->state == CS_OPEN; guard++) {
+            uint64_t before = c->rx_msgs;
+            ws_read(W, c, true);
+            c->credit -= (double)(c->rx_msgs - before);
+            if (W->read_n <= 0)
+                break;
+        }
+        W->read_limit = 0;
+    }
+}
+
 static void worker_event(struct worker *W, struct conn *c, uint32_t ev)
 {
     if (c->state == CS_CONNECTING) {
@@ -2043,6 +2265,15 @@ static void worker_event(struct worker *W, struct conn *c, uint32_t ev)
         conn_flush(W, c);
         if (c->state == CS_CLOSED)
             return;
+    }
+    if (c->slow && c->subscribed && (ev & (EPOLLRDHUP | EPOLLERR | EPOLLHUP))) {
+        /* the server closed a slow reader: read up to its close now */
+        for (int guard = 0; guard < 1000 && c->state == CS_OPEN; guard++) {
+            ws_read(W, c, true);
+            if (W->read_n <= 0)
+                break;
+        }
+        return;
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) {
         if (c->state == CS_HANDSHAKE)
@@ -2099,6 +2330,17 @@ static void worker_main(int id, pid_t parent)
         c->kind = g_plan.clients_publish ? K_SUBPUB : K_SUB;
         if (c->kind == K_SUBPUB)
             W->pubs[W->npubs++] = k;
+        if (ticker_is_slow(i)) {
+            c->slow = true;
+            c->newest = calloc((size_t)g_o.per_sub, sizeof *c->newest);
+            if (!W->slow)
+                W->slow = calloc(nc, sizeof *W->slow);
+            if (!c->newest || !W->slow) {
+                fprintf(stderr, "chorus-bench[w%d]: out of memory\n", id);
+                _exit(1);
+            }
+            W->slow[W->nslow++] = k;
+        }
     }
     for (long j = id; j < g_plan.npubconns; j += P, k++) {
         struct conn *c = &W->conns[k];
@@ -2118,6 +2360,10 @@ static void worker_main(int id, pid_t parent)
         int64_t now = now_ns();
         worker_connect(W, now);
         bool publishing = worker_publish(W, now);
+        if (W->nslow && now >= W->slow_next) {
+            W->slow_next = now + g_o.slow_tick_ms * 1000000;
+            slow_tick(W, now);
+        }
         int timeout = publishing || W->qcount ? 1 : W->inflight ? 10 : 20;
         /* Waking up for every socket the server writes costs more than the
          * reads themselves (a context switch per one or two messages). When
@@ -2882,6 +3128,46 @@ static int run_idle(long rss_before, long anon_before)
 /* Subcommands for scripts                                                   */
 /* ------------------------------------------------------------------------- */
 
+/* ticker: one run; the line adds "ticker", the slow readers' figures. */
+static int run_ticker(void)
+{
+    long rss0 = servers_kib("status", "VmRSS");
+    struct result r;
+    run_publish(&r, g_o.rate, g_o.duration, 0);
+    static uint64_t h[HIST_N];
+    uint64_t smax = 0, samples = 0;
+    for (int w = 0; w < g_plan.procs; w++) {
+        for (int i = 0; i < HIST_N; i++) {
+            h[i] += LOAD(g_ws[w].stale_hist[i]);
+            samples += LOAD(g_ws[w].stale_hist[i]);
+        }
+        if (LOAD(g_ws[w].stale_max) > smax)
+            smax = LOAD(g_ws[w].stale_max);
+    }
+    long nslow = 0;
+    for (long i = 0; i < g_plan.nclients; i++)
+        nslow += ticker_is_slow(i);
+    char extra[1024];
+    int n = snprintf(extra, sizeof extra,
+                     ",\"ticker\":{\"subscribers\":%ld,\"symbols_per_sub\":%ld,\"slow_readers\":%ld,"
+                     "\"slow_factor\":%g,\"slow_tick_ms\":%ld,\"slow_chunk_bytes\":%ld,\"slow_rcvbuf_bytes\":%ld,"
+                     "\"healthy_closed\":%" PRIu64 ",\"slow_closed\":%" PRIu64 ",\"slow_received\":%" PRIu64
+                     ",\"skipped\":%" PRIu64 ",\"stale_samples\":%" PRIu64 ",\"stale_unseen\":%" PRIu64,
+                     g_plan.nclients, g_o.per_sub, nslow, g_o.slow_factor, g_o.slow_tick_ms, g_o.slow_chunk,
+                     g_o.slow_rcvbuf, r.d.c[ST_HEALTHY_CLOSED], r.d.c[ST_SLOW_CLOSED], r.d.c[ST_SLOW_RECEIVED],
+                     r.d.c[ST_SKIPPED], samples, r.d.c[ST_STALE_UNSEEN]);
+    double q[3] = {hist_quantile_ms(h, 0.5), hist_quantile_ms(h, 0.99), samples ? (double)smax / 1e6 : -1};
+    const char *qn[3] = {"staleness_p50_ms", "staleness_p99_ms", "staleness_max_ms"};
+    for (int i = 0; i < 3; i++)
+        n += q[i] < 0 ? snprintf(extra + n, sizeof extra - (size_t)n, ",\"%s\":null", qn[i])
+                      : snprintf(extra + n, sizeof extra - (size_t)n, ",\"%s\":%.1f", qn[i], q[i]);
+    long peak = servers_kib("status", "VmHWM");
+    n += snprintf(extra + n, sizeof extra - (size_t)n, ",\"server_rss_start_kib\":%ld,\"server_rss_peak_kib\":%ld}",
+                  rss0, peak);
+    result_print(&r, extra);
+    return 0;
+}
+
 static int cmd_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -2961,6 +3247,11 @@ static int plan_make(struct plan *p)
         p->nch = g_o.rooms;
         p->clients_publish = !g_o.via_http;
         p->npubconns = g_o.via_http ? g_o.pubs : 0;
+        break;
+    case SC_TICKER:
+        p->nclients = g_o.subs;
+        p->nch = g_o.channels;
+        p->npubconns = g_o.pubs;
         break;
     case SC_IDLE:
         p->nclients = g_o.conns;
@@ -3090,6 +3381,8 @@ int main(int argc, char **argv)
                     s.c[ST_SUBSCRIBED], g_plan.nclients);
         if (g_o.sc == SC_IDLE) {
             rc = run_idle(rss_before, anon_before);
+        } else if (g_o.sc == SC_TICKER) {
+            rc = run_ticker();
         } else if (g_o.step) {
             rc = run_step_mode();
         } else {
