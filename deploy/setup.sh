@@ -23,7 +23,7 @@ PACKAGES=(
   python3 python3-websockets python3-zmq python3-yaml
   nodejs npm
   chromium
-  curl ca-certificates
+  curl ca-certificates iproute2
   openssl
   nginx haproxy
 )

@@ -83,7 +83,10 @@ static const struct opt opts[] = {
      "outbound queue bound per connection in frames", "4096"},
     {"conflate-queue-bytes", OPT_INT, F(conflate_queue_bytes), 0, "BYTES", 0, INT_MAX,
      "in namespaces with slow_consumer \"conflate\": once a connection's queue holds this much, "
-     "a channel's new message replaces its queued one", "16384"},
+     "a channel's new message replaces its queued one", "4096"},
+    {"conflate-sndbuf-bytes", OPT_INT, F(conflate_sndbuf_bytes), 0, "BYTES", 0, 64 << 20,
+     "socket send buffer of a connection reading conflating channels (0: the kernel's autotuning, "
+     "which lets seconds of stale values wait in the kernel)", "8192"},
     {"ping-interval", OPT_INT, F(ping_interval), 0, "SECONDS", 1, 65000,
      "idle time before the server PINGs a client", "25"},
     {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECONDS", 1, 65000,
@@ -566,7 +569,7 @@ static const struct {
                                        "allow-anonymous auth-timeout client-publish "},
     {"Compression", "compression compression-min-bytes "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes rx-turn-bytes max-channels-per-conn "
-               "max-queue-bytes max-queue-frames conflate-queue-bytes max-pub-rate pub-burst max-pub-rate-user "
+               "max-queue-bytes max-queue-frames conflate-queue-bytes conflate-sndbuf-bytes max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
     {"History", "history-size history-ttl "},
     {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},
@@ -1079,7 +1082,7 @@ const struct ns_opts *config_ns_for(const struct config *cfg, const char *channe
  * token keys, namespaces' history rules held by channels) and needs a
  * restart. */
 static const char *const reloadable[] = {
-    "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "conflate-queue-bytes",
+    "log-level", "max-connections", "max-queue-bytes", "max-queue-frames", "conflate-queue-bytes", "conflate-sndbuf-bytes",
     "max-pub-rate",
     "pub-burst", "max-pub-rate-user", "max-conn-rate-ip", "max-conns-per-ip", "allowed-origin",
     "trusted-proxy", "drain-delay", "shutdown-timeout",

@@ -110,6 +110,7 @@ struct config {
     int max_queue_bytes;
     int max_queue_frames;
     int conflate_queue_bytes;     /* queue size where conflation starts (ns slow_consumer) */
+    int conflate_sndbuf_bytes;    /* SO_SNDBUF of connections reading conflating channels; 0: kernel's */
     int ping_interval;
     int ping_timeout;
     int history_size;

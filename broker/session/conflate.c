@@ -3,6 +3,7 @@
  * to the socket. */
 #include "conflate.h"
 #include "channel.h"
+#include "conn.h"
 #include "frame.h"
 #include "metrics.h"
 #include "outq.h"
@@ -10,6 +11,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 
 /* A connection lags once its queue passes the threshold, or half of either
  * bound (tiny messages, or a threshold set above the bound, would reach that
@@ -21,6 +23,15 @@ static bool lagging(const struct outq *q)
     return q->bytes >= (size_t)cfg->conflate_queue_bytes ||
            q->bytes >= (size_t)cfg->max_queue_bytes / 2 ||
            q->count >= (uint32_t)cfg->max_queue_frames / 2;
+}
+
+void conflate_cap_sndbuf(struct conn *c)
+{
+    c->sndbuf_capped = true;
+    int bytes = rt.cfg->conflate_sndbuf_bytes;
+    /* Setting it turns off the kernel's autotuning for this socket. */
+    if (bytes > 0 && c->wsi)
+        setsockopt(lws_get_socket_fd(c->wsi), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
 }
 
 int conflate_replace(struct outq *q, struct sub *s, struct frame *f)

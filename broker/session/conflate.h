@@ -28,4 +28,11 @@ int conflate_replace(struct outq *q, struct sub *s, struct frame *f);
 size_t conflate_payload_len(const struct frame *f, uint32_t skipped);
 void conflate_payload(unsigned char *out, const struct frame *f, uint32_t skipped);
 
+struct conn;
+/* Caps c's socket send buffer at --conflate-sndbuf-bytes, once, at its first
+ * message of a conflating namespace: what the kernel buffers is beyond
+ * conflation's reach, and Linux grows a slow reader's buffer to megabytes,
+ * seconds of stale quotes (docs/benchmarks.md, ticker scenario). */
+void conflate_cap_sndbuf(struct conn *c);
+
 #endif

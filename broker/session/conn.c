@@ -187,6 +187,8 @@ __attribute__((noinline)) static void deliver_tracked(struct sub *s, struct fram
     if (!f->seq) {
         s->queued = 0;
     } else {
+        if (!c->sndbuf_capped && s->ch->ns->slow_consumer == NS_SLOW_CONFLATE)
+            conflate_cap_sndbuf(c);
         int rc = conflate_replace(&c->q, s, f);
         if (rc < 0)
             slow_consumer(c);

@@ -64,6 +64,7 @@ struct conn {
     bool closing;                 /* close requested; accept nothing more */
     bool close_when_answered;     /* shutdown: close once no publish is in flight */
     bool rx_more;                 /* readmore.c: to be read again at the end of this turn */
+    bool sndbuf_capped;           /* conflate.c: its socket send buffer is --conflate-sndbuf-bytes */
     uint16_t close_code;
     uint16_t rx_turn;             /* readmore.c: the turn rx_turn_bytes counts */
     const char *close_reason;     /* static string, or close_reason_owned */

@@ -7,13 +7,15 @@ exactly skipped + 1. The same stall in a namespace with the default policy
 ("close") still ends in 4008."""
 
 import asyncio
+import re
+import subprocess
 
 import chorus_harness as h
 
 CONFIG = {"namespaces": {"tick": {"slow_consumer": "conflate", "history_size": 10},
                          "chat": {}}}
 srv = h.Server("--max-queue-bytes", 65536, "--conflate-queue-bytes", 8192,
-               node_id="node-conflate", config=CONFIG)
+               "--conflate-sndbuf-bytes", 6000, node_id="node-conflate", config=CONFIG)
 
 N = 1000                 # messages per channel
 PAYLOAD = "p" * 4000     # 2 channels x 1000 x 4 KB = 8 MB: far past the stalled
@@ -70,6 +72,37 @@ async def _():
         # Still open and served.
         r = slow.request({"op": "ping"})
         assert r.get("op") == "pong", r
+
+
+def server_sndbuf(client_port):
+    """The node-side send buffer (ss's skmem tb) of the connection whose
+    client end is client_port."""
+    out = subprocess.run(["ss", "-tmnH", "state", "established", f"( dport = :{client_port} )"],
+                         capture_output=True, text=True, check=True).stdout
+    m = re.search(r"\btb(\d+)", out)
+    assert m, f"no server socket to port {client_port}: {out!r}"
+    return int(m.group(1))
+
+
+@h.test("A connection's first msg of a conflate namespace caps its socket send buffer at --conflate-sndbuf-bytes; a chat reader keeps the kernel's")
+async def _():
+    async with h.Session(srv) as s:
+        tick, chat = s.raw(), s.raw()
+        for c, ch in ((tick, "tick:S"), (chat, "chat:S")):
+            c.open()
+            r = c.request({"op": "sub", "ch": ch})
+            assert r.get("op") == "ack", r
+        pub = await s.connect()
+        for ch in ("tick:S", "chat:S"):
+            await pub.ok({"op": "pub", "ch": ch, "data": "x"}, "ack")
+        for c in (tick, chat):
+            f = await asyncio.to_thread(c.recv_json, h.t(10))
+            assert f.get("op") == "msg", f
+        # Linux doubles what SO_SNDBUF asks for (its bookkeeping overhead).
+        got = server_sndbuf(tick.sock.getsockname()[1])
+        assert got == 12000, f"conflating reader's send buffer {got}, want 2 x 6000"
+        got = server_sndbuf(chat.sock.getsockname()[1])
+        assert got != 12000, "a chat reader's send buffer was capped too"
 
 
 @h.test("The same stall in a namespace with the default slow_consumer (close) ends in 4008")
