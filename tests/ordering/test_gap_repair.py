@@ -244,10 +244,11 @@ async def _():
         # Only SC's link may lose: under a sanitizer (slower by SCALE) the
         # backup too fell 100 messages (--cluster-hwm) behind at 400/s per
         # publisher and lost a stretch history 50 could not repair, so the
-        # rate is stretched like the timeouts.
+        # rate is divided by the scale; so are the drops asked for (still
+        # twice the history), or the longer stall would cost SC its lease.
         pubs = await blasters((SA, SB), ch, rate=int(400 / t(1)))
         await subs[0].wait(lambda s: len(s.msgs(ch)) >= 200, t(30), "traffic")
-        d, stalled = await induce_loss(SA, SC, min_drops=300)
+        d, stalled = await induce_loss(SA, SC, min_drops=max(100, int(300 / t(1))))
         await asyncio.sleep(1.0)
         await stop_pubs(pubs)
         last = await fence(SA, ch)
