@@ -24,9 +24,12 @@ srv = h.Server("--proxy-timeout", "10000", node_id="node-hooks", config={"namesp
 }})
 slow_srv = h.Server("--proxy-timeout", "400", node_id="node-slow", config={"namespaces": {
     "slow": {"proxy_publish": b.url("/slow?ms=1500")}}})
-# Every connection passes the connect hook, which names the user.
+# Every connection passes the connect hook, which names the user; the node
+# sits behind a trusted proxy (loopback), so hooks get the forwarded IP.
 conn_srv = h.Server("--proxy-connect", b.url("/connect"), "--proxy-publish", b.url("/allow"),
-                    node_id="node-connect")
+                    "--trusted-proxy", "127.0.0.1/32", node_id="node-connect")
+refuse_srv = h.Server("--proxy-connect", b.url("/refuse"), node_id="node-refuse-connect")
+down_srv = h.Server("--proxy-connect", "http://127.0.0.1:1/hook", node_id="node-down-connect")
 
 
 def hooks(outcome, kind="publish", server=srv):
@@ -212,4 +215,38 @@ async def _():
         assert hooks("allowed", kind="connect", server=conn_srv) >= 2
 
 
-h.main([srv, slow_srv, conn_srv])
+@h.test("Hooks get the client's real IP from a trusted proxy's X-Forwarded-For")
+async def _():
+    async with h.Session(conn_srv) as s:
+        c = await s.connect(extra_headers={"X-Forwarded-For": "203.0.113.9"})
+        await c.ok({"op": "pub", "ch": "ipcheck:x", "data": 1})
+        req = [x for x in b.seen("/allow") if x[1].get("ch") == "ipcheck:x"][-1][1]
+        assert req["ip"] == "203.0.113.9" and req["user"] == "bob", req
+        conn = [x for x in b.seen("/connect") if x[1]["client"] == c.client_id][-1][1]
+        assert conn["ip"] == "203.0.113.9" and "ch" not in conn, conn
+
+
+async def closed_with(server):
+    ws = await h.websockets.connect(server.ws_url, open_timeout=h.t(10))
+    try:
+        f = await asyncio.wait_for(ws.recv(), h.t(5))
+        raise AssertionError(f"got {f!r} instead of a close")
+    except h.websockets.exceptions.ConnectionClosed as e:
+        return e.rcvd
+
+
+@h.test("A connect hook refusing closes the connection 4003 with its message, before any hello")
+async def _():
+    rcvd = await closed_with(refuse_srv)
+    assert rcvd.code == 4003 and rcvd.reason == "not on my watch", rcvd
+    assert hooks("refused", kind="connect", server=refuse_srv) >= 1
+
+
+@h.test("A connect hook that is down closes the connection 1013, before any hello")
+async def _():
+    rcvd = await closed_with(down_srv)
+    assert rcvd.code == 1013 and "backend" in rcvd.reason, rcvd
+    assert hooks("failed", kind="connect", server=down_srv) >= 1
+
+
+h.main([srv, slow_srv, conn_srv, refuse_srv, down_srv])
