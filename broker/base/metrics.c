@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "frame.h"
+#include "log.h"
 #include "procstat.h"
 #include "runtime.h"
 
@@ -112,8 +113,13 @@ void metrics_set_extra(void (*render)(struct sbuf *b))
     for (int i = 0; i < n_extra; i++)
         if (extra_render[i] == render)
             return;
-    if (n_extra < MAX_EXTRA)
-        extra_render[n_extra++] = render;
+    /* A renderer dropped here would hide a whole family of metrics without a
+     * word; the table is sized for the callers, so outgrowing it is a bug. */
+    if (n_extra == MAX_EXTRA) {
+        log_error("event=metrics_extra_overflow max=%d", MAX_EXTRA);
+        abort();
+    }
+    extra_render[n_extra++] = render;
 }
 
 size_t metrics_render(char **out, const char *node_id)

@@ -156,7 +156,7 @@ static void user_one(struct conn *c, void *ud)
         u->done += ops_server_unsubscribe(c, ch, json_string_length(chj),
                                           reason ? reason : "unsubscribed by the server") > 0;
     } else {
-        u->done += ops_server_subscribe(c, ch, json_string_length(chj)) > 0;
+        u->done += ops_server_subscribe(c, ch, json_string_length(chj), true) > 0;
     }
 }
 

@@ -58,7 +58,8 @@ struct conn_call {
     bool has_id;
     long long id;
     bool is_history;
-    bool server;                  /* a server API subscribe: "subscribed", no ack */
+    bool server;                  /* subscribed by the server: no ack */
+    bool announce;                /* ... and told with "subscribed" (server API) */
     struct history_fetch hist;    /* is_history */
     struct mirror_wait wait;      /* a subscribe: */
     struct channel *ch;
@@ -116,7 +117,8 @@ static void on_mirror_current(struct mirror_wait *w, enum chorus_err err, const 
     struct conn *c = cc->conn;
     struct channel *ch = cc->ch;
     if (err == CHORUS_ERR__COUNT && cc->server) {
-        send_subscribed(c, ch);
+        if (cc->announce)
+            send_subscribed(c, ch);
     } else if (err == CHORUS_ERR__COUNT) {
         ack_sub(c, ch, cc->has_id, cc->id, cc->has_since, cc->since_epoch, cc->since_seq);
     } else {
@@ -209,9 +211,9 @@ static void sub_allowed(struct conn *c, const struct codec_request *req)
     presence_join(c, ch);
 }
 
-/* ------------------------------------------------ the server API's (admin.c) */
+/* ------------------------------------ the server API's and the connect hook's */
 
-int ops_server_subscribe(struct conn *c, const char *name, size_t len)
+int ops_server_subscribe(struct conn *c, const char *name, size_t len, bool announce)
 {
     struct channel *ch = channel_find(name, len);
     if (ch && channel_sub_find(&c->subs, ch))
@@ -226,13 +228,15 @@ int ops_server_subscribe(struct conn *c, const char *name, size_t len)
     }
     presence_join(c, ch);
     if (cluster_is_owner(name, len)) {
-        send_subscribed(c, ch);
+        if (announce)
+            send_subscribed(c, ch);
         return 1;
     }
     struct codec_request none = {0};
     struct conn_call *cc = conn_call_new(c, &none);
     if (cc) {
         cc->server = true;
+        cc->announce = announce;
         cc->ch = ch;
         if (mirror_join(ch, &cc->wait, on_mirror_current, cc) == 0)
             return 1;
@@ -268,11 +272,7 @@ static void op_sub(struct conn *c, const struct codec_request *req)
 
 void ops_hook_subscribe(struct conn *c, const char *ch, size_t len)
 {
-    struct codec_request req = {0};
-    req.op = CODEC_OP_SUB;
-    req.ch = ch;
-    req.ch_len = len;
-    sub_allowed(c, &req);
+    ops_server_subscribe(c, ch, len, false);
 }
 
 void ops_subscribe(struct conn *c, const struct codec_request *req) { op_sub(c, req); }

@@ -14,15 +14,16 @@ void ops_handle(struct conn *c, const char *buf, size_t len);
  * text, or the bytes of a binary message. */
 void ops_publish(struct conn *c, bool has_id, long long id, const char *ch, size_t len,
                  const char *data, size_t data_len, bool binary, const char *key);
-/* Server API (PROTOCOL.md 6): subscribes c to a channel without the
- * namespace's rules (the backend is trusted) and sends it "subscribed" once
- * it is current; or unsubscribes it with "unsubscribed" and the reason.
- * 1 when done (or started), 0 when there was nothing to do, -1 when it could
- * not be done (max_channels_per_conn, memory). */
-int ops_server_subscribe(struct conn *c, const char *ch, size_t len);
+/* Server API (PROTOCOL.md 6) and connect hook (11.1): subscribes c to a
+ * channel without the namespace's rules (the backend is trusted) and, when
+ * announce, sends it "subscribed" once it is current; no ack either way. Or
+ * unsubscribes it with "unsubscribed" and the reason. 1 when done (or
+ * started), 0 when there was nothing to do, -1 when it could not be done
+ * (max_channels_per_conn, memory). */
+int ops_server_subscribe(struct conn *c, const char *ch, size_t len, bool announce);
 int ops_server_unsubscribe(struct conn *c, const char *ch, size_t len, const char *reason);
-/* Subscribes c to ch as a backend asked (the connect hook): no rule is
- * checked and no ack is sent. */
+/* ops_server_subscribe without the announcement, in proxy_server_sub_fn's
+ * shape: the channels a connect hook names are listed in hello instead. */
 void ops_hook_subscribe(struct conn *c, const char *ch, size_t len);
 struct codec_request;
 /* A `sub` request (2.1) made for c by the server itself (an SSE stream's

@@ -200,7 +200,8 @@ async def subscribe_across_nodes():
     assert st == 200 and body == {"subscribed": 1, "missing": []}, body
     ev = await erin.expect(lambda f: f.get("op") == "subscribed", what="subscribed")
     assert ev["ch"] == ch and ev["seq"] >= 1 and ev["epoch"], ev
-    st, pub = NODES[1].publish_http(ch, "after")[0], None
+    st = NODES[1].publish_http(ch, "after")[0]
+    assert st == 200, st
     (m,) = await erin.msgs(ch, 1, timeout=t(10))
     assert m["data"] == "after" and m["seq"] == ev["seq"] + 1, (m, ev)
     st, body = api(NODES[0], "POST", "/api/subscribe", {"user": "erin", "ch": ch})
