@@ -381,7 +381,10 @@ enum apply_result channel_apply(struct channel *ch, const char *epoch, uint64_t 
         return APPLY_DUP;
     if (seq != ch->seq + 1)
         return APPLY_GAP;
-    ch->live = true;
+    /* Current only while local subscribers keep this node on the owner's
+     * stream: a backup nobody here reads takes REPLs alone, and when the map
+     * stops naming it nothing more comes and nothing says so. */
+    ch->live = ch->nsubs > 0;
     ch->seq = seq;
     f->seq = seq;
     hist_expire(ch, ts_ms);

@@ -244,6 +244,36 @@ static void a_backup_shows_its_copies_only_once_the_owner_delivers_them(void **s
     assert_int_equal(ch->ntail, 0);
 }
 
+/* A backup with nobody subscribed here takes REPLs but does not follow the
+ * owner's stream: once the map stops naming it nothing more arrives, and
+ * nothing tells it. A subscriber arriving later must make it ask the owner,
+ * not be answered from this copy (Jepsen rolling-restart, 5 nodes: a former
+ * backup acked a sub 295 messages behind, and served that history). */
+static void a_backup_without_subscribers_asks_the_owner_when_one_arrives(void **state)
+{
+    (void)state;
+    join();
+    ch->replica = true;
+    channel_unsubscribe(sub.subs.head, &sub.subs);
+    assert_ptr_equal(channel_find("room:1", 6), ch);
+    ch->live = false; /* cluster/stream.c, on losing local interest */
+    owner_replicates(6);
+    owner_replicates(7);
+    assert_int_equal(ch->seq, 7);
+    assert_false(ch->live);
+    assert_non_null(channel_subscribe(ch, &sub, &sub.subs));
+    struct mirror_wait w;
+    int before = stub_nsyncs;
+    assert_int_equal(mirror_join(ch, &w, on_current, NULL), 0);
+    assert_int_equal(joined, 1); /* only join()'s */
+    assert_int_equal(stub_nsyncs, before + 1);
+    owner_answers(before, 9, 8, 9, false);
+    assert_int_equal(joined, 2);
+    assert_int_equal(join_err, CHORUS_ERR__COUNT);
+    assert_int_equal(ch->seq, 9);
+    assert_true(ch->live);
+}
+
 static void a_cancelled_wait_is_never_answered(void **state)
 {
     (void)state;
@@ -266,6 +296,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_gap_holds_later_messages_until_the_repair, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(a_cancelled_wait_is_never_answered, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_backup_without_subscribers_asks_the_owner_when_one_arrives,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(a_rejoin_takes_only_the_seqs_it_misses, setup, teardown),
         cmocka_unit_test_setup_teardown(a_rejoin_past_the_owners_history_keeps_no_hole, setup,
                                         teardown),
