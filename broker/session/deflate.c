@@ -54,10 +54,10 @@
  * whatever the strategy (even Z_FIXED), and on a ~160-byte quote that is
  * most of its ~67,000 instructions; string matching and its hash table add
  * the rest, yet find little in so few bytes: Huffman codes alone cost ~44,000
- * and come out about as small (quotes 1% smaller, chat lines 1.5% larger; 200-byte
- * order books 2% larger, 250-byte ones 10%: docs/benchmarks.md). No matching,
- * so the smallest window; memLevel 3 sets 512 symbols per block, so such a
- * message is one block. */
+ * and come out about as small (quotes the same, 12-word chat lines 2% larger;
+ * 200-byte order books 2% larger, 250-byte ones 10%: docs/benchmarks.md). No
+ * matching, so the smallest window; memLevel 3 allows 511 symbols per block,
+ * so such a message is one block (one set of trees). */
 #define Z_SMALL_WINDOW_BITS 9
 #define Z_SMALL_MEM_LEVEL 3
 
