@@ -185,6 +185,9 @@ static const struct opt opts[] = {
      "shared; a namespace's \"compression\" overrides it", "false"},
     {"compression-min-bytes", OPT_INT, F(compression_min_bytes), 0, "BYTES", 0, 64 << 20,
      "frames smaller than this are sent uncompressed (replies such as acks mostly are)", "128"},
+    {"compression-huffman-max-bytes", OPT_INT, F(compression_huffman_max_bytes), 0, "BYTES", 0, 64 << 20,
+     "frames up to this size are compressed with Huffman codes only, no string matching: about a "
+     "third fewer instructions and about as small on short messages such as ticker quotes; 0 = never", "200"},
     {"max-idempotency-keys", OPT_INT, F(max_idempotency_keys), 0, "N", 0, INT_MAX,
      "publish keys remembered on this node over all channels, the oldest dropped first (~150 bytes each), 0 = no bound", "200000"},
     {"proxy-connect", OPT_STR, F(proxy_connect), 0, "URL", 0, 0,
@@ -567,7 +570,7 @@ static const struct {
                               "max-header-bytes trusted-proxy "},
     {"Authentication and permissions", "api-key admin-secret jwt-secret jwt-public-key jwt-leeway "
                                        "allow-anonymous auth-timeout client-publish "},
-    {"Compression", "compression compression-min-bytes "},
+    {"Compression", "compression compression-min-bytes compression-huffman-max-bytes "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes rx-turn-bytes max-channels-per-conn "
                "max-queue-bytes max-queue-frames conflate-queue-bytes conflate-sndbuf-bytes max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},

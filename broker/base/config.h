@@ -138,6 +138,7 @@ struct config {
     int max_idempotency_keys;     /* keys remembered on this node, all channels; 0 = no bound */
     bool compression;             /* permessage-deflate: the default namespace's setting */
     int compression_min_bytes;    /* frames smaller than this go uncompressed */
+    int compression_huffman_max_bytes; /* frames up to this size: Huffman codes only */
 
     /* deployment behind proxies and balancers: clientip.c, server.c */
     char *trusted_proxy[CONFIG_MAX_ORIGINS]; /* CIDRs whose X-Forwarded-For we believe */

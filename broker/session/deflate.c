@@ -44,12 +44,22 @@
  * server_max_window_bits (declined, below). deflateReset() clears the hash
  * table, 2^(memLevel + 8) bytes, for every message: at zlib's default 8 that
  * 64 KB memset cost more than compressing a ticker quote, while level 4
- * (4 KB) compresses messages up to tens of KB as well (docs/benchmarks.md).
- * Even so zlib spends ~70,000 instructions on a 190-byte message, most of
- * it building Huffman trees whatever the size. */
+ * (4 KB) compresses messages up to tens of KB as well (docs/benchmarks.md). */
 #define Z_WINDOW_BITS 15
 #define Z_MEM_LEVEL 4
 #define Z_LEVEL 6
+
+/* Short messages (--compression-huffman-max-bytes) go through a second
+ * compressor with Z_HUFFMAN_ONLY. zlib builds Huffman trees for every block
+ * whatever the strategy (even Z_FIXED), and on a ~160-byte quote that is
+ * most of its ~67,000 instructions; string matching and its hash table add
+ * the rest, yet find little in so few bytes: Huffman codes alone cost ~44,000
+ * and come out about as small (quotes the same, 12-word chat lines 2% larger;
+ * 200-byte order books 2% larger, 250-byte ones 10%: docs/benchmarks.md). No
+ * matching, so the smallest window; memLevel 3 allows 511 symbols per block,
+ * so such a message is one block (one set of trees). */
+#define Z_SMALL_WINDOW_BITS 9
+#define Z_SMALL_MEM_LEVEL 3
 
 /* ------------------------------------------------------------ negotiation */
 
@@ -190,36 +200,54 @@ int deflate_add_headers(struct conn *c, void *in)
 
 /* ------------------------------------------------------------ compression */
 
-static z_stream zc;
-static bool zc_ready;
+struct compressor {
+    z_stream s;
+    bool ready;
+};
+static struct compressor zc, zc_small;
+
+/* The compressor for a message of len bytes, reset for it; NULL if zlib
+ * cannot set one up (the message then goes uncompressed). */
+static z_stream *compressor_for(uint32_t len)
+{
+    bool small = len <= (uint32_t)rt.cfg->compression_huffman_max_bytes;
+    struct compressor *c = small ? &zc_small : &zc;
+    if (!c->ready) {
+        int rc = small ? deflateInit2(&c->s, Z_LEVEL, Z_DEFLATED, -Z_SMALL_WINDOW_BITS,
+                                      Z_SMALL_MEM_LEVEL, Z_HUFFMAN_ONLY)
+                       : deflateInit2(&c->s, Z_LEVEL, Z_DEFLATED, -Z_WINDOW_BITS, Z_MEM_LEVEL,
+                                      Z_DEFAULT_STRATEGY);
+        if (rc != Z_OK)
+            return NULL;
+        c->ready = true;
+    } else if (deflateReset(&c->s) != Z_OK) {
+        return NULL;
+    }
+    return &c->s;
+}
 
 struct frame *deflate_frame_make(struct frame *f)
 {
     f->z_tried = true;
     if (f->plain || f->opcode || f->len < (uint32_t)rt.cfg->compression_min_bytes)
         return NULL;
-    if (!zc_ready) {
-        if (deflateInit2(&zc, Z_LEVEL, Z_DEFLATED, -Z_WINDOW_BITS, Z_MEM_LEVEL,
-                         Z_DEFAULT_STRATEGY) != Z_OK)
-            return NULL;
-        zc_ready = true;
-    } else if (deflateReset(&zc) != Z_OK) {
+    z_stream *zs = compressor_for(f->len);
+    if (!zs)
         return NULL;
-    }
     /* A sync flush adds up to 5 bytes (and 5 more per stored block). */
-    size_t cap = deflateBound(&zc, f->len) + 16;
+    size_t cap = deflateBound(zs, f->len) + 16;
     struct frame *z = frame_new(cap);
     if (!z)
         return NULL;
-    zc.next_in = frame_payload(f);
-    zc.avail_in = f->len;
-    zc.next_out = frame_payload(z);
-    zc.avail_out = (uInt)cap;
-    int rc = deflate(&zc, Z_SYNC_FLUSH);
-    size_t n = cap - zc.avail_out;
+    zs->next_in = frame_payload(f);
+    zs->avail_in = f->len;
+    zs->next_out = frame_payload(z);
+    zs->avail_out = (uInt)cap;
+    int rc = deflate(zs, Z_SYNC_FLUSH);
+    size_t n = cap - zs->avail_out;
     /* RFC 7692 7.2.1: the flush's empty stored block ends 00 00 ff ff,
      * which is left off. Not worth it unless it is smaller. */
-    if (rc != Z_OK || zc.avail_in || n < 4 || memcmp(frame_payload(z) + n - 4, "\0\0\xff\xff", 4) ||
+    if (rc != Z_OK || zs->avail_in || n < 4 || memcmp(frame_payload(z) + n - 4, "\0\0\xff\xff", 4) ||
         n - 4 >= f->len) {
         frame_unref(z);
         return NULL;

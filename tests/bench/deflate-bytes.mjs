@@ -5,7 +5,10 @@
 // headers included, TCP/IP not). Prints one JSON line per kind. A benchmark
 // that prints figures, not a test (docs/benchmarks.md).
 //
-//   node tests/bench/deflate-bytes.mjs [--chorusd PATH] [--n N]
+//   node tests/bench/deflate-bytes.mjs [--chorusd PATH] [--n N] [--dump FILE]
+//
+// --dump writes every frame the uncompressed subscriber read, one a line,
+// for tests/bench/deflate-cost.sh to try zlib's settings on.
 
 import { Client, Server } from '../lib/chorus_harness.mjs';
 
@@ -40,6 +43,8 @@ const connect = (deflate) => Client.connect(srv, { ws: { perMessageDeflate: defl
 const z = await connect(true), p = await connect(false), pub = await connect(false);
 const read = (c) => c.ws._socket.bytesRead;
 const out = [];
+const dumped = [];
+if (opt('--dump')) p.ws.on('message', (d) => dumped.push(d.toString()));
 try {
   for (const [kind, make] of [['ticker quote', quote], ['order book, 20 levels', book], ['chat line', chat]]) {
     const ch = `bench:${kind.split(' ')[0]}`;
@@ -65,3 +70,4 @@ try {
   await srv.terminate();
 }
 for (const r of out) console.log(JSON.stringify(r));
+if (opt('--dump')) (await import('node:fs')).writeFileSync(opt('--dump'), dumped.join('\n') + '\n');

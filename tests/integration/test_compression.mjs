@@ -5,8 +5,10 @@
 // namespace with compression off, a client that offers nothing, a server
 // started without --compression, which offers are declined, a compressed
 // message sent in two frames, a deflate bomb answered with too_large on a
-// connection that goes on working, and invalid compressed data failing the
-// connection with 1002.
+// connection that goes on working, invalid compressed data failing the
+// connection with 1002, and messages on both sides of
+// --compression-huffman-max-bytes (two compressors) all compressed and
+// byte-exact.
 
 import net from 'node:net';
 import crypto from 'node:crypto';
@@ -20,7 +22,8 @@ const conf = path.join(dir, 'chorus.json');
 fs.writeFileSync(conf, JSON.stringify({ namespaces: { raw: { compression: false } } }));
 const srv = new Server({
   nodeId: 'node-deflate',
-  args: ['--compression', 'true', '--config', conf, '--max-frame-bytes', String(1 << 20)],
+  args: ['--compression', 'true', '--config', conf, '--max-frame-bytes', String(1 << 20),
+    '--compression-huffman-max-bytes', '200'],
 });
 const plainSrv = new Server({ nodeId: 'node-plain' });
 
@@ -279,6 +282,71 @@ test('An offer with server_max_window_bits is declined; the connection works unc
     await c.ok({ op: 'ping' }, 'pong');
   } finally {
     await c.close();
+  }
+});
+
+// Server frames read off a raw socket: { rsv1, opcode, payload } each.
+function frameReader(sock, rest) {
+  const frames = [];
+  let buf = rest;
+  const parse = () => {
+    while (buf.length >= 2) {
+      const len = buf[1] & 0x7f, hl = len === 126 ? 4 : len === 127 ? 10 : 2;
+      if (buf.length < hl) return;
+      const pl = len === 126 ? buf.readUInt16BE(2) : len === 127 ? Number(buf.readBigUInt64BE(2)) : len;
+      if (buf.length < hl + pl) return;
+      frames.push({ rsv1: !!(buf[0] & 0x40), opcode: buf[0] & 0x0f, payload: Buffer.from(buf.subarray(hl, hl + pl)) });
+      buf = buf.subarray(hl + pl);
+    }
+  };
+  sock.on('data', (d) => { buf = Buffer.concat([buf, d]); parse(); });
+  parse();
+  return frames;
+}
+
+test('Messages either side of --compression-huffman-max-bytes are all compressed and inflate byte-exact', async () => {
+  const { ext, sock, rest } = await rawUpgrade('permessage-deflate');
+  assert(ext === PARAMS, `negotiated ${ext}`);
+  const frames = frameReader(sock, rest);
+  const p = await connect(srv, false);
+  const pub = await connect(srv, false);
+  try {
+    sock.write(clientFrame(0x81, Buffer.from(JSON.stringify({ op: 'sub', id: 1, ch: 'feed:edge' }))));
+    await p.ok({ op: 'sub', ch: 'feed:edge' });
+    const deadline = Date.now() + t(5000);
+    while (!frames.some((f) => /"op":"ack"/.test(f.payload)) && Date.now() < deadline) await sleep(20);
+    frames.length = 0;
+    p.raw.length = 0;
+    // msg frames of ~120 to ~300 bytes, one byte apart: a four-letter
+    // alphabet, so Huffman codes alone always make them smaller.
+    const N = 180;
+    for (let i = 0; i < N; i++) {
+      let s = '';
+      for (let k = 0; k < i; k++) s += 'acgt'[(k * 7 + i) % 4];
+      await pub.ok({ op: 'pub', ch: 'feed:edge', data: { s } });
+    }
+    await p.msgs('feed:edge', N);
+    const until = Date.now() + t(10000);
+    while (frames.length < N && Date.now() < until) await sleep(20);
+    assert(frames.length === N, `raw subscriber got ${frames.length} of ${N} frames`);
+    const plain = p.raw.filter((f) => !f.isBinary && /"op":"msg"/.test(f.buf));
+    assert(plain.length === N, `plain subscriber got ${plain.length}`);
+    let small = 0, large = 0;
+    frames.forEach((f, k) => {
+      const want = plain[k].buf;
+      if (want.length < 128) return; // --compression-min-bytes: sent as it is
+      assert(f.opcode === 1 && f.rsv1, () => `frame ${k} (${want.length} bytes) not compressed`);
+      const got = zlib.inflateRawSync(Buffer.concat([f.payload, Buffer.from([0, 0, 0xff, 0xff])]),
+        { finishFlush: zlib.constants.Z_SYNC_FLUSH });
+      assert(got.equals(want), () => `frame ${k} (${want.length} bytes) inflates to something else`);
+      if (want.length <= 200) small++; else large++;
+    });
+    assert(small > 20 && large > 20, `only ${small} frames at or under 200 bytes and ${large} over`);
+    assert(plain.some((f) => f.buf.length === 200) && plain.some((f) => f.buf.length === 201),
+      'no message of exactly 200 and 201 bytes');
+  } finally {
+    sock.destroy();
+    await Promise.all([p.close(), pub.close()]);
   }
 });
 
