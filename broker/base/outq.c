@@ -7,9 +7,10 @@
 
 static int grow(struct outq *q)
 {
-    /* Two slots first: an idle subscriber holds at most a reply or two, and
-     * every idle connection keeps its ring (docs/benchmarks.md, idle memory). */
-    uint32_t ncap = q->cap ? q->cap * 2 : 2;
+    /* One slot first: an idle subscriber holds one reply at a time, and
+     * every idle connection keeps its ring (16 bytes, a 32-byte malloc chunk;
+     * docs/benchmarks.md, idle memory). */
+    uint32_t ncap = q->cap ? q->cap * 2 : 1;
     struct outq_entry *nr = malloc(sizeof *nr * ncap);
     if (!nr)
         return -1;

@@ -76,7 +76,8 @@ int ratelimit_upgrade(struct conn_limits *l, const char *ip, int64_t now_us)
         e = calloc(1, sizeof *e);
         if (!e)
             return 503;
-        memcpy(e->ip, l->ip, sizeof e->ip);
+        _Static_assert(sizeof e->ip >= sizeof l->ip, "an IP entry holds any connection's IP");
+        memcpy(e->ip, l->ip, sizeof l->ip);
         HASH_ADD_STR(ips, ip, e);
     }
     if (cfg->max_conns_per_ip && e->conns >= (uint32_t)cfg->max_conns_per_ip)

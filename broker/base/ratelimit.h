@@ -27,11 +27,11 @@ struct rl_user;
 
 /* The limits state of one connection, embedded in struct conn. */
 struct conn_limits {
-    char ip[48];                  /* peer address, from the upgrade */
     struct rl_ip *ip_entry;       /* the IP's entry, set by an accepted upgrade */
-    bool counted;                 /* established: counted in ip_entry->conns */
     struct rl_user *user_entry;   /* shared bucket of the connection's user, if any */
     struct rate_bucket pub;
+    char ip[46];                  /* peer address, from the upgrade (INET6_ADDRSTRLEN) */
+    bool counted;                 /* established: counted in ip_entry->conns */
 };
 
 void ratelimit_init(const struct config *cfg);

@@ -231,14 +231,16 @@ void channel_registry_free(void)
 struct sub *channel_sub_find(struct sub_list *list, struct channel *ch)
 {
     struct sub *s;
-    DL_SEARCH_SCALAR2(list->head, s, ch, ch, conn_next);
+    LL_SEARCH_SCALAR2(list->head, s, ch, ch, conn_next);
     return s;
 }
 
 struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_list *list)
 {
     if (ch->nsubs == ch->subs_cap) {
-        uint32_t ncap = ch->subs_cap ? ch->subs_cap * 2 : 4;
+        /* Three first: 24 bytes fill the smallest malloc chunk (32), and
+         * many channels have one subscriber (docs/benchmarks.md, idle memory). */
+        uint32_t ncap = ch->subs_cap ? ch->subs_cap * 2 : 3;
         struct sub **n = realloc(ch->subs, sizeof *n * ncap);
         if (!n)
             return NULL;
@@ -254,7 +256,7 @@ struct sub *channel_subscribe(struct channel *ch, struct conn *c, struct sub_lis
     s->queued = 0;
     s->idx = ch->nsubs;
     ch->subs[ch->nsubs++] = s;
-    DL_PREPEND2(list->head, s, conn_prev, conn_next);
+    LL_PREPEND2(list->head, s, conn_next);
     list->n++;
     idle_unlink(ch);
     metrics.subscriptions++;
@@ -272,7 +274,7 @@ void channel_unsubscribe(struct sub *s, struct sub_list *list)
     struct sub *last = ch->subs[--ch->nsubs];
     ch->subs[s->idx] = last;
     last->idx = s->idx;
-    DL_DELETE2(list->head, s, conn_prev, conn_next);
+    LL_DELETE2(list->head, s, conn_next); /* O(1) for the head: disconnect */
     list->n--;
     free(s);
     metrics.subscriptions--;

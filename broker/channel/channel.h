@@ -1,9 +1,11 @@
 /* channel.h - the channel registry: channel -> subscribers and connection ->
  * channels, both sides changed together; each channel's sequence and history.
  *
- * Subscribe, unsubscribe and disconnect cost O(1) per (connection, channel)
- * pair: a subscription knows its slot in the channel's subscriber array and
- * its links in the connection's list. A publish is sequenced, encoded once,
+ * Subscribe and disconnect cost O(1) per (connection, channel) pair: a
+ * subscription knows its slot in the channel's subscriber array and heads
+ * the connection's list when it is added. Unsubscribing one channel walks
+ * the connection's list (O(channels of the connection)), as finding the
+ * subscription already does. A publish is sequenced, encoded once,
  * kept in history by reference and queued by reference to every subscriber. */
 #ifndef CHORUS_CHANNEL_H
 #define CHORUS_CHANNEL_H
@@ -32,20 +34,23 @@ struct ns_metrics;
 _Static_assert(CODEC_EPOCH_MAX >= ENVELOPE_EPOCH_MAX, "a client must be able to send back any epoch");
 
 /* One per (connection, channel) subscription; created by channel_subscribe(),
- * freed by channel_unsubscribe(). */
+ * freed by channel_unsubscribe(). Every idle subscriber has one: 40 bytes
+ * is a 48-byte malloc chunk, 48 would be 64 (docs/benchmarks.md, idle
+ * memory), hence the singly linked connection list. */
 struct sub {
     struct channel *ch;
     struct conn *conn;
+    struct sub *conn_next;               /* the connection's sub_list (utlist LL) */
     uint32_t idx;                        /* slot in ch->subs */
     uint32_t slot;                       /* the session layer's: an SSE stream's channel index + 1 */
-    struct sub *conn_prev, *conn_next;   /* links in the connection's sub_list (utlist DL) */
     uint64_t queued;                     /* the session layer's: queue position + 1 of this
                                           * channel's newest unsent msg (conflation); 0: none */
 };
+_Static_assert(sizeof(struct sub) <= 40, "struct sub outgrew its 48-byte malloc chunk");
 
 /* The connection side of the index, embedded in each connection. */
 struct sub_list {
-    struct sub *head;                    /* utlist DL through conn_prev/conn_next */
+    struct sub *head;                    /* utlist LL through conn_next */
     uint32_t n;
 };
 
@@ -56,13 +61,13 @@ struct hist_entry {
 };
 
 /* One per live channel; created on first subscribe or publish, deleted when it
- * has neither subscribers nor unexpired history. */
+ * has neither subscribers nor unexpired history. Fields are grouped by size
+ * so that no padding is left (a channel per subscriber is common). */
 struct channel {
     char *name;                          /* NUL-terminated, validated */
     size_t len;
     const struct ns_opts *ns;            /* read-only, owned by the config */
     struct ns_metrics *nsm;              /* its namespace's counters (metrics.h) */
-    char epoch[CHANNEL_EPOCH_MAX];
     uint64_t seq;                        /* last sequence number delivered */
     uint64_t assigned;                   /* last handed out; > seq while replication is pending */
 
@@ -73,29 +78,33 @@ struct channel {
     uint32_t hist_head, hist_count;
 
     struct channel *idle_prev, *idle_next; /* on the idle list (utlist DL) while nsubs == 0 */
-    bool idle;                           /* on the idle list (a DL's links cannot tell) */
 
     /* state the cluster and engine layers keep on the channel (cluster.h,
      * mirror.h, replica.h); this layer reads some of it and never calls them */
-    bool mirror;                         /* seq and history copied from a remote owner */
-    bool live;                           /* mirror: following the owner's stream, state current */
-    bool replica;                        /* backup: holds every message the owner delivered */
     uint64_t repl_gen;                   /* backup: shard gen of the last REPL accepted */
     struct chan_repl *repl;              /* engine/replica.c: messages waiting for the backup's ack */
     struct channel *beacon_prev, *beacon_next; /* cluster/stream.c: channels to announce (utlist DL) */
-    bool beacon;
     int64_t last_sequenced_ms;
     struct key_entry *keys;              /* keys.c: idempotency keys of recent publishes (uthash) */
     struct key_entry *keys_age;          /* the same keys, oldest first (utlist DL); evicted from the head */
-    uint32_t nkeys;
     struct chan_sync *sync;              /* engine/mirror.c: a join or repair in progress */
     struct held_msg *tail;               /* engine/mirror.c: a backup's copies after seq, not yet
                                           * shown to local subscribers (utlist DL, seq order) */
+    uint32_t nkeys;
     uint32_t ntail;
-    bool remote_interest;                /* owner: other nodes subscribe to it */
     uint32_t pins;                       /* outstanding calls that will come back to it */
+
+    char epoch[CHANNEL_EPOCH_MAX];
+    /* one byte between them: 280 bytes is a 288-byte malloc chunk */
+    bool idle : 1;                       /* on the idle list (a DL's links cannot tell) */
+    bool mirror : 1;                     /* seq and history copied from a remote owner */
+    bool live : 1;                       /* mirror: following the owner's stream, state current */
+    bool replica : 1;                    /* backup: holds every message the owner delivered */
+    bool beacon : 1;
+    bool remote_interest : 1;            /* owner: other nodes subscribe to it */
     UT_hash_handle hh;
 };
+_Static_assert(sizeof(struct channel) <= 280, "struct channel outgrew its 288-byte malloc chunk");
 
 /* Delivery of a frame to one subscription (s->conn): the session layer
  * registers conn_deliver at start (tests register their own), so this layer

@@ -144,7 +144,8 @@ struct user_ctx {
 static void user_one(struct conn *c, void *ud)
 {
     struct user_ctx *u = ud;
-    if (!c->auth.authenticated || c->closing || strcmp(c->auth.who.user, u->user) != 0)
+    const struct auth_claims *who = auth_ws_who(c);
+    if (!who || c->closing || strcmp(who->user, u->user) != 0)
         return;
     const json_t *chj = json_object_get(u->req, "ch");
     const char *ch = json_string_value(chj), *reason = str(u->req, "reason");

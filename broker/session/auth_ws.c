@@ -19,6 +19,25 @@
 
 static struct auth_keys keys;
 
+/* What only a connection with a token (or waiting for one) needs, allocated
+ * at the first such need and freed at CLOSED: most connections of a public
+ * feed never have one. */
+struct auth_state {
+    struct auth_claims who;       /* valid while authenticated */
+    char *attr;                   /* ,"user":SUB for this connection's msgs (codec_attr) */
+    char *attr_info;              /* the same with ,"info":INFO; NULL when the token has none */
+    struct conn *c;               /* the timer's connection */
+    bool timer_armed;
+    lws_sorted_usec_list_t timer; /* token expiry, or the auth deadline */
+};
+
+static struct auth_state *state(struct conn *c)
+{
+    if (!c->auth.st && (c->auth.st = calloc(1, sizeof *c->auth.st)))
+        c->auth.st->c = c;
+    return c->auth.st;
+}
+
 int auth_ws_init(const struct config *cfg, char *err, size_t errlen)
 {
     return auth_keys_load(&keys, cfg->jwt_secret, cfg->jwt_public_key, cfg->jwt_leeway, err, errlen);
@@ -41,7 +60,7 @@ int auth_ws_reload(const struct config *cfg, bool *pem_changed, char *err, size_
 
 const struct auth_claims *auth_ws_who(const struct conn *c)
 {
-    return c->auth.authenticated ? &c->auth.who : NULL;
+    return c->auth.authenticated ? &c->auth.st->who : NULL;
 }
 
 static int64_t now_s(void) { return runtime_now_ms() / 1000; }
@@ -100,25 +119,34 @@ static const char *upgrade_token(struct lws *wsi, char *buf, size_t cap)
     return NULL;
 }
 
-static void attr_free(struct conn *c)
+/* Takes who's claims (who is left empty). -1 when memory ran out: the
+ * claims are freed and c stays as it was. */
+static int set_identity(struct conn *c, struct auth_claims *who)
 {
-    free(c->auth.attr);
-    free(c->auth.attr_info);
-    c->auth.attr = c->auth.attr_info = NULL;
-}
-
-static void set_identity(struct conn *c, struct auth_claims *who)
-{
-    /* A refresh keeps the user (same sub) and the first info, as presence does. */
-    if (!c->auth.attr) {
-        c->auth.attr = codec_attr(who->user, NULL);
-        c->auth.attr_info = who->info ? codec_attr(who->user, who->info) : NULL;
+    struct auth_state *st = state(c);
+    if (!st) {
+        auth_claims_free(who);
+        return -1;
     }
-    auth_claims_free(&c->auth.who);
-    c->auth.who = *who;
+    /* A refresh keeps the user (same sub) and the first info, as presence does. */
+    if (!st->attr) {
+        st->attr = codec_attr(who->user, NULL);
+        st->attr_info = who->info ? codec_attr(who->user, who->info) : NULL;
+    }
+    auth_claims_free(&st->who);
+    st->who = *who;
     memset(who, 0, sizeof *who);
     c->auth.authenticated = true;
     c->auth.need_auth = false;
+    return 0;
+}
+
+static void disarm(struct conn *c)
+{
+    if (c->auth.st && c->auth.st->timer_armed) {
+        lws_sul_cancel(&c->auth.st->timer);
+        c->auth.st->timer_armed = false;
+    }
 }
 
 int auth_ws_filter(struct conn *c, struct lws *wsi)
@@ -138,8 +166,9 @@ int auth_ws_filter(struct conn *c, struct lws *wsi)
                  c->limits.ip);
         return HTTP_STATUS_UNAUTHORIZED;
     }
+    if (set_identity(c, &who) < 0)
+        return HTTP_STATUS_SERVICE_UNAVAILABLE;
     metrics.auth_accepted++;
-    set_identity(c, &who);
     return 0;
 }
 
@@ -147,8 +176,9 @@ int auth_ws_filter(struct conn *c, struct lws *wsi)
 
 static void on_timer(lws_sorted_usec_list_t *sul)
 {
-    struct conn *c = lws_container_of(sul, struct conn, auth.timer);
-    c->auth.timer_armed = false;
+    struct auth_state *st = lws_container_of(sul, struct auth_state, timer);
+    struct conn *c = st->c;
+    st->timer_armed = false;
     if (c->auth.need_auth) {
         conn_close_with(c, CHORUS_CLOSE_AUTH, "authentication timeout", false);
     } else if (c->auth.authenticated) {
@@ -163,22 +193,27 @@ static void arm(struct conn *c)
     int64_t due_ms;
     if (c->auth.need_auth)
         due_ms = runtime_now_ms() + (int64_t)rt.cfg->auth_timeout * 1000;
-    else if (c->auth.authenticated && c->auth.who.exp) /* 0: the connect hook's, no expiry */
-        due_ms = (c->auth.who.exp + keys.leeway) * 1000;
+    else if (c->auth.authenticated && c->auth.st->who.exp) /* 0: the connect hook's, no expiry */
+        due_ms = (c->auth.st->who.exp + keys.leeway) * 1000;
     else
         return;
+    struct auth_state *st = state(c);
+    if (!st) {
+        conn_close_with(c, CHORUS_CLOSE_AUTH, "out of memory", false);
+        return;
+    }
     int64_t in_ms = due_ms - runtime_now_ms();
     if (in_ms < 0)
         in_ms = 0;
-    lws_sul_schedule(rt.ctx, 0, &c->auth.timer, on_timer, (lws_usec_t)in_ms * LWS_US_PER_MS);
-    c->auth.timer_armed = true;
+    lws_sul_schedule(rt.ctx, 0, &st->timer, on_timer, (lws_usec_t)in_ms * LWS_US_PER_MS);
+    st->timer_armed = true;
 }
 
 void auth_ws_open(struct conn *c, json_t *hello)
 {
     if (c->auth.authenticated) {
-        json_object_set_new(hello, "user", json_string(c->auth.who.user));
-        ratelimit_set_user(&c->limits, c->auth.who.user);
+        json_object_set_new(hello, "user", json_string(c->auth.st->who.user));
+        ratelimit_set_user(&c->limits, c->auth.st->who.user);
     }
     arm(c);
 }
@@ -191,29 +226,32 @@ void auth_ws_set_user(struct conn *c, const char *user, json_t *info)
         return;
     if (info)
         who.info = json_incref(info);
-    if (c->auth.timer_armed)
-        lws_sul_cancel(&c->auth.timer);
-    c->auth.timer_armed = false;
+    disarm(c);
     set_identity(c, &who);
 }
 
 void auth_ws_closed(struct conn *c)
 {
-    if (c->auth.timer_armed)
-        lws_sul_cancel(&c->auth.timer);
-    c->auth.timer_armed = false;
-    auth_claims_free(&c->auth.who);
-    attr_free(c);
+    struct auth_state *st = c->auth.st;
+    disarm(c);
+    if (st) {
+        auth_claims_free(&st->who);
+        free(st->attr);
+        free(st->attr_info);
+        free(st);
+        c->auth.st = NULL;
+    }
     c->auth.authenticated = false;
 }
 
 const char *auth_ws_attr(const struct conn *c, const char *ch, size_t len)
 {
-    if (!c->auth.attr)
+    const struct auth_state *st = c->auth.st;
+    if (!st || !st->attr)
         return NULL;
-    if (c->auth.attr_info && config_ns_for(rt.cfg, ch, len)->publish_info)
-        return c->auth.attr_info;
-    return c->auth.attr;
+    if (st->attr_info && config_ns_for(rt.cfg, ch, len)->publish_info)
+        return st->attr_info;
+    return st->attr;
 }
 
 /* ---------------------------------------------------------------- the ops */
@@ -253,22 +291,23 @@ void auth_ws_op(struct conn *c, const struct codec_request *req)
         conn_close_with(c, CHORUS_CLOSE_AUTH, auth_result_str(r), false);
         return;
     }
-    if (c->auth.authenticated && strcmp(c->auth.who.user, who.user) != 0) {
+    if (c->auth.authenticated && strcmp(c->auth.st->who.user, who.user) != 0) {
         auth_claims_free(&who);
         metrics.auth_refused++;
         conn_close_with(c, CHORUS_CLOSE_AUTH, "token is for another user", false);
         return;
     }
+    if (set_identity(c, &who) < 0) {
+        conn_send_err(c, req->has_id, req->id, CHORUS_ERR_UNAVAILABLE, "out of memory");
+        return;
+    }
     metrics.auth_accepted++;
-    set_identity(c, &who);
-    ratelimit_set_user(&c->limits, c->auth.who.user);
-    if (c->auth.timer_armed)
-        lws_sul_cancel(&c->auth.timer);
-    c->auth.timer_armed = false;
+    ratelimit_set_user(&c->limits, c->auth.st->who.user);
+    disarm(c);
     arm(c);
     if (req->has_id) {
         json_t *ack = json_pack("{s:s, s:I, s:s}", "op", "ack", "id", (json_int_t)req->id, "user",
-                                c->auth.who.user);
+                                c->auth.st->who.user);
         conn_send_json(c, ack);
     }
 }

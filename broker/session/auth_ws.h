@@ -19,15 +19,16 @@
 
 struct conn;
 
-/* Embedded in each connection; zeroed by lws with the rest of it. */
+struct auth_state;
+
+/* Embedded in each connection; zeroed by lws with the rest of it. What a
+ * token or the auth deadline needs (claims, attribution, a timer: 120 bytes)
+ * is allocated only for connections that have one (auth_ws.c), so an
+ * anonymous connection carries a pointer (docs/benchmarks.md, idle memory). */
 struct conn_auth {
-    struct auth_claims who;       /* valid while authenticated */
-    char *attr;                   /* ,"user":SUB for this connection's msgs (codec_attr) */
-    char *attr_info;              /* the same with ,"info":INFO; NULL when the token has none */
+    struct auth_state *st;        /* NULL until authenticated or waiting for auth */
     bool authenticated;
     bool need_auth;               /* tokenless with anonymous access off */
-    bool timer_armed;
-    lws_sorted_usec_list_t timer; /* token expiry, or the auth deadline */
 };
 
 /* Loads the keys named by the config. Returns -1 with a reason in err. */

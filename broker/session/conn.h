@@ -32,6 +32,11 @@
  * kernel in one send(). */
 #define CONN_WRITE_BATCH (64 * 1024)
 
+/* Every idle subscriber carries one of these (lws' per-session data, a heap
+ * chunk of its own): the fields are ordered to leave no holes, and what
+ * most connections never use lives behind a pointer (auth_ws.h). Keep it
+ * at most 360 bytes (a 368-byte malloc chunk; docs/benchmarks.md, idle
+ * memory). */
 struct conn {
     struct lws *wsi;
     char id[24];                  /* public connection id ("client" on the wire) */
@@ -42,22 +47,26 @@ struct conn {
     struct conn_pub *pubs;        /* publishes not yet acknowledged (ops.c) */
     struct proxy_call *proxy;     /* the backend hook it waits for; reads paused (proxy.c) */
     lws_dll2_t flush;             /* on the end-of-turn flush list while attached */
+    struct sse_stream *sse;       /* sse.c: an SSE stream, not a WebSocket; NULL for WS */
+    const char *close_reason;     /* static string, or close_reason_owned */
+    char *close_reason_owned;     /* conn_close_reason's copy; freed when unlisted */
 
     unsigned char *rx;            /* message being assembled across fragments */
     uint32_t rx_len, rx_cap;
-    bool rx_in_msg;               /* a message has started and not yet ended */
-    bool rx_discard;              /* current message is over the limit: drop it */
-    bool rx_binary;
-    bool rx_deflated;             /* RSV1: the message is compressed (deflate.h) */
-    struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
-    uint16_t rx_turn_bytes;       /* readmore.c: payload read in turn rx_turn (saturates) */
 
     struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
     struct conn_presence presence; /* presence.c: rooms joined */
     struct conn_keepalive ka;     /* keepalive.c: when it is next PINGed */
-    struct sse_stream *sse;       /* sse.c: an SSE stream, not a WebSocket; NULL for WS */
 
+    uint16_t close_code;
+    uint16_t rx_turn;             /* readmore.c: the turn rx_turn_bytes counts */
+    uint16_t rx_turn_bytes;       /* readmore.c: payload read in turn rx_turn (saturates) */
+    struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
+    bool rx_in_msg;               /* a message has started and not yet ended */
+    bool rx_discard;              /* current message is over the limit: drop it */
+    bool rx_binary;
+    bool rx_deflated;             /* RSV1: the message is compressed (deflate.h) */
     bool deflate;                 /* permessage-deflate negotiated at the upgrade */
     uint8_t deflate_offers;       /* offers deflate_confirm() has looked at */
     bool established;             /* ESTABLISHED seen: CLOSED may unlink */
@@ -65,11 +74,8 @@ struct conn {
     bool close_when_answered;     /* shutdown: close once no publish is in flight */
     bool rx_more;                 /* readmore.c: to be read again at the end of this turn */
     bool sndbuf_capped;           /* conflate.c: its socket send buffer is --conflate-sndbuf-bytes */
-    uint16_t close_code;
-    uint16_t rx_turn;             /* readmore.c: the turn rx_turn_bytes counts */
-    const char *close_reason;     /* static string, or close_reason_owned */
-    char *close_reason_owned;     /* conn_close_reason's copy; freed when unlisted */
 };
+_Static_assert(sizeof(struct conn) <= 360, "struct conn outgrew its 368-byte malloc chunk");
 
 /* Queues f (takes its own reference) and schedules the write; a queue over
  * its bounds closes the connection as a slow consumer. */
