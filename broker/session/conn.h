@@ -51,6 +51,7 @@ struct conn {
     bool rx_deflated;             /* RSV1: the message is compressed (deflate.h) */
     struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
     uint16_t rx_turn_bytes;       /* readmore.c: payload read in turn rx_turn (saturates) */
+    uint32_t ping_end;            /* keepalive.c: where the PING out ends in our byte stream; 0: unwritten */
 
     struct conn_auth auth;        /* auth_ws.c: who this is; set from FILTER on */
     struct conn_limits limits;    /* ratelimit.c: peer IP, publish buckets */
@@ -64,7 +65,8 @@ struct conn {
     bool closing;                 /* close requested; accept nothing more */
     bool close_when_answered;     /* shutdown: close once no publish is in flight */
     bool rx_more;                 /* readmore.c: to be read again at the end of this turn */
-    bool sndbuf_capped;           /* conflate.c: its socket send buffer is --conflate-sndbuf-bytes */
+    bool sndbuf_capped;           /* conflate.c: its socket is set up for conflation (sndbuf, lowat) */
+    bool tx_blocked;              /* conflate.c: its reader's window held --conflate-notsent-bytes back */
     uint16_t close_code;
     uint16_t rx_turn;             /* readmore.c: the turn rx_turn_bytes counts */
     const char *close_reason;     /* static string, or close_reason_owned */
