@@ -53,9 +53,10 @@ size_t conflate_write_room(struct conn *c)
     if (low <= 0 || !c->wsi || ioctl(lws_get_socket_fd(c->wsi), SIOCOUTQNSD, &unsent) < 0)
         return CONN_WRITE_BATCH;
     if (unsent >= low) {
-        /* What holds it back: the reader's window, or only the congestion
-         * window (a burst of small writes to a reader that delays its ACKs
-         * waits a round trip: that reader keeps up and is not conflated). */
+        /* What holds it back: the reader's window (it is behind: small
+         * writes from now on), or only the congestion window (a burst of
+         * small writes to a reader that delays its ACKs waits a round trip:
+         * that reader keeps up and goes on getting whole batches). */
         struct tcp_info ti;
         socklen_t len = sizeof ti;
         if (getsockopt(lws_get_socket_fd(c->wsi), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
