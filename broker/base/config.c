@@ -87,6 +87,9 @@ static const struct opt opts[] = {
     {"conflate-sndbuf-bytes", OPT_INT, F(conflate_sndbuf_bytes), 0, "BYTES", 0, 64 << 20,
      "socket send buffer of a connection reading conflating channels (0: the kernel's autotuning, "
      "which lets seconds of stale values wait in the kernel)", "8192"},
+    {"conflate-notsent-bytes", OPT_INT, F(conflate_notsent_bytes), 0, "BYTES", 0, 64 << 20,
+     "unsent bytes a connection reading conflating channels may have in its socket (TCP_NOTSENT_LOWAT); "
+     "past it, its messages wait in chorusd, where conflate-queue-bytes counts them (0: no limit)", "1024"},
     {"ping-interval", OPT_INT, F(ping_interval), 0, "SECONDS", 1, 65000,
      "idle time before the server PINGs a client", "25"},
     {"ping-timeout", OPT_INT, F(ping_timeout), 0, "SECONDS", 1, 65000,
@@ -572,7 +575,7 @@ static const struct {
                                        "allow-anonymous auth-timeout client-publish "},
     {"Compression", "compression compression-min-bytes compression-huffman-max-bytes "},
     {"Limits", "max-connections max-frame-bytes rx-buffer-bytes rx-turn-bytes max-channels-per-conn "
-               "max-queue-bytes max-queue-frames conflate-queue-bytes conflate-sndbuf-bytes max-pub-rate pub-burst max-pub-rate-user "
+               "max-queue-bytes max-queue-frames conflate-queue-bytes conflate-sndbuf-bytes conflate-notsent-bytes max-pub-rate pub-burst max-pub-rate-user "
                "max-conn-rate-ip max-conns-per-ip presence-max-members "},
     {"History", "history-size history-ttl "},
     {"Keep-alive and shutdown", "ping-interval ping-timeout drain-delay shutdown-timeout "},

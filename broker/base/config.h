@@ -111,6 +111,7 @@ struct config {
     int max_queue_frames;
     int conflate_queue_bytes;     /* queue size where conflation starts (ns slow_consumer) */
     int conflate_sndbuf_bytes;    /* SO_SNDBUF of connections reading conflating channels; 0: kernel's */
+    int conflate_notsent_bytes;   /* their TCP_NOTSENT_LOWAT: unsent bytes past which they wait; 0: none */
     int ping_interval;
     int ping_timeout;
     int history_size;

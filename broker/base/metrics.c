@@ -173,6 +173,9 @@ size_t metrics_render(char **out, const char *node_id)
     put(&b, "chorus_pings_sent_total %llu\n", (unsigned long long)metrics.pings_sent);
     family(&b, "chorus_ping_timeouts_total", "counter", "Connections dropped for not answering a PING in time.");
     put(&b, "chorus_ping_timeouts_total %llu\n", (unsigned long long)metrics.ping_timeouts);
+    family(&b, "chorus_ping_extensions_total", "counter",
+           "Waits for a PONG lengthened by ping_timeout because the peer had acknowledged more meanwhile (its PING was behind its backlog).");
+    put(&b, "chorus_ping_extensions_total %llu\n", (unsigned long long)metrics.ping_extensions);
     family(&b, "chorus_auth_total", "counter", "Connection tokens checked, by result.");
     put(&b, "chorus_auth_total{result=\"accepted\"} %llu\n", (unsigned long long)metrics.auth_accepted);
     put(&b, "chorus_auth_total{result=\"refused\"} %llu\n", (unsigned long long)metrics.auth_refused);

@@ -35,6 +35,7 @@ struct metrics {
     uint64_t conflated;           /* queued msgs replaced by a newer one (slow_consumer conflate) */
     uint64_t pings_sent;
     uint64_t ping_timeouts;              /* connections dropped for not answering a PING */
+    uint64_t ping_extensions;            /* unanswered PINGs waited for longer: the peer read meanwhile */
 
     /* who may do what (auth_ws.c, presence.c, binmsg.c) */
     uint64_t auth_accepted;              /* tokens verified (upgrade or auth op) */

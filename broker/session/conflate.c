@@ -9,14 +9,22 @@
 #include "outq.h"
 #include "runtime.h"
 
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 /* A connection lags once its queue passes the threshold, or half of either
  * bound (tiny messages, or a threshold set above the bound, would reach that
  * first), so conflation always starts before a 4008. Below it, every message
- * is delivered as usual: a reader that keeps up never sees "skipped". */
+ * is delivered as usual: a reader that keeps up never sees "skipped". Its
+ * socket's unsent bytes being capped (--conflate-notsent-bytes), what its
+ * reader has not taken waits here, where the threshold counts it. Not from
+ * the first message a full socket holds back: a reader a tenth of a second
+ * behind (its TCP window closes that soon) would lose quotes it reads. */
 static bool lagging(const struct outq *q)
 {
     const struct config *cfg = rt.cfg;
@@ -32,6 +40,36 @@ void conflate_cap_sndbuf(struct conn *c)
     /* Setting it turns off the kernel's autotuning for this socket. */
     if (bytes > 0 && c->wsi)
         setsockopt(lws_get_socket_fd(c->wsi), SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    /* POLLOUT (so WRITEABLE) then comes only once fewer bytes than this
+     * are unsent, and a send() stops taking more at about that much. */
+    int low = rt.cfg->conflate_notsent_bytes;
+    if (low > 0 && c->wsi)
+        setsockopt(lws_get_socket_fd(c->wsi), IPPROTO_TCP, TCP_NOTSENT_LOWAT, &low, sizeof low);
+}
+
+size_t conflate_write_room(struct conn *c)
+{
+    int low = rt.cfg->conflate_notsent_bytes, unsent = 0;
+    if (low <= 0 || !c->wsi || ioctl(lws_get_socket_fd(c->wsi), SIOCOUTQNSD, &unsent) < 0)
+        return CONN_WRITE_BATCH;
+    if (unsent >= low) {
+        /* What holds it back: the reader's window (it is behind: small
+         * writes from now on), or only the congestion window (a burst of
+         * small writes to a reader that delays its ACKs waits a round trip:
+         * that reader keeps up and goes on getting whole batches). */
+        struct tcp_info ti;
+        socklen_t len = sizeof ti;
+        if (getsockopt(lws_get_socket_fd(c->wsi), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+            ti.tcpi_unacked < ti.tcpi_snd_cwnd)
+            c->tx_blocked = true;
+        return 0;
+    }
+    /* Caught up: nothing unsent and the queue fits in one small write. */
+    if (!unsent && c->q.bytes <= (size_t)low)
+        c->tx_blocked = false;
+    /* Behind, a write of only what fits below the mark: the rest would wait
+     * in lws' or the kernel's buffers, past conflation's reach. */
+    return c->tx_blocked ? (size_t)(low - unsent) : CONN_WRITE_BATCH;
 }
 
 int conflate_replace(struct outq *q, struct sub *s, struct frame *f)

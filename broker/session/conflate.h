@@ -29,10 +29,19 @@ size_t conflate_payload_len(const struct frame *f, uint32_t skipped);
 void conflate_payload(unsigned char *out, const struct frame *f, uint32_t skipped);
 
 struct conn;
-/* Caps c's socket send buffer at --conflate-sndbuf-bytes, once, at its first
+/* Caps c's socket send buffer at --conflate-sndbuf-bytes and its unsent
+ * bytes at --conflate-notsent-bytes (TCP_NOTSENT_LOWAT), once, at its first
  * message of a conflating namespace: what the kernel buffers is beyond
  * conflation's reach, and Linux grows a slow reader's buffer to megabytes,
  * seconds of stale quotes (docs/benchmarks.md, ticker scenario). */
 void conflate_cap_sndbuf(struct conn *c);
+
+/* How many bytes conn_flush may write to such a connection now: 0 while its
+ * socket holds --conflate-notsent-bytes unsent (wait for WRITEABLE, which
+ * TCP_NOTSENT_LOWAT holds back until then; meanwhile its messages queue
+ * here, where conflation reaches them), the room left below that while its
+ * reader's window is what holds it back, a whole batch once it has caught
+ * up. */
+size_t conflate_write_room(struct conn *c);
 
 #endif

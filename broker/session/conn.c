@@ -22,6 +22,7 @@
 #include "readmore.h"
 #include "runtime.h"
 #include "sse.h"
+#include "tcpstat.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -282,12 +283,12 @@ void conn_close_with(struct conn *c, uint16_t code, const char *reason, bool dro
  * (0), or, larger than a whole batch, written from its own copy (0; rare:
  * only a lagging reader of large messages pays for it). -1 on failure. */
 static int put_conflated(struct conn *c, const struct outq_entry *e, unsigned char *out,
-                         size_t *used)
+                         size_t *used, size_t room)
 {
     struct frame *f = e->f;
     size_t plen = conflate_payload_len(f, e->skipped);
     size_t h = frame_ws_header_len(plen);
-    if (*used + h + plen <= CONN_WRITE_BATCH) {
+    if (*used + h + plen <= room) {
         *used += frame_ws_header_op(out + *used, plen, frame_opcode(f));
         conflate_payload(out + *used, f, e->skipped);
         *used += plen;
@@ -309,6 +310,17 @@ static int put_conflated(struct conn *c, const struct outq_entry *e, unsigned ch
     return 0;
 }
 
+/* Where the PING in this batch ends in the connection's byte stream, for
+ * keepalive.c: everything written before the batch is acknowledged or still
+ * in the socket (a batch is written only once the last one is out). With
+ * TLS these are plaintext bytes, fewer than the ciphertext's: the PING then
+ * seems to arrive early, which only shortens the extra wait. */
+static void ping_written(struct conn *c, size_t end)
+{
+    uint32_t pos = tcpstat_written(c->wsi) + (uint32_t)end;
+    c->ping_end = pos ? pos : 1;
+}
+
 static conn_writer_fn *sse_writer;
 
 void conn_set_sse_writer(conn_writer_fn *fn) { sse_writer = fn; }
@@ -322,10 +334,17 @@ int conn_flush(struct conn *c)
 
     if (c->sse)
         return sse_writer(c);
+    /* A conflating connection behind its reader gets small writes, or none
+     * while its socket is full (conflate.h). */
+    size_t room = CONN_WRITE_BATCH;
+    if (c->sndbuf_capped && !outq_empty(&c->q) && !(room = conflate_write_room(c))) {
+        lws_callback_on_writable(c->wsi);
+        return 0;
+    }
     while ((e = outq_head(&c->q))) {
         struct frame *f = e->f;
         if (e->skipped) {
-            int rc = put_conflated(c, e, out, &used);
+            int rc = put_conflated(c, e, out, &used, room);
             if (rc < 0)
                 return -1;
             if (rc == 0)
@@ -336,10 +355,10 @@ int conn_flush(struct conn *c)
         struct frame *z = c->deflate ? deflate_frame(f) : NULL, *s = z ? z : f;
         uint8_t op = (uint8_t)(frame_opcode(f) | (z ? FRAME_RSV1 : 0));
         size_t h = frame_ws_header_len(s->len);
-        if (used + h + s->len > CONN_WRITE_BATCH) {
+        if (used + h + s->len > room) {
             if (used)
                 break;
-            /* Larger than a batch: the header goes in the shared frame's
+            /* Larger than a batch (or the room left): the header goes in the shared frame's
              * headroom (the same bytes for every connection) and lws copies
              * whatever the socket does not take at once. */
             unsigned char *p = frame_payload(s) - h;
@@ -354,6 +373,8 @@ int conn_flush(struct conn *c)
         used += frame_ws_header_op(out + used, s->len, op);
         memcpy(out + used, frame_payload(s), s->len);
         used += s->len;
+        if (f->opcode == FRAME_OP_PING)
+            ping_written(c, used);
         latency_observe(f, &now);
         outq_pop(&c->q);
     }

@@ -62,6 +62,7 @@ struct conn {
     uint16_t close_code;
     uint16_t rx_turn;             /* readmore.c: the turn rx_turn_bytes counts */
     uint16_t rx_turn_bytes;       /* readmore.c: payload read in turn rx_turn (saturates) */
+    uint32_t ping_end;            /* keepalive.c: where the PING out ends in our byte stream; 0: unwritten */
     struct utf8_check rx_utf8;    /* text message: UTF-8 state across fragments */
     bool rx_in_msg;               /* a message has started and not yet ended */
     bool rx_discard;              /* current message is over the limit: drop it */
@@ -73,7 +74,8 @@ struct conn {
     bool closing;                 /* close requested; accept nothing more */
     bool close_when_answered;     /* shutdown: close once no publish is in flight */
     bool rx_more;                 /* readmore.c: to be read again at the end of this turn */
-    bool sndbuf_capped;           /* conflate.c: its socket send buffer is --conflate-sndbuf-bytes */
+    bool sndbuf_capped;           /* conflate.c: its socket is set up for conflation (sndbuf, lowat) */
+    bool tx_blocked;              /* conflate.c: its reader's window held --conflate-notsent-bytes back */
 };
 _Static_assert(sizeof(struct conn) <= 360, "struct conn outgrew its 368-byte malloc chunk");
 

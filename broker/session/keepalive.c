@@ -6,13 +6,25 @@
  * connections (docs/benchmarks.md, the rooms scenario). Here a
  * connection waits in the wheel slot of the moment it next needs looking at;
  * one timer visits the slots as they come due, so a PING, a PONG and a hangup
- * each cost O(1) whatever the number of connections. */
+ * each cost O(1) whatever the number of connections.
+ *
+ * A PING waits behind whatever is queued for the connection, in chorusd and
+ * in the kernel: a slow reader (a conflating one, PROTOCOL.md 5.1) may take
+ * longer than ping_timeout just to be sent it. So the wait is counted from
+ * when the peer's TCP acknowledged the PING: while it has not, a PING
+ * unanswered after ping_timeout drops the connection only if the peer also
+ * acknowledged nothing of ours meanwhile (it reads nothing); one
+ * acknowledged during the wait gets one more ping_timeout. A peer that
+ * reads but never answers is still dropped, after at most twice the
+ * timeout. */
 #include "keepalive.h"
 #include "conn.h"
 #include "frame.h"
 #include "log.h"
 #include "metrics.h"
 #include "runtime.h"
+
+#include "tcpstat.h"
 
 #include <stdlib.h>
 
@@ -47,6 +59,17 @@ static void visit(struct conn *c, uint32_t now)
         return; /* its close is under way, bounded by conn_close_with() */
     if (c->ka.ping_at) {
         if (now - c->ka.ping_at >= ka.timeout) {
+            /* While a PING is out, `seen` holds bytes_acked as it was when
+             * this wait began: past ping_end, the PING had reached the peer. */
+            uint32_t acked = tcpstat_acked(c->wsi);
+            bool reached = c->ping_end && (int32_t)(c->ka.seen - c->ping_end) >= 0;
+            if (!reached && acked != c->ka.seen) {
+                c->ka.seen = acked;
+                c->ka.ping_at = now;
+                metrics.ping_extensions++;
+                link_at(c, now + ka.timeout);
+                return;
+            }
             metrics.ping_timeouts++;
             log_info("event=ping_timeout client=%s", c->id);
             lws_set_timeout(c->wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
@@ -61,6 +84,8 @@ static void visit(struct conn *c, uint32_t now)
         return;
     }
     c->ka.ping_at = now;
+    c->ka.seen = tcpstat_acked(c->wsi);
+    c->ping_end = 0;
     metrics.pings_sent++;
     conn_enqueue(c, ka.ping);
     link_at(c, now + ka.timeout);

@@ -17,7 +17,8 @@ struct conn;
 /* A connection's place on the wheel; zeroed with the connection. */
 struct conn_keepalive {
     lws_dll2_t slot;           /* in the list of the slot it is due in; detached: none */
-    uint32_t seen;             /* time of its last PONG (or of its opening) */
+    uint32_t seen;             /* time of its last PONG (or of its opening); while a
+                                * PING is out, the peer's bytes acked (keepalive.c) */
     uint32_t ping_at;          /* when the unanswered PING went out; 0: none */
 };
 

@@ -134,8 +134,10 @@ static void usage(FILE *f)
 "           socket only every --slow-tick-ms (default 100), then in\n"
 "           --slow-chunk-bytes recv() calls (default 256) only until they have\n"
 "           taken 1/--slow-factor (default 10) of their symbols' message rate,\n"
-"           with SO_RCVBUF --slow-rcvbuf-bytes (default 4096) so that the\n"
-"           TCP window stays small; the rest waits in the kernel's buffers\n"
+"           with SO_RCVBUF --slow-rcvbuf-bytes (default 4096; Linux doubles\n"
+"           it, reported as slow_rcvbuf_effective_bytes; 1 gives the kernel's\n"
+"           minimum; 0 leaves autotuning) so that the TCP window stays\n"
+"           small; the rest waits in the kernel's buffers\n"
 "           (the server's send buffer may grow to tcp_wmem's max before the\n"
 "           server itself sees a backlog). Latency percentiles\n"
 "           are the healthy readers'; \"ticker\" adds the slow readers'\n"
@@ -3128,6 +3130,23 @@ static int run_idle(long rss_before, long anon_before)
 /* Subcommands for scripts                                                   */
 /* ------------------------------------------------------------------------- */
 
+/* ticker: what the kernel makes of a slow reader's SO_RCVBUF request (Linux
+ * doubles it, with a floor): the reader's own buffer, part of its staleness
+ * (every 4 KB it holds is about a second at a tenth of the ticker's rate). */
+static long slow_rcvbuf_effective(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0), rb = (int)g_o.slow_rcvbuf, got = -1;
+    socklen_t len = sizeof got;
+    if (fd < 0)
+        return -1;
+    if (rb > 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rb, sizeof rb);
+    if (getsockopt(fd, SOL_SOCKET, SO_RCVBUF, &got, &len) < 0)
+        got = -1;
+    close(fd);
+    return got;
+}
+
 /* ticker: one run; the line adds "ticker", the slow readers' figures. */
 static int run_ticker(void)
 {
@@ -3151,10 +3170,11 @@ static int run_ticker(void)
     int n = snprintf(extra, sizeof extra,
                      ",\"ticker\":{\"subscribers\":%ld,\"symbols_per_sub\":%ld,\"slow_readers\":%ld,"
                      "\"slow_factor\":%g,\"slow_tick_ms\":%ld,\"slow_chunk_bytes\":%ld,\"slow_rcvbuf_bytes\":%ld,"
+                     "\"slow_rcvbuf_effective_bytes\":%ld,"
                      "\"healthy_closed\":%" PRIu64 ",\"slow_closed\":%" PRIu64 ",\"slow_received\":%" PRIu64
                      ",\"skipped\":%" PRIu64 ",\"stale_samples\":%" PRIu64 ",\"stale_unseen\":%" PRIu64,
                      g_plan.nclients, g_o.per_sub, nslow, g_o.slow_factor, g_o.slow_tick_ms, g_o.slow_chunk,
-                     g_o.slow_rcvbuf, r.d.c[ST_HEALTHY_CLOSED], r.d.c[ST_SLOW_CLOSED], r.d.c[ST_SLOW_RECEIVED],
+                     g_o.slow_rcvbuf, slow_rcvbuf_effective(), r.d.c[ST_HEALTHY_CLOSED], r.d.c[ST_SLOW_CLOSED], r.d.c[ST_SLOW_RECEIVED],
                      r.d.c[ST_SKIPPED], samples, r.d.c[ST_STALE_UNSEEN]);
     double q[3] = {hist_quantile_ms(h, 0.5), hist_quantile_ms(h, 0.99), samples ? (double)smax / 1e6 : -1};
     const char *qn[3] = {"staleness_p50_ms", "staleness_p99_ms", "staleness_max_ms"};

@@ -123,28 +123,57 @@ for peer in "${list[@]}"; do
     rc=$?
     alive=true
     kill -0 "$srv_kill" 2>/dev/null || alive=false
+    # chorusd's own view: its delivery latency and queue wait histograms
+    case "$peer" in chorus-*) curl -s -m 5 "http://127.0.0.1:$port/metrics" >"$out/$peer.metrics" ;; esac
     stop_server
     if [ $rc -ne 0 ] || [ -z "$line" ]; then
         echo "ticker-suite: chorus-bench failed against $peer (rc $rc, see $out/$peer.bench.log)" >&2
         failures=$((failures + 1)); continue
     fi
-    echo "${line%\}},\"server\":\"$peer\",\"server_survived\":$alive}" | tee -a "$out/ticker.jsonl"
+    echo "${line%\}},\"server\":\"$peer\",\"server_survived\":$alive,\"metrics\":\"$out/$peer.metrics\"}" | tee -a "$out/ticker.jsonl"
 done
 
 # the table (--smoke: and the checks)
 touch "$out/ticker.jsonl"
 /usr/bin/python3 - "$out/ticker.jsonl" "$smoke" <<'EOF' || failures=$((failures + 1))
-import json, sys
+import json, os, re, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def f(v, d=1):
     return "–" if v is None else (f"{v:.{d}f}" if isinstance(v, float) else str(v))
-print("\n| server | healthy p50 / p99 ms | healthy loss | slow: staleness p50 / p99 / max ms | "
+def server_side(r, name):
+    """chorusd's histogram `name` (power-of-2 buckets, interpolated): its p50
+    and p99 over the healthy readers' deliveries. The slow readers' are the
+    slowest (seconds in their queues) and a known share of the count, so the
+    healthy p99 is the overall quantile at 0.99 x the healthy share."""
+    path = r.get("metrics")
+    if not path or not os.path.exists(path):
+        return None
+    b = [(float(m.group(1)), int(m.group(2))) for m in
+         re.finditer(name + r'_bucket\{le="([0-9.]+)"\} (\d+)', open(path).read())]
+    n = re.search(name + r"_count (\d+)", open(path).read())
+    if not b or not n or not int(n.group(1)):
+        return None
+    total, slow = int(n.group(1)), r["ticker"]["slow_received"]
+    share = max(0.0, 1 - slow / total)
+    def q(p):
+        want, lo, prev = p * share * total, 0.0, 0
+        for le, cum in b:
+            if cum >= want:
+                return 1000 * (lo + (le - lo) * (want - prev) / max(1, cum - prev))
+            lo, prev = le, cum
+        return None
+    return q(0.5), q(0.99)
+def pair(v):
+    return "–" if not v or None in v else f"{v[0]:.2f} / {v[1]:.2f}"
+print("\n| server | healthy p50 / p99 ms | server-side p50 / p99 ms (delivery / queue wait) | healthy loss | slow: staleness p50 / p99 / max ms | "
       "slow msgs taken | skipped | closed healthy / slow | server RSS start → end (peak) MiB | server CPU % | other CPU % |")
-print("|---|---|---|---|---|---|---|---|---|---|")
+print("|---|---|---|---|---|---|---|---|---|---|---|")
 for r in rows:
     t = r["ticker"]
     mib = lambda k: "–" if k is None or k < 0 else f"{k / 1024:.0f}"
-    print(f"| {r['server']} | {f(r['p50_ms'], 2)} / {f(r['p99_ms'], 2)} | {r['loss']:.2%} | "
+    ss = f"{pair(server_side(r, 'chorus_delivery_latency_seconds'))} ({pair(server_side(r, 'chorus_queue_wait_seconds'))})" \
+        if r.get("metrics") and os.path.exists(r["metrics"]) else "–"
+    print(f"| {r['server']} | {f(r['p50_ms'], 2)} / {f(r['p99_ms'], 2)} | {ss} | {r['loss']:.2%} | "
           f"{f(t['staleness_p50_ms'], 0)} / {f(t['staleness_p99_ms'], 0)} / {f(t['staleness_max_ms'], 0)} | "
           f"{t['slow_received']} | {t['skipped']} | {t['healthy_closed']} / {t['slow_closed']} | "
           f"{mib(t['server_rss_start_kib'])} → {mib(r['server_rss_kib'])} ({mib(t['server_rss_peak_kib'])}) | "

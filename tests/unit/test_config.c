@@ -741,6 +741,7 @@ static void test_namespace_rules_parse_and_client_publish_stays_an_alias(void **
     assert_int_equal(config_ns_for(&cfg, "plain", 5)->slow_consumer, NS_SLOW_CLOSE);
     assert_int_equal(cfg.conflate_queue_bytes, 4096);
     assert_int_equal(cfg.conflate_sndbuf_bytes, 8192);
+    assert_int_equal(cfg.conflate_notsent_bytes, 1024);
     assert_true(config_ns_for(&cfg, "user:42", 7)->personal);
     ns = config_ns_for(&cfg, "plain", 5);
     assert_int_equal(ns->subscribe, NS_SUB_ANYONE);

@@ -1,0 +1,32 @@
+/* tcpstat.c - a connection's TCP byte counts, from TCP_INFO and SIOCOUTQ. */
+#include "tcpstat.h"
+
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+
+uint32_t tcpstat_acked(struct lws *wsi)
+{
+    /* glibc's struct tcp_info stops before the field; Linux's (4.2+) has it
+     * after two more u64s. */
+    struct {
+        struct tcp_info i;
+        uint64_t pacing_rate, max_pacing_rate, bytes_acked;
+    } ti;
+    socklen_t len = sizeof ti;
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len < sizeof ti)
+        return 0;
+    return (uint32_t)ti.bytes_acked;
+}
+
+uint32_t tcpstat_written(struct lws *wsi)
+{
+    int queued = 0; /* not yet acknowledged, sent or not */
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
+    if (fd < 0 || ioctl(fd, SIOCOUTQ, &queued) < 0)
+        return 0;
+    return tcpstat_acked(wsi) + (uint32_t)queued;
+}
