@@ -8,13 +8,12 @@
 #include "metrics.h"
 #include "outq.h"
 #include "runtime.h"
+#include "tcpstat.h"
 
-#include <linux/sockios.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 /* A connection lags once its queue passes the threshold, or half of either
@@ -49,18 +48,16 @@ void conflate_cap_sndbuf(struct conn *c)
 
 size_t conflate_write_room(struct conn *c)
 {
-    int low = rt.cfg->conflate_notsent_bytes, unsent = 0;
-    if (low <= 0 || !c->wsi || ioctl(lws_get_socket_fd(c->wsi), SIOCOUTQNSD, &unsent) < 0)
+    int low = rt.cfg->conflate_notsent_bytes;
+    int unsent = low > 0 ? tcpstat_unsent(c->wsi) : -1;
+    if (unsent < 0)
         return CONN_WRITE_BATCH;
     if (unsent >= low) {
         /* What holds it back: the reader's window (it is behind: small
          * writes from now on), or only the congestion window (a burst of
          * small writes to a reader that delays its ACKs waits a round trip:
          * that reader keeps up and goes on getting whole batches). */
-        struct tcp_info ti;
-        socklen_t len = sizeof ti;
-        if (getsockopt(lws_get_socket_fd(c->wsi), IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
-            ti.tcpi_unacked < ti.tcpi_snd_cwnd)
+        if (tcpstat_peer_window_full(c->wsi))
             c->tx_blocked = true;
         return 0;
     }

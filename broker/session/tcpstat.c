@@ -1,4 +1,5 @@
-/* tcpstat.c - a connection's TCP byte counts, from TCP_INFO and SIOCOUTQ. */
+/* tcpstat.c - a connection's TCP byte counts, from TCP_INFO, SIOCOUTQ and
+ * SIOCOUTQNSD. */
 #include "tcpstat.h"
 
 #include <linux/sockios.h>
@@ -29,4 +30,22 @@ uint32_t tcpstat_written(struct lws *wsi)
     if (fd < 0 || ioctl(fd, SIOCOUTQ, &queued) < 0)
         return 0;
     return tcpstat_acked(wsi) + (uint32_t)queued;
+}
+
+int tcpstat_unsent(struct lws *wsi)
+{
+    int unsent = 0;
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
+    if (fd < 0 || ioctl(fd, SIOCOUTQNSD, &unsent) < 0)
+        return -1;
+    return unsent;
+}
+
+bool tcpstat_peer_window_full(struct lws *wsi)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
+    return fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+           ti.tcpi_unacked < ti.tcpi_snd_cwnd;
 }
