@@ -592,25 +592,26 @@ int consensus_propose(const struct shardmap *next)
     return 0;
 }
 
-static void transferred_cb(struct raft_transfer *req)
-{
-    free(req);
-}
+/* libraft 0.15 queues &req->send while it dials the transferee and reads
+ * req->send.cb when it cancels that send at raft_close, after the transfer
+ * itself has ended: the request must outlive the Raft instance, so it is
+ * static (and outside cs, which consensus_stop clears). One transfer per
+ * process: the one before stopping. */
+static struct raft_transfer transfer_req;
+static bool transfer_started;
 
 void consensus_transfer(void)
 {
-    if (!consensus_is_leader())
+    if (!consensus_is_leader() || transfer_started)
         return;
-    struct raft_transfer *req = calloc(1, sizeof *req);
-    if (!req)
-        return;
-    int rv = raft_transfer(&cs.raft, req, 0, transferred_cb);
+    int rv = raft_transfer(&cs.raft, &transfer_req, 0, NULL);
     if (rv != 0) {
-        free(req);
         log_warn("event=raft_transfer_failed error=\"%s\"", raft_strerror(rv));
         return;
     }
-    log_info("event=raft_transfer msg=\"handing leadership over before stopping\"");
+    transfer_started = true;
+    log_info("event=raft_transfer to=%llx msg=\"handing leadership over before stopping\"",
+             (unsigned long long)transfer_req.id);
     /* Let the TimeoutNow message leave before the loop stops running Raft. */
     run_uv();
 }
