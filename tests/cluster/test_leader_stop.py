@@ -12,8 +12,9 @@ A short lease (450 ms) makes the leader stop 150 ms after its hand-over,
 before libraft evicts the queued message for newer heartbeats. libraft is not
 built with ASan, so its read of freed memory goes unreported unless the
 memory was overwritten: the nodes run with freed memory filled (glibc's
-MALLOC_PERTURB_ with its thread cache off; ASan's max_free_fill_size), which
-turns the stale read into a crash every time.
+MALLOC_PERTURB_ with its thread cache off, from the harness for every test;
+ASan's max_free_fill_size), which turns the stale read into a crash every
+time.
 
 Run: PYTHONPATH=tests/lib /usr/bin/python3 tests/cluster/test_leader_stop.py
 (CHORUSD=build/broker/chorusd).
@@ -28,8 +29,8 @@ import os
 from chorus_harness import wait_until
 from cluster_common import H, filter_tests, make_mesh, metric, node_log_tails, t, test, wait_mesh_up
 
-os.environ["MALLOC_PERTURB_"] = "165"
-os.environ["GLIBC_TUNABLES"] = "glibc.malloc.tcache_count=0"
+# The harness fills glibc's freed memory (clean_env); ASan's, here too when
+# the test runs by hand.
 os.environ["ASAN_OPTIONS"] = ":".join(filter(None, [os.environ.get("ASAN_OPTIONS"),
                                                     "max_free_fill_size=4096"]))
 NODES = make_mesh(3, prefix="ls-", extra=["--lease-ms", "450"])

@@ -110,6 +110,9 @@ export class Server {
       this.log = '';
       this.exitCode = null;
       const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('CHORUS_')));
+      // Freed memory filled, as chorus_harness.py's clean_env does (why: there).
+      env.MALLOC_PERTURB_ ??= '165';
+      env.GLIBC_TUNABLES ??= 'glibc.malloc.tcache_count=0';
       Object.assign(env, this.extraEnv);
       const argv = [chorusdPath(), '--port', String(this.port), '--bind', '127.0.0.1',
         '--node-id', this.nodeId, '--log-level', 'info', ...this.args];
