@@ -26,6 +26,7 @@
 #include "history_fetch.h"
 #include "http_reply.h"
 #include "metrics.h"
+#include "pipelined.h"
 #include "presence.h"
 #include "publish.h"
 #include "runtime.h"
@@ -130,6 +131,7 @@ static int finish(struct lws *wsi, struct http_session *s)
     }
     if (close)
         return -1;
+    pipelined_mark(wsi);
     return lws_http_transaction_completed(wsi) ? -1 : 0;
 }
 

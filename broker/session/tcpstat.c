@@ -1,5 +1,5 @@
-/* tcpstat.c - a connection's TCP byte counts, from TCP_INFO, SIOCOUTQ and
- * SIOCOUTQNSD. */
+/* tcpstat.c - a connection's TCP byte counts, from TCP_INFO, SIOCINQ, SIOCOUTQ
+ * and SIOCOUTQNSD. */
 #include "tcpstat.h"
 
 #include <linux/sockios.h>
@@ -21,6 +21,22 @@ uint32_t tcpstat_acked(struct lws *wsi)
     if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len < sizeof ti)
         return 0;
     return (uint32_t)ti.bytes_acked;
+}
+
+uint32_t tcpstat_read(struct lws *wsi)
+{
+    /* tcpi_bytes_received (Linux 4.1+) follows bytes_acked. */
+    struct {
+        struct tcp_info i;
+        uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+    } ti;
+    socklen_t len = sizeof ti;
+    int unread = 0;
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len < sizeof ti ||
+        ioctl(fd, SIOCINQ, &unread) < 0)
+        return 0;
+    return (uint32_t)ti.bytes_received - (uint32_t)unread;
 }
 
 uint32_t tcpstat_written(struct lws *wsi)

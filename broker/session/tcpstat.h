@@ -15,6 +15,9 @@
 uint32_t tcpstat_acked(struct lws *wsi);
 /* Bytes we have handed to the socket: acknowledged + still in it. */
 uint32_t tcpstat_written(struct lws *wsi);
+/* Bytes from the peer that this side has read from the socket: what TCP
+ * received in order minus what still waits unread; 0 when unknown. */
+uint32_t tcpstat_read(struct lws *wsi);
 /* Bytes in the socket not yet sent; -1 when unknown. */
 int tcpstat_unsent(struct lws *wsi);
 /* Is what holds unsent bytes back the peer's receive window (it reads

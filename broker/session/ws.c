@@ -16,6 +16,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "ops.h"
+#include "pipelined.h"
 #include "presence.h"
 #include "proxy.h"
 #include "readmore.h"
@@ -395,6 +396,10 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
         /* Every plain HTTP request (API and files) passes here first. */
         if (http_framing_refuse(wsi))
             return 1;
+        if (pipelined_body(wsi))
+            return http_reply_close(wsi, 400, "text/plain",
+                                    "a request with a body cannot follow another in the same "
+                                    "write: send it after the previous response");
         return http_body_refuse(wsi, in);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* -1, not 1: 1 means "answered, keep the connection" here (lws then

@@ -254,6 +254,51 @@ async def _():
     assert status == 200
 
 
+def _publish_request(size):
+    body = json.dumps({"ch": "keep", "data": "x" * size}).encode()
+    return (b"POST /api/publish HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() +
+            b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def _read_response(sock):
+    got = b""
+    while b"\r\n\r\n" not in got:
+        chunk = sock.recv(65536)
+        assert chunk, f"connection closed before a response: {got!r}"
+        got += chunk
+    head, rest = got.split(b"\r\n\r\n", 1)
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(rest) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "connection closed inside a response"
+        rest += chunk
+    assert len(rest) == length, f"more than one response: {rest!r}"
+    return head.split(b" ")[1]
+
+
+@h.test("Publishes sent one after another on a kept-alive connection are all answered 200, "
+        "small and larger than the read buffer; one pipelined behind another gets 400 and a close")
+async def _():
+    # The refusal of a pipelined body (session/pipelined.c) must not catch a
+    # client that waits for each answer: the kernel says whether anything was
+    # read from the socket since the previous request.
+    for size in (10, 300, 5000):
+        with socket.create_connection(("127.0.0.1", api.port), timeout=h.t(10)) as sock:
+            for i in range(20):
+                sock.sendall(_publish_request(size))
+                st = _read_response(sock)
+                assert st == b"200", f"publish {i} of {size} bytes on a kept-alive connection: {st}"
+        with socket.create_connection(("127.0.0.1", api.port), timeout=h.t(10)) as sock:
+            sock.sendall(_publish_request(size) * 2)
+            got = b""
+            while chunk := sock.recv(65536):
+                got += chunk
+        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+        assert statuses == [b"200", b"400"], f"two publishes of {size} bytes in one write: {statuses}"
+    status, _ = api.healthz()
+    assert status == 200
+
+
 @h.test("Static files are served from --static-dir and nothing outside it is")
 async def _():
     status, _h, body = api.http("GET", "/")
