@@ -232,6 +232,17 @@ async def _():
                         h.t(10), "the gauges to return after the client closed")
 
 
+def _one_write(data):
+    """Sends data in one write and reads until the node closes: the status
+    codes answered, and all it sent."""
+    with socket.create_connection(("127.0.0.1", api.port), timeout=h.t(10)) as sock:
+        sock.sendall(data)
+        got = b""
+        while chunk := sock.recv(65536):
+            got += chunk
+    return re.findall(rb"HTTP/1\.1 (\d{3}) ", got), got
+
+
 @h.test("A request with a body pipelined behind another gets 400 and a close, however its method and path are spelled")
 async def _():
     # lws 4.1.6 reads such a body from the request's own first byte and loops
@@ -243,12 +254,7 @@ async def _():
                  b"GET /api/%41", b"GET /api/1&", b"PUT /api/x", b"DELETE /api/publish"):
         req = (line + b" HTTP/1.1\r\nHost: x\r\nX-API-Key: " + KEY.encode() +
                b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        with socket.create_connection(("127.0.0.1", api.port), timeout=h.t(10)) as sock:
-            sock.sendall(first + req)
-            got = b""
-            while chunk := sock.recv(65536):
-                got += chunk
-        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+        statuses, got = _one_write(first + req)
         assert statuses == [b"200", b"400"], f"{line!r} pipelined: answers {statuses}: {got[-200:]!r}"
     status, _ = api.healthz()
     assert status == 200
@@ -288,12 +294,7 @@ async def _():
                 sock.sendall(_publish_request(size))
                 st = _read_response(sock)
                 assert st == b"200", f"publish {i} of {size} bytes on a kept-alive connection: {st}"
-        with socket.create_connection(("127.0.0.1", api.port), timeout=h.t(10)) as sock:
-            sock.sendall(_publish_request(size) * 2)
-            got = b""
-            while chunk := sock.recv(65536):
-                got += chunk
-        statuses = re.findall(rb"HTTP/1\.1 (\d{3}) ", got)
+        statuses, _ = _one_write(_publish_request(size) * 2)
         assert statuses == [b"200", b"400"], f"two publishes of {size} bytes in one write: {statuses}"
     status, _ = api.healthz()
     assert status == 200
