@@ -8,33 +8,31 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 
+/* glibc's struct tcp_info stops before these; Linux's (4.1+) has them after
+ * two more u64s. */
+struct tcp_info_ext {
+    struct tcp_info i;
+    uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
+};
+
+static bool tcp_info_ext(struct lws *wsi, struct tcp_info_ext *ti)
+{
+    socklen_t len = sizeof *ti;
+    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
+    return fd >= 0 && getsockopt(fd, IPPROTO_TCP, TCP_INFO, ti, &len) == 0 && len >= sizeof *ti;
+}
+
 uint32_t tcpstat_acked(struct lws *wsi)
 {
-    /* glibc's struct tcp_info stops before the field; Linux's (4.2+) has it
-     * after two more u64s. */
-    struct {
-        struct tcp_info i;
-        uint64_t pacing_rate, max_pacing_rate, bytes_acked;
-    } ti;
-    socklen_t len = sizeof ti;
-    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
-    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len < sizeof ti)
-        return 0;
-    return (uint32_t)ti.bytes_acked;
+    struct tcp_info_ext ti;
+    return tcp_info_ext(wsi, &ti) ? (uint32_t)ti.bytes_acked : 0;
 }
 
 uint32_t tcpstat_read(struct lws *wsi)
 {
-    /* tcpi_bytes_received (Linux 4.1+) follows bytes_acked. */
-    struct {
-        struct tcp_info i;
-        uint64_t pacing_rate, max_pacing_rate, bytes_acked, bytes_received;
-    } ti;
-    socklen_t len = sizeof ti;
+    struct tcp_info_ext ti;
     int unread = 0;
-    int fd = wsi ? lws_get_socket_fd(wsi) : -1;
-    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 || len < sizeof ti ||
-        ioctl(fd, SIOCINQ, &unread) < 0)
+    if (!tcp_info_ext(wsi, &ti) || ioctl(lws_get_socket_fd(wsi), SIOCINQ, &unread) < 0)
         return 0;
     return (uint32_t)ti.bytes_received - (uint32_t)unread;
 }
