@@ -735,7 +735,10 @@ static const char *request_method(struct lws *wsi)
  * and closing is what ends the loop. Only the method is compared: lws keeps
  * the path decoded and normalised (%41, //, /./, /../) and split at '&', so
  * the path it reports need not be the bytes sent (each of those hung the node
- * when the path was compared too; found by fuzz_http). */
+ * when the path was compared too; found by fuzz_http). Such a request is
+ * normally refused before it gets here (session/pipelined.c: by then lws has
+ * already used up the buffer under its reader); this stays for a connection
+ * whose kernel counts cannot be read. */
 static bool body_is_own_request(struct lws *wsi, const void *in, size_t len)
 {
     char start[16];
