@@ -791,9 +791,7 @@ int http_api_callback(struct lws *wsi, enum lws_callback_reasons reason, void *u
         if (s->body_done || s->body_too_large || !len)
             return 0;
         if (!s->body_len && body_is_own_request(wsi, in, len))
-            return http_reply_close(wsi, 400, "text/plain",
-                                    "a request with a body cannot follow another in the same "
-                                    "write: send it after the previous response");
+            return pipelined_refuse(wsi);
         if (s->body_len + len > (size_t)rt.cfg->max_frame_bytes) {
             s->body_too_large = true;
             free(s->body);

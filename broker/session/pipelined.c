@@ -3,6 +3,7 @@
  * the connection's opaque user data (unused otherwise on server connections),
  * with bit 32 set so that a count of 0 is still a mark. */
 #include "pipelined.h"
+#include "http_reply.h"
 #include "tcpstat.h"
 
 #include <stdint.h>
@@ -25,4 +26,11 @@ bool pipelined_body(struct lws *wsi)
     if (!(mark & MARKED) || !now || (uint32_t)mark != now)
         return false;
     return lws_hdr_copy(wsi, cl, sizeof cl, WSI_TOKEN_HTTP_CONTENT_LENGTH) > 0 && atoll(cl) > 0;
+}
+
+int pipelined_refuse(struct lws *wsi)
+{
+    return http_reply_close(wsi, 400, "text/plain",
+                            "a request with a body cannot follow another in the same "
+                            "write: send it after the previous response");
 }

@@ -18,6 +18,8 @@
 /* At the start of every HTTP request (FILTER_HTTP_CONNECTION): true when it
  * has a body and came from input read with an earlier request. */
 bool pipelined_body(struct lws *wsi);
+/* Answers such a request 400 and says to close (the callback's return). */
+int pipelined_refuse(struct lws *wsi);
 /* The request's body has been read (before its transaction completes). */
 void pipelined_mark(struct lws *wsi);
 

@@ -397,9 +397,7 @@ int ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, v
         if (http_framing_refuse(wsi))
             return 1;
         if (pipelined_body(wsi))
-            return http_reply_close(wsi, 400, "text/plain",
-                                    "a request with a body cannot follow another in the same "
-                                    "write: send it after the previous response");
+            return pipelined_refuse(wsi);
         return http_body_refuse(wsi, in);
     case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
         /* -1, not 1: 1 means "answered, keep the connection" here (lws then
